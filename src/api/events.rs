@@ -1,0 +1,112 @@
+//! `GET /v1/events` (pull by cursor) and `GET /v1/events/stream` (SSE, resumable).
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, Stream};
+use serde::Deserialize;
+
+use super::auth::authorize;
+use super::error::ApiError;
+use super::AppState;
+use crate::config::Scope;
+use crate::store::events::StoredEvent;
+use crate::store::{self, Store};
+
+#[derive(Deserialize)]
+pub struct EventQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    /// Comma-separated type globs.
+    types: Option<String>,
+}
+
+fn type_filter(types: &Option<String>) -> Vec<String> {
+    types.as_deref().unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+}
+
+/// Scans at most this many log rows per request when filtering by type.
+const SCAN_LIMIT: usize = 10_000;
+
+pub async fn list(State(state): State<AppState>, Query(q): Query<EventQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Read)?;
+    let after = q.after.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "limit must be 1-1000").field("limit"));
+    }
+    let types = type_filter(&q.types);
+    let (events, scanned_to) =
+        state.store.read(move |c| store::events::after_matching(c, after, limit, &types, SCAN_LIMIT)).await?;
+    // The envelopes are already JSON: join them rather than re-serialise.
+    let mut body = String::with_capacity(events.iter().map(|e| e.data.len() + 160).sum::<usize>() + 40);
+    body.push_str(r#"{"events":["#);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.envelope_json());
+    }
+    body.push_str(&format!(r#"],"next_after":{}}}"#, scanned_to.max(after)));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// SSE: `id:` is the seq, `data:` the envelope. Resumes after `Last-Event-ID` (or `?after=`).
+pub async fn stream(State(state): State<AppState>, Query(q): Query<EventQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Read)?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    let after = resume.or(q.after).unwrap_or(0);
+    let types = type_filter(&q.types);
+    let stream = event_stream(state.store.clone(), after, types, state.shutdown.clone());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+struct Cursor {
+    store: Store,
+    after: u64,
+    types: Vec<String>,
+    buffer: VecDeque<StoredEvent>,
+    last_seq: tokio::sync::watch::Receiver<u64>,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+fn event_stream(
+    store: Store,
+    after: u64,
+    types: Vec<String>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let last_seq = store.last_seq();
+    let cursor = Cursor { store, after, types, buffer: VecDeque::new(), last_seq, shutdown };
+    stream::unfold(cursor, |mut cur| async move {
+        loop {
+            if let Some(e) = cur.buffer.pop_front() {
+                let event = Event::default().id(e.seq.to_string()).data(e.envelope_json());
+                return Some((Ok(event), cur));
+            }
+            if cur.shutdown.is_cancelled() {
+                return None;
+            }
+            if *cur.last_seq.borrow_and_update() > cur.after {
+                let (after, types) = (cur.after, cur.types.clone());
+                match cur.store.read(move |c| store::events::after_matching(c, after, 500, &types, SCAN_LIMIT)).await {
+                    Ok((events, scanned_to)) => {
+                        cur.after = scanned_to.max(cur.after);
+                        cur.buffer.extend(events);
+                        continue;
+                    }
+                    Err(_) => return None,
+                }
+            }
+            tokio::select! {
+                changed = cur.last_seq.changed() => if changed.is_err() { return None },
+                _ = cur.shutdown.cancelled() => return None,
+            }
+        }
+    })
+}

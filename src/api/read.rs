@@ -1,0 +1,124 @@
+//! Read endpoints: messages, conversations, contacts, attachments (scope `read`), and closing or
+//! reopening a conversation (scope `send`).
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::authorize;
+use super::error::{body_rejection, ApiError};
+use super::AppState;
+use crate::config::Scope;
+use crate::json_input::{self, FieldError};
+use crate::model::{time, EventType};
+use crate::store;
+
+pub async fn message(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Read)?;
+    let message = state.store.read(move |c| store::messages::get(c, &id)).await?;
+    Ok(Json(message.ok_or_else(|| ApiError::not_found("message"))?).into_response())
+}
+
+pub async fn conversation(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Read)?;
+    let conversation = state.store.read(move |c| store::conversations::get(c, &id)).await?;
+    Ok(Json(conversation.ok_or_else(|| ApiError::not_found("conversation"))?).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct Page {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn conversation_messages(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Read)?;
+    let limit = page.limit.unwrap_or(100).clamp(1, 1000);
+    let (found, messages) = state
+        .store
+        .read(move |c| {
+            let found = store::conversations::get(c, &id)?.is_some();
+            Ok((found, store::messages::for_conversation(c, &id, page.after.as_deref(), limit)?))
+        })
+        .await?;
+    if !found {
+        return Err(ApiError::not_found("conversation"));
+    }
+    let next_after = (messages.len() == limit).then(|| messages.last().map(|m| m.id.clone())).flatten();
+    Ok(Json(json!({"messages": messages, "next_after": next_after})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConversationPatch {
+    status: String,
+}
+
+/// `PATCH /v1/conversations/{id}` with `{"status": "closed"}` or `"open"`; emits
+/// `conversation.updated` when the status changes.
+pub async fn update_conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Send)?;
+    let body = body.map_err(body_rejection)?;
+    let patch: ConversationPatch = json_input::parse(&body).map_err(ApiError::invalid)?;
+    if patch.status != "open" && patch.status != "closed" {
+        return Err(ApiError::invalid(FieldError::new("status", "must be `open` or `closed`")));
+    }
+    let conversation = state
+        .store
+        .write(move |c| {
+            if store::conversations::get(c, &id)?.is_none() {
+                return Ok(None);
+            }
+            if let Some(updated) = store::conversations::set_status(c, &id, &patch.status, time::now_ms())? {
+                store::events::append(c, EventType::ConversationUpdated, updated.id.as_str(), &updated)?;
+                return Ok(Some(updated));
+            }
+            store::conversations::get(c, &id)
+        })
+        .await?;
+    Ok(Json(conversation.ok_or_else(|| ApiError::not_found("conversation"))?).into_response())
+}
+
+pub async fn contact(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Read)?;
+    let contact = state.store.read(move |c| store::conversations::contact(c, &id)).await?;
+    Ok(Json(contact.ok_or_else(|| ApiError::not_found("contact"))?).into_response())
+}
+
+/// The attachment's bytes, with its content type and file name.
+pub async fn attachment(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+    authorize(&state.tokens, &headers, Scope::Read)?;
+    let attachment = state.store.read(move |c| store::messages::attachment(c, &id)).await?;
+    let attachment = attachment.ok_or_else(|| ApiError::not_found("attachment"))?;
+    let path = state.store.blobs().path(&attachment.sha256);
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        tracing::error!(path = %path.display(), error = %e, "attachment blob is missing");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_missing", "the attachment's stored file cannot be read")
+    })?;
+    let stream = tokio_util::io::ReaderStream::new(file);
+    let filename = attachment.filename.unwrap_or_else(|| attachment.id.to_string()).replace(['"', '\\', '\r', '\n'], "_");
+    Ok((
+        [
+            (header::CONTENT_TYPE, attachment.content_type),
+            (header::CONTENT_LENGTH, attachment.size.to_string()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}

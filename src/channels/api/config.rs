@@ -1,0 +1,47 @@
+//! `[[channels]] type = "api"`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::channels::ChannelLimits;
+use crate::config::{self, Secret};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiChannelConfig {
+    pub id: String,
+    /// Where replies to this channel are POSTed (optional: without it the channel only receives).
+    pub outbound_url: Option<String>,
+    /// `whsec_…` secret signing those POSTs (Standard Webhooks headers) ...
+    pub secret: Option<Secret>,
+    /// ... or a file holding it.
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub limits: ChannelLimits,
+}
+
+impl ApiChannelConfig {
+    pub(crate) fn validate(&mut self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.outbound_url {
+            if let Err(reason) = config::check_http_url(url) {
+                problems.push(("outbound_url".to_owned(), reason));
+            }
+        }
+        match config::resolve_secret("secret", &self.secret, &self.secret_file) {
+            Ok(Some(secret)) => {
+                if let Err(reason) = config::check_signing_secret(secret.expose()) {
+                    problems.push(("secret".to_owned(), reason));
+                }
+                self.secret = Some(secret);
+            }
+            Ok(None) if self.outbound_url.is_some() => {
+                problems.push(("secret".to_owned(), "is required with outbound_url (a whsec_… signing secret)".to_owned()))
+            }
+            Ok(None) => {}
+            Err((key, reason)) => problems.push((key, reason)),
+        }
+        problems
+    }
+}

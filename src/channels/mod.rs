@@ -1,0 +1,166 @@
+//! Channel adapters: the contract they implement and the tagged config enum.
+//!
+//! Invariant: adapters only translate. An adapter turns its wire format into `RawInbound` and an
+//! `OutboundMessage` into its wire format; it never touches the store, threads or webhooks. One
+//! folder per channel with the same file names (`config.rs`, `inbound.rs`, `outbound.rs`,
+//! `tests.rs`): adding a channel means copying a folder, adding a variant to `ChannelConfig` and a
+//! line to `build_outbound`.
+
+pub mod api;
+mod registry;
+
+pub use registry::{RegisteredChannel, Registry};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::model::{Message, Party, SkippedAttachment};
+
+/// What an adapter hands to the pipeline: one provider message, translated but not yet stored.
+#[derive(Clone, Debug)]
+pub struct RawInbound {
+    pub channel_id: String,
+    pub channel_type: &'static str,
+    /// The provider's id for the message: the dedup key on this channel, when there is one.
+    pub provider_message_id: Option<String>,
+    pub provider_thread_id: Option<String>,
+    /// The channel's key for the conversation (chat id, `thread` field, ...).
+    pub thread_key: String,
+    pub from: Party,
+    /// The sender's identity, scheme-prefixed: `email:…`, `tel:+…`, `ext:<channel>:<address>`.
+    pub identity: String,
+    pub to: Vec<Party>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// The new part of the text; `None` means the whole text is new.
+    pub reply_text: Option<String>,
+    pub attachments: Vec<RawAttachment>,
+    pub attachments_skipped: Vec<SkippedAttachment>,
+}
+
+#[derive(Clone, Debug)]
+pub struct RawAttachment {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+/// A message to send, as the outbound engine hands it to an adapter.
+#[derive(Clone, Debug)]
+pub struct OutboundMessage {
+    pub message: Message,
+    /// The recipient address on this channel.
+    pub recipient: String,
+}
+
+/// A successful hand-over to the provider.
+#[derive(Clone, Debug, Default)]
+pub struct Sent {
+    pub provider_message_id: Option<String>,
+}
+
+/// Why a send failed, classified by what the engine does next.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum SendError {
+    /// Try again later (after `retry_after` when the provider said so).
+    #[error("{reason}")]
+    Temporary { code: String, reason: String, retry_after: Option<Duration> },
+    /// Retrying cannot help; the message fails.
+    #[error("{reason}")]
+    Permanent { code: String, reason: String },
+}
+
+/// The sending half of an adapter.
+pub trait Outbound: Send + Sync + 'static {
+    fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<Sent, SendError>>;
+}
+
+/// Channel-wide and per-recipient send rates (`[channels.limits]`). Absent means unlimited.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelLimits {
+    /// Sends per second across the channel.
+    pub per_second: Option<f64>,
+    /// Sends per second to one recipient.
+    pub per_recipient_per_second: Option<f64>,
+    /// Sends allowed back to back before the rate applies (default 1: evenly spaced).
+    pub burst: Option<u32>,
+}
+
+impl ChannelLimits {
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        for (key, value) in [("limits.per_second", self.per_second), ("limits.per_recipient_per_second", self.per_recipient_per_second)] {
+            if let Some(v) = value {
+                if !(v.is_finite() && v > 0.0 && v <= 1_000_000.0) {
+                    problems.push((key.to_owned(), "must be a number greater than 0".to_owned()));
+                }
+            }
+        }
+        if self.burst == Some(0) {
+            problems.push(("limits.burst".to_owned(), "must be at least 1".to_owned()));
+        }
+        problems
+    }
+}
+
+/// `[[channels]]`, tagged by `type`.
+#[derive(Clone, Debug)]
+pub enum ChannelConfig {
+    Api(api::config::ApiChannelConfig),
+}
+
+type ParseResult = Result<ChannelConfig, serde_path_to_error::Error<figment::Error>>;
+
+impl ChannelConfig {
+    /// Every `type` the config accepts.
+    pub const TYPES: &'static [&'static str] = &["api"];
+
+    /// Deserialises a channel table (without its `type` key) of the given type; `None` for an
+    /// unknown type.
+    pub fn parse(kind: &str, value: &figment::value::Value) -> Option<ParseResult> {
+        match kind {
+            "api" => Some(serde_path_to_error::deserialize(value).map(ChannelConfig::Api)),
+            _ => None,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            ChannelConfig::Api(c) => &c.id,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelConfig::Api(_) => "api",
+        }
+    }
+
+    pub fn limits(&self) -> &ChannelLimits {
+        match self {
+            ChannelConfig::Api(c) => &c.limits,
+        }
+    }
+
+    /// Problems as (key relative to the channel, reason); resolves secret files.
+    pub fn validate(&mut self) -> Vec<(String, String)> {
+        let mut problems = self.limits().validate();
+        match self {
+            ChannelConfig::Api(c) => problems.extend(c.validate()),
+        }
+        problems
+    }
+}
+
+/// The outbound half of a configured channel, if it can send.
+pub fn build_outbound(config: &ChannelConfig, timeout: Duration) -> Option<Arc<dyn Outbound>> {
+    match config {
+        ChannelConfig::Api(c) => api::outbound::ApiOutbound::new(c, timeout).map(|o| Arc::new(o) as Arc<dyn Outbound>),
+    }
+}

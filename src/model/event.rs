@@ -1,0 +1,101 @@
+//! Event types and the envelope every consumer sees (webhook body, `/v1/events` item, SSE data).
+
+use serde::{Deserialize, Serialize};
+
+/// Every event type the log can hold. Consumers filter on these names with globs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    MessageReceived,
+    MessageQueued,
+    MessageSent,
+    MessageDelivered,
+    MessageRead,
+    MessageFailed,
+    ConversationCreated,
+    ConversationUpdated,
+    ContactCreated,
+    ContactUpdated,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 10] = [
+        EventType::MessageReceived,
+        EventType::MessageQueued,
+        EventType::MessageSent,
+        EventType::MessageDelivered,
+        EventType::MessageRead,
+        EventType::MessageFailed,
+        EventType::ConversationCreated,
+        EventType::ConversationUpdated,
+        EventType::ContactCreated,
+        EventType::ContactUpdated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::MessageReceived => "message.received",
+            EventType::MessageQueued => "message.queued",
+            EventType::MessageSent => "message.sent",
+            EventType::MessageDelivered => "message.delivered",
+            EventType::MessageRead => "message.read",
+            EventType::MessageFailed => "message.failed",
+            EventType::ConversationCreated => "conversation.created",
+            EventType::ConversationUpdated => "conversation.updated",
+            EventType::ContactCreated => "contact.created",
+            EventType::ContactUpdated => "contact.updated",
+        }
+    }
+}
+
+/// The envelope as it is read back from the log. `data` stays raw JSON so the log's bytes are
+/// passed through without re-serialising.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: String,
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub timestamp: String,
+    pub data: Box<serde_json::value::RawValue>,
+}
+
+/// Does `pattern` (`*`, `message.*`, `message.sent`) select `event_type`? A `*` matches any run
+/// of characters, so `*.failed` works too.
+pub fn glob_matches(pattern: &str, event_type: &str) -> bool {
+    fn go(p: &[u8], s: &[u8]) -> bool {
+        match p.split_first() {
+            None => s.is_empty(),
+            Some((b'*', rest)) => (0..=s.len()).any(|i| go(rest, &s[i..])),
+            Some((c, rest)) => s.first() == Some(c) && go(rest, &s[1..]),
+        }
+    }
+    go(pattern.as_bytes(), event_type.as_bytes())
+}
+
+/// An event type filter: empty means everything.
+pub fn selects(patterns: &[String], event_type: &str) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| glob_matches(p, event_type))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_select_types() {
+        let cases = [
+            ("*", "message.sent", true),
+            ("message.*", "message.sent", true),
+            ("message.*", "conversation.created", false),
+            ("message.sent", "message.sent", true),
+            ("message.sent", "message.sent2", false),
+            ("*.failed", "message.failed", true),
+            ("conversation.*", "conversation.updated", true),
+        ];
+        for (p, t, ok) in cases {
+            assert_eq!(glob_matches(p, t), ok, "{p} vs {t}");
+        }
+        assert!(selects(&[], "anything"));
+        assert!(selects(&["a.*".into(), "message.*".into()], "message.read"));
+    }
+}

@@ -1,0 +1,193 @@
+//! The message object: what consumers receive in `message.*` events and from `GET /v1/messages/{id}`.
+//!
+//! Its JSON shape is public (docs/schemas/message.json); add fields, never rename them.
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{AttachmentId, ContactId, ConversationId, MessageId};
+
+/// Who sent or receives a message on a channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Party {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// Lifecycle of a message. Inbound messages are `received`; outbound ones move
+/// `queued < sent < delivered < read`, or end `failed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Received,
+    Queued,
+    Sent,
+    Delivered,
+    Read,
+    Failed,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Received => "received",
+            Status::Queued => "queued",
+            Status::Sent => "sent",
+            Status::Delivered => "delivered",
+            Status::Read => "read",
+            Status::Failed => "failed",
+        }
+    }
+
+    fn rank(self) -> u8 {
+        match self {
+            Status::Received | Status::Queued => 0,
+            Status::Sent => 1,
+            Status::Delivered => 2,
+            Status::Read => 3,
+            Status::Failed => 4,
+        }
+    }
+
+    /// Invariant 7: status never moves backwards, and `failed` is terminal. A late `delivered`
+    /// after `read` is ignored; `failed` is accepted from any non-terminal state (a bounce can
+    /// follow `sent`) but never after `delivered` or `read`, which prove the message arrived.
+    pub fn can_become(self, next: Status) -> bool {
+        match (self, next) {
+            (Status::Failed, _) => false,
+            (Status::Delivered | Status::Read, Status::Failed) => false,
+            (_, Status::Failed) => true,
+            (current, next) => next.rank() > current.rank(),
+        }
+    }
+}
+
+/// A stored attachment as consumers see it; the bytes are at `url`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    pub id: AttachmentId,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub url: String,
+}
+
+/// An attachment that was not stored, and why (invariant 4: nothing disappears silently).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedAttachment {
+    pub filename: Option<String>,
+    pub content_type: Option<String>,
+    pub size: Option<u64>,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelRef {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// The provider's own ids for this message and its thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderRef {
+    pub message_id: Option<String>,
+    pub thread_id: Option<String>,
+}
+
+/// Why a message joined its conversation (an operator's answer to "why is this here?").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StitchInfo {
+    /// `thread` (the channel's thread key matched), `new`, and for mail `in_reply_to`,
+    /// `references`, `token`, `subject`.
+    pub reason: String,
+}
+
+/// A failure as consumers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+    pub permanent: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub contact_id: ContactId,
+    pub channel: ChannelRef,
+    pub direction: Direction,
+    pub status: Status,
+    pub from: Party,
+    pub to: Vec<Party>,
+    pub subject: Option<String>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    /// The new part of the message, without quoted history or signature.
+    pub reply_text: Option<String>,
+    pub attachments: Vec<Attachment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments_skipped: Vec<SkippedAttachment>,
+    /// Our id of the message this one answers, when known.
+    pub in_reply_to: Option<MessageId>,
+    pub provider: ProviderRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stitch: Option<StitchInfo>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Status::*;
+
+    #[test]
+    fn status_only_moves_forward() {
+        let cases = [
+            (Queued, Sent, true),
+            (Sent, Delivered, true),
+            (Delivered, Read, true),
+            (Queued, Read, true),
+            (Read, Delivered, false),
+            (Delivered, Sent, false),
+            (Sent, Sent, false),
+            (Queued, Failed, true),
+            (Sent, Failed, true),
+            (Delivered, Failed, false),
+            (Failed, Sent, false),
+            (Failed, Failed, false),
+        ];
+        for (from, to, ok) in cases {
+            assert_eq!(from.can_become(to), ok, "{from:?} -> {to:?}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Pure domain types: ids, messages, conversations, contacts, events, time.
+//!
+//! Invariant: model/ does no I/O. Everything here is plain data and plain functions.
+
+pub mod conversation;
+pub mod event;
+pub mod ids;
+pub mod message;
+pub mod time;
+
+pub use conversation::{Contact, Conversation};
+pub use event::{EventType, Envelope};
+pub use ids::{AttachmentId, ContactId, ConversationId, EventId, MessageId};
+pub use message::{
+    Attachment, ChannelRef, Direction, ErrorInfo, Message, Party, ProviderRef, SkippedAttachment, Status, StitchInfo,
+};

@@ -1,0 +1,252 @@
+//! The one delivery engine for outbound messages.
+//!
+//! Loop: read due jobs → for each, ask the channel's rate limiter; a job that does not fit gets
+//! a later `due_at` and is released (invariant 5); one that fits is leased in memory and sent on
+//! its own task, bounded by `outbound.max_in_flight`. The result is committed with its status
+//! event: `message.sent`; a temporary error reschedules by the retry schedule (honouring
+//! `retry_after`); a permanent error or an exhausted schedule ends in `message.failed`.
+//! A job sent but not yet recorded when the process dies is sent again after restart
+//! (at-least-once; the api channel's `webhook-id` lets the receiver deduplicate).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::limits::{ChannelLimiter, Slots};
+use super::status::{self, Transition};
+use crate::channels::{OutboundMessage, Registry, SendError, Sent};
+use crate::config::OutboundConfig;
+use crate::model::{time, ErrorInfo};
+use crate::retry;
+use crate::store::outbound::Job;
+use crate::store::{self, Store, StoreError};
+
+/// How many due jobs one round looks at.
+const ROUND: usize = 256;
+
+#[derive(Clone)]
+pub struct OutboundEngine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    registry: Arc<Registry>,
+    limiters: HashMap<String, ChannelLimiter>,
+    config: OutboundConfig,
+    wake: Notify,
+}
+
+impl OutboundEngine {
+    pub fn new(store: Store, registry: Arc<Registry>, config: OutboundConfig) -> OutboundEngine {
+        let limiters = registry.iter().map(|c| (c.config.id().to_owned(), ChannelLimiter::new(c.config.limits()))).collect();
+        OutboundEngine { inner: Arc::new(Inner { store, registry, limiters, config, wake: Notify::new() }) }
+    }
+
+    /// Tells the engine new jobs were committed.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs until `shutdown`; then waits up to `grace` for sends in flight to be recorded.
+    pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
+        let inner = self.inner;
+        let permits = Arc::new(Semaphore::new(inner.config.max_in_flight));
+        let mut leased: HashSet<String> = HashSet::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+        let mut rounds: u64 = 0;
+        while !shutdown.is_cancelled() {
+            let saturated = match dispatch_round(&inner, &permits, &mut leased, &done_tx).await {
+                Ok(saturated) => saturated,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbound round failed; retrying in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            rounds += 1;
+            if rounds % 1024 == 0 {
+                inner.limiters.values().for_each(ChannelLimiter::tidy);
+            }
+            let sleep = if saturated { Duration::from_secs(3600) } else { next_wake(&inner.store, &leased).await };
+            tokio::select! {
+                Some(id) = done_rx.recv() => {
+                    leased.remove(&id);
+                    while let Ok(id) = done_rx.try_recv() {
+                        leased.remove(&id);
+                    }
+                }
+                _ = inner.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        }
+        // Stop taking jobs; let the sends in flight finish and be recorded.
+        let deadline = tokio::time::Instant::now() + grace;
+        while !leased.is_empty() {
+            match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                Ok(Some(id)) => {
+                    leased.remove(&id);
+                }
+                _ => break,
+            }
+        }
+        if !leased.is_empty() {
+            tracing::warn!(in_flight = leased.len(), "outbound sends still in flight at shutdown; they stay queued and are retried on start");
+        }
+    }
+}
+
+/// One pass over due jobs. Returns whether the in-flight bound was reached.
+async fn dispatch_round(
+    inner: &Arc<Inner>,
+    permits: &Arc<Semaphore>,
+    leased: &mut HashSet<String>,
+    done_tx: &mpsc::UnboundedSender<String>,
+) -> Result<bool, StoreError> {
+    let now = time::now_ms();
+    let limit = ROUND + leased.len();
+    let jobs = inner.store.read(move |c| store::outbound::due(c, now, limit)).await?;
+    let mut slots = Slots::default();
+    let mut deferred: Vec<(String, i64, u32)> = Vec::new();
+    let mut saturated = false;
+    for job in jobs {
+        if leased.contains(&job.message_id) {
+            continue;
+        }
+        if let Some(limiter) = inner.limiters.get(&job.channel_id) {
+            if let Err((bucket, wait, period)) = limiter.check(&job.recipient) {
+                let delay = slots.next(&job.channel_id, bucket, wait, period);
+                deferred.push((job.message_id, now + delay.as_millis() as i64, job.attempts));
+                metrics::counter!("switchboard_outbound_total", "channel" => job.channel_id, "status" => "deferred").increment(1);
+                continue;
+            }
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            saturated = true;
+            break;
+        };
+        leased.insert(job.message_id.clone());
+        let inner = inner.clone();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            let id = job.message_id.clone();
+            if let Err(e) = send_one(&inner, job).await {
+                tracing::error!(message_id = %id, error = %e, "could not record a send result; the job stays queued");
+            }
+            drop(permit);
+            let _ = done.send(id);
+        });
+    }
+    if !deferred.is_empty() {
+        inner
+            .store
+            .write(move |c| {
+                for (id, due, attempts) in &deferred {
+                    store::outbound::reschedule(c, id, *due, *attempts, None)?;
+                }
+                Ok(())
+            })
+            .await?;
+    }
+    Ok(saturated)
+}
+
+/// Time until the earliest job not already in flight (at most a minute: a safety net).
+async fn next_wake(store: &Store, leased: &HashSet<String>) -> Duration {
+    let skip = leased.clone();
+    let next = store
+        .read(move |c| {
+            let mut stmt = c.prepare_cached("SELECT message_id, due_at FROM outbound_jobs ORDER BY due_at LIMIT ?1")?;
+            let rows = stmt.query_map([skip.len() as i64 + 1], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (id, due) = row?;
+                if !skip.contains(&id) {
+                    return Ok(Some(due));
+                }
+            }
+            Ok(None)
+        })
+        .await;
+    match next {
+        Ok(Some(due)) => Duration::from_millis((due - time::now_ms()).clamp(0, 60_000) as u64),
+        _ => Duration::from_secs(60),
+    }
+}
+
+async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
+    let id = job.message_id.clone();
+    let message = inner.store.read(move |c| store::messages::get(c, &id)).await?;
+    let result = match (message, inner.registry.get(&job.channel_id).and_then(|c| c.outbound.clone())) {
+        (None, _) => Err(SendError::Permanent { code: "message_missing".into(), reason: "the message record is gone".into() }),
+        (Some(_), None) => Err(SendError::Permanent {
+            code: "channel_unavailable".into(),
+            reason: format!("channel `{}` is not configured to send", job.channel_id),
+        }),
+        (Some(message), Some(adapter)) => {
+            let outbound = OutboundMessage { message, recipient: job.recipient.clone() };
+            let limit = inner.config.timeout.0 + Duration::from_secs(5);
+            match tokio::time::timeout(limit, adapter.send(&outbound)).await {
+                Ok(result) => result,
+                Err(_) => Err(SendError::Temporary { code: "timeout".into(), reason: "send timed out".into(), retry_after: None }),
+            }
+        }
+    };
+    record(inner, job, result).await
+}
+
+/// Commits what became of one send.
+async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Result<(), StoreError> {
+    let attempts = job.attempts + 1;
+    let delay = match &result {
+        Err(SendError::Temporary { retry_after, .. }) => retry::next_delay(
+            &inner.config.retry_schedule.iter().map(|d| d.0).collect::<Vec<_>>(),
+            attempts,
+            *retry_after,
+            inner.config.max_retry_after.0,
+            fastrand::f64(),
+        ),
+        _ => None,
+    };
+    let channel = job.channel_id.clone();
+    let final_outcome = inner
+        .store
+        .write(move |c| {
+            let now = time::now_ms();
+            let id = job.message_id.as_str();
+            match result {
+                Ok(sent) => {
+                    store::outbound::finish(c, id)?;
+                    status::apply(c, id, Transition::Sent { provider_message_id: sent.provider_message_id }, now)?;
+                    Ok("sent")
+                }
+                Err(SendError::Temporary { code, reason, .. }) => match delay {
+                    Some(delay) => {
+                        let due = now + delay.as_millis() as i64;
+                        store::outbound::reschedule(c, id, due, attempts, Some(&format!("{code}: {reason}")))?;
+                        tracing::info!(message_id = id, attempts, retry_in_ms = delay.as_millis() as u64, error = %reason, "send failed; will retry");
+                        Ok("retry")
+                    }
+                    None => {
+                        store::outbound::finish(c, id)?;
+                        let message = format!("gave up after {attempts} attempts: {reason}");
+                        tracing::warn!(message_id = id, error = %message, "send failed for good");
+                        status::apply(c, id, Transition::Failed(ErrorInfo { code, message, permanent: false }), now)?;
+                        Ok("failed")
+                    }
+                },
+                Err(SendError::Permanent { code, reason }) => {
+                    store::outbound::finish(c, id)?;
+                    tracing::warn!(message_id = id, error = %reason, "send refused permanently");
+                    status::apply(c, id, Transition::Failed(ErrorInfo { code, message: reason, permanent: true }), now)?;
+                    Ok("failed")
+                }
+            }
+        })
+        .await?;
+    metrics::counter!("switchboard_outbound_total", "channel" => channel, "status" => final_outcome).increment(1);
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! Accepting a send: validate, resolve the target, and commit message + job + `message.queued`
+//! (+ any new contact and conversation) + the idempotency record in one transaction.
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::request::{self, SendRequest, Target};
+use crate::channels::Registry;
+use crate::json_input::InputError;
+use crate::model::{
+    time, Attachment, ChannelRef, Contact, ContactId, Conversation, Direction, EventType, Message, MessageId, Party,
+    ProviderRef, Status,
+};
+use crate::pipeline::Pipeline;
+use crate::stitch;
+use crate::store::outbound::{IdempotentResponse, Job};
+use crate::store::{self, Store, StoreError};
+
+/// Who is asking, for idempotency: keys are scoped to the token's name.
+pub struct Submission {
+    pub token_name: String,
+    pub idempotency_key: Option<String>,
+    /// SHA-256 of the request body in canonical JSON form.
+    pub request_sha256: String,
+}
+
+/// The answer to give: new, or the one stored for a repeated `Idempotency-Key`.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub status: u16,
+    pub body: String,
+    /// `false` when this is a replayed response and nothing new was queued.
+    pub queued: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("invalid request")]
+    Input(InputError),
+    #[error("conversation not found")]
+    ConversationNotFound,
+    #[error("unknown channel `{0}`")]
+    UnknownChannel(String),
+    #[error("channel `{0}` cannot send (it has no outbound configuration)")]
+    ChannelCannotSend(String),
+    #[error("in_reply_to names no message on this channel")]
+    InReplyToNotFound,
+    #[error("Idempotency-Key was used with a different request body")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub async fn submit(
+    store: &Store,
+    registry: &Registry,
+    pipeline: &Pipeline,
+    body: &[u8],
+    max_attachment_bytes: usize,
+    submission: Submission,
+) -> Result<Accepted, SubmitError> {
+    if let Some(key) = submission.idempotency_key.clone() {
+        let token = submission.token_name.clone();
+        let stored = store.read(move |c| store::outbound::idempotent_response(c, &token, &key)).await?;
+        if let Some(stored) = stored {
+            return replay(stored, &submission.request_sha256);
+        }
+    }
+    let request = request::parse(body, max_attachment_bytes).map_err(SubmitError::Input)?;
+
+    // Resolve everything that can refuse the request before anything is written.
+    let (channel_id, recipient) = match &request.target {
+        Target::Conversation(id) => {
+            let id = id.to_string();
+            let conversation = store.read(move |c| store::conversations::get(c, &id)).await?;
+            let conversation = conversation.ok_or(SubmitError::ConversationNotFound)?;
+            (conversation.channel.id, conversation.peer_address)
+        }
+        Target::Direct { channel, to } => (channel.clone(), to.clone()),
+    };
+    let channel = registry.get(&channel_id).ok_or_else(|| SubmitError::UnknownChannel(channel_id.clone()))?;
+    if channel.outbound.is_none() {
+        return Err(SubmitError::ChannelCannotSend(channel_id));
+    }
+    let channel_ref = ChannelRef { id: channel_id.clone(), kind: channel.config.kind().to_owned() };
+    if let Some(parent) = request.in_reply_to.clone() {
+        let found = store.read(move |c| store::messages::get(c, parent.as_str())).await?;
+        let same_channel = found.is_some_and(|m| m.channel.id == channel_id);
+        if !same_channel {
+            return Err(SubmitError::InReplyToNotFound);
+        }
+    }
+    let mut attachments = Vec::with_capacity(request.attachments.len());
+    for a in &request.attachments {
+        let sha256 = store.put_blob(a.bytes.clone()).await?;
+        attachments.push(pipeline.describe_attachment(a.filename.clone(), a.content_type.clone(), a.bytes.len() as u64, sha256));
+    }
+
+    let accepted = store
+        .write(move |conn| {
+            if let Some(key) = &submission.idempotency_key {
+                if let Some(stored) = store::outbound::idempotent_response(conn, &submission.token_name, key)? {
+                    return Ok(replay(stored, &submission.request_sha256));
+                }
+            }
+            let now_ms = time::now_ms();
+            let Some(conversation) = target_conversation(conn, &request.target, &channel_ref, &recipient, now_ms)? else {
+                return Ok(Err(SubmitError::ConversationNotFound));
+            };
+            let message = outbound_message(request, attachments, &conversation, &recipient, now_ms);
+            store::messages::insert(conn, &message, now_ms)?;
+            store::outbound::insert_job(
+                conn,
+                &Job {
+                    message_id: message.id.to_string(),
+                    channel_id: channel_ref.id.clone(),
+                    recipient: recipient.clone(),
+                    attempts: 0,
+                    due_at: now_ms,
+                },
+            )?;
+            store::conversations::touch(conn, &conversation.id, now_ms)?;
+            store::events::append(conn, EventType::MessageQueued, conversation.id.as_str(), &message)?;
+            let body = json!({"id": message.id, "status": "queued", "conversation_id": conversation.id}).to_string();
+            if let Some(key) = &submission.idempotency_key {
+                let response = IdempotentResponse { request_sha256: submission.request_sha256.clone(), status: 202, body: body.clone() };
+                store::outbound::save_idempotent(conn, &submission.token_name, key, &response, now_ms)?;
+            }
+            Ok(Ok(Accepted { status: 202, body, queued: true }))
+        })
+        .await??;
+    Ok(accepted)
+}
+
+fn replay(stored: IdempotentResponse, request_sha256: &str) -> Result<Accepted, SubmitError> {
+    if stored.request_sha256 == request_sha256 {
+        Ok(Accepted { status: stored.status, body: stored.body, queued: false })
+    } else {
+        Err(SubmitError::IdempotencyConflict)
+    }
+}
+
+/// The conversation a send goes to, creating contact and conversation for a first message to a
+/// new address (with their events).
+fn target_conversation(
+    conn: &Connection,
+    target: &Target,
+    channel: &ChannelRef,
+    recipient: &str,
+    now_ms: i64,
+) -> Result<Option<Conversation>, StoreError> {
+    if let Target::Conversation(id) = target {
+        return store::conversations::get(conn, id.as_str());
+    }
+    if let Some(existing) = store::conversations::by_thread(conn, &channel.id, recipient)? {
+        return Ok(Some(existing));
+    }
+    let now = time::rfc3339(now_ms);
+    let identity = stitch::identity_for(&channel.kind, &channel.id, recipient);
+    let contact_id = match store::conversations::contact_by_identity(conn, &identity)? {
+        Some(id) => id,
+        None => {
+            let contact = Contact {
+                id: ContactId::new(),
+                name: None,
+                identities: vec![identity],
+                created_at: now.clone(),
+                updated_at: now.clone(),
+            };
+            store::conversations::insert_contact(conn, &contact, now_ms)?;
+            store::events::append(conn, EventType::ContactCreated, contact.id.as_str(), &contact)?;
+            contact.id
+        }
+    };
+    let conversation = stitch::new_conversation(&channel.id, &channel.kind, recipient, &contact_id, recipient, None, &now);
+    store::conversations::insert(conn, &conversation, now_ms)?;
+    store::events::append(conn, EventType::ConversationCreated, conversation.id.as_str(), &conversation)?;
+    Ok(Some(conversation))
+}
+
+fn outbound_message(
+    request: SendRequest,
+    attachments: Vec<Attachment>,
+    conversation: &Conversation,
+    recipient: &str,
+    now_ms: i64,
+) -> Message {
+    let now = time::rfc3339(now_ms);
+    Message {
+        id: MessageId::new(),
+        conversation_id: conversation.id.clone(),
+        contact_id: conversation.contact_id.clone(),
+        channel: conversation.channel.clone(),
+        direction: Direction::Outbound,
+        status: Status::Queued,
+        from: Party { address: conversation.channel.id.clone(), name: None },
+        to: vec![Party { address: recipient.to_owned(), name: None }],
+        subject: request.subject.or_else(|| conversation.subject.clone()),
+        reply_text: request.text.clone(),
+        text: request.text,
+        html: request.html,
+        attachments,
+        attachments_skipped: Vec::new(),
+        in_reply_to: request.in_reply_to,
+        provider: ProviderRef::default(),
+        stitch: None,
+        created_at: now,
+        received_at: None,
+        sent_at: None,
+        delivered_at: None,
+        read_at: None,
+        failed_at: None,
+        error: None,
+    }
+}

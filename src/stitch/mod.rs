@@ -1,0 +1,151 @@
+//! Thread stitching and identity linking: which conversation and which contact a message joins.
+//!
+//! Pure decisions over what the store found; the pipeline does the lookups and the writes. A
+//! contact owns identities (`email:…`, `tel:+…`, `telegram:…`, `ext:<channel>:<address>`), so
+//! the same phone on SMS and WhatsApp is one contact. A conversation is one thread on one
+//! channel, found by the channel's thread key.
+
+use crate::channels::RawInbound;
+use crate::model::{ChannelRef, Contact, ContactId, Conversation, ConversationId, StitchInfo};
+
+/// Where a message goes, and what has to be created for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub contact: Found<ContactId, Contact>,
+    pub conversation: Found<Conversation, Conversation>,
+    pub stitch: StitchInfo,
+}
+
+/// Either an existing record or a new one to insert.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Found<E, N> {
+    Existing(E),
+    New(N),
+}
+
+impl Plan {
+    pub fn contact_id(&self) -> &ContactId {
+        match &self.contact {
+            Found::Existing(id) => id,
+            Found::New(c) => &c.id,
+        }
+    }
+
+    pub fn conversation(&self) -> &Conversation {
+        match &self.conversation {
+            Found::Existing(c) | Found::New(c) => c,
+        }
+    }
+}
+
+/// Decides from the sender's known contact (by identity) and the conversation already holding
+/// this thread key, if any.
+pub fn plan(raw: &RawInbound, contact: Option<ContactId>, conversation: Option<Conversation>, now: &str) -> Plan {
+    let contact = match contact {
+        Some(id) => Found::Existing(id),
+        None => Found::New(Contact {
+            id: ContactId::new(),
+            name: raw.from.name.clone(),
+            identities: vec![raw.identity.clone()],
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+        }),
+    };
+    let contact_id = match &contact {
+        Found::Existing(id) => id.clone(),
+        Found::New(c) => c.id.clone(),
+    };
+    let (conversation, reason) = match conversation {
+        Some(c) => (Found::Existing(c), "thread"),
+        None => (
+            Found::New(new_conversation(&raw.channel_id, raw.channel_type, &raw.thread_key, &contact_id, &raw.from.address, raw.subject.clone(), now)),
+            "new",
+        ),
+    };
+    Plan { contact, conversation, stitch: StitchInfo { reason: reason.to_owned() } }
+}
+
+/// A fresh open conversation on a channel.
+pub fn new_conversation(
+    channel_id: &str,
+    channel_type: &str,
+    thread_key: &str,
+    contact_id: &ContactId,
+    peer_address: &str,
+    subject: Option<String>,
+    now: &str,
+) -> Conversation {
+    Conversation {
+        id: ConversationId::new(),
+        channel: ChannelRef { id: channel_id.to_owned(), kind: channel_type.to_owned() },
+        contact_id: contact_id.clone(),
+        thread_key: thread_key.to_owned(),
+        peer_address: peer_address.to_owned(),
+        subject,
+        status: "open".to_owned(),
+        created_at: now.to_owned(),
+        updated_at: now.to_owned(),
+        last_message_at: Some(now.to_owned()),
+    }
+}
+
+/// The identity of an address on a channel of the given type. Mail and phone identities are
+/// global (one person across channels); opaque addresses are scoped to their channel.
+pub fn identity_for(channel_type: &str, channel_id: &str, address: &str) -> String {
+    match channel_type {
+        "email" => format!("email:{}", address.trim().to_lowercase()),
+        "sms" | "whatsapp" => format!("tel:{}", address.trim()),
+        _ => format!("ext:{channel_id}:{address}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Party;
+
+    fn raw() -> RawInbound {
+        RawInbound {
+            channel_id: "web".into(),
+            channel_type: "api",
+            provider_message_id: None,
+            provider_thread_id: None,
+            thread_key: "chat-1".into(),
+            from: Party { address: "v1".into(), name: Some("Ann".into()) },
+            identity: "ext:web:v1".into(),
+            to: vec![],
+            subject: None,
+            text: Some("hi".into()),
+            html: None,
+            reply_text: None,
+            attachments: vec![],
+            attachments_skipped: vec![],
+        }
+    }
+
+    #[test]
+    fn unknown_sender_and_thread_create_both() {
+        let p = plan(&raw(), None, None, "t");
+        assert!(matches!(p.contact, Found::New(ref c) if c.identities == vec!["ext:web:v1".to_string()]));
+        assert!(matches!(p.conversation, Found::New(ref c) if c.thread_key == "chat-1" && c.contact_id == *p.contact_id()));
+        assert_eq!(p.stitch.reason, "new");
+    }
+
+    #[test]
+    fn known_thread_is_joined() {
+        let owner = ContactId::new();
+        let existing = new_conversation("web", "api", "chat-1", &owner, "v0", None, "t");
+        let sender = ContactId::new();
+        let p = plan(&raw(), Some(sender.clone()), Some(existing.clone()), "t");
+        assert_eq!(p.contact, Found::Existing(sender));
+        assert_eq!(p.conversation, Found::Existing(existing));
+        assert_eq!(p.stitch.reason, "thread");
+    }
+
+    #[test]
+    fn identities_are_global_for_mail_and_phone() {
+        assert_eq!(identity_for("email", "support", " Ann@Example.COM"), "email:ann@example.com");
+        assert_eq!(identity_for("sms", "sms1", "+48600100200"), identity_for("whatsapp", "wa", "+48600100200"));
+        assert_eq!(identity_for("api", "web", "visitor-42"), "ext:web:visitor-42");
+    }
+}

@@ -1,0 +1,87 @@
+//! Messages and their attachments. The message object is stored whole as JSON; the columns beside
+//! it exist for lookups (dedup, conversation listing, status).
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::StoreError;
+use crate::model::{Attachment, ConversationId, Message, MessageId};
+
+/// The message an inbound provider id already produced on this channel, if any (dedup).
+pub fn inbound_by_provider_id(
+    conn: &Connection,
+    channel_id: &str,
+    provider_message_id: &str,
+) -> Result<Option<(MessageId, ConversationId)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, conversation_id FROM messages
+         WHERE channel_id = ?1 AND provider_message_id = ?2 AND direction = 'inbound'",
+    )?;
+    Ok(stmt
+        .query_row([channel_id, provider_message_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .optional()?
+        .map(|(m, c)| (MessageId::from_stored(m), ConversationId::from_stored(c))))
+}
+
+pub fn insert(conn: &Connection, m: &Message, created_at: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO messages (id, conversation_id, channel_id, direction, status, provider_message_id, created_at, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        m.id.as_str(),
+        m.conversation_id.as_str(),
+        m.channel.id,
+        m.direction.as_str(),
+        m.status.as_str(),
+        m.provider.message_id,
+        created_at,
+        serde_json::to_string(m)?
+    ])?;
+    for a in &m.attachments {
+        conn.prepare_cached(
+            "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![a.id.as_str(), m.id.as_str(), a.filename, a.content_type, a.size as i64, a.sha256])?;
+    }
+    Ok(())
+}
+
+/// Rewrites a message after a status change.
+pub fn update(conn: &Connection, m: &Message) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE messages SET status = ?2, provider_message_id = ?3, body = ?4 WHERE id = ?1")?.execute(
+        params![m.id.as_str(), m.status.as_str(), m.provider.message_id, serde_json::to_string(m)?],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
+    let body: Option<String> =
+        conn.prepare_cached("SELECT body FROM messages WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;
+    body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
+}
+
+/// Up to `limit` messages of a conversation in order, after message `after` when given.
+pub fn for_conversation(
+    conn: &Connection,
+    conversation_id: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Message>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM messages WHERE conversation_id = ?1
+           AND (?2 IS NULL OR (created_at, id) > (SELECT created_at, id FROM messages WHERE id = ?2))
+         ORDER BY created_at, id LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![conversation_id, after, limit as i64], |r| r.get::<_, String>(0))?;
+    rows.map(|b| Ok(serde_json::from_str(&b?)?)).collect()
+}
+
+/// An attachment's metadata and blob hash.
+pub fn attachment(conn: &Connection, id: &str) -> Result<Option<Attachment>, StoreError> {
+    let row = conn
+        .prepare_cached("SELECT message_id FROM attachments WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, String>(0))
+        .optional()?;
+    let Some(message_id) = row else { return Ok(None) };
+    Ok(get(conn, &message_id)?.and_then(|m| m.attachments.into_iter().find(|a| a.id.as_str() == id)))
+}

@@ -1,0 +1,137 @@
+//! Versioned schema migrations, applied in order at open; `PRAGMA user_version` records the last.
+//!
+//! Never edit a released migration: append a new one.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the core schema.
+    r#"
+    CREATE TABLE contacts (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE identities (
+        identity TEXT PRIMARY KEY,            -- email:…, tel:+…, telegram:…, ext:<channel>:<address>
+        contact_id TEXT NOT NULL REFERENCES contacts(id),
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX identities_contact ON identities(contact_id);
+
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        channel_id TEXT NOT NULL,
+        channel_type TEXT NOT NULL,
+        thread_key TEXT NOT NULL,
+        contact_id TEXT NOT NULL REFERENCES contacts(id),
+        peer_address TEXT NOT NULL,
+        subject TEXT,
+        status TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        last_message_at INTEGER
+    );
+    CREATE UNIQUE INDEX conversations_thread ON conversations(channel_id, thread_key);
+    CREATE INDEX conversations_contact ON conversations(contact_id);
+
+    CREATE TABLE messages (
+        id TEXT PRIMARY KEY,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id),
+        channel_id TEXT NOT NULL,
+        direction TEXT NOT NULL,
+        status TEXT NOT NULL,
+        provider_message_id TEXT,
+        created_at INTEGER NOT NULL,
+        body TEXT NOT NULL                    -- the message object as JSON
+    );
+    CREATE UNIQUE INDEX messages_inbound_dedup ON messages(channel_id, provider_message_id)
+        WHERE direction = 'inbound' AND provider_message_id IS NOT NULL;
+    CREATE INDEX messages_conversation ON messages(conversation_id, created_at);
+
+    CREATE TABLE attachments (
+        id TEXT PRIMARY KEY,
+        message_id TEXT NOT NULL,
+        filename TEXT,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL
+    );
+    CREATE INDEX attachments_message ON attachments(message_id);
+
+    -- The one append-only log. seq is the rowid: assigned by the single writer, so it is also
+    -- commit order and readers never see a gap fill in later.
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        ordering_key TEXT NOT NULL,           -- conversation (or contact) id: per-key delivery order
+        created_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+
+    CREATE TABLE outbound_jobs (
+        message_id TEXT PRIMARY KEY REFERENCES messages(id),
+        channel_id TEXT NOT NULL,
+        recipient TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        due_at INTEGER NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX outbound_jobs_due ON outbound_jobs(due_at);
+
+    CREATE TABLE idempotency_keys (
+        token_name TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_sha256 TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (token_name, key)
+    );
+
+    CREATE TABLE webhook_consumers (
+        id TEXT PRIMARY KEY,
+        scan_seq INTEGER NOT NULL,            -- every event <= scan_seq has been fanned out
+        disabled_at INTEGER,
+        disabled_reason TEXT,
+        last_error TEXT,
+        last_error_at INTEGER
+    );
+    CREATE TABLE webhook_deliveries (
+        consumer_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        ordering_key TEXT NOT NULL,
+        created_at INTEGER NOT NULL,          -- the event's time, for latency metrics
+        state TEXT NOT NULL,                  -- pending | dead
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL,
+        last_error TEXT,
+        PRIMARY KEY (consumer_id, seq)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    "#,
+];
+
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Schema(format!(
+            "database schema version {current} is newer than this binary knows ({}); refusing to open",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied store migration");
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! The durable store: SQLite in WAL mode under `storage.path`, plus attachment blobs.
+//!
+//! Invariant: only this module opens the database. Writes go through one writer thread with group
+//! commit (`writer.rs`); a write returns only after its transaction is on disk. Reads use a small
+//! pool of read-only connections, which WAL lets run beside the writer. The domain queries live in
+//! the submodules (`messages`, `events`, `outbound`, `webhooks`) as plain functions over a
+//! `&Connection`, so the pipeline composes them inside one `write` closure = one transaction.
+
+mod blobs;
+pub mod conversations;
+pub mod events;
+pub mod messages;
+mod migrations;
+pub mod outbound;
+pub mod webhooks;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::watch;
+
+pub use blobs::{hex, Blobs};
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A statement failed; the transaction (or the job's savepoint) was rolled back.
+    #[error("database error: {0}")]
+    Sqlite(String),
+    /// The batch could not be committed: nothing of it is stored.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// The writer is gone (shutting down or crashed).
+    #[error("the store is closed")]
+    Closed,
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("{0}")]
+    Schema(String),
+    /// Stored data that does not parse: a bug or a hand-edited database.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Io(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+/// A cheap handle; clone it freely.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db_path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<writer::WriteJob>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    last_seq: watch::Receiver<u64>,
+    blobs: Blobs,
+}
+
+const IDLE_READERS: usize = 8;
+
+impl Store {
+    /// Opens (creating if needed) the store under `dir` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let db_path = dir.join("switchboard.db");
+        let mut conn = Connection::open(&db_path)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;
+             PRAGMA busy_timeout = 5000;",
+        )?;
+        migrations::migrate(&mut conn)?;
+        let seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
+        let (seq_tx, seq_rx) = watch::channel(seq as u64);
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer::run(conn, rx, seq_tx))
+            .map_err(|e| StoreError::Io(e.to_string()))?;
+        let blobs = Blobs::open(dir.join("blobs"))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db_path,
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(thread)),
+                readers: Mutex::new(Vec::new()),
+                last_seq: seq_rx,
+                blobs,
+            }),
+        })
+    }
+
+    /// Runs `f` inside the next group-committed transaction. Returns once the batch is durable
+    /// (or with the error that made `f`'s savepoint, or the whole batch, roll back).
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (job, rx) = writer::job(f);
+        {
+            let guard = self.inner.writer.lock().expect("writer lock");
+            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+            sender.send(job).map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read-only connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f)).await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// `read` for code already on a blocking thread.
+    pub fn read_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.inner.readers.lock().expect("reader pool lock").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &self.inner.db_path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.execute_batch("PRAGMA busy_timeout = 5000;")?;
+                c
+            }
+        };
+        let result = f(&conn);
+        let mut pool = self.inner.readers.lock().expect("reader pool lock");
+        if pool.len() < IDLE_READERS {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// Highest committed event `seq`; changes after every commit that appended events.
+    pub fn last_seq(&self) -> watch::Receiver<u64> {
+        self.inner.last_seq.clone()
+    }
+
+    pub fn blobs(&self) -> &Blobs {
+        &self.inner.blobs
+    }
+
+    /// Stores attachment bytes durably (on the blocking pool).
+    pub async fn put_blob(&self, bytes: bytes::Bytes) -> Result<String, StoreError> {
+        let blobs = self.inner.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.put(&bytes)).await.map_err(|_| StoreError::Closed)?.map_err(Into::into)
+    }
+
+    /// Proves the writer is alive and the disk takes a durable write (for `/readyz`).
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        self.write(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('probe', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [crate::model::time::now_ms().to_string()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Stops accepting writes and waits (blocking) until the writer has committed what it had.
+    pub fn close(&self) {
+        self.inner.writer.lock().expect("writer lock").take();
+        if let Some(thread) = self.inner.writer_thread.lock().expect("writer thread lock").take() {
+            let _ = thread.join();
+        }
+    }
+}

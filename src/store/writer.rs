@@ -1,0 +1,101 @@
+//! The single writer: one thread owns the write connection and commits in groups.
+//!
+//! Callers hand over closures. The thread takes every closure waiting in its queue, runs each in
+//! its own savepoint inside one transaction, commits once (WAL + `synchronous=FULL`: the commit
+//! returns after fsync), and only then answers each caller. A closure that fails rolls back its
+//! own savepoint and nobody else's. One fsync thus acknowledges a whole batch: that is the group
+//! commit that keeps "acknowledged means durable" fast.
+
+use std::sync::mpsc;
+use std::time::Instant;
+
+use rusqlite::Connection;
+use tokio::sync::{oneshot, watch};
+
+use super::StoreError;
+
+/// What a job hands back after running: a finisher told whether the batch committed.
+type Finisher = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A job runs against the open transaction and says whether its savepoint should be kept.
+pub(super) type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finisher) + Send>;
+
+/// Largest number of jobs committed together; bounds the latency a batch adds.
+const MAX_BATCH: usize = 512;
+
+pub(super) fn job<T, F>(f: F) -> (WriteJob, oneshot::Receiver<Result<T, StoreError>>)
+where
+    F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    let (tx, rx) = oneshot::channel();
+    let job: WriteJob = Box::new(move |conn| {
+        let result = f(conn);
+        let ok = result.is_ok();
+        let finish: Finisher = Box::new(move |commit_error| {
+            let _ = tx.send(match commit_error {
+                None => result,
+                Some(e) => Err(StoreError::Commit(e.to_string())),
+            });
+        });
+        (ok, finish)
+    });
+    (job, rx)
+}
+
+/// Runs until every sender is dropped. `last_seq` is updated after each commit with the highest
+/// event sequence number, which wakes webhook workers and SSE streams.
+pub(super) fn run(mut conn: Connection, queue: mpsc::Receiver<WriteJob>, last_seq: watch::Sender<u64>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        run_batch(&mut conn, batch);
+        metrics::histogram!("switchboard_store_commit_seconds").record(started.elapsed().as_secs_f64());
+        if let Ok(seq) = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get::<_, i64>(0)) {
+            last_seq.send_if_modified(|current| {
+                let changed = *current != seq as u64;
+                *current = seq as u64;
+                changed
+            });
+        }
+    }
+    tracing::debug!("store writer stopped: all handles dropped");
+}
+
+fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            // Dropping the jobs unanswered makes every caller see `StoreError::Closed`.
+            tracing::error!(error = %e, jobs = batch.len(), "cannot begin a write transaction");
+            return;
+        }
+    };
+    let mut finishers = Vec::with_capacity(batch.len());
+    for (n, job) in batch.into_iter().enumerate() {
+        let name = format!("j{n}");
+        if let Err(e) = tx.execute_batch(&format!("SAVEPOINT {name}")) {
+            tracing::error!(error = %e, "cannot open a savepoint; the job is dropped");
+            continue;
+        }
+        let (keep, finish) = job(&tx);
+        let end = if keep { format!("RELEASE {name}") } else { format!("ROLLBACK TO {name}; RELEASE {name}") };
+        if let Err(e) = tx.execute_batch(&end) {
+            tracing::error!(error = %e, "cannot close a savepoint");
+        }
+        finishers.push(finish);
+    }
+    match tx.commit() {
+        Ok(()) => finishers.into_iter().for_each(|f| f(None)),
+        Err(e) => {
+            let error = StoreError::Commit(e.to_string());
+            tracing::error!(error = %error, "commit failed; every job of the batch is refused");
+            finishers.into_iter().for_each(|f| f(Some(&error)));
+        }
+    }
+}

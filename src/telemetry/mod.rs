@@ -1,0 +1,46 @@
+//! Logs (tracing-subscriber: text for terminals and journald, JSON by config) and the metrics
+//! recorder (Prometheus text, rendered by `/metrics`).
+//!
+//! Metric names: `switchboard_inbound_total{channel,outcome}`,
+//! `switchboard_outbound_total{channel,status}`, `switchboard_webhook_attempts_total{consumer,outcome}`,
+//! `switchboard_webhook_backlog{consumer}`, `switchboard_delivery_latency_seconds` (event
+//! committed → consumer acknowledged), `switchboard_store_commit_seconds` (one group commit).
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Under journald
+/// (`JOURNAL_STREAM` set) lines carry no timestamp or colour: the journal adds its own.
+pub fn init_logging(config: &LogConfig) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let result = match (config.format, journald) {
+        (LogFormat::Json, _) => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        (LogFormat::Text, true) => builder.without_time().with_ansi(false).with_target(false).try_init(),
+        (LogFormat::Text, false) => builder.with_target(false).try_init(),
+    };
+    // A second init (tests start several servers in one process) keeps the first subscriber.
+    let _ = result;
+}
+
+/// The process-wide metrics recorder, installed on first use.
+pub fn metrics() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let latency = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .expect("bucket list is not empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
