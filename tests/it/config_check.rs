@@ -1,0 +1,108 @@
+//! `switchboard check` with the real binary: the example passes; broken configs name each key.
+
+use std::process::Command;
+
+fn check(config: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config"]).arg(&path).output().unwrap();
+    (out.status.code().unwrap(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn the_example_config_passes() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap();
+    let (code, out) = check(&example);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("ok (1 channel(s), 1 webhook consumer(s), 1 token(s))"), "{out}");
+}
+
+#[test]
+fn broken_configs_name_every_key() {
+    let broken = r#"
+[server]
+listen = "not-an-address"
+[storage]
+path = "./var"
+colour = "blue"
+[[tokens]]
+name = "a"
+token = "short"
+scopes = []
+[[tokens]]
+name = "b"
+token_file = "/nonexistent/token"
+scopes = ["send"]
+[[channels]]
+id = "Web Chat"
+type = "api"
+outbound_url = "ftp://example.com"
+[channels.limits]
+per_second = 0
+[[channels]]
+id = "sms"
+type = "pigeon"
+[[webhooks]]
+id = "h"
+url = "not a url"
+secret = "whsec_tooshort"
+events = ["message.recieved"]
+"#;
+    let (code, out) = check(broken);
+    assert_eq!(code, 1, "{out}");
+    for expected in [
+        "server.listen: ",
+        "storage.colour: unknown key",
+        "tokens[0].token: must be at least 16 characters",
+        "tokens[0].scopes: must grant at least one",
+        "tokens[1].token_file: cannot read /nonexistent/token",
+        "channels[0].id: `Web Chat` must be",
+        "channels[0].outbound_url: `ftp://example.com` must be an http",
+        "channels[0].limits.per_second: must be a number greater than 0",
+        "channels[0].secret: is required with outbound_url",
+        "channels[1].type: unknown channel type `pigeon`",
+        "webhooks[0].url: ",
+        "webhooks[0].secret: must be `whsec_`",
+        "webhooks[0].events[0]: `message.recieved` matches no event type",
+    ] {
+        assert!(out.lines().any(|l| l.starts_with(expected)), "missing `{expected}` in:\n{out}");
+    }
+}
+
+#[test]
+fn run_refuses_a_broken_config_and_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["run", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen: ") && err.contains("refusing to start"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config", "/nonexistent.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("config: cannot read /nonexistent.toml"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
+    std::fs::write(&path, "[server\nlisten=").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config"]).arg(&path).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid TOML"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, example).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("SWITCHBOARD_SERVER__PUBLIC_URL", "gopher://nope")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.public_url: `gopher://nope`"));
+}

@@ -1,0 +1,312 @@
+//! Test helpers that read like the domain: a real gateway on 127.0.0.1:0 (`TestServer`), a real
+//! HTTP receiver standing in for a helpdesk or an api-channel back-end (`Receiver`), and the
+//! Python verifiers (`python`).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use switchboard::app::{self, Server};
+use switchboard::config;
+
+pub const TOKEN: &str = "test-token-all-scopes-0001";
+pub const READ_TOKEN: &str = "test-token-read-only-0002";
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub const OLD_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// One request the receiver got, and what it answered.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+    pub answered: u16,
+}
+
+impl Captured {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("receiver got JSON")
+    }
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or("")
+    }
+    pub fn event_type(&self) -> String {
+        self.json()["type"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// What the receiver answers.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply { status, headers: Vec::new(), body: String::new() }
+    }
+    pub fn ok() -> Reply {
+        Reply::status(200)
+    }
+}
+
+type Responder = Arc<dyn Fn(&Captured) -> Reply + Send + Sync>;
+
+struct ReceiverState {
+    captured: Mutex<Vec<Captured>>,
+    responder: Mutex<Responder>,
+    notify: Notify,
+}
+
+/// A real HTTP server on loopback recording every request.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    state: Arc<ReceiverState>,
+}
+
+async fn receive(State(state): State<Arc<ReceiverState>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let mut captured = Captured {
+        path: uri.path().to_owned(),
+        headers: headers.iter().map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned())).collect(),
+        body: body.to_vec(),
+        at: Instant::now(),
+        answered: 0,
+    };
+    let responder = state.responder.lock().unwrap().clone();
+    let reply = responder(&captured);
+    captured.answered = reply.status;
+    state.captured.lock().unwrap().push(captured);
+    state.notify.notify_waiters();
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), reply.body).into_response();
+    for (name, value) in reply.headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(ReceiverState {
+            captured: Mutex::new(Vec::new()),
+            responder: Mutex::new(Arc::new(|_: &Captured| Reply::ok())),
+            notify: Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new().fallback(receive).with_state(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { url, state }
+    }
+
+    pub fn respond_with(&self, f: impl Fn(&Captured) -> Reply + Send + Sync + 'static) {
+        *self.state.responder.lock().unwrap() = Arc::new(f);
+    }
+
+    pub fn requests(&self) -> Vec<Captured> {
+        self.state.captured.lock().unwrap().clone()
+    }
+
+    /// Requests answered with 2xx.
+    pub fn accepted(&self) -> Vec<Captured> {
+        self.requests().into_iter().filter(|c| (200..300).contains(&c.answered)).collect()
+    }
+
+    /// Accepted event envelopes of the given type.
+    pub fn events_of(&self, kind: &str) -> Vec<Value> {
+        self.accepted().iter().map(Captured::json).filter(|e| e["type"] == kind).collect()
+    }
+
+    /// Waits until `done` holds for the requests so far; panics after `timeout` with what came.
+    pub async fn wait_until(&self, timeout: Duration, what: &str, done: impl Fn(&[Captured]) -> bool) -> Vec<Captured> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.state.notify.notified();
+            let requests = self.requests();
+            if done(&requests) {
+                return requests;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                panic!("timed out waiting for {what}; receiver got {} request(s)", requests.len());
+            }
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
+        }
+    }
+
+    /// Waits for the first accepted event of `kind` and returns its envelope.
+    pub async fn expect_event(&self, kind: &str) -> Value {
+        self.wait_until(Duration::from_secs(10), kind, |r| r.iter().any(|c| c.answered < 300 && c.event_type() == kind)).await;
+        self.events_of(kind).remove(0)
+    }
+}
+
+/// A gateway started in-process on 127.0.0.1:0 with a temp storage dir.
+pub struct TestServer {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    server: Option<Server>,
+    pub http: reqwest::Client,
+}
+
+/// The base config every test server gets; `extra` adds channels, webhooks or overrides.
+pub fn config_text(dir: &std::path::Path, listen: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+public_url = "http://{listen}"
+max_body_bytes = 65536
+max_attachment_bytes = 16384
+[storage]
+path = "{dir}"
+[log]
+level = "warn"
+[[tokens]]
+name = "all"
+token = "{TOKEN}"
+scopes = ["send", "read", "admin"]
+[[tokens]]
+name = "reader"
+token = "{READ_TOKEN}"
+scopes = ["read"]
+{extra}
+"#,
+        dir = dir.display()
+    )
+}
+
+impl TestServer {
+    pub async fn start(extra: &str) -> TestServer {
+        Self::start_in(tempfile::tempdir().unwrap(), extra).await
+    }
+
+    /// Starts on an existing storage dir (a restart).
+    pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listen = listener.local_addr().unwrap().to_string();
+        let config = config::load_str(&config_text(dir.path(), &listen, extra))
+            .unwrap_or_else(|p| panic!("test config refused: {p:?}"));
+        let server = app::start(config, listener).await.expect("server starts");
+        TestServer { base: format!("http://{listen}"), dir, server: Some(server), http: reqwest::Client::new() }
+    }
+
+    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let response = req.send().await.expect("request reaches the server");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, path, Some(TOKEN), Some(body.to_string().into_bytes())).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, path, Some(TOKEN), None).await
+    }
+
+    /// Posts a customer message to an api channel.
+    pub async fn inbound(&self, channel: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/v1/channels/{channel}/inbound"), body).await
+    }
+
+    /// Every event in the log, in seq order.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let (status, page) = self.get(&format!("/v1/events?after={after}&limit=1000")).await;
+            assert_eq!(status, 200, "{page}");
+            let events = page["events"].as_array().unwrap().clone();
+            if events.is_empty() {
+                return out;
+            }
+            after = page["next_after"].as_u64().unwrap();
+            out.extend(events);
+        }
+    }
+
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        self.server.take().unwrap().stop().await;
+        self.dir
+    }
+}
+
+/// A `[[webhooks]]` block for a receiver with a short retry schedule, taking every event.
+pub fn webhook(id: &str, receiver: &Receiver, schedule: &str) -> String {
+    webhook_for(id, receiver, schedule, "[]")
+}
+
+/// A `[[webhooks]]` block taking the event types in `events` (a TOML array of globs).
+pub fn webhook_for(id: &str, receiver: &Receiver, schedule: &str, events: &str) -> String {
+    format!(
+        r#"
+[[webhooks]]
+id = "{id}"
+url = "{}/events"
+secret = "{SECRET}"
+events = {events}
+retry_schedule = {schedule}
+"#,
+        receiver.url
+    )
+}
+
+/// An `api` channel replying to `receiver`.
+pub fn api_channel(id: &str, receiver: Option<&Receiver>, limits: &str) -> String {
+    let outbound = receiver.map(|r| format!("outbound_url = \"{}/replies\"\nsecret = \"{SECRET}\"", r.url)).unwrap_or_default();
+    format!("\n[[channels]]\nid = \"{id}\"\ntype = \"api\"\n{outbound}\n[channels.limits]\n{limits}\n")
+}
+
+/// Runs one of the Python checks in tests/python with a JSON input; panics with its output
+/// unless it succeeds. Fails (never skips) when Python or its packages are missing.
+pub fn python(script: &str, args: &[&str], input: &Value) -> String {
+    let python = std::env::var("SWITCHBOARD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
+    let mut child = std::process::Command::new(&python)
+        .arg(&path)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (tests/run.sh installs what the tests need)"));
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+/// Standard Webhooks verification written independently of the gateway's own signing code.
+pub fn verify_signature(secret: &str, captured: &Captured) -> bool {
+    use base64::Engine;
+    use hmac::{Mac, SimpleHmac};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = b64.decode(secret.trim_start_matches("whsec_")).unwrap();
+    let signed = format!("{}.{}.", captured.header("webhook-id"), captured.header("webhook-timestamp"));
+    let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(signed.as_bytes());
+    mac.update(&captured.body);
+    let expected = b64.encode(mac.finalize().into_bytes());
+    captured.header("webhook-signature").split(' ').any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}

@@ -1,0 +1,13 @@
+//! Integration tests: one binary, real servers on 127.0.0.1:0, real HTTP peers, the real binary
+//! for crash and config tests, and the official Python verifiers.
+
+mod harness;
+
+mod bad_input;
+mod config_check;
+mod contract;
+mod crash;
+mod events;
+mod inbound;
+mod outbound;
+mod webhooks;

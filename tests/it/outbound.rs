@@ -1,0 +1,196 @@
+//! Outbound: idempotency, rate limits, retries, failures, status events.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+async fn message(server: &TestServer, id: &str) -> Value {
+    server.get(&format!("/v1/messages/{id}")).await.1
+}
+
+/// Polls a message until it reaches `status`.
+async fn wait_status(server: &TestServer, id: &str, status: &str) -> Value {
+    for _ in 0..200 {
+        let m = message(server, id).await;
+        if m["status"] == status {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("message {id} never became {status}: {}", message(server, id).await);
+}
+
+#[tokio::test]
+async fn reply_to_a_conversation_is_posted_signed_to_the_channel() {
+    let backend = Receiver::start().await;
+    backend.respond_with(|_| Reply { status: 200, headers: vec![], body: r#"{"id": "remote-1"}"#.into() });
+    let server = TestServer::start(&api_channel("web", Some(&backend), "")).await;
+    let (_, inbound) = server.inbound("web", json!({"from": {"address": "visitor-42"}, "text": "Hi", "thread": "chat-42"})).await;
+    let (code, queued) = server
+        .post(
+            "/v1/messages",
+            json!({"conversation_id": inbound["conversation_id"], "text": "Hello Ann", "in_reply_to": inbound["message_id"]}),
+        )
+        .await;
+    assert_eq!(code, 202, "{queued}");
+    assert_eq!(queued["status"], "queued");
+    assert_eq!(queued["conversation_id"], inbound["conversation_id"]);
+    let id = queued["id"].as_str().unwrap();
+
+    let posts = backend.wait_until(Duration::from_secs(10), "the reply", |r| !r.is_empty()).await;
+    let post = &posts[0];
+    assert_eq!(post.path, "/replies");
+    assert!(verify_signature(SECRET, post));
+    assert_eq!(post.header("webhook-id"), id);
+    let body = post.json();
+    assert_eq!(body["text"], "Hello Ann");
+    assert_eq!(body["to"], json!([{"address": "visitor-42"}]));
+    assert_eq!(body["in_reply_to"], inbound["message_id"]);
+
+    let sent = wait_status(&server, id, "sent").await;
+    assert_eq!(sent["provider"]["message_id"], "remote-1");
+    let types: Vec<String> = server
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e["data"]["id"] == id)
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(types, vec!["message.queued", "message.sent"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn idempotency_key_returns_the_same_response_and_refuses_another_body() {
+    let backend = Receiver::start().await;
+    let server = TestServer::start(&api_channel("web", Some(&backend), "")).await;
+    let send = |key: &'static str, body: Value| {
+        let req = server
+            .http
+            .post(format!("{}/v1/messages", server.base))
+            .bearer_auth(TOKEN)
+            .header("idempotency-key", key)
+            .json(&body);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let body = json!({"channel": "web", "to": "v1", "text": "once"});
+    let (c1, r1) = send("key-1", body.clone()).await;
+    // Same JSON, other key order and spacing: the same request.
+    let (c2, r2) = send("key-1", json!({"text": "once", "to": "v1", "channel": "web"})).await;
+    assert_eq!((c1, c2), (202, 202));
+    assert_eq!(r1, r2);
+    let (c3, r3) = send("key-1", json!({"channel": "web", "to": "v1", "text": "twice"})).await;
+    assert_eq!(c3, 409, "{r3}");
+    assert_eq!(r3["error"]["code"], "idempotency_conflict");
+    let (c4, r4) = send("key-2", body).await;
+    assert_eq!(c4, 202);
+    assert_ne!(r4["id"], r1["id"]);
+
+    backend.wait_until(Duration::from_secs(10), "two sends", |r| r.len() == 2).await;
+    let queued = server.all_events().await.into_iter().filter(|e| e["type"] == "message.queued").count();
+    assert_eq!(queued, 2, "a repeated key queues nothing");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn channel_and_per_recipient_limits_are_honoured() {
+    let backend = Receiver::start().await;
+    let server = TestServer::start(&api_channel("web", Some(&backend), "per_second = 8\nper_recipient_per_second = 2")).await;
+    // 6 to one recipient, 14 spread over 7 others: 20 in all.
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(server.post("/v1/messages", json!({"channel": "web", "to": "hot", "text": format!("h{i}")})).await.1);
+    }
+    for i in 0..14 {
+        ids.push(server.post("/v1/messages", json!({"channel": "web", "to": format!("r{}", i % 7), "text": format!("c{i}")})).await.1);
+    }
+    assert!(ids.iter().all(|r| r["status"] == "queued"));
+    let posts = backend.wait_until(Duration::from_secs(30), "20 sends", |r| r.len() == 20).await;
+
+    // Per recipient: 2/s means sends at least 500 ms apart (the limiter spaces them evenly).
+    let mut by_recipient: HashMap<String, Vec<std::time::Instant>> = HashMap::new();
+    for p in &posts {
+        by_recipient.entry(p.json()["to"][0]["address"].as_str().unwrap().to_owned()).or_default().push(p.at);
+    }
+    for (recipient, times) in &by_recipient {
+        for w in times.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= Duration::from_millis(450), "{recipient}: two sends {gap:?} apart at 2/s");
+        }
+    }
+    assert_eq!(by_recipient["hot"].len(), 6);
+    // Channel: 8/s evenly spaced means no one-second window holds more than 9 sends.
+    let start = posts[0].at;
+    let offsets: Vec<Duration> = posts.iter().map(|p| p.at - start).collect();
+    for (i, t) in offsets.iter().enumerate() {
+        let in_window = offsets[i..].iter().take_while(|u| **u < *t + Duration::from_secs(1)).count();
+        assert!(in_window <= 9, "{in_window} sends within one second at 8/s");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn temporary_failures_are_retried_and_permanent_ones_fail() {
+    let backend = Receiver::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let n = calls.clone();
+    backend.respond_with(move |c| {
+        let to = c.json()["to"][0]["address"].as_str().unwrap().to_owned();
+        match to.as_str() {
+            // First attempt 503, then accepted.
+            "flaky" => if n.fetch_add(1, Ordering::SeqCst) == 0 { Reply::status(503) } else { Reply::ok() },
+            "unknown" => Reply::status(400),
+            _ => Reply::status(500),
+        }
+    });
+    let config = api_channel("web", Some(&backend), "") + "\n[outbound]\nretry_schedule = [\"100ms\", \"100ms\"]\n";
+    let server = TestServer::start(&config).await;
+    let send = |to: &str| server.post("/v1/messages", json!({"channel": "web", "to": to, "text": "x"}));
+    let flaky = send("flaky").await.1["id"].as_str().unwrap().to_owned();
+    let refused = send("unknown").await.1["id"].as_str().unwrap().to_owned();
+    let down = send("down").await.1["id"].as_str().unwrap().to_owned();
+
+    let sent = wait_status(&server, &flaky, "sent").await;
+    assert!(sent["error"].is_null());
+    let attempts: Vec<_> = backend.requests().into_iter().filter(|c| c.json()["id"] == flaky.as_str()).collect();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0].header("webhook-id"), attempts[1].header("webhook-id"));
+
+    let failed = wait_status(&server, &refused, "failed").await;
+    assert_eq!(failed["error"]["permanent"], true);
+    assert_eq!(failed["error"]["code"], "http_400");
+    assert_eq!(backend.requests().iter().filter(|c| c.json()["id"] == refused.as_str()).count(), 1, "a permanent error is not retried");
+
+    let exhausted = wait_status(&server, &down, "failed").await;
+    assert_eq!(exhausted["error"]["permanent"], false);
+    assert!(exhausted["error"]["message"].as_str().unwrap().contains("gave up after 3 attempts"), "{exhausted}");
+
+    let events = server.all_events().await;
+    let failed_events: Vec<_> = events.iter().filter(|e| e["type"] == "message.failed").collect();
+    assert_eq!(failed_events.len(), 2);
+    assert!(failed_events.iter().all(|e| e["data"]["error"]["code"].is_string()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sends_survive_a_restart_and_are_not_lost() {
+    let backend = Receiver::start().await;
+    backend.respond_with(|_| Reply::status(503));
+    let config = api_channel("web", Some(&backend), "") + "\n[outbound]\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]\n";
+    let server = TestServer::start(&config).await;
+    let id = server.post("/v1/messages", json!({"channel": "web", "to": "v", "text": "persist"})).await.1["id"].as_str().unwrap().to_owned();
+    backend.wait_until(Duration::from_secs(10), "a failed attempt", |r| !r.is_empty()).await;
+    let dir = server.stop().await;
+    backend.respond_with(|_| Reply::ok());
+    let server = TestServer::start_in(dir, &config).await;
+    wait_status(&server, &id, "sent").await;
+    server.stop().await;
+}

@@ -1,0 +1,178 @@
+//! Webhook consumer semantics: backlog drain in order, same webhook-id on retries, Retry-After,
+//! 410 disables, dead letters, replay.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// Retries every 200 ms for long enough to outlast the outage.
+const PATIENT: &str = "[\"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\", \"200ms\"]";
+
+#[tokio::test]
+async fn consumer_down_builds_a_backlog_that_drains_in_order_per_conversation() {
+    let helpdesk = Receiver::start().await;
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = up.clone();
+    helpdesk.respond_with(move |_| if flag.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(503) });
+    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("helpdesk", &helpdesk, PATIENT, "[\"message.received\"]"));
+    let server = TestServer::start(&config).await;
+
+    // 100 messages across 10 conversations, interleaved, while the consumer is down.
+    let mut sent: HashMap<String, Vec<String>> = HashMap::new();
+    for i in 0..100 {
+        let thread = format!("chat-{}", i % 10);
+        let (status, body) = server.inbound("web", json!({"from": {"address": format!("v{}", i % 10)}, "text": format!("m{i}"), "thread": thread})).await;
+        assert_eq!(status, 202);
+        sent.entry(body["conversation_id"].as_str().unwrap().to_owned()).or_default().push(body["message_id"].as_str().unwrap().to_owned());
+    }
+    helpdesk.wait_until(Duration::from_secs(10), "failed attempts", |r| r.len() >= 20).await;
+    let (_, status) = server.get("/v1/webhooks/helpdesk").await;
+    assert!(status["backlog"].as_u64().unwrap() >= 90, "{status}");
+    assert!(status["last_error"]["message"].as_str().unwrap().contains("HTTP 503"), "{status}");
+
+    up.store(true, Ordering::SeqCst);
+    helpdesk
+        .wait_until(Duration::from_secs(30), "all 100 delivered", |r| r.iter().filter(|c| c.answered == 200).count() == 100)
+        .await;
+
+    let accepted = helpdesk.accepted();
+    let mut delivered: HashMap<String, Vec<(u64, String)>> = HashMap::new();
+    for c in &accepted {
+        let e = c.json();
+        delivered
+            .entry(e["data"]["conversation_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((e["seq"].as_u64().unwrap(), e["data"]["id"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(delivered.len(), 10);
+    for (conversation, events) in &delivered {
+        let seqs: Vec<u64> = events.iter().map(|(s, _)| *s).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "conversation {conversation} out of order: {seqs:?}");
+        let ids: Vec<String> = events.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(&ids, &sent[conversation], "each conversation's messages in the order they arrived");
+    }
+    // Each event was delivered once, and every failed attempt used the id it was finally delivered with.
+    let delivered_ids: HashSet<&str> = accepted.iter().map(|c| c.header("webhook-id")).collect();
+    assert_eq!(delivered_ids.len(), 100);
+    let failed = helpdesk.requests().into_iter().filter(|c| c.answered == 503).collect::<Vec<_>>();
+    assert!(!failed.is_empty());
+    for f in &failed {
+        assert!(delivered_ids.contains(f.header("webhook-id")), "a retry changed its webhook-id");
+        assert_eq!(f.json()["id"], f.header("webhook-id"));
+    }
+    let (_, status) = server.get("/v1/webhooks/helpdesk").await;
+    assert_eq!(status["backlog"], 0, "{status}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_on_429_is_honoured() {
+    let helpdesk = Receiver::start().await;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let n = calls.clone();
+    helpdesk.respond_with(move |_| {
+        if n.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply { status: 429, headers: vec![("retry-after", "2".into())], body: String::new() }
+        } else {
+            Reply::ok()
+        }
+    });
+    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("h", &helpdesk, "[\"50ms\", \"50ms\"]", "[\"message.received\"]"));
+    let server = TestServer::start(&config).await;
+    server.inbound("web", json!({"from": {"address": "v"}, "text": "x"})).await;
+    let requests = helpdesk.wait_until(Duration::from_secs(10), "the retry", |r| r.len() == 2).await;
+    assert_eq!(requests[0].answered, 429);
+    assert_eq!(requests[0].header("webhook-id"), requests[1].header("webhook-id"));
+    let gap = requests[1].at - requests[0].at;
+    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}, not after Retry-After: 2 (schedule is 50 ms)");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn gone_410_disables_the_consumer_until_enabled_and_loses_nothing() {
+    let helpdesk = Receiver::start().await;
+    let gone = Arc::new(AtomicBool::new(true));
+    let flag = gone.clone();
+    helpdesk.respond_with(move |_| if flag.load(Ordering::SeqCst) { Reply::status(410) } else { Reply::ok() });
+    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("h", &helpdesk, "[\"50ms\"]", "[\"message.received\"]"));
+    let server = TestServer::start(&config).await;
+    server.inbound("web", json!({"from": {"address": "a"}, "text": "1"})).await;
+    helpdesk.wait_until(Duration::from_secs(10), "the 410", |r| !r.is_empty()).await;
+    // Disabled: no more attempts, even for new events; status says why.
+    server.inbound("web", json!({"from": {"address": "b"}, "text": "2"})).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(helpdesk.requests().len(), 1, "a disabled consumer gets no attempts");
+    let (_, status) = server.get("/v1/webhooks/h").await;
+    assert_eq!(status["disabled"], true, "{status}");
+    assert!(status["disabled_reason"].as_str().unwrap().contains("410"), "{status}");
+
+    gone.store(false, Ordering::SeqCst);
+    let (code, enabled) = server.post("/v1/webhooks/h/enable", Value::Null).await;
+    assert_eq!(code, 200, "{enabled}");
+    assert_eq!(enabled["disabled"], false);
+    helpdesk.wait_until(Duration::from_secs(10), "both events", |r| r.iter().filter(|c| c.answered == 200).count() == 2).await;
+    let texts: Vec<_> = helpdesk.accepted().iter().map(|c| c.json()["data"]["text"].clone()).collect();
+    assert_eq!(texts, vec![json!("1"), json!("2")]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn exhausted_retries_become_dead_letters_that_can_be_listed_and_retried() {
+    let helpdesk = Receiver::start().await;
+    let healthy = Arc::new(AtomicBool::new(false));
+    let flag = healthy.clone();
+    helpdesk.respond_with(move |_| if flag.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(500) });
+    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("h", &helpdesk, "[\"50ms\", \"50ms\"]", "[\"message.received\"]"));
+    let server = TestServer::start(&config).await;
+    let (_, first) = server.inbound("web", json!({"from": {"address": "a"}, "text": "dies", "thread": "t"})).await;
+    // 1 attempt + 2 retries, then dead; the next event of the same conversation then goes ahead.
+    helpdesk.wait_until(Duration::from_secs(10), "3 attempts", |r| r.len() >= 3).await;
+    healthy.store(true, Ordering::SeqCst);
+    server.inbound("web", json!({"from": {"address": "a"}, "text": "lives", "thread": "t"})).await;
+    helpdesk.wait_until(Duration::from_secs(10), "the second event", |r| r.iter().any(|c| c.answered == 200)).await;
+
+    let (code, dead) = server.get("/v1/webhooks/h/dead_letters").await;
+    assert_eq!(code, 200);
+    let dead = dead["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["attempts"], 3);
+    assert_eq!(dead[0]["last_error"], "HTTP 500");
+    let event_id = dead[0]["event_id"].as_str().unwrap().to_owned();
+    let (_, status) = server.get("/v1/webhooks/h").await;
+    assert_eq!(status["dead_letters"], 1);
+
+    let (code, retried) = server.post("/v1/webhooks/h/dead_letters/retry", json!({"event_ids": [event_id]})).await;
+    assert_eq!((code, retried["queued"].as_u64()), (202, Some(1)));
+    helpdesk.wait_until(Duration::from_secs(10), "the dead letter", |r| r.iter().filter(|c| c.answered == 200).count() == 2).await;
+    let last = helpdesk.accepted().pop().unwrap();
+    assert_eq!(last.header("webhook-id"), event_id);
+    assert_eq!(last.json()["data"]["id"], first["message_id"]);
+    let (_, dead) = server.get("/v1/webhooks/h/dead_letters").await;
+    assert_eq!(dead["dead_letters"], json!([]));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn replay_redelivers_after_a_sequence_number() {
+    let helpdesk = Receiver::start().await;
+    let server = TestServer::start(&format!("{}{}", api_channel("web", None, ""), webhook("h", &helpdesk, "[\"50ms\"]"))).await;
+    for i in 0..3 {
+        server.inbound("web", json!({"from": {"address": "a"}, "text": format!("{i}")})).await;
+    }
+    // contact + conversation + 3 messages
+    helpdesk.wait_until(Duration::from_secs(10), "5 events", |r| r.len() == 5).await;
+    let first_round: Vec<String> = helpdesk.accepted().iter().map(|c| c.header("webhook-id").to_owned()).collect();
+    let (code, body) = server.post("/v1/webhooks/h/replay", json!({"after_seq": 2})).await;
+    assert_eq!((code, body["queued"].as_u64()), (202, Some(3)));
+    helpdesk.wait_until(Duration::from_secs(10), "3 replayed", |r| r.len() == 8).await;
+    let replayed: Vec<String> = helpdesk.accepted()[5..].iter().map(|c| c.header("webhook-id").to_owned()).collect();
+    assert_eq!(replayed, first_round[2..].to_vec(), "replays carry the original event ids");
+    let (code, _) = server.post("/v1/webhooks/nope/replay", json!({"after_seq": 0})).await;
+    assert_eq!(code, 404);
+    server.stop().await;
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
+# first: the official Python verifiers from PyPI (standardwebhooks, jsonschema,
+# openapi-spec-validator). Fails — never skips — when something cannot be installed.
+# Extra arguments go to `cargo test` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${SWITCHBOARD_TEST_PYTHON:-python3}
+command -v "$python" >/dev/null || { echo "tests need $python (apt-get install python3 python3-pip)" >&2; exit 1; }
+
+# module name → PyPI requirement
+declare -A wanted=(
+  [standardwebhooks]="standardwebhooks==1.1.0"
+  [jsonschema]="jsonschema>=4.18"
+  [openapi_spec_validator]="openapi-spec-validator>=0.7"
+)
+missing=()
+for module in "${!wanted[@]}"; do
+  "$python" -c "import $module" 2>/dev/null || missing+=("${wanted[$module]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test verifiers from PyPI: ${missing[*]}" >&2
+  "$python" -m pip install --quiet --disable-pip-version-check "${missing[@]}" 2>/dev/null \
+    || "$python" -m pip install --quiet --disable-pip-version-check --break-system-packages "${missing[@]}"
+fi
+for module in "${!wanted[@]}"; do
+  "$python" -c "import $module" || { echo "cannot import $module after installing it" >&2; exit 1; }
+done
+export SWITCHBOARD_TEST_PYTHON="$python"
+
+cargo test --locked "$@"
