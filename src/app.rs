@@ -81,7 +81,8 @@ impl Server {
         tracing::info!("shutting down: intake stopped, draining work in flight");
         self.shutdown.cancel();
         let http = tokio::time::timeout(DRAIN, self.http);
-        let workers = tokio::time::timeout(DRAIN + Duration::from_secs(1), futures_util::future::join_all(self.workers));
+        let workers =
+            tokio::time::timeout(DRAIN + Duration::from_secs(1), futures_util::future::join_all(self.workers));
         let (http, workers) = tokio::join!(http, workers);
         if http.is_err() {
             tracing::warn!("HTTP requests still open after the drain period were cut");

@@ -120,7 +120,8 @@ pub fn decode_attachments(
     let mut out = Vec::with_capacity(list.len());
     for (i, a) in list.into_iter().enumerate() {
         let field = format!("attachments[{i}].content_base64");
-        let too_large = || InputError::TooLarge(FieldError::new(&field, format!("attachment is larger than {max_bytes} bytes")));
+        let too_large =
+            || InputError::TooLarge(FieldError::new(&field, format!("attachment is larger than {max_bytes} bytes")));
         // The decoded size is at most 3/4 of the encoded length: refuse before decoding a giant.
         if a.content_base64.len() / 4 * 3 > max_bytes + 3 {
             return Err(too_large());
@@ -131,9 +132,14 @@ pub fn decode_attachments(
         if bytes.len() > max_bytes {
             return Err(too_large());
         }
-        let content_type = a.content_type.filter(|c| !c.is_empty()).unwrap_or_else(|| "application/octet-stream".to_owned());
+        let content_type =
+            a.content_type.filter(|c| !c.is_empty()).unwrap_or_else(|| "application/octet-stream".to_owned());
         if !content_type.contains('/') || content_type.len() > 255 {
-            return Err(FieldError::new(format!("attachments[{i}].content_type"), "must be a MIME type like image/png").into());
+            return Err(FieldError::new(
+                format!("attachments[{i}].content_type"),
+                "must be a MIME type like image/png",
+            )
+            .into());
         }
         out.push(crate::channels::RawAttachment { filename: a.filename, content_type, bytes: bytes.into() });
     }

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use switchboard::config;
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "Self-hosted channel gateway: every channel into one signed, durable webhook stream")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "Self-hosted channel gateway: every channel into one signed, durable webhook stream"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,11 +79,15 @@ fn main() -> ExitCode {
             let config = match load(&path) {
                 Ok(c) => c,
                 Err(code) => {
-                    eprintln!("refusing to start: fix the problems above (switchboard check --config {})", path.display());
+                    eprintln!(
+                        "refusing to start: fix the problems above (switchboard check --config {})",
+                        path.display()
+                    );
                     return code;
                 }
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
             match runtime.block_on(switchboard::app::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -48,6 +48,10 @@ mod tests {
         assert_eq!(next_delay(&S, 2, Some(Duration::from_secs(7)), MAX, 0.5), Some(Duration::from_secs(7)));
         assert_eq!(next_delay(&S, 1, Some(Duration::from_secs(99_999)), MAX, 0.5), Some(MAX));
         assert_eq!(next_delay(&S, 1, Some(Duration::ZERO), MAX, 0.5), Some(Duration::from_millis(100)));
-        assert_eq!(next_delay(&S, 4, Some(Duration::from_secs(1)), MAX, 0.5), None, "the schedule still bounds attempts");
+        assert_eq!(
+            next_delay(&S, 4, Some(Duration::from_secs(1)), MAX, 0.5),
+            None,
+            "the schedule still bounds attempts"
+        );
     }
 }

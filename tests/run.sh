@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python=${SWITCHBOARD_TEST_PYTHON:-python3}
+python=${SB_TEST_PYTHON:-python3}
 command -v "$python" >/dev/null || { echo "tests need $python (apt-get install python3 python3-pip)" >&2; exit 1; }
 
 # module name → PyPI requirement
@@ -27,6 +27,6 @@ fi
 for module in "${!wanted[@]}"; do
   "$python" -c "import $module" || { echo "cannot import $module after installing it" >&2; exit 1; }
 done
-export SWITCHBOARD_TEST_PYTHON="$python"
+export SB_TEST_PYTHON="$python"
 
 cargo test --locked "$@"

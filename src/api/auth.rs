@@ -16,7 +16,8 @@ pub struct Caller {
 
 pub fn authorize(tokens: &[TokenConfig], headers: &HeaderMap, scope: Scope) -> Result<Caller, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
+    let value =
+        headers.get(header::AUTHORIZATION).ok_or_else(|| unauthorized("missing Authorization: Bearer <token>"))?;
     let token = value
         .to_str()
         .ok()
@@ -35,7 +36,11 @@ pub fn authorize(tokens: &[TokenConfig], headers: &HeaderMap, scope: Scope) -> R
     let token = found.ok_or_else(|| unauthorized("unknown token"))?;
     if !token.scopes.contains(&scope) {
         let scope = format!("{scope:?}").to_lowercase();
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("token `{}` lacks the `{scope}` scope", token.name)));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("token `{}` lacks the `{scope}` scope", token.name),
+        ));
     }
     Ok(Caller { name: token.name.clone() })
 }

@@ -83,7 +83,11 @@ impl IntoResponse for ApiError {
 /// Maps a body that could not be read (too large, broken connection) to an API error.
 pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> ApiError {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is larger than server.max_body_bytes")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than server.max_body_bytes",
+        )
     } else {
         ApiError::new(rejection.status(), "unreadable_body", rejection.body_text())
     }

@@ -33,12 +33,18 @@ fn type_filter(types: &Option<String>) -> Vec<String> {
 /// Scans at most this many log rows per request when filtering by type.
 const SCAN_LIMIT: usize = 10_000;
 
-pub async fn list(State(state): State<AppState>, Query(q): Query<EventQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<EventQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Read)?;
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "limit must be 1-1000").field("limit"));
+        return Err(
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "limit must be 1-1000").field("limit")
+        );
     }
     let types = type_filter(&q.types);
     let (events, scanned_to) =
@@ -57,7 +63,11 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<EventQuery>, he
 }
 
 /// SSE: `id:` is the seq, `data:` the envelope. Resumes after `Last-Event-ID` (or `?after=`).
-pub async fn stream(State(state): State<AppState>, Query(q): Query<EventQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn stream(
+    State(state): State<AppState>,
+    Query(q): Query<EventQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Read)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let after = resume.or(q.after).unwrap_or(0);

@@ -12,7 +12,7 @@ use super::error::{body_rejection, ApiError};
 use super::AppState;
 use crate::config::Scope;
 use crate::json_input::FieldError;
-use crate::outbound::submit::{self, SubmitError, Submission};
+use crate::outbound::submit::{self, Submission, SubmitError};
 use crate::store::hex;
 
 pub async fn send(
@@ -27,8 +27,12 @@ pub async fn send(
         Some(v) => match v.to_str() {
             Ok(k) if !k.is_empty() && k.len() <= 255 => Some(k.to_owned()),
             _ => {
-                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", "Idempotency-Key must be 1-255 visible ASCII characters")
-                    .field("Idempotency-Key"))
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_header",
+                    "Idempotency-Key must be 1-255 visible ASCII characters",
+                )
+                .field("Idempotency-Key"))
             }
         },
     };
@@ -37,9 +41,10 @@ pub async fn send(
         .map_err(|e| ApiError::invalid(FieldError::new("", format!("malformed JSON: {e}"))))?;
     let request_sha256 = hex(&Sha256::digest(canonical.to_string().as_bytes()));
     let submission = Submission { token_name: caller.name, idempotency_key, request_sha256 };
-    let accepted = submit::submit(&state.store, &state.registry, &state.pipeline, &body, state.max_attachment_bytes, submission)
-        .await
-        .map_err(submit_error)?;
+    let accepted =
+        submit::submit(&state.store, &state.registry, &state.pipeline, &body, state.max_attachment_bytes, submission)
+            .await
+            .map_err(submit_error)?;
     if accepted.queued {
         state.outbound.wake();
     }
@@ -52,7 +57,8 @@ fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::Input(e) => e.into(),
         SubmitError::ConversationNotFound => ApiError::not_found("conversation").field("conversation_id"),
         SubmitError::UnknownChannel(id) => {
-            ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel `{id}` is configured")).field("channel")
+            ApiError::new(StatusCode::NOT_FOUND, "unknown_channel", format!("no channel `{id}` is configured"))
+                .field("channel")
         }
         e @ SubmitError::ChannelCannotSend(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "channel_cannot_send", e.to_string()).field("channel")

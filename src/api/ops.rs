@@ -25,7 +25,8 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     let running = if state.shutdown.is_cancelled() { "shutting down" } else { "ok" };
     let ready = store == "ok" && running == "ok";
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"store": store, "workers": running}});
+    let body =
+        json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"store": store, "workers": running}});
     (status, Json(body)).into_response()
 }
 

@@ -18,13 +18,21 @@ use crate::json_input::{self, FieldError};
 use crate::model::{time, EventType};
 use crate::store;
 
-pub async fn message(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn message(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Read)?;
     let message = state.store.read(move |c| store::messages::get(c, &id)).await?;
     Ok(Json(message.ok_or_else(|| ApiError::not_found("message"))?).into_response())
 }
 
-pub async fn conversation(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn conversation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Read)?;
     let conversation = state.store.read(move |c| store::conversations::get(c, &id)).await?;
     Ok(Json(conversation.ok_or_else(|| ApiError::not_found("conversation"))?).into_response())
@@ -94,14 +102,22 @@ pub async fn update_conversation(
     Ok(Json(conversation.ok_or_else(|| ApiError::not_found("conversation"))?).into_response())
 }
 
-pub async fn contact(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn contact(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Read)?;
     let contact = state.store.read(move |c| store::conversations::contact(c, &id)).await?;
     Ok(Json(contact.ok_or_else(|| ApiError::not_found("contact"))?).into_response())
 }
 
 /// The attachment's bytes, with its content type and file name.
-pub async fn attachment(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn attachment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Read)?;
     let attachment = state.store.read(move |c| store::messages::attachment(c, &id)).await?;
     let attachment = attachment.ok_or_else(|| ApiError::not_found("attachment"))?;
@@ -111,7 +127,8 @@ pub async fn attachment(State(state): State<AppState>, Path(id): Path<String>, h
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_missing", "the attachment's stored file cannot be read")
     })?;
     let stream = tokio_util::io::ReaderStream::new(file);
-    let filename = attachment.filename.unwrap_or_else(|| attachment.id.to_string()).replace(['"', '\\', '\r', '\n'], "_");
+    let filename =
+        attachment.filename.unwrap_or_else(|| attachment.id.to_string()).replace(['"', '\\', '\r', '\n'], "_");
     Ok((
         [
             (header::CONTENT_TYPE, attachment.content_type),

@@ -34,7 +34,11 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<R
     Ok(Json(json!({ "webhooks": out })).into_response())
 }
 
-pub async fn status(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Admin)?;
     Ok(Json(state.webhooks.status(&id).await.map_err(webhook_error)?).into_response())
 }
@@ -61,7 +65,11 @@ pub async fn replay(
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response())
 }
 
-pub async fn enable(State(state): State<AppState>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn enable(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Admin)?;
     state.webhooks.enable(&id).await.map_err(webhook_error)?;
     Ok(Json(state.webhooks.status(&id).await.map_err(webhook_error)?).into_response())
@@ -118,7 +126,8 @@ pub async fn retry_dead_letters(
 ) -> Result<Response, ApiError> {
     authorize(&state.tokens, &headers, Scope::Admin)?;
     let body = body.map_err(body_rejection)?;
-    let body: RetryBody = if body.is_empty() { RetryBody::default() } else { json_input::parse(&body).map_err(ApiError::invalid)? };
+    let body: RetryBody =
+        if body.is_empty() { RetryBody::default() } else { json_input::parse(&body).map_err(ApiError::invalid)? };
     let queued = state.webhooks.retry_dead(&id, body.event_ids).await.map_err(webhook_error)?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))).into_response())
 }

@@ -95,7 +95,9 @@ pub struct ChannelLimits {
 impl ChannelLimits {
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        for (key, value) in [("limits.per_second", self.per_second), ("limits.per_recipient_per_second", self.per_recipient_per_second)] {
+        for (key, value) in
+            [("limits.per_second", self.per_second), ("limits.per_recipient_per_second", self.per_recipient_per_second)]
+        {
             if let Some(v) = value {
                 if !(v.is_finite() && v > 0.0 && v <= 1_000_000.0) {
                     problems.push((key.to_owned(), "must be a number greater than 0".to_owned()));

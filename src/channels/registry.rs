@@ -21,7 +21,9 @@ impl Registry {
     pub fn build(configs: &[ChannelConfig], send_timeout: Duration) -> Registry {
         let channels = configs
             .iter()
-            .map(|c| (c.id().to_owned(), RegisteredChannel { config: c.clone(), outbound: build_outbound(c, send_timeout) }))
+            .map(|c| {
+                (c.id().to_owned(), RegisteredChannel { config: c.clone(), outbound: build_outbound(c, send_timeout) })
+            })
             .collect();
         Registry { channels }
     }

@@ -43,7 +43,15 @@ fn load_layers(text: &str, with_env: bool) -> Result<Config, Vec<Problem>> {
     let mut problems = Vec::new();
     for key in root.keys() {
         if !SECTIONS.contains(&key.as_str()) {
-            problems.push(Problem::new(key.clone(), format!("unknown key (known: {})", SECTIONS.join(", "))));
+            let from_env = std::env::vars().map(|(k, _)| k).find(|k| {
+                k.strip_prefix("SWITCHBOARD_")
+                    .is_some_and(|rest| rest.to_lowercase().split("__").next() == Some(key.as_str()))
+            });
+            let origin = match (with_env, from_env) {
+                (true, Some(var)) => format!(" (set by the environment variable {var})"),
+                _ => String::new(),
+            };
+            problems.push(Problem::new(key.clone(), format!("unknown key{origin} (known: {})", SECTIONS.join(", "))));
         }
     }
     let empty = Value::from(Dict::new());
@@ -119,7 +127,10 @@ fn channel(key: &str, value: &Value, problems: &mut Vec<Problem>) -> Option<Chan
         return None;
     };
     let Some(kind) = dict.get("type").and_then(Value::as_str).map(str::to_owned) else {
-        problems.push(Problem::new(format!("{key}.type"), format!("is required (one of: {})", ChannelConfig::TYPES.join(", "))));
+        problems.push(Problem::new(
+            format!("{key}.type"),
+            format!("is required (one of: {})", ChannelConfig::TYPES.join(", ")),
+        ));
         return None;
     };
     let mut rest = dict.clone();

@@ -5,7 +5,9 @@ use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 
-use super::{secret, DeliveryConfig, LogConfig, OutboundConfig, Problem, ServerConfig, StorageConfig, TokenConfig, WebhookConfig};
+use super::{
+    secret, DeliveryConfig, LogConfig, OutboundConfig, Problem, ServerConfig, StorageConfig, TokenConfig, WebhookConfig,
+};
 use crate::channels::ChannelConfig;
 use crate::model::event::{glob_matches, EventType};
 
@@ -40,12 +42,16 @@ pub(super) fn log(log: &LogConfig, problems: &mut Vec<Problem>) {
 
 pub(super) fn workers(delivery: &DeliveryConfig, outbound: &OutboundConfig, problems: &mut Vec<Problem>) {
     let mut add = adder(problems);
-    for (key, schedule) in [("delivery.retry_schedule", &delivery.retry_schedule), ("outbound.retry_schedule", &outbound.retry_schedule)] {
+    for (key, schedule) in
+        [("delivery.retry_schedule", &delivery.retry_schedule), ("outbound.retry_schedule", &outbound.retry_schedule)]
+    {
         if schedule.is_empty() {
             add(key.into(), "must list at least one wait".into());
         }
     }
-    for (key, n) in [("delivery.max_in_flight", delivery.max_in_flight), ("outbound.max_in_flight", outbound.max_in_flight)] {
+    for (key, n) in
+        [("delivery.max_in_flight", delivery.max_in_flight), ("outbound.max_in_flight", outbound.max_in_flight)]
+    {
         if n == 0 {
             add(key.into(), "must be at least 1".into());
         }
@@ -86,7 +92,6 @@ pub(super) fn tokens(tokens: &mut [(usize, TokenConfig)], problems: &mut Vec<Pro
             Err((k, reason)) => add(k, reason),
         }
     }
-
 }
 
 pub(super) fn channels(channels: &mut [(usize, ChannelConfig)], problems: &mut Vec<Problem>) {
@@ -103,7 +108,6 @@ pub(super) fn channels(channels: &mut [(usize, ChannelConfig)], problems: &mut V
             add(format!("{key}.{k}"), reason);
         }
     }
-
 }
 
 pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], problems: &mut Vec<Problem>) {

@@ -9,7 +9,7 @@ pub mod message;
 pub mod time;
 
 pub use conversation::{Contact, Conversation};
-pub use event::{EventType, Envelope};
+pub use event::{Envelope, EventType};
 pub use ids::{AttachmentId, ContactId, ConversationId, EventId, MessageId};
 pub use message::{
     Attachment, ChannelRef, Direction, ErrorInfo, Message, Party, ProviderRef, SkippedAttachment, Status, StitchInfo,

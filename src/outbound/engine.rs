@@ -42,7 +42,8 @@ struct Inner {
 
 impl OutboundEngine {
     pub fn new(store: Store, registry: Arc<Registry>, config: OutboundConfig) -> OutboundEngine {
-        let limiters = registry.iter().map(|c| (c.config.id().to_owned(), ChannelLimiter::new(c.config.limits()))).collect();
+        let limiters =
+            registry.iter().map(|c| (c.config.id().to_owned(), ChannelLimiter::new(c.config.limits()))).collect();
         OutboundEngine { inner: Arc::new(Inner { store, registry, limiters, config, wake: Notify::new() }) }
     }
 
@@ -95,7 +96,10 @@ impl OutboundEngine {
             }
         }
         if !leased.is_empty() {
-            tracing::warn!(in_flight = leased.len(), "outbound sends still in flight at shutdown; they stay queued and are retried on start");
+            tracing::warn!(
+                in_flight = leased.len(),
+                "outbound sends still in flight at shutdown; they stay queued and are retried on start"
+            );
         }
     }
 }
@@ -121,7 +125,8 @@ async fn dispatch_round(
             if let Err((bucket, wait, period)) = limiter.check(&job.recipient) {
                 let delay = slots.next(&job.channel_id, bucket, wait, period);
                 deferred.push((job.message_id, now + delay.as_millis() as i64, job.attempts));
-                metrics::counter!("switchboard_outbound_total", "channel" => job.channel_id, "status" => "deferred").increment(1);
+                metrics::counter!("switchboard_outbound_total", "channel" => job.channel_id, "status" => "deferred")
+                    .increment(1);
                 continue;
             }
         }
@@ -161,7 +166,8 @@ async fn next_wake(store: &Store, leased: &HashSet<String>) -> Duration {
     let next = store
         .read(move |c| {
             let mut stmt = c.prepare_cached("SELECT message_id, due_at FROM outbound_jobs ORDER BY due_at LIMIT ?1")?;
-            let rows = stmt.query_map([skip.len() as i64 + 1], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+            let rows =
+                stmt.query_map([skip.len() as i64 + 1], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
             for row in rows {
                 let (id, due) = row?;
                 if !skip.contains(&id) {
@@ -181,7 +187,9 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
     let id = job.message_id.clone();
     let message = inner.store.read(move |c| store::messages::get(c, &id)).await?;
     let result = match (message, inner.registry.get(&job.channel_id).and_then(|c| c.outbound.clone())) {
-        (None, _) => Err(SendError::Permanent { code: "message_missing".into(), reason: "the message record is gone".into() }),
+        (None, _) => {
+            Err(SendError::Permanent { code: "message_missing".into(), reason: "the message record is gone".into() })
+        }
         (Some(_), None) => Err(SendError::Permanent {
             code: "channel_unavailable".into(),
             reason: format!("channel `{}` is not configured to send", job.channel_id),
@@ -191,7 +199,11 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             let limit = inner.config.timeout.0 + Duration::from_secs(5);
             match tokio::time::timeout(limit, adapter.send(&outbound)).await {
                 Ok(result) => result,
-                Err(_) => Err(SendError::Temporary { code: "timeout".into(), reason: "send timed out".into(), retry_after: None }),
+                Err(_) => Err(SendError::Temporary {
+                    code: "timeout".into(),
+                    reason: "send timed out".into(),
+                    retry_after: None,
+                }),
             }
         }
     };

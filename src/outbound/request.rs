@@ -44,7 +44,8 @@ pub fn parse(body: &[u8], max_attachment_bytes: usize) -> Result<SendRequest, In
     let invalid = |field: &str, message: &str| InputError::Invalid(FieldError::new(field, message));
     let target = match (body.conversation_id, body.channel, body.to) {
         (Some(id), None, None) => Target::Conversation(
-            ConversationId::parse(&id).ok_or_else(|| invalid("conversation_id", "must be a conversation id (cnv_…)"))?,
+            ConversationId::parse(&id)
+                .ok_or_else(|| invalid("conversation_id", "must be a conversation id (cnv_…)"))?,
         ),
         (None, Some(channel), Some(to)) => {
             if to.trim().is_empty() || to.len() > 256 {

@@ -27,7 +27,12 @@ pub fn apply(conn: &Connection, id: &str, transition: Transition, now_ms: i64) -
         Transition::Failed(_) => (Status::Failed, EventType::MessageFailed),
     };
     if !message.status.can_become(next) {
-        tracing::debug!(message_id = id, from = message.status.as_str(), to = next.as_str(), "status update ignored: not forward");
+        tracing::debug!(
+            message_id = id,
+            from = message.status.as_str(),
+            to = next.as_str(),
+            "status update ignored: not forward"
+        );
         return Ok(None);
     }
     let now = Some(time::rfc3339(now_ms));

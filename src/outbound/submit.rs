@@ -93,7 +93,12 @@ pub async fn submit(
     let mut attachments = Vec::with_capacity(request.attachments.len());
     for a in &request.attachments {
         let sha256 = store.put_blob(a.bytes.clone()).await?;
-        attachments.push(pipeline.describe_attachment(a.filename.clone(), a.content_type.clone(), a.bytes.len() as u64, sha256));
+        attachments.push(pipeline.describe_attachment(
+            a.filename.clone(),
+            a.content_type.clone(),
+            a.bytes.len() as u64,
+            sha256,
+        ));
     }
 
     let accepted = store
@@ -104,7 +109,8 @@ pub async fn submit(
                 }
             }
             let now_ms = time::now_ms();
-            let Some(conversation) = target_conversation(conn, &request.target, &channel_ref, &recipient, now_ms)? else {
+            let Some(conversation) = target_conversation(conn, &request.target, &channel_ref, &recipient, now_ms)?
+            else {
                 return Ok(Err(SubmitError::ConversationNotFound));
             };
             let message = outbound_message(request, attachments, &conversation, &recipient, now_ms);
@@ -123,7 +129,11 @@ pub async fn submit(
             store::events::append(conn, EventType::MessageQueued, conversation.id.as_str(), &message)?;
             let body = json!({"id": message.id, "status": "queued", "conversation_id": conversation.id}).to_string();
             if let Some(key) = &submission.idempotency_key {
-                let response = IdempotentResponse { request_sha256: submission.request_sha256.clone(), status: 202, body: body.clone() };
+                let response = IdempotentResponse {
+                    request_sha256: submission.request_sha256.clone(),
+                    status: 202,
+                    body: body.clone(),
+                };
                 store::outbound::save_idempotent(conn, &submission.token_name, key, &response, now_ms)?;
             }
             Ok(Ok(Accepted { status: 202, body, queued: true }))
@@ -172,7 +182,8 @@ fn target_conversation(
             contact.id
         }
     };
-    let conversation = stitch::new_conversation(&channel.id, &channel.kind, recipient, &contact_id, recipient, None, &now);
+    let conversation =
+        stitch::new_conversation(&channel.id, &channel.kind, recipient, &contact_id, recipient, None, &now);
     store::conversations::insert(conn, &conversation, now_ms)?;
     store::events::append(conn, EventType::ConversationCreated, conversation.id.as_str(), &conversation)?;
     Ok(Some(conversation))

@@ -17,10 +17,16 @@ use crate::store::{self, Store, StoreError};
 /// What became of an inbound item.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    Stored { message_id: MessageId, conversation_id: ConversationId },
+    Stored {
+        message_id: MessageId,
+        conversation_id: ConversationId,
+    },
     /// The provider id was seen before on this channel: these are the first message's ids, and
     /// nothing was stored or emitted.
-    Duplicate { message_id: MessageId, conversation_id: ConversationId },
+    Duplicate {
+        message_id: MessageId,
+        conversation_id: ConversationId,
+    },
 }
 
 #[derive(Clone)]
@@ -74,7 +80,14 @@ impl Pipeline {
                 } else {
                     store::conversations::touch(conn, &conversation.id, now_ms)?;
                 }
-                let message = normalize(raw, attachments, plan.contact_id().clone(), conversation.id.clone(), plan.stitch.clone(), &now);
+                let message = normalize(
+                    raw,
+                    attachments,
+                    plan.contact_id().clone(),
+                    conversation.id.clone(),
+                    plan.stitch.clone(),
+                    &now,
+                );
                 store::messages::insert(conn, &message, now_ms)?;
                 store::events::append(conn, EventType::MessageReceived, message.conversation_id.as_str(), &message)?;
                 Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
@@ -94,7 +107,13 @@ impl Pipeline {
     }
 
     /// The public description of a stored blob; its URL is under `server.public_url`.
-    pub fn describe_attachment(&self, filename: Option<String>, content_type: String, size: u64, sha256: String) -> Attachment {
+    pub fn describe_attachment(
+        &self,
+        filename: Option<String>,
+        content_type: String,
+        size: u64,
+        sha256: String,
+    ) -> Attachment {
         let id = AttachmentId::new();
         let url = format!("{}/v1/attachments/{id}", self.public_url);
         Attachment { id, filename, content_type, size, sha256, url }

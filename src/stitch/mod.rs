@@ -58,7 +58,15 @@ pub fn plan(raw: &RawInbound, contact: Option<ContactId>, conversation: Option<C
     let (conversation, reason) = match conversation {
         Some(c) => (Found::Existing(c), "thread"),
         None => (
-            Found::New(new_conversation(&raw.channel_id, raw.channel_type, &raw.thread_key, &contact_id, &raw.from.address, raw.subject.clone(), now)),
+            Found::New(new_conversation(
+                &raw.channel_id,
+                raw.channel_type,
+                &raw.thread_key,
+                &contact_id,
+                &raw.from.address,
+                raw.subject.clone(),
+                now,
+            )),
             "new",
         ),
     };
@@ -127,7 +135,9 @@ mod tests {
     fn unknown_sender_and_thread_create_both() {
         let p = plan(&raw(), None, None, "t");
         assert!(matches!(p.contact, Found::New(ref c) if c.identities == vec!["ext:web:v1".to_string()]));
-        assert!(matches!(p.conversation, Found::New(ref c) if c.thread_key == "chat-1" && c.contact_id == *p.contact_id()));
+        assert!(
+            matches!(p.conversation, Found::New(ref c) if c.thread_key == "chat-1" && c.contact_id == *p.contact_id())
+        );
         assert_eq!(p.stitch.reason, "new");
     }
 

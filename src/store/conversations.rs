@@ -23,10 +23,13 @@ pub fn insert_contact(conn: &Connection, contact: &Contact, now: i64) -> Result<
 pub fn contact(conn: &Connection, id: &str) -> Result<Option<Contact>, StoreError> {
     let row = conn
         .prepare_cached("SELECT id, name, created_at, updated_at FROM contacts WHERE id = ?1")?
-        .query_row([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?)))
+        .query_row([id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+        })
         .optional()?;
     let Some((id, name, created, updated)) = row else { return Ok(None) };
-    let mut stmt = conn.prepare_cached("SELECT identity FROM identities WHERE contact_id = ?1 ORDER BY created_at, identity")?;
+    let mut stmt =
+        conn.prepare_cached("SELECT identity FROM identities WHERE contact_id = ?1 ORDER BY created_at, identity")?;
     let identities = stmt.query_map([&id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Contact {
         id: ContactId::from_stored(id),
@@ -88,7 +91,8 @@ pub fn insert(conn: &Connection, c: &Conversation, now: i64) -> Result<(), Store
 
 /// Records activity on a conversation (a message in or out).
 pub fn touch(conn: &Connection, id: &ConversationId, now: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE conversations SET last_message_at = ?2 WHERE id = ?1")?.execute(params![id.as_str(), now])?;
+    conn.prepare_cached("UPDATE conversations SET last_message_at = ?2 WHERE id = ?1")?
+        .execute(params![id.as_str(), now])?;
     Ok(())
 }
 

@@ -50,7 +50,12 @@ const COLUMNS: &str = "seq, id, type, ordering_key, created_at, data";
 
 /// Appends one event; `ordering_key` is the conversation (or contact) whose events must reach
 /// each consumer in order.
-pub fn append(conn: &Connection, kind: EventType, ordering_key: &str, data: &impl Serialize) -> Result<EventId, StoreError> {
+pub fn append(
+    conn: &Connection,
+    kind: EventType,
+    ordering_key: &str,
+    data: &impl Serialize,
+) -> Result<EventId, StoreError> {
     let id = EventId::new();
     let data = serde_json::to_string(data)?;
     conn.prepare_cached("INSERT INTO events (id, type, ordering_key, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
@@ -60,7 +65,8 @@ pub fn append(conn: &Connection, kind: EventType, ordering_key: &str, data: &imp
 
 /// Up to `limit` events with `seq > after`, in order.
 pub fn after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"))?;
     let rows = stmt.query_map(params![after as i64, limit as i64], StoredEvent::from_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

@@ -48,9 +48,8 @@ pub fn insert(conn: &Connection, m: &Message, created_at: i64) -> Result<(), Sto
 
 /// Rewrites a message after a status change.
 pub fn update(conn: &Connection, m: &Message) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE messages SET status = ?2, provider_message_id = ?3, body = ?4 WHERE id = ?1")?.execute(
-        params![m.id.as_str(), m.status.as_str(), m.provider.message_id, serde_json::to_string(m)?],
-    )?;
+    conn.prepare_cached("UPDATE messages SET status = ?2, provider_message_id = ?3, body = ?4 WHERE id = ?1")?
+        .execute(params![m.id.as_str(), m.status.as_str(), m.provider.message_id, serde_json::to_string(m)?])?;
     Ok(())
 }
 

@@ -171,7 +171,10 @@ impl Store {
     /// Stores attachment bytes durably (on the blocking pool).
     pub async fn put_blob(&self, bytes: bytes::Bytes) -> Result<String, StoreError> {
         let blobs = self.inner.blobs.clone();
-        tokio::task::spawn_blocking(move || blobs.put(&bytes)).await.map_err(|_| StoreError::Closed)?.map_err(Into::into)
+        tokio::task::spawn_blocking(move || blobs.put(&bytes))
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .map_err(Into::into)
     }
 
     /// Proves the writer is alive and the disk takes a durable write (for `/readyz`).

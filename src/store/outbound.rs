@@ -32,7 +32,13 @@ pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Job>, StoreE
          WHERE due_at <= ?1 ORDER BY due_at, message_id LIMIT ?2",
     )?;
     let rows = stmt.query_map(params![now, limit as i64], |r| {
-        Ok(Job { message_id: r.get(0)?, channel_id: r.get(1)?, recipient: r.get(2)?, attempts: r.get(3)?, due_at: r.get(4)? })
+        Ok(Job {
+            message_id: r.get(0)?,
+            channel_id: r.get(1)?,
+            recipient: r.get(2)?,
+            attempts: r.get(3)?,
+            due_at: r.get(4)?,
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -73,10 +79,18 @@ pub struct IdempotentResponse {
     pub body: String,
 }
 
-pub fn idempotent_response(conn: &Connection, token: &str, key: &str) -> Result<Option<IdempotentResponse>, StoreError> {
+pub fn idempotent_response(
+    conn: &Connection,
+    token: &str,
+    key: &str,
+) -> Result<Option<IdempotentResponse>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT request_sha256, status, response FROM idempotency_keys WHERE token_name = ?1 AND key = ?2")?
-        .query_row([token, key], |r| Ok(IdempotentResponse { request_sha256: r.get(0)?, status: r.get(1)?, body: r.get(2)? }))
+        .prepare_cached(
+            "SELECT request_sha256, status, response FROM idempotency_keys WHERE token_name = ?1 AND key = ?2",
+        )?
+        .query_row([token, key], |r| {
+            Ok(IdempotentResponse { request_sha256: r.get(0)?, status: r.get(1)?, body: r.get(2)? })
+        })
         .optional()?)
 }
 

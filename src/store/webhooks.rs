@@ -31,7 +31,10 @@ pub struct Delivery {
 
 /// The consumer's state, creating it at `start_seq` on first sight.
 pub fn ensure_consumer(conn: &Connection, id: &str, start_seq: u64) -> Result<ConsumerState, StoreError> {
-    conn.execute("INSERT OR IGNORE INTO webhook_consumers (id, scan_seq) VALUES (?1, ?2)", params![id, start_seq as i64])?;
+    conn.execute(
+        "INSERT OR IGNORE INTO webhook_consumers (id, scan_seq) VALUES (?1, ?2)",
+        params![id, start_seq as i64],
+    )?;
     Ok(consumer(conn, id)?.unwrap_or_default())
 }
 
@@ -77,7 +80,12 @@ pub fn pending(conn: &Connection, consumer: &str) -> Result<Vec<Delivery>, Store
 }
 
 /// Dead letters in `seq` order, after `after_seq`.
-pub fn dead_letters(conn: &Connection, consumer: &str, after_seq: u64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+pub fn dead_letters(
+    conn: &Connection,
+    consumer: &str,
+    after_seq: u64,
+    limit: usize,
+) -> Result<Vec<Delivery>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM webhook_deliveries WHERE consumer_id = ?1 AND state = 'dead' AND seq > ?2
          ORDER BY seq LIMIT ?3"
@@ -96,7 +104,12 @@ pub fn dead_count(conn: &Connection, consumer: &str) -> Result<u64, StoreError> 
 
 /// Adds deliveries (new or replayed) and advances the fan-out cursor. A row that already exists
 /// becomes pending again with a fresh schedule (a replayed dead letter); a pending one is untouched.
-pub fn enqueue(conn: &Connection, consumer: &str, deliveries: &[Delivery], scan_seq: Option<u64>) -> Result<(), StoreError> {
+pub fn enqueue(
+    conn: &Connection,
+    consumer: &str,
+    deliveries: &[Delivery],
+    scan_seq: Option<u64>,
+) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(
         "INSERT INTO webhook_deliveries
              (consumer_id, seq, event_id, ordering_key, created_at, state, attempts, next_attempt_at)
@@ -169,7 +182,12 @@ pub fn set_status(
 }
 
 /// Turns dead letters (all, or the listed event ids) back into pending deliveries due now.
-pub fn revive(conn: &Connection, consumer: &str, event_ids: Option<&[String]>, now: i64) -> Result<Vec<Delivery>, StoreError> {
+pub fn revive(
+    conn: &Connection,
+    consumer: &str,
+    event_ids: Option<&[String]>,
+    now: i64,
+) -> Result<Vec<Delivery>, StoreError> {
     let dead = dead_letters(conn, consumer, 0, usize::MAX >> 1)?;
     let chosen: Vec<Delivery> = dead
         .into_iter()

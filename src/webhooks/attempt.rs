@@ -19,7 +19,12 @@ pub enum AttemptOutcome {
     Failed { error: String, retry_after: Option<Duration> },
 }
 
-pub async fn deliver(client: &reqwest::Client, config: &ConsumerConfig, event_id: &str, body: Arc<String>) -> AttemptOutcome {
+pub async fn deliver(
+    client: &reqwest::Client,
+    config: &ConsumerConfig,
+    event_id: &str,
+    body: Arc<String>,
+) -> AttemptOutcome {
     let timestamp = time::now_ms() / 1000;
     let mut request = client.post(&config.url).header("content-type", "application/json");
     for (name, value) in signing::headers(&config.keys, event_id, timestamp, body.as_bytes()) {

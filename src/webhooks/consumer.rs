@@ -88,7 +88,16 @@ impl Worker {
             schedule.push(d, None);
         }
         let client = crate::http_out::client(config.timeout);
-        Ok(Worker { config, store, client, persisted: Some(state.clone()), state, schedule, records: Vec::new(), dead_letters })
+        Ok(Worker {
+            config,
+            store,
+            client,
+            persisted: Some(state.clone()),
+            state,
+            schedule,
+            records: Vec::new(),
+            dead_letters,
+        })
     }
 
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>, shutdown: CancellationToken, grace: Duration) {
@@ -204,7 +213,9 @@ impl Worker {
             tokio::spawn(async move {
                 let outcome = match body_for(&store, &delivery, body).await {
                     Ok(body) => attempt::deliver(&client, &config, &delivery.event_id, body).await,
-                    Err(e) => AttemptOutcome::Failed { error: format!("cannot read the event: {e}"), retry_after: None },
+                    Err(e) => {
+                        AttemptOutcome::Failed { error: format!("cannot read the event: {e}"), retry_after: None }
+                    }
                 };
                 let _ = done.send(Finished { delivery, outcome });
             });
@@ -225,7 +236,8 @@ impl Worker {
                 self.records.push(AttemptRecord::Delivered { seq });
             }
             AttemptOutcome::Gone => {
-                metrics::counter!("switchboard_webhook_attempts_total", "consumer" => consumer, "outcome" => "gone").increment(1);
+                metrics::counter!("switchboard_webhook_attempts_total", "consumer" => consumer, "outcome" => "gone")
+                    .increment(1);
                 let reason = format!("{} answered 410 Gone", self.config.url);
                 tracing::warn!(consumer = %self.config.id, reason = %reason, "webhook consumer disabled; POST /v1/webhooks/{}/enable resumes it", self.config.id);
                 let now = time::now_ms();
@@ -236,11 +248,18 @@ impl Worker {
             AttemptOutcome::Failed { error, retry_after } => {
                 let attempts = delivery.attempts + 1;
                 let outcome = if retry_after.is_some() { "throttled" } else { "failed" };
-                metrics::counter!("switchboard_webhook_attempts_total", "consumer" => consumer, "outcome" => outcome).increment(1);
+                metrics::counter!("switchboard_webhook_attempts_total", "consumer" => consumer, "outcome" => outcome)
+                    .increment(1);
                 let now = time::now_ms();
                 self.state.last_error = Some(format!("event {}: {error}", delivery.event_id));
                 self.state.last_error_at = Some(now);
-                let delay = retry::next_delay(&self.config.schedule, attempts, retry_after, self.config.max_retry_after, fastrand::f64());
+                let delay = retry::next_delay(
+                    &self.config.schedule,
+                    attempts,
+                    retry_after,
+                    self.config.max_retry_after,
+                    fastrand::f64(),
+                );
                 match delay {
                     Some(delay) => {
                         let next = now + delay.as_millis() as i64;

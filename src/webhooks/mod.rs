@@ -43,7 +43,12 @@ pub struct ConsumerConfig {
 
 impl ConsumerConfig {
     pub fn new(hook: &WebhookConfig, defaults: &DeliveryConfig) -> ConsumerConfig {
-        let keys = hook.secret.iter().chain(hook.previous_secrets.iter()).filter_map(|s| SigningKey::parse(s.expose())).collect();
+        let keys = hook
+            .secret
+            .iter()
+            .chain(hook.previous_secrets.iter())
+            .filter_map(|s| SigningKey::parse(s.expose()))
+            .collect();
         ConsumerConfig {
             id: hook.id.clone(),
             url: hook.url.clone(),

@@ -40,7 +40,11 @@ impl SigningKey {
 /// space-separated signatures; a verifier accepts the request if any one matches.
 pub fn headers(keys: &[SigningKey], id: &str, timestamp: i64, body: &[u8]) -> [(&'static str, String); 3] {
     let signatures: Vec<String> = keys.iter().map(|k| k.sign(id, timestamp, body)).collect();
-    [("webhook-id", id.to_owned()), ("webhook-timestamp", timestamp.to_string()), ("webhook-signature", signatures.join(" "))]
+    [
+        ("webhook-id", id.to_owned()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", signatures.join(" ")),
+    ]
 }
 
 #[cfg(test)]
@@ -51,7 +55,10 @@ mod tests {
     fn matches_the_spec_test_vector() {
         let key = SigningKey::parse("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD").unwrap();
         let body = br#"{"email":"test@example.com","username":"test_user"}"#;
-        assert_eq!(key.sign("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body), "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=");
+        assert_eq!(
+            key.sign("msg_27UH4WbU6Z5A5EzD8u03UvzRbpk", 1649367553, body),
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw="
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@ fn check(config: &str) -> (i32, String) {
     let path = dir.path().join("switchboard.toml");
     std::fs::write(&path, config).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config"]).arg(&path).output().unwrap();
-    (out.status.code().unwrap(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.code().unwrap(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
 }
 
 #[test]
@@ -80,7 +83,10 @@ fn run_refuses_a_broken_config_and_a_missing_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("server.listen: ") && err.contains("refusing to start"), "{err}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config", "/nonexistent.toml"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("config: cannot read /nonexistent.toml"));
 
@@ -88,7 +94,11 @@ fn run_refuses_a_broken_config_and_a_missing_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
     std::fs::write(&path, "[server\nlisten=").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config"]).arg(&path).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not valid TOML"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not valid TOML"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -105,4 +115,21 @@ fn environment_overrides_the_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.public_url: `gopher://nope`"));
+}
+
+#[test]
+fn a_stray_environment_variable_is_named() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, example).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("SWITCHBOARD_COLOUR", "blue")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("colour: unknown key (set by the environment variable SWITCHBOARD_COLOUR)"), "{err}");
 }

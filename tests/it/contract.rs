@@ -12,7 +12,12 @@ async fn responses_and_events_match_the_published_contract() {
     let helpdesk = Receiver::start().await;
     let backend = Receiver::start().await;
     backend.respond_with(|c| if c.json()["to"][0]["address"] == "refuses" { Reply::status(400) } else { Reply::ok() });
-    let server = TestServer::start(&format!("{}{}", api_channel("web", Some(&backend), ""), webhook("helpdesk", &helpdesk, "[\"1s\"]"))).await;
+    let server = TestServer::start(&format!(
+        "{}{}",
+        api_channel("web", Some(&backend), ""),
+        webhook("helpdesk", &helpdesk, "[\"1s\"]")
+    ))
+    .await;
     let mut items: Vec<Value> = Vec::new();
     let mut response = |path: &str, method: &str, status: u16, instance: &Value| {
         items.push(json!({"path": path, "method": method, "status": status.to_string(), "instance": instance}));
@@ -25,14 +30,20 @@ async fn responses_and_events_match_the_published_contract() {
     response("/v1/channels/{id}/inbound", "post", s, &inbound);
     let (s, dup) = server.inbound("web", json!({"from": {"address": "v1"}, "text": "Hi", "external_id": "e1"})).await;
     response("/v1/channels/{id}/inbound", "post", s, &dup);
-    let (s, queued) = server.post("/v1/messages", json!({"conversation_id": inbound["conversation_id"], "text": "Hello", "html": "<p>Hello</p>"})).await;
+    let (s, queued) = server
+        .post(
+            "/v1/messages",
+            json!({"conversation_id": inbound["conversation_id"], "text": "Hello", "html": "<p>Hello</p>"}),
+        )
+        .await;
     response("/v1/messages", "post", s, &queued);
     let (_, refused) = server.post("/v1/messages", json!({"channel": "web", "to": "refuses", "text": "x"})).await;
     backend.wait_until(Duration::from_secs(10), "two sends", |r| r.len() == 2).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let cnv = inbound["conversation_id"].as_str().unwrap();
-    for id in [inbound["message_id"].as_str().unwrap(), queued["id"].as_str().unwrap(), refused["id"].as_str().unwrap()] {
+    for id in [inbound["message_id"].as_str().unwrap(), queued["id"].as_str().unwrap(), refused["id"].as_str().unwrap()]
+    {
         let (s, m) = server.get(&format!("/v1/messages/{id}")).await;
         response("/v1/messages/{id}", "get", s, &m);
     }
@@ -40,13 +51,22 @@ async fn responses_and_events_match_the_published_contract() {
     response("/v1/conversations/{id}", "get", s, &c);
     let (s, list) = server.get(&format!("/v1/conversations/{cnv}/messages")).await;
     response("/v1/conversations/{id}/messages", "get", s, &list);
-    let (s, patched) = server.request(reqwest::Method::PATCH, &format!("/v1/conversations/{cnv}"), Some(TOKEN), Some(br#"{"status": "closed"}"#.to_vec())).await;
+    let (s, patched) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/v1/conversations/{cnv}"),
+            Some(TOKEN),
+            Some(br#"{"status": "closed"}"#.to_vec()),
+        )
+        .await;
     response("/v1/conversations/{id}", "patch", s, &patched);
     let (s, contact) = server.get(&format!("/v1/contacts/{}", c["contact_id"].as_str().unwrap())).await;
     response("/v1/contacts/{id}", "get", s, &contact);
     let (s, events) = server.get("/v1/events?after=0").await;
     response("/v1/events", "get", s, &events);
-    helpdesk.wait_until(Duration::from_secs(10), "message.failed", |r| r.iter().any(|c| c.event_type() == "message.failed")).await;
+    helpdesk
+        .wait_until(Duration::from_secs(10), "message.failed", |r| r.iter().any(|c| c.event_type() == "message.failed"))
+        .await;
     let (s, hook) = server.get("/v1/webhooks/helpdesk").await;
     response("/v1/webhooks/{id}", "get", s, &hook);
     let (s, hooks) = server.get("/v1/webhooks").await;
@@ -70,13 +90,23 @@ async fn responses_and_events_match_the_published_contract() {
     // data matches its type's schema.
     let mut delivered: Vec<Value> = helpdesk.accepted().iter().map(|c| c.json()).collect();
     delivered.extend(events["events"].as_array().unwrap().iter().cloned());
-    let types: std::collections::HashSet<String> = delivered.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
-    for t in ["message.received", "message.queued", "message.sent", "message.failed", "conversation.created", "conversation.updated", "contact.created"] {
+    let types: std::collections::HashSet<String> =
+        delivered.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    for t in [
+        "message.received",
+        "message.queued",
+        "message.sent",
+        "message.failed",
+        "conversation.created",
+        "conversation.updated",
+        "contact.created",
+    ] {
         assert!(types.contains(t), "no {t} event to validate; got {types:?}");
     }
     items.extend(delivered.into_iter().map(|e| json!({"schema": "Event", "instance": e})));
 
-    let openapi: Value = server.http.get(format!("{}/v1/openapi.json", server.base)).send().await.unwrap().json().await.unwrap();
+    let openapi: Value =
+        server.http.get(format!("{}/v1/openapi.json", server.base)).send().await.unwrap().json().await.unwrap();
     let out = python("validate_contract.py", &[], &json!({"openapi": openapi, "items": items}));
     assert!(out.contains("validated"), "{out}");
     server.stop().await;

@@ -20,8 +20,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn spawn(config_path: &std::path::Path, port: u16, log: &std::path::Path) -> Binary {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::path::Path) -> Binary {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["run", "--config"])
         .arg(config_path)
@@ -37,7 +37,7 @@ async fn spawn(config_path: &std::path::Path, port: u16, log: &std::path::Path) 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("the binary did not come up on {base}");
+    panic!("the binary did not come up on {base}:\n{}", std::fs::read_to_string(log_path).unwrap_or_default());
 }
 
 async fn all_events(base: &str) -> Vec<Value> {
@@ -75,7 +75,15 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let config = config_text(dir.path(), &listen, &format!("{}{}", api_channel("web", None, ""), webhook("helpdesk", &helpdesk, "[\"100ms\", \"200ms\", \"500ms\"]")));
+    let config = config_text(
+        dir.path(),
+        &listen,
+        &format!(
+            "{}{}",
+            api_channel("web", None, ""),
+            webhook("helpdesk", &helpdesk, "[\"100ms\", \"200ms\", \"500ms\"]")
+        ),
+    );
     let config_path = dir.path().join("switchboard.toml");
     std::fs::write(&config_path, config).unwrap();
     let log = dir.path().join("switchboard.log");
@@ -142,7 +150,13 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
         if matches!(answer, Answer::NoAnswer) {
             let task: usize = ext[1..ext.find('-').unwrap()].parse().unwrap();
             let body = json!({"from": {"address": format!("v{task}")}, "text": "retry", "external_id": ext});
-            let r = client.post(format!("{}/v1/channels/web/inbound", binary.base)).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+            let r = client
+                .post(format!("{}/v1/channels/web/inbound", binary.base))
+                .bearer_auth(TOKEN)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 202);
         }
     }
@@ -171,7 +185,8 @@ async fn sigkill_under_load_loses_no_acknowledged_message() {
 async fn sigterm_drains_and_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = config_text(dir.path(), &format!("127.0.0.1:{port}"), &api_channel("web", None, "")).replace("level = \"warn\"", "level = \"info\"");
+    let config = config_text(dir.path(), &format!("127.0.0.1:{port}"), &api_channel("web", None, ""))
+        .replace("level = \"warn\"", "level = \"info\"");
     let config_path = dir.path().join("switchboard.toml");
     std::fs::write(&config_path, config).unwrap();
     let log = dir.path().join("switchboard.log");
@@ -197,7 +212,8 @@ async fn sigterm_drains_and_keeps_everything() {
 
     let binary = spawn(&config_path, port, &log).await;
     let events = all_events(&binary.base).await;
-    let stored: HashSet<&str> = events.iter().filter(|e| e["type"] == "message.received").map(|e| e["data"]["id"].as_str().unwrap()).collect();
+    let stored: HashSet<&str> =
+        events.iter().filter(|e| e["type"] == "message.received").map(|e| e["data"]["id"].as_str().unwrap()).collect();
     assert!(ids.iter().all(|id| stored.contains(id.as_str())));
     terminate_within_ten_seconds(binary);
 }

@@ -40,12 +40,19 @@ async fn read_sse(response: reqwest::Response, n: usize) -> Vec<(u64, Value)> {
     let mut buffer = String::new();
     let mut out = Vec::new();
     while out.len() < n {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("SSE event in time").unwrap().unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("SSE event in time")
+            .unwrap()
+            .unwrap();
         buffer.push_str(std::str::from_utf8(&chunk).unwrap());
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
             let id = block.lines().find_map(|l| l.strip_prefix("id:")).map(|v| v.trim().parse::<u64>().unwrap());
-            let data = block.lines().find_map(|l| l.strip_prefix("data:")).map(|v| serde_json::from_str::<Value>(v.trim()).unwrap());
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .map(|v| serde_json::from_str::<Value>(v.trim()).unwrap());
             if let (Some(id), Some(data)) = (id, data) {
                 out.push((id, data));
             }

@@ -146,7 +146,10 @@ impl Receiver {
 
     /// Waits for the first accepted event of `kind` and returns its envelope.
     pub async fn expect_event(&self, kind: &str) -> Value {
-        self.wait_until(Duration::from_secs(10), kind, |r| r.iter().any(|c| c.answered < 300 && c.event_type() == kind)).await;
+        self.wait_until(Duration::from_secs(10), kind, |r| {
+            r.iter().any(|c| c.answered < 300 && c.event_type() == kind)
+        })
+        .await;
         self.events_of(kind).remove(0)
     }
 }
@@ -201,7 +204,13 @@ impl TestServer {
         TestServer { base: format!("http://{listen}"), dir, server: Some(server), http: reqwest::Client::new() }
     }
 
-    pub async fn request(&self, method: reqwest::Method, path: &str, token: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -272,14 +281,15 @@ retry_schedule = {schedule}
 
 /// An `api` channel replying to `receiver`.
 pub fn api_channel(id: &str, receiver: Option<&Receiver>, limits: &str) -> String {
-    let outbound = receiver.map(|r| format!("outbound_url = \"{}/replies\"\nsecret = \"{SECRET}\"", r.url)).unwrap_or_default();
+    let outbound =
+        receiver.map(|r| format!("outbound_url = \"{}/replies\"\nsecret = \"{SECRET}\"", r.url)).unwrap_or_default();
     format!("\n[[channels]]\nid = \"{id}\"\ntype = \"api\"\n{outbound}\n[channels.limits]\n{limits}\n")
 }
 
 /// Runs one of the Python checks in tests/python with a JSON input; panics with its output
 /// unless it succeeds. Fails (never skips) when Python or its packages are missing.
 pub fn python(script: &str, args: &[&str], input: &Value) -> String {
-    let python = std::env::var("SWITCHBOARD_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let python = std::env::var("SB_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
     let mut child = std::process::Command::new(&python)
         .arg(&path)

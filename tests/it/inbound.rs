@@ -9,7 +9,9 @@ use crate::harness::*;
 #[tokio::test]
 async fn inbound_message_reaches_the_webhook_signed() {
     let helpdesk = Receiver::start().await;
-    let server = TestServer::start(&format!("{}{}", api_channel("web", None, ""), webhook("helpdesk", &helpdesk, "[\"1s\"]"))).await;
+    let server =
+        TestServer::start(&format!("{}{}", api_channel("web", None, ""), webhook("helpdesk", &helpdesk, "[\"1s\"]")))
+            .await;
 
     let (status, body) = server
         .inbound(
@@ -71,13 +73,19 @@ async fn official_standardwebhooks_package_verifies_our_signatures() {
     );
     let server = TestServer::start(&hook).await;
     for i in 0..5 {
-        let (status, _) = server.inbound("web", json!({"from": {"address": format!("v{i}")}, "text": format!("héllo {i} ✓")})).await;
+        let (status, _) =
+            server.inbound("web", json!({"from": {"address": format!("v{i}")}, "text": format!("héllo {i} ✓")})).await;
         assert_eq!(status, 202);
     }
     let deliveries = helpdesk
-        .wait_until(Duration::from_secs(10), "5 messages", |r| r.iter().filter(|c| c.event_type() == "message.received").count() == 5)
+        .wait_until(Duration::from_secs(10), "5 messages", |r| {
+            r.iter().filter(|c| c.event_type() == "message.received").count() == 5
+        })
         .await;
-    assert!(deliveries.iter().all(|d| d.header("webhook-signature").split(' ').count() == 2), "one signature per secret");
+    assert!(
+        deliveries.iter().all(|d| d.header("webhook-signature").split(' ').count() == 2),
+        "one signature per secret"
+    );
     let as_json = |secret: &str| {
         json!({
             "secret": secret,
@@ -103,7 +111,8 @@ async fn duplicate_external_id_stores_one_message_and_emits_one_event() {
     let server = TestServer::start(&api_channel("web", None, "")).await;
     let body = json!({"from": {"address": "v1"}, "text": "once", "external_id": "ext-7"});
     let (s1, first) = server.inbound("web", body.clone()).await;
-    let (s2, second) = server.inbound("web", json!({"from": {"address": "v1"}, "text": "changed", "external_id": "ext-7"})).await;
+    let (s2, second) =
+        server.inbound("web", json!({"from": {"address": "v1"}, "text": "changed", "external_id": "ext-7"})).await;
     assert_eq!((s1, s2), (202, 202));
     assert_eq!(first["duplicate"], false);
     assert_eq!(second["duplicate"], true);
@@ -135,7 +144,8 @@ async fn same_sender_and_thread_join_one_conversation_and_contact() {
     let (_, msg_c) = server.get(&format!("/v1/messages/{}", c["message_id"].as_str().unwrap())).await;
     assert_eq!(msg_b["contact_id"], msg_c["contact_id"], "one contact per identity");
 
-    let (status, listing) = server.get(&format!("/v1/conversations/{}/messages", a["conversation_id"].as_str().unwrap())).await;
+    let (status, listing) =
+        server.get(&format!("/v1/conversations/{}/messages", a["conversation_id"].as_str().unwrap())).await;
     assert_eq!(status, 200);
     let texts: Vec<_> = listing["messages"].as_array().unwrap().iter().map(|m| m["text"].clone()).collect();
     assert_eq!(texts, vec![json!("1"), json!("2")]);

@@ -30,7 +30,8 @@ async fn reply_to_a_conversation_is_posted_signed_to_the_channel() {
     let backend = Receiver::start().await;
     backend.respond_with(|_| Reply { status: 200, headers: vec![], body: r#"{"id": "remote-1"}"#.into() });
     let server = TestServer::start(&api_channel("web", Some(&backend), "")).await;
-    let (_, inbound) = server.inbound("web", json!({"from": {"address": "visitor-42"}, "text": "Hi", "thread": "chat-42"})).await;
+    let (_, inbound) =
+        server.inbound("web", json!({"from": {"address": "visitor-42"}, "text": "Hi", "thread": "chat-42"})).await;
     let (code, queued) = server
         .post(
             "/v1/messages",
@@ -103,14 +104,20 @@ async fn idempotency_key_returns_the_same_response_and_refuses_another_body() {
 #[tokio::test]
 async fn channel_and_per_recipient_limits_are_honoured() {
     let backend = Receiver::start().await;
-    let server = TestServer::start(&api_channel("web", Some(&backend), "per_second = 8\nper_recipient_per_second = 2")).await;
+    let server =
+        TestServer::start(&api_channel("web", Some(&backend), "per_second = 8\nper_recipient_per_second = 2")).await;
     // 6 to one recipient, 14 spread over 7 others: 20 in all.
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(server.post("/v1/messages", json!({"channel": "web", "to": "hot", "text": format!("h{i}")})).await.1);
     }
     for i in 0..14 {
-        ids.push(server.post("/v1/messages", json!({"channel": "web", "to": format!("r{}", i % 7), "text": format!("c{i}")})).await.1);
+        ids.push(
+            server
+                .post("/v1/messages", json!({"channel": "web", "to": format!("r{}", i % 7), "text": format!("c{i}")}))
+                .await
+                .1,
+        );
     }
     assert!(ids.iter().all(|r| r["status"] == "queued"));
     let posts = backend.wait_until(Duration::from_secs(30), "20 sends", |r| r.len() == 20).await;
@@ -146,7 +153,13 @@ async fn temporary_failures_are_retried_and_permanent_ones_fail() {
         let to = c.json()["to"][0]["address"].as_str().unwrap().to_owned();
         match to.as_str() {
             // First attempt 503, then accepted.
-            "flaky" => if n.fetch_add(1, Ordering::SeqCst) == 0 { Reply::status(503) } else { Reply::ok() },
+            "flaky" => {
+                if n.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Reply::status(503)
+                } else {
+                    Reply::ok()
+                }
+            }
             "unknown" => Reply::status(400),
             _ => Reply::status(500),
         }
@@ -167,7 +180,11 @@ async fn temporary_failures_are_retried_and_permanent_ones_fail() {
     let failed = wait_status(&server, &refused, "failed").await;
     assert_eq!(failed["error"]["permanent"], true);
     assert_eq!(failed["error"]["code"], "http_400");
-    assert_eq!(backend.requests().iter().filter(|c| c.json()["id"] == refused.as_str()).count(), 1, "a permanent error is not retried");
+    assert_eq!(
+        backend.requests().iter().filter(|c| c.json()["id"] == refused.as_str()).count(),
+        1,
+        "a permanent error is not retried"
+    );
 
     let exhausted = wait_status(&server, &down, "failed").await;
     assert_eq!(exhausted["error"]["permanent"], false);
@@ -186,7 +203,10 @@ async fn sends_survive_a_restart_and_are_not_lost() {
     backend.respond_with(|_| Reply::status(503));
     let config = api_channel("web", Some(&backend), "") + "\n[outbound]\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\", \"300ms\"]\n";
     let server = TestServer::start(&config).await;
-    let id = server.post("/v1/messages", json!({"channel": "web", "to": "v", "text": "persist"})).await.1["id"].as_str().unwrap().to_owned();
+    let id = server.post("/v1/messages", json!({"channel": "web", "to": "v", "text": "persist"})).await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     backend.wait_until(Duration::from_secs(10), "a failed attempt", |r| !r.is_empty()).await;
     let dir = server.stop().await;
     backend.respond_with(|_| Reply::ok());

@@ -19,16 +19,27 @@ async fn consumer_down_builds_a_backlog_that_drains_in_order_per_conversation() 
     let up = Arc::new(AtomicBool::new(false));
     let flag = up.clone();
     helpdesk.respond_with(move |_| if flag.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(503) });
-    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("helpdesk", &helpdesk, PATIENT, "[\"message.received\"]"));
+    let config = format!(
+        "{}{}",
+        api_channel("web", None, ""),
+        webhook_for("helpdesk", &helpdesk, PATIENT, "[\"message.received\"]")
+    );
     let server = TestServer::start(&config).await;
 
     // 100 messages across 10 conversations, interleaved, while the consumer is down.
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
     for i in 0..100 {
         let thread = format!("chat-{}", i % 10);
-        let (status, body) = server.inbound("web", json!({"from": {"address": format!("v{}", i % 10)}, "text": format!("m{i}"), "thread": thread})).await;
+        let (status, body) = server
+            .inbound(
+                "web",
+                json!({"from": {"address": format!("v{}", i % 10)}, "text": format!("m{i}"), "thread": thread}),
+            )
+            .await;
         assert_eq!(status, 202);
-        sent.entry(body["conversation_id"].as_str().unwrap().to_owned()).or_default().push(body["message_id"].as_str().unwrap().to_owned());
+        sent.entry(body["conversation_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(body["message_id"].as_str().unwrap().to_owned());
     }
     helpdesk.wait_until(Duration::from_secs(10), "failed attempts", |r| r.len() >= 20).await;
     let (_, status) = server.get("/v1/webhooks/helpdesk").await;
@@ -37,7 +48,9 @@ async fn consumer_down_builds_a_backlog_that_drains_in_order_per_conversation() 
 
     up.store(true, Ordering::SeqCst);
     helpdesk
-        .wait_until(Duration::from_secs(30), "all 100 delivered", |r| r.iter().filter(|c| c.answered == 200).count() == 100)
+        .wait_until(Duration::from_secs(30), "all 100 delivered", |r| {
+            r.iter().filter(|c| c.answered == 200).count() == 100
+        })
         .await;
 
     let accepted = helpdesk.accepted();
@@ -82,7 +95,11 @@ async fn retry_after_on_429_is_honoured() {
             Reply::ok()
         }
     });
-    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("h", &helpdesk, "[\"50ms\", \"50ms\"]", "[\"message.received\"]"));
+    let config = format!(
+        "{}{}",
+        api_channel("web", None, ""),
+        webhook_for("h", &helpdesk, "[\"50ms\", \"50ms\"]", "[\"message.received\"]")
+    );
     let server = TestServer::start(&config).await;
     server.inbound("web", json!({"from": {"address": "v"}, "text": "x"})).await;
     let requests = helpdesk.wait_until(Duration::from_secs(10), "the retry", |r| r.len() == 2).await;
@@ -99,7 +116,11 @@ async fn gone_410_disables_the_consumer_until_enabled_and_loses_nothing() {
     let gone = Arc::new(AtomicBool::new(true));
     let flag = gone.clone();
     helpdesk.respond_with(move |_| if flag.load(Ordering::SeqCst) { Reply::status(410) } else { Reply::ok() });
-    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("h", &helpdesk, "[\"50ms\"]", "[\"message.received\"]"));
+    let config = format!(
+        "{}{}",
+        api_channel("web", None, ""),
+        webhook_for("h", &helpdesk, "[\"50ms\"]", "[\"message.received\"]")
+    );
     let server = TestServer::start(&config).await;
     server.inbound("web", json!({"from": {"address": "a"}, "text": "1"})).await;
     helpdesk.wait_until(Duration::from_secs(10), "the 410", |r| !r.is_empty()).await;
@@ -115,7 +136,9 @@ async fn gone_410_disables_the_consumer_until_enabled_and_loses_nothing() {
     let (code, enabled) = server.post("/v1/webhooks/h/enable", Value::Null).await;
     assert_eq!(code, 200, "{enabled}");
     assert_eq!(enabled["disabled"], false);
-    helpdesk.wait_until(Duration::from_secs(10), "both events", |r| r.iter().filter(|c| c.answered == 200).count() == 2).await;
+    helpdesk
+        .wait_until(Duration::from_secs(10), "both events", |r| r.iter().filter(|c| c.answered == 200).count() == 2)
+        .await;
     let texts: Vec<_> = helpdesk.accepted().iter().map(|c| c.json()["data"]["text"].clone()).collect();
     assert_eq!(texts, vec![json!("1"), json!("2")]);
     server.stop().await;
@@ -127,7 +150,11 @@ async fn exhausted_retries_become_dead_letters_that_can_be_listed_and_retried() 
     let healthy = Arc::new(AtomicBool::new(false));
     let flag = healthy.clone();
     helpdesk.respond_with(move |_| if flag.load(Ordering::SeqCst) { Reply::ok() } else { Reply::status(500) });
-    let config = format!("{}{}", api_channel("web", None, ""), webhook_for("h", &helpdesk, "[\"50ms\", \"50ms\"]", "[\"message.received\"]"));
+    let config = format!(
+        "{}{}",
+        api_channel("web", None, ""),
+        webhook_for("h", &helpdesk, "[\"50ms\", \"50ms\"]", "[\"message.received\"]")
+    );
     let server = TestServer::start(&config).await;
     let (_, first) = server.inbound("web", json!({"from": {"address": "a"}, "text": "dies", "thread": "t"})).await;
     // 1 attempt + 2 retries, then dead; the next event of the same conversation then goes ahead.
@@ -148,7 +175,9 @@ async fn exhausted_retries_become_dead_letters_that_can_be_listed_and_retried() 
 
     let (code, retried) = server.post("/v1/webhooks/h/dead_letters/retry", json!({"event_ids": [event_id]})).await;
     assert_eq!((code, retried["queued"].as_u64()), (202, Some(1)));
-    helpdesk.wait_until(Duration::from_secs(10), "the dead letter", |r| r.iter().filter(|c| c.answered == 200).count() == 2).await;
+    helpdesk
+        .wait_until(Duration::from_secs(10), "the dead letter", |r| r.iter().filter(|c| c.answered == 200).count() == 2)
+        .await;
     let last = helpdesk.accepted().pop().unwrap();
     assert_eq!(last.header("webhook-id"), event_id);
     assert_eq!(last.json()["data"]["id"], first["message_id"]);
@@ -160,7 +189,8 @@ async fn exhausted_retries_become_dead_letters_that_can_be_listed_and_retried() 
 #[tokio::test]
 async fn replay_redelivers_after_a_sequence_number() {
     let helpdesk = Receiver::start().await;
-    let server = TestServer::start(&format!("{}{}", api_channel("web", None, ""), webhook("h", &helpdesk, "[\"50ms\"]"))).await;
+    let server =
+        TestServer::start(&format!("{}{}", api_channel("web", None, ""), webhook("h", &helpdesk, "[\"50ms\"]"))).await;
     for i in 0..3 {
         server.inbound("web", json!({"from": {"address": "a"}, "text": format!("{i}")})).await;
     }

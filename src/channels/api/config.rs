@@ -36,9 +36,8 @@ impl ApiChannelConfig {
                 }
                 self.secret = Some(secret);
             }
-            Ok(None) if self.outbound_url.is_some() => {
-                problems.push(("secret".to_owned(), "is required with outbound_url (a whsec_… signing secret)".to_owned()))
-            }
+            Ok(None) if self.outbound_url.is_some() => problems
+                .push(("secret".to_owned(), "is required with outbound_url (a whsec_… signing secret)".to_owned())),
             Ok(None) => {}
             Err((key, reason)) => problems.push((key, reason)),
         }

@@ -44,7 +44,9 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
     if address.is_empty() {
         return Err(invalid("from.address", "must not be empty"));
     }
-    for (field, value) in [("from.address", Some(&address)), ("external_id", body.external_id.as_ref()), ("thread", body.thread.as_ref())] {
+    for (field, value) in
+        [("from.address", Some(&address)), ("external_id", body.external_id.as_ref()), ("thread", body.thread.as_ref())]
+    {
         if let Some(v) = value {
             if v.len() > MAX_KEY_LEN {
                 return Err(invalid(field, &format!("must be at most {MAX_KEY_LEN} bytes")));

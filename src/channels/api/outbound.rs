@@ -28,10 +28,8 @@ impl ApiOutbound {
     }
 
     async fn post(&self, message: &OutboundMessage) -> Result<Sent, SendError> {
-        let body = serde_json::to_vec(&message.message).map_err(|e| SendError::Permanent {
-            code: "serialize".into(),
-            reason: e.to_string(),
-        })?;
+        let body = serde_json::to_vec(&message.message)
+            .map_err(|e| SendError::Permanent { code: "serialize".into(), reason: e.to_string() })?;
         let timestamp = crate::model::time::now_ms() / 1000;
         let mut request = self.client.post(&self.url).header("content-type", "application/json");
         for (name, value) in signing::headers(&self.keys, message.message.id.as_str(), timestamp, &body) {
