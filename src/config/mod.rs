@@ -138,6 +138,8 @@ pub struct TokenConfig {
     pub token: Option<Secret>,
     /// ... or a file holding it ...
     pub token_file: Option<PathBuf>,
+    /// ... or the name of an environment variable holding it ...
+    pub token_env: Option<String>,
     /// ... or its SHA-256 in hex, so the config holds no usable secret.
     pub token_sha256: Option<String>,
     pub scopes: Vec<Scope>,
@@ -154,8 +156,10 @@ pub struct WebhookConfig {
     pub url: String,
     /// `whsec_…` signing secret ...
     pub secret: Option<Secret>,
-    /// ... or a file holding it.
+    /// ... or a file holding it ...
     pub secret_file: Option<PathBuf>,
+    /// ... or the name of an environment variable holding it.
+    pub secret_env: Option<String>,
     /// Older secrets still signed with during a rotation.
     #[serde(default)]
     pub previous_secrets: Vec<Secret>,
@@ -173,5 +177,5 @@ impl Config {
     }
 }
 
-pub use secret::resolve as resolve_secret;
+pub use secret::{resolve as resolve_secret, SecretSource};
 pub use validate::{http_url as check_http_url, signing_secret as check_signing_secret};

@@ -1,4 +1,6 @@
-//! Secrets in config: inline, or read from a `*_file` (systemd credentials, mounted secrets).
+//! Secrets in config: inline, read from a `*_file` (systemd credentials, mounted secrets), or
+//! taken from the environment variable named by `*_env` (for `[[…]]` entries, which the
+//! `SWITCHBOARD_*` overrides cannot address).
 //!
 //! A `Secret` never prints its value, so a config dumped into a log leaks nothing.
 
@@ -25,19 +27,33 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Resolves an inline value or `*_file` pair. `key` is the inline key's path, used in problems.
-/// Returns `Ok(None)` when neither is set.
-pub fn resolve(
-    key: &str,
-    inline: &Option<Secret>,
-    file: &Option<std::path::PathBuf>,
-) -> Result<Option<Secret>, (String, String)> {
-    match (inline, file) {
-        (Some(_), Some(_)) => Err((key.to_owned(), format!("set either `{key}` or `{key}_file`, not both"))),
-        (Some(s), None) => Ok(Some(s.clone())),
-        (None, Some(path)) => read_file(path).map(Some).map_err(|e| (format!("{key}_file"), e)),
-        (None, None) => Ok(None),
+/// Where a secret may come from: `key`, `key_file` or `key_env`.
+pub struct SecretSource<'a> {
+    pub inline: &'a Option<Secret>,
+    pub file: &'a Option<std::path::PathBuf>,
+    pub env: &'a Option<String>,
+}
+
+/// Resolves a secret given at most one way. `key` is the inline key's path, used in problems.
+/// Returns `Ok(None)` when none is set.
+pub fn resolve(key: &str, source: SecretSource<'_>) -> Result<Option<Secret>, (String, String)> {
+    let given = [source.inline.is_some(), source.file.is_some(), source.env.is_some()].iter().filter(|g| **g).count();
+    if given > 1 {
+        return Err((key.to_owned(), format!("set only one of `{key}`, `{key}_file`, `{key}_env`")));
     }
+    if let Some(s) = source.inline {
+        return Ok(Some(s.clone()));
+    }
+    if let Some(path) = source.file {
+        return read_file(path).map(Some).map_err(|e| (format!("{key}_file"), e));
+    }
+    if let Some(var) = source.env {
+        return match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(Some(Secret(v))),
+            _ => Err((format!("{key}_env"), format!("the environment variable {var} is not set"))),
+        };
+    }
+    Ok(None)
 }
 
 fn read_file(path: &Path) -> Result<Secret, String> {

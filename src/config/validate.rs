@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use sha2::{Digest, Sha256};
 
+use super::secret::SecretSource;
 use super::{
     secret, DeliveryConfig, LogConfig, OutboundConfig, Problem, ServerConfig, StorageConfig, TokenConfig, WebhookConfig,
 };
@@ -71,9 +72,14 @@ pub(super) fn tokens(tokens: &mut [(usize, TokenConfig)], problems: &mut Vec<Pro
         if token.scopes.is_empty() {
             add(format!("{key}.scopes"), "must grant at least one of send, read, admin".into());
         }
-        let given = [token.token.is_some(), token.token_file.is_some(), token.token_sha256.is_some()];
+        let given = [
+            token.token.is_some(),
+            token.token_file.is_some(),
+            token.token_env.is_some(),
+            token.token_sha256.is_some(),
+        ];
         if given.iter().filter(|g| **g).count() != 1 {
-            add(format!("{key}.token"), "set exactly one of token, token_file, token_sha256".into());
+            add(format!("{key}.token"), "set exactly one of token, token_file, token_env, token_sha256".into());
             continue;
         }
         if let Some(hex) = &token.token_sha256 {
@@ -83,7 +89,8 @@ pub(super) fn tokens(tokens: &mut [(usize, TokenConfig)], problems: &mut Vec<Pro
             }
             continue;
         }
-        match secret::resolve(&format!("{key}.token"), &token.token, &token.token_file) {
+        let source = SecretSource { inline: &token.token, file: &token.token_file, env: &token.token_env };
+        match secret::resolve(&format!("{key}.token"), source) {
             Ok(Some(value)) if value.expose().len() < 16 => {
                 add(format!("{key}.token"), "must be at least 16 characters".into())
             }
@@ -123,7 +130,8 @@ pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], problems: &mut V
         if let Err(reason) = http_url(&hook.url) {
             add(format!("{key}.url"), reason);
         }
-        match secret::resolve(&format!("{key}.secret"), &hook.secret, &hook.secret_file) {
+        let source = SecretSource { inline: &hook.secret, file: &hook.secret_file, env: &hook.secret_env };
+        match secret::resolve(&format!("{key}.secret"), source) {
             Ok(Some(s)) => {
                 if let Err(reason) = signing_secret(s.expose()) {
                     add(format!("{key}.secret"), reason);

@@ -55,3 +55,91 @@ pub fn apply(conn: &Connection, id: &str, transition: Transition, now_ms: i64) -
     store::events::append(conn, event, message.conversation_id.as_str(), &message)?;
     Ok(Some(message))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ChannelRef, ContactId, ConversationId, Direction, MessageId, Party, ProviderRef};
+    use crate::store::Store;
+
+    fn queued() -> Message {
+        Message {
+            id: MessageId::new(),
+            conversation_id: ConversationId::new(),
+            contact_id: ContactId::new(),
+            channel: ChannelRef { id: "web".into(), kind: "api".into() },
+            direction: Direction::Outbound,
+            status: Status::Queued,
+            from: Party { address: "web".into(), name: None },
+            to: vec![],
+            subject: None,
+            text: Some("x".into()),
+            html: None,
+            reply_text: None,
+            attachments: vec![],
+            attachments_skipped: vec![],
+            in_reply_to: None,
+            provider: ProviderRef::default(),
+            stitch: None,
+            created_at: time::rfc3339(0),
+            received_at: None,
+            sent_at: None,
+            delivered_at: None,
+            read_at: None,
+            failed_at: None,
+            error: None,
+        }
+    }
+
+    /// Late and out-of-order provider callbacks never move a message backwards, and each
+    /// accepted step writes exactly one event.
+    #[tokio::test]
+    async fn out_of_order_updates_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut message = queued();
+        let contact = crate::model::Contact {
+            id: message.contact_id.clone(),
+            name: None,
+            identities: vec!["ext:web:v".into()],
+            created_at: time::rfc3339(0),
+            updated_at: time::rfc3339(0),
+        };
+        let conversation =
+            crate::stitch::new_conversation("web", "api", "v", &contact.id, "v", None, &time::rfc3339(0));
+        message.conversation_id = conversation.id.clone();
+        let id = message.id.to_string();
+        let applied = store
+            .write(move |c| {
+                store::conversations::insert_contact(c, &contact, 0)?;
+                store::conversations::insert(c, &conversation, 0)?;
+                store::messages::insert(c, &message, 0)?;
+                let steps = [
+                    Transition::Read,
+                    Transition::Delivered,
+                    Transition::Sent { provider_message_id: Some("late".into()) },
+                    Transition::Failed(ErrorInfo {
+                        code: "bounce".into(),
+                        message: "late bounce".into(),
+                        permanent: true,
+                    }),
+                ];
+                let mut applied = Vec::new();
+                for step in steps {
+                    applied.push(apply(c, message.id.as_str(), step, 1)?.map(|m| m.status));
+                }
+                Ok(applied)
+            })
+            .await
+            .unwrap();
+        assert_eq!(applied, vec![Some(Status::Read), None, None, None]);
+        let (message, events) = store
+            .read(move |c| Ok((store::messages::get(c, &id)?.unwrap(), store::events::after(c, 0, 100)?)))
+            .await
+            .unwrap();
+        assert_eq!(message.status, Status::Read);
+        assert_eq!(message.provider.message_id, None);
+        assert_eq!(events.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), vec!["message.read"]);
+        store.close();
+    }
+}

@@ -133,3 +133,49 @@ fn a_stray_environment_variable_is_named() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("colour: unknown key (set by the environment variable SWITCHBOARD_COLOUR)"), "{err}");
 }
+
+#[test]
+fn secrets_come_inline_from_files_or_from_named_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "a-token-from-a-file-0001\n").unwrap();
+    let config = format!(
+        r#"
+[[tokens]]
+name = "file"
+token_file = "{}"
+scopes = ["read"]
+[[tokens]]
+name = "env"
+token_env = "SB_TEST_TOKEN"
+scopes = ["read"]
+[[webhooks]]
+id = "h"
+url = "http://127.0.0.1:9/events"
+secret_env = "SB_TEST_WEBHOOK_SECRET"
+"#,
+        token_file.display()
+    );
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, &config).unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["check", "--config"])
+            .arg(&path)
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = run(&[
+        ("SB_TEST_TOKEN", "a-token-from-the-env-0002"),
+        ("SB_TEST_WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = run(&[("SB_TEST_TOKEN", "a-token-from-the-env-0002")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("webhooks[0].secret_env: the environment variable SB_TEST_WEBHOOK_SECRET is not set"),
+        "{err}"
+    );
+}

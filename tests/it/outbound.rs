@@ -122,24 +122,29 @@ async fn channel_and_per_recipient_limits_are_honoured() {
     assert!(ids.iter().all(|r| r["status"] == "queued"));
     let posts = backend.wait_until(Duration::from_secs(30), "20 sends", |r| r.len() == 20).await;
 
-    // Per recipient: 2/s means sends at least 500 ms apart (the limiter spaces them evenly).
+    // Per recipient at 2/s: 6 sends span at least 5 periods (2.5 s), and no two come close
+    // together. Spans are measured where the sends arrive, so allow for delivery jitter.
     let mut by_recipient: HashMap<String, Vec<std::time::Instant>> = HashMap::new();
     for p in &posts {
         by_recipient.entry(p.json()["to"][0]["address"].as_str().unwrap().to_owned()).or_default().push(p.at);
     }
+    let hot = &by_recipient["hot"];
+    assert_eq!(hot.len(), 6);
+    let span = *hot.last().unwrap() - hot[0];
+    assert!(span >= Duration::from_millis(2300), "6 sends to one recipient within {span:?} at 2/s");
     for (recipient, times) in &by_recipient {
         for w in times.windows(2) {
-            let gap = w[1] - w[0];
-            assert!(gap >= Duration::from_millis(450), "{recipient}: two sends {gap:?} apart at 2/s");
+            assert!(w[1] - w[0] >= Duration::from_millis(250), "{recipient}: two sends {:?} apart at 2/s", w[1] - w[0]);
         }
     }
-    assert_eq!(by_recipient["hot"].len(), 6);
-    // Channel: 8/s evenly spaced means no one-second window holds more than 9 sends.
-    let start = posts[0].at;
-    let offsets: Vec<Duration> = posts.iter().map(|p| p.at - start).collect();
+    // Channel at 8/s: 20 sends span at least 19 periods (2.375 s); no one-second window holds
+    // much more than 8.
+    let span = posts.last().unwrap().at - posts[0].at;
+    assert!(span >= Duration::from_millis(2200), "20 sends within {span:?} at 8/s");
+    let offsets: Vec<Duration> = posts.iter().map(|p| p.at - posts[0].at).collect();
     for (i, t) in offsets.iter().enumerate() {
         let in_window = offsets[i..].iter().take_while(|u| **u < *t + Duration::from_secs(1)).count();
-        assert!(in_window <= 9, "{in_window} sends within one second at 8/s");
+        assert!(in_window <= 10, "{in_window} sends within one second at 8/s");
     }
     server.stop().await;
 }

@@ -15,8 +15,10 @@ pub struct ApiChannelConfig {
     pub outbound_url: Option<String>,
     /// `whsec_…` secret signing those POSTs (Standard Webhooks headers) ...
     pub secret: Option<Secret>,
-    /// ... or a file holding it.
+    /// ... or a file holding it ...
     pub secret_file: Option<PathBuf>,
+    /// ... or the name of an environment variable holding it.
+    pub secret_env: Option<String>,
     #[serde(default)]
     pub limits: ChannelLimits,
 }
@@ -29,7 +31,8 @@ impl ApiChannelConfig {
                 problems.push(("outbound_url".to_owned(), reason));
             }
         }
-        match config::resolve_secret("secret", &self.secret, &self.secret_file) {
+        let source = config::SecretSource { inline: &self.secret, file: &self.secret_file, env: &self.secret_env };
+        match config::resolve_secret("secret", source) {
             Ok(Some(secret)) => {
                 if let Err(reason) = config::check_signing_secret(secret.expose()) {
                     problems.push(("secret".to_owned(), reason));
