@@ -12,10 +12,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
-use crate::channels::Registry;
+use crate::channels::{self, Registry};
 use crate::config::Config;
 use crate::outbound::OutboundEngine;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Health, InboundContext, Pipeline};
 use crate::store::Store;
 use crate::telemetry;
 use crate::webhooks::Webhooks;
@@ -46,6 +46,14 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     let mut workers = vec![tokio::spawn(outbound.clone().run(shutdown.clone(), DRAIN))];
     let (webhooks, hook_tasks) = Webhooks::start(&store, &config.webhooks, &config.delivery, &shutdown, DRAIN).await?;
     workers.extend(hook_tasks);
+    let health = Health::default();
+    for channel in &config.channels {
+        if let Some(inbound) = channels::build_inbound(channel) {
+            let cx =
+                InboundContext::new(channel.id(), channel.kind(), pipeline.clone(), health.clone(), shutdown.clone());
+            workers.push(tokio::spawn(inbound.run(cx)));
+        }
+    }
 
     let state = AppState {
         store: store.clone(),
@@ -56,6 +64,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
         tokens: Arc::new(config.tokens.clone()),
         max_attachment_bytes: config.server.max_attachment_bytes,
         metrics: telemetry::metrics(),
+        health,
         shutdown: shutdown.clone(),
     };
     let router = api::router(state, config.server.max_body_bytes);

@@ -42,6 +42,8 @@ pub struct AppState {
     pub tokens: Arc<Vec<TokenConfig>>,
     pub max_attachment_bytes: usize,
     pub metrics: PrometheusHandle,
+    /// Pull channels' state for `/readyz`.
+    pub health: crate::pipeline::Health,
     /// Cancelled at shutdown: SSE streams end, `/readyz` turns 503.
     pub shutdown: CancellationToken,
 }

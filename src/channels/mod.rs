@@ -7,6 +7,7 @@
 //! line to `build_outbound`.
 
 pub mod api;
+pub mod email;
 mod registry;
 
 pub use registry::{RegisteredChannel, Registry};
@@ -25,8 +26,11 @@ use crate::model::{Message, Party, SkippedAttachment};
 pub struct RawInbound {
     pub channel_id: String,
     pub channel_type: &'static str,
-    /// The provider's id for the message: the dedup key on this channel, when there is one.
+    /// The provider's id for the message, shown as `provider.message_id`.
     pub provider_message_id: Option<String>,
+    /// What identifies this item on this channel for deduplication (the api channel's
+    /// `external_id`; a mail's content hash). `None`: never a duplicate.
+    pub dedup_key: Option<String>,
     pub provider_thread_id: Option<String>,
     /// The channel's key for the conversation (chat id, `thread` field, ...).
     pub thread_key: String,
@@ -41,6 +45,8 @@ pub struct RawInbound {
     pub reply_text: Option<String>,
     pub attachments: Vec<RawAttachment>,
     pub attachments_skipped: Vec<SkippedAttachment>,
+    /// Mail threading facts; `None` for channels that thread by `thread_key` alone.
+    pub mail: Option<crate::stitch::email::MailThreading>,
 }
 
 #[derive(Clone, Debug)]
@@ -56,12 +62,20 @@ pub struct OutboundMessage {
     pub message: Message,
     /// The recipient address on this channel.
     pub recipient: String,
+    /// Provider thread references of the conversation, oldest first (mail: Message-IDs for
+    /// References; the one answered, for In-Reply-To, is `in_reply_to_ref` or the last).
+    pub thread_refs: Vec<String>,
+    pub in_reply_to_ref: Option<String>,
+    /// The stored attachment files, in `message.attachments` order.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 /// A successful hand-over to the provider.
 #[derive(Clone, Debug, Default)]
 pub struct Sent {
     pub provider_message_id: Option<String>,
+    /// A reference later messages of the thread will quote (mail: our Message-ID).
+    pub thread_ref: Option<String>,
 }
 
 /// Why a send failed, classified by what the engine does next.
@@ -115,19 +129,21 @@ impl ChannelLimits {
 #[derive(Clone, Debug)]
 pub enum ChannelConfig {
     Api(api::config::ApiChannelConfig),
+    Email(email::config::EmailChannelConfig),
 }
 
 type ParseResult = Result<ChannelConfig, serde_path_to_error::Error<figment::Error>>;
 
 impl ChannelConfig {
     /// Every `type` the config accepts.
-    pub const TYPES: &'static [&'static str] = &["api"];
+    pub const TYPES: &'static [&'static str] = &["api", "email"];
 
     /// Deserialises a channel table (without its `type` key) of the given type; `None` for an
     /// unknown type.
     pub fn parse(kind: &str, value: &figment::value::Value) -> Option<ParseResult> {
         match kind {
             "api" => Some(serde_path_to_error::deserialize(value).map(ChannelConfig::Api)),
+            "email" => Some(serde_path_to_error::deserialize(value).map(ChannelConfig::Email)),
             _ => None,
         }
     }
@@ -135,18 +151,21 @@ impl ChannelConfig {
     pub fn id(&self) -> &str {
         match self {
             ChannelConfig::Api(c) => &c.id,
+            ChannelConfig::Email(c) => &c.id,
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             ChannelConfig::Api(_) => "api",
+            ChannelConfig::Email(_) => "email",
         }
     }
 
     pub fn limits(&self) -> &ChannelLimits {
         match self {
             ChannelConfig::Api(c) => &c.limits,
+            ChannelConfig::Email(c) => &c.limits,
         }
     }
 
@@ -155,6 +174,7 @@ impl ChannelConfig {
         let mut problems = self.limits().validate();
         match self {
             ChannelConfig::Api(c) => problems.extend(c.validate()),
+            ChannelConfig::Email(c) => problems.extend(c.validate()),
         }
         problems
     }
@@ -164,5 +184,24 @@ impl ChannelConfig {
 pub fn build_outbound(config: &ChannelConfig, timeout: Duration) -> Option<Arc<dyn Outbound>> {
     match config {
         ChannelConfig::Api(c) => api::outbound::ApiOutbound::new(c, timeout).map(|o| Arc::new(o) as Arc<dyn Outbound>),
+        ChannelConfig::Email(c) => email::outbound::SmtpOutbound::new(c).map(|o| Arc::new(o) as Arc<dyn Outbound>),
     }
+}
+
+/// The receiving half of a pull channel (IMAP, long polling), if it has one. Push channels
+/// receive through `/hooks/{channel_id}` instead.
+pub fn build_inbound(config: &ChannelConfig) -> Option<Box<dyn Inbound>> {
+    match config {
+        ChannelConfig::Api(_) => None,
+        ChannelConfig::Email(c) => c
+            .imap
+            .is_some()
+            .then(|| Box::new(email::inbound::ImapInbound { config: Arc::new(c.clone()) }) as Box<dyn Inbound>),
+    }
+}
+
+/// A pull channel's receiving loop: runs until `cx.shutdown`, hands items to `cx.ingest`, and
+/// advances its checkpoints only after they were committed.
+pub trait Inbound: Send + 'static {
+    fn run(self: Box<Self>, cx: crate::pipeline::InboundContext) -> BoxFuture<'static, ()>;
 }

@@ -15,10 +15,12 @@ pub enum EventType {
     ConversationUpdated,
     ContactCreated,
     ContactUpdated,
+    /// A channel started failing (credentials, connection); sent once per new error.
+    ChannelError,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 10] = [
+    pub const ALL: [EventType; 11] = [
         EventType::MessageReceived,
         EventType::MessageQueued,
         EventType::MessageSent,
@@ -29,6 +31,7 @@ impl EventType {
         EventType::ConversationUpdated,
         EventType::ContactCreated,
         EventType::ContactUpdated,
+        EventType::ChannelError,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -43,6 +46,7 @@ impl EventType {
             EventType::ConversationUpdated => "conversation.updated",
             EventType::ContactCreated => "contact.created",
             EventType::ContactUpdated => "contact.updated",
+            EventType::ChannelError => "channel.error",
         }
     }
 }

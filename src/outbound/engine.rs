@@ -185,8 +185,23 @@ async fn next_wake(store: &Store, leased: &HashSet<String>) -> Duration {
 
 async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
     let id = job.message_id.clone();
-    let message = inner.store.read(move |c| store::messages::get(c, &id)).await?;
-    let result = match (message, inner.registry.get(&job.channel_id).and_then(|c| c.outbound.clone())) {
+    let blobs = inner.store.blobs().clone();
+    // The message with what adapters need from the store: thread references, attachment files.
+    let prepared = inner
+        .store
+        .read(move |c| {
+            let Some(message) = store::messages::get(c, &id)? else { return Ok(None) };
+            let thread_refs = store::mail::headers_of_conversation(c, message.conversation_id.as_str(), 20)?;
+            let in_reply_to_ref = match &message.in_reply_to {
+                Some(parent) => store::mail::header_of_message(c, parent.as_str())?,
+                None => None,
+            };
+            let files = message.attachments.iter().map(|a| blobs.path(&a.sha256)).collect();
+            Ok(Some((message, thread_refs, in_reply_to_ref, files)))
+        })
+        .await?;
+    let adapter = inner.registry.get(&job.channel_id).and_then(|c| c.outbound.clone());
+    let result = match (prepared, adapter) {
         (None, _) => {
             Err(SendError::Permanent { code: "message_missing".into(), reason: "the message record is gone".into() })
         }
@@ -194,8 +209,9 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             code: "channel_unavailable".into(),
             reason: format!("channel `{}` is not configured to send", job.channel_id),
         }),
-        (Some(message), Some(adapter)) => {
-            let outbound = OutboundMessage { message, recipient: job.recipient.clone() };
+        (Some((message, thread_refs, in_reply_to_ref, files)), Some(adapter)) => {
+            let outbound =
+                OutboundMessage { message, recipient: job.recipient.clone(), thread_refs, in_reply_to_ref, files };
             let limit = inner.config.timeout.0 + Duration::from_secs(5);
             match tokio::time::timeout(limit, adapter.send(&outbound)).await {
                 Ok(result) => result,
@@ -232,7 +248,10 @@ async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Res
             match result {
                 Ok(sent) => {
                     store::outbound::finish(c, id)?;
-                    status::apply(c, id, Transition::Sent { provider_message_id: sent.provider_message_id }, now)?;
+                    let updated = status::apply(c, id, Transition::Sent { provider_message_id: sent.provider_message_id }, now)?;
+                    if let (Some(thread_ref), Some(m)) = (sent.thread_ref, updated) {
+                        store::mail::record_header(c, &m.channel.id, &thread_ref, m.conversation_id.as_str(), id, now)?;
+                    }
                     Ok("sent")
                 }
                 Err(SendError::Temporary { code, reason, .. }) => match delay {

@@ -113,7 +113,7 @@ mod tests {
             .write(move |c| {
                 store::conversations::insert_contact(c, &contact, 0)?;
                 store::conversations::insert(c, &conversation, 0)?;
-                store::messages::insert(c, &message, 0)?;
+                store::messages::insert(c, &message, 0, None)?;
                 let steps = [
                     Transition::Read,
                     Transition::Delivered,

@@ -114,7 +114,7 @@ pub async fn submit(
                 return Ok(Err(SubmitError::ConversationNotFound));
             };
             let message = outbound_message(request, attachments, &conversation, &recipient, now_ms);
-            store::messages::insert(conn, &message, now_ms)?;
+            store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
                 conn,
                 &Job {
@@ -126,6 +126,9 @@ pub async fn submit(
                 },
             )?;
             store::conversations::touch(conn, &conversation.id, now_ms)?;
+            // The recipient takes part in the conversation (mail threading's sender guard).
+            let identity = stitch::identity_for(&conversation.channel.kind, &conversation.channel.id, &recipient);
+            store::mail::add_participants(conn, conversation.id.as_str(), &[identity])?;
             store::events::append(conn, EventType::MessageQueued, conversation.id.as_str(), &message)?;
             let body = json!({"id": message.id, "status": "queued", "conversation_id": conversation.id}).to_string();
             if let Some(key) = &submission.idempotency_key {

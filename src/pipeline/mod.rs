@@ -6,6 +6,13 @@
 //! writes the message, any new contact and conversation, and their events. When `ingest`
 //! returns `Ok`, all of it is on disk: only then may an adapter acknowledge the provider.
 
+mod context;
+mod mail;
+
+pub use context::{Health, InboundContext};
+
+use rusqlite::Connection;
+
 use crate::channels::RawInbound;
 use crate::model::{
     time, Attachment, AttachmentId, ChannelRef, ContactId, ConversationId, Direction, EventType, Message, MessageId,
@@ -31,7 +38,7 @@ pub enum Outcome {
 
 #[derive(Clone)]
 pub struct Pipeline {
-    store: Store,
+    pub(crate) store: Store,
     public_url: String,
 }
 
@@ -56,9 +63,9 @@ impl Pipeline {
         let attachments = self.store_attachments(&mut raw).await?;
         self.store
             .write(move |conn| {
-                if let Some(provider_id) = &raw.provider_message_id {
+                if let Some(key) = &raw.dedup_key {
                     if let Some((message_id, conversation_id)) =
-                        store::messages::inbound_by_provider_id(conn, &raw.channel_id, provider_id)?
+                        store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
                     {
                         return Ok(Outcome::Duplicate { message_id, conversation_id });
                     }
@@ -66,7 +73,7 @@ impl Pipeline {
                 let now_ms = time::now_ms();
                 let now = time::rfc3339(now_ms);
                 let contact = store::conversations::contact_by_identity(conn, &raw.identity)?;
-                let conversation = store::conversations::by_thread(conn, &raw.channel_id, &raw.thread_key)?;
+                let conversation = find_conversation(conn, &raw, contact.as_ref(), now_ms)?;
                 let plan = stitch::plan(&raw, contact, conversation, &now);
 
                 if let Found::New(contact) = &plan.contact {
@@ -74,21 +81,35 @@ impl Pipeline {
                     store::events::append(conn, EventType::ContactCreated, contact.id.as_str(), contact)?;
                 }
                 let conversation = plan.conversation();
-                if let Found::New(c) = &plan.conversation {
-                    store::conversations::insert(conn, c, now_ms)?;
-                    store::events::append(conn, EventType::ConversationCreated, c.id.as_str(), c)?;
-                } else {
-                    store::conversations::touch(conn, &conversation.id, now_ms)?;
+                match &plan.conversation {
+                    Found::New(c) => {
+                        store::conversations::insert(conn, c, now_ms)?;
+                        store::events::append(conn, EventType::ConversationCreated, c.id.as_str(), c)?;
+                    }
+                    Found::Existing(c) if c.status == "closed" => {
+                        // A customer writing into a closed conversation reopens it.
+                        if let Some(reopened) = store::conversations::set_status(conn, c.id.as_str(), "open", now_ms)? {
+                            store::events::append(conn, EventType::ConversationUpdated, c.id.as_str(), &reopened)?;
+                        }
+                        store::conversations::touch(conn, &c.id, now_ms)?;
+                    }
+                    Found::Existing(c) => store::conversations::touch(conn, &c.id, now_ms)?,
                 }
-                let message = normalize(
-                    raw,
-                    attachments,
-                    plan.contact_id().clone(),
-                    conversation.id.clone(),
-                    plan.stitch.clone(),
-                    &now,
-                );
-                store::messages::insert(conn, &message, now_ms)?;
+                if let Some(mail) = &raw.mail {
+                    let new = matches!(plan.conversation, Found::New(_));
+                    record_mail(conn, &raw.identity, mail, conversation, new)?;
+                }
+                let dedup_key = raw.dedup_key.clone();
+                let mail_id = raw.mail.as_ref().and_then(|m| m.message_id.clone());
+                let channel_id = raw.channel_id.clone();
+                let contact_id = plan.contact_id().clone();
+                let message =
+                    normalize(raw, attachments, contact_id, conversation.id.clone(), plan.stitch.clone(), &now);
+                store::messages::insert(conn, &message, now_ms, dedup_key.as_deref())?;
+                if let Some(header) = mail_id {
+                    let (cnv, msg) = (conversation.id.as_str(), message.id.as_str());
+                    store::mail::record_header(conn, &channel_id, &header, cnv, msg, now_ms)?;
+                }
                 store::events::append(conn, EventType::MessageReceived, message.conversation_id.as_str(), &message)?;
                 Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
             })
@@ -118,6 +139,47 @@ impl Pipeline {
         let url = format!("{}/v1/attachments/{id}", self.public_url);
         Attachment { id, filename, content_type, size, sha256, url }
     }
+}
+
+/// The conversation an inbound item joins, with the reason: by mail threading for mail, else by
+/// the channel's thread key.
+fn find_conversation(
+    conn: &Connection,
+    raw: &RawInbound,
+    contact: Option<&ContactId>,
+    now_ms: i64,
+) -> Result<Option<(crate::model::Conversation, &'static str)>, StoreError> {
+    let Some(mail) = &raw.mail else {
+        return Ok(store::conversations::by_thread(conn, &raw.channel_id, &raw.thread_key)?.map(|c| (c, "thread")));
+    };
+    let mut lookup = mail::StoreLookup {
+        conn,
+        channel_id: &raw.channel_id,
+        contact,
+        identity: &raw.identity,
+        subject_since: now_ms - mail.subject_window_ms,
+    };
+    let Some((id, reason)) = stitch::email::find_conversation(mail, &mut lookup)? else { return Ok(None) };
+    Ok(store::conversations::get(conn, &id)?.map(|c| (c, reason)))
+}
+
+/// Participants and the subject key of a mail's conversation.
+fn record_mail(
+    conn: &Connection,
+    sender: &str,
+    mail: &stitch::email::MailThreading,
+    conversation: &crate::model::Conversation,
+    new: bool,
+) -> Result<(), StoreError> {
+    let mut identities = mail.participants.clone();
+    identities.push(sender.to_owned());
+    store::mail::add_participants(conn, conversation.id.as_str(), &identities)?;
+    if new {
+        if let Some(key) = &mail.subject_key {
+            store::mail::set_subject_key(conn, conversation.id.as_str(), key)?;
+        }
+    }
+    Ok(())
 }
 
 /// The message object for an inbound item (pure).

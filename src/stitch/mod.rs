@@ -5,6 +5,8 @@
 //! the same phone on SMS and WhatsApp is one contact. A conversation is one thread on one
 //! channel, found by the channel's thread key.
 
+pub mod email;
+
 use crate::channels::RawInbound;
 use crate::model::{ChannelRef, Contact, ContactId, Conversation, ConversationId, StitchInfo};
 
@@ -38,9 +40,14 @@ impl Plan {
     }
 }
 
-/// Decides from the sender's known contact (by identity) and the conversation already holding
-/// this thread key, if any.
-pub fn plan(raw: &RawInbound, contact: Option<ContactId>, conversation: Option<Conversation>, now: &str) -> Plan {
+/// Decides from the sender's known contact (by identity) and the conversation found for the
+/// message (by thread key, or by mail threading), with the reason it was found.
+pub fn plan(
+    raw: &RawInbound,
+    contact: Option<ContactId>,
+    conversation: Option<(Conversation, &str)>,
+    now: &str,
+) -> Plan {
     let contact = match contact {
         Some(id) => Found::Existing(id),
         None => Found::New(Contact {
@@ -56,7 +63,7 @@ pub fn plan(raw: &RawInbound, contact: Option<ContactId>, conversation: Option<C
         Found::New(c) => c.id.clone(),
     };
     let (conversation, reason) = match conversation {
-        Some(c) => (Found::Existing(c), "thread"),
+        Some((c, reason)) => (Found::Existing(c), reason),
         None => (
             Found::New(new_conversation(
                 &raw.channel_id,
@@ -117,6 +124,7 @@ mod tests {
             channel_id: "web".into(),
             channel_type: "api",
             provider_message_id: None,
+            dedup_key: None,
             provider_thread_id: None,
             thread_key: "chat-1".into(),
             from: Party { address: "v1".into(), name: Some("Ann".into()) },
@@ -128,6 +136,7 @@ mod tests {
             reply_text: None,
             attachments: vec![],
             attachments_skipped: vec![],
+            mail: None,
         }
     }
 
@@ -146,7 +155,7 @@ mod tests {
         let owner = ContactId::new();
         let existing = new_conversation("web", "api", "chat-1", &owner, "v0", None, "t");
         let sender = ContactId::new();
-        let p = plan(&raw(), Some(sender.clone()), Some(existing.clone()), "t");
+        let p = plan(&raw(), Some(sender.clone()), Some((existing.clone(), "thread")), "t");
         assert_eq!(p.contact, Found::Existing(sender));
         assert_eq!(p.conversation, Found::Existing(existing));
         assert_eq!(p.stitch.reason, "thread");

@@ -6,23 +6,24 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::StoreError;
 use crate::model::{Attachment, ConversationId, Message, MessageId};
 
-/// The message an inbound provider id already produced on this channel, if any (dedup).
-pub fn inbound_by_provider_id(
+/// The message an inbound dedup key already produced on this channel, if any.
+pub fn inbound_by_dedup_key(
     conn: &Connection,
     channel_id: &str,
-    provider_message_id: &str,
+    dedup_key: &str,
 ) -> Result<Option<(MessageId, ConversationId)>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, conversation_id FROM messages
          WHERE channel_id = ?1 AND provider_message_id = ?2 AND direction = 'inbound'",
     )?;
     Ok(stmt
-        .query_row([channel_id, provider_message_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .query_row([channel_id, dedup_key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
         .optional()?
         .map(|(m, c)| (MessageId::from_stored(m), ConversationId::from_stored(c))))
 }
 
-pub fn insert(conn: &Connection, m: &Message, created_at: i64) -> Result<(), StoreError> {
+/// Inserts a message; `dedup_key` is what a later duplicate of an inbound item is found by.
+pub fn insert(conn: &Connection, m: &Message, created_at: i64, dedup_key: Option<&str>) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, channel_id, direction, status, provider_message_id, created_at, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -33,7 +34,7 @@ pub fn insert(conn: &Connection, m: &Message, created_at: i64) -> Result<(), Sto
         m.channel.id,
         m.direction.as_str(),
         m.status.as_str(),
-        m.provider.message_id,
+        dedup_key,
         created_at,
         serde_json::to_string(m)?
     ])?;

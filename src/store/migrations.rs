@@ -44,7 +44,7 @@ const MIGRATIONS: &[&str] = &[
         channel_id TEXT NOT NULL,
         direction TEXT NOT NULL,
         status TEXT NOT NULL,
-        provider_message_id TEXT,
+        provider_message_id TEXT,             -- inbound: the dedup key (external_id, mail hash)
         created_at INTEGER NOT NULL,
         body TEXT NOT NULL                    -- the message object as JSON
     );
@@ -115,6 +115,39 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
 
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    "#,
+    // 2: mail threading and channel checkpoints.
+    r#"
+    -- Message-ID headers seen or sent, per channel. Not unique: two different mails may share
+    -- a Message-ID and both are kept.
+    CREATE TABLE mail_ids (
+        channel_id TEXT NOT NULL,
+        header_id TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX mail_ids_header ON mail_ids(channel_id, header_id);
+    CREATE INDEX mail_ids_conversation ON mail_ids(conversation_id, created_at);
+
+    -- Who took part in a conversation (senders and recipients), for the sender guard.
+    CREATE TABLE participants (
+        conversation_id TEXT NOT NULL,
+        identity TEXT NOT NULL,
+        PRIMARY KEY (conversation_id, identity)
+    ) WITHOUT ROWID;
+
+    -- Normalised subject, for subject threading within a window.
+    ALTER TABLE conversations ADD COLUMN subject_key TEXT;
+    CREATE INDEX conversations_subject ON conversations(channel_id, contact_id, subject_key);
+
+    -- Pull-channel checkpoints (IMAP: per folder UIDVALIDITY and last committed UID).
+    CREATE TABLE channel_state (
+        channel_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        value TEXT NOT NULL,
+        PRIMARY KEY (channel_id, key)
+    ) WITHOUT ROWID;
     "#,
 ];
 

@@ -9,6 +9,7 @@
 mod blobs;
 pub mod conversations;
 pub mod events;
+pub mod mail;
 pub mod messages;
 mod migrations;
 pub mod outbound;

@@ -69,6 +69,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         channel_type: "api",
         identity: crate::stitch::identity_for("api", channel_id, &address),
         thread_key: body.thread.unwrap_or_else(|| address.clone()),
+        dedup_key: body.external_id.clone(),
         provider_message_id: body.external_id,
         provider_thread_id: None,
         from: Party { address, name: body.from.name.filter(|n| !n.is_empty()) },
@@ -79,5 +80,6 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         reply_text: None,
         attachments,
         attachments_skipped: Vec::new(),
+        mail: None,
     })
 }

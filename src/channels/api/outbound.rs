@@ -47,7 +47,7 @@ impl ApiOutbound {
             let provider_message_id = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("id").and_then(|id| id.as_str().map(str::to_owned)));
-            return Ok(Sent { provider_message_id });
+            return Ok(Sent { provider_message_id, thread_ref: None });
         }
         let reason = format!("{} answered HTTP {status}", self.url);
         let code = format!("http_{status}");

@@ -1,0 +1,193 @@
+//! `[[channels]] type = "email"`: our address, IMAP in, SMTP out.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::channels::ChannelLimits;
+use crate::config::{self, ConfigDuration, Secret, SecretSource};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChannelConfig {
+    pub id: String,
+    /// Our address: From of replies; recognises our own mail; base of reply tokens.
+    pub address: String,
+    /// Display name on replies.
+    pub name: Option<String>,
+    pub imap: Option<ImapConfig>,
+    pub smtp: Option<SmtpConfig>,
+    /// Put `local+cnv_…@domain` in Reply-To so replies find their conversation even when a
+    /// mail system drops the threading headers.
+    #[serde(default)]
+    pub reply_token: bool,
+    /// How far back a reply may be joined to a conversation by subject alone.
+    #[serde(default = "default_subject_window")]
+    pub subject_window: ConfigDuration,
+    /// Largest attachment stored; larger ones are listed under `attachments_skipped`.
+    pub max_attachment_bytes: Option<usize>,
+    #[serde(default)]
+    pub limits: ChannelLimits,
+}
+
+fn default_subject_window() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(30 * 86_400))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS (IMAP 143, submission 587).
+    Starttls,
+    /// No TLS: only allowed to a loopback host.
+    None,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    #[serde(default = "default_imap_port")]
+    pub port: u16,
+    #[serde(default = "implicit")]
+    pub tls: TlsMode,
+    pub username: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// Folders to import from.
+    #[serde(default = "default_folders")]
+    pub folders: Vec<String>,
+    /// `keep`, `seen` or `move:<folder>`.
+    #[serde(default = "default_after_import")]
+    pub after_import: String,
+    /// Poll interval when the server has no IDLE.
+    #[serde(default = "default_poll")]
+    pub poll_interval: ConfigDuration,
+    /// IDLE is re-issued after this long (servers drop IDLE after 30 minutes).
+    #[serde(default = "default_idle")]
+    pub idle_timeout: ConfigDuration,
+    /// A PEM file of extra trusted CA certificates (private or test servers).
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "default_smtp_port")]
+    pub port: u16,
+    #[serde(default = "implicit")]
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    /// Send timeout.
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout: ConfigDuration,
+    /// A PEM file of extra trusted CA certificates.
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_imap_port() -> u16 {
+    993
+}
+fn default_smtp_port() -> u16 {
+    465
+}
+fn implicit() -> TlsMode {
+    TlsMode::Implicit
+}
+fn default_folders() -> Vec<String> {
+    vec!["INBOX".to_owned()]
+}
+fn default_after_import() -> String {
+    "keep".to_owned()
+}
+fn default_poll() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(60))
+}
+fn default_idle() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(29 * 60))
+}
+fn default_smtp_timeout() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(60))
+}
+
+/// What happens to a mail on the server once it is committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AfterImport {
+    Keep,
+    Seen,
+    Move(String),
+}
+
+impl ImapConfig {
+    pub fn after_import(&self) -> Option<AfterImport> {
+        match self.after_import.as_str() {
+            "keep" => Some(AfterImport::Keep),
+            "seen" => Some(AfterImport::Seen),
+            other => other.strip_prefix("move:").filter(|f| !f.is_empty()).map(|f| AfterImport::Move(f.to_owned())),
+        }
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl EmailChannelConfig {
+    /// The domain of our address (for Message-IDs).
+    pub fn domain(&self) -> &str {
+        self.address.rsplit_once('@').map_or("localhost", |(_, d)| d)
+    }
+
+    pub(crate) fn validate(&mut self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut add = |k: &str, r: String| problems.push((k.to_owned(), r));
+        match self.address.rsplit_once('@') {
+            Some((local, domain)) if !local.is_empty() && domain.contains('.') || domain == "localhost" => {}
+            _ => add("address", format!("`{}` is not a mail address", self.address)),
+        }
+        if self.imap.is_none() && self.smtp.is_none() {
+            add("imap", "an email channel needs [channels.imap], [channels.smtp] or both".into());
+        }
+        if let Some(imap) = &mut self.imap {
+            if imap.tls == TlsMode::None && !is_loopback(&imap.host) {
+                add("imap.tls", format!("`none` is only allowed to a loopback host, not {}", imap.host));
+            }
+            if imap.folders.is_empty() {
+                add("imap.folders", "must list at least one folder".into());
+            }
+            if imap.after_import().is_none() {
+                add("imap.after_import", format!("`{}` must be keep, seen or move:<folder>", imap.after_import));
+            }
+            let source = SecretSource { inline: &imap.password, file: &imap.password_file, env: &imap.password_env };
+            match config::resolve_secret("imap.password", source) {
+                Ok(Some(p)) => imap.password = Some(p),
+                Ok(None) => add("imap.password", "is required (password, password_file or password_env)".into()),
+                Err((k, r)) => add(&k, r),
+            }
+        }
+        if let Some(smtp) = &mut self.smtp {
+            if smtp.tls == TlsMode::None && !is_loopback(&smtp.host) {
+                add("smtp.tls", format!("`none` is only allowed to a loopback host, not {}", smtp.host));
+            }
+            let source = SecretSource { inline: &smtp.password, file: &smtp.password_file, env: &smtp.password_env };
+            match config::resolve_secret("smtp.password", source) {
+                Ok(Some(p)) => {
+                    smtp.password = Some(p);
+                    if smtp.username.is_none() {
+                        add("smtp.username", "is required with a password".into());
+                    }
+                }
+                Ok(None) => {}
+                Err((k, r)) => add(&k, r),
+            }
+        }
+        problems
+    }
+}

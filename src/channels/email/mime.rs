@@ -1,0 +1,170 @@
+//! A raw mail (RFC 5322 bytes) → `RawInbound`, with mail-parser: text and HTML parts in any
+//! charset, quoted-printable and base64, nested multiparts, attachments (over the limit: listed
+//! in `attachments_skipped`, not dropped), threading headers.
+//!
+//! Pure and total: a mail that does not parse still becomes a message (subject "(unparseable
+//! message)", the raw source as an attachment) rather than an error.
+
+use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+use sha2::{Digest, Sha256};
+
+use super::config::EmailChannelConfig;
+use super::reply::reply_text;
+use crate::channels::{RawAttachment, RawInbound};
+use crate::model::{Party, SkippedAttachment};
+use crate::stitch::email::{normalize_subject, reply_token, MailThreading};
+use crate::stitch::identity_for;
+use crate::store::hex;
+
+/// Default per-attachment limit when the channel sets none.
+pub const DEFAULT_MAX_ATTACHMENT: usize = 25 * 1024 * 1024;
+
+fn parties(address: Option<&Address<'_>>) -> Vec<Party> {
+    address
+        .map(|a| {
+            a.iter()
+                .filter_map(|addr| {
+                    let address = addr.address()?.trim().to_owned();
+                    (!address.is_empty())
+                        .then(|| Party { address, name: addr.name().map(str::to_owned).filter(|n| !n.is_empty()) })
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
+    match value {
+        HeaderValue::Text(t) => vec![t.to_string()],
+        HeaderValue::TextList(list) => list.iter().map(|t| t.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The dedup key of a mail: its content hash. The same mail fetched twice (a UIDVALIDITY
+/// resync, a copy into another folder) is a duplicate; two different mails that share a
+/// Message-ID are not.
+pub fn dedup_key(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound {
+    let key = dedup_key(bytes);
+    let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
+    let Some(message) = MessageParser::default().parse(bytes) else {
+        return unparseable(channel, bytes, key);
+    };
+    let from =
+        parties(message.from()).into_iter().next().unwrap_or(Party { address: "unknown@invalid".into(), name: None });
+    let mut to = parties(message.to());
+    to.extend(parties(message.cc()));
+    let subject = message.subject().map(str::to_owned);
+    let text = message.body_text(0).map(|t| t.into_owned()).filter(|t| !t.trim().is_empty());
+    let html = message.body_html(0).map(|h| h.into_owned()).filter(|h| !h.trim().is_empty());
+    // HTML-only mail: body_text(0) is mail-parser's conversion of the HTML part.
+    let reply = text.as_deref().map(reply_text);
+
+    let mut attachments = Vec::new();
+    let mut skipped = Vec::new();
+    for part in message.attachments() {
+        let filename = part.attachment_name().map(str::to_owned);
+        let content_type = part
+            .content_type()
+            .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("octet-stream")))
+            .unwrap_or_else(|| "application/octet-stream".into())
+            .to_lowercase();
+        let contents = part.contents();
+        if contents.len() > max {
+            skipped.push(SkippedAttachment {
+                filename,
+                content_type: Some(content_type),
+                size: Some(contents.len() as u64),
+                reason: format!("larger than the channel's limit of {max} bytes"),
+            });
+            continue;
+        }
+        attachments.push(RawAttachment { filename, content_type, bytes: bytes::Bytes::copy_from_slice(contents) });
+    }
+
+    if text.is_none() && html.is_none() && attachments.is_empty() {
+        // Nothing readable came out of it: keep the source, so nothing is lost.
+        attachments.push(source_attachment(bytes));
+    }
+    let message_id = message.message_id().map(str::to_owned);
+    let in_reply_to = id_list(message.in_reply_to());
+    let references = id_list(message.references());
+    let token = to.iter().find_map(|p| reply_token(&p.address, &channel.address));
+    let participants: Vec<String> = to
+        .iter()
+        .filter(|p| !is_ours(&p.address, &channel.address))
+        .map(|p| identity_for("email", &channel.id, &p.address))
+        .collect();
+
+    RawInbound {
+        channel_id: channel.id.clone(),
+        channel_type: "email",
+        provider_message_id: message_id.clone(),
+        dedup_key: Some(key.clone()),
+        provider_thread_id: None,
+        thread_key: format!("mail:{key}"),
+        identity: identity_for("email", &channel.id, &from.address),
+        from,
+        to,
+        mail: Some(MailThreading {
+            message_id,
+            in_reply_to,
+            references,
+            reply_token: token,
+            subject_key: subject.as_deref().map(normalize_subject),
+            participants,
+            subject_window_ms: channel.subject_window.0.as_millis() as i64,
+        }),
+        subject,
+        text,
+        html,
+        reply_text: reply,
+        attachments,
+        attachments_skipped: skipped,
+    }
+}
+
+fn source_attachment(bytes: &[u8]) -> RawAttachment {
+    RawAttachment {
+        filename: Some("message.eml".into()),
+        content_type: "message/rfc822".into(),
+        bytes: bytes::Bytes::copy_from_slice(bytes),
+    }
+}
+
+/// Our address, or our address with a `+token`.
+fn is_ours(address: &str, ours: &str) -> bool {
+    let (Some((local, domain)), Some((our_local, our_domain))) = (address.rsplit_once('@'), ours.rsplit_once('@'))
+    else {
+        return false;
+    };
+    let base = local.split('+').next().unwrap_or(local);
+    domain.eq_ignore_ascii_case(our_domain) && base.eq_ignore_ascii_case(our_local)
+}
+
+/// A mail mail-parser cannot read at all: kept, with its source attached.
+fn unparseable(channel: &EmailChannelConfig, bytes: &[u8], key: String) -> RawInbound {
+    let from = Party { address: "unknown@invalid".into(), name: None };
+    RawInbound {
+        channel_id: channel.id.clone(),
+        channel_type: "email",
+        provider_message_id: None,
+        dedup_key: Some(key.clone()),
+        provider_thread_id: None,
+        thread_key: format!("mail:{key}"),
+        identity: identity_for("email", &channel.id, &from.address),
+        from,
+        to: Vec::new(),
+        subject: Some("(unparseable message)".into()),
+        text: None,
+        html: None,
+        reply_text: None,
+        attachments: vec![source_attachment(bytes)],
+        attachments_skipped: Vec::new(),
+        mail: None,
+    }
+}

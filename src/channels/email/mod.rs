@@ -1,0 +1,15 @@
+//! The `email` channel: IMAP IDLE in, SMTP out, RFC 5322 threading.
+//!
+//! `inbound.rs` keeps one IMAP session per folder and hands each new mail, translated by
+//! `mime.rs` (with `reply.rs` for the new part of a reply), to the pipeline; `outbound.rs` sends
+//! through SMTP with Message-IDs that encode the conversation. Threading decisions are in
+//! `stitch::email`.
+
+pub mod config;
+pub mod inbound;
+pub mod mime;
+pub mod outbound;
+pub mod reply;
+#[cfg(test)]
+mod tests;
+mod tls;

@@ -1,0 +1,138 @@
+//! SMTP out (lettre over rustls; implicit TLS, STARTTLS, or plain to loopback; AUTH PLAIN/LOGIN;
+//! pooled connections). Multipart text+HTML, attachments from the blob store, Message-ID
+//! `<msg_….cnv_…@domain>`, In-Reply-To and References from the conversation, and Reply-To with
+//! the conversation token when `reply_token` is on. 4xx replies are temporary, 5xx permanent
+//! (authentication failures count as temporary: the messages wait for fixed credentials).
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use super::config::{EmailChannelConfig, TlsMode};
+use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
+use crate::stitch::email::own_message_id;
+
+pub struct SmtpOutbound {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+    domain: String,
+    reply_token: bool,
+    address: String,
+}
+
+fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsParameters, String> {
+    let mut builder = TlsParameters::builder(host.to_owned());
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        builder = builder.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| e.to_string())?);
+    }
+    builder.build_rustls().map_err(|e| e.to_string())
+}
+
+impl SmtpOutbound {
+    /// `None` when the channel has no `[channels.smtp]`.
+    pub fn new(config: &EmailChannelConfig) -> Option<SmtpOutbound> {
+        let smtp = config.smtp.as_ref()?;
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
+            .port(smtp.port)
+            .timeout(Some(smtp.timeout.0));
+        let tls = match smtp.tls {
+            TlsMode::None => Ok(Tls::None),
+            TlsMode::Implicit => tls_parameters(&smtp.host, smtp.ca_file.as_deref()).map(Tls::Wrapper),
+            TlsMode::Starttls => tls_parameters(&smtp.host, smtp.ca_file.as_deref()).map(Tls::Required),
+        };
+        match tls {
+            Ok(tls) => builder = builder.tls(tls),
+            Err(e) => {
+                tracing::error!(channel = %config.id, error = %e, "SMTP TLS setup failed; the channel cannot send");
+                return None;
+            }
+        }
+        if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
+            builder = builder
+                .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
+                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+        }
+        let from = Mailbox::new(config.name.clone(), config.address.parse().ok()?);
+        Some(SmtpOutbound {
+            transport: builder.build(),
+            from,
+            domain: config.domain().to_owned(),
+            reply_token: config.reply_token,
+            address: config.address.clone(),
+        })
+    }
+
+    async fn deliver(&self, out: &OutboundMessage) -> Result<Sent, SendError> {
+        let permanent = |code: &str, reason: String| SendError::Permanent { code: code.to_owned(), reason };
+        let m = &out.message;
+        let to: Mailbox =
+            out.recipient.parse().map_err(|e| permanent("bad_address", format!("`{}`: {e}", out.recipient)))?;
+        let header_id = own_message_id(m.id.as_str(), m.conversation_id.as_str(), &self.domain);
+        let subject = match m.subject.as_deref() {
+            Some(s) if !out.thread_refs.is_empty() && !s.to_lowercase().starts_with("re:") => format!("Re: {s}"),
+            Some(s) => s.to_owned(),
+            None => String::new(),
+        };
+        let mut builder = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(format!("<{header_id}>")));
+        if self.reply_token {
+            let (local, domain) = self.address.split_once('@').unwrap_or((&self.address, &self.domain));
+            let token: Mailbox = format!("{local}+{}@{domain}", m.conversation_id)
+                .parse()
+                .map_err(|e| permanent("bad_address", format!("{e}")))?;
+            builder = builder.reply_to(Mailbox::new(self.from.name.clone(), token.email));
+        }
+        if let Some(parent) = out.in_reply_to_ref.as_ref().or(out.thread_refs.last()) {
+            builder = builder.in_reply_to(format!("<{parent}>"));
+            let references = out.thread_refs.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(" ");
+            builder = builder.references(references);
+        }
+        let body = match (&m.text, &m.html) {
+            (Some(text), Some(html)) => MultiPart::alternative_plain_html(text.clone(), html.clone()),
+            (None, Some(html)) => MultiPart::alternative().singlepart(SinglePart::html(html.clone())),
+            (text, None) => MultiPart::alternative().singlepart(SinglePart::plain(text.clone().unwrap_or_default())),
+        };
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for (attachment, path) in m.attachments.iter().zip(&out.files) {
+            let bytes = tokio::fs::read(path).await.map_err(|e| SendError::Temporary {
+                code: "blob_unreadable".into(),
+                reason: format!("attachment {}: {e}", attachment.id),
+                retry_after: None,
+            })?;
+            let content_type = ContentType::parse(&attachment.content_type)
+                .unwrap_or(ContentType::parse("application/octet-stream").expect("valid"));
+            let name = attachment.filename.clone().unwrap_or_else(|| attachment.id.to_string());
+            mixed = mixed.singlepart(Attachment::new(name).body(bytes, content_type));
+        }
+        let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?;
+        match self.transport.send(mail).await {
+            Ok(_) => Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) }),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+    let code = e.status().map(|c| c.to_string()).unwrap_or_default();
+    let auth = code.starts_with("53");
+    if e.is_permanent() && !auth {
+        SendError::Permanent { code: format!("smtp_{code}"), reason: e.to_string() }
+    } else {
+        let code = if code.is_empty() { "smtp_transport".to_owned() } else { format!("smtp_{code}") };
+        SendError::Temporary { code, reason: e.to_string(), retry_after: None }
+    }
+}
+
+impl Outbound for SmtpOutbound {
+    fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<Sent, SendError>> {
+        self.deliver(message).boxed()
+    }
+}

@@ -1,0 +1,166 @@
+//! `reply_text`: the new part of a mail, without quoted history or signature.
+//!
+//! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak, and
+//! Outlook's `From: … Sent: …` block in those languages), a forwarded/original-message separator,
+//! or a run of `>` quoted lines; then drops a `-- ` signature and "Sent from my phone" footers.
+
+/// Lines that open quoted history on their own.
+const SEPARATORS: &[&str] = &[
+    "-----original message-----",
+    "-------- original message --------",
+    "---------- forwarded message ---------",
+    "-------- forwarded message --------",
+    "begin forwarded message:",
+    "-------- ursprüngliche nachricht --------",
+    "-----ursprüngliche nachricht-----",
+    "-------- message d'origine --------",
+    "-----message d'origine-----",
+    "-------- mensaje original --------",
+    "-----mensaje original-----",
+    "-------- oryginalna wiadomość --------",
+    "-----oryginalna wiadomość-----",
+    "-------- původní zpráva --------",
+    "-----původní zpráva-----",
+    "-------- pôvodná správa --------",
+    "________________________________",
+];
+
+/// (opening, verb) of a one- or two-line reply header ending in a colon, lowercase:
+/// "On … wrote:", "Am … schrieb …:", "Dne … napsal(a) …:".
+const ATTRIBUTIONS: &[(&str, &str)] = &[
+    ("on ", "wrote"),
+    ("am ", "schrieb"),
+    ("le ", "a écrit"),
+    ("el ", "escribió"),
+    ("w dniu ", "pisze"),
+    ("w dniu ", "napisał"),
+    ("dne ", "napsal"),
+    ("dňa ", "napísal"),
+];
+
+/// Outlook's header block: a "From:" line followed within three lines by a "Sent:"/"Date:" line.
+const OUTLOOK_FROM: &[&str] = &["from:", "von:", "de :", "de:", "od:"];
+const OUTLOOK_SENT: &[&str] = &[
+    "sent:",
+    "date:",
+    "gesendet:",
+    "datum:",
+    "envoyé :",
+    "envoyé:",
+    "date :",
+    "enviado:",
+    "fecha:",
+    "wysłano:",
+    "data:",
+    "odesláno:",
+    "datum:",
+    "odoslané:",
+    "dátum:",
+];
+
+const FOOTERS: &[&str] = &[
+    "sent from my ",
+    "get outlook for ",
+    "gesendet von meinem ",
+    "von meinem iphone gesendet",
+    "envoyé de mon ",
+    "enviado desde mi ",
+    "wysłane z mojego ",
+    "wysłano z ",
+    "odesláno z ",
+    "odoslané z ",
+];
+
+fn is_attribution(line: &str, next: Option<&str>) -> bool {
+    let l = line.trim().to_lowercase();
+    let joined = match next {
+        Some(n) => format!("{l} {}", n.trim().to_lowercase()),
+        None => l.clone(),
+    };
+    ATTRIBUTIONS.iter().any(|(start, verb)| {
+        l.starts_with(start)
+            && ((l.contains(verb) && l.trim_end().ends_with(':'))
+                || (!l.trim_end().ends_with(':') && joined.contains(verb) && joined.trim_end().ends_with(':')))
+    })
+}
+
+fn is_outlook_block(lines: &[&str], i: usize) -> bool {
+    let l = lines[i].trim().to_lowercase();
+    let l = l.trim_start_matches('*');
+    if !OUTLOOK_FROM.iter().any(|p| l.starts_with(p)) {
+        return false;
+    }
+    lines[i + 1..].iter().take(3).any(|n| {
+        let n = n.trim().to_lowercase();
+        let n = n.trim_start_matches('*');
+        OUTLOOK_SENT.iter().any(|p| n.starts_with(p))
+    })
+}
+
+/// The new part of `text`.
+pub fn reply_text(text: &str) -> String {
+    let text = text.replace("\r\n", "\n");
+    let lines: Vec<&str> = text.lines().collect();
+    let mut end = lines.len();
+    for i in 0..lines.len() {
+        let lower = lines[i].trim().to_lowercase();
+        let quoted_run = lower.starts_with('>')
+            && lines[i..].iter().take(2).all(|l| l.trim_start().starts_with('>') || l.trim().is_empty());
+        if SEPARATORS.iter().any(|s| lower.starts_with(s))
+            || is_attribution(lines[i], lines.get(i + 1).copied())
+            || is_outlook_block(&lines, i)
+            || quoted_run
+        {
+            end = i;
+            break;
+        }
+    }
+    let mut body: Vec<&str> = lines[..end].to_vec();
+    if let Some(sig) = body.iter().rposition(|l| *l == "-- " || *l == "--") {
+        body.truncate(sig);
+    }
+    while let Some(last) = body.last() {
+        let l = last.trim().to_lowercase();
+        if l.is_empty() || FOOTERS.iter().any(|f| l.starts_with(f)) {
+            body.pop();
+        } else {
+            break;
+        }
+    }
+    body.join("\n").trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply_text;
+
+    #[test]
+    fn cuts_quoted_history_in_every_language() {
+        let cases = [
+            ("Thanks!\n\nOn Mon, 23 Nov 2026 at 10:00, Support <support@example.com> wrote:\n> Hello", "Thanks!"),
+            ("Thanks!\n\nOn Mon, 23 Nov 2026 at 10:00, Support <support@example.com>\nwrote:\n> Hello", "Thanks!"),
+            ("Danke!\n\nAm 23.11.2026 um 10:00 schrieb Support <support@example.com>:\n> Hallo", "Danke!"),
+            ("Merci !\n\nLe lun. 23 nov. 2026 à 10:00, Support <support@example.com> a écrit :\n> Bonjour", "Merci !"),
+            ("¡Gracias!\n\nEl lun, 23 nov 2026 a las 10:00, Support (<support@example.com>) escribió:\n> Hola", "¡Gracias!"),
+            ("Dziękuję!\n\nW dniu 23.11.2026 o 10:00, Support pisze:\n> Dzień dobry", "Dziękuję!"),
+            ("Dziękuję!\n\nW dniu pon., 23 lis 2026 o 10:00 Support <support@example.com> napisał(a):\n> x", "Dziękuję!"),
+            ("Děkuji!\n\nDne 23. 11. 2026 10:00 napsal(a) Support <support@example.com>:\n> Dobrý den", "Děkuji!"),
+            ("Ďakujem!\n\nDňa 23. 11. 2026 o 10:00 Support napísal(a):\n> Dobrý deň", "Ďakujem!"),
+            ("Thanks\n\nFrom: Support <support@example.com>\nSent: Monday, November 23, 2026 10:00 AM\nTo: Ann\nSubject: Re: x\n\nHello", "Thanks"),
+            ("Danke\n\nVon: Support <support@example.com>\nGesendet: Montag, 23. November 2026 10:00\nAn: Ann", "Danke"),
+            ("Merci\n\nDe : Support <support@example.com>\nEnvoyé : lundi 23 novembre 2026 10:00\nÀ : Ann", "Merci"),
+            ("Díky\n\nOd: Support <support@example.com>\nOdesláno: pondělí 23. listopadu 2026 10:00", "Díky"),
+            ("See below\n\n-----Original Message-----\nFrom: x", "See below"),
+            ("FYI\n\n---------- Forwarded message ---------\nFrom: x", "FYI"),
+            ("New text\n> old\n> older", "New text"),
+            ("Answer\n\n-- \nAnn Smith\nACME", "Answer"),
+            ("Answer\n\nSent from my iPhone", "Answer"),
+            ("Antwort\n\nVon meinem iPhone gesendet\n\nAm 23.11.2026 um 10:00 schrieb Support:\n> x", "Antwort"),
+            ("Line one\nLine two", "Line one\nLine two"),
+            ("I wrote: this is fine\nOn the other hand", "I wrote: this is fine\nOn the other hand"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(reply_text(input), expected, "{input:?}");
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Unit tests of the email translation (no sockets); end-to-end tests against Dovecot and a
+//! real SMTP server are in tests/it/email.rs.
+
+use super::config::EmailChannelConfig;
+use super::mime::to_raw_inbound;
+
+fn channel() -> EmailChannelConfig {
+    let toml = r#"
+id = "support"
+address = "support@example.com"
+[smtp]
+host = "127.0.0.1"
+tls = "none"
+"#;
+    let value: figment::value::Value =
+        figment::Figment::from(figment::providers::Serialized::defaults(toml::from_str::<toml::Value>(toml).unwrap()))
+            .extract()
+            .unwrap();
+    value.deserialize().unwrap()
+}
+
+#[test]
+fn a_plain_reply_translates() {
+    let mail = b"From: Ann <Ann@Example.org>\r\nTo: support@example.com\r\nSubject: Re: Invoice 42\r\nMessage-ID: <a1@example.org>\r\nIn-Reply-To: <b2@example.com>\r\nReferences: <b1@example.com> <b2@example.com>\r\n\r\nThanks!\r\n\r\nOn Mon, Support wrote:\r\n> Hello\r\n";
+    let raw = to_raw_inbound(&channel(), mail);
+    assert_eq!(raw.identity, "email:ann@example.org");
+    assert_eq!(raw.from.name.as_deref(), Some("Ann"));
+    assert_eq!(raw.reply_text.as_deref(), Some("Thanks!"));
+    let m = raw.mail.unwrap();
+    assert_eq!(m.message_id.as_deref(), Some("a1@example.org"));
+    assert_eq!(m.in_reply_to, vec!["b2@example.com"]);
+    assert_eq!(m.references, vec!["b1@example.com", "b2@example.com"]);
+    assert_eq!(m.subject_key.as_deref(), Some("invoice 42"));
+    assert!(raw.dedup_key.unwrap().starts_with("sha256:"));
+}
+
+#[test]
+fn charsets_and_encodings_decode() {
+    let mail = "From: =?ISO-8859-2?Q?Pawe=B3?= <p@example.pl>\r\nTo: support@example.com\r\nSubject: =?windows-1250?Q?Za=9E=F3=B3=E6?=\r\nContent-Type: text/plain; charset=ISO-8859-2\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nZa=BF=F3=B3=E6 g=EA=B6l=B1 ja=BC=F1\r\n";
+    let raw = to_raw_inbound(&channel(), mail.as_bytes());
+    assert_eq!(raw.from.name.as_deref(), Some("Paweł"));
+    assert_eq!(raw.subject.as_deref(), Some("Zažółć"));
+    assert_eq!(raw.text.as_deref().map(str::trim), Some("Zażółć gęślą jaźń"));
+}
+
+#[test]
+fn oversized_attachments_are_listed_not_dropped() {
+    let mut config = channel();
+    config.max_attachment_bytes = Some(10);
+    let mail = "From: a@example.org\r\nTo: support@example.com\r\nSubject: files\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=XX\r\n\r\n--XX\r\nContent-Type: text/plain\r\n\r\nsee files\r\n--XX\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=small.png\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8=\r\n--XX\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=big.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\naGVsbG8gd29ybGQgdGhpcyBpcyBiaWc=\r\n--XX--\r\n";
+    let raw = to_raw_inbound(&config, mail.as_bytes());
+    assert_eq!(raw.attachments.len(), 1);
+    assert_eq!(raw.attachments[0].filename.as_deref(), Some("small.png"));
+    assert_eq!(&raw.attachments[0].bytes[..], b"hello");
+    assert_eq!(raw.attachments_skipped.len(), 1);
+    assert_eq!(raw.attachments_skipped[0].filename.as_deref(), Some("big.pdf"));
+    assert!(raw.attachments_skipped[0].reason.contains("limit of 10 bytes"));
+}
+
+#[test]
+fn garbage_still_becomes_a_message() {
+    let garbage = b"\x00\x01 not a mail at all";
+    let raw = to_raw_inbound(&channel(), garbage);
+    assert!(raw.text.is_some() || raw.attachments.iter().any(|a| &a.bytes[..] == garbage), "{raw:?}");
+}

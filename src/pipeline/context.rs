@@ -1,0 +1,100 @@
+//! What a pull channel (IMAP, getUpdates, polling) gets to work with: ingest, its own durable
+//! checkpoints, a health report, and the shutdown signal. Adapters see nothing else of the store.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{Outcome, Pipeline};
+use crate::channels::RawInbound;
+use crate::model::{time, EventType};
+use crate::store::{self, StoreError};
+
+/// Channel health for `/readyz`: `None` = running fine, `Some(error)` = failing.
+#[derive(Clone, Default)]
+pub struct Health(Arc<Mutex<HashMap<String, Option<String>>>>);
+
+impl Health {
+    /// Every channel that reported, with its error if failing.
+    pub fn snapshot(&self) -> Vec<(String, Option<String>)> {
+        let mut all: Vec<_> = self.0.lock().expect("health lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        all.sort();
+        all
+    }
+
+    /// Records a state; returns whether it changed.
+    fn set(&self, channel: &str, error: Option<String>) -> bool {
+        let mut map = self.0.lock().expect("health lock");
+        let previous = map.insert(channel.to_owned(), error.clone());
+        previous != Some(error)
+    }
+}
+
+#[derive(Clone)]
+pub struct InboundContext {
+    pub channel_id: String,
+    pub channel_type: &'static str,
+    pub shutdown: CancellationToken,
+    pipeline: Pipeline,
+    health: Health,
+}
+
+impl InboundContext {
+    pub fn new(
+        channel_id: &str,
+        channel_type: &'static str,
+        pipeline: Pipeline,
+        health: Health,
+        shutdown: CancellationToken,
+    ) -> Self {
+        InboundContext { channel_id: channel_id.to_owned(), channel_type, shutdown, pipeline, health }
+    }
+
+    /// Hands one item to the pipeline; `Ok` means it is durably stored (or was a duplicate).
+    pub async fn ingest(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
+        self.pipeline.ingest(raw).await
+    }
+
+    pub async fn checkpoint(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let (channel, key) = (self.channel_id.clone(), key.to_owned());
+        self.pipeline.store.read(move |c| store::mail::checkpoint(c, &channel, &key)).await
+    }
+
+    /// Durably records a checkpoint: call only after what it covers was ingested.
+    pub async fn set_checkpoint(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (channel, key, value) = (self.channel_id.clone(), key.to_owned(), value.to_owned());
+        self.pipeline.store.write(move |c| store::mail::set_checkpoint(c, &channel, &key, &value)).await
+    }
+
+    /// The channel works (again).
+    pub fn report_ok(&self) {
+        if self.health.set(&self.channel_id, None) {
+            tracing::info!(channel = %self.channel_id, "channel running");
+        }
+    }
+
+    /// The channel fails: logged, shown in `/readyz`, and a `channel.error` event when the error
+    /// is new (not on every retry of the same one).
+    pub async fn report_error(&self, code: &str, message: &str) {
+        tracing::warn!(channel = %self.channel_id, code, error = %message, "channel failing; retrying with backoff");
+        if !self.health.set(&self.channel_id, Some(format!("{code}: {message}"))) {
+            return;
+        }
+        let data = json!({
+            "channel": {"id": self.channel_id, "type": self.channel_type},
+            "error": {"code": code, "message": message},
+            "at": time::rfc3339(time::now_ms()),
+        });
+        let key = format!("channel:{}", self.channel_id);
+        let result = self
+            .pipeline
+            .store
+            .write(move |c| store::events::append(c, EventType::ChannelError, &key, &data).map(|_| ()))
+            .await;
+        if let Err(e) = result {
+            tracing::error!(channel = %self.channel_id, error = %e, "cannot record channel.error");
+        }
+    }
+}

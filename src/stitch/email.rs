@@ -1,0 +1,250 @@
+//! Mail threading: which conversation an inbound mail joins, and why.
+//!
+//! Lookup order: In-Reply-To, References (newest first), our own Message-ID pattern
+//! (`<msg_….cnv_…@domain>`, found in either), the plus-address reply token
+//! (`support+cnv_…@example.com`), then the normalised subject from the same contact within a
+//! window. Sender guard: a candidate is taken only if the sender already took part in that
+//! conversation (sender or recipient of one of its mails) or is its contact, so a stranger
+//! replying to a forwarded mail or a newsletter starts a conversation of their own.
+//!
+//! Pure: the store is reached through the `MailLookup` trait.
+
+use crate::model::ConversationId;
+
+/// The threading facts of one inbound mail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailThreading {
+    /// The mail's own Message-ID, without angle brackets.
+    pub message_id: Option<String>,
+    pub in_reply_to: Vec<String>,
+    /// Oldest first, as in the header.
+    pub references: Vec<String>,
+    /// A conversation id found in a `local+cnv_…@domain` recipient.
+    pub reply_token: Option<ConversationId>,
+    pub subject_key: Option<String>,
+    /// Identities of everyone on the mail (From, To, Cc), recorded as participants.
+    pub participants: Vec<String>,
+    /// How far back a subject match may reach (ms).
+    pub subject_window_ms: i64,
+}
+
+/// What threading needs to know from the store.
+pub trait MailLookup {
+    type Error;
+    /// Conversations holding a mail with this Message-ID on this channel, newest first.
+    fn by_header(&mut self, header_id: &str) -> Result<Vec<String>, Self::Error>;
+    fn exists(&mut self, conversation_id: &str) -> Result<bool, Self::Error>;
+    /// Whether the sender may join: a participant, or the conversation's contact.
+    fn sender_allowed(&mut self, conversation_id: &str) -> Result<bool, Self::Error>;
+    /// The sender's newest conversation with this subject key within the window.
+    fn by_subject(&mut self, subject_key: &str) -> Result<Option<String>, Self::Error>;
+}
+
+/// The conversation to join and the `stitch.reason`, or `None` for a new conversation.
+pub fn find_conversation<L: MailLookup>(
+    mail: &MailThreading,
+    lookup: &mut L,
+) -> Result<Option<(String, &'static str)>, L::Error> {
+    let references: Vec<&String> = mail.references.iter().rev().collect();
+    for (reason, ids) in [("in_reply_to", mail.in_reply_to.iter().collect::<Vec<_>>()), ("references", references)] {
+        for id in ids {
+            let mut candidates = lookup.by_header(id)?;
+            if let Some(own) = own_conversation(id) {
+                if lookup.exists(own.as_str())? && !candidates.iter().any(|c| c == own.as_str()) {
+                    candidates.push(own.to_string());
+                }
+            }
+            for candidate in candidates {
+                if lookup.sender_allowed(&candidate)? {
+                    return Ok(Some((candidate, reason)));
+                }
+            }
+        }
+    }
+    if let Some(token) = &mail.reply_token {
+        if lookup.exists(token.as_str())? && lookup.sender_allowed(token.as_str())? {
+            return Ok(Some((token.to_string(), "token")));
+        }
+    }
+    if let Some(key) = mail.subject_key.as_deref().filter(|k| !k.is_empty()) {
+        if let Some(candidate) = lookup.by_subject(key)? {
+            return Ok(Some((candidate, "subject")));
+        }
+    }
+    Ok(None)
+}
+
+/// Our outbound Message-IDs look like `msg_….cnv_…@domain`; this reads the conversation back.
+pub fn own_conversation(header_id: &str) -> Option<ConversationId> {
+    let local = header_id.split('@').next()?;
+    let (message, conversation) = local.split_once('.')?;
+    message.strip_prefix("msg_")?;
+    ConversationId::parse(conversation)
+}
+
+/// The Message-ID we give an outbound mail.
+pub fn own_message_id(message_id: &str, conversation_id: &str, domain: &str) -> String {
+    format!("{message_id}.{conversation_id}@{domain}")
+}
+
+/// `support+cnv_…@example.com` → the conversation, when `address` is our address plus a token.
+pub fn reply_token(address: &str, our_address: &str) -> Option<ConversationId> {
+    let (local, domain) = address.rsplit_once('@')?;
+    let (our_local, our_domain) = our_address.rsplit_once('@')?;
+    if !domain.eq_ignore_ascii_case(our_domain) {
+        return None;
+    }
+    let (base, token) = local.split_once('+')?;
+    if !base.eq_ignore_ascii_case(our_local) {
+        return None;
+    }
+    // Mail systems may lowercase the local part; ids are upper-case Crockford base32.
+    let (prefix, rest) = token.split_at(token.find('_')? + 1);
+    ConversationId::parse(&format!("{}{}", prefix.to_ascii_lowercase(), rest.to_ascii_uppercase()))
+}
+
+/// Reply and forward prefixes in the languages our users write in (lowercase, without colon).
+const PREFIXES: &[&str] = &[
+    "re", "fwd", "fw", "aw", "wg", "sv", "vs", "odp", "pd", "tr", "rv", "enc", "res", "antw", "doorst", "vl", "ynt",
+    "回复", "答复", "回覆", "转发", "fwd.", "r",
+];
+
+/// The subject with reply/forward prefixes removed (repeated, counted like `Re[2]:` or
+/// `RE (2):`, or wrapped like `[Fwd: …]`), whitespace collapsed, lowercased.
+pub fn normalize_subject(subject: &str) -> String {
+    let mut s = subject.trim().to_owned();
+    loop {
+        let before = s.clone();
+        // `[Fwd: subject]` → `Fwd: subject`
+        if s.starts_with('[') && s.ends_with(']') {
+            let inner = &s[1..s.len() - 1];
+            if strip_prefix(inner).is_some() {
+                s = inner.trim().to_owned();
+            }
+        }
+        if let Some(rest) = strip_prefix(&s) {
+            s = rest.trim_start().to_owned();
+        }
+        if s == before {
+            break;
+        }
+    }
+    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+/// Removes one leading `prefix[n]:`; `None` if there is none.
+fn strip_prefix(s: &str) -> Option<&str> {
+    let colon = s.char_indices().find(|(_, c)| *c == ':' || *c == '：')?;
+    let (head, rest) = s.split_at(colon.0);
+    let rest = &rest[colon.1.len_utf8()..];
+    let word: String = head.trim().to_lowercase();
+    // Drop a counter: `re[2]`, `re (2)`, `re^2`
+    let word = word.trim_end_matches(|c: char| c.is_ascii_digit() || "[]() ^".contains(c));
+    PREFIXES.contains(&word).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{HashMap, HashSet};
+
+    #[test]
+    fn subjects_normalise_across_clients_and_languages() {
+        let cases = [
+            ("Re: Invoice 42", "invoice 42"),
+            ("RE: RE: Invoice 42", "invoice 42"),
+            ("Fwd: Re: Invoice 42", "invoice 42"),
+            ("FW: Invoice 42", "invoice 42"),
+            ("AW: WG: Invoice 42", "invoice 42"),
+            ("SV: VS: Invoice 42", "invoice 42"),
+            ("Odp: PD: Invoice 42", "invoice 42"),
+            ("TR: Invoice 42", "invoice 42"),
+            ("回复: Invoice 42", "invoice 42"),
+            ("答复：Invoice 42", "invoice 42"),
+            ("Re[2]: Invoice 42", "invoice 42"),
+            ("RE (3): Invoice  42", "invoice 42"),
+            ("[Fwd: Invoice 42]", "invoice 42"),
+            ("Invoice 42", "invoice 42"),
+            ("Meeting: Monday", "meeting: monday"),
+            ("Reminder: pay", "reminder: pay"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(normalize_subject(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn own_ids_and_tokens_read_back() {
+        let cnv = ConversationId::new();
+        let id = own_message_id("msg_01ABC", cnv.as_str(), "example.com");
+        assert_eq!(own_conversation(&id), Some(cnv.clone()));
+        assert_eq!(own_conversation("CAF123@mail.gmail.com"), None);
+        let token = format!("support+{}@Example.com", cnv.as_str().to_lowercase());
+        assert_eq!(reply_token(&token, "support@example.com"), Some(cnv.clone()));
+        assert_eq!(reply_token(&format!("sales+{cnv}@example.com"), "support@example.com"), None);
+        assert_eq!(reply_token(&format!("support+{cnv}@evil.com"), "support@example.com"), None);
+    }
+
+    #[derive(Default)]
+    struct Fake {
+        headers: HashMap<String, Vec<String>>,
+        allowed: HashSet<String>,
+        subjects: HashMap<String, String>,
+        existing: HashSet<String>,
+    }
+
+    impl MailLookup for Fake {
+        type Error = ();
+        fn by_header(&mut self, h: &str) -> Result<Vec<String>, ()> {
+            Ok(self.headers.get(h).cloned().unwrap_or_default())
+        }
+        fn exists(&mut self, c: &str) -> Result<bool, ()> {
+            Ok(self.existing.contains(c))
+        }
+        fn sender_allowed(&mut self, c: &str) -> Result<bool, ()> {
+            Ok(self.allowed.contains(c))
+        }
+        fn by_subject(&mut self, k: &str) -> Result<Option<String>, ()> {
+            Ok(self.subjects.get(k).cloned())
+        }
+    }
+
+    fn mail() -> MailThreading {
+        MailThreading { subject_key: Some("invoice".into()), ..Default::default() }
+    }
+
+    #[test]
+    fn lookup_order_and_sender_guard() {
+        let mut fake = Fake::default();
+        fake.headers.insert("a@x".into(), vec!["cnv_A".into()]);
+        fake.headers.insert("b@x".into(), vec!["cnv_B".into()]);
+        fake.allowed.extend(["cnv_A".to_string(), "cnv_B".into(), "cnv_S".into()]);
+        fake.subjects.insert("invoice".into(), "cnv_S".into());
+
+        let m = MailThreading { in_reply_to: vec!["a@x".into()], references: vec!["b@x".into()], ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(("cnv_A".into(), "in_reply_to"))));
+        // A client that drops In-Reply-To: the newest reference wins.
+        let m = MailThreading { references: vec!["a@x".into(), "b@x".into()], ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(("cnv_B".into(), "references"))));
+        // Nothing known: the subject, from the same contact.
+        let m = MailThreading { in_reply_to: vec!["unknown@x".into()], ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(("cnv_S".into(), "subject"))));
+        // A stranger's reply to a known mail does not join it.
+        fake.allowed.remove("cnv_A");
+        let m = MailThreading { in_reply_to: vec!["a@x".into()], subject_key: None, ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(None));
+    }
+
+    #[test]
+    fn own_message_id_and_token_find_the_conversation() {
+        let cnv = ConversationId::new();
+        let mut fake = Fake::default();
+        fake.existing.insert(cnv.to_string());
+        fake.allowed.insert(cnv.to_string());
+        let ours = own_message_id("msg_01X", cnv.as_str(), "example.com");
+        let m = MailThreading { references: vec![ours], subject_key: None, ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some((cnv.to_string(), "references"))));
+        let m = MailThreading { reply_token: Some(cnv.clone()), subject_key: None, ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some((cnv.to_string(), "token"))));
+    }
+}

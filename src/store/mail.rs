@@ -1,0 +1,115 @@
+//! Mail threading lookups (Message-ID headers, participants, subjects) and channel checkpoints.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::StoreError;
+
+/// Conversations that hold a mail with this Message-ID header on the channel, newest first.
+pub fn conversations_by_header(
+    conn: &Connection,
+    channel_id: &str,
+    header_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT conversation_id FROM mail_ids WHERE channel_id = ?1 AND header_id = ?2 ORDER BY created_at DESC",
+    )?;
+    let rows = stmt.query_map([channel_id, header_id], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn record_header(
+    conn: &Connection,
+    channel_id: &str,
+    header_id: &str,
+    conversation_id: &str,
+    message_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO mail_ids (channel_id, header_id, conversation_id, message_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![channel_id, header_id, conversation_id, message_id, now])?;
+    Ok(())
+}
+
+/// The Message-ID headers of a conversation, oldest first (for References), at most `limit`
+/// of the newest.
+pub fn headers_of_conversation(
+    conn: &Connection,
+    conversation_id: &str,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT header_id FROM (SELECT header_id, created_at, rowid FROM mail_ids WHERE conversation_id = ?1
+                                ORDER BY created_at DESC, rowid DESC LIMIT ?2)
+         ORDER BY created_at, rowid",
+    )?;
+    let rows = stmt.query_map(params![conversation_id, limit as i64], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The Message-ID header of one of our messages, if it has one.
+pub fn header_of_message(conn: &Connection, message_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT header_id FROM mail_ids WHERE message_id = ?1 LIMIT 1")?
+        .query_row([message_id], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn add_participants(conn: &Connection, conversation_id: &str, identities: &[String]) -> Result<(), StoreError> {
+    let mut stmt =
+        conn.prepare_cached("INSERT OR IGNORE INTO participants (conversation_id, identity) VALUES (?1, ?2)")?;
+    for identity in identities {
+        stmt.execute([conversation_id, identity])?;
+    }
+    Ok(())
+}
+
+pub fn is_participant(conn: &Connection, conversation_id: &str, identity: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM participants WHERE conversation_id = ?1 AND identity = ?2")?
+        .query_row([conversation_id, identity], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// The newest conversation of `contact_id` on the channel with this subject key, active since
+/// `since` (ms).
+pub fn conversation_by_subject(
+    conn: &Connection,
+    channel_id: &str,
+    contact_id: &str,
+    subject_key: &str,
+    since: i64,
+) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id FROM conversations WHERE channel_id = ?1 AND contact_id = ?2 AND subject_key = ?3
+               AND coalesce(last_message_at, created_at) >= ?4
+             ORDER BY coalesce(last_message_at, created_at) DESC LIMIT 1",
+        )?
+        .query_row(params![channel_id, contact_id, subject_key, since], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn set_subject_key(conn: &Connection, conversation_id: &str, subject_key: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE conversations SET subject_key = ?2 WHERE id = ?1")?
+        .execute([conversation_id, subject_key])?;
+    Ok(())
+}
+
+pub fn checkpoint(conn: &Connection, channel_id: &str, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM channel_state WHERE channel_id = ?1 AND key = ?2")?
+        .query_row([channel_id, key], |r| r.get(0))
+        .optional()?)
+}
+
+pub fn set_checkpoint(conn: &Connection, channel_id: &str, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO channel_state (channel_id, key, value) VALUES (?1, ?2, ?3)
+         ON CONFLICT (channel_id, key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([channel_id, key, value])?;
+    Ok(())
+}
