@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
-# first: the official Python verifiers from PyPI (standardwebhooks, jsonschema,
-# openapi-spec-validator). Fails — never skips — when something cannot be installed.
+# first: Dovecot (IMAP + LMTP) from Debian for the email channel's real mail server; from PyPI
+# the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator) and aiosmtpd,
+# the real SMTP server the tests send through. Fails — never skips — when something cannot be
+# installed.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Debian packages (needs root, or have them installed already).
+need_apt=()
+command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
+[ -x /usr/lib/dovecot/lmtp ] || need_apt+=(dovecot-lmtpd)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2
+    exit 1
+  fi
+  echo "installing from Debian: ${need_apt[*]}" >&2
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
 
 python=${SB_TEST_PYTHON:-python3}
 command -v "$python" >/dev/null || { echo "tests need $python (apt-get install python3 python3-pip)" >&2; exit 1; }
@@ -14,6 +30,7 @@ declare -A wanted=(
   [standardwebhooks]="standardwebhooks==1.1.0"
   [jsonschema]="jsonschema>=4.18"
   [openapi_spec_validator]="openapi-spec-validator>=0.7"
+  [aiosmtpd]="aiosmtpd==1.4.6"
 )
 missing=()
 for module in "${!wanted[@]}"; do

@@ -15,7 +15,8 @@ pub async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// Ready when the store takes a durable write and the process is not shutting down.
+/// Ready when the store takes a durable write, the process is not shutting down, and no pull
+/// channel is failing.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = match tokio::time::timeout(Duration::from_secs(2), state.store.probe_write()).await {
         Ok(Ok(())) => "ok".to_owned(),
@@ -23,10 +24,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Err(_) => "error: write did not complete within 2 s".to_owned(),
     };
     let running = if state.shutdown.is_cancelled() { "shutting down" } else { "ok" };
-    let ready = store == "ok" && running == "ok";
+    let mut checks = json!({"store": store, "workers": running});
+    let mut ready = store == "ok" && running == "ok";
+    // Pull channels (IMAP, ...) report their state; one failing makes the gateway not ready.
+    for (channel, error) in state.health.snapshot() {
+        ready &= error.is_none();
+        checks[format!("channel:{channel}")] = json!(error.map_or("ok".to_owned(), |e| format!("error: {e}")));
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body =
-        json!({"status": if ready { "ready" } else { "not_ready" }, "checks": {"store": store, "workers": running}});
+    let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
     (status, Json(body)).into_response()
 }
 

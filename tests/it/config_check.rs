@@ -179,3 +179,29 @@ secret_env = "SB_TEST_WEBHOOK_SECRET"
         "{err}"
     );
 }
+
+#[test]
+fn the_commented_email_example_is_valid() {
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap();
+    let start = example.find("# --- email channel example ---").expect("the email example block");
+    let end = example.find("# --- end ---").expect("its end marker");
+    let block: String = example[start..end]
+        .lines()
+        .skip(1)
+        .filter(|l| !l.starts_with("# #"))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, format!("{example}\n{block}")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("SUPPORT_IMAP_PASSWORD", "imap-secret")
+        .env("SUPPORT_SMTP_PASSWORD", "smtp-secret")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}\n{block}");
+    assert!(text.contains("2 channel(s)"), "{text}");
+}

@@ -1,0 +1,273 @@
+//! The email channel end to end: a private Dovecot, a real SMTP server delivering into it, the
+//! gateway in between, a webhook receiver as the helpdesk.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::mail_servers::*;
+
+async fn wait_status(server: &TestServer, id: &str, status: &str) -> Value {
+    for _ in 0..200 {
+        let (_, m) = server.get(&format!("/v1/messages/{id}")).await;
+        if m["status"] == status {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("message {id} never became {status}: {}", server.get(&format!("/v1/messages/{id}")).await.1);
+}
+
+/// The n-th message.received (0-based) the helpdesk got.
+async fn nth_received(helpdesk: &Receiver, n: usize) -> Value {
+    helpdesk
+        .wait_until(Duration::from_secs(15), &format!("message.received #{n}"), |r| {
+            r.iter().filter(|c| c.answered == 200 && c.event_type() == "message.received").count() > n
+        })
+        .await;
+    helpdesk.events_of("message.received").remove(n)["data"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_in_reply_out_and_the_thread_holds() {
+    let mail = MailServers::start().await;
+    let helpdesk = Receiver::start().await;
+    let server =
+        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("helpdesk", &helpdesk, "[\"1s\"]")))
+            .await;
+
+    // A customer writes in.
+    mail.append(
+        SUPPORT,
+        &mail_text("Ann <ann@example.org>", "Invoice 42", "first@example.org", "", "Hello, where is my invoice?"),
+    )
+    .await;
+    let first = nth_received(&helpdesk, 0).await;
+    assert_eq!(first["channel"], json!({"id": "support", "type": "email"}));
+    assert_eq!(first["from"], json!({"address": "ann@example.org", "name": "Ann"}));
+    assert_eq!(first["subject"], "Invoice 42");
+    assert_eq!(first["reply_text"], "Hello, where is my invoice?");
+    assert_eq!(first["provider"]["message_id"], "first@example.org");
+    assert_eq!(first["stitch"]["reason"], "new");
+    // Fetching did not mark it read.
+    let inbox = mail.inbox(SUPPORT).await;
+    assert!(inbox[0].1.iter().all(|f| !f.contains("Seen")), "{:?}", inbox[0].1);
+
+    // The helpdesk replies; the mail reaches Ann's mailbox through the SMTP server.
+    let cnv = first["conversation_id"].as_str().unwrap();
+    let (code, queued) = server.post("/v1/messages", json!({"conversation_id": cnv, "text": "Attached.", "html": "<p>Attached.</p>",
+        "attachments": [{"filename": "invoice.txt", "content_type": "text/plain", "content_base64": "SW52b2ljZSA0Mg=="}]})).await;
+    assert_eq!(code, 202, "{queued}");
+    let sent = wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    let our_id = sent["provider"]["message_id"].as_str().unwrap().to_owned();
+    assert!(our_id.starts_with(&format!("{}.{cnv}@example.com", queued["id"].as_str().unwrap())), "{our_id}");
+    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    let raw = String::from_utf8_lossy(&delivered.2).to_string();
+    assert!(raw.contains(&format!("Message-ID: <{our_id}>")), "{raw}");
+    assert!(raw.contains("In-Reply-To: <first@example.org>"), "{raw}");
+    assert!(raw.contains("References: <first@example.org>"), "{raw}");
+    assert!(raw.contains("Subject: Re: Invoice 42"), "{raw}");
+    assert!(raw.contains("From: \"Example Support\" <support@example.com>"), "{raw}");
+    assert!(raw.contains("multipart/alternative") && raw.contains("<p>Attached.</p>"), "{raw}");
+    let attachment = &raw[raw.find("filename=\"invoice.txt\"").expect("the attachment part")..];
+    assert!(attachment.contains("Invoice 42"), "{raw}");
+
+    // Ann answers from Outlook: In-Reply-To only, no References, subject changed.
+    mail.append(SUPPORT, &mail_text("Ann <ann@example.org>", "RE: thanks", "second@example.org", &format!("In-Reply-To: <{our_id}>\n"),
+        "Thanks!\n\nFrom: Example Support <support@example.com>\nSent: Monday, November 23, 2026 10:00\nTo: Ann\n\nAttached.")).await;
+    let second = nth_received(&helpdesk, 1).await;
+    assert_eq!(second["conversation_id"], cnv);
+    assert_eq!(second["stitch"]["reason"], "in_reply_to");
+    assert_eq!(second["reply_text"], "Thanks!");
+
+    // A client that drops In-Reply-To but keeps References.
+    mail.append(
+        SUPPORT,
+        &mail_text(
+            "ann@example.org",
+            "Re: Invoice 42",
+            "third@example.org",
+            &format!("References: <first@example.org> <{our_id}>\n"),
+            "One more thing",
+        ),
+    )
+    .await;
+    let third = nth_received(&helpdesk, 2).await;
+    assert_eq!(
+        (third["conversation_id"].as_str(), third["stitch"]["reason"].as_str()),
+        (Some(cnv), Some("references"))
+    );
+
+    // A stranger replying to the same thread (a forward) starts their own conversation.
+    mail.append(
+        SUPPORT,
+        &mail_text(
+            "stranger@example.net",
+            "Re: Invoice 42",
+            "fourth@example.net",
+            &format!("In-Reply-To: <{our_id}>\nReferences: <first@example.org> <{our_id}>\n"),
+            "I got this forwarded",
+        ),
+    )
+    .await;
+    let fourth = nth_received(&helpdesk, 3).await;
+    assert_ne!(fourth["conversation_id"], cnv);
+    assert_eq!(fourth["stitch"]["reason"], "new");
+
+    // Same subject from Ann without any threading headers: joined by subject.
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Fwd: Invoice 42", "fifth@example.org", "", "Forgot this"))
+        .await;
+    let fifth = nth_received(&helpdesk, 4).await;
+    assert_eq!((fifth["conversation_id"].as_str(), fifth["stitch"]["reason"].as_str()), (Some(cnv), Some("subject")));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_import_loses_nothing_duplicates_nothing_and_deleted_mail_stays_gone() {
+    let mail = MailServers::start().await;
+    for i in 0..40 {
+        mail.append(
+            SUPPORT,
+            &mail_text(
+                &format!("c{i}@example.org"),
+                &format!("Question {i}"),
+                &format!("q{i}@example.org"),
+                "",
+                &format!("Body {i}"),
+            ),
+        )
+        .await;
+    }
+    let config = mail.channel("support", "");
+    let server = TestServer::start(&config).await;
+    // Stop as soon as some, not all, are in.
+    loop {
+        let n = server.all_events().await.iter().filter(|e| e["type"] == "message.received").count();
+        if n >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, &config).await;
+    let received = loop_until(|| async {
+        let events = server.all_events().await;
+        let received: Vec<Value> = events.into_iter().filter(|e| e["type"] == "message.received").collect();
+        (received.len() >= 40).then_some(received)
+    })
+    .await;
+    let mut ids: Vec<String> =
+        received.iter().map(|e| e["data"]["provider"]["message_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((received.len(), ids.len()), (40, 40), "every mail exactly once");
+
+    // Deleted on the server after import, then a new mail: only the new one comes in.
+    mail.delete_all(SUPPORT).await;
+    mail.append(SUPPORT, &mail_text("late@example.org", "Late", "late@example.org", "", "After the purge")).await;
+    let received = loop_until(|| async {
+        let events = server.all_events().await;
+        let r: Vec<Value> = events.into_iter().filter(|e| e["type"] == "message.received").collect();
+        (r.len() >= 41).then_some(r)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after: usize = server.all_events().await.iter().filter(|e| e["type"] == "message.received").count();
+    assert_eq!((received.len(), after), (41, 41));
+    assert_eq!(received[40]["data"]["subject"], "Late");
+
+    // A restart now re-imports nothing.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, &config).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let after: usize = server.all_events().await.iter().filter(|e| e["type"] == "message.received").count();
+    assert_eq!(after, 41);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_uidvalidity_change_resyncs_without_duplicates() {
+    let mail = MailServers::start().await;
+    for i in 0..3 {
+        mail.append(SUPPORT, &mail_text("a@example.org", &format!("S{i}"), &format!("s{i}@example.org"), "", "x"))
+            .await;
+    }
+    let config = mail.channel("support", "");
+    let server = TestServer::start(&config).await;
+    loop_until(|| async {
+        (server.all_events().await.iter().filter(|e| e["type"] == "message.received").count() == 3).then_some(())
+    })
+    .await;
+    let dir = server.stop().await;
+    // Dovecot assigns a new UIDVALIDITY when its uid list and indexes are gone.
+    let maildir = mail.dir.path().join("mail").join(SUPPORT.0).join("Maildir");
+    let maildir = if maildir.exists() { maildir } else { mail.dir.path().join("mail").join(SUPPORT.0) };
+    for entry in std::fs::read_dir(&maildir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("dovecot") {
+            let _ = std::fs::remove_file(maildir.join(&name));
+        }
+    }
+    mail.append(SUPPORT, &mail_text("a@example.org", "S3", "s3@example.org", "", "x")).await;
+    let server = TestServer::start_in(dir, &config).await;
+    loop_until(|| async {
+        (server.all_events().await.iter().filter(|e| e["type"] == "message.received").count() >= 4).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = server.all_events().await.iter().filter(|e| e["type"] == "message.received").count();
+    assert_eq!(received, 4, "the resync recognised the three already imported");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_credentials_are_reported_and_do_not_stop_other_channels() {
+    let mail = MailServers::start().await;
+    let helpdesk = Receiver::start().await;
+    let broken = mail.channel("support", "").replace(SUPPORT.1, "wrong-password");
+    let server =
+        TestServer::start(&format!("{broken}{}{}", api_channel("web", None, ""), webhook("h", &helpdesk, "[\"1s\"]")))
+            .await;
+    let event = helpdesk.expect_event("channel.error").await;
+    assert_eq!(event["data"]["channel"], json!({"id": "support", "type": "email"}));
+    assert_eq!(event["data"]["error"]["code"], "imap_auth");
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready["checks"]["channel:support"].as_str().unwrap().starts_with("error: imap_auth"), "{ready}");
+    let (code, _) = server.inbound("web", json!({"from": {"address": "v"}, "text": "still works"})).await;
+    assert_eq!(code, 202);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_refusals_fail_the_message_permanently() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let (_, queued) = server
+        .post("/v1/messages", json!({"channel": "support", "to": "nobody@example.org", "subject": "Hi", "text": "x"}))
+        .await;
+    let failed = wait_status(&server, queued["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["error"]["permanent"], true, "{failed}");
+    assert!(failed["error"]["code"].as_str().unwrap().starts_with("smtp_5"), "{failed}");
+    server.stop().await;
+}
+
+fn mail_text(from: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
+    mail(from, SUPPORT.0, subject, message_id, headers, body)
+}
+
+/// Polls `f` until it yields a value (15 s at most).
+async fn loop_until<T, F, Fut>(f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..300 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition not reached within 15 s");
+}

@@ -1,0 +1,240 @@
+//! A private Dovecot (IMAP + LMTP) and a real SMTP server (aiosmtpd relaying into that Dovecot
+//! over LMTP), started per test on loopback ports in a temp dir. Missing software fails the
+//! test with what to install; it never skips.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use async_imap::Session;
+use futures_util::TryStreamExt;
+use tokio::net::TcpStream;
+
+pub const SUPPORT: (&str, &str) = ("support@example.com", "support-pass-1");
+pub const ANN: (&str, &str) = ("ann@example.org", "ann-pass-1");
+pub const STRANGER: (&str, &str) = ("stranger@example.net", "stranger-pass-1");
+
+pub struct MailServers {
+    pub dir: tempfile::TempDir,
+    pub imap_port: u16,
+    pub smtp_port: u16,
+    dovecot: Child,
+    smtp: Child,
+    _smtp_stdin: ChildStdin,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `id <flag> [user]`; an empty user means the current one.
+fn id(flag: &str, user: &str) -> String {
+    let mut command = Command::new("id");
+    command.arg(flag);
+    if !user.is_empty() {
+        command.arg(user);
+    }
+    let out = command.output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+async fn wait_for_port(port: u16, what: &str, log: &std::path::Path) {
+    for _ in 0..100 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stderr = log.with_file_name("dovecot.stderr");
+    panic!(
+        "{what} did not listen on {port}:\n{}\n{}",
+        std::fs::read_to_string(log).unwrap_or_default(),
+        std::fs::read_to_string(stderr).unwrap_or_default()
+    );
+}
+
+impl MailServers {
+    pub async fn start() -> MailServers {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let (imap_port, lmtp_port, smtp_port) = (free_port(), free_port(), free_port());
+        let root = id("-u", "") == "0";
+        // Dovecot refuses uid 0 for mail: as root, mail belongs to the `dovecot` user.
+        let (user, uid, gid) = if root {
+            ("dovecot".to_owned(), id("-u", "dovecot"), id("-g", "dovecot"))
+        } else {
+            (id("-un", ""), id("-u", ""), id("-g", ""))
+        };
+        for sub in ["mail", "run", "state"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        if root {
+            // Mail processes run as `dovecot`: they must reach the (0700) temp dir.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            Command::new("chown").args([&format!("{uid}:{gid}"), &format!("{d}/mail")]).status().unwrap();
+        }
+        let users: String = [SUPPORT, ANN, STRANGER].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
+        std::fs::write(dir.path().join("users"), users).unwrap();
+        let internal =
+            if root { String::new() } else { format!("default_internal_user = {user}\ndefault_login_user = {user}\n") };
+        let config = format!(
+            r#"protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = {d}/run
+state_dir = {d}/state
+log_path = {d}/dovecot.log
+{internal}ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{d}/mail/%u
+first_valid_uid = {uid}
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {d}/users
+}}
+userdb {{
+  driver = static
+  args = uid={uid} gid={gid} home={d}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp_port}
+  }}
+}}
+service stats {{
+  unix_listener stats-reader {{
+    mode = 0666
+  }}
+  unix_listener stats-writer {{
+    mode = 0666
+  }}
+}}
+"#
+        );
+        let conf = dir.path().join("dovecot.conf");
+        std::fs::write(&conf, config).unwrap();
+        let log = dir.path().join("dovecot.log");
+        let dovecot = Command::new("dovecot")
+            .args(["-F", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("dovecot.stderr")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start dovecot ({e}): apt-get install dovecot-imapd dovecot-lmtpd (tests/run.sh does)")
+            });
+        wait_for_port(imap_port, "dovecot", &log).await;
+
+        let python = std::env::var("SB_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+        let script = format!("{}/tests/python/smtp_relay.py", env!("CARGO_MANIFEST_DIR"));
+        let mut smtp = Command::new(&python)
+            .arg(&script)
+            .args([smtp_port.to_string(), lmtp_port.to_string(), format!("{d}/users")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("smtp.log")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {python} {script}: {e}"));
+        let mut ready = String::new();
+        BufReader::new(smtp.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+        assert_eq!(
+            ready.trim(),
+            "ready",
+            "the SMTP server did not start (pip install aiosmtpd; tests/run.sh does):\n{}",
+            std::fs::read_to_string(dir.path().join("smtp.log")).unwrap_or_default()
+        );
+        let stdin = smtp.stdin.take().unwrap();
+        MailServers { dir, imap_port, smtp_port, dovecot, smtp, _smtp_stdin: stdin }
+    }
+
+    /// The `[[channels]]` block of an email channel on these servers.
+    pub fn channel(&self, id: &str, extra: &str) -> String {
+        format!(
+            r#"
+[[channels]]
+id = "{id}"
+type = "email"
+address = "{}"
+name = "Example Support"
+{extra}
+[channels.imap]
+host = "127.0.0.1"
+port = {}
+tls = "none"
+username = "{}"
+password = "{}"
+[channels.smtp]
+host = "127.0.0.1"
+port = {}
+tls = "none"
+username = "{}"
+password = "{}"
+"#,
+            SUPPORT.0, self.imap_port, SUPPORT.0, SUPPORT.1, self.smtp_port, SUPPORT.0, SUPPORT.1
+        )
+    }
+
+    /// A test-side IMAP session (a mail client of the test's own).
+    pub async fn login(&self, (user, password): (&str, &str)) -> Session<TcpStream> {
+        let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await.unwrap();
+        let mut client = async_imap::Client::new(tcp);
+        client.read_response().await.unwrap();
+        client.login(user, password).await.map_err(|(e, _)| e).unwrap()
+    }
+
+    /// Puts a mail into a user's INBOX with IMAP APPEND.
+    pub async fn append(&self, account: (&str, &str), mail: &str) {
+        let mut session = self.login(account).await;
+        session.append("INBOX", None, None, mail.replace('\n', "\r\n").replace("\r\r\n", "\r\n")).await.unwrap();
+        session.logout().await.unwrap();
+    }
+
+    /// Every mail in a user's INBOX as (uid, flags, raw bytes).
+    pub async fn inbox(&self, account: (&str, &str)) -> Vec<(u32, Vec<String>, Vec<u8>)> {
+        let mut session = self.login(account).await;
+        session.select("INBOX").await.unwrap();
+        let fetches: Vec<_> =
+            session.uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])").await.unwrap().try_collect().await.unwrap_or_default();
+        let mut out: Vec<_> = fetches
+            .iter()
+            .filter_map(|f| Some((f.uid?, f.flags().map(|fl| format!("{fl:?}")).collect(), f.body()?.to_vec())))
+            .collect();
+        out.sort_by_key(|(uid, _, _)| *uid);
+        session.logout().await.unwrap();
+        out
+    }
+
+    /// Deletes every mail in a user's INBOX (flag and expunge).
+    pub async fn delete_all(&self, account: (&str, &str)) {
+        let mut session = self.login(account).await;
+        session.select("INBOX").await.unwrap();
+        let _: Vec<_> = session.store("1:*", "+FLAGS (\\Deleted)").await.unwrap().try_collect().await.unwrap();
+        let _: Vec<_> = session.expunge().await.unwrap().try_collect().await.unwrap();
+        session.logout().await.unwrap();
+    }
+}
+
+impl Drop for MailServers {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.dovecot.id().to_string()]).status();
+        let _ = self.dovecot.wait();
+        let _ = self.smtp.kill();
+        let _ = self.smtp.wait();
+    }
+}
+
+/// A mail as a client would write it.
+pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
+    format!("From: {from}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{message_id}>\nDate: Mon, 23 Nov 2026 10:00:00 +0000\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n{headers}\n{body}\n")
+}

@@ -1,0 +1,50 @@
+"""A real SMTP server (aiosmtpd, PyPI) that requires AUTH and delivers into Dovecot over LMTP.
+
+Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE
+USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
+listening; runs until stdin closes. Unknown recipients are refused with 550 by Dovecot and
+that answer is passed through, so senders see real permanent failures.
+"""
+import smtplib
+import sys
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+smtp_port, lmtp_port, users_file = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+users = {}
+for line in open(users_file):
+    name, _, password = line.strip().partition(":")
+    users[name] = password.removeprefix("{PLAIN}")
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    ok = isinstance(auth_data, LoginPassword) and users.get(auth_data.login.decode()) == auth_data.password.decode()
+    return AuthResult(success=ok)
+
+
+class Relay:
+    async def handle_DATA(self, server, session, envelope):
+        try:
+            lmtp = smtplib.LMTP("127.0.0.1", lmtp_port)
+            refused = lmtp.sendmail(envelope.mail_from, envelope.rcpt_tos, envelope.original_content)
+            lmtp.quit()
+        except smtplib.SMTPRecipientsRefused as e:
+            code, message = next(iter(e.recipients.values()))
+            return f"{code} {message.decode(errors='replace')}"
+        except Exception as e:  # Dovecot unreachable: a temporary failure
+            return f"451 4.3.0 delivery failed: {e}"
+        if refused:
+            code, message = next(iter(refused.values()))
+            return f"{code} {message.decode(errors='replace')}"
+        return "250 2.0.0 delivered"
+
+
+controller = Controller(
+    Relay(), hostname="127.0.0.1", port=smtp_port, authenticator=authenticator,
+    auth_required=True, auth_require_tls=False,
+)
+controller.start()
+print("ready", flush=True)
+sys.stdin.read()
+controller.stop()
