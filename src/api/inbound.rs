@@ -36,6 +36,9 @@ pub async fn post(
     let (message_id, conversation_id, duplicate) = match outcome {
         Outcome::Stored { message_id, conversation_id } => (message_id, conversation_id, false),
         Outcome::Duplicate { message_id, conversation_id } => (message_id, conversation_id, true),
+        Outcome::Rejected { reason } => {
+            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", reason))
+        }
     };
     let body = json!({"message_id": message_id, "conversation_id": conversation_id, "duplicate": duplicate});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())

@@ -47,6 +47,11 @@ pub struct RawInbound {
     pub attachments_skipped: Vec<SkippedAttachment>,
     /// Mail threading facts; `None` for channels that thread by `thread_key` alone.
     pub mail: Option<crate::stitch::email::MailThreading>,
+    /// An automatic message (vacation notice, list mail, bounce): joins an existing conversation
+    /// or is rejected; it never opens one.
+    pub auto_reply: bool,
+    /// A bounce's report about one of our messages.
+    pub delivery_report: Option<crate::model::DeliveryReport>,
 }
 
 #[derive(Clone, Debug)]

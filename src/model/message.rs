@@ -120,6 +120,27 @@ pub struct StitchInfo {
     pub reason: String,
 }
 
+/// What a delivery status notification (a bounce) said about one of our messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReport {
+    /// `failed`, `delayed`, `delivered`, `relayed`, `expanded`.
+    pub action: String,
+    /// RFC 3463 status: `5.x.x` permanent, `4.x.x` transient.
+    pub status: String,
+    pub recipient: Option<String>,
+    pub diagnostic: Option<String>,
+    /// Message-IDs of the original mail found in the report.
+    pub original_message_ids: Vec<String>,
+    pub original_envelope_id: Option<String>,
+}
+
+impl DeliveryReport {
+    /// A `failed` action or a 5.x.x status: the message will not arrive.
+    pub fn is_permanent_failure(&self) -> bool {
+        self.action.eq_ignore_ascii_case("failed") || self.status.starts_with('5')
+    }
+}
+
 /// A failure as consumers see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorInfo {
@@ -151,6 +172,12 @@ pub struct Message {
     pub provider: ProviderRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stitch: Option<StitchInfo>,
+    /// An automatic message (vacation notice, bounce, list mail): it never opens a conversation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_reply: bool,
+    /// For a bounce: what it reports about which of our messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_report: Option<DeliveryReport>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,

@@ -81,6 +81,8 @@ mod tests {
             in_reply_to: None,
             provider: ProviderRef::default(),
             stitch: None,
+            auto_reply: false,
+            delivery_report: None,
             created_at: time::rfc3339(0),
             received_at: None,
             sent_at: None,

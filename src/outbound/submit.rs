@@ -218,6 +218,8 @@ fn outbound_message(
         in_reply_to: request.in_reply_to,
         provider: ProviderRef::default(),
         stitch: None,
+        auto_reply: false,
+        delivery_report: None,
         created_at: now,
         received_at: None,
         sent_at: None,

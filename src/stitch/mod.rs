@@ -137,6 +137,8 @@ mod tests {
             attachments: vec![],
             attachments_skipped: vec![],
             mail: None,
+            auto_reply: false,
+            delivery_report: None,
         }
     }
 

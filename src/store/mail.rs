@@ -113,3 +113,43 @@ pub fn set_checkpoint(conn: &Connection, channel_id: &str, key: &str, value: &st
     .execute([channel_id, key, value])?;
     Ok(())
 }
+
+/// Our outbound message that carried this Message-ID header on the channel, with its
+/// conversation (what a bounce reports on).
+pub fn outbound_by_header(
+    conn: &Connection,
+    channel_id: &str,
+    header_id: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT m.message_id, m.conversation_id FROM mail_ids m JOIN messages g ON g.id = m.message_id
+             WHERE m.channel_id = ?1 AND m.header_id = ?2 AND g.direction = 'outbound' LIMIT 1",
+        )?
+        .query_row([channel_id, header_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+/// Records an inbound item refused with a reason; `summary` is JSON for operators.
+pub fn reject(
+    conn: &Connection,
+    channel_id: &str,
+    dedup_key: Option<&str>,
+    reason: &str,
+    summary: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO rejected_inbound (channel_id, dedup_key, reason, summary, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![channel_id, dedup_key, reason, summary, now])?;
+    Ok(())
+}
+
+/// The reason an item with this dedup key was rejected before, if it was.
+pub fn rejected(conn: &Connection, channel_id: &str, dedup_key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT reason FROM rejected_inbound WHERE channel_id = ?1 AND dedup_key = ?2 LIMIT 1")?
+        .query_row([channel_id, dedup_key], |r| r.get(0))
+        .optional()?)
+}

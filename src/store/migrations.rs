@@ -149,6 +149,17 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (channel_id, key)
     ) WITHOUT ROWID;
     "#,
+    // 3: inbound items refused with a reason (exactly one outcome per item, recorded).
+    r#"
+    CREATE TABLE rejected_inbound (
+        channel_id TEXT NOT NULL,
+        dedup_key TEXT,
+        reason TEXT NOT NULL,
+        summary TEXT NOT NULL,                -- JSON: from, subject, provider message id
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX rejected_inbound_dedup ON rejected_inbound(channel_id, dedup_key);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -271,3 +271,93 @@ where
     }
     panic!("condition not reached within 15 s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let received = |n: usize| {
+        let server = &server;
+        async move {
+            loop_until(|| async {
+                let r: Vec<Value> =
+                    server.all_events().await.into_iter().filter(|e| e["type"] == "message.received").collect();
+                (r.len() >= n).then_some(r)
+            })
+            .await
+        }
+    };
+    // Two messages out to Ann: one will bounce for good, one is delayed.
+    let (_, failed) =
+        server.post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "One", "text": "1"})).await;
+    let (_, delayed) =
+        server.post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Two", "text": "2"})).await;
+    let failed_id = failed["id"].as_str().unwrap();
+    let delayed_id = delayed["id"].as_str().unwrap();
+    let header = |m: Value| m["provider"]["message_id"].as_str().unwrap().to_owned();
+    let failed_header = header(wait_status(&server, failed_id, "sent").await);
+    let delayed_header = header(wait_status(&server, delayed_id, "sent").await);
+
+    let dsn = |action: &str, status: &str, original: &str| {
+        format!(
+            "Return-Path: <>\nFrom: MAILER-DAEMON@mx.example.org (Mail Delivery System)\nTo: {}\nSubject: Undelivered Mail Returned to Sender\nAuto-Submitted: auto-replied\nMessage-ID: <dsn-{status}@mx.example.org>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nSorry.\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; ann@example.org\nAction: {action}\nStatus: {status}\nDiagnostic-Code: smtp; 550 {status} mailbox unavailable\n\n--B\nContent-Type: text/rfc822-headers\n\nFrom: support@example.com\nTo: ann@example.org\nMessage-ID: <{original}>\n\n--B--\n",
+            SUPPORT.0
+        )
+    };
+    mail.append(SUPPORT, &dsn("failed", "5.2.1", &failed_header)).await;
+    mail.append(SUPPORT, &dsn("delayed", "4.4.1", &delayed_header)).await;
+    let events = received(2).await;
+
+    let bounced = wait_status(&server, failed_id, "failed").await;
+    assert_eq!(bounced["error"]["code"], "bounce_5.2.1");
+    assert_eq!(bounced["error"]["permanent"], true);
+    let (_, still_sent) = server.get(&format!("/v1/messages/{delayed_id}")).await;
+    assert_eq!(still_sent["status"], "sent", "a delay is recorded, not a failure");
+    for (event, ours) in events.iter().zip([&failed, &delayed]) {
+        let data = &event["data"];
+        assert_eq!(data["auto_reply"], true);
+        assert_eq!(data["stitch"]["reason"], "bounce");
+        assert_eq!(
+            data["conversation_id"], ours["conversation_id"],
+            "the bounce joins the bounced message's conversation"
+        );
+        assert_eq!(data["in_reply_to"], ours["id"]);
+    }
+    assert_eq!(events[1]["data"]["delivery_report"]["action"], "delayed");
+
+    // A vacation reply to our thread joins it, flagged; one from a stranger opens nothing.
+    mail.append(
+        SUPPORT,
+        &mail_text(
+            "ann@example.org",
+            "Automatic reply: Two",
+            "vac@example.org",
+            &format!("Auto-Submitted: auto-replied\nIn-Reply-To: <{delayed_header}>\n"),
+            "Out of office",
+        ),
+    )
+    .await;
+    let events = received(3).await;
+    assert_eq!(events[2]["data"]["auto_reply"], true);
+    assert_eq!(events[2]["data"]["conversation_id"], delayed["conversation_id"]);
+    let conversations_before = server.all_events().await.iter().filter(|e| e["type"] == "conversation.created").count();
+    mail.append(
+        SUPPORT,
+        &mail_text("robot@example.net", "Out of office", "vac2@example.net", "Auto-Submitted: auto-replied\n", "Away"),
+    )
+    .await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Marker", "marker@example.org", "", "a normal mail after it"))
+        .await;
+    let events = received(4).await;
+    assert_eq!(events[3]["data"]["subject"], "Marker", "the stranger's auto-reply was rejected, not stored");
+    let all = server.all_events().await;
+    let conversations_after = all.iter().filter(|e| e["type"] == "conversation.created").count();
+    assert_eq!(conversations_after, conversations_before + 1, "only the normal mail opened a conversation");
+
+    // Mail events (bounces, reports, auto-replies) match the published schemas.
+    let openapi: Value =
+        server.http.get(format!("{}/v1/openapi.json", server.base)).send().await.unwrap().json().await.unwrap();
+    let items: Vec<Value> = all.into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect();
+    python("validate_contract.py", &[], &json!({"openapi": openapi, "items": items}));
+    server.stop().await;
+}

@@ -81,5 +81,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         attachments,
         attachments_skipped: Vec::new(),
         mail: None,
+        auto_reply: false,
+        delivery_report: None,
     })
 }

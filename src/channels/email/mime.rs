@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::config::EmailChannelConfig;
 use super::reply::reply_text;
+use super::report;
 use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
 use crate::stitch::email::{normalize_subject, reply_token, MailThreading};
@@ -90,6 +91,8 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound 
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes));
     }
+    let delivery_report = report::delivery_report(&message);
+    let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message);
     let message_id = message.message_id().map(str::to_owned);
     let in_reply_to = id_list(message.in_reply_to());
     let references = id_list(message.references());
@@ -125,6 +128,8 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound 
         reply_text: reply,
         attachments,
         attachments_skipped: skipped,
+        auto_reply,
+        delivery_report,
     }
 }
 
@@ -166,5 +171,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &[u8], key: String) -> RawIn
         attachments: vec![source_attachment(bytes)],
         attachments_skipped: Vec::new(),
         mail: None,
+        auto_reply: false,
+        delivery_report: None,
     }
 }

@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod mime;
 pub mod outbound;
 pub mod reply;
+pub mod report;
 #[cfg(test)]
 mod tests;
 mod tls;

@@ -63,3 +63,90 @@ fn garbage_still_becomes_a_message() {
     let raw = to_raw_inbound(&channel(), garbage);
     assert!(raw.text.is_some() || raw.attachments.iter().any(|a| &a.bytes[..] == garbage), "{raw:?}");
 }
+
+/// Every `tests/fixtures/email/NAME.eml` against `NAME.expected.json`: each key present in the
+/// expectation must hold (see `check` for the keys).
+#[test]
+fn fixture_corpus_matches_expectations() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/email");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().into_string().ok()?.strip_suffix(".eml").map(str::to_owned))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 15, "the corpus is missing: {names:?}");
+    let mut failures = Vec::new();
+    for name in &names {
+        let bytes = std::fs::read(dir.join(format!("{name}.eml"))).unwrap();
+        let expected: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).unwrap()).unwrap();
+        let raw = to_raw_inbound(&channel(), &bytes);
+        for problem in check(&raw, &bytes, &expected) {
+            failures.push(format!("{name}: {problem}"));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+fn check(raw: &crate::channels::RawInbound, bytes: &[u8], expected: &serde_json::Value) -> Vec<String> {
+    use serde_json::{json, Value};
+    let mut problems = Vec::new();
+    fn expect(problems: &mut Vec<String>, what: &str, got: Value, want: &Value) {
+        if &got != want {
+            problems.push(format!("{what}: got {got}, want {want}"));
+        }
+    }
+    let mail = raw.mail.clone().unwrap_or_default();
+    for (key, want) in expected.as_object().unwrap() {
+        match key.as_str() {
+            "from" => expect(&mut problems, key, serde_json::to_value(&raw.from).unwrap(), want),
+            "subject" => expect(&mut problems, key, json!(raw.subject), want),
+            "reply_text" => expect(&mut problems, key, json!(raw.reply_text), want),
+            "auto_reply" => expect(&mut problems, key, json!(raw.auto_reply), want),
+            "subject_key" => expect(&mut problems, key, json!(mail.subject_key), want),
+            "mail" => {
+                for (field, want) in want.as_object().unwrap() {
+                    let got = match field.as_str() {
+                        "message_id" => json!(mail.message_id),
+                        "in_reply_to" => json!(mail.in_reply_to),
+                        "references" => json!(mail.references),
+                        "subject_key" => json!(mail.subject_key),
+                        other => panic!("unknown mail field {other}"),
+                    };
+                    expect(&mut problems, &format!("mail.{field}"), got, want);
+                }
+            }
+            "text_contains" | "html_contains" => {
+                let body = if key == "text_contains" { &raw.text } else { &raw.html };
+                if !body.as_deref().unwrap_or("").contains(want.as_str().unwrap()) {
+                    problems.push(format!("{key} {want}: got {body:?}"));
+                }
+            }
+            "attachments" => {
+                let got: Vec<Value> = raw
+                    .attachments
+                    .iter()
+                    .map(|a| json!({"filename": a.filename, "content_type": a.content_type, "size": a.bytes.len()}))
+                    .collect();
+                expect(&mut problems, key, json!(got), want);
+            }
+            "delivery_report" => match (&raw.delivery_report, want) {
+                (None, Value::Null) => {}
+                (Some(report), Value::Object(fields)) => {
+                    let got = serde_json::to_value(report).unwrap();
+                    for (field, want) in fields {
+                        expect(&mut problems, &format!("delivery_report.{field}"), got[field].clone(), want);
+                    }
+                }
+                (got, want) => problems.push(format!("delivery_report: got {got:?}, want {want}")),
+            },
+            "source_kept" => {
+                if !raw.attachments.iter().any(|a| &a.bytes[..] == bytes) {
+                    problems.push("the raw source is not kept as an attachment".into());
+                }
+            }
+            other => panic!("unknown expectation {other}"),
+        }
+    }
+    problems
+}

@@ -1,0 +1,159 @@
+//! Auto-replies (RFC 3834) and delivery status notifications (RFC 3464, RFC 6522).
+//!
+//! Pure functions over a parsed mail. An auto-reply is flagged and never opens a conversation;
+//! a bounce is matched to the outbound message it reports on (the embedded original's
+//! Message-ID, or the original envelope id) so a permanent failure fails that message.
+
+use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+
+pub use crate::model::DeliveryReport;
+
+fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
+    message.header_raw(name).map(str::trim)
+}
+
+/// Vacation and out-of-office subjects, for senders that set no headers.
+const AUTO_SUBJECTS: &[&str] = &[
+    "out of office",
+    "out of the office",
+    "automatic reply",
+    "auto reply",
+    "autoreply",
+    "auto-reply",
+    "vacation",
+    "abwesenheitsnotiz",
+    "automatische antwort",
+    "réponse automatique",
+    "absence",
+    "respuesta automática",
+    "fuera de la oficina",
+    "automatyczna odpowiedź",
+    "poza biurem",
+    "automatická odpověď",
+    "mimo kancelář",
+    "automatická odpoveď",
+    "autosvar",
+];
+
+/// RFC 3834 and the common vendor headers.
+pub fn is_auto_reply(message: &Message<'_>) -> bool {
+    if header_text(message, "Auto-Submitted").is_some_and(|v| !v.to_ascii_lowercase().starts_with("no")) {
+        return true;
+    }
+    if header_text(message, "Precedence")
+        .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "bulk" | "junk" | "list"))
+    {
+        return true;
+    }
+    if ["X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"].iter().any(|h| header_text(message, h).is_some()) {
+        return true;
+    }
+    if header_text(message, "Return-Path").is_some_and(|v| v == "<>") {
+        return true;
+    }
+    let subject = message.subject().unwrap_or("").to_lowercase();
+    AUTO_SUBJECTS.iter().any(|s| subject.contains(s))
+}
+
+/// Parses `Name: value` fields (with folded continuation lines) of a delivery-status body.
+fn fields(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = out.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            out.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        }
+    }
+    out
+}
+
+/// `rfc822;ann@example.org` → `ann@example.org`.
+fn strip_type(value: &str) -> String {
+    value.split_once(';').map_or(value, |(_, v)| v).trim().to_owned()
+}
+
+fn ids_in(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.trim().eq_ignore_ascii_case("message-id").then(|| value.trim().trim_matches(['<', '>']).to_owned())
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`, or a
+/// `X-Failed-Recipients` bounce from a mailer daemon without the standard report.
+pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
+    let is_report = message.content_type().is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("multipart")
+            && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
+            && c.attribute("report-type").is_some_and(|t| t.to_ascii_lowercase().contains("delivery-status"))
+    });
+    let failed_recipients = header_text(message, "X-Failed-Recipients").map(str::to_owned);
+    if !is_report && failed_recipients.is_none() {
+        return None;
+    }
+    let mut report = DeliveryReport {
+        action: "failed".into(),
+        status: "5.0.0".into(),
+        recipient: failed_recipients,
+        diagnostic: None,
+        original_message_ids: Vec::new(),
+        original_envelope_id: None,
+    };
+    for part in message.parts.iter() {
+        let ctype =
+            part.content_type().map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")).to_ascii_lowercase());
+        match (ctype.as_deref(), &part.body) {
+            (Some("message/delivery-status" | "message/global-delivery-status"), body) => {
+                let text = match body {
+                    PartType::Text(t) => t.to_string(),
+                    PartType::Binary(b) | PartType::InlineBinary(b) => String::from_utf8_lossy(b).into_owned(),
+                    PartType::Message(m) => String::from_utf8_lossy(m.raw_message()).into_owned(),
+                    _ => String::from_utf8_lossy(part.contents()).into_owned(),
+                };
+                for (name, value) in fields(&text) {
+                    match name.as_str() {
+                        "action" => report.action = value.to_ascii_lowercase(),
+                        "status" => report.status = value.split_whitespace().next().unwrap_or("").to_owned(),
+                        "final-recipient" | "original-recipient"
+                            if report.recipient.is_none() || name == "final-recipient" =>
+                        {
+                            report.recipient = Some(strip_type(&value))
+                        }
+                        "diagnostic-code" => report.diagnostic = Some(strip_type(&value)),
+                        "original-envelope-id" => report.original_envelope_id = Some(value),
+                        _ => {}
+                    }
+                }
+            }
+            (_, PartType::Message(original)) => {
+                report.original_message_ids.extend(original.message_id().map(|id| id.to_owned()));
+            }
+            (Some("text/rfc822-headers"), _) => {
+                let text = String::from_utf8_lossy(part.contents()).into_owned();
+                let reparsed = MessageParser::default()
+                    .parse_headers(text.as_bytes())
+                    .and_then(|m| m.message_id().map(str::to_owned));
+                report.original_message_ids.extend(reparsed.or_else(|| ids_in(&text).into_iter().next()));
+            }
+            _ => {}
+        }
+    }
+    if report.original_message_ids.is_empty() {
+        // Non-standard bounces quote the original in the text.
+        let body = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
+        report.original_message_ids = ids_in(&body);
+    }
+    if let HeaderValue::Text(id) = message.in_reply_to() {
+        if report.original_message_ids.is_empty() {
+            report.original_message_ids.push(id.to_string());
+        }
+    }
+    Some(report)
+}

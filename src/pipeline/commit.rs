@@ -1,0 +1,214 @@
+//! The ingest transaction: dedup → stitch → write message, contact, conversation and events.
+//!
+//! Bounces join the conversation of the message they report on (and fail it when permanent);
+//! auto-replies join an existing conversation or are rejected with a recorded reason; they
+//! never open one.
+
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::{mail, Outcome};
+use crate::channels::RawInbound;
+use crate::model::{
+    time, Attachment, ChannelRef, ContactId, Conversation, ConversationId, DeliveryReport, Direction, ErrorInfo,
+    EventType, Message, MessageId, ProviderRef, Status, StitchInfo,
+};
+use crate::outbound::status::{self, Transition};
+use crate::stitch::{self, Found, Plan};
+use crate::store::{self, StoreError};
+
+pub(super) fn commit(conn: &Connection, raw: RawInbound, attachments: Vec<Attachment>) -> Result<Outcome, StoreError> {
+    if let Some(key) = &raw.dedup_key {
+        if let Some((message_id, conversation_id)) = store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
+        {
+            return Ok(Outcome::Duplicate { message_id, conversation_id });
+        }
+        if let Some(reason) = store::mail::rejected(conn, &raw.channel_id, key)? {
+            return Ok(Outcome::Rejected { reason });
+        }
+    }
+    let now_ms = time::now_ms();
+    let now = time::rfc3339(now_ms);
+
+    if let Some(report) = raw.delivery_report.clone() {
+        let Some((ours, conversation)) = reported_message(conn, &raw.channel_id, &report)? else {
+            return reject(conn, &raw, "a bounce about a message this gateway did not send", now_ms);
+        };
+        let plan = Plan {
+            contact: Found::Existing(conversation.contact_id.clone()),
+            conversation: Found::Existing(conversation),
+            stitch: StitchInfo { reason: "bounce".into() },
+        };
+        let stored = store_message(conn, raw, attachments, plan, Some(MessageId::from_stored(ours.clone())), now_ms)?;
+        if report.is_permanent_failure() {
+            let message = report.diagnostic.clone().unwrap_or_else(|| format!("delivery failed ({})", report.status));
+            let error = ErrorInfo { code: format!("bounce_{}", report.status), message, permanent: true };
+            status::apply(conn, &ours, Transition::Failed(error), now_ms)?;
+        }
+        return Ok(stored);
+    }
+
+    let contact = store::conversations::contact_by_identity(conn, &raw.identity)?;
+    let conversation = find_conversation(conn, &raw, contact.as_ref(), now_ms)?;
+    if raw.auto_reply && conversation.is_none() {
+        return reject(conn, &raw, "an automatic reply outside any conversation", now_ms);
+    }
+    let plan = stitch::plan(&raw, contact, conversation, &now);
+    store_message(conn, raw, attachments, plan, None, now_ms)
+}
+
+/// Writes what `plan` says plus the message and its events.
+fn store_message(
+    conn: &Connection,
+    raw: RawInbound,
+    attachments: Vec<Attachment>,
+    plan: Plan,
+    in_reply_to: Option<MessageId>,
+    now_ms: i64,
+) -> Result<Outcome, StoreError> {
+    let now = time::rfc3339(now_ms);
+    if let Found::New(contact) = &plan.contact {
+        store::conversations::insert_contact(conn, contact, now_ms)?;
+        store::events::append(conn, EventType::ContactCreated, contact.id.as_str(), contact)?;
+    }
+    let conversation = plan.conversation();
+    match &plan.conversation {
+        Found::New(c) => {
+            store::conversations::insert(conn, c, now_ms)?;
+            store::events::append(conn, EventType::ConversationCreated, c.id.as_str(), c)?;
+        }
+        // A customer writing into a closed conversation reopens it (not an automatic message).
+        Found::Existing(c) if c.status == "closed" && !raw.auto_reply => {
+            if let Some(reopened) = store::conversations::set_status(conn, c.id.as_str(), "open", now_ms)? {
+                store::events::append(conn, EventType::ConversationUpdated, c.id.as_str(), &reopened)?;
+            }
+            store::conversations::touch(conn, &c.id, now_ms)?;
+        }
+        Found::Existing(c) => store::conversations::touch(conn, &c.id, now_ms)?,
+    }
+    if let Some(mail) = &raw.mail {
+        let new = matches!(plan.conversation, Found::New(_));
+        record_mail(conn, &raw.identity, mail, conversation, new, raw.delivery_report.is_none())?;
+    }
+    let dedup_key = raw.dedup_key.clone();
+    let mail_id = raw.mail.as_ref().and_then(|m| m.message_id.clone());
+    let channel_id = raw.channel_id.clone();
+    let contact_id = plan.contact_id().clone();
+    let mut message = normalize(raw, attachments, contact_id, conversation.id.clone(), plan.stitch.clone(), &now);
+    message.in_reply_to = in_reply_to;
+    store::messages::insert(conn, &message, now_ms, dedup_key.as_deref())?;
+    if let Some(header) = mail_id {
+        store::mail::record_header(conn, &channel_id, &header, conversation.id.as_str(), message.id.as_str(), now_ms)?;
+    }
+    store::events::append(conn, EventType::MessageReceived, message.conversation_id.as_str(), &message)?;
+    Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
+}
+
+/// Records the refusal (so a re-fetch is recognised) and says why.
+fn reject(conn: &Connection, raw: &RawInbound, reason: &str, now_ms: i64) -> Result<Outcome, StoreError> {
+    let summary = json!({"from": raw.from, "subject": raw.subject, "provider_message_id": raw.provider_message_id});
+    store::mail::reject(conn, &raw.channel_id, raw.dedup_key.as_deref(), reason, &summary.to_string(), now_ms)?;
+    tracing::info!(channel = %raw.channel_id, from = %raw.from.address, reason, "inbound item rejected");
+    Ok(Outcome::Rejected { reason: reason.to_owned() })
+}
+
+/// The outbound message a bounce reports on, and its conversation.
+fn reported_message(
+    conn: &Connection,
+    channel_id: &str,
+    report: &DeliveryReport,
+) -> Result<Option<(String, Conversation)>, StoreError> {
+    for header in &report.original_message_ids {
+        if let Some((message, conversation)) = store::mail::outbound_by_header(conn, channel_id, header)? {
+            if let Some(c) = store::conversations::get(conn, &conversation)? {
+                return Ok(Some((message, c)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The conversation an inbound item joins, with the reason: by mail threading for mail, else by
+/// the channel's thread key.
+fn find_conversation(
+    conn: &Connection,
+    raw: &RawInbound,
+    contact: Option<&ContactId>,
+    now_ms: i64,
+) -> Result<Option<(Conversation, &'static str)>, StoreError> {
+    let Some(mail) = &raw.mail else {
+        return Ok(store::conversations::by_thread(conn, &raw.channel_id, &raw.thread_key)?.map(|c| (c, "thread")));
+    };
+    let mut lookup = mail::StoreLookup {
+        conn,
+        channel_id: &raw.channel_id,
+        contact,
+        identity: &raw.identity,
+        subject_since: now_ms - mail.subject_window_ms,
+    };
+    let Some((id, reason)) = stitch::email::find_conversation(mail, &mut lookup)? else { return Ok(None) };
+    Ok(store::conversations::get(conn, &id)?.map(|c| (c, reason)))
+}
+
+/// Participants and the subject key of a mail's conversation. A bounce's sender (the mailer
+/// daemon) does not become a participant.
+fn record_mail(
+    conn: &Connection,
+    sender: &str,
+    mail: &stitch::email::MailThreading,
+    conversation: &Conversation,
+    new: bool,
+    sender_participates: bool,
+) -> Result<(), StoreError> {
+    let mut identities = mail.participants.clone();
+    if sender_participates {
+        identities.push(sender.to_owned());
+    }
+    store::mail::add_participants(conn, conversation.id.as_str(), &identities)?;
+    if new {
+        if let Some(key) = &mail.subject_key {
+            store::mail::set_subject_key(conn, conversation.id.as_str(), key)?;
+        }
+    }
+    Ok(())
+}
+
+/// The message object for an inbound item (pure).
+fn normalize(
+    raw: RawInbound,
+    attachments: Vec<Attachment>,
+    contact_id: ContactId,
+    conversation_id: ConversationId,
+    stitch: StitchInfo,
+    now: &str,
+) -> Message {
+    let reply_text = raw.reply_text.or_else(|| raw.text.clone());
+    Message {
+        id: MessageId::new(),
+        conversation_id,
+        contact_id,
+        channel: ChannelRef { id: raw.channel_id, kind: raw.channel_type.to_owned() },
+        direction: Direction::Inbound,
+        status: Status::Received,
+        from: raw.from,
+        to: raw.to,
+        subject: raw.subject,
+        text: raw.text,
+        html: raw.html,
+        reply_text,
+        attachments,
+        attachments_skipped: raw.attachments_skipped,
+        in_reply_to: None,
+        provider: ProviderRef { message_id: raw.provider_message_id, thread_id: raw.provider_thread_id },
+        stitch: Some(stitch),
+        auto_reply: raw.auto_reply,
+        delivery_report: raw.delivery_report,
+        created_at: now.to_owned(),
+        received_at: Some(now.to_owned()),
+        sent_at: None,
+        delivered_at: None,
+        read_at: None,
+        failed_at: None,
+        error: None,
+    }
+}
