@@ -141,7 +141,12 @@ pub fn decode_attachments(
             )
             .into());
         }
-        out.push(crate::channels::RawAttachment { filename: a.filename, content_type, bytes: bytes.into() });
+        out.push(crate::channels::RawAttachment {
+            filename: a.filename,
+            content_id: None,
+            content_type,
+            bytes: bytes.into(),
+        });
     }
     Ok(out)
 }

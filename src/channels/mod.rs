@@ -57,6 +57,9 @@ pub struct RawInbound {
 #[derive(Clone, Debug)]
 pub struct RawAttachment {
     pub filename: Option<String>,
+    /// The MIME Content-ID of an inline part, without angle brackets (HTML refers to it as
+    /// `cid:…`).
+    pub content_id: Option<String>,
     pub content_type: String,
     pub bytes: Bytes,
 }

@@ -83,6 +83,9 @@ impl Status {
 pub struct Attachment {
     pub id: AttachmentId,
     pub filename: Option<String>,
+    /// Content-ID of an inline part: HTML bodies refer to it as `cid:<content_id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_id: Option<String>,
     pub content_type: String,
     pub size: u64,
     pub sha256: String,

@@ -71,7 +71,9 @@ impl Pipeline {
         for a in std::mem::take(&mut raw.attachments) {
             let size = a.bytes.len() as u64;
             let sha256 = self.store.put_blob(a.bytes).await?;
-            out.push(self.describe_attachment(a.filename, a.content_type, size, sha256));
+            let mut described = self.describe_attachment(a.filename, a.content_type, size, sha256);
+            described.content_id = a.content_id;
+            out.push(described);
         }
         Ok(out)
     }
@@ -86,6 +88,6 @@ impl Pipeline {
     ) -> Attachment {
         let id = AttachmentId::new();
         let url = format!("{}/v1/attachments/{id}", self.public_url);
-        Attachment { id, filename, content_type, size, sha256, url }
+        Attachment { id, filename, content_id: None, content_type, size, sha256, url }
     }
 }

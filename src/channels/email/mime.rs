@@ -84,7 +84,13 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound 
             });
             continue;
         }
-        attachments.push(RawAttachment { filename, content_type, bytes: bytes::Bytes::copy_from_slice(contents) });
+        let content_id = part.content_id().map(|c| c.trim_matches(['<', '>']).to_owned());
+        attachments.push(RawAttachment {
+            filename,
+            content_id,
+            content_type,
+            bytes: bytes::Bytes::copy_from_slice(contents),
+        });
     }
 
     if text.is_none() && html.is_none() && attachments.is_empty() {
@@ -136,6 +142,7 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound 
 fn source_attachment(bytes: &[u8]) -> RawAttachment {
     RawAttachment {
         filename: Some("message.eml".into()),
+        content_id: None,
         content_type: "message/rfc822".into(),
         bytes: bytes::Bytes::copy_from_slice(bytes),
     }
