@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
-# first: Dovecot (IMAP + LMTP) from Debian for the email channel's real mail server; from PyPI
+# first: Dovecot (IMAP + LMTP) and openssl (test certificates) from Debian for the email
+# channel's real mail server; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator) and aiosmtpd,
 # the real SMTP server the tests send through. Fails — never skips — when something cannot be
 # installed.
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
 [ -x /usr/lib/dovecot/lmtp ] || need_apt+=(dovecot-lmtpd)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2

@@ -361,3 +361,82 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
     python("validate_contract.py", &[], &json!({"openapi": openapi, "items": items}));
     server.stop().await;
 }
+
+/// A channel block talking TLS to `localhost`: IMAP in the given mode, SMTP with STARTTLS.
+fn tls_channel(mail: &MailServers, imap_tls: &str, imap_port: u16, ca: bool) -> String {
+    let ca_line = if ca { format!("ca_file = \"{}\"", mail.ca_file.display()) } else { String::new() };
+    format!(
+        r#"
+[[channels]]
+id = "support"
+type = "email"
+address = "{}"
+[channels.imap]
+host = "localhost"
+port = {imap_port}
+tls = "{imap_tls}"
+username = "{}"
+password = "{}"
+{ca_line}
+[channels.smtp]
+host = "localhost"
+port = {}
+tls = "starttls"
+username = "{}"
+password = "{}"
+{ca_line}
+"#,
+        SUPPORT.0, SUPPORT.0, SUPPORT.1, mail.smtp_port, SUPPORT.0, SUPPORT.1
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_implicit_and_starttls_with_a_private_ca() {
+    let mail = MailServers::start_tls().await;
+    for (mode, port) in [("implicit", mail.imaps_port), ("starttls", mail.imap_port)] {
+        let server = TestServer::start(&tls_channel(&mail, mode, port, true)).await;
+        let subject = format!("Over {mode}");
+        mail.append(SUPPORT, &mail_text("ann@example.org", &subject, &format!("{mode}@example.org"), "", "secure"))
+            .await;
+        let received = loop_until(|| async {
+            server
+                .all_events()
+                .await
+                .into_iter()
+                .find(|e| e["type"] == "message.received" && e["data"]["subject"] == subject.as_str())
+        })
+        .await;
+        // The reply goes out with STARTTLS and arrives.
+        let (_, queued) = server
+            .post(
+                "/v1/messages",
+                json!({"conversation_id": received["data"]["conversation_id"], "text": format!("reply over {mode}")}),
+            )
+            .await;
+        wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+        server.stop().await;
+    }
+    assert_eq!(mail.inbox(ANN).await.len(), 2, "both replies were delivered");
+
+    // Without the private CA the certificate is refused, and the channel says so.
+    let server = TestServer::start(&tls_channel(&mail, "implicit", mail.imaps_port, false)).await;
+    let ready = loop_until(|| async {
+        let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+        (code == 503).then_some(ready)
+    })
+    .await;
+    let state = ready["checks"]["channel:support"].as_str().unwrap().to_owned();
+    assert!(state.contains("imap_connect") && state.to_lowercase().contains("certificate"), "{state}");
+    let (_, queued) = server.post("/v1/messages", json!({"channel": "support", "to": ANN.0, "text": "no CA"})).await;
+    // The first attempt runs at once and fails the TLS handshake; a permanent classification
+    // would have failed the message by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, m) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(m["status"], "queued", "an untrusted SMTP certificate is a temporary failure: the message waits: {m}");
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("switchboard_outbound_total{channel=\"support\",status=\"retry\"}")),
+        "{metrics}"
+    );
+    server.stop().await;
+}

@@ -17,6 +17,10 @@ pub const STRANGER: (&str, &str) = ("stranger@example.net", "stranger-pass-1");
 pub struct MailServers {
     pub dir: tempfile::TempDir,
     pub imap_port: u16,
+    /// Implicit-TLS IMAP port (TLS servers only).
+    pub imaps_port: u16,
+    /// The CA that signed the servers' certificate for `localhost` (TLS servers only).
+    pub ca_file: std::path::PathBuf,
     pub smtp_port: u16,
     dovecot: Child,
     smtp: Child,
@@ -53,11 +57,85 @@ async fn wait_for_port(port: u16, what: &str, log: &std::path::Path) {
     );
 }
 
+/// A test CA and a certificate for `localhost`/127.0.0.1 signed by it, made with the openssl CLI.
+fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e} (apt-get install openssl)"));
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=switchboard test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
 impl MailServers {
     pub async fn start() -> MailServers {
+        Self::launch(false).await
+    }
+
+    /// Dovecot with TLS (implicit on `imaps_port`, STARTTLS on `imap_port`) and an SMTP server
+    /// requiring STARTTLS; certificates from a test CA in `ca_file`.
+    pub async fn start_tls() -> MailServers {
+        Self::launch(true).await
+    }
+
+    async fn launch(tls: bool) -> MailServers {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let (imap_port, lmtp_port, smtp_port) = (free_port(), free_port(), free_port());
+        let imaps_port = if tls { free_port() } else { 0 };
+        if tls {
+            make_certificates(dir.path());
+        }
+        let ssl = if tls {
+            format!("ssl = yes\nssl_cert = <{d}/server.pem\nssl_key = <{d}/server.key\n")
+        } else {
+            "ssl = no\n".to_owned()
+        };
         let root = id("-u", "") == "0";
         // Dovecot refuses uid 0 for mail: as root, mail belongs to the `dovecot` user.
         let (user, uid, gid) = if root {
@@ -84,8 +162,7 @@ listen = 127.0.0.1
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-{internal}ssl = no
-disable_plaintext_auth = no
+{internal}{ssl}disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:{d}/mail/%u
 first_valid_uid = {uid}
@@ -103,7 +180,8 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service lmtp {{
@@ -141,6 +219,7 @@ service stats {{
         let mut smtp = Command::new(&python)
             .arg(&script)
             .args([smtp_port.to_string(), lmtp_port.to_string(), format!("{d}/users")])
+            .args(if tls { vec![format!("{d}/server.pem"), format!("{d}/server.key")] } else { vec![] })
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("smtp.log")).unwrap())
@@ -155,7 +234,8 @@ service stats {{
             std::fs::read_to_string(dir.path().join("smtp.log")).unwrap_or_default()
         );
         let stdin = smtp.stdin.take().unwrap();
-        MailServers { dir, imap_port, smtp_port, dovecot, smtp, _smtp_stdin: stdin }
+        let ca_file = dir.path().join("ca.pem");
+        MailServers { dir, imap_port, imaps_port, ca_file, smtp_port, dovecot, smtp, _smtp_stdin: stdin }
     }
 
     /// The `[[channels]]` block of an email channel on these servers.

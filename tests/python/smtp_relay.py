@@ -1,11 +1,13 @@
 """A real SMTP server (aiosmtpd, PyPI) that requires AUTH and delivers into Dovecot over LMTP.
 
-Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE
+Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE [CERT KEY]
+With CERT and KEY the server offers STARTTLS and requires it before AUTH.
 USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
 listening; runs until stdin closes. Unknown recipients are refused with 550 by Dovecot and
 that answer is passed through, so senders see real permanent failures.
 """
 import smtplib
+import ssl
 import sys
 
 from aiosmtpd.controller import Controller
@@ -40,9 +42,14 @@ class Relay:
         return "250 2.0.0 delivered"
 
 
+tls = {}
+if len(sys.argv) > 5:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(sys.argv[4], sys.argv[5])
+    tls = {"tls_context": context, "require_starttls": True}
 controller = Controller(
     Relay(), hostname="127.0.0.1", port=smtp_port, authenticator=authenticator,
-    auth_required=True, auth_require_tls=False,
+    auth_required=True, auth_require_tls=bool(tls), **tls,
 )
 controller.start()
 print("ready", flush=True)
