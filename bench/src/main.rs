@@ -7,6 +7,11 @@
 //! - `sbbench receive PORT --expect N`: a webhook receiver that answers 200 and, for every
 //!   `message.received`, records now − send time; prints percentiles once N have arrived.
 //! - `sbbench null PORT`: the minimal hyper server that answers 202 and does nothing.
+//! - `sbbench imap-append PORT USER PASS --count N [--interval-ms M] [--size BYTES]`: APPENDs
+//!   mails of about BYTES each (text, HTML and a small attachment) whose text is
+//!   `sent_ns=<time>`, for the receiver's latency figure; prints the append rate.
+//! - `sbbench imap-fetch PORT USER PASS`: a plain IMAP client fetching every mail of INBOX with
+//!   `UID FETCH … BODY.PEEK[]` in batches of 50: the raw rate to compare ingest with.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +50,8 @@ async fn main() {
         Some("load") => load(&args).await,
         Some("receive") => receive(&args).await,
         Some("null") => null(&args).await,
+        Some("imap-append") => imap_append(&args).await,
+        Some("imap-fetch") => imap_fetch(&args).await,
         _ => eprintln!("usage: sbbench load URL --concurrency C --seconds S [--rate R] [--token T] | receive PORT --expect N | null PORT"),
     }
 }
@@ -156,7 +163,8 @@ async fn receive(args: &[String]) {
                 if event["type"] == "message.received" {
                     if let Some(sent) = event["data"]["text"]
                         .as_str()
-                        .and_then(|t| t.strip_prefix("sent_ns="))
+                        .and_then(|t| t.trim().strip_prefix("sent_ns="))
+                        .and_then(|t| t.split_whitespace().next())
                         .and_then(|t| t.parse::<u128>().ok())
                     {
                         let mut l = latencies.lock().unwrap();
@@ -173,4 +181,74 @@ async fn receive(args: &[String]) {
     done.notified().await;
     let all = latencies.lock().unwrap().clone();
     println!("{}", percentiles(all));
+}
+
+async fn imap_session(args: &[String]) -> async_imap::Session<tokio::net::TcpStream> {
+    let port: u16 = args[2].parse().unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.unwrap();
+    client.login(&args[3], &args[4]).await.map_err(|(e, _)| e).unwrap()
+}
+
+/// A mail of roughly `size` bytes: text, HTML, and a base64 attachment making up the rest.
+fn realistic_mail(n: u64, size: usize) -> String {
+    let text = format!(
+        "sent_ns={}\r\n\r\nHello, I have a question about order {n}.\r\nRegards,\r\nCustomer {n}\r\n",
+        now_ns()
+    );
+    let html = format!("<html><body><p>Hello, I have a question about order <b>{n}</b>.</p><p>Regards,<br>Customer {n}</p></body></html>");
+    let filler = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\r\n";
+    let attachment = filler.repeat(size.saturating_sub(1500) / filler.len() + 1);
+    format!(
+        "From: Customer {n} <customer{n}@example.org>\r\nTo: support@example.com\r\nSubject: Order {n}\r\nMessage-ID: <bench-{n}-{}@example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n--a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}--a\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--a--\r\n--m\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"order-{n}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}--m--\r\n",
+        now_ns()
+    )
+}
+
+async fn imap_append(args: &[String]) {
+    let count: u64 = arg(args, "--count").map_or(100, |v| v.parse().unwrap());
+    let interval = arg(args, "--interval-ms").map(|v| Duration::from_millis(v.parse().unwrap()));
+    let size: usize = arg(args, "--size").map_or(8192, |v| v.parse().unwrap());
+    let mut session = imap_session(args).await;
+    let started = Instant::now();
+    let mut bytes = 0;
+    for n in 0..count {
+        let mail = realistic_mail(n, size);
+        bytes += mail.len();
+        session.append("INBOX", None, None, mail).await.unwrap();
+        if let Some(i) = interval {
+            tokio::time::sleep(i).await;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"appended": count, "avg_bytes": bytes as u64 / count.max(1), "seconds": secs, "per_s": (count as f64 / secs).round()})
+    );
+    let _ = session.logout().await;
+}
+
+async fn imap_fetch(args: &[String]) {
+    use futures_util::TryStreamExt;
+    let mut session = imap_session(args).await;
+    let started = Instant::now();
+    session.select("INBOX").await.unwrap();
+    let mut uids: Vec<u32> = session.uid_search("ALL").await.unwrap().into_iter().collect();
+    uids.sort_unstable();
+    let (mut mails, mut bytes) = (0usize, 0usize);
+    for batch in uids.chunks(50) {
+        let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let fetched: Vec<_> = session.uid_fetch(&set, "(UID BODY.PEEK[])").await.unwrap().try_collect().await.unwrap();
+        for f in &fetched {
+            bytes += f.body().map_or(0, <[u8]>::len);
+        }
+        mails += fetched.len();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"fetched": mails, "bytes": bytes, "seconds": secs, "per_s": (mails as f64 / secs).round()})
+    );
+    let _ = session.logout().await;
 }

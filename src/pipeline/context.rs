@@ -57,6 +57,11 @@ impl InboundContext {
         self.pipeline.ingest(raw).await
     }
 
+    /// Hands a batch to the pipeline, committed in one transaction in order.
+    pub async fn ingest_batch(&self, raws: Vec<RawInbound>) -> Result<Vec<Outcome>, StoreError> {
+        self.pipeline.ingest_batch(raws).await
+    }
+
     pub async fn checkpoint(&self, key: &str) -> Result<Option<String>, StoreError> {
         let (channel, key) = (self.channel_id.clone(), key.to_owned());
         self.pipeline.store.read(move |c| store::mail::checkpoint(c, &channel, &key)).await

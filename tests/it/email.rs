@@ -253,6 +253,10 @@ async fn smtp_refusals_fail_the_message_permanently() {
     server.stop().await;
 }
 
+async fn count(server: &TestServer) -> usize {
+    server.all_events().await.iter().filter(|e| e["type"] == "message.received").count()
+}
+
 fn mail_text(from: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
     mail(from, SUPPORT.0, subject, message_id, headers, body)
 }
@@ -438,5 +442,49 @@ async fn tls_implicit_and_starttls_with_a_private_ca() {
         metrics.lines().any(|l| l.starts_with("switchboard_outbound_total{channel=\"support\",status=\"retry\"}")),
         "{metrics}"
     );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_import_marks_seen_or_moves_to_a_folder() {
+    let mail = MailServers::start().await;
+    {
+        let mut session = mail.login(SUPPORT).await;
+        session.create("Archive").await.unwrap();
+        session.logout().await.unwrap();
+    }
+    for i in 0..3 {
+        mail.append(SUPPORT, &mail_text("a@example.org", &format!("A{i}"), &format!("a{i}@example.org"), "", "x"))
+            .await;
+    }
+    // seen: flagged \Seen after the commit, still in INBOX.
+    let seen = mail.channel("support", "").replacen(
+        "tls = \"none\"\nusername",
+        "tls = \"none\"\nafter_import = \"seen\"\nusername",
+        1,
+    );
+    let server = TestServer::start(&seen).await;
+    loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
+    let inbox = loop_until(|| async {
+        let inbox = mail.inbox(SUPPORT).await;
+        inbox.iter().all(|(_, flags, _)| flags.iter().any(|f| f.contains("Seen"))).then_some(inbox)
+    })
+    .await;
+    assert_eq!(inbox.len(), 3);
+    server.stop().await;
+
+    // move:Archive on a fresh store: everything is imported again (a new gateway), then moved.
+    let moving = mail.channel("support", "").replacen(
+        "tls = \"none\"\nusername",
+        "tls = \"none\"\nafter_import = \"move:Archive\"\nusername",
+        1,
+    );
+    let server = TestServer::start(&moving).await;
+    loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
+    loop_until(|| async { mail.inbox(SUPPORT).await.is_empty().then_some(()) }).await;
+    let mut session = mail.login(SUPPORT).await;
+    let archive = session.select("Archive").await.unwrap();
+    assert_eq!(archive.exists, 3, "moved, not deleted");
+    session.logout().await.unwrap();
     server.stop().await;
 }

@@ -23,7 +23,7 @@ use crate::channels::Inbound;
 use crate::pipeline::InboundContext;
 
 /// UIDs fetched per round trip (bounds memory during a backlog import).
-const FETCH_BATCH: usize = 50;
+const FETCH_BATCH: usize = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 type ImapSession = Session<Transport>;
@@ -199,6 +199,9 @@ async fn import_new(
     let mut uids: Vec<u32> =
         session.uid_search(format!("UID {}:*", last_uid + 1)).await?.into_iter().filter(|u| *u > last_uid).collect();
     uids.sort_unstable();
+    // While batch k is being committed, batch k+1 is fetched and parsed. Batches are committed
+    // strictly one after another, so the store sees mails in UID order (a reply after its parent).
+    let mut committing: Option<Committing> = None;
     for batch in uids.chunks(FETCH_BATCH) {
         let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let mut mails: Vec<(u32, Vec<u8>)> = session
@@ -208,23 +211,52 @@ async fn import_new(
             .try_collect()
             .await?;
         mails.sort_by_key(|(uid, _)| *uid);
-        for (uid, bytes) in mails {
-            let raw = mime::to_raw_inbound(channel, &bytes);
-            let outcome = cx.ingest(raw).await?;
-            tracing::debug!(channel = %cx.channel_id, folder, uid, ?outcome, "mail imported");
-            last_uid = uid;
+        let Some(batch_last) = mails.last().map(|(uid, _)| *uid) else { continue };
+        let raws: Vec<_> = mails.iter().map(|(_, bytes)| mime::to_raw_inbound(channel, bytes)).collect();
+        if let Some(previous) = committing.take() {
+            last_uid = previous.finish(session, folder, validity, after, cx).await?;
         }
-        // Everything up to last_uid is committed: advance the checkpoint, then act on the server.
-        cx.set_checkpoint(&format!("imap:{folder}"), &format!("{validity}:{last_uid}")).await?;
+        let pipeline = cx.clone();
+        let task = tokio::spawn(async move { pipeline.ingest_batch(raws).await });
+        committing = Some(Committing { task, last: batch_last, set });
+    }
+    if let Some(previous) = committing.take() {
+        last_uid = previous.finish(session, folder, validity, after, cx).await?;
+    }
+    Ok(last_uid)
+}
+
+/// A batch handed to the pipeline and not yet confirmed.
+struct Committing {
+    task: tokio::task::JoinHandle<Result<Vec<crate::pipeline::Outcome>, crate::store::StoreError>>,
+    last: u32,
+    set: String,
+}
+
+impl Committing {
+    /// Waits for the commit, then advances the checkpoint and acts on the server; returns the
+    /// new last UID.
+    async fn finish(
+        self,
+        session: &mut ImapSession,
+        folder: &str,
+        validity: u32,
+        after: &AfterImport,
+        cx: &InboundContext,
+    ) -> Result<u32, ImapError> {
+        let outcomes = self.task.await.map_err(|e| ImapError::Protocol(format!("ingest task failed: {e}")))??;
+        tracing::debug!(channel = %cx.channel_id, folder, mails = outcomes.len(), last_uid = self.last, "mails imported");
+        // Everything up to `last` is committed: advance the checkpoint, then act on the server.
+        cx.set_checkpoint(&format!("imap:{folder}"), &format!("{validity}:{}", self.last)).await?;
         match after {
             AfterImport::Keep => {}
             AfterImport::Seen => {
-                session.uid_store(&set, "+FLAGS (\\Seen)").await?.try_collect::<Vec<_>>().await?;
+                session.uid_store(&self.set, "+FLAGS (\\Seen)").await?.try_collect::<Vec<_>>().await?;
             }
-            AfterImport::Move(target) => session.uid_mv(&set, target).await?,
+            AfterImport::Move(target) => session.uid_mv(&self.set, target).await?,
         }
+        Ok(self.last)
     }
-    Ok(last_uid)
 }
 
 #[cfg(test)]

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Email channel figures for BENCHMARKS.md (issue 3). Run by hand, never in CI:
+#   bench/email.sh              (N=10000 mails for the backlog; about 5 minutes)
+# Needs dovecot-imapd and dovecot-lmtpd (tests/run.sh installs them). Starts a private Dovecot,
+# then measures:
+#   1. backlog: N mails of ~8 KB (text + HTML + attachment) imported from IMAP into events and
+#      delivered to a webhook, against a plain IMAP client fetching the same mailbox (ratio);
+#      RSS sampled every 0.5 s during the import (flat memory);
+#   2. new mail with IDLE: APPEND → webhook received, p50/p95 over 200 mails, 20 per second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${N:-10000}
+TARGET=x86_64-unknown-linux-gnu
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target $TARGET -p switchboard >&2
+cargo build --release --locked -p switchboard-bench >&2
+BIN=$PWD/target/$TARGET/release/switchboard
+SB=$PWD/target/release/sbbench
+
+work=$(mktemp -d); chmod 755 "$work"
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.5; rm -rf "$work"' EXIT
+imap=18143; lmtp=18024; port=18080; hook=18098
+mkdir -p "$work/mail" "$work/run" "$work/state"
+chown dovecot:dovecot "$work/mail"
+printf 'support@example.com:{PLAIN}support-pass\nann@example.org:{PLAIN}ann-pass\n' > "$work/users"
+cat > "$work/dovecot.conf" <<CONF
+protocols = imap lmtp
+listen = 127.0.0.1
+base_dir = $work/run
+state_dir = $work/state
+log_path = $work/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+mail_location = maildir:$work/mail/%u
+first_valid_uid = $(id -u dovecot)
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $work/users
+}
+userdb {
+  driver = static
+  args = uid=$(id -u dovecot) gid=$(id -g dovecot) home=$work/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $imap
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    address = 127.0.0.1
+    port = $lmtp
+  }
+}
+CONF
+dovecot -F -c "$work/dovecot.conf" & sleep 1
+
+config() { # $1 = dir, $2 = mailbox user, $3 = password
+  mkdir -p "$1"
+  cat > "$1/switchboard.toml" <<TOML
+[server]
+listen = "127.0.0.1:$port"
+public_url = "http://127.0.0.1:$port"
+[storage]
+path = "$1/var"
+[log]
+level = "warn"
+[[tokens]]
+name = "bench"
+token = "dev-token-change-me"
+scopes = ["send", "read", "admin"]
+[[channels]]
+id = "support"
+type = "email"
+address = "$2"
+[channels.imap]
+host = "127.0.0.1"
+port = $imap
+tls = "none"
+username = "$2"
+password = "$3"
+[[webhooks]]
+id = "bench"
+url = "http://127.0.0.1:$hook/events"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+events = ["message.received"]
+TOML
+}
+rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+
+echo "machine: $(nproc) cores; dovecot $(dovecot --version | cut -d' ' -f1)"
+echo "filling the mailbox: $("$SB" imap-append $imap support@example.com support-pass --count "$N" --size 8192)"
+echo "raw fetch (plain IMAP client): $("$SB" imap-fetch $imap support@example.com support-pass)"
+
+# Into events only: no consumer; the committed count is polled from the database.
+d="$work/events-only"; config "$d" support@example.com support-pass
+sed -i '/^\[\[webhooks\]\]/,$d' "$d/switchboard.toml"
+t0=$(date +%s%N)
+"$BIN" run --config "$d/switchboard.toml" >"$d/out" 2>"$d/log" & pid=$!
+until [ -f "$d/var/switchboard.db" ] && [ "$(sqlite3 "$d/var/switchboard.db" "select count(*) from messages" 2>/dev/null || echo 0)" -ge "$N" ]; do sleep 0.05; done
+t1=$(date +%s%N)
+secs=$(echo "scale=2; ($t1 - $t0) / 1000000000" | bc)
+echo "backlog import into events (no consumer): $N mails in ${secs}s = $(echo "$N / $secs" | bc) mails/s"
+kill -TERM $pid; wait $pid 2>/dev/null || true
+
+# Into events and delivered to a webhook consumer.
+d="$work/backlog"; config "$d" support@example.com support-pass
+"$SB" receive $hook --expect "$N" > "$d/received" & rpid=$!
+t0=$(date +%s%N)
+"$BIN" run --config "$d/switchboard.toml" >"$d/out" 2>"$d/log" & pid=$!
+: > "$d/rss"; (while kill -0 $pid 2>/dev/null; do echo "$(rss_kb $pid)" >> "$d/rss"; sleep 0.5; done) &
+wait $rpid; t1=$(date +%s%N)
+secs=$(echo "scale=2; ($t1 - $t0) / 1000000000" | bc)
+echo "backlog import into events and delivered to a webhook: $N mails in ${secs}s = $(echo "$N / $secs" | bc) mails/s"
+sort -n "$d/rss" | awk 'NF && $1>0 {a[NR]=$1} END {n=length(a); printf "RSS during the import: min %d MB, median %d MB, max %d MB (%d samples)\n", a[1]/1024, a[int((n+1)/2)]/1024, a[n]/1024, n}'
+kill -TERM $pid; wait $pid 2>/dev/null || true
+
+d="$work/idle"; config "$d" ann@example.org ann-pass
+"$SB" receive $hook --expect 200 > "$d/received" & rpid=$!
+"$BIN" run --config "$d/switchboard.toml" >"$d/out" 2>"$d/log" & pid=$!
+sleep 2
+"$SB" imap-append $imap ann@example.org ann-pass --count 200 --interval-ms 50 --size 4096 >/dev/null
+wait $rpid
+echo "new mail with IDLE, APPEND → webhook received (200 mails, 20/s): $(cat "$d/received")"
+kill -TERM $pid; wait $pid 2>/dev/null || true
