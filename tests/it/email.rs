@@ -488,3 +488,85 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
     session.logout().await.unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newsletter_replies_stay_apart_and_a_reply_reopens_a_closed_conversation() {
+    let mail = MailServers::start().await;
+    let helpdesk = Receiver::start().await;
+    let server =
+        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("h", &helpdesk, "[\"1s\"]"))).await;
+
+    // A newsletter to a list reached us (Bcc) and is stored; three readers answer it. They are
+    // not participants of its conversation, so the sender guard keeps them apart.
+    mail.append(
+        SUPPORT,
+        &crate::mail_servers::mail(
+            "news@shop.example",
+            "readers@lists.example",
+            "November news",
+            "news-11@shop.example",
+            "",
+            "News",
+        ),
+    )
+    .await;
+    for (i, reader) in ["r1@example.org", "r2@example.org", "r3@example.org"].iter().enumerate() {
+        mail.append(
+            SUPPORT,
+            &mail_text(
+                reader,
+                "Re: November news",
+                &format!("reply{i}@example.org"),
+                "In-Reply-To: <news-11@shop.example>\nReferences: <news-11@shop.example>\n",
+                "Question about the news",
+            ),
+        )
+        .await;
+    }
+    let replies = loop_until(|| async {
+        let r: Vec<Value> = helpdesk.events_of("message.received");
+        (r.len() >= 4).then_some(r[1..].to_vec())
+    })
+    .await;
+    let conversations: std::collections::HashSet<String> =
+        replies.iter().map(|e| e["data"]["conversation_id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(conversations.len(), 3, "each reader has their own conversation: {replies:?}");
+    assert!(replies.iter().all(|e| e["data"]["stitch"]["reason"] == "new"));
+
+    // Close Ann's conversation; her reply reopens it.
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Help", "help-1@example.org", "", "Help please")).await;
+    let first = nth_received(&helpdesk, 4).await;
+    let cnv = first["conversation_id"].as_str().unwrap();
+    let (code, closed) = server
+        .request(
+            reqwest::Method::PATCH,
+            &format!("/v1/conversations/{cnv}"),
+            Some(TOKEN),
+            Some(br#"{"status": "closed"}"#.to_vec()),
+        )
+        .await;
+    assert_eq!((code, closed["status"].as_str()), (200, Some("closed")));
+    mail.append(
+        SUPPORT,
+        &mail_text(
+            "ann@example.org",
+            "Re: Help",
+            "help-2@example.org",
+            "In-Reply-To: <help-1@example.org>\n",
+            "Still broken",
+        ),
+    )
+    .await;
+    let again = nth_received(&helpdesk, 5).await;
+    assert_eq!(
+        (again["conversation_id"].as_str(), again["stitch"]["reason"].as_str()),
+        (Some(cnv), Some("in_reply_to"))
+    );
+    let updates: Vec<String> = helpdesk
+        .events_of("conversation.updated")
+        .iter()
+        .map(|e| e["data"]["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(updates, vec!["closed", "open"]);
+    server.stop().await;
+}
