@@ -32,6 +32,31 @@ impl Health {
     }
 }
 
+/// A channel's own durable key/value state (checkpoints, rotated credentials): the only part of
+/// the store an adapter can reach.
+#[derive(Clone)]
+pub struct ChannelState {
+    store: crate::store::Store,
+    channel_id: String,
+}
+
+impl ChannelState {
+    pub fn channel_id(&self) -> &str {
+        &self.channel_id
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let (channel, key) = (self.channel_id.clone(), key.to_owned());
+        self.store.read(move |c| store::mail::checkpoint(c, &channel, &key)).await
+    }
+
+    /// Durably records a value (returns after the commit).
+    pub async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (channel, key, value) = (self.channel_id.clone(), key.to_owned(), value.to_owned());
+        self.store.write(move |c| store::mail::set_checkpoint(c, &channel, &key, &value)).await
+    }
+}
+
 #[derive(Clone)]
 pub struct InboundContext {
     pub channel_id: String,
@@ -62,15 +87,18 @@ impl InboundContext {
         self.pipeline.ingest_batch(raws).await
     }
 
+    /// The channel's durable state (for credentials that rotate).
+    pub fn state(&self) -> ChannelState {
+        ChannelState { store: self.pipeline.store.clone(), channel_id: self.channel_id.clone() }
+    }
+
     pub async fn checkpoint(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let (channel, key) = (self.channel_id.clone(), key.to_owned());
-        self.pipeline.store.read(move |c| store::mail::checkpoint(c, &channel, &key)).await
+        self.state().get(key).await
     }
 
     /// Durably records a checkpoint: call only after what it covers was ingested.
     pub async fn set_checkpoint(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        let (channel, key, value) = (self.channel_id.clone(), key.to_owned(), value.to_owned());
-        self.pipeline.store.write(move |c| store::mail::set_checkpoint(c, &channel, &key, &value)).await
+        self.state().set(key, value).await
     }
 
     /// The channel works (again).

@@ -570,3 +570,87 @@ async fn newsletter_replies_stay_apart_and_a_reply_reopens_a_closed_conversation
     assert_eq!(updates, vec!["closed", "open"]);
     server.stop().await;
 }
+
+/// A fake OAuth2 provider: a token endpoint that rotates the refresh token on every use (the old
+/// one dies at once) and an RFC 7662 introspection endpoint Dovecot asks about access tokens.
+struct FakeProvider {
+    receiver: Receiver,
+    /// Refresh tokens presented to the token endpoint, in order.
+    presented: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeProvider {
+    async fn start() -> FakeProvider {
+        use std::sync::{Arc, Mutex};
+        let receiver = Receiver::start().await;
+        let presented = Arc::new(Mutex::new(Vec::<String>::new()));
+        let state = Arc::new(Mutex::new(("rt-0".to_owned(), String::new(), 0u32)));
+        let (log, st) = (presented.clone(), state.clone());
+        receiver.respond_with(move |c| {
+            let form: std::collections::HashMap<String, String> = String::from_utf8_lossy(&c.body)
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.replace("%2D", "-").replace('+', " ")))
+                .collect();
+            let json = |body: Value| Reply { status: 200, headers: vec![("content-type", "application/json".into())], body: body.to_string() };
+            let mut state = st.lock().unwrap();
+            match c.path.as_str() {
+                "/token" => {
+                    let presented = form.get("refresh_token").cloned().unwrap_or_default();
+                    log.lock().unwrap().push(presented.clone());
+                    if presented != state.0 || form.get("grant_type").map(String::as_str) != Some("refresh_token") {
+                        return Reply { status: 400, headers: vec![("content-type", "application/json".into())], body: r#"{"error":"invalid_grant"}"#.into() };
+                    }
+                    state.2 += 1;
+                    state.0 = format!("rt-{}", state.2);
+                    state.1 = format!("at-{}", state.2);
+                    json(json!({"access_token": state.1, "token_type": "Bearer", "expires_in": 3600, "refresh_token": state.0}))
+                }
+                _ => {
+                    let active = form.get("token").is_some_and(|t| *t == state.1 && !t.is_empty());
+                    json(json!({"active": active, "username": SUPPORT.0}))
+                }
+            }
+        });
+        FakeProvider { receiver, presented }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xoauth2_login_and_a_rotated_refresh_token_survives_a_restart() {
+    let provider = FakeProvider::start().await;
+    let mail = MailServers::start_oauth2(&format!("{}/introspect", provider.receiver.url)).await;
+    let password = format!("password = \"{}\"\n[channels.smtp]", SUPPORT.1);
+    let oauth = format!(
+        "[channels.imap.oauth2]\nclient_id = \"switchboard\"\nclient_secret = \"s3cret\"\ntoken_url = \"{}/token\"\nrefresh_token = \"rt-0\"\nscopes = [\"https://mail.example/\"]\n[channels.smtp]",
+        provider.receiver.url
+    );
+    let config = mail.channel("support", "").replacen(&password, &oauth, 1);
+    assert!(
+        config.contains("[channels.imap.oauth2]")
+            && !config[..config.find("[channels.smtp]").unwrap()].contains(SUPPORT.1)
+    );
+
+    let server = TestServer::start(&config).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Via XOAUTH2", "oauth-1@example.org", "", "hello")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    let dir = server.stop().await;
+    assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0"]);
+    let introspected: Vec<String> = provider
+        .receiver
+        .requests()
+        .iter()
+        .filter(|c| c.path == "/introspect")
+        .map(|c| String::from_utf8_lossy(&c.body).into_owned())
+        .collect();
+    assert!(introspected.iter().any(|b| b.contains("at-1")), "Dovecot validated our access token: {introspected:?}");
+
+    // rt-0 is dead now. A restart must use the rotated token it stored, not the config's.
+    let server = TestServer::start_in(dir, &config).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "After restart", "oauth-2@example.org", "", "again")).await;
+    loop_until(|| async { (count(&server).await == 2).then_some(()) }).await;
+    assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0", "rt-1"]);
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 200, "{ready}");
+    server.stop().await;
+}

@@ -114,16 +114,21 @@ fn make_certificates(dir: &std::path::Path) {
 
 impl MailServers {
     pub async fn start() -> MailServers {
-        Self::launch(false).await
+        Self::launch(false, None).await
+    }
+
+    /// Dovecot also accepting XOAUTH2, validating tokens at `introspection_url` (RFC 7662).
+    pub async fn start_oauth2(introspection_url: &str) -> MailServers {
+        Self::launch(false, Some(introspection_url)).await
     }
 
     /// Dovecot with TLS (implicit on `imaps_port`, STARTTLS on `imap_port`) and an SMTP server
     /// requiring STARTTLS; certificates from a test CA in `ca_file`.
     pub async fn start_tls() -> MailServers {
-        Self::launch(true).await
+        Self::launch(true, None).await
     }
 
-    async fn launch(tls: bool) -> MailServers {
+    async fn launch(tls: bool, introspection_url: Option<&str>) -> MailServers {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let (imap_port, lmtp_port, smtp_port) = (free_port(), free_port(), free_port());
@@ -154,6 +159,18 @@ impl MailServers {
         }
         let users: String = [SUPPORT, ANN, STRANGER].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
         std::fs::write(dir.path().join("users"), users).unwrap();
+        let oauth2 = match introspection_url {
+            Some(url) => {
+                std::fs::write(
+                    dir.path().join("oauth2.conf.ext"),
+                    format!("introspection_mode = post\nintrospection_url = {url}\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n"),
+                )
+                .unwrap();
+                format!("passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {d}/oauth2.conf.ext\n}}\n")
+            }
+            None => String::new(),
+        };
+        let mechanisms = if introspection_url.is_some() { "plain login xoauth2 oauthbearer" } else { "plain login" };
         let internal =
             if root { String::new() } else { format!("default_internal_user = {user}\ndefault_login_user = {user}\n") };
         let config = format!(
@@ -163,10 +180,10 @@ base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
 {internal}{ssl}disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {mechanisms}
 mail_location = maildir:{d}/mail/%u
 first_valid_uid = {uid}
-passdb {{
+{oauth2}passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {d}/users
 }}

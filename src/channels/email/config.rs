@@ -57,6 +57,8 @@ pub struct ImapConfig {
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
+    /// XOAUTH2 instead of a password (Gmail, Microsoft 365).
+    pub oauth2: Option<super::oauth2::OAuth2Config>,
     /// Folders to import from.
     #[serde(default = "default_folders")]
     pub folders: Vec<String>,
@@ -166,10 +168,18 @@ impl EmailChannelConfig {
                 add("imap.after_import", format!("`{}` must be keep, seen or move:<folder>", imap.after_import));
             }
             let source = SecretSource { inline: &imap.password, file: &imap.password_file, env: &imap.password_env };
-            match config::resolve_secret("imap.password", source) {
-                Ok(Some(p)) => imap.password = Some(p),
-                Ok(None) => add("imap.password", "is required (password, password_file or password_env)".into()),
-                Err((k, r)) => add(&k, r),
+            match (config::resolve_secret("imap.password", source), &mut imap.oauth2) {
+                (Ok(Some(_)), Some(_)) => add("imap.oauth2", "set a password or an [oauth2] table, not both".into()),
+                (Ok(Some(p)), None) => imap.password = Some(p),
+                (Ok(None), Some(oauth2)) => {
+                    for (k, r) in oauth2.validate() {
+                        add(&format!("imap.oauth2.{k}"), r);
+                    }
+                }
+                (Ok(None), None) => {
+                    add("imap.password", "is required (password, password_file, password_env or [oauth2])".into())
+                }
+                (Err((k, r)), _) => add(&k, r),
             }
         }
         if let Some(smtp) = &mut self.smtp {

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 
 use super::config::{AfterImport, EmailChannelConfig, ImapConfig, TlsMode};
 use super::mime;
+use super::oauth2::{xoauth2, TokenSource, XOAuth2};
 use super::tls::{self, Transport};
 use crate::channels::Inbound;
 use crate::pipeline::InboundContext;
@@ -66,10 +67,16 @@ impl Inbound for ImapInbound {
     fn run(self: Box<Self>, cx: InboundContext) -> BoxFuture<'static, ()> {
         async move {
             let Some(imap) = self.config.imap.clone() else { return };
+            // One token source for all folders: one refresh, one stored rotation.
+            let tokens = imap.oauth2.clone().map(|o| Arc::new(TokenSource::new(o, cx.state(), "imap")));
             let folders: Vec<_> = imap
                 .folders
                 .iter()
-                .map(|folder| tokio::spawn(run_folder(self.config.clone(), imap.clone(), folder.clone(), cx.clone())))
+                .map(|folder| {
+                    let (config, imap, folder, cx, tokens) =
+                        (self.config.clone(), imap.clone(), folder.clone(), cx.clone(), tokens.clone());
+                    tokio::spawn(async move { run_folder(config, imap, folder, cx, tokens).await })
+                })
                 .collect();
             futures_util::future::join_all(folders).await;
         }
@@ -77,10 +84,16 @@ impl Inbound for ImapInbound {
     }
 }
 
-async fn run_folder(channel: Arc<EmailChannelConfig>, imap: ImapConfig, folder: String, cx: InboundContext) {
+async fn run_folder(
+    channel: Arc<EmailChannelConfig>,
+    imap: ImapConfig,
+    folder: String,
+    cx: InboundContext,
+    tokens: Option<Arc<TokenSource>>,
+) {
     let mut backoff = Duration::from_secs(1);
     while !cx.shutdown.is_cancelled() {
-        match session(&channel, &imap, &folder, &cx).await {
+        match session(&channel, &imap, &folder, &cx, tokens.as_deref()).await {
             Ok(()) => return,
             Err(e) => {
                 cx.report_error(e.code(), &format!("{folder}: {e}")).await;
@@ -118,7 +131,13 @@ async fn connect(imap: &ImapConfig) -> Result<Client<Transport>, ImapError> {
     Ok(client)
 }
 
-async fn login(imap: &ImapConfig) -> Result<ImapSession, ImapError> {
+async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Result<ImapSession, ImapError> {
+    if let Some(tokens) = tokens {
+        let token = tokens.access_token().await.map_err(ImapError::Auth)?;
+        let client = connect(imap).await?;
+        let auth = XOAuth2(xoauth2(&imap.username, &token));
+        return client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| ImapError::Auth(e.to_string()));
+    }
     let client = connect(imap).await?;
     let password = imap.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
     client.login(&imap.username, &password).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
@@ -136,8 +155,9 @@ async fn session(
     imap: &ImapConfig,
     folder: &str,
     cx: &InboundContext,
+    tokens: Option<&TokenSource>,
 ) -> Result<(), ImapError> {
-    let mut session = login(imap).await?;
+    let mut session = login(imap, tokens).await?;
     let idle = session.capabilities().await?.has_str("IDLE");
     let mailbox = session.select(folder).await?;
     let validity = mailbox.uid_validity.unwrap_or(0);

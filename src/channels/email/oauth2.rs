@@ -1,0 +1,179 @@
+//! OAuth2 for mail (XOAUTH2, as Gmail and Microsoft 365 require): access tokens from a refresh
+//! token, refreshed a minute before they expire. A rotated refresh token is persisted at once,
+//! before it is used (losing it is why Zammad users must re-authorise every 90 days).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::config::{self, Secret, SecretSource};
+use crate::pipeline::ChannelState;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_env: Option<String>,
+    /// The provider's token endpoint (Google: https://oauth2.googleapis.com/token; Microsoft:
+    /// https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token).
+    pub token_url: String,
+    /// The initial refresh token; once rotated, the stored one is used instead.
+    pub refresh_token: Option<Secret>,
+    pub refresh_token_file: Option<PathBuf>,
+    pub refresh_token_env: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+impl OAuth2Config {
+    /// Problems relative to the table; resolves secret files and variables.
+    pub fn validate(&mut self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if let Err(reason) = config::check_http_url(&self.token_url) {
+            problems.push(("token_url".to_owned(), reason));
+        }
+        let source =
+            SecretSource { inline: &self.client_secret, file: &self.client_secret_file, env: &self.client_secret_env };
+        match config::resolve_secret("client_secret", source) {
+            Ok(secret) => self.client_secret = secret,
+            Err(p) => problems.push(p),
+        }
+        let source =
+            SecretSource { inline: &self.refresh_token, file: &self.refresh_token_file, env: &self.refresh_token_env };
+        match config::resolve_secret("refresh_token", source) {
+            Ok(Some(token)) => self.refresh_token = Some(token),
+            Ok(None) => {
+                problems.push(("refresh_token".to_owned(), "is required (refresh_token, _file or _env)".to_owned()))
+            }
+            Err(p) => problems.push(p),
+        }
+        problems
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+    refresh_token: Option<String>,
+}
+
+/// Hands out valid access tokens for one account.
+pub struct TokenSource {
+    config: OAuth2Config,
+    /// Where the current refresh token is kept (`key` in the channel's state).
+    state: ChannelState,
+    key: String,
+    client: reqwest::Client,
+    cached: Mutex<Option<(String, Instant)>>,
+}
+
+impl TokenSource {
+    pub fn new(config: OAuth2Config, state: ChannelState, key: &str) -> TokenSource {
+        TokenSource {
+            config,
+            state,
+            key: format!("oauth2:{key}:refresh_token"),
+            client: crate::http_out::client(Duration::from_secs(30)),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// A token valid for at least another minute.
+    pub async fn access_token(&self) -> Result<String, String> {
+        let mut cached = self.cached.lock().await;
+        if let Some((token, until)) = cached.as_ref() {
+            if *until > Instant::now() + Duration::from_secs(60) {
+                return Ok(token.clone());
+            }
+        }
+        let stored = self.state.get(&self.key).await.map_err(|e| e.to_string())?;
+        let refresh = match stored {
+            Some(token) => token,
+            None => self.config.refresh_token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
+        };
+        let mut form = vec![
+            ("grant_type", "refresh_token".to_owned()),
+            ("refresh_token", refresh.clone()),
+            ("client_id", self.config.client_id.clone()),
+        ];
+        if let Some(secret) = &self.config.client_secret {
+            form.push(("client_secret", secret.expose().to_owned()));
+        }
+        if !self.config.scopes.is_empty() {
+            form.push(("scope", self.config.scopes.join(" ")));
+        }
+        let body = form.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect::<Vec<_>>().join("&");
+        let response = self
+            .client
+            .post(&self.config.token_url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("token endpoint: {}", crate::http_out::describe(&e)))?;
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(format!("token endpoint answered {status}: {}", text.chars().take(300).collect::<String>()));
+        }
+        let token: TokenResponse =
+            serde_json::from_str(&text).map_err(|e| format!("token endpoint sent no token: {e}"))?;
+        if let Some(rotated) = token.refresh_token.filter(|r| *r != refresh) {
+            // Persist before anything else: the old refresh token may already be dead.
+            self.state
+                .set(&self.key, &rotated)
+                .await
+                .map_err(|e| format!("cannot store the rotated refresh token: {e}"))?;
+            tracing::info!(channel = %self.state.channel_id(), "OAuth2 refresh token rotated and stored");
+        }
+        let until = Instant::now() + Duration::from_secs(token.expires_in.unwrap_or(3600));
+        *cached = Some((token.access_token.clone(), until));
+        Ok(token.access_token)
+    }
+}
+
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The SASL XOAUTH2 initial response: `user=U\x01auth=Bearer T\x01\x01`.
+pub fn xoauth2(user: &str, token: &str) -> String {
+    format!("user={user}\x01auth=Bearer {token}\x01\x01")
+}
+
+/// async-imap's authenticator for XOAUTH2 (the response is base64-encoded by the library).
+pub struct XOAuth2(pub String);
+
+impl async_imap::Authenticator for XOAuth2 {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        // The first call sends the credentials; after a failure the server sends a JSON error
+        // challenge that must be answered with an empty response.
+        std::mem::take(&mut self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn xoauth2_matches_the_google_test_vector() {
+        use base64::Engine;
+        let raw = super::xoauth2("someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg");
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD.encode(raw),
+            "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
+        );
+        assert_eq!(super::percent_encode("a b/c+d"), "a%20b%2Fc%2Bd");
+    }
+}
