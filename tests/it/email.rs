@@ -525,7 +525,7 @@ async fn newsletter_replies_stay_apart_and_a_reply_reopens_a_closed_conversation
     }
     let replies = loop_until(|| async {
         let r: Vec<Value> = helpdesk.events_of("message.received");
-        (r.len() >= 4).then_some(r[1..].to_vec())
+        (r.len() >= 4).then(|| r[1..].to_vec())
     })
     .await;
     let conversations: std::collections::HashSet<String> =
@@ -652,5 +652,30 @@ async fn xoauth2_login_and_a_rotated_refresh_token_survives_a_restart() {
     assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0", "rt-1"]);
     let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(code, 200, "{ready}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_token_threads_a_reply_that_lost_every_header() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "reply_token = true")).await;
+    let (_, queued) = server.post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your ticket", "text": "Hi"})).await;
+    wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    let raw = String::from_utf8_lossy(&delivered.2).to_string();
+    let cnv = queued["conversation_id"].as_str().unwrap();
+    let token_address = format!("support+{cnv}@example.com");
+    assert!(raw.contains(&format!("Reply-To: \"\" <{token_address}>")) || raw.contains(&format!("Reply-To: {token_address}")), "{raw}");
+
+    // A mail system stripped In-Reply-To and References and the subject changed; the reply went
+    // to the Reply-To address (lowercased on the way, as some systems do).
+    let reply = crate::mail_servers::mail("ann@example.org", &token_address.to_lowercase(), "different subject", "stripped@example.org", "", "Answer");
+    mail.append(SUPPORT, &reply).await;
+    let event = loop_until(|| async {
+        server.all_events().await.into_iter().find(|e| e["type"] == "message.received")
+    })
+    .await;
+    assert_eq!(event["data"]["conversation_id"], cnv);
+    assert_eq!(event["data"]["stitch"]["reason"], "token");
     server.stop().await;
 }
