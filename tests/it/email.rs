@@ -659,22 +659,29 @@ async fn xoauth2_login_and_a_rotated_refresh_token_survives_a_restart() {
 async fn the_reply_token_threads_a_reply_that_lost_every_header() {
     let mail = MailServers::start().await;
     let server = TestServer::start(&mail.channel("support", "reply_token = true")).await;
-    let (_, queued) = server.post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your ticket", "text": "Hi"})).await;
+    let (_, queued) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your ticket", "text": "Hi"}))
+        .await;
     wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
     let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
     let raw = String::from_utf8_lossy(&delivered.2).to_string();
     let cnv = queued["conversation_id"].as_str().unwrap();
     let token_address = format!("support+{cnv}@example.com");
-    assert!(raw.contains(&format!("Reply-To: \"\" <{token_address}>")) || raw.contains(&format!("Reply-To: {token_address}")), "{raw}");
+    assert!(raw.lines().any(|l| l.starts_with("Reply-To:") && l.contains(&format!("<{token_address}>"))), "{raw}");
 
     // A mail system stripped In-Reply-To and References and the subject changed; the reply went
     // to the Reply-To address (lowercased on the way, as some systems do).
-    let reply = crate::mail_servers::mail("ann@example.org", &token_address.to_lowercase(), "different subject", "stripped@example.org", "", "Answer");
+    let reply = crate::mail_servers::mail(
+        "ann@example.org",
+        &token_address.to_lowercase(),
+        "different subject",
+        "stripped@example.org",
+        "",
+        "Answer",
+    );
     mail.append(SUPPORT, &reply).await;
-    let event = loop_until(|| async {
-        server.all_events().await.into_iter().find(|e| e["type"] == "message.received")
-    })
-    .await;
+    let event =
+        loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await;
     assert_eq!(event["data"]["conversation_id"], cnv);
     assert_eq!(event["data"]["stitch"]["reason"], "token");
     server.stop().await;
