@@ -39,7 +39,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     let store = Store::open(&config.storage.path)
         .with_context(|| format!("cannot open the store at {}", config.storage.path.display()))?;
     let shutdown = CancellationToken::new();
-    let registry = Arc::new(Registry::build(&config.channels, config.outbound.timeout.0));
+    let registry = Arc::new(Registry::build(&config.channels, config.outbound.timeout.0, &store));
     let pipeline = Pipeline::new(store.clone(), &config.server.public_url);
 
     let outbound = OutboundEngine::new(store.clone(), registry.clone(), config.outbound.clone());

@@ -188,11 +188,18 @@ impl ChannelConfig {
     }
 }
 
-/// The outbound half of a configured channel, if it can send.
-pub fn build_outbound(config: &ChannelConfig, timeout: Duration) -> Option<Arc<dyn Outbound>> {
+/// The outbound half of a configured channel, if it can send. `state` is the channel's durable
+/// state (rotated OAuth2 refresh tokens).
+pub fn build_outbound(
+    config: &ChannelConfig,
+    timeout: Duration,
+    state: crate::pipeline::ChannelState,
+) -> Option<Arc<dyn Outbound>> {
     match config {
         ChannelConfig::Api(c) => api::outbound::ApiOutbound::new(c, timeout).map(|o| Arc::new(o) as Arc<dyn Outbound>),
-        ChannelConfig::Email(c) => email::outbound::SmtpOutbound::new(c).map(|o| Arc::new(o) as Arc<dyn Outbound>),
+        ChannelConfig::Email(c) => {
+            email::outbound::SmtpOutbound::new(c, state).map(|o| Arc::new(o) as Arc<dyn Outbound>)
+        }
     }
 }
 

@@ -18,11 +18,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub fn build(configs: &[ChannelConfig], send_timeout: Duration) -> Registry {
+    pub fn build(configs: &[ChannelConfig], send_timeout: Duration, store: &crate::store::Store) -> Registry {
         let channels = configs
             .iter()
             .map(|c| {
-                (c.id().to_owned(), RegisteredChannel { config: c.clone(), outbound: build_outbound(c, send_timeout) })
+                let state = crate::pipeline::ChannelState::new(store.clone(), c.id());
+                let outbound = build_outbound(c, send_timeout, state);
+                (c.id().to_owned(), RegisteredChannel { config: c.clone(), outbound })
             })
             .collect();
         Registry { channels }

@@ -41,6 +41,10 @@ pub struct ChannelState {
 }
 
 impl ChannelState {
+    pub fn new(store: crate::store::Store, channel_id: &str) -> ChannelState {
+        ChannelState { store, channel_id: channel_id.to_owned() }
+    }
+
     pub fn channel_id(&self) -> &str {
         &self.channel_id
     }

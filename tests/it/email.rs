@@ -625,7 +625,15 @@ async fn xoauth2_login_and_a_rotated_refresh_token_survives_a_restart() {
         "[channels.imap.oauth2]\nclient_id = \"switchboard\"\nclient_secret = \"s3cret\"\ntoken_url = \"{}/token\"\nrefresh_token = \"rt-0\"\nscopes = [\"https://mail.example/\"]\n[channels.smtp]",
         provider.receiver.url
     );
+    let smtp_password = format!("password = \"{}\"\n", SUPPORT.1);
+    let smtp_oauth = format!(
+        "[channels.smtp.oauth2]\nclient_id = \"switchboard\"\ntoken_url = \"{}/token\"\nrefresh_token = \"rt-0\"\n",
+        provider.receiver.url
+    );
     let config = mail.channel("support", "").replacen(&password, &oauth, 1);
+    // The SMTP password is the last line of the block.
+    let at = config.rfind(&smtp_password).unwrap();
+    let config = format!("{}{}{}", &config[..at], &config[at + smtp_password.len()..], smtp_oauth);
     assert!(
         config.contains("[channels.imap.oauth2]")
             && !config[..config.find("[channels.smtp]").unwrap()].contains(SUPPORT.1)
@@ -652,6 +660,32 @@ async fn xoauth2_login_and_a_rotated_refresh_token_survives_a_restart() {
     assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0", "rt-1"]);
     let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(code, 200, "{ready}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_xoauth2_sends_with_a_fresh_token() {
+    let provider = FakeProvider::start().await;
+    let mail = MailServers::start_oauth2(&format!("{}/introspect", provider.receiver.url)).await;
+    let smtp_password = format!("password = \"{}\"\n", SUPPORT.1);
+    let config = mail.channel("support", "");
+    let at = config.rfind(&smtp_password).unwrap();
+    let oauth = format!(
+        "[channels.smtp.oauth2]\nclient_id = \"switchboard\"\ntoken_url = \"{}/token\"\nrefresh_token = \"rt-0\"\n",
+        provider.receiver.url
+    );
+    let config = format!("{}{}{}", &config[..at], &config[at + smtp_password.len()..], oauth);
+    let server = TestServer::start(&config).await;
+    let (_, queued) = server
+        .post(
+            "/v1/messages",
+            json!({"channel": "support", "to": ANN.0, "subject": "OAuth", "text": "sent with XOAUTH2"}),
+        )
+        .await;
+    wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    assert!(String::from_utf8_lossy(&loop_until(|| async { mail.inbox(ANN).await.pop() }).await.2)
+        .contains("sent with XOAUTH2"));
+    assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0"], "one refresh; the token was cached");
     server.stop().await;
 }
 

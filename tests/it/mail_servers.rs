@@ -237,6 +237,7 @@ service stats {{
             .arg(&script)
             .args([smtp_port.to_string(), lmtp_port.to_string(), format!("{d}/users")])
             .args(if tls { vec![format!("{d}/server.pem"), format!("{d}/server.key")] } else { vec![] })
+            .envs(introspection_url.map(|u| ("INTROSPECTION_URL", u.to_owned())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("smtp.log")).unwrap())

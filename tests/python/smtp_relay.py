@@ -1,14 +1,21 @@
 """A real SMTP server (aiosmtpd, PyPI) that requires AUTH and delivers into Dovecot over LMTP.
 
 Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE [CERT KEY]
-With CERT and KEY the server offers STARTTLS and requires it before AUTH.
+With CERT and KEY the server offers STARTTLS and requires it before AUTH. With
+INTROSPECTION_URL in the environment it also accepts AUTH XOAUTH2, validating the bearer token
+there (RFC 7662), as Dovecot's oauth2 passdb does.
 USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
 listening; runs until stdin closes. Unknown recipients are refused with 550 by Dovecot and
 that answer is passed through, so senders see real permanent failures.
 """
+import base64
+import json
+import os
 import smtplib
 import ssl
 import sys
+import urllib.parse
+import urllib.request
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -26,6 +33,19 @@ def authenticator(server, session, envelope, mechanism, auth_data):
 
 
 class Relay:
+    async def auth_XOAUTH2(self, server, args):
+        url = os.environ.get("INTROSPECTION_URL")
+        if not url or len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        raw = base64.b64decode(args[1]).decode()
+        fields = dict(part.split("=", 1) for part in raw.split("\x01") if "=" in part)
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        body = urllib.parse.urlencode({"token": token}).encode()
+        with urllib.request.urlopen(urllib.request.Request(url, data=body)) as response:
+            answer = json.load(response)
+        ok = answer.get("active") is True and answer.get("username") == fields.get("user")
+        return AuthResult(success=ok, handled=False)
+
     async def handle_DATA(self, server, session, envelope):
         try:
             lmtp = smtplib.LMTP("127.0.0.1", lmtp_port)

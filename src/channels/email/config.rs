@@ -87,6 +87,8 @@ pub struct SmtpConfig {
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
+    /// XOAUTH2 instead of a password.
+    pub oauth2: Option<super::oauth2::OAuth2Config>,
     /// Send timeout.
     #[serde(default = "default_smtp_timeout")]
     pub timeout: ConfigDuration,
@@ -187,15 +189,19 @@ impl EmailChannelConfig {
                 add("smtp.tls", format!("`none` is only allowed to a loopback host, not {}", smtp.host));
             }
             let source = SecretSource { inline: &smtp.password, file: &smtp.password_file, env: &smtp.password_env };
-            match config::resolve_secret("smtp.password", source) {
-                Ok(Some(p)) => {
-                    smtp.password = Some(p);
-                    if smtp.username.is_none() {
-                        add("smtp.username", "is required with a password".into());
+            match (config::resolve_secret("smtp.password", source), &mut smtp.oauth2) {
+                (Ok(Some(_)), Some(_)) => add("smtp.oauth2", "set a password or an [oauth2] table, not both".into()),
+                (Ok(Some(p)), None) => smtp.password = Some(p),
+                (Ok(None), Some(oauth2)) => {
+                    for (k, r) in oauth2.validate() {
+                        add(&format!("smtp.oauth2.{k}"), r);
                     }
                 }
-                Ok(None) => {}
-                Err((k, r)) => add(&k, r),
+                (Ok(None), None) => {}
+                (Err((k, r)), _) => add(&k, r),
+            }
+            if (smtp.password.is_some() || smtp.oauth2.is_some()) && smtp.username.is_none() {
+                add("smtp.username", "is required with a password or oauth2".into());
             }
         }
         problems

@@ -68,7 +68,7 @@ impl Inbound for ImapInbound {
         async move {
             let Some(imap) = self.config.imap.clone() else { return };
             // One token source for all folders: one refresh, one stored rotation.
-            let tokens = imap.oauth2.clone().map(|o| Arc::new(TokenSource::new(o, cx.state(), "imap")));
+            let tokens = imap.oauth2.clone().map(|o| Arc::new(TokenSource::new(o, cx.state())));
             let folders: Vec<_> = imap
                 .folders
                 .iter()

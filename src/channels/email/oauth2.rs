@@ -73,11 +73,13 @@ pub struct TokenSource {
 }
 
 impl TokenSource {
-    pub fn new(config: OAuth2Config, state: ChannelState, key: &str) -> TokenSource {
+    /// The stored refresh token is keyed by the grant (client and token endpoint), so IMAP and
+    /// SMTP sharing one grant see each other's rotations.
+    pub fn new(config: OAuth2Config, state: ChannelState) -> TokenSource {
         TokenSource {
+            key: format!("oauth2:{}@{}:refresh_token", config.client_id, config.token_url),
             config,
             state,
-            key: format!("oauth2:{key}:refresh_token"),
             client: crate::http_out::client(Duration::from_secs(30)),
             cached: Mutex::new(None),
         }

@@ -13,11 +13,15 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::config::{EmailChannelConfig, TlsMode};
+use super::oauth2::TokenSource;
 use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
+use crate::pipeline::ChannelState;
 use crate::stitch::email::own_message_id;
 
 pub struct SmtpOutbound {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// With a password: built once. With OAuth2: rebuilt whenever the access token changes.
+    transport: tokio::sync::Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
+    settings: Transport,
     from: Mailbox,
     domain: String,
     reply_token: bool,
@@ -33,33 +37,59 @@ fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsPa
     builder.build_rustls().map_err(|e| e.to_string())
 }
 
+/// What a transport is built from.
+struct Transport {
+    host: String,
+    port: u16,
+    timeout: std::time::Duration,
+    tls: Tls,
+    username: Option<String>,
+    password: Option<String>,
+    tokens: Option<TokenSource>,
+}
+
+impl Transport {
+    fn build(&self, secret: Option<&str>, mechanisms: Vec<Mechanism>) -> AsyncSmtpTransport<Tokio1Executor> {
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
+            .port(self.port)
+            .timeout(Some(self.timeout))
+            .tls(self.tls.clone());
+        if let (Some(user), Some(secret)) = (&self.username, secret) {
+            builder = builder.credentials(Credentials::new(user.clone(), secret.to_owned())).authentication(mechanisms);
+        }
+        builder.build()
+    }
+}
+
 impl SmtpOutbound {
     /// `None` when the channel has no `[channels.smtp]`.
-    pub fn new(config: &EmailChannelConfig) -> Option<SmtpOutbound> {
+    pub fn new(config: &EmailChannelConfig, state: ChannelState) -> Option<SmtpOutbound> {
         let smtp = config.smtp.as_ref()?;
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&smtp.host)
-            .port(smtp.port)
-            .timeout(Some(smtp.timeout.0));
         let tls = match smtp.tls {
             TlsMode::None => Ok(Tls::None),
             TlsMode::Implicit => tls_parameters(&smtp.host, smtp.ca_file.as_deref()).map(Tls::Wrapper),
             TlsMode::Starttls => tls_parameters(&smtp.host, smtp.ca_file.as_deref()).map(Tls::Required),
         };
-        match tls {
-            Ok(tls) => builder = builder.tls(tls),
+        let tls = match tls {
+            Ok(tls) => tls,
             Err(e) => {
                 tracing::error!(channel = %config.id, error = %e, "SMTP TLS setup failed; the channel cannot send");
                 return None;
             }
-        }
-        if let (Some(user), Some(password)) = (&smtp.username, &smtp.password) {
-            builder = builder
-                .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
-                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
-        }
+        };
+        let settings = Transport {
+            host: smtp.host.clone(),
+            port: smtp.port,
+            timeout: smtp.timeout.0,
+            tls,
+            username: smtp.username.clone(),
+            password: smtp.password.as_ref().map(|p| p.expose().to_owned()),
+            tokens: smtp.oauth2.clone().map(|o| TokenSource::new(o, state)),
+        };
         let from = Mailbox::new(config.name.clone(), config.address.parse().ok()?);
         Some(SmtpOutbound {
-            transport: builder.build(),
+            transport: tokio::sync::Mutex::new(None),
+            settings,
             from,
             domain: config.domain().to_owned(),
             reply_token: config.reply_token,
@@ -113,9 +143,37 @@ impl SmtpOutbound {
             mixed = mixed.singlepart(Attachment::new(name).body(bytes, content_type));
         }
         let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?;
-        match self.transport.send(mail).await {
+        let transport = self.transport().await?;
+        match transport.send(mail).await {
             Ok(_) => Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) }),
             Err(e) => Err(classify(&e)),
+        }
+    }
+}
+
+impl SmtpOutbound {
+    /// The pooled transport, rebuilt when an OAuth2 access token was refreshed.
+    async fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+        let (secret, mechanisms) = match &self.settings.tokens {
+            Some(tokens) => {
+                let token = tokens.access_token().await.map_err(|reason| SendError::Temporary {
+                    code: "oauth2".into(),
+                    reason,
+                    retry_after: None,
+                })?;
+                (Some(token), vec![Mechanism::Xoauth2])
+            }
+            None => (self.settings.password.clone(), vec![Mechanism::Plain, Mechanism::Login]),
+        };
+        let key = secret.clone().unwrap_or_default();
+        let mut cached = self.transport.lock().await;
+        match cached.as_ref() {
+            Some((k, transport)) if *k == key => Ok(transport.clone()),
+            _ => {
+                let transport = self.settings.build(secret.as_deref(), mechanisms);
+                *cached = Some((key, transport.clone()));
+                Ok(transport)
+            }
         }
     }
 }
