@@ -720,3 +720,80 @@ async fn the_reply_token_threads_a_reply_that_lost_every_header() {
     assert_eq!(event["data"]["stitch"]["reason"], "token");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
+    let mail = MailServers::start().await;
+    {
+        let mut session = mail.login(SUPPORT).await;
+        session.create("Sent").await.unwrap();
+        session.logout().await.unwrap();
+    }
+    let config = mail.channel("support", "").replacen(
+        "tls = \"none\"\nusername",
+        "tls = \"none\"\nsent_folder = \"Sent\"\nusername",
+        1,
+    );
+    let server = TestServer::start(&config).await;
+    let (_, queued) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Copy", "text": "keep a copy"}))
+        .await;
+    let sent = wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    let header = sent["provider"]["message_id"].as_str().unwrap().to_owned();
+    let copy = loop_until(|| async {
+        let mut session = mail.login(SUPPORT).await;
+        session.select("Sent").await.unwrap();
+        let fetched: Vec<_> =
+            futures_util::TryStreamExt::try_collect(session.uid_fetch("1:*", "(FLAGS BODY.PEEK[])").await.unwrap())
+                .await
+                .unwrap_or_default();
+        let found = fetched.iter().find_map(|f| {
+            let body = String::from_utf8_lossy(f.body()?).into_owned();
+            body.contains(&header).then(|| (body, f.flags().map(|fl| format!("{fl:?}")).collect::<Vec<_>>()))
+        });
+        session.logout().await.unwrap();
+        found
+    })
+    .await;
+    assert!(copy.0.contains("keep a copy"));
+    assert!(copy.1.iter().any(|f| f.contains("Seen")), "the copy is marked read: {:?}", copy.1);
+    // The copy in Sent is not imported as inbound mail (only INBOX is watched).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&server).await, 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_reusing_a_message_id_is_kept_apart_and_both_mails_are_kept() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Order 5", "same-id@example.org", "", "Ann's mail")).await;
+    mail.append(
+        SUPPORT,
+        &mail_text("stranger@example.net", "Hello", "same-id@example.org", "", "A different mail, same Message-ID"),
+    )
+    .await;
+    // Ann answers her own thread; the reference matches both conversations, the guard picks hers.
+    mail.append(
+        SUPPORT,
+        &mail_text(
+            "ann@example.org",
+            "Re: Order 5",
+            "ann-2@example.org",
+            "In-Reply-To: <same-id@example.org>\n",
+            "Any news?",
+        ),
+    )
+    .await;
+    let received = loop_until(|| async {
+        let r: Vec<Value> = server.all_events().await.into_iter().filter(|e| e["type"] == "message.received").collect();
+        (r.len() >= 3).then_some(r)
+    })
+    .await;
+    let (ann, stranger, reply) = (&received[0]["data"], &received[1]["data"], &received[2]["data"]);
+    assert_eq!(ann["provider"]["message_id"], stranger["provider"]["message_id"], "both kept despite the shared id");
+    assert_ne!(ann["conversation_id"], stranger["conversation_id"]);
+    assert_eq!(reply["conversation_id"], ann["conversation_id"]);
+    assert_eq!(reply["stitch"]["reason"], "in_reply_to");
+    server.stop().await;
+}

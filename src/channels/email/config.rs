@@ -73,6 +73,9 @@ pub struct ImapConfig {
     pub idle_timeout: ConfigDuration,
     /// A PEM file of extra trusted CA certificates (private or test servers).
     pub ca_file: Option<PathBuf>,
+    /// After each send, append a copy of the mail to this folder (e.g. "Sent"), so it shows in
+    /// the mailbox like mail sent from a mail client.
+    pub sent_folder: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -27,11 +27,11 @@ use crate::pipeline::InboundContext;
 const FETCH_BATCH: usize = 200;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
-type ImapSession = Session<Transport>;
+pub(super) type ImapSession = Session<Transport>;
 
 /// Why an IMAP session ended.
 #[derive(Debug, thiserror::Error)]
-enum ImapError {
+pub(super) enum ImapError {
     #[error("cannot connect: {0}")]
     Connect(String),
     #[error("login refused: {0}")]
@@ -131,7 +131,8 @@ async fn connect(imap: &ImapConfig) -> Result<Client<Transport>, ImapError> {
     Ok(client)
 }
 
-async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Result<ImapSession, ImapError> {
+/// Connects and authenticates (password or XOAUTH2).
+pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Result<ImapSession, ImapError> {
     if let Some(tokens) = tokens {
         let token = tokens.access_token().await.map_err(ImapError::Auth)?;
         let client = connect(imap).await?;

@@ -12,13 +12,15 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::config::{EmailChannelConfig, TlsMode};
+use super::config::{EmailChannelConfig, ImapConfig, TlsMode};
 use super::oauth2::TokenSource;
 use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
 use crate::pipeline::ChannelState;
 use crate::stitch::email::own_message_id;
 
 pub struct SmtpOutbound {
+    /// Where a copy of each sent mail is appended, with how to log in there.
+    sent_copy: Option<(ImapConfig, String, Option<TokenSource>)>,
     /// With a password: built once. With OAuth2: rebuilt whenever the access token changes.
     transport: tokio::sync::Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
     settings: Transport,
@@ -84,10 +86,16 @@ impl SmtpOutbound {
             tls,
             username: smtp.username.clone(),
             password: smtp.password.as_ref().map(|p| p.expose().to_owned()),
-            tokens: smtp.oauth2.clone().map(|o| TokenSource::new(o, state)),
+            tokens: smtp.oauth2.clone().map(|o| TokenSource::new(o, state.clone())),
         };
         let from = Mailbox::new(config.name.clone(), config.address.parse().ok()?);
+        let sent_copy = config.imap.as_ref().and_then(|imap| {
+            let folder = imap.sent_folder.clone()?;
+            let tokens = imap.oauth2.clone().map(|o| TokenSource::new(o, state.clone()));
+            Some((imap.clone(), folder, tokens))
+        });
         Some(SmtpOutbound {
+            sent_copy,
             transport: tokio::sync::Mutex::new(None),
             settings,
             from,
@@ -144,9 +152,31 @@ impl SmtpOutbound {
         }
         let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?;
         let transport = self.transport().await?;
+        let copy = self.sent_copy.as_ref().map(|_| mail.formatted());
         match transport.send(mail).await {
-            Ok(_) => Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) }),
+            Ok(_) => {
+                if let Some(bytes) = copy {
+                    self.append_copy(&bytes).await;
+                }
+                Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) })
+            }
             Err(e) => Err(classify(&e)),
+        }
+    }
+
+    /// Appends a sent mail to the Sent folder. The mail is already sent: a failure here is logged,
+    /// never turned into a send failure (that would send it twice).
+    async fn append_copy(&self, bytes: &[u8]) {
+        let Some((imap, folder, tokens)) = &self.sent_copy else { return };
+        let result = async {
+            let mut session = super::inbound::login(imap, tokens.as_ref()).await?;
+            session.append(folder, Some("(\\Seen)"), None, bytes).await?;
+            let _ = session.logout().await;
+            Ok::<(), super::inbound::ImapError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(folder = %folder, error = %e, "sent, but the copy to the Sent folder failed");
         }
     }
 }
