@@ -23,8 +23,10 @@ use super::tls::{self, Transport};
 use crate::channels::Inbound;
 use crate::pipeline::InboundContext;
 
-/// UIDs fetched per round trip (bounds memory during a backlog import).
+/// Mails fetched per round trip, and their total size: bounds memory during a backlog import
+/// whatever the mail sizes (one mail over the byte bound still makes a batch of its own).
 const FETCH_BATCH: usize = 200;
+const FETCH_BATCH_BYTES: u64 = 16 * 1024 * 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 pub(super) type ImapSession = Session<Transport>;
@@ -223,7 +225,7 @@ async fn import_new(
     // While batch k is being committed, batch k+1 is fetched and parsed. Batches are committed
     // strictly one after another, so the store sees mails in UID order (a reply after its parent).
     let mut committing: Option<Committing> = None;
-    for batch in uids.chunks(FETCH_BATCH) {
+    for batch in size_batches(session, &uids).await? {
         let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let mut mails: Vec<(u32, Vec<u8>)> = session
             .uid_fetch(&set, "(UID BODY.PEEK[])")
@@ -245,6 +247,43 @@ async fn import_new(
         last_uid = previous.finish(session, folder, validity, after, cx).await?;
     }
     Ok(last_uid)
+}
+
+/// Splits `uids` into batches of at most `FETCH_BATCH` mails and `FETCH_BATCH_BYTES` bytes,
+/// asking the server for sizes first (`RFC822.SIZE`, cheap: no bodies).
+async fn size_batches(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Vec<u32>>, ImapError> {
+    let mut batches = Vec::new();
+    for chunk in uids.chunks(1000) {
+        let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let mut sizes: Vec<(u32, u64)> = session
+            .uid_fetch(&set, "(UID RFC822.SIZE)")
+            .await?
+            .try_filter_map(|f| async move { Ok(f.uid.map(|uid| (uid, f.size.unwrap_or(0) as u64))) })
+            .try_collect()
+            .await?;
+        sizes.sort_unstable();
+        batches.extend(split_by_size(&sizes, FETCH_BATCH, FETCH_BATCH_BYTES));
+    }
+    Ok(batches)
+}
+
+/// Pure batching: consecutive UIDs, at most `count` per batch and `bytes` in total.
+fn split_by_size(sizes: &[(u32, u64)], count: usize, bytes: u64) -> Vec<Vec<u32>> {
+    let mut batches: Vec<Vec<u32>> = Vec::new();
+    let mut current: Vec<u32> = Vec::new();
+    let mut total = 0;
+    for &(uid, size) in sizes {
+        if !current.is_empty() && (current.len() == count || total + size > bytes) {
+            batches.push(std::mem::take(&mut current));
+            total = 0;
+        }
+        current.push(uid);
+        total += size;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
 }
 
 /// A batch handed to the pipeline and not yet confirmed.
@@ -282,6 +321,14 @@ impl Committing {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let sizes: Vec<(u32, u64)> = vec![(1, 10), (2, 10), (3, 100), (4, 5), (5, 5), (6, 5)];
+        assert_eq!(super::split_by_size(&sizes, 3, 50), vec![vec![1, 2], vec![3], vec![4, 5, 6]]);
+        assert_eq!(super::split_by_size(&sizes, 2, 1000), vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
+        assert_eq!(super::split_by_size(&[], 2, 10), Vec::<Vec<u32>>::new());
+    }
+
     #[test]
     fn checkpoints_parse() {
         assert_eq!(super::parse_checkpoint(Some("1700000000:42")), Some((1_700_000_000, 42)));
