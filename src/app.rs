@@ -112,17 +112,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
     let server = start(config, listener).await?;
+    crate::systemd::ready(&server.addr.to_string());
+    crate::systemd::spawn_watchdog(server.store.clone(), server.shutdown.clone());
     wait_for_signal().await;
+    crate::systemd::stopping();
     server.stop().await;
     Ok(())
 }
 
+/// Waits for SIGTERM or SIGINT. SIGHUP (`systemctl reload`) is caught so it cannot kill the
+/// process: live reload is not implemented yet, so it is logged and the running config kept.
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return tracing::info!("SIGTERM received"),
+            _ = int.recv() => return tracing::info!("SIGINT received"),
+            _ = hup.recv() => tracing::warn!(
+                "SIGHUP received: live reload is not implemented yet; the running configuration is kept (restart to apply changes)"
+            ),
+        }
     }
 }

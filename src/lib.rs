@@ -23,6 +23,7 @@
 //! - `outbound`   send API, jobs, rate limits, retry, status transitions
 //! - `webhooks`   consumer delivery: signing, schedule, ordering, dead letters, replay
 //! - `api`        HTTP handlers: /v1, /hooks, health, metrics
+//! - `systemd`    sd_notify: READY, STOPPING, watchdog
 //! - `telemetry`  logging and the metrics recorder
 //! - `retry`      the retry schedule function shared by webhooks and outbound
 //! - `http_out`   the outgoing HTTP client and response helpers
@@ -42,5 +43,6 @@ pub mod pipeline;
 pub mod retry;
 pub mod stitch;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;
 pub mod webhooks;

@@ -12,4 +12,5 @@ mod events;
 mod inbound;
 mod mail_servers;
 mod outbound;
+mod systemd;
 mod webhooks;
