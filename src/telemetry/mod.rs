@@ -9,23 +9,56 @@
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log.level`. Under journald
-/// (`JOURNAL_STREAM` set) lines carry no timestamp or colour: the journal adds its own.
+/// (`JOURNAL_STREAM` set) lines carry no timestamp or colour (the journal adds its own) and
+/// start with the sd-daemon priority (`<3>` error … `<7>` debug), so `journalctl -p` works.
 pub fn init_logging(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match (config.format, journald) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).with_current_span(false).try_init(),
-        (LogFormat::Text, true) => builder.without_time().with_ansi(false).with_target(false).try_init(),
+        (LogFormat::Text, true) => builder
+            .with_ansi(false)
+            .event_format(JournalPriority(format().without_time().with_ansi(false).with_target(false)))
+            .try_init(),
         (LogFormat::Text, false) => builder.with_target(false).try_init(),
     };
     // A second init (tests start several servers in one process) keeps the first subscriber.
     let _ = result;
+}
+
+fn format() -> format::Format {
+    format::Format::default()
+}
+
+/// Prefixes each line with its sd-daemon(3) priority for journald.
+struct JournalPriority<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for JournalPriority<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            Level::ERROR => 3,
+            Level::WARN => 4,
+            Level::INFO => 6,
+            _ => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }
 
 /// The process-wide metrics recorder, installed on first use.

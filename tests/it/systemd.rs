@@ -93,3 +93,40 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     receive_until(&|m| m.iter().any(|s| s.lines().any(|l| l == "STOPPING=1")), "STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn under_journald_lines_carry_priorities_and_no_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("switchboard.toml");
+    let text =
+        config_text(dir.path(), &format!("127.0.0.1:{port}"), "").replace("level = \"warn\"", "level = \"info\"");
+    std::fs::write(&config, text).unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the binary did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let started = text.lines().find(|l| l.contains("switchboard started")).unwrap_or_else(|| panic!("{text}"));
+    assert!(started.starts_with("<6>"), "{started}");
+    // The level comes right after the priority: no timestamp before it, and no colour codes.
+    assert!(started["<6>".len()..].trim_start().starts_with("INFO"), "{started}");
+    assert!(!started.contains('\u{1b}'), "no colour: {started}");
+    let hup = text.lines().find(|l| l.contains("SIGHUP received")).unwrap_or_else(|| panic!("{text}"));
+    assert!(hup.starts_with("<4>"), "{hup}");
+}
