@@ -16,10 +16,6 @@ struct Binary {
     base: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::path::Path) -> Binary {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -41,26 +37,7 @@ async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::path::P
 }
 
 async fn all_events(base: &str) -> Vec<Value> {
-    let client = reqwest::Client::new();
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page: Value = client
-            .get(format!("{base}/v1/events?after={after}&limit=1000"))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let events = page["events"].as_array().unwrap().clone();
-        if events.is_empty() {
-            return out;
-        }
-        after = page["next_after"].as_u64().unwrap();
-        out.extend(events);
-    }
+    all_events_at(&reqwest::Client::new(), base).await
 }
 
 #[derive(Clone, Debug)]

@@ -8,17 +8,6 @@ use serde_json::{json, Value};
 use crate::harness::*;
 use crate::mail_servers::*;
 
-async fn wait_status(server: &TestServer, id: &str, status: &str) -> Value {
-    for _ in 0..200 {
-        let (_, m) = server.get(&format!("/v1/messages/{id}")).await;
-        if m["status"] == status {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("message {id} never became {status}: {}", server.get(&format!("/v1/messages/{id}")).await.1);
-}
-
 /// The n-th message.received (0-based) the helpdesk got.
 async fn nth_received(helpdesk: &Receiver, n: usize) -> Value {
     helpdesk
@@ -59,7 +48,7 @@ async fn mail_in_reply_out_and_the_thread_holds() {
     let (code, queued) = server.post("/v1/messages", json!({"conversation_id": cnv, "text": "Attached.", "html": "<p>Attached.</p>",
         "attachments": [{"filename": "invoice.txt", "content_type": "text/plain", "content_base64": "SW52b2ljZSA0Mg=="}]})).await;
     assert_eq!(code, 202, "{queued}");
-    let sent = wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
     let our_id = sent["provider"]["message_id"].as_str().unwrap().to_owned();
     assert!(our_id.starts_with(&format!("{}.{cnv}@example.com", queued["id"].as_str().unwrap())), "{our_id}");
     let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
@@ -247,7 +236,7 @@ async fn smtp_refusals_fail_the_message_permanently() {
     let (_, queued) = server
         .post("/v1/messages", json!({"channel": "support", "to": "nobody@example.org", "subject": "Hi", "text": "x"}))
         .await;
-    let failed = wait_status(&server, queued["id"].as_str().unwrap(), "failed").await;
+    let failed = server.wait_status(queued["id"].as_str().unwrap(), "failed").await;
     assert_eq!(failed["error"]["permanent"], true, "{failed}");
     assert!(failed["error"]["code"].as_str().unwrap().starts_with("smtp_5"), "{failed}");
     server.stop().await;
@@ -299,8 +288,8 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
     let failed_id = failed["id"].as_str().unwrap();
     let delayed_id = delayed["id"].as_str().unwrap();
     let header = |m: Value| m["provider"]["message_id"].as_str().unwrap().to_owned();
-    let failed_header = header(wait_status(&server, failed_id, "sent").await);
-    let delayed_header = header(wait_status(&server, delayed_id, "sent").await);
+    let failed_header = header(server.wait_status(failed_id, "sent").await);
+    let delayed_header = header(server.wait_status(delayed_id, "sent").await);
 
     let dsn = |action: &str, status: &str, original: &str| {
         format!(
@@ -312,7 +301,7 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
     mail.append(SUPPORT, &dsn("delayed", "4.4.1", &delayed_header)).await;
     let events = received(2).await;
 
-    let bounced = wait_status(&server, failed_id, "failed").await;
+    let bounced = server.wait_status(failed_id, "failed").await;
     assert_eq!(bounced["error"]["code"], "bounce_5.2.1");
     assert_eq!(bounced["error"]["permanent"], true);
     let (_, still_sent) = server.get(&format!("/v1/messages/{delayed_id}")).await;
@@ -417,7 +406,7 @@ async fn tls_implicit_and_starttls_with_a_private_ca() {
                 json!({"conversation_id": received["data"]["conversation_id"], "text": format!("reply over {mode}")}),
             )
             .await;
-        wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+        server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
         server.stop().await;
     }
     assert_eq!(mail.inbox(ANN).await.len(), 2, "both replies were delivered");
@@ -682,7 +671,7 @@ async fn smtp_xoauth2_sends_with_a_fresh_token() {
             json!({"channel": "support", "to": ANN.0, "subject": "OAuth", "text": "sent with XOAUTH2"}),
         )
         .await;
-    wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
     assert!(String::from_utf8_lossy(&loop_until(|| async { mail.inbox(ANN).await.pop() }).await.2)
         .contains("sent with XOAUTH2"));
     assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0"], "one refresh; the token was cached");
@@ -696,7 +685,7 @@ async fn the_reply_token_threads_a_reply_that_lost_every_header() {
     let (_, queued) = server
         .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your ticket", "text": "Hi"}))
         .await;
-    wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
     let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
     let raw = String::from_utf8_lossy(&delivered.2).to_string();
     let cnv = queued["conversation_id"].as_str().unwrap();
@@ -738,7 +727,7 @@ async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     let (_, queued) = server
         .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Copy", "text": "keep a copy"}))
         .await;
-    let sent = wait_status(&server, queued["id"].as_str().unwrap(), "sent").await;
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
     let header = sent["provider"]["message_id"].as_str().unwrap().to_owned();
     let copy = loop_until(|| async {
         let mut session = mail.login(SUPPORT).await;

@@ -239,23 +239,54 @@ impl TestServer {
 
     /// Every event in the log, in seq order.
     pub async fn all_events(&self) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after = 0;
-        loop {
-            let (status, page) = self.get(&format!("/v1/events?after={after}&limit=1000")).await;
-            assert_eq!(status, 200, "{page}");
-            let events = page["events"].as_array().unwrap().clone();
-            if events.is_empty() {
-                return out;
+        all_events_at(&self.http, &self.base).await
+    }
+
+    /// Polls a message until it reaches `status` (10 s at most).
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        for _ in 0..200 {
+            let (_, m) = self.get(&format!("/v1/messages/{id}")).await;
+            if m["status"] == status {
+                return m;
             }
-            after = page["next_after"].as_u64().unwrap();
-            out.extend(events);
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        panic!("message {id} never became {status}: {}", self.get(&format!("/v1/messages/{id}")).await.1);
     }
 
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.server.take().unwrap().stop().await;
         self.dir
+    }
+}
+
+/// Every event in the log of the gateway at `base`, in seq order.
+pub async fn all_events_at(http: &reqwest::Client, base: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let response =
+            http.get(format!("{base}/v1/events?after={after}&limit=1000")).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let page: Value = response.json().await.unwrap();
+        let events = page["events"].as_array().unwrap().clone();
+        if events.is_empty() {
+            return out;
+        }
+        after = page["next_after"].as_u64().unwrap();
+        out.extend(events);
+    }
+}
+
+/// A port for a server a test starts as a separate process. Chosen below Linux's ephemeral range
+/// (32768-60999): a port from `bind(0)`, released and bound again later, can meanwhile become
+/// the local port of some outgoing connection of a test running in parallel.
+pub fn free_port() -> u16 {
+    loop {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use async_imap::Session;
 use futures_util::TryStreamExt;
 use tokio::net::TcpStream;
 
+use crate::harness::free_port;
+
 pub const SUPPORT: (&str, &str) = ("support@example.com", "support-pass-1");
 pub const ANN: (&str, &str) = ("ann@example.org", "ann-pass-1");
 pub const STRANGER: (&str, &str) = ("stranger@example.net", "stranger-pass-1");
@@ -25,10 +27,6 @@ pub struct MailServers {
     dovecot: Child,
     smtp: Child,
     _smtp_stdin: ChildStdin,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// `id <flag> [user]`; an empty user means the current one.

@@ -9,21 +9,7 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 
-async fn message(server: &TestServer, id: &str) -> Value {
-    server.get(&format!("/v1/messages/{id}")).await.1
-}
-
 /// Polls a message until it reaches `status`.
-async fn wait_status(server: &TestServer, id: &str, status: &str) -> Value {
-    for _ in 0..200 {
-        let m = message(server, id).await;
-        if m["status"] == status {
-            return m;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("message {id} never became {status}: {}", message(server, id).await);
-}
 
 #[tokio::test]
 async fn reply_to_a_conversation_is_posted_signed_to_the_channel() {
@@ -53,7 +39,7 @@ async fn reply_to_a_conversation_is_posted_signed_to_the_channel() {
     assert_eq!(body["to"], json!([{"address": "visitor-42"}]));
     assert_eq!(body["in_reply_to"], inbound["message_id"]);
 
-    let sent = wait_status(&server, id, "sent").await;
+    let sent = server.wait_status(id, "sent").await;
     assert_eq!(sent["provider"]["message_id"], "remote-1");
     let types: Vec<String> = server
         .all_events()
@@ -176,13 +162,13 @@ async fn temporary_failures_are_retried_and_permanent_ones_fail() {
     let refused = send("unknown").await.1["id"].as_str().unwrap().to_owned();
     let down = send("down").await.1["id"].as_str().unwrap().to_owned();
 
-    let sent = wait_status(&server, &flaky, "sent").await;
+    let sent = server.wait_status(&flaky, "sent").await;
     assert!(sent["error"].is_null());
     let attempts: Vec<_> = backend.requests().into_iter().filter(|c| c.json()["id"] == flaky.as_str()).collect();
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0].header("webhook-id"), attempts[1].header("webhook-id"));
 
-    let failed = wait_status(&server, &refused, "failed").await;
+    let failed = server.wait_status(&refused, "failed").await;
     assert_eq!(failed["error"]["permanent"], true);
     assert_eq!(failed["error"]["code"], "http_400");
     assert_eq!(
@@ -191,7 +177,7 @@ async fn temporary_failures_are_retried_and_permanent_ones_fail() {
         "a permanent error is not retried"
     );
 
-    let exhausted = wait_status(&server, &down, "failed").await;
+    let exhausted = server.wait_status(&down, "failed").await;
     assert_eq!(exhausted["error"]["permanent"], false);
     assert!(exhausted["error"]["message"].as_str().unwrap().contains("gave up after 3 attempts"), "{exhausted}");
 
@@ -216,6 +202,6 @@ async fn sends_survive_a_restart_and_are_not_lost() {
     let dir = server.stop().await;
     backend.respond_with(|_| Reply::ok());
     let server = TestServer::start_in(dir, &config).await;
-    wait_status(&server, &id, "sent").await;
+    server.wait_status(&id, "sent").await;
     server.stop().await;
 }

@@ -57,7 +57,7 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::harness::free_port();
     let config = dir.path().join("switchboard.toml");
     std::fs::write(&config, config_text(dir.path(), &format!("127.0.0.1:{port}"), "")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
@@ -97,7 +97,7 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
 #[test]
 fn under_journald_lines_carry_priorities_and_no_timestamps() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::harness::free_port();
     let config = dir.path().join("switchboard.toml");
     let text =
         config_text(dir.path(), &format!("127.0.0.1:{port}"), "").replace("level = \"warn\"", "level = \"info\"");
