@@ -35,6 +35,14 @@ enum Command {
     Version,
 }
 
+/// The package version and, when built by packaging/build.sh, the git revision.
+fn version() -> String {
+    match option_env!("SWITCHBOARD_GIT_REV") {
+        Some(rev) if !rev.is_empty() => format!("{} (git {rev})", env!("CARGO_PKG_VERSION")),
+        _ => env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
 fn config_path(explicit: Option<PathBuf>) -> PathBuf {
     explicit
         .or_else(|| std::env::var_os("SWITCHBOARD_CONFIG").map(PathBuf::from))
@@ -55,7 +63,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
-            println!("switchboard {}", env!("CARGO_PKG_VERSION"));
+            println!("switchboard {}", version());
             ExitCode::SUCCESS
         }
         Command::Check { config } => {

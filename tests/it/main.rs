@@ -12,5 +12,6 @@ mod events;
 mod inbound;
 mod mail_servers;
 mod outbound;
+mod packaging;
 mod systemd;
 mod webhooks;
