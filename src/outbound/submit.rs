@@ -90,16 +90,15 @@ pub async fn submit(
             return Err(SubmitError::InReplyToNotFound);
         }
     }
-    let mut attachments = Vec::with_capacity(request.attachments.len());
-    for a in &request.attachments {
-        let sha256 = store.put_blob(a.bytes.clone()).await?;
-        attachments.push(pipeline.describe_attachment(
-            a.filename.clone(),
-            a.content_type.clone(),
-            a.bytes.len() as u64,
-            sha256,
-        ));
-    }
+    let hashes = store.put_blobs(request.attachments.iter().map(|a| a.bytes.clone()).collect()).await?;
+    let attachments: Vec<_> = request
+        .attachments
+        .iter()
+        .zip(hashes)
+        .map(|(a, sha256)| {
+            pipeline.describe_attachment(a.filename.clone(), a.content_type.clone(), a.bytes.len() as u64, sha256)
+        })
+        .collect();
 
     let accepted = store
         .write(move |conn| {

@@ -58,11 +58,26 @@ impl Pipeline {
     /// fsync instead of one per item). All or nothing: on error none of them is stored.
     pub async fn ingest_batch(&self, raws: Vec<RawInbound>) -> Result<Vec<Outcome>, StoreError> {
         let channel = raws.first().map(|r| r.channel_id.clone()).unwrap_or_default();
+        // Every attachment of the batch in one trip to the blocking pool, not one per file.
+        let mut raws = raws;
+        let bytes: Vec<bytes::Bytes> =
+            raws.iter().flat_map(|r| r.attachments.iter().map(|a| a.bytes.clone())).collect();
+        let mut hashes = self.store.put_blobs(bytes).await?.into_iter();
         let mut prepared = Vec::with_capacity(raws.len());
-        for mut raw in raws {
-            let attachments = self.store_attachments(&mut raw).await?;
-            prepared.push((raw, attachments));
+        for raw in raws.iter_mut() {
+            let attachments = std::mem::take(&mut raw.attachments)
+                .into_iter()
+                .map(|a| {
+                    let sha256 = hashes.next().expect("one hash per attachment");
+                    let mut described =
+                        self.describe_attachment(a.filename, a.content_type, a.bytes.len() as u64, sha256);
+                    described.content_id = a.content_id;
+                    described
+                })
+                .collect::<Vec<_>>();
+            prepared.push(attachments);
         }
+        let prepared: Vec<_> = raws.into_iter().zip(prepared).collect();
         let result: Result<Vec<Outcome>, StoreError> = self
             .store
             .write(move |conn| {
@@ -83,15 +98,17 @@ impl Pipeline {
 
     /// Writes attachment bytes as durable blobs and returns their public descriptions.
     async fn store_attachments(&self, raw: &mut RawInbound) -> Result<Vec<Attachment>, StoreError> {
-        let mut out = Vec::with_capacity(raw.attachments.len());
-        for a in std::mem::take(&mut raw.attachments) {
-            let size = a.bytes.len() as u64;
-            let sha256 = self.store.put_blob(a.bytes).await?;
-            let mut described = self.describe_attachment(a.filename, a.content_type, size, sha256);
-            described.content_id = a.content_id;
-            out.push(described);
-        }
-        Ok(out)
+        let attachments = std::mem::take(&mut raw.attachments);
+        let hashes = self.store.put_blobs(attachments.iter().map(|a| a.bytes.clone()).collect()).await?;
+        Ok(attachments
+            .into_iter()
+            .zip(hashes)
+            .map(|(a, sha256)| {
+                let mut described = self.describe_attachment(a.filename, a.content_type, a.bytes.len() as u64, sha256);
+                described.content_id = a.content_id;
+                described
+            })
+            .collect())
     }
 
     /// The public description of a stored blob; its URL is under `server.public_url`.

@@ -169,10 +169,13 @@ impl Store {
         &self.inner.blobs
     }
 
-    /// Stores attachment bytes durably (on the blocking pool).
-    pub async fn put_blob(&self, bytes: bytes::Bytes) -> Result<String, StoreError> {
+    /// Stores several blobs in one trip to the blocking pool; returns their hashes in order.
+    pub async fn put_blobs(&self, all: Vec<bytes::Bytes>) -> Result<Vec<String>, StoreError> {
+        if all.is_empty() {
+            return Ok(Vec::new());
+        }
         let blobs = self.inner.blobs.clone();
-        tokio::task::spawn_blocking(move || blobs.put(&bytes))
+        tokio::task::spawn_blocking(move || all.iter().map(|b| blobs.put(b)).collect::<Result<Vec<_>, _>>())
             .await
             .map_err(|_| StoreError::Closed)?
             .map_err(Into::into)
