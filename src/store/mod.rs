@@ -202,3 +202,37 @@ impl Store {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_write_rolls_back_alone_and_the_writer_survives() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let panicking = store.write(|c| -> Result<(), StoreError> {
+            c.execute("INSERT INTO meta (key, value) VALUES ('a', '1')", [])?;
+            panic!("a bug in a write closure");
+        });
+        let fine = store.write(|c| {
+            c.execute("INSERT INTO meta (key, value) VALUES ('b', '2')", [])?;
+            Ok(())
+        });
+        let (panicked, ok) = tokio::join!(panicking, fine);
+        assert!(matches!(panicked, Err(StoreError::Closed)), "{panicked:?}");
+        ok.unwrap();
+        let keys = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT key FROM meta ORDER BY key")?;
+                let keys = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+                Ok(keys)
+            })
+            .await
+            .unwrap();
+        assert_eq!(keys, vec!["b".to_string()], "the panicking job's insert was rolled back");
+        // The writer still takes writes.
+        store.probe_write().await.unwrap();
+        store.close();
+    }
+}

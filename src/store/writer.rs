@@ -83,12 +83,21 @@ fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
             tracing::error!(error = %e, "cannot open a savepoint; the job is dropped");
             continue;
         }
-        let (keep, finish) = job(&tx);
+        // A panicking job (a bug) must not take the only writer down with it: its savepoint is
+        // rolled back and its caller sees `StoreError::Closed`; the other jobs go on.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&tx)));
+        let (keep, finish) = match outcome {
+            Ok((keep, finish)) => (keep, Some(finish)),
+            Err(_) => {
+                tracing::error!("a store write panicked; its changes are rolled back");
+                (false, None)
+            }
+        };
         let end = if keep { format!("RELEASE {name}") } else { format!("ROLLBACK TO {name}; RELEASE {name}") };
         if let Err(e) = tx.execute_batch(&end) {
             tracing::error!(error = %e, "cannot close a savepoint");
         }
-        finishers.push(finish);
+        finishers.extend(finish);
     }
     match tx.commit() {
         Ok(()) => finishers.into_iter().for_each(|f| f(None)),
