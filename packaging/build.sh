@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the static release binary (rustls only, no OpenSSL, no dynamic dependencies) with the
 # version and git revision embedded, and checks it. Usage: packaging/build.sh
-# Output: target/x86_64-unknown-linux-gnu/release/switchboard
+# Output: ${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/switchboard
 # (The Debian package step is issue 4's remaining work; see the closing notes.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,8 @@ TARGET=x86_64-unknown-linux-gnu
 SWITCHBOARD_GIT_REV=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 export SWITCHBOARD_GIT_REV
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked --target "$TARGET" -p switchboard
-BIN=target/$TARGET/release/switchboard
+BIN=${CARGO_TARGET_DIR:-target}/$TARGET/release/switchboard
+[ -x "$BIN" ] || { echo "error: $BIN was not built" >&2; exit 1; }
 
 # A static-pie executable has no PT_INTERP and no NEEDED entries.
 if readelf -d "$BIN" | grep -q '(NEEDED)'; then
