@@ -6,7 +6,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
@@ -42,10 +42,6 @@ impl Blobs {
     pub fn path(&self, sha256: &str) -> PathBuf {
         let (head, _) = sha256.split_at(2.min(sha256.len()));
         self.root.join(head).join(sha256)
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
     }
 }
 

@@ -106,7 +106,3 @@ pub fn by_seq(conn: &Connection, seq: u64) -> Result<Option<StoredEvent>, StoreE
     let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE seq = ?1"))?;
     Ok(stmt.query_row([seq as i64], StoredEvent::from_row).optional()?)
 }
-
-pub fn max_seq(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
-}

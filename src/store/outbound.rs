@@ -67,10 +67,6 @@ pub fn finish(conn: &Connection, message_id: &str) -> Result<bool, StoreError> {
     Ok(conn.prepare_cached("DELETE FROM outbound_jobs WHERE message_id = ?1")?.execute([message_id])? > 0)
 }
 
-pub fn pending_count(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn.query_row("SELECT count(*) FROM outbound_jobs", [], |r| r.get::<_, i64>(0))? as u64)
-}
-
 /// A stored response for an `Idempotency-Key`.
 #[derive(Clone, Debug)]
 pub struct IdempotentResponse {

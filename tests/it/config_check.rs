@@ -3,10 +3,20 @@
 use std::process::Command;
 
 fn check(config: &str) -> (i32, String) {
+    check_with_env(config, &[])
+}
+
+/// `switchboard check` on `config` written to a temp file, with extra environment variables.
+fn check_with_env(config: &str, envs: &[(&str, &str)]) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.toml");
     std::fs::write(&path, config).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard")).args(["check", "--config"]).arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .envs(envs.iter().copied())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap(),
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
@@ -101,37 +111,22 @@ fn run_refuses_a_broken_config_and_a_missing_file() {
     );
 }
 
+fn example() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap()
+}
+
 #[test]
 fn environment_overrides_the_file() {
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("switchboard.toml");
-    std::fs::write(&path, example).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .env("SWITCHBOARD_SERVER__PUBLIC_URL", "gopher://nope")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("server.public_url: `gopher://nope`"));
+    let (code, out) = check_with_env(&example(), &[("SWITCHBOARD_SERVER__PUBLIC_URL", "gopher://nope")]);
+    assert_eq!(code, 1);
+    assert!(out.contains("server.public_url: `gopher://nope`"), "{out}");
 }
 
 #[test]
 fn a_stray_environment_variable_is_named() {
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("switchboard.toml");
-    std::fs::write(&path, example).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .env("SWITCHBOARD_COLOUR", "blue")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("colour: unknown key (set by the environment variable SWITCHBOARD_COLOUR)"), "{err}");
+    let (code, out) = check_with_env(&example(), &[("SWITCHBOARD_COLOUR", "blue")]);
+    assert_eq!(code, 1);
+    assert!(out.contains("colour: unknown key (set by the environment variable SWITCHBOARD_COLOUR)"), "{out}");
 }
 
 #[test]

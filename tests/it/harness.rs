@@ -254,6 +254,15 @@ impl TestServer {
         panic!("message {id} never became {status}: {}", self.get(&format!("/v1/messages/{id}")).await.1);
     }
 
+    /// Validates `items` (see tests/python/validate_contract.py) against this server's
+    /// `/v1/openapi.json`.
+    pub async fn validate_contract(&self, items: Vec<Value>) {
+        let openapi: Value =
+            self.http.get(format!("{}/v1/openapi.json", self.base)).send().await.unwrap().json().await.unwrap();
+        let out = python("validate_contract.py", &[], &serde_json::json!({"openapi": openapi, "items": items}));
+        assert!(out.contains("validated"), "{out}");
+    }
+
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.server.take().unwrap().stop().await;
         self.dir
