@@ -1,19 +1,27 @@
 //! Wiring only: open the store, build channels, start the outbound engine, webhook workers and
-//! the HTTP server; on SIGTERM/SIGINT stop intake, let in-flight work finish or go back to the
-//! store, flush, and exit within `SHUTDOWN_BUDGET`.
+//! the HTTP server; on SIGHUP re-read the config and apply it (`reload.rs`); on SIGTERM/SIGINT
+//! stop intake, let in-flight work finish or go back to the store, flush, and exit within
+//! `SHUTDOWN_BUDGET`.
 
+mod reload;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use reload::Reloaded;
 
 use crate::api::{self, AppState};
-use crate::channels::{self, Registry};
-use crate::config::Config;
+use crate::channels::{self, ChannelConfig, Registry};
+use crate::config::{Config, TokenConfig};
+use crate::live::Live;
 use crate::outbound::OutboundEngine;
 use crate::pipeline::{Health, InboundContext, Pipeline};
 use crate::store::Store;
@@ -29,8 +37,31 @@ pub struct Server {
     pub addr: SocketAddr,
     shutdown: CancellationToken,
     http: JoinHandle<std::io::Result<()>>,
-    workers: Vec<JoinHandle<()>>,
+    /// Every worker task (outbound engine, webhook consumers, pull loops), including those a
+    /// reload starts.
+    tasks: TaskTracker,
     store: Store,
+    running: Running,
+}
+
+/// What a reload can change, and the config it came from.
+struct Running {
+    config: Config,
+    pipeline: Pipeline,
+    health: Health,
+    registry: Live<Registry>,
+    tokens: Live<Vec<TokenConfig>>,
+    outbound: OutboundEngine,
+    webhooks: Webhooks,
+    /// The pull loop (IMAP, ...) of each channel that has one.
+    pull_loops: HashMap<String, PullLoop>,
+}
+
+struct PullLoop {
+    /// A child of the process shutdown: cancelled alone when a reload changes or removes the
+    /// channel.
+    stop: CancellationToken,
+    handle: JoinHandle<()>,
 }
 
 /// Starts everything on an already bound listener (tests bind `127.0.0.1:0`).
@@ -39,32 +70,26 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     let store = Store::open(&config.storage.path)
         .with_context(|| format!("cannot open the store at {}", config.storage.path.display()))?;
     let shutdown = CancellationToken::new();
-    let registry = Arc::new(Registry::build(&config.channels, config.outbound.timeout.0, &store));
+    let tasks = TaskTracker::new();
+    let registry = Live::new(Registry::build(&config.channels, config.outbound.timeout.0, &store));
     let pipeline = Pipeline::new(store.clone(), &config.server.public_url);
 
     let outbound = OutboundEngine::new(store.clone(), registry.clone(), config.outbound.clone());
-    let mut workers = vec![tokio::spawn(outbound.clone().run(shutdown.clone(), DRAIN))];
-    let (webhooks, hook_tasks) = Webhooks::start(&store, &config.webhooks, &config.delivery, &shutdown, DRAIN).await?;
-    workers.extend(hook_tasks);
+    tasks.spawn(outbound.clone().run(shutdown.clone(), DRAIN));
+    let webhooks = Webhooks::start(&store, &config.webhooks, &config.delivery, &shutdown, DRAIN, &tasks).await?;
     let health = Health::default();
-    for channel in &config.channels {
-        if let Some(inbound) = channels::build_inbound(channel) {
-            let cx =
-                InboundContext::new(channel.id(), channel.kind(), pipeline.clone(), health.clone(), shutdown.clone());
-            workers.push(tokio::spawn(inbound.run(cx)));
-        }
-    }
+    let tokens = Live::new(config.tokens.clone());
 
     let state = AppState {
         store: store.clone(),
-        pipeline,
-        registry,
-        outbound,
-        webhooks,
-        tokens: Arc::new(config.tokens.clone()),
+        pipeline: pipeline.clone(),
+        registry: registry.clone(),
+        outbound: outbound.clone(),
+        webhooks: webhooks.clone(),
+        tokens: tokens.clone(),
         max_attachment_bytes: config.server.max_attachment_bytes,
         metrics: telemetry::metrics(),
-        health,
+        health: health.clone(),
         shutdown: shutdown.clone(),
     };
     let router = api::router(state, config.server.max_body_bytes);
@@ -80,18 +105,41 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
         version = env!("CARGO_PKG_VERSION"),
         "switchboard started"
     );
-    Ok(Server { addr, shutdown, http, workers, store })
+    let running =
+        Running { config, pipeline, health, registry, tokens, outbound, webhooks, pull_loops: HashMap::new() };
+    let mut server = Server { addr, shutdown, http, tasks, store, running };
+    let channels = server.running.config.channels.clone();
+    for channel in &channels {
+        server.start_pull_loop(channel);
+    }
+    Ok(server)
 }
 
 impl Server {
+    /// Starts the channel's pull loop, if its type has one.
+    fn start_pull_loop(&mut self, channel: &ChannelConfig) {
+        let Some(inbound) = channels::build_inbound(channel) else { return };
+        let stop = self.shutdown.child_token();
+        let running = &self.running;
+        let cx = InboundContext::new(
+            channel.id(),
+            channel.kind(),
+            running.pipeline.clone(),
+            running.health.clone(),
+            stop.clone(),
+        );
+        let handle = self.tasks.spawn(inbound.run(cx));
+        self.running.pull_loops.insert(channel.id().to_owned(), PullLoop { stop, handle });
+    }
+
     /// Stops intake, drains, flushes the store. Nothing acknowledged is lost: every accepted
     /// message is already committed, and unfinished sends and deliveries stay in the store.
     pub async fn stop(self) {
         tracing::info!("shutting down: intake stopped, draining work in flight");
         self.shutdown.cancel();
+        self.tasks.close();
         let http = tokio::time::timeout(DRAIN, self.http);
-        let workers =
-            tokio::time::timeout(DRAIN + Duration::from_secs(1), futures_util::future::join_all(self.workers));
+        let workers = tokio::time::timeout(DRAIN + Duration::from_secs(1), self.tasks.wait());
         let (http, workers) = tokio::join!(http, workers);
         if http.is_err() {
             tracing::warn!("HTTP requests still open after the drain period were cut");
@@ -105,35 +153,34 @@ impl Server {
     }
 }
 
-/// `switchboard run`: bind, start, wait for SIGTERM or SIGINT, stop.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// `switchboard run`: bind, start, then serve until SIGTERM or SIGINT; SIGHUP re-reads the
+/// config file at `path` and applies it.
+pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     telemetry::init_logging(&config.log);
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let server = start(config, listener).await?;
+    let mut server = start(config, listener).await?;
     crate::systemd::ready(&server.addr.to_string());
     crate::systemd::spawn_watchdog(server.store.clone(), server.shutdown.clone());
-    wait_for_signal().await;
-    crate::systemd::stopping();
-    server.stop().await;
-    Ok(())
-}
 
-/// Waits for SIGTERM or SIGINT. SIGHUP (`systemctl reload`) is caught so it cannot kill the
-/// process: live reload is not implemented yet, so it is logged and the running config kept.
-async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
     loop {
         tokio::select! {
-            _ = term.recv() => return tracing::info!("SIGTERM received"),
-            _ = int.recv() => return tracing::info!("SIGINT received"),
-            _ = hup.recv() => tracing::warn!(
-                "SIGHUP received: live reload is not implemented yet; the running configuration is kept (restart to apply changes)"
-            ),
+            _ = term.recv() => { tracing::info!("SIGTERM received"); break }
+            _ = int.recv() => { tracing::info!("SIGINT received"); break }
+            _ = hup.recv() => {
+                tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
+                crate::systemd::reloading();
+                server.reload_from(path).await;
+                crate::systemd::ready(&server.addr.to_string());
+            }
         }
     }
+    crate::systemd::stopping();
+    server.stop().await;
+    Ok(())
 }

@@ -28,6 +28,7 @@
 //! - `retry`      the retry schedule function shared by webhooks and outbound
 //! - `http_out`   the outgoing HTTP client and response helpers
 //! - `json_input` request-body parsing with errors that name the field
+//! - `live`       `Live<T>`: settings a reload swaps while work in flight keeps its own
 //! - `docs`       the OpenAPI document and JSON Schemas served to consumers
 
 pub mod api;
@@ -37,6 +38,7 @@ pub mod config;
 pub mod docs;
 pub mod http_out;
 pub mod json_input;
+pub mod live;
 pub mod model;
 pub mod outbound;
 pub mod pipeline;

@@ -49,7 +49,7 @@ fn config_path(explicit: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
 }
 
-fn load(path: &PathBuf) -> Result<config::Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|problems| {
         eprintln!("{}: {} problem(s):", path.display(), problems.len());
         for p in &problems {
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             };
             let runtime =
                 tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime starts");
-            match runtime.block_on(switchboard::app::run(config)) {
+            match runtime.block_on(switchboard::app::run(config, &path)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("switchboard: {e:#}");

@@ -1,4 +1,5 @@
-//! systemd integration (`Type=notify`): `READY=1` once the store is open and the listener bound,
+//! systemd integration (`Type=notify`): `READY=1` once the store is open and the listener bound
+//! (and again when a reload finished, after `RELOADING=1`),
 //! `STOPPING=1` when shutdown starts, and `WATCHDOG=1` pings at half of `WatchdogSec` — each sent
 //! only after a durable store write succeeded, so a hung writer gets the service restarted.
 //! Outside systemd (no `NOTIFY_SOCKET`) every call is a no-op.
@@ -18,6 +19,16 @@ fn send(states: &[NotifyState<'_>]) {
 
 pub fn ready(listen: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(&format!("listening on {listen}"))]);
+}
+
+/// A reload starts; `ready` ends it. MONOTONIC_USEC lets `Type=notify-reload` (systemd 253+)
+/// match the two; older systemd ignores it.
+pub fn reloading() {
+    let mut states = vec![NotifyState::Reloading, NotifyState::Status("reloading the configuration")];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    send(&states);
 }
 
 pub fn stopping() {

@@ -38,7 +38,7 @@ pub async fn list(
     Query(q): Query<EventQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Read)?;
+    authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let after = q.after.unwrap_or(0);
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
@@ -68,7 +68,7 @@ pub async fn stream(
     Query(q): Query<EventQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Read)?;
+    authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let after = resume.or(q.after).unwrap_or(0);
     let types = type_filter(&q.types);

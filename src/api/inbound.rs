@@ -21,8 +21,9 @@ pub async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Send)?;
-    let channel = state.registry.get(&channel_id).ok_or_else(|| unknown_channel(&channel_id))?;
+    authorize(&state.tokens.load(), &headers, Scope::Send)?;
+    let registry = state.registry.load();
+    let channel = registry.get(&channel_id).ok_or_else(|| unknown_channel(&channel_id))?;
     if !matches!(channel.config, ChannelConfig::Api(_)) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -47,7 +48,7 @@ pub async fn post(
 /// Provider webhooks. No configured channel type takes pushes yet; the route exists so that
 /// channel work only adds a verifier.
 pub async fn provider_hook(State(state): State<AppState>, Path(channel_id): Path<String>) -> ApiError {
-    match state.registry.get(&channel_id) {
+    match state.registry.load().get(&channel_id) {
         None => unknown_channel(&channel_id),
         Some(c) => ApiError::new(
             StatusCode::NOT_FOUND,

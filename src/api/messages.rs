@@ -20,7 +20,7 @@ pub async fn send(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let caller = authorize(&state.tokens, &headers, Scope::Send)?;
+    let caller = authorize(&state.tokens.load(), &headers, Scope::Send)?;
     let body = body.map_err(body_rejection)?;
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
@@ -41,10 +41,16 @@ pub async fn send(
         .map_err(|e| ApiError::invalid(FieldError::new("", format!("malformed JSON: {e}"))))?;
     let request_sha256 = hex(&Sha256::digest(canonical.to_string().as_bytes()));
     let submission = Submission { token_name: caller.name, idempotency_key, request_sha256 };
-    let accepted =
-        submit::submit(&state.store, &state.registry, &state.pipeline, &body, state.max_attachment_bytes, submission)
-            .await
-            .map_err(submit_error)?;
+    let accepted = submit::submit(
+        &state.store,
+        &state.registry.load(),
+        &state.pipeline,
+        &body,
+        state.max_attachment_bytes,
+        submission,
+    )
+    .await
+    .map_err(submit_error)?;
     if accepted.queued {
         state.outbound.wake();
     }

@@ -14,8 +14,6 @@ mod ops;
 mod read;
 mod webhooks;
 
-use std::sync::Arc;
-
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
@@ -26,6 +24,7 @@ pub use error::ApiError;
 
 use crate::channels::Registry;
 use crate::config::TokenConfig;
+use crate::live::Live;
 use crate::outbound::OutboundEngine;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
@@ -36,10 +35,11 @@ use crate::webhooks::Webhooks;
 pub struct AppState {
     pub store: Store,
     pub pipeline: Pipeline,
-    pub registry: Arc<Registry>,
+    /// Swapped by a reload, like `tokens`.
+    pub registry: Live<Registry>,
     pub outbound: OutboundEngine,
     pub webhooks: Webhooks,
-    pub tokens: Arc<Vec<TokenConfig>>,
+    pub tokens: Live<Vec<TokenConfig>>,
     pub max_attachment_bytes: usize,
     pub metrics: PrometheusHandle,
     /// Pull channels' state for `/readyz`.

@@ -23,7 +23,7 @@ pub async fn message(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Read)?;
+    authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let message = state.store.read(move |c| store::messages::get(c, &id)).await?;
     Ok(Json(message.ok_or_else(|| ApiError::not_found("message"))?).into_response())
 }
@@ -33,7 +33,7 @@ pub async fn conversation(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Read)?;
+    authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let conversation = state.store.read(move |c| store::conversations::get(c, &id)).await?;
     Ok(Json(conversation.ok_or_else(|| ApiError::not_found("conversation"))?).into_response())
 }
@@ -50,7 +50,7 @@ pub async fn conversation_messages(
     Query(page): Query<Page>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Read)?;
+    authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
     let (found, messages) = state
         .store
@@ -80,7 +80,7 @@ pub async fn update_conversation(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Send)?;
+    authorize(&state.tokens.load(), &headers, Scope::Send)?;
     let body = body.map_err(body_rejection)?;
     let patch: ConversationPatch = json_input::parse(&body).map_err(ApiError::invalid)?;
     if patch.status != "open" && patch.status != "closed" {
@@ -107,7 +107,7 @@ pub async fn contact(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Read)?;
+    authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let contact = state.store.read(move |c| store::conversations::contact(c, &id)).await?;
     Ok(Json(contact.ok_or_else(|| ApiError::not_found("contact"))?).into_response())
 }
@@ -118,7 +118,7 @@ pub async fn attachment(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Read)?;
+    authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let attachment = state.store.read(move |c| store::messages::attachment(c, &id)).await?;
     let attachment = attachment.ok_or_else(|| ApiError::not_found("attachment"))?;
     let path = state.store.blobs().path(&attachment.sha256);

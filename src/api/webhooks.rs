@@ -26,7 +26,7 @@ fn webhook_error(e: WebhookError) -> ApiError {
 }
 
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Admin)?;
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     let mut out = Vec::new();
     for id in state.webhooks.ids() {
         out.push(state.webhooks.status(&id).await.map_err(webhook_error)?);
@@ -39,7 +39,7 @@ pub async fn status(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Admin)?;
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     Ok(Json(state.webhooks.status(&id).await.map_err(webhook_error)?).into_response())
 }
 
@@ -56,7 +56,7 @@ pub async fn replay(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Admin)?;
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     if !state.webhooks.contains(&id) {
         return Err(ApiError::not_found("webhook consumer"));
     }
@@ -70,7 +70,7 @@ pub async fn enable(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Admin)?;
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     state.webhooks.enable(&id).await.map_err(webhook_error)?;
     Ok(Json(state.webhooks.status(&id).await.map_err(webhook_error)?).into_response())
 }
@@ -87,7 +87,7 @@ pub async fn dead_letters(
     Query(q): Query<DeadLetterQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Admin)?;
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     if !state.webhooks.contains(&id) {
         return Err(ApiError::not_found("webhook consumer"));
     }
@@ -124,7 +124,7 @@ pub async fn retry_dead_letters(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    authorize(&state.tokens, &headers, Scope::Admin)?;
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     let body = body.map_err(body_rejection)?;
     let body: RetryBody =
         if body.is_empty() { RetryBody::default() } else { json_input::parse(&body).map_err(ApiError::invalid)? };

@@ -134,7 +134,9 @@ impl ChannelLimits {
 }
 
 /// `[[channels]]`, tagged by `type`.
-#[derive(Clone, Debug)]
+// A handful of these exist per process, built once per (re)load: the size difference is moot.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum ChannelConfig {
     Api(api::config::ApiChannelConfig),
     Email(email::config::EmailChannelConfig),

@@ -1,10 +1,15 @@
 //! The configured channels at run time: config plus the built outbound adapter of each.
+//!
+//! A `Registry` is an immutable snapshot; a reload builds the next one with `rebuild`, which keeps
+//! the adapter (its connection pool, its OAuth2 access token) of every channel whose config did
+//! not change.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::{build_outbound, ChannelConfig, Outbound};
+use crate::store::Store;
 
 pub struct RegisteredChannel {
     pub config: ChannelConfig,
@@ -14,27 +19,40 @@ pub struct RegisteredChannel {
 
 #[derive(Default)]
 pub struct Registry {
-    channels: HashMap<String, RegisteredChannel>,
+    channels: HashMap<String, Arc<RegisteredChannel>>,
+    send_timeout: Duration,
 }
 
 impl Registry {
-    pub fn build(configs: &[ChannelConfig], send_timeout: Duration, store: &crate::store::Store) -> Registry {
+    pub fn build(configs: &[ChannelConfig], send_timeout: Duration, store: &Store) -> Registry {
+        Registry::rebuild(&Registry::default(), configs, send_timeout, store)
+    }
+
+    /// The registry for `configs`, reusing the entries of `previous` that are unchanged.
+    pub fn rebuild(previous: &Registry, configs: &[ChannelConfig], send_timeout: Duration, store: &Store) -> Registry {
         let channels = configs
             .iter()
             .map(|c| {
-                let state = crate::pipeline::ChannelState::new(store.clone(), c.id());
-                let outbound = build_outbound(c, send_timeout, state);
-                (c.id().to_owned(), RegisteredChannel { config: c.clone(), outbound })
+                let kept = previous
+                    .channels
+                    .get(c.id())
+                    .filter(|old| old.config == *c && previous.send_timeout == send_timeout)
+                    .cloned();
+                let entry = kept.unwrap_or_else(|| {
+                    let state = crate::pipeline::ChannelState::new(store.clone(), c.id());
+                    Arc::new(RegisteredChannel { config: c.clone(), outbound: build_outbound(c, send_timeout, state) })
+                });
+                (c.id().to_owned(), entry)
             })
             .collect();
-        Registry { channels }
+        Registry { channels, send_timeout }
     }
 
     pub fn get(&self, id: &str) -> Option<&RegisteredChannel> {
-        self.channels.get(id)
+        self.channels.get(id).map(|c| c.as_ref())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &RegisteredChannel> {
-        self.channels.values()
+        self.channels.values().map(|c| c.as_ref())
     }
 }

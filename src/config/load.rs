@@ -60,9 +60,9 @@ fn load_layers(text: &str, with_env: bool) -> Result<Config, Vec<Problem>> {
     let log = section(&root, "log", &empty, &mut problems);
     let delivery = section(&root, "delivery", &empty, &mut problems);
     let outbound = section(&root, "outbound", &empty, &mut problems);
-    let mut tokens = list(&root, "tokens", &mut problems, |key, v, p| deserialize(key, v, p));
+    let mut tokens = list(&root, "tokens", &mut problems, deserialize);
     let mut channels = list(&root, "channels", &mut problems, channel);
-    let mut webhooks = list(&root, "webhooks", &mut problems, |key, v, p| deserialize(key, v, p));
+    let mut webhooks = list(&root, "webhooks", &mut problems, deserialize);
 
     // Validate whatever parsed, so one broken section does not hide problems elsewhere.
     if let Some(server) = &server {

@@ -43,7 +43,7 @@ impl std::fmt::Display for Problem {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub server: ServerConfig,
     pub storage: StorageConfig,
@@ -55,7 +55,7 @@ pub struct Config {
     pub webhooks: Vec<WebhookConfig>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address the HTTP server binds.
@@ -68,7 +68,7 @@ pub struct ServerConfig {
     pub max_attachment_bytes: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
     /// Directory holding the SQLite database and attachment blobs.
@@ -82,7 +82,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     /// `text` (terminal, journald) or `json`.
@@ -92,7 +92,7 @@ pub struct LogConfig {
 }
 
 /// Defaults for webhook delivery; each `[[webhooks]]` entry may override them.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryConfig {
     /// Per-attempt timeout.
@@ -105,7 +105,7 @@ pub struct DeliveryConfig {
     pub max_retry_after: ConfigDuration,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutboundConfig {
     /// Per-send timeout.
@@ -129,7 +129,7 @@ pub enum Scope {
     Admin,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
     /// Shown in logs; also scopes idempotency keys.
@@ -148,7 +148,7 @@ pub struct TokenConfig {
     pub digest: [u8; 32],
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     pub id: String,

@@ -17,8 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::limits::{ChannelLimiter, Slots};
 use super::status::{self, Transition};
-use crate::channels::{OutboundMessage, Registry, SendError, Sent};
+use crate::channels::{ChannelLimits, OutboundMessage, Registry, SendError, Sent};
 use crate::config::OutboundConfig;
+use crate::live::Live;
 use crate::model::{time, ErrorInfo};
 use crate::retry;
 use crate::store::outbound::Job;
@@ -34,17 +35,39 @@ pub struct OutboundEngine {
 
 struct Inner {
     store: Store,
-    registry: Arc<Registry>,
-    limiters: HashMap<String, ChannelLimiter>,
-    config: OutboundConfig,
+    /// Shared with the API; a reload swaps it.
+    registry: Live<Registry>,
+    limiters: Live<Limiters>,
+    config: Live<OutboundConfig>,
     wake: Notify,
 }
 
+/// Each channel's limiter with the limits it was built from.
+type Limiters = HashMap<String, Arc<(ChannelLimits, ChannelLimiter)>>;
+
 impl OutboundEngine {
-    pub fn new(store: Store, registry: Arc<Registry>, config: OutboundConfig) -> OutboundEngine {
-        let limiters =
-            registry.iter().map(|c| (c.config.id().to_owned(), ChannelLimiter::new(c.config.limits()))).collect();
+    pub fn new(store: Store, registry: Live<Registry>, config: OutboundConfig) -> OutboundEngine {
+        let limiters = Live::new(limiters_for(&registry.load(), &Limiters::new()));
+        let config = Live::new(config);
         OutboundEngine { inner: Arc::new(Inner { store, registry, limiters, config, wake: Notify::new() }) }
+    }
+
+    /// Applies a reload. The registry has already been swapped; limiters follow it (a channel
+    /// whose limits did not change keeps its buckets, so a reload grants no fresh burst), and
+    /// retry settings apply to the next failure; `max_in_flight` applies after a restart. Jobs
+    /// of the `changed` channels that wait (held by the old limits, or for a retry with the old
+    /// settings) become due now and meet the new limits. Sends in flight finish with the
+    /// adapter they started with.
+    pub async fn reconfigure(&self, config: OutboundConfig, changed: Vec<String>) -> Result<(), StoreError> {
+        let limiters = limiters_for(&self.inner.registry.load(), &self.inner.limiters.load());
+        self.inner.limiters.store(limiters);
+        self.inner.config.store(config);
+        if !changed.is_empty() {
+            let now = time::now_ms();
+            self.inner.store.write(move |c| store::outbound::make_due(c, &changed, now)).await?;
+        }
+        self.wake();
+        Ok(())
     }
 
     /// Tells the engine new jobs were committed.
@@ -55,7 +78,7 @@ impl OutboundEngine {
     /// Runs until `shutdown`; then waits up to `grace` for sends in flight to be recorded.
     pub async fn run(self, shutdown: CancellationToken, grace: Duration) {
         let inner = self.inner;
-        let permits = Arc::new(Semaphore::new(inner.config.max_in_flight));
+        let permits = Arc::new(Semaphore::new(inner.config.load().max_in_flight));
         let mut leased: HashSet<String> = HashSet::new();
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
         let mut rounds: u64 = 0;
@@ -69,8 +92,8 @@ impl OutboundEngine {
                 }
             };
             rounds += 1;
-            if rounds % 1024 == 0 {
-                inner.limiters.values().for_each(ChannelLimiter::tidy);
+            if rounds.is_multiple_of(1024) {
+                inner.limiters.load().values().for_each(|l| l.1.tidy());
             }
             let sleep = if saturated { Duration::from_secs(3600) } else { next_wake(&inner.store, &leased).await };
             tokio::select! {
@@ -115,14 +138,15 @@ async fn dispatch_round(
     let limit = ROUND + leased.len();
     let jobs = inner.store.read(move |c| store::outbound::due(c, now, limit)).await?;
     let mut slots = Slots::default();
+    let limiters = inner.limiters.load();
     let mut deferred: Vec<(String, i64, u32)> = Vec::new();
     let mut saturated = false;
     for job in jobs {
         if leased.contains(&job.message_id) {
             continue;
         }
-        if let Some(limiter) = inner.limiters.get(&job.channel_id) {
-            if let Err((bucket, wait, period)) = limiter.check(&job.recipient) {
+        if let Some(limiter) = limiters.get(&job.channel_id) {
+            if let Err((bucket, wait, period)) = limiter.1.check(&job.recipient) {
                 let delay = slots.next(&job.channel_id, bucket, wait, period);
                 deferred.push((job.message_id, now + delay.as_millis() as i64, job.attempts));
                 metrics::counter!("switchboard_outbound_total", "channel" => job.channel_id, "status" => "deferred")
@@ -200,7 +224,8 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             Ok(Some((message, thread_refs, in_reply_to_ref, files)))
         })
         .await?;
-    let adapter = inner.registry.get(&job.channel_id).and_then(|c| c.outbound.clone());
+    let adapter = inner.registry.load().get(&job.channel_id).and_then(|c| c.outbound.clone());
+    let config = inner.config.load();
     let result = match (prepared, adapter) {
         (None, _) => {
             Err(SendError::Permanent { code: "message_missing".into(), reason: "the message record is gone".into() })
@@ -212,7 +237,7 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
         (Some((message, thread_refs, in_reply_to_ref, files)), Some(adapter)) => {
             let outbound =
                 OutboundMessage { message, recipient: job.recipient.clone(), thread_refs, in_reply_to_ref, files };
-            let limit = inner.config.timeout.0 + Duration::from_secs(5);
+            let limit = config.timeout.0 + Duration::from_secs(5);
             match tokio::time::timeout(limit, adapter.send(&outbound)).await {
                 Ok(result) => result,
                 Err(_) => Err(SendError::Temporary {
@@ -229,12 +254,13 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
 /// Commits what became of one send.
 async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Result<(), StoreError> {
     let attempts = job.attempts + 1;
+    let config = inner.config.load();
     let delay = match &result {
         Err(SendError::Temporary { retry_after, .. }) => retry::next_delay(
-            &inner.config.retry_schedule.iter().map(|d| d.0).collect::<Vec<_>>(),
+            &config.retry_schedule.iter().map(|d| d.0).collect::<Vec<_>>(),
             attempts,
             *retry_after,
-            inner.config.max_retry_after.0,
+            config.max_retry_after.0,
             fastrand::f64(),
         ),
         _ => None,
@@ -280,4 +306,17 @@ async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Res
         .await?;
     metrics::counter!("switchboard_outbound_total", "channel" => channel, "status" => final_outcome).increment(1);
     Ok(())
+}
+
+/// A limiter per channel of `registry`, reusing those of `previous` whose limits are unchanged.
+fn limiters_for(registry: &Registry, previous: &Limiters) -> Limiters {
+    registry
+        .iter()
+        .map(|c| {
+            let limits = c.config.limits();
+            let kept = previous.get(c.config.id()).filter(|l| l.0 == *limits).cloned();
+            let limiter = kept.unwrap_or_else(|| Arc::new((limits.clone(), ChannelLimiter::new(limits))));
+            (c.config.id().to_owned(), limiter)
+        })
+        .collect()
 }

@@ -24,6 +24,11 @@ impl Health {
         all
     }
 
+    /// Drops a channel that a reload removed or restarts.
+    pub fn forget(&self, channel: &str) {
+        self.0.lock().expect("health lock").remove(channel);
+    }
+
     /// Records a state; returns whether it changed.
     fn set(&self, channel: &str, error: Option<String>) -> bool {
         let mut map = self.0.lock().expect("health lock");

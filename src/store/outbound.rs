@@ -62,6 +62,15 @@ pub fn reschedule(
     Ok(())
 }
 
+/// Makes every waiting job of these channels due at `now` (a reload changed them).
+pub fn make_due(conn: &Connection, channel_ids: &[String], now: i64) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("UPDATE outbound_jobs SET due_at = ?2 WHERE channel_id = ?1 AND due_at > ?2")?;
+    for id in channel_ids {
+        stmt.execute(params![id, now])?;
+    }
+    Ok(())
+}
+
 /// Returns whether the job still existed (false: someone else finished it).
 pub fn finish(conn: &Connection, message_id: &str) -> Result<bool, StoreError> {
     Ok(conn.prepare_cached("DELETE FROM outbound_jobs WHERE message_id = ?1")?.execute([message_id])? > 0)

@@ -4,7 +4,8 @@
 //! Metric names: `switchboard_inbound_total{channel,outcome}`,
 //! `switchboard_outbound_total{channel,status}`, `switchboard_webhook_attempts_total{consumer,outcome}`,
 //! `switchboard_webhook_backlog{consumer}`, `switchboard_delivery_latency_seconds` (event
-//! committed → consumer acknowledged), `switchboard_store_commit_seconds` (one group commit).
+//! committed → consumer acknowledged), `switchboard_store_commit_seconds` (one group commit),
+//! `switchboard_config_reloads_total{result="applied"|"refused"}`.
 
 use std::sync::OnceLock;
 

@@ -28,9 +28,20 @@ const BODY_CACHE_LIMIT: usize = 10_000;
 
 pub enum Command {
     Status(oneshot::Sender<ConsumerStatus>),
-    Replay { after_seq: u64, reply: oneshot::Sender<Result<u64, StoreError>> },
-    RetryDead { event_ids: Option<Vec<String>>, reply: oneshot::Sender<Result<u64, StoreError>> },
+    Replay {
+        after_seq: u64,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
+    RetryDead {
+        event_ids: Option<Vec<String>>,
+        reply: oneshot::Sender<Result<u64, StoreError>>,
+    },
     Enable(oneshot::Sender<Result<(), StoreError>>),
+    /// New settings from a reload; `done` is answered once every later attempt uses them.
+    Reconfigure {
+        config: Arc<ConsumerConfig>,
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// `GET /v1/webhooks/{id}`.
@@ -325,6 +336,19 @@ impl Worker {
             }
             Command::RetryDead { event_ids, reply } => {
                 let _ = reply.send(self.retry_dead(event_ids).await);
+            }
+            Command::Reconfigure { config, done } => {
+                if config.timeout != self.config.timeout {
+                    self.client = crate::http_out::client(config.timeout);
+                }
+                tracing::info!(consumer = %config.id, url = %config.url, "webhook consumer reconfigured; attempts in flight finish as they started");
+                if config.url != self.config.url {
+                    // Deliveries waiting for a retry go at once to the new URL: the reason for
+                    // the wait may have been the old one.
+                    self.schedule.heads_due_now(time::now_ms());
+                }
+                self.config = config;
+                let _ = done.send(());
             }
             Command::Enable(reply) => {
                 self.state.disabled_at = None;

@@ -14,12 +14,12 @@ mod queue;
 pub mod signing;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use consumer::ConsumerStatus;
 use consumer::{Command, Worker};
@@ -29,7 +29,7 @@ use crate::config::{DeliveryConfig, WebhookConfig};
 use crate::store::{Store, StoreError};
 
 /// A consumer's settings with defaults applied and secrets decoded.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct ConsumerConfig {
     pub id: String,
     pub url: String,
@@ -62,10 +62,26 @@ impl ConsumerConfig {
     }
 }
 
-/// Handles to the running consumers.
-#[derive(Clone, Default)]
+/// Handles to the running consumers. A reload (`apply`) starts, reconfigures and stops workers;
+/// handlers always reach the current set.
+#[derive(Clone)]
 pub struct Webhooks {
-    consumers: Arc<HashMap<String, mpsc::Sender<Command>>>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    consumers: RwLock<HashMap<String, Consumer>>,
+    store: Store,
+    shutdown: CancellationToken,
+    grace: Duration,
+    tasks: TaskTracker,
+}
+
+struct Consumer {
+    commands: mpsc::Sender<Command>,
+    config: Arc<ConsumerConfig>,
+    /// Cancelled when a reload removes the consumer (a child of the process shutdown).
+    stop: CancellationToken,
 }
 
 /// A consumer id that is not configured.
@@ -78,28 +94,86 @@ pub enum WebhookError {
 }
 
 impl Webhooks {
-    /// Starts one worker per consumer.
+    /// Starts one worker per consumer, on `tasks` (which the shutdown waits for).
     pub async fn start(
         store: &Store,
         hooks: &[WebhookConfig],
         defaults: &DeliveryConfig,
         shutdown: &CancellationToken,
         grace: Duration,
-    ) -> Result<(Webhooks, Vec<JoinHandle<()>>), StoreError> {
-        let mut consumers = HashMap::new();
-        let mut tasks = Vec::new();
-        for hook in hooks {
-            let config = Arc::new(ConsumerConfig::new(hook, defaults));
-            let worker = Worker::start(config, store.clone()).await?;
-            let (tx, rx) = mpsc::channel(16);
-            tasks.push(tokio::spawn(worker.run(rx, shutdown.clone(), grace)));
-            consumers.insert(hook.id.clone(), tx);
+        tasks: &TaskTracker,
+    ) -> Result<Webhooks, StoreError> {
+        let inner = Inner {
+            consumers: RwLock::new(HashMap::new()),
+            store: store.clone(),
+            shutdown: shutdown.clone(),
+            grace,
+            tasks: tasks.clone(),
+        };
+        let webhooks = Webhooks { inner: Arc::new(inner) };
+        webhooks.apply(hooks, defaults).await?;
+        Ok(webhooks)
+    }
+
+    /// Makes the running consumers match `hooks`: new ones start from the current end of the log
+    /// (or from their stored cursor, if they ran before), changed ones take the new settings
+    /// for every attempt that starts from now on (attempts in flight finish and are recorded
+    /// once), removed ones stop after their attempts in flight; their owed deliveries stay in the
+    /// store for when they are configured again. Returns one line per change, for the log.
+    pub async fn apply(&self, hooks: &[WebhookConfig], defaults: &DeliveryConfig) -> Result<Vec<String>, StoreError> {
+        let mut changes = Vec::new();
+        let wanted: HashMap<&str, Arc<ConsumerConfig>> =
+            hooks.iter().map(|h| (h.id.as_str(), Arc::new(ConsumerConfig::new(h, defaults)))).collect();
+        let removed: Vec<(String, Consumer)> = {
+            let mut consumers = self.inner.consumers.write().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<String> = consumers.keys().filter(|id| !wanted.contains_key(id.as_str())).cloned().collect();
+            gone.into_iter().filter_map(|id| consumers.remove(&id).map(|c| (id, c))).collect()
+        };
+        for (id, consumer) in removed {
+            consumer.stop.cancel();
+            changes.push(format!("webhook consumer `{id}` removed"));
         }
-        Ok((Webhooks { consumers: Arc::new(consumers) }, tasks))
+        for hook in hooks {
+            let config = wanted[hook.id.as_str()].clone();
+            match self.consumer(&hook.id) {
+                Some((_, old)) if *old == *config => {}
+                Some((commands, _)) => {
+                    // The worker owns its schedule; it swaps the settings between two steps and
+                    // answers, so that once `apply` returns no new attempt uses the old ones.
+                    let (done, applied) = oneshot::channel();
+                    let command = Command::Reconfigure { config: config.clone(), done };
+                    if commands.send(command).await.is_ok() && applied.await.is_ok() {
+                        self.set_config(&hook.id, config);
+                        changes.push(format!("webhook consumer `{}` reconfigured", hook.id));
+                    }
+                }
+                None => {
+                    let worker = Worker::start(config.clone(), self.inner.store.clone()).await?;
+                    let (commands, rx) = mpsc::channel(16);
+                    let stop = self.inner.shutdown.child_token();
+                    self.inner.tasks.spawn(worker.run(rx, stop.clone(), self.inner.grace));
+                    let consumer = Consumer { commands, config, stop };
+                    self.inner.consumers.write().unwrap_or_else(|e| e.into_inner()).insert(hook.id.clone(), consumer);
+                    changes.push(format!("webhook consumer `{}` started", hook.id));
+                }
+            }
+        }
+        Ok(changes)
+    }
+
+    fn consumer(&self, id: &str) -> Option<(mpsc::Sender<Command>, Arc<ConsumerConfig>)> {
+        let consumers = self.inner.consumers.read().unwrap_or_else(|e| e.into_inner());
+        consumers.get(id).map(|c| (c.commands.clone(), c.config.clone()))
+    }
+
+    fn set_config(&self, id: &str, config: Arc<ConsumerConfig>) {
+        if let Some(c) = self.inner.consumers.write().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
+            c.config = config;
+        }
     }
 
     async fn ask<T>(&self, id: &str, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, WebhookError> {
-        let sender = self.consumers.get(id).ok_or(WebhookError::NotFound)?;
+        let (sender, _) = self.consumer(id).ok_or(WebhookError::NotFound)?;
         let (tx, rx) = oneshot::channel();
         sender.send(command(tx)).await.map_err(|_| StoreError::Closed)?;
         Ok(rx.await.map_err(|_| StoreError::Closed)?)
@@ -107,13 +181,14 @@ impl Webhooks {
 
     /// Configured consumer ids, sorted.
     pub fn ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.consumers.keys().cloned().collect();
+        let consumers = self.inner.consumers.read().unwrap_or_else(|e| e.into_inner());
+        let mut ids: Vec<String> = consumers.keys().cloned().collect();
         ids.sort();
         ids
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.consumers.contains_key(id)
+        self.inner.consumers.read().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
     pub async fn status(&self, id: &str) -> Result<ConsumerStatus, WebhookError> {

@@ -131,6 +131,17 @@ impl Schedule {
         }
     }
 
+    /// Makes every waiting head due at `now` (a consumer's URL changed: the wait may have been
+    /// for the old one).
+    pub fn heads_due_now(&mut self, now: i64) {
+        for (key, queue) in &mut self.keys {
+            if let Some(item) = queue.values_mut().next().filter(|_| !self.in_flight.contains(key)) {
+                item.delivery.next_attempt_at = item.delivery.next_attempt_at.min(now);
+            }
+        }
+        self.reset_heads();
+    }
+
     pub fn release(&mut self, key: &str) {
         self.in_flight.remove(key);
         self.push_head(key);

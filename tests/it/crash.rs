@@ -2,7 +2,7 @@
 //! nothing that was acknowledged; SIGTERM drains and exits within 10 s.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,31 +10,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use crate::harness::*;
-
-struct Binary {
-    child: Child,
-    base: String,
-}
-
-async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::path::Path) -> Binary {
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["run", "--config"])
-        .arg(config_path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    for _ in 0..100 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            return Binary { child, base };
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the binary did not come up on {base}:\n{}", std::fs::read_to_string(log_path).unwrap_or_default());
-}
 
 async fn all_events(base: &str) -> Vec<Value> {
     all_events_at(&reqwest::Client::new(), base).await

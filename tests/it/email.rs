@@ -176,6 +176,37 @@ async fn restart_mid_import_loses_nothing_duplicates_nothing_and_deleted_mail_st
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_restarts_the_imap_loop_without_loss_or_duplicates() {
+    let mail = MailServers::start().await;
+    for i in 0..40 {
+        let text = mail_text(&format!("c{i}@example.org"), &format!("Q{i}"), &format!("r{i}@example.org"), "", "Hi");
+        mail.append(SUPPORT, &text).await;
+    }
+    let mut server = TestServer::start(&mail.channel("support", "")).await;
+    loop_until(|| async { (count(&server).await >= 5).then_some(()) }).await;
+    // A changed channel: its IMAP loop is stopped after its current batch and started again.
+    let reloaded = server.reload(&mail.channel("support", "subject_window = \"7d\"")).await;
+    assert_eq!(reloaded.applied, vec!["channel `support` reconfigured".to_owned()]);
+    mail.append(SUPPORT, &mail_text("late@example.org", "Late", "late@example.org", "", "After the reload")).await;
+    let received = loop_until(|| async {
+        let events = server.all_events().await;
+        let r: Vec<Value> = events.into_iter().filter(|e| e["type"] == "message.received").collect();
+        (r.len() >= 41).then_some(r)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ids: Vec<String> =
+        received.iter().map(|e| e["data"]["provider"]["message_id"].as_str().unwrap().to_owned()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((ids.len(), count(&server).await), (41, 41), "every mail exactly once");
+    // An unchanged config changes nothing.
+    let reloaded = server.reload(&mail.channel("support", "subject_window = \"7d\"")).await;
+    assert!(reloaded.applied.is_empty() && reloaded.restart_needed.is_empty(), "{reloaded:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_uidvalidity_change_resyncs_without_duplicates() {
     let mail = MailServers::start().await;
     for i in 0..3 {

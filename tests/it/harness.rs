@@ -263,6 +263,14 @@ impl TestServer {
         assert!(out.contains("validated"), "{out}");
     }
 
+    /// Applies a new `extra` (same storage and listen address), as SIGHUP would.
+    pub async fn reload(&mut self, extra: &str) -> app::Reloaded {
+        let listen = self.base.trim_start_matches("http://").to_owned();
+        let config = config::load_str(&config_text(self.dir.path(), &listen, extra))
+            .unwrap_or_else(|p| panic!("test config refused: {p:?}"));
+        self.server.as_mut().unwrap().reload(config).await
+    }
+
     pub async fn stop(mut self) -> tempfile::TempDir {
         self.server.take().unwrap().stop().await;
         self.dir
@@ -359,4 +367,38 @@ pub fn verify_signature(secret: &str, captured: &Captured) -> bool {
     mac.update(&captured.body);
     let expected = b64.encode(mac.finalize().into_bytes());
     captured.header("webhook-signature").split(' ').any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+/// The real `switchboard` binary, started as its own process on `port`.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+/// Starts the binary with `run --config`, stderr appended to `log_path`, and waits for `/healthz`.
+pub async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::path::Path) -> Binary {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            return Binary { child, base };
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the binary did not come up on {base}:\n{}", std::fs::read_to_string(log_path).unwrap_or_default());
+}
+
+impl Binary {
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
 }

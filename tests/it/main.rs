@@ -13,5 +13,6 @@ mod inbound;
 mod mail_servers;
 mod outbound;
 mod packaging;
+mod reload;
 mod systemd;
 mod webhooks;

@@ -51,6 +51,18 @@ fn the_unit_verifies_and_is_hardened() {
     }
 }
 
+/// Reads notify datagrams into `messages` until `done` holds (10 s at most).
+fn receive_until(socket: &UnixDatagram, messages: &mut Vec<String>, done: &dyn Fn(&[String]) -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !done(messages) {
+        assert!(Instant::now() < deadline, "no {what}; got {messages:?}");
+        if let Ok(n) = socket.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+}
+
 #[test]
 fn ready_watchdog_and_stopping_reach_the_notify_socket() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,27 +82,30 @@ fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         .spawn()
         .unwrap();
     let mut messages: Vec<String> = Vec::new();
-    let mut receive_until = |done: &dyn Fn(&[String]) -> bool, what: &str| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut buf = [0u8; 4096];
-        while !done(&messages) {
-            assert!(Instant::now() < deadline, "no {what}; got {messages:?}");
-            if let Ok(n) = socket.recv(&mut buf) {
-                messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
-            }
-        }
-    };
-    receive_until(&|m| m.iter().any(|s| s.lines().any(|l| l == "READY=1")), "READY=1");
+    receive_until(&socket, &mut messages, &|m| m.iter().any(|s| s.lines().any(|l| l == "READY=1")), "READY=1");
     // Listening by the time READY=1 is sent.
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
-    receive_until(&|m| m.iter().filter(|s| s.contains("WATCHDOG=1")).count() >= 2, "two watchdog pings");
-    // `systemctl reload` sends SIGHUP: it must not stop the service.
+    receive_until(
+        &socket,
+        &mut messages,
+        &|m| m.iter().filter(|s| s.contains("WATCHDOG=1")).count() >= 2,
+        "two watchdog pings",
+    );
+    // `systemctl reload` sends SIGHUP: RELOADING=1, then READY=1 again, and the service stays up.
     Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    receive_until(&socket, &mut messages, &|m| m.iter().any(|s| s.lines().any(|l| l == "RELOADING=1")), "RELOADING=1");
+    let reloading = messages.iter().position(|s| s.contains("RELOADING=1")).unwrap();
+    receive_until(
+        &socket,
+        &mut messages,
+        &|m| m[reloading..].iter().any(|s| s.lines().any(|l| l == "READY=1")),
+        "READY=1 after the reload",
+    );
+    assert!(messages[reloading].contains("MONOTONIC_USEC="), "{messages:?}");
     assert!(child.try_wait().unwrap().is_none(), "SIGHUP stopped the process");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    receive_until(&|m| m.iter().any(|s| s.lines().any(|l| l == "STOPPING=1")), "STOPPING=1");
+    receive_until(&socket, &mut messages, &|m| m.iter().any(|s| s.lines().any(|l| l == "STOPPING=1")), "STOPPING=1");
     assert!(child.wait().unwrap().success());
 }
 
@@ -101,7 +116,7 @@ fn under_journald_lines_carry_priorities_and_no_timestamps() {
     let config = dir.path().join("switchboard.toml");
     let text =
         config_text(dir.path(), &format!("127.0.0.1:{port}"), "").replace("level = \"warn\"", "level = \"info\"");
-    std::fs::write(&config, text).unwrap();
+    std::fs::write(&config, &text).unwrap();
     let log = dir.path().join("stderr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["run", "--config"])
@@ -117,8 +132,14 @@ fn under_journald_lines_carry_priorities_and_no_timestamps() {
         assert!(Instant::now() < deadline, "the binary did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // A reload with a setting that only a restart applies: reported as a warning.
+    std::fs::write(&config, text.replace("level = \"info\"", "level = \"debug\"")).unwrap();
     Command::new("kill").args(["-HUP", &child.id().to_string()]).status().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).unwrap().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload: {}", std::fs::read_to_string(&log).unwrap());
+        std::thread::sleep(Duration::from_millis(50));
+    }
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(child.wait().unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
@@ -128,5 +149,7 @@ fn under_journald_lines_carry_priorities_and_no_timestamps() {
     assert!(started["<6>".len()..].trim_start().starts_with("INFO"), "{started}");
     assert!(!started.contains('\u{1b}'), "no colour: {started}");
     let hup = text.lines().find(|l| l.contains("SIGHUP received")).unwrap_or_else(|| panic!("{text}"));
-    assert!(hup.starts_with("<4>"), "{hup}");
+    assert!(hup.starts_with("<6>"), "{hup}");
+    let restart = text.lines().find(|l| l.contains("log.level changed")).unwrap_or_else(|| panic!("{text}"));
+    assert!(restart.starts_with("<4>"), "{restart}");
 }

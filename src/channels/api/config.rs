@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::channels::ChannelLimits;
 use crate::config::{self, Secret};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiChannelConfig {
     pub id: String,

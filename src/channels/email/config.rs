@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::channels::ChannelLimits;
 use crate::config::{self, ConfigDuration, Secret, SecretSource};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmailChannelConfig {
     pub id: String,
@@ -45,7 +45,7 @@ pub enum TlsMode {
     None,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImapConfig {
     pub host: String,
@@ -78,7 +78,7 @@ pub struct ImapConfig {
     pub sent_folder: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpConfig {
     pub host: String,

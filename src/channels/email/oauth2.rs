@@ -11,7 +11,7 @@ use tokio::sync::Mutex;
 use crate::config::{self, Secret, SecretSource};
 use crate::pipeline::ChannelState;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
     pub client_id: String,
