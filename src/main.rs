@@ -1,9 +1,10 @@
-//! The `switchboard` command line: `run`, `check`, `version`.
+//! The `switchboard` command line: `run`, `check`, `version`, `completions`, and the hidden
+//! `man` that packaging/build.sh turns into switchboard(1).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use switchboard::config;
 
@@ -11,12 +12,28 @@ use switchboard::config;
 #[command(
     name = "switchboard",
     version,
-    about = "Self-hosted channel gateway: every channel into one signed, durable webhook stream"
+    about = "Self-hosted channel gateway: every channel into one signed, durable webhook stream",
+    long_about = LONG_ABOUT
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+const LONG_ABOUT: &str = "\
+Self-hosted channel gateway: mail (IMAP/SMTP) and API channels in; one normalized, signed, durable \
+webhook and JSON event stream out; replies sent back through the right channel.
+
+Configuration: /etc/switchboard/switchboard.toml (or --config, or $SWITCHBOARD_CONFIG), layered \
+over embedded defaults and under SWITCHBOARD_* environment variables. `switchboard check` \
+lists every problem as `key.path: reason`.
+
+State: the directory named by storage.path (/var/lib/switchboard under systemd): SQLite \
+database and attachment blobs. Back it up while running with `sqlite3 switchboard.db \
+\".backup ...\"` or a copy of the directory; see the README.
+
+Signals: SIGHUP re-reads the configuration and applies it without dropping work (a config with \
+problems is refused and the running one kept); SIGTERM and SIGINT drain and stop.";
 
 #[derive(Subcommand)]
 enum Command {
@@ -31,8 +48,22 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Copy the state directory into DEST (new or empty) while the service runs: a consistent
+    /// snapshot of the database plus the attachment blobs, checked before it is reported done.
+    /// Run as root, it writes as the owner of the state directory.
+    Backup {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        dest: PathBuf,
+    },
     /// Print the version.
     Version,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Write the man pages (switchboard.1, switchboard-run.1, ...) into a directory; used by
+    /// packaging/build.sh.
+    #[command(hide = true)]
+    Man { dir: PathBuf },
 }
 
 /// The package version and, when built by packaging/build.sh, the git revision.
@@ -62,6 +93,47 @@ fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "switchboard", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => match clap_mangen::generate_to(Cli::command(), &dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchboard: cannot write the man pages into {}: {e}", dir.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Backup { config, dest } => {
+            let path = config_path(config);
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            let state = &config.storage.path;
+            if let Err(e) = become_owner_of(state, &dest) {
+                eprintln!("switchboard: {e}");
+                return ExitCode::from(2);
+            }
+            match switchboard::store::backup::backup(state, &dest) {
+                Ok(r) => {
+                    println!(
+                        "{} -> {}: {} message(s), {} event(s), {} blob(s), {} bytes; integrity ok",
+                        state.display(),
+                        dest.display(),
+                        r.messages,
+                        r.events,
+                        r.blobs,
+                        r.bytes
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("switchboard: backup failed: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Version => {
             println!("switchboard {}", version());
             ExitCode::SUCCESS
@@ -105,4 +177,32 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Run as root, takes on the user and group owning the state directory (creating `dest` for
+/// them first), so that neither the copy nor any SQLite side file it touches ends up owned by
+/// root where the service cannot use it. Otherwise does nothing.
+fn become_owner_of(state: &std::path::Path, dest: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let meta = std::fs::metadata(state).map_err(|e| format!("cannot read {}: {e}", state.display()))?;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        return Ok(());
+    }
+    if !dest.exists() {
+        std::fs::create_dir_all(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        std::os::unix::fs::chown(dest, Some(uid), Some(gid))
+            .map_err(|e| format!("cannot hand {} to uid {uid}: {e}", dest.display()))?;
+    }
+    // SAFETY: plain syscalls on integers; the order (groups, gid, uid) is the one that works.
+    let failed =
+        unsafe { libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 };
+    if failed {
+        return Err(format!("cannot switch to uid {uid}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! the submodules (`messages`, `events`, `outbound`, `webhooks`) as plain functions over a
 //! `&Connection`, so the pipeline composes them inside one `write` closure = one transaction.
 
+pub mod backup;
 mod blobs;
 pub mod conversations;
 pub mod events;

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod backup;
 mod bad_input;
 mod config_check;
 mod contract;
