@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the static release binary (rustls only, no OpenSSL, no dynamic dependencies) with the
-# version and git revision embedded, and checks it. Usage: packaging/build.sh
+# version and git revision embedded, checks it, and packages it as a .deb with cargo-deb.
+# Usage: packaging/build.sh        (needs cargo-deb: cargo install cargo-deb --locked)
 # Output: ${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/release/switchboard
-# (The Debian package step is issue 4's remaining work; see the closing notes.)
+#         ${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/debian/switchboard_<version>_amd64.deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=x86_64-unknown-linux-gnu
@@ -30,3 +31,18 @@ if cargo tree --locked -p switchboard -e normal -i openssl-sys >/dev/null 2>&1; 
 fi
 "$BIN" version
 echo "static binary: $BIN ($(stat -c %s "$BIN") bytes)"
+
+# Man pages and shell completions, generated from the CLI definition, next to the binary where
+# the [package.metadata.deb] assets expect them.
+OUT=$(dirname "$BIN")
+rm -rf "$OUT/man" "$OUT/completions"
+mkdir -p "$OUT/man" "$OUT/completions"
+"$BIN" man "$OUT/man"
+gzip -9n "$OUT"/man/*.1
+"$BIN" completions bash >"$OUT/completions/switchboard.bash"
+"$BIN" completions zsh >"$OUT/completions/_switchboard"
+"$BIN" completions fish >"$OUT/completions/switchboard.fish"
+
+command -v cargo-deb >/dev/null || { echo "error: cargo-deb is missing (cargo install cargo-deb --locked)" >&2; exit 1; }
+cargo deb --no-build --locked --target "$TARGET" -p switchboard
+ls -1 "${CARGO_TARGET_DIR:-target}/$TARGET/debian/"*.deb

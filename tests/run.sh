@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
 # first: Dovecot (IMAP + LMTP) and openssl (test certificates) from Debian for the email
-# channel's real mail server; from PyPI
+# channel's real mail server; lintian and debootstrap for the package test (which builds a
+# throwaway Debian root from the apt mirror), and cargo-deb from crates.io; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator) and aiosmtpd,
 # the real SMTP server the tests send through. Fails — never skips — when something cannot be
 # installed.
@@ -17,6 +18,8 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v file >/dev/null || need_apt+=(file)
 command -v readelf >/dev/null || need_apt+=(binutils)
+command -v lintian >/dev/null || need_apt+=(lintian)
+command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2
@@ -25,6 +28,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing from Debian: ${need_apt[*]}" >&2
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# cargo-deb builds the .deb (packaging/build.sh); pinned so the package test is repeatable.
+if ! cargo deb --version >/dev/null 2>&1; then
+  echo "installing cargo-deb from crates.io" >&2
+  cargo install --quiet --locked cargo-deb --version 3.8.0
 fi
 
 python=${SB_TEST_PYTHON:-python3}
