@@ -56,7 +56,22 @@ pub fn resolve(key: &str, source: SecretSource<'_>) -> Result<Option<Secret>, (S
     Ok(None)
 }
 
+/// A `*_file` path may start with `$CREDENTIALS_DIRECTORY/` (or `${CREDENTIALS_DIRECTORY}/`):
+/// where systemd puts the unit's `LoadCredential=` secrets, so a config need not name the unit.
+fn credential_path(path: &Path) -> Result<std::path::PathBuf, String> {
+    let text = path.to_string_lossy();
+    let rest = ["$CREDENTIALS_DIRECTORY/", "${CREDENTIALS_DIRECTORY}/"].iter().find_map(|p| text.strip_prefix(p));
+    let Some(rest) = rest else { return Ok(path.to_owned()) };
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Ok(Path::new(&dir).join(rest)),
+        None => Err(format!(
+            "{text}: CREDENTIALS_DIRECTORY is not set (it is, under systemd, for a unit with LoadCredential=)"
+        )),
+    }
+}
+
 fn read_file(path: &Path) -> Result<Secret, String> {
+    let path = &credential_path(path)?;
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let value = text.trim_end_matches(['\n', '\r']).to_owned();
     if value.is_empty() {

@@ -176,6 +176,34 @@ secret_env = "SB_TEST_WEBHOOK_SECRET"
 }
 
 #[test]
+fn secret_files_can_live_in_the_systemd_credentials_directory() {
+    let credentials = tempfile::tempdir().unwrap();
+    std::fs::write(credentials.path().join("helpdesk-token"), "a-token-from-credentials-03\n").unwrap();
+    let config =
+        "[[tokens]]\nname = \"c\"\ntoken_file = \"$CREDENTIALS_DIRECTORY/helpdesk-token\"\nscopes = [\"read\"]\n";
+    let (code, out) = check_with_env(config, &[("CREDENTIALS_DIRECTORY", credentials.path().to_str().unwrap())]);
+    assert_eq!(code, 0, "{out}");
+    let braced = config.replace("$CREDENTIALS_DIRECTORY", "${CREDENTIALS_DIRECTORY}");
+    let (code, out) = check_with_env(&braced, &[("CREDENTIALS_DIRECTORY", credentials.path().to_str().unwrap())]);
+    assert_eq!(code, 0, "{out}");
+    // Outside systemd the variable is missing, and the problem says so.
+    let path = credentials.path().join("switchboard.toml");
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("tokens[0].token_file: $CREDENTIALS_DIRECTORY/helpdesk-token: CREDENTIALS_DIRECTORY is not set"),
+        "{err}"
+    );
+}
+
+#[test]
 fn the_commented_email_example_is_valid() {
     let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/switchboard.toml")).unwrap();
     let start = example.find("# --- email channel example ---").expect("the email example block");
