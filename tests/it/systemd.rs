@@ -153,3 +153,37 @@ fn under_journald_lines_carry_priorities_and_no_timestamps() {
     let restart = text.lines().find(|l| l.contains("log.level changed")).unwrap_or_else(|| panic!("{text}"));
     assert!(restart.starts_with("<4>"), "{restart}");
 }
+
+#[test]
+fn json_logs_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::harness::free_port();
+    let config = dir.path().join("switchboard.toml");
+    let text = config_text(dir.path(), &format!("127.0.0.1:{port}"), "")
+        .replace("level = \"warn\"", "level = \"info\"\nformat = \"json\"");
+    std::fs::write(&config, &text).unwrap();
+    let log = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the binary did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    let started = lines.iter().find(|l| l["message"] == "switchboard started").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(started["level"], "INFO", "{started}");
+    assert_eq!(started["listen"], format!("127.0.0.1:{port}"), "{started}");
+    assert!(started["timestamp"].is_string(), "{started}");
+}
