@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Outcome, Pipeline};
+use super::{Checkpoint, Outcome, Pipeline};
 use crate::channels::RawInbound;
 use crate::model::{time, EventType};
 use crate::store::{self, StoreError};
@@ -91,9 +91,19 @@ impl InboundContext {
         self.pipeline.ingest(raw).await
     }
 
-    /// Hands a batch to the pipeline, committed in one transaction in order.
-    pub async fn ingest_batch(&self, raws: Vec<RawInbound>) -> Result<Vec<Outcome>, StoreError> {
-        self.pipeline.ingest_batch(raws).await
+    /// Hands a batch to the pipeline, committed in one transaction in order together with the
+    /// checkpoint `key = value` that covers it (see `Pipeline::ingest_batch`).
+    pub async fn ingest_batch(
+        &self,
+        raws: Vec<RawInbound>,
+        checkpoint: Option<(&str, &str)>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let checkpoint = checkpoint.map(|(key, value)| Checkpoint {
+            channel_id: self.channel_id.clone(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+        });
+        self.pipeline.ingest_batch(raws, checkpoint).await
     }
 
     /// The channel's durable state (for credentials that rotate).
@@ -103,11 +113,6 @@ impl InboundContext {
 
     pub async fn checkpoint(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.state().get(key).await
-    }
-
-    /// Durably records a checkpoint: call only after what it covers was ingested.
-    pub async fn set_checkpoint(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.state().set(key, value).await
     }
 
     /// The channel works (again).

@@ -14,7 +14,15 @@ pub use context::{ChannelState, Health, InboundContext};
 
 use crate::channels::RawInbound;
 use crate::model::{Attachment, AttachmentId, ConversationId, MessageId};
-use crate::store::{Store, StoreError};
+use crate::store::{self, Store, StoreError};
+
+/// A pull channel's resume point (`channel_state` key and value), stored with what it covers.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    pub channel_id: String,
+    pub key: String,
+    pub value: String,
+}
 
 /// What became of an inbound item.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +63,14 @@ impl Pipeline {
     }
 
     /// Ingests several items in one transaction, in order (a pull channel's fetched batch: one
-    /// fsync instead of one per item). All or nothing: on error none of them is stored.
-    pub async fn ingest_batch(&self, raws: Vec<RawInbound>) -> Result<Vec<Outcome>, StoreError> {
+    /// fsync instead of one per item), and advances the channel's `checkpoint` in that same
+    /// transaction, so the checkpoint never runs ahead of what is stored nor lags behind it.
+    /// All or nothing: on error none of them is stored and the checkpoint stays.
+    pub async fn ingest_batch(
+        &self,
+        raws: Vec<RawInbound>,
+        checkpoint: Option<Checkpoint>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let channel = raws.first().map(|r| r.channel_id.clone()).unwrap_or_default();
         // Every attachment of the batch in one trip to the blocking pool, not one per file.
         let mut raws = raws;
@@ -81,7 +95,14 @@ impl Pipeline {
         let result: Result<Vec<Outcome>, StoreError> = self
             .store
             .write(move |conn| {
-                prepared.into_iter().map(|(raw, attachments)| commit::commit(conn, raw, attachments)).collect()
+                let outcomes = prepared
+                    .into_iter()
+                    .map(|(raw, attachments)| commit::commit(conn, raw, attachments))
+                    .collect::<Result<Vec<_>, _>>()?;
+                if let Some(c) = checkpoint {
+                    store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
+                }
+                Ok(outcomes)
             })
             .await;
         match &result {

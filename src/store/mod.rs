@@ -73,6 +73,7 @@ struct Inner {
     db_path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<writer::WriteJob>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     last_seq: watch::Receiver<u64>,
     blobs: Blobs,
@@ -90,9 +91,20 @@ impl Store {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
+             PRAGMA busy_timeout = 5000;
+             PRAGMA temp_store = MEMORY;
+             PRAGMA cache_size = -16384;",
         )?;
         migrations::migrate(&mut conn)?;
+        let checkpointer = Connection::open(&db_path)?;
+        // Until it has read the database, a connection does not know it is in WAL mode (and
+        // a checkpoint would silently do nothing).
+        checkpointer.execute_batch("PRAGMA busy_timeout = 5000;")?;
+        let mode: String = checkpointer.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+        if mode != "wal" {
+            return Err(StoreError::Schema(format!("the database is in {mode} mode, not WAL")));
+        }
+        let checkpoint_thread = writer::hand_checkpoints_to(&mut conn, checkpointer)?;
         let seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
         let (seq_tx, seq_rx) = watch::channel(seq as u64);
         let (tx, rx) = mpsc::channel();
@@ -106,6 +118,7 @@ impl Store {
                 db_path,
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(thread)),
+                checkpoint_thread: Mutex::new(Some(checkpoint_thread)),
                 readers: Mutex::new(Vec::new()),
                 last_seq: seq_rx,
                 blobs,
@@ -201,6 +214,10 @@ impl Store {
         if let Some(thread) = self.inner.writer_thread.lock().expect("writer thread lock").take() {
             let _ = thread.join();
         }
+        // Ends once the writer's connection is closed; joined so the database is closed cleanly.
+        if let Some(thread) = self.inner.checkpoint_thread.lock().expect("checkpoint thread lock").take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -235,5 +252,35 @@ mod tests {
         // The writer still takes writes.
         store.probe_write().await.unwrap();
         store.close();
+    }
+
+    /// SQLite's automatic checkpoint is replaced by the checkpointer thread: committed pages
+    /// still reach the database file while the store is open.
+    #[tokio::test]
+    async fn the_checkpointer_copies_committed_pages_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let db = dir.path().join("switchboard.db");
+        let before = std::fs::metadata(&db).unwrap().len();
+        for n in 0..24 {
+            store
+                .write(move |c| {
+                    c.execute("INSERT INTO meta (key, value) VALUES (?1, ?2)", (format!("k{n}"), "x".repeat(1 << 20)))?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        }
+        // 24 MB went into the WAL; the checkpointer (woken past 1,000 pages, well below the
+        // writer's own 64 MB backstop) copies it into the database file.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(&db).unwrap().len() < before + (20 << 20) {
+            assert!(std::time::Instant::now() < deadline, "no checkpoint reached the database file");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        store.close();
+        let conn = Connection::open(&db).unwrap();
+        let rows: i64 = conn.query_row("SELECT count(*) FROM meta WHERE key LIKE 'k%'", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 24);
     }
 }

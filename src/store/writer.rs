@@ -67,7 +67,10 @@ pub(super) fn run(mut conn: Connection, queue: mpsc::Receiver<WriteJob>, last_se
     tracing::debug!("store writer stopped: all handles dropped");
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
+fn run_batch(conn: &mut Connection, mut batch: Vec<WriteJob>) {
+    if batch.len() == 1 {
+        return run_alone(conn, batch.pop().expect("one job"));
+    }
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -99,6 +102,32 @@ fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
         }
         finishers.extend(finish);
     }
+    commit(tx, finishers);
+}
+
+/// A job that has the transaction to itself needs no savepoint: if it fails, the transaction is
+/// rolled back. Savepoints are not free: SQLite journals every page a savepoint changes, which
+/// for a large job (a fetched batch of mails) is a copy of everything it writes.
+fn run_alone(conn: &mut Connection, job: WriteJob) {
+    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            return;
+        }
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&tx))) {
+        Ok((true, finish)) => commit(tx, vec![finish]),
+        // Dropping the transaction rolls it back; the caller gets the job's own error.
+        Ok((false, finish)) => {
+            drop(tx);
+            finish(None);
+        }
+        Err(_) => tracing::error!("a store write panicked; its changes are rolled back"),
+    }
+}
+
+fn commit(tx: rusqlite::Transaction<'_>, finishers: Vec<Finisher>) {
     match tx.commit() {
         Ok(()) => finishers.into_iter().for_each(|f| f(None)),
         Err(e) => {
@@ -107,4 +136,42 @@ fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
             finishers.into_iter().for_each(|f| f(Some(&error)));
         }
     }
+}
+
+/// Frames in the WAL (4 KiB pages) after which a checkpoint is asked for: SQLite's default.
+const CHECKPOINT_PAGES: i32 = 4096;
+/// Frames after which the writer checkpoints itself, should the checkpointer fall behind.
+const BACKSTOP_PAGES: i32 = 64 * 256;
+
+/// Moves WAL checkpoints off the writer thread. SQLite's automatic checkpoint runs inside the
+/// commit that crosses the threshold, so the writer (and every caller waiting for it) would
+/// spend that time copying pages into the database file. Instead the commit only wakes the
+/// checkpointer thread, which runs a PASSIVE checkpoint beside the next transactions (WAL allows
+/// that). The WAL restarts from its beginning at the first write after a complete checkpoint.
+pub(super) fn hand_checkpoints_to(
+    conn: &mut Connection,
+    checkpointer: Connection,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (wake, woken) = mpsc::sync_channel::<()>(1);
+    let installed = conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+        if pages >= BACKSTOP_PAGES {
+            wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE)?;
+        } else if pages >= CHECKPOINT_PAGES {
+            // Full means a wake-up is already pending.
+            let _ = wake.try_send(());
+        }
+        Ok(())
+    }));
+    if let Err(e) = installed {
+        return Err(std::io::Error::other(format!("cannot install the WAL hook: {e}")));
+    }
+    // The thread ends when the writer's connection (which owns the hook and `wake`) is closed.
+    std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
+        while woken.recv().is_ok() {
+            let done = checkpointer.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), rusqlite::wal::CheckpointMode::PASSIVE);
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "WAL checkpoint failed; it is retried after the next commits");
+            }
+        }
+    })
 }

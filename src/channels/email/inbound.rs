@@ -2,7 +2,7 @@
 //! `idle_timeout`), polling otherwise; reconnects with backoff and reports failures.
 //!
 //! Resume without loss or duplicates: per folder the checkpoint `(UIDVALIDITY, last UID)` is
-//! advanced only after the mails up to that UID were committed by the pipeline. Mail is fetched
+//! advanced in the same transaction that commits the mails up to that UID. Mail is fetched
 //! with `BODY.PEEK[]`, so fetching never marks it read. A changed UIDVALIDITY re-reads the folder;
 //! content-hash dedup keeps that from duplicating anything. UIDs only grow, so mail deleted or
 //! moved away after import is never seen again.
@@ -20,7 +20,7 @@ use super::config::{AfterImport, EmailChannelConfig, ImapConfig, TlsMode};
 use super::mime;
 use super::oauth2::{xoauth2, TokenSource, XOAuth2};
 use super::tls::{self, Transport};
-use crate::channels::Inbound;
+use crate::channels::{Inbound, RawInbound};
 use crate::pipeline::InboundContext;
 
 /// Mails fetched per round trip, and their total size: bounds memory during a backlog import
@@ -154,7 +154,7 @@ fn parse_checkpoint(value: Option<&str>) -> Option<(u32, u32)> {
 
 /// One logged-in session on one folder, until shutdown (Ok) or an error.
 async fn session(
-    channel: &EmailChannelConfig,
+    channel: &Arc<EmailChannelConfig>,
     imap: &ImapConfig,
     folder: &str,
     cx: &InboundContext,
@@ -210,7 +210,7 @@ async fn session(
 
 /// Imports every mail above `last_uid`, in UID order, batch by batch; returns the new last UID.
 async fn import_new(
-    channel: &EmailChannelConfig,
+    channel: &Arc<EmailChannelConfig>,
     session: &mut ImapSession,
     folder: &str,
     validity: u32,
@@ -222,8 +222,11 @@ async fn import_new(
     let mut uids: Vec<u32> =
         session.uid_search(format!("UID {}:*", last_uid + 1)).await?.into_iter().filter(|u| *u > last_uid).collect();
     uids.sort_unstable();
-    // While batch k is being committed, batch k+1 is fetched and parsed. Batches are committed
-    // strictly one after another, so the store sees mails in UID order (a reply after its parent).
+    // While batch k is being committed, batch k+1 is fetched and parsed (on the blocking pool,
+    // so this task goes on fetching). Batches are committed strictly one after another, so the
+    // store sees mails in UID order (a reply after its parent), each batch in one transaction
+    // with the checkpoint that covers it.
+    let key = format!("imap:{folder}");
     let mut committing: Option<Committing> = None;
     for batch in size_batches(session, &uids).await? {
         let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
@@ -235,18 +238,47 @@ async fn import_new(
             .await?;
         mails.sort_by_key(|(uid, _)| *uid);
         let Some(batch_last) = mails.last().map(|(uid, _)| *uid) else { continue };
-        let raws: Vec<_> = mails.iter().map(|(_, bytes)| mime::to_raw_inbound(channel, bytes)).collect();
+        let parsing = tokio::spawn(parse(channel.clone(), mails));
         if let Some(previous) = committing.take() {
-            last_uid = previous.finish(session, folder, validity, after, cx).await?;
+            last_uid = previous.finish(session, folder, after, cx).await?;
         }
-        let pipeline = cx.clone();
-        let task = tokio::spawn(async move { pipeline.ingest_batch(raws).await });
+        let (pipeline, key) = (cx.clone(), key.clone());
+        let task = tokio::spawn(async move {
+            let raws = parsing.await.map_err(|e| ImapError::Protocol(format!("MIME parsing failed: {e}")))?;
+            let checkpoint = format!("{validity}:{batch_last}");
+            Ok(pipeline.ingest_batch(raws, Some((&key, &checkpoint))).await?)
+        });
         committing = Some(Committing { task, last: batch_last, set });
     }
     if let Some(previous) = committing.take() {
-        last_uid = previous.finish(session, folder, validity, after, cx).await?;
+        last_uid = previous.finish(session, folder, after, cx).await?;
     }
     Ok(last_uid)
+}
+
+/// Parses a fetched batch in UID order, in chunks spread over the blocking pool: MIME decoding
+/// and hashing are most of the CPU an import costs, and the cores are otherwise idle while the
+/// store commits and the server sends the next batch.
+async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> Vec<RawInbound> {
+    const CHUNK: usize = 50;
+    let mut mails = mails;
+    let mut chunks = Vec::new();
+    while !mails.is_empty() {
+        let rest = mails.split_off(mails.len().min(CHUNK));
+        let (chunk, channel) = (std::mem::replace(&mut mails, rest), channel.clone());
+        chunks.push(tokio::task::spawn_blocking(move || {
+            chunk.iter().map(|(_, bytes)| mime::to_raw_inbound(&channel, bytes)).collect::<Vec<_>>()
+        }));
+    }
+    let mut raws = Vec::new();
+    for chunk in chunks {
+        // A panic in the parser is a bug; the mails are parsed again when the session restarts.
+        match chunk.await {
+            Ok(parsed) => raws.extend(parsed),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    raws
 }
 
 /// Splits `uids` into batches of at most `FETCH_BATCH` mails and `FETCH_BATCH_BYTES` bytes,
@@ -288,26 +320,24 @@ fn split_by_size(sizes: &[(u32, u64)], count: usize, bytes: u64) -> Vec<Vec<u32>
 
 /// A batch handed to the pipeline and not yet confirmed.
 struct Committing {
-    task: tokio::task::JoinHandle<Result<Vec<crate::pipeline::Outcome>, crate::store::StoreError>>,
+    task: tokio::task::JoinHandle<Result<Vec<crate::pipeline::Outcome>, ImapError>>,
     last: u32,
     set: String,
 }
 
 impl Committing {
-    /// Waits for the commit, then advances the checkpoint and acts on the server; returns the
+    /// Waits for the commit (which advanced the checkpoint), then acts on the server; returns the
     /// new last UID.
     async fn finish(
         self,
         session: &mut ImapSession,
         folder: &str,
-        validity: u32,
         after: &AfterImport,
         cx: &InboundContext,
     ) -> Result<u32, ImapError> {
         let outcomes = self.task.await.map_err(|e| ImapError::Protocol(format!("ingest task failed: {e}")))??;
         tracing::debug!(channel = %cx.channel_id, folder, mails = outcomes.len(), last_uid = self.last, "mails imported");
-        // Everything up to `last` is committed: advance the checkpoint, then act on the server.
-        cx.set_checkpoint(&format!("imap:{folder}"), &format!("{validity}:{}", self.last)).await?;
+        // Everything up to `last` is committed, and the checkpoint with it: act on the server.
         match after {
             AfterImport::Keep => {}
             AfterImport::Seen => {
