@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Checkpoint, Outcome, Pipeline};
+use super::{Checkpoint, Outcome, Pipeline, PreparedBatch};
 use crate::channels::RawInbound;
 use crate::model::{time, EventType};
 use crate::store::{self, StoreError};
@@ -91,19 +91,23 @@ impl InboundContext {
         self.pipeline.ingest(raw).await
     }
 
-    /// Hands a batch to the pipeline, committed in one transaction in order together with the
-    /// checkpoint `key = value` that covers it (see `Pipeline::ingest_batch`).
-    pub async fn ingest_batch(
+    /// Makes a fetched batch's attachments durable (see `Pipeline::prepare_batch`).
+    pub async fn prepare_batch(&self, raws: Vec<RawInbound>) -> Result<PreparedBatch, StoreError> {
+        self.pipeline.prepare_batch(raws).await
+    }
+
+    /// Queues a prepared batch for one transaction that also moves the checkpoint `key` from
+    /// `previous` to `value` (see `Pipeline::submit_batch`). Batches commit in submission order.
+    pub fn submit_batch(
         &self,
-        raws: Vec<RawInbound>,
-        checkpoint: Option<(&str, &str)>,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let checkpoint = checkpoint.map(|(key, value)| Checkpoint {
-            channel_id: self.channel_id.clone(),
-            key: key.to_owned(),
-            value: value.to_owned(),
-        });
-        self.pipeline.ingest_batch(raws, checkpoint).await
+        batch: PreparedBatch,
+        key: &str,
+        previous: Option<String>,
+        value: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
+        let checkpoint =
+            Checkpoint { channel_id: self.channel_id.clone(), key: key.to_owned(), value: value.to_owned(), previous };
+        self.pipeline.submit_batch(batch, Some(checkpoint))
     }
 
     /// The channel's durable state (for credentials that rotate).

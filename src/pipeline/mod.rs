@@ -16,13 +16,18 @@ use crate::channels::RawInbound;
 use crate::model::{Attachment, AttachmentId, ConversationId, MessageId};
 use crate::store::{self, Store, StoreError};
 
-/// A pull channel's resume point (`channel_state` key and value), stored with what it covers.
+/// A pull channel's resume point (`channel_state` key and value), stored with what it covers;
+/// `previous` is the value it must still have (`None`: not set yet).
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub channel_id: String,
     pub key: String,
     pub value: String,
+    pub previous: Option<String>,
 }
+
+/// Inbound items whose attachments are already durable blobs, ready for one transaction.
+pub struct PreparedBatch(Vec<(RawInbound, Vec<Attachment>)>);
 
 /// What became of an inbound item.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,23 +67,16 @@ impl Pipeline {
         result
     }
 
-    /// Ingests several items in one transaction, in order (a pull channel's fetched batch: one
-    /// fsync instead of one per item), and advances the channel's `checkpoint` in that same
-    /// transaction, so the checkpoint never runs ahead of what is stored nor lags behind it.
-    /// All or nothing: on error none of them is stored and the checkpoint stays.
-    pub async fn ingest_batch(
-        &self,
-        raws: Vec<RawInbound>,
-        checkpoint: Option<Checkpoint>,
-    ) -> Result<Vec<Outcome>, StoreError> {
-        let channel = raws.first().map(|r| r.channel_id.clone()).unwrap_or_default();
-        // Every attachment of the batch in one trip to the blocking pool, not one per file.
+    /// The part of ingesting a batch that needs no transaction: every attachment made a durable
+    /// blob (in one trip to the blocking pool) and described. Blobs are content-addressed, so
+    /// storing them ahead of a commit that then fails leaves nothing wrong behind.
+    pub async fn prepare_batch(&self, raws: Vec<RawInbound>) -> Result<PreparedBatch, StoreError> {
         let mut raws = raws;
         let bytes: Vec<bytes::Bytes> =
             raws.iter().flat_map(|r| r.attachments.iter().map(|a| a.bytes.clone())).collect();
         let mut hashes = self.store.put_blobs(bytes).await?.into_iter();
         let mut prepared = Vec::with_capacity(raws.len());
-        for raw in raws.iter_mut() {
+        for mut raw in raws.drain(..) {
             let attachments = std::mem::take(&mut raw.attachments)
                 .into_iter()
                 .map(|a| {
@@ -89,27 +87,51 @@ impl Pipeline {
                     described
                 })
                 .collect::<Vec<_>>();
-            prepared.push(attachments);
+            prepared.push((raw, attachments));
         }
-        let prepared: Vec<_> = raws.into_iter().zip(prepared).collect();
-        let result: Result<Vec<Outcome>, StoreError> = self
-            .store
-            .write(move |conn| {
-                let outcomes = prepared
-                    .into_iter()
-                    .map(|(raw, attachments)| commit::commit(conn, raw, attachments))
-                    .collect::<Result<Vec<_>, _>>()?;
-                if let Some(c) = checkpoint {
-                    store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
+        Ok(PreparedBatch(prepared))
+    }
+
+    /// Queues a prepared batch for one transaction at once (batches commit in the order they
+    /// were submitted) and returns the future of its outcomes. The channel's `checkpoint` is
+    /// advanced in that same transaction, so it never runs ahead of what is stored nor lags
+    /// behind it; and only from the value it had when this batch was read, so a batch queued
+    /// behind one that failed fails too instead of skipping it. All or nothing: on error none
+    /// of the batch is stored and the checkpoint stays.
+    pub fn submit_batch(
+        &self,
+        batch: PreparedBatch,
+        checkpoint: Option<Checkpoint>,
+    ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
+        let channel = batch.0.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
+        let committed = self.store.submit(move |conn| {
+            if let Some(c) = &checkpoint {
+                let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
+                if current != c.previous {
+                    return Err(StoreError::Stale(format!(
+                        "checkpoint {} is {current:?}, not {:?}: an earlier batch was not stored",
+                        c.key, c.previous
+                    )));
                 }
-                Ok(outcomes)
-            })
-            .await;
-        match &result {
-            Ok(outcomes) => outcomes.iter().for_each(|o| count(&channel, Ok(o))),
-            Err(_) => count(&channel, Err(())),
+            }
+            let outcomes = batch
+                .0
+                .into_iter()
+                .map(|(raw, attachments)| commit::commit(conn, raw, attachments))
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(c) = checkpoint {
+                store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
+            }
+            Ok(outcomes)
+        });
+        async move {
+            let result = committed.await;
+            match &result {
+                Ok(outcomes) => outcomes.iter().for_each(|o| count(&channel, Ok(o))),
+                Err(_) => count(&channel, Err(())),
+            }
+            result
         }
-        result
     }
 
     async fn ingest_inner(&self, mut raw: RawInbound) -> Result<Outcome, StoreError> {

@@ -40,6 +40,9 @@ pub enum StoreError {
     Io(String),
     #[error("{0}")]
     Schema(String),
+    /// A conditional write found the state it depends on changed (a checkpoint moved).
+    #[error("stale: {0}")]
+    Stale(String),
     /// Stored data that does not parse: a bug or a hand-edited database.
     #[error("corrupt record: {0}")]
     Corrupt(String),
@@ -133,13 +136,26 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
+        self.submit(f).await
+    }
+
+    /// `write`, queued at once: jobs run in the order `submit` was called, whenever their
+    /// futures are awaited. A pull channel uses this to keep a second batch waiting behind the
+    /// one being committed.
+    pub fn submit<T, F>(&self, f: F) -> impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
         let (job, rx) = writer::job(f);
-        {
+        let sent = {
             let guard = self.inner.writer.lock().expect("writer lock");
-            let sender = guard.as_ref().ok_or(StoreError::Closed)?;
-            sender.send(job).map_err(|_| StoreError::Closed)?;
+            guard.as_ref().ok_or(StoreError::Closed).and_then(|s| s.send(job).map_err(|_| StoreError::Closed))
+        };
+        async move {
+            sent?;
+            rx.await.map_err(|_| StoreError::Closed)?
         }
-        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Runs `f` on a read-only connection on the blocking pool.

@@ -7,6 +7,7 @@
 //! content-hash dedup keeps that from duplicating anything. UIDs only grow, so mail deleted or
 //! moved away after import is never seen again.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +22,16 @@ use super::mime;
 use super::oauth2::{xoauth2, TokenSource, XOAuth2};
 use super::tls::{self, Transport};
 use crate::channels::{Inbound, RawInbound};
-use crate::pipeline::InboundContext;
+use crate::pipeline::{InboundContext, PreparedBatch};
 
 /// Mails fetched per round trip, and their total size: bounds memory during a backlog import
 /// whatever the mail sizes (one mail over the byte bound still makes a batch of its own).
-const FETCH_BATCH: usize = 200;
-const FETCH_BATCH_BYTES: u64 = 16 * 1024 * 1024;
+const FETCH_BATCH: usize = 500;
+const FETCH_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+/// Batches committed or waiting in the store's queue at once, besides the one being prepared
+/// and the one being fetched. Two keep the writer busy; memory stays bounded by about four
+/// batches whatever the backlog.
+const MAX_QUEUED_BATCHES: usize = 2;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 pub(super) type ImapSession = Session<Transport>;
@@ -165,7 +170,8 @@ async fn session(
     let mailbox = session.select(folder).await?;
     let validity = mailbox.uid_validity.unwrap_or(0);
     let key = format!("imap:{folder}");
-    let mut last_uid = match parse_checkpoint(cx.checkpoint(&key).await?.as_deref()) {
+    let mut stored = cx.checkpoint(&key).await?;
+    let mut last_uid = match parse_checkpoint(stored.as_deref()) {
         Some((saved, uid)) if saved == validity => uid,
         Some((saved, _)) => {
             tracing::warn!(channel = %cx.channel_id, folder, saved, now = validity, "UIDVALIDITY changed; re-reading the folder (duplicates are recognised)");
@@ -177,7 +183,7 @@ async fn session(
     tracing::info!(channel = %cx.channel_id, folder, idle, last_uid, "IMAP folder open");
     let after = imap.after_import().unwrap_or(AfterImport::Keep);
     loop {
-        last_uid = import_new(channel, &mut session, folder, validity, last_uid, &after, cx).await?;
+        last_uid = import_new(channel, &mut session, folder, validity, last_uid, &mut stored, &after, cx).await?;
         if cx.shutdown.is_cancelled() {
             let _ = session.logout().await;
             return Ok(());
@@ -209,12 +215,15 @@ async fn session(
 }
 
 /// Imports every mail above `last_uid`, in UID order, batch by batch; returns the new last UID.
+/// `stored` is the folder's checkpoint as stored, kept current as batches commit.
+#[allow(clippy::too_many_arguments)]
 async fn import_new(
     channel: &Arc<EmailChannelConfig>,
     session: &mut ImapSession,
     folder: &str,
     validity: u32,
     mut last_uid: u32,
+    stored: &mut Option<String>,
     after: &AfterImport,
     cx: &InboundContext,
 ) -> Result<u32, ImapError> {
@@ -222,12 +231,14 @@ async fn import_new(
     let mut uids: Vec<u32> =
         session.uid_search(format!("UID {}:*", last_uid + 1)).await?.into_iter().filter(|u| *u > last_uid).collect();
     uids.sort_unstable();
-    // While batch k is being committed, batch k+1 is fetched and parsed (on the blocking pool,
-    // so this task goes on fetching). Batches are committed strictly one after another, so the
-    // store sees mails in UID order (a reply after its parent), each batch in one transaction
-    // with the checkpoint that covers it.
+    // A pipeline: while this task fetches batch k+2, batch k+1 is parsed and its attachments
+    // stored (on the blocking pool), and batches k and k+1 wait in the store's queue, so the
+    // writer never idles between them. Batches are submitted strictly in UID order and each
+    // commits in one transaction with the checkpoint that covers it, moved only from the value
+    // the previous batch left: a batch queued behind one that failed fails too.
     let key = format!("imap:{folder}");
-    let mut committing: Option<Committing> = None;
+    let mut preparing: Option<Preparing> = None;
+    let mut in_flight: VecDeque<Committing> = VecDeque::new();
     for batch in size_batches(session, &uids).await? {
         let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let mut mails: Vec<(u32, Vec<u8>)> = session
@@ -237,23 +248,32 @@ async fn import_new(
             .try_collect()
             .await?;
         mails.sort_by_key(|(uid, _)| *uid);
-        let Some(batch_last) = mails.last().map(|(uid, _)| *uid) else { continue };
-        let parsing = tokio::spawn(parse(channel.clone(), mails));
-        if let Some(previous) = committing.take() {
-            last_uid = previous.finish(session, folder, after, cx).await?;
+        let Some(last) = mails.last().map(|(uid, _)| *uid) else { continue };
+        let task = tokio::spawn(prepare(channel.clone(), cx.clone(), mails));
+        if let Some(ready) = preparing.replace(Preparing { task, last, set }) {
+            in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
         }
-        let (pipeline, key) = (cx.clone(), key.clone());
-        let task = tokio::spawn(async move {
-            let raws = parsing.await.map_err(|e| ImapError::Protocol(format!("MIME parsing failed: {e}")))?;
-            let checkpoint = format!("{validity}:{batch_last}");
-            Ok(pipeline.ingest_batch(raws, Some((&key, &checkpoint))).await?)
-        });
-        committing = Some(Committing { task, last: batch_last, set });
+        while in_flight.len() > MAX_QUEUED_BATCHES {
+            last_uid = in_flight.pop_front().expect("non-empty").finish(session, folder, after, cx).await?;
+        }
     }
-    if let Some(previous) = committing.take() {
-        last_uid = previous.finish(session, folder, after, cx).await?;
+    if let Some(ready) = preparing.take() {
+        in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
+    }
+    while let Some(committing) = in_flight.pop_front() {
+        last_uid = committing.finish(session, folder, after, cx).await?;
     }
     Ok(last_uid)
+}
+
+/// Parses a fetched batch and makes its attachments durable.
+async fn prepare(
+    channel: Arc<EmailChannelConfig>,
+    cx: InboundContext,
+    mails: Vec<(u32, Vec<u8>)>,
+) -> Result<PreparedBatch, ImapError> {
+    let raws = parse(channel, mails).await;
+    Ok(cx.prepare_batch(raws).await?)
 }
 
 /// Parses a fetched batch in UID order, in chunks spread over the blocking pool: MIME decoding
@@ -318,9 +338,33 @@ fn split_by_size(sizes: &[(u32, u64)], count: usize, bytes: u64) -> Vec<Vec<u32>
     batches
 }
 
-/// A batch handed to the pipeline and not yet confirmed.
+/// A fetched batch being parsed and prepared.
+struct Preparing {
+    task: tokio::task::JoinHandle<Result<PreparedBatch, ImapError>>,
+    last: u32,
+    set: String,
+}
+
+impl Preparing {
+    /// Waits until the batch is prepared and queues it for commit behind the batches before it.
+    async fn submit(
+        self,
+        cx: &InboundContext,
+        key: &str,
+        validity: u32,
+        stored: &mut Option<String>,
+    ) -> Result<Committing, ImapError> {
+        let prepared = self.task.await.map_err(|e| ImapError::Protocol(format!("MIME parsing failed: {e}")))??;
+        let value = format!("{validity}:{}", self.last);
+        let previous = stored.replace(value.clone());
+        let commit = cx.submit_batch(prepared, key, previous, &value);
+        Ok(Committing { commit: Box::pin(commit), last: self.last, set: self.set })
+    }
+}
+
+/// A batch queued for commit and not yet confirmed.
 struct Committing {
-    task: tokio::task::JoinHandle<Result<Vec<crate::pipeline::Outcome>, ImapError>>,
+    commit: BoxFuture<'static, Result<Vec<crate::pipeline::Outcome>, crate::store::StoreError>>,
     last: u32,
     set: String,
 }
@@ -335,7 +379,7 @@ impl Committing {
         after: &AfterImport,
         cx: &InboundContext,
     ) -> Result<u32, ImapError> {
-        let outcomes = self.task.await.map_err(|e| ImapError::Protocol(format!("ingest task failed: {e}")))??;
+        let outcomes = self.commit.await?;
         tracing::debug!(channel = %cx.channel_id, folder, mails = outcomes.len(), last_uid = self.last, "mails imported");
         // Everything up to `last` is committed, and the checkpoint with it: act on the server.
         match after {

@@ -161,3 +161,47 @@ fn check(raw: &crate::channels::RawInbound, bytes: &[u8], expected: &serde_json:
     }
     problems
 }
+
+/// Batches queued one behind another move the folder checkpoint as a chain: a batch whose
+/// predecessor failed fails too (nothing of it stored, the checkpoint untouched), so a failed
+/// batch is fetched again instead of being skipped.
+#[tokio::test]
+async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
+    use crate::pipeline::{Health, InboundContext, Pipeline};
+    use crate::store::StoreError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(dir.path()).unwrap();
+    let cx = InboundContext::new(
+        "support",
+        "email",
+        Pipeline::new(store.clone(), "http://127.0.0.1"),
+        Health::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let mail = |n: u32| {
+        let bytes = format!("From: c{n}@example.org\r\nTo: support@example.com\r\nSubject: Order {n}\r\n\r\nHello {n}\r\n");
+        to_raw_inbound(&channel(), bytes.as_bytes())
+    };
+    let key = "imap:INBOX";
+    let first = cx.prepare_batch(vec![mail(1), mail(2)]).await.unwrap();
+    cx.submit_batch(first, key, None, "7:2").await.unwrap();
+
+    // Batch "3" expects a checkpoint the store does not have (as if the batch before it had
+    // failed); batch "4" is queued behind it, before either commits.
+    let third = cx.prepare_batch(vec![mail(3)]).await.unwrap();
+    let fourth = cx.prepare_batch(vec![mail(4)]).await.unwrap();
+    let third = cx.submit_batch(third, key, Some("7:1".into()), "7:3");
+    let fourth = cx.submit_batch(fourth, key, Some("7:3".into()), "7:4");
+    let (third, fourth) = tokio::join!(third, fourth);
+    assert!(matches!(third, Err(StoreError::Stale(_))), "{third:?}");
+    assert!(matches!(fourth, Err(StoreError::Stale(_))), "{fourth:?}");
+
+    assert_eq!(cx.checkpoint(key).await.unwrap().as_deref(), Some("7:2"));
+    let stored = store
+        .read(|c| Ok(c.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))?))
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "only the first batch is stored");
+    store.close();
+}
