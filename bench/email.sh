@@ -5,7 +5,7 @@
 # then measures:
 #   1. backlog: N mails of ~8 KB (text + HTML + attachment) imported from IMAP into events and
 #      delivered to a webhook, against a plain IMAP client fetching the same mailbox (ratio);
-#      RSS sampled every 0.5 s during the import (flat memory);
+#      RSS sampled every 0.1 s during the import (flat memory);
 #   2. new mail with IDLE: APPEND → webhook received, p50/p95 over 200 mails, 20 per second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,10 +119,12 @@ d="$work/backlog"; config "$d" support@example.com support-pass
 "$SB" receive $hook --expect "$N" > "$d/received" & rpid=$!
 t0=$(date +%s%N)
 "$BIN" run --config "$d/switchboard.toml" >"$d/out" 2>"$d/log" & pid=$!
-: > "$d/rss"; (while kill -0 $pid 2>/dev/null; do echo "$(rss_kb $pid)" >> "$d/rss"; sleep 0.5; done) &
+: > "$d/rss"; (while kill -0 $pid 2>/dev/null; do echo "$(rss_kb $pid)" >> "$d/rss"; sleep 0.1; done) &
 wait $rpid; t1=$(date +%s%N)
 secs=$(echo "scale=2; ($t1 - $t0) / 1000000000" | bc)
 echo "backlog import into events and delivered to a webhook: $N mails in ${secs}s = $(echo "$N / $secs" | bc) mails/s"
+# In time order (flat = no growth with the backlog), then summarised.
+echo "RSS every 0.1 s during the import, MB: $(awk 'NF && $1>0 {printf "%d ", $1/1024}' "$d/rss")"
 sort -n "$d/rss" | awk 'NF && $1>0 {a[NR]=$1} END {n=length(a); printf "RSS during the import: min %d MB, median %d MB, max %d MB (%d samples)\n", a[1]/1024, a[int((n+1)/2)]/1024, a[n]/1024, n}'
 kill -TERM $pid; wait $pid 2>/dev/null || true
 

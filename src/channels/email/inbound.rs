@@ -27,7 +27,7 @@ use crate::pipeline::{InboundContext, PreparedBatch};
 /// Mails fetched per round trip, and their total size: bounds memory during a backlog import
 /// whatever the mail sizes (one mail over the byte bound still makes a batch of its own).
 const FETCH_BATCH: usize = 500;
-const FETCH_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+const FETCH_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// Batches committed or waiting in the store's queue at once, besides the one being prepared
 /// and the one being fetched. Two keep the writer busy; memory stays bounded by about four
 /// batches whatever the backlog.
