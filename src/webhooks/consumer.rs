@@ -25,6 +25,10 @@ use crate::store::{self, Store, StoreError};
 const FAN_OUT_BATCH: usize = 1000;
 /// Above this many owed deliveries, fresh bodies are not kept in memory.
 const BODY_CACHE_LIMIT: usize = 10_000;
+/// Owed deliveries held in memory at most. Beyond it the fan-out waits: later events stay in
+/// the log (behind `scan_seq`) until deliveries drain, so a consumer that is down for a day
+/// costs disk, not memory, and a backlog import keeps memory flat.
+const MAX_OWED_IN_MEMORY: usize = 20_000;
 
 pub enum Command {
     Status(oneshot::Sender<ConsumerStatus>),
@@ -83,6 +87,8 @@ pub struct Worker {
     dead_letters: u64,
     /// The consumer state as last committed, to know when it needs writing.
     persisted: Option<ConsumerState>,
+    /// Bound on `schedule.len()` for fan-out (`MAX_OWED_IN_MEMORY`; lower in tests).
+    max_owed: usize,
 }
 
 impl Worker {
@@ -108,6 +114,7 @@ impl Worker {
             schedule,
             records: Vec::new(),
             dead_letters,
+            max_owed: MAX_OWED_IN_MEMORY,
         })
     }
 
@@ -176,10 +183,14 @@ impl Worker {
         if self.disabled() || *self.store.last_seq().borrow() <= self.state.scan_seq {
             return Ok(false);
         }
+        let room = self.max_owed.saturating_sub(self.schedule.len()).min(FAN_OUT_BATCH);
+        if room == 0 {
+            return Ok(false);
+        }
         let after = self.state.scan_seq;
-        let events = self.store.read(move |c| store::events::after(c, after, FAN_OUT_BATCH)).await?;
+        let events = self.store.read(move |c| store::events::after(c, after, room)).await?;
         let Some(last) = events.last().map(|e| e.seq) else { return Ok(false) };
-        let full = events.len() == FAN_OUT_BATCH;
+        let full = events.len() == room;
         let now = time::now_ms();
         let keep_bodies = self.schedule.len() < BODY_CACHE_LIMIT;
         let owed: Vec<(Delivery, Option<Arc<String>>)> = events
@@ -455,4 +466,92 @@ async fn body_for(store: &Store, delivery: &Delivery, cached: Option<Arc<String>
     let seq = delivery.seq;
     let event = store.read(move |c| store::events::by_seq(c, seq)).await?;
     event.map(|e| Arc::new(e.envelope_json())).ok_or_else(|| StoreError::Corrupt(format!("event seq {seq} is missing")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::model::EventType;
+
+    /// With fewer owed deliveries allowed in memory than events in the log, the fan-out waits
+    /// for deliveries to drain: every event still arrives, once, in order per conversation, and
+    /// the owed rows never exceed the bound.
+    #[tokio::test]
+    async fn fan_out_waits_when_the_owed_bound_is_reached_and_still_delivers_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .write(|c| {
+                for n in 0..30 {
+                    let key = format!("cnv_{}", n % 3);
+                    store::events::append(c, EventType::MessageReceived, &key, &serde_json::json!({"n": n}))?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+
+        // A receiver that records each event and the owed rows at that moment.
+        let seen: Arc<Mutex<Vec<(String, u64, i64)>>> = Arc::default();
+        let (recorded, reader) = (seen.clone(), store.clone());
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: String| {
+                let (recorded, reader) = (recorded.clone(), reader.clone());
+                async move {
+                    let owed = reader
+                        .read(|c| Ok(c.query_row("SELECT count(*) FROM webhook_deliveries", [], |r| r.get(0))?))
+                        .await
+                        .unwrap();
+                    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    let n = event["data"]["n"].as_u64().unwrap();
+                    recorded.lock().unwrap().push((format!("cnv_{}", n % 3), n, owed));
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let config = Arc::new(ConsumerConfig {
+            id: "bounded".into(),
+            url,
+            keys: vec![super::super::signing::SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
+            events: vec!["message.received".into()],
+            timeout: Duration::from_secs(5),
+            max_in_flight: 2,
+            schedule: vec![Duration::from_millis(100)],
+            max_retry_after: Duration::from_secs(1),
+        });
+        let mut worker = Worker::start(config, store.clone()).await.unwrap();
+        worker.max_owed = 4;
+        let (_commands, receiver) = mpsc::channel(1);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(worker.run(receiver, shutdown.clone(), Duration::from_secs(1)));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while seen.lock().unwrap().len() < 30 {
+            assert!(std::time::Instant::now() < deadline, "only {} of 30 events arrived", seen.lock().unwrap().len());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap();
+
+        let seen = seen.lock().unwrap().clone();
+        let mut numbers: Vec<u64> = seen.iter().map(|(_, n, _)| *n).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..30).collect::<Vec<_>>(), "each event exactly once");
+        for key in ["cnv_0", "cnv_1", "cnv_2"] {
+            let order: Vec<u64> = seen.iter().filter(|(k, _, _)| k == key).map(|(_, n, _)| *n).collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]), "{key} out of order: {order:?}");
+        }
+        // Rows of finished deliveries are deleted at the next flush, after the fan-out that
+        // refilled their slots: at most `max_in_flight` more than the bound.
+        let most_owed = seen.iter().map(|(_, _, owed)| *owed).max().unwrap();
+        assert!(most_owed <= 4 + 2, "{most_owed} owed rows with a bound of 4 and 2 in flight");
+        assert!(most_owed < 30, "the fan-out did not wait");
+        store.close();
+    }
 }

@@ -180,7 +180,8 @@ async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
         tokio_util::sync::CancellationToken::new(),
     );
     let mail = |n: u32| {
-        let bytes = format!("From: c{n}@example.org\r\nTo: support@example.com\r\nSubject: Order {n}\r\n\r\nHello {n}\r\n");
+        let bytes =
+            format!("From: c{n}@example.org\r\nTo: support@example.com\r\nSubject: Order {n}\r\n\r\nHello {n}\r\n");
         to_raw_inbound(&channel(), bytes.as_bytes())
     };
     let key = "imap:INBOX";
@@ -198,10 +199,8 @@ async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
     assert!(matches!(fourth, Err(StoreError::Stale(_))), "{fourth:?}");
 
     assert_eq!(cx.checkpoint(key).await.unwrap().as_deref(), Some("7:2"));
-    let stored = store
-        .read(|c| Ok(c.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))?))
-        .await
-        .unwrap();
+    let stored =
+        store.read(|c| Ok(c.query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))?)).await.unwrap();
     assert_eq!(stored, 2, "only the first batch is stored");
     store.close();
 }
