@@ -140,8 +140,11 @@ fn commit(tx: rusqlite::Transaction<'_>, finishers: Vec<Finisher>) {
 
 /// Frames in the WAL (4 KiB pages) after which a checkpoint is asked for: SQLite's default.
 const CHECKPOINT_PAGES: i32 = 4096;
-/// Frames after which the writer checkpoints itself, should the checkpointer fall behind.
-const BACKSTOP_PAGES: i32 = 64 * 256;
+/// Frames after which the writer finishes the checkpoint itself. Under steady load the
+/// checkpointer never quite catches up with the frames appended meanwhile, and the WAL can only
+/// restart from its beginning once every frame is copied; the writer, appending nothing while it
+/// does so, copies the (small) remainder, and the next transaction restarts the WAL.
+const BACKSTOP_PAGES: i32 = 2 * CHECKPOINT_PAGES;
 
 /// Moves WAL checkpoints off the writer thread. SQLite's automatic checkpoint runs inside the
 /// commit that crosses the threshold, so the writer (and every caller waiting for it) would
@@ -154,8 +157,13 @@ pub(super) fn hand_checkpoints_to(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let installed = conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+        // Never return an error from here: SQLite would report it as the result of a COMMIT
+        // that is already durable, and the callers would be told their write failed.
         if pages >= BACKSTOP_PAGES {
-            wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE)?;
+            // Busy when the checkpointer is at it; then the next commit tries again.
+            if let Err(e) = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE) {
+                tracing::debug!(error = %e, pages, "the writer's own WAL checkpoint did not run");
+            }
         } else if pages >= CHECKPOINT_PAGES {
             // Full means a wake-up is already pending.
             let _ = wake.try_send(());

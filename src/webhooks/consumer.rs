@@ -23,12 +23,13 @@ use crate::store::{self, Store, StoreError};
 
 /// Events read from the log per fan-out step.
 const FAN_OUT_BATCH: usize = 1000;
-/// Above this many owed deliveries, fresh bodies are not kept in memory.
-const BODY_CACHE_LIMIT: usize = 10_000;
+/// Above this many owed deliveries, fresh bodies are not kept in memory (they are read back at
+/// their first attempt); a cache for the next few thousand attempts is all that speeds delivery.
+const BODY_CACHE_LIMIT: usize = 2_000;
 /// Owed deliveries held in memory at most. Beyond it the fan-out waits: later events stay in
 /// the log (behind `scan_seq`) until deliveries drain, so a consumer that is down for a day
 /// costs disk, not memory, and a backlog import keeps memory flat.
-const MAX_OWED_IN_MEMORY: usize = 20_000;
+const MAX_OWED_IN_MEMORY: usize = 10_000;
 
 pub enum Command {
     Status(oneshot::Sender<ConsumerStatus>),
