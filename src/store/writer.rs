@@ -176,9 +176,15 @@ pub(super) fn hand_checkpoints_to(
     // The thread ends when the writer's connection (which owns the hook and `wake`) is closed.
     std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
         while woken.recv().is_ok() {
-            let done = checkpointer.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), rusqlite::wal::CheckpointMode::PASSIVE);
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "WAL checkpoint failed; it is retried after the next commits");
+            match checkpointer.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), rusqlite::wal::CheckpointMode::PASSIVE) {
+                Ok(_) => {}
+                // The writer's backstop checkpoint is running: nothing is wrong.
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+                {
+                    tracing::debug!("WAL checkpoint skipped: another one is running");
+                }
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; it is retried after the next commits"),
             }
         }
     })
