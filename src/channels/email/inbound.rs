@@ -240,6 +240,11 @@ async fn import_new(
     let mut preparing: Option<Preparing> = None;
     let mut in_flight: VecDeque<Committing> = VecDeque::new();
     for batch in size_batches(session, &uids).await? {
+        // On shutdown or reload, stop fetching and finish what is under way: a long backlog must
+        // not hold up a stop (the rest is imported after the restart, from the checkpoint).
+        if cx.shutdown.is_cancelled() {
+            break;
+        }
         let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let mut mails: Vec<(u32, Vec<u8>)> = session
             .uid_fetch(&set, "(UID BODY.PEEK[])")
