@@ -18,6 +18,35 @@ async fn nth_received(helpdesk: &Receiver, n: usize) -> Value {
     helpdesk.events_of("message.received").remove(n)["data"].clone()
 }
 
+/// A server without IDLE is polled: mail that arrives after the first import still comes in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_idle_is_polled() {
+    let mail = MailServers::start_without_idle().await;
+    let mut probe = mail.login(SUPPORT).await;
+    let capabilities = probe.capabilities().await.unwrap();
+    assert!(!capabilities.has_str("IDLE"), "the test server still offers IDLE");
+    assert!(capabilities.has_str("UIDPLUS"));
+    probe.logout().await.unwrap();
+
+    mail.append(SUPPORT, &mail_text("ann@example.org", "First", "p1@example.org", "", "Before start")).await;
+    let config =
+        mail.channel("support", "").replace("[channels.imap]\n", "[channels.imap]\npoll_interval = \"300ms\"\n");
+    let server = TestServer::start(&config).await;
+    let subjects = || async {
+        let events = server.all_events().await;
+        events
+            .iter()
+            .filter(|e| e["type"] == "message.received")
+            .map(|e| e["data"]["subject"].clone())
+            .collect::<Vec<_>>()
+    };
+    loop_until(|| async { (subjects().await.len() == 1).then_some(()) }).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Second", "p2@example.org", "", "While running")).await;
+    loop_until(|| async { (subjects().await.len() == 2).then_some(()) }).await;
+    assert_eq!(subjects().await, vec![json!("First"), json!("Second")]);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_in_reply_out_and_the_thread_holds() {
     let mail = MailServers::start().await;

@@ -112,21 +112,27 @@ fn make_certificates(dir: &std::path::Path) {
 
 impl MailServers {
     pub async fn start() -> MailServers {
-        Self::launch(false, None).await
+        Self::launch(false, None, "").await
+    }
+
+    /// Dovecot without IDLE in its capabilities (as some servers and proxies are), so a client
+    /// has to poll.
+    pub async fn start_without_idle() -> MailServers {
+        Self::launch(false, None, "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE\n").await
     }
 
     /// Dovecot also accepting XOAUTH2, validating tokens at `introspection_url` (RFC 7662).
     pub async fn start_oauth2(introspection_url: &str) -> MailServers {
-        Self::launch(false, Some(introspection_url)).await
+        Self::launch(false, Some(introspection_url), "").await
     }
 
     /// Dovecot with TLS (implicit on `imaps_port`, STARTTLS on `imap_port`) and an SMTP server
     /// requiring STARTTLS; certificates from a test CA in `ca_file`.
     pub async fn start_tls() -> MailServers {
-        Self::launch(true, None).await
+        Self::launch(true, None, "").await
     }
 
-    async fn launch(tls: bool, introspection_url: Option<&str>) -> MailServers {
+    async fn launch(tls: bool, introspection_url: Option<&str>, extra_config: &str) -> MailServers {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let (imap_port, lmtp_port, smtp_port) = (free_port(), free_port(), free_port());
@@ -177,7 +183,7 @@ listen = 127.0.0.1
 base_dir = {d}/run
 state_dir = {d}/state
 log_path = {d}/dovecot.log
-{internal}{ssl}disable_plaintext_auth = no
+{internal}{ssl}{extra_config}disable_plaintext_auth = no
 auth_mechanisms = {mechanisms}
 mail_location = maildir:{d}/mail/%u
 first_valid_uid = {uid}
