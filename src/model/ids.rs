@@ -124,11 +124,6 @@ mod tests {
     }
 
     #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        assert_eq!(crate::store::hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");
-    }
-
-    #[test]
     fn ids_carry_prefix_and_parse_back() {
         let id = MessageId::new();
         assert!(id.as_str().starts_with("msg_"));

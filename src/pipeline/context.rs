@@ -107,7 +107,7 @@ impl InboundContext {
     ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
         let checkpoint =
             Checkpoint { channel_id: self.channel_id.clone(), key: key.to_owned(), value: value.to_owned(), previous };
-        self.pipeline.submit_batch(batch, Some(checkpoint))
+        self.pipeline.submit_batch(batch, checkpoint)
     }
 
     /// The channel's durable state (for credentials that rotate).

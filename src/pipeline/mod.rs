@@ -101,27 +101,24 @@ impl Pipeline {
     pub fn submit_batch(
         &self,
         batch: PreparedBatch,
-        checkpoint: Option<Checkpoint>,
+        checkpoint: Checkpoint,
     ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
         let channel = batch.0.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
         let committed = self.store.submit(move |conn| {
-            if let Some(c) = &checkpoint {
-                let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
-                if current != c.previous {
-                    return Err(StoreError::Stale(format!(
-                        "checkpoint {} is {current:?}, not {:?}: an earlier batch was not stored",
-                        c.key, c.previous
-                    )));
-                }
+            let c = &checkpoint;
+            let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
+            if current != c.previous {
+                return Err(StoreError::Stale(format!(
+                    "checkpoint {} is {current:?}, not {:?}: an earlier batch was not stored",
+                    c.key, c.previous
+                )));
             }
             let outcomes = batch
                 .0
                 .into_iter()
                 .map(|(raw, attachments)| commit::commit(conn, raw, attachments))
                 .collect::<Result<Vec<_>, _>>()?;
-            if let Some(c) = checkpoint {
-                store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
-            }
+            store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
             Ok(outcomes)
         });
         async move {
@@ -134,24 +131,10 @@ impl Pipeline {
         }
     }
 
-    async fn ingest_inner(&self, mut raw: RawInbound) -> Result<Outcome, StoreError> {
-        let attachments = self.store_attachments(&mut raw).await?;
+    async fn ingest_inner(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
+        let PreparedBatch(mut prepared) = self.prepare_batch(vec![raw]).await?;
+        let (raw, attachments) = prepared.pop().expect("one item in, one out");
         self.store.write(move |conn| commit::commit(conn, raw, attachments)).await
-    }
-
-    /// Writes attachment bytes as durable blobs and returns their public descriptions.
-    async fn store_attachments(&self, raw: &mut RawInbound) -> Result<Vec<Attachment>, StoreError> {
-        let attachments = std::mem::take(&mut raw.attachments);
-        let hashes = self.store.put_blobs(attachments.iter().map(|a| a.bytes.clone()).collect()).await?;
-        Ok(attachments
-            .into_iter()
-            .zip(hashes)
-            .map(|(a, sha256)| {
-                let mut described = self.describe_attachment(a.filename, a.content_type, a.bytes.len() as u64, sha256);
-                described.content_id = a.content_id;
-                described
-            })
-            .collect())
     }
 
     /// The public description of a stored blob; its URL is under `server.public_url`.

@@ -290,8 +290,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        // 24 MB went into the WAL; the checkpointer (woken past 1,000 pages, well below the
-        // writer's own 64 MB backstop) copies it into the database file.
+        // 24 MB went into the WAL; the checkpointer (woken past 16 MB, below the writer's own
+        // 32 MB backstop) copies it into the database file.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         while std::fs::metadata(&db).unwrap().len() < before + (20 << 20) {
             assert!(std::time::Instant::now() < deadline, "no checkpoint reached the database file");

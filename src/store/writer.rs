@@ -67,10 +67,7 @@ pub(super) fn run(mut conn: Connection, queue: mpsc::Receiver<WriteJob>, last_se
     tracing::debug!("store writer stopped: all handles dropped");
 }
 
-fn run_batch(conn: &mut Connection, mut batch: Vec<WriteJob>) {
-    if batch.len() == 1 {
-        return run_alone(conn, batch.pop().expect("one job"));
-    }
+fn run_batch(conn: &mut Connection, batch: Vec<WriteJob>) {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -79,12 +76,19 @@ fn run_batch(conn: &mut Connection, mut batch: Vec<WriteJob>) {
             return;
         }
     };
+    // A job alone needs no savepoint: if it fails, the whole transaction is rolled back.
+    // Savepoints are not free: SQLite journals every page a savepoint changes, which for a large
+    // job (a fetched batch of mails) is a copy of everything it writes.
+    let alone = batch.len() == 1;
     let mut finishers = Vec::with_capacity(batch.len());
+    let mut kept = 0;
     for (n, job) in batch.into_iter().enumerate() {
         let name = format!("j{n}");
-        if let Err(e) = tx.execute_batch(&format!("SAVEPOINT {name}")) {
-            tracing::error!(error = %e, "cannot open a savepoint; the job is dropped");
-            continue;
+        if !alone {
+            if let Err(e) = tx.execute_batch(&format!("SAVEPOINT {name}")) {
+                tracing::error!(error = %e, "cannot open a savepoint; the job is dropped");
+                continue;
+            }
         }
         // A panicking job (a bug) must not take the only writer down with it: its savepoint is
         // rolled back and its caller sees `StoreError::Closed`; the other jobs go on.
@@ -96,35 +100,22 @@ fn run_batch(conn: &mut Connection, mut batch: Vec<WriteJob>) {
                 (false, None)
             }
         };
-        let end = if keep { format!("RELEASE {name}") } else { format!("ROLLBACK TO {name}; RELEASE {name}") };
-        if let Err(e) = tx.execute_batch(&end) {
-            tracing::error!(error = %e, "cannot close a savepoint");
+        if !alone {
+            let end = if keep { format!("RELEASE {name}") } else { format!("ROLLBACK TO {name}; RELEASE {name}") };
+            if let Err(e) = tx.execute_batch(&end) {
+                tracing::error!(error = %e, "cannot close a savepoint");
+            }
         }
+        kept += usize::from(keep);
         finishers.extend(finish);
     }
-    commit(tx, finishers);
-}
-
-/// A job that has the transaction to itself needs no savepoint: if it fails, the transaction is
-/// rolled back. Savepoints are not free: SQLite journals every page a savepoint changes, which
-/// for a large job (a fetched batch of mails) is a copy of everything it writes.
-fn run_alone(conn: &mut Connection, job: WriteJob) {
-    let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot begin a write transaction");
-            return;
-        }
-    };
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&tx))) {
-        Ok((true, finish)) => commit(tx, vec![finish]),
+    if alone && kept == 0 {
         // Dropping the transaction rolls it back; the caller gets the job's own error.
-        Ok((false, finish)) => {
-            drop(tx);
-            finish(None);
-        }
-        Err(_) => tracing::error!("a store write panicked; its changes are rolled back"),
+        drop(tx);
+        finishers.into_iter().for_each(|f| f(None));
+        return;
     }
+    commit(tx, finishers);
 }
 
 fn commit(tx: rusqlite::Transaction<'_>, finishers: Vec<Finisher>) {
@@ -138,7 +129,8 @@ fn commit(tx: rusqlite::Transaction<'_>, finishers: Vec<Finisher>) {
     }
 }
 
-/// Frames in the WAL (4 KiB pages) after which a checkpoint is asked for: SQLite's default.
+/// Frames in the WAL (4 KiB pages, so 16 MB) after which a checkpoint is asked for. SQLite's own
+/// default is 1,000; a larger WAL means a page changed by many commits is copied once.
 const CHECKPOINT_PAGES: i32 = 4096;
 /// Frames after which the writer finishes the checkpoint itself. Under steady load the
 /// checkpointer never quite catches up with the frames appended meanwhile, and the WAL can only

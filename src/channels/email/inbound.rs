@@ -277,14 +277,14 @@ async fn prepare(
     cx: InboundContext,
     mails: Vec<(u32, Vec<u8>)>,
 ) -> Result<PreparedBatch, ImapError> {
-    let raws = parse(channel, mails).await;
+    let raws = parse(channel, mails).await?;
     Ok(cx.prepare_batch(raws).await?)
 }
 
 /// Parses a fetched batch in UID order, in chunks spread over the blocking pool: MIME decoding
 /// and hashing are most of the CPU an import costs, and the cores are otherwise idle while the
 /// store commits and the server sends the next batch.
-async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> Vec<RawInbound> {
+async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> Result<Vec<RawInbound>, ImapError> {
     const CHUNK: usize = 50;
     let mut mails = mails;
     let mut chunks = Vec::new();
@@ -297,13 +297,11 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> 
     }
     let mut raws = Vec::new();
     for chunk in chunks {
-        // A panic in the parser is a bug; the mails are parsed again when the session restarts.
-        match chunk.await {
-            Ok(parsed) => raws.extend(parsed),
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        }
+        // A panic in the parser is a bug: the session ends with this error and the batch is
+        // fetched again when it restarts.
+        raws.extend(chunk.await.map_err(|e| ImapError::Protocol(format!("MIME parsing failed: {e}")))?);
     }
-    raws
+    Ok(raws)
 }
 
 /// Splits `uids` into batches of at most `FETCH_BATCH` mails and `FETCH_BATCH_BYTES` bytes,
@@ -359,7 +357,7 @@ impl Preparing {
         validity: u32,
         stored: &mut Option<String>,
     ) -> Result<Committing, ImapError> {
-        let prepared = self.task.await.map_err(|e| ImapError::Protocol(format!("MIME parsing failed: {e}")))??;
+        let prepared = self.task.await.map_err(|e| ImapError::Protocol(format!("preparing a batch failed: {e}")))??;
         let value = format!("{validity}:{}", self.last);
         let previous = stored.replace(value.clone());
         let commit = cx.submit_batch(prepared, key, previous, &value);
