@@ -199,7 +199,9 @@ fn realistic_mail(n: u64, size: usize) -> String {
     );
     let html = format!("<html><body><p>Hello, I have a question about order <b>{n}</b>.</p><p>Regards,<br>Customer {n}</p></body></html>");
     let filler = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3\r\n";
-    let attachment = filler.repeat(size.saturating_sub(1500) / filler.len() + 1);
+    // Distinct per mail (its first line is the number), as real attachments are: identical ones
+    // would be stored once and hide the cost of writing each blob durably.
+    let attachment = format!("{n:076}\r\n{}", filler.repeat(size.saturating_sub(1500) / filler.len()));
     format!(
         "From: Customer {n} <customer{n}@example.org>\r\nTo: support@example.com\r\nSubject: Order {n}\r\nMessage-ID: <bench-{n}-{}@example.org>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"m\"\r\n\r\n--m\r\nContent-Type: multipart/alternative; boundary=\"a\"\r\n\r\n--a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}--a\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n--a--\r\n--m\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"order-{n}.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{attachment}--m--\r\n",
         now_ns()

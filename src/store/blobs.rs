@@ -1,11 +1,17 @@
 //! Content-addressed attachment files beside the database: `blobs/ab/cdef…` named by SHA-256.
 //!
-//! A blob is written to a temporary file, fsynced, renamed into place and its directory fsynced
-//! before the message that refers to it is committed, so a committed message never points at a
-//! missing file. A crash between the two leaves only an unreferenced blob.
+//! Blobs are stored a batch at a time, durably, before the messages that refer to them are
+//! committed, so a committed message never points at a missing file; a crash in between leaves
+//! only unreferenced blobs. Each new blob is written to a temporary file; then one `syncfs`
+//! makes all their contents durable, they are renamed into place, and a second `syncfs` makes
+//! the names durable. A file under its final name is therefore always complete (which is what
+//! lets a later `put` trust that the name exists), and a batch of 500 attachments costs two
+//! filesystem syncs instead of a thousand fsyncs.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
@@ -21,27 +27,49 @@ impl Blobs {
         Ok(Blobs { root })
     }
 
-    /// Stores `bytes` durably; returns the hex SHA-256 that names them.
-    pub fn put(&self, bytes: &[u8]) -> std::io::Result<String> {
-        let sha = hex(&Sha256::digest(bytes));
-        let path = self.path(&sha);
-        if path.exists() {
-            return Ok(sha);
+    /// Stores every item durably; returns the hex SHA-256 that names each, in order.
+    pub fn put_all(&self, all: &[bytes::Bytes]) -> io::Result<Vec<String>> {
+        let mut names = Vec::with_capacity(all.len());
+        let mut pending: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut new_in_batch = HashSet::new();
+        for bytes in all {
+            let sha = hex(&Sha256::digest(bytes));
+            let path = self.path(&sha);
+            if !path.exists() && new_in_batch.insert(sha.clone()) {
+                let tmp = self.root.join("tmp").join(format!("{sha}.{}", crate::model::ids::ulid()));
+                File::create(&tmp)?.write_all(bytes)?;
+                pending.push((tmp, path));
+            }
+            names.push(sha);
         }
-        let dir = path.parent().expect("blob paths have a parent");
-        fs::create_dir_all(dir)?;
-        let tmp = self.root.join("tmp").join(format!("{sha}.{}", crate::model::ids::ulid()));
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()?;
-        Ok(sha)
+        if pending.is_empty() {
+            return Ok(names);
+        }
+        let root = File::open(&self.root)?;
+        sync_filesystem(&root)?;
+        for (tmp, path) in &pending {
+            fs::create_dir_all(path.parent().expect("blob paths have a parent"))?;
+            fs::rename(tmp, path)?;
+        }
+        sync_filesystem(&root)?;
+        Ok(names)
     }
 
     pub fn path(&self, sha256: &str) -> PathBuf {
         let (head, _) = sha256.split_at(2.min(sha256.len()));
         self.root.join(head).join(sha256)
+    }
+}
+
+/// Flushes the whole filesystem that holds `file` (data and metadata). Since Linux 5.8 it
+/// reports a write-back error of any file on it since `file` was opened, so a blob that failed
+/// to reach the disk fails its batch.
+fn sync_filesystem(file: &File) -> io::Result<()> {
+    // SAFETY: syncfs only reads the descriptor, which `file` keeps open for the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -57,6 +85,37 @@ pub fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::Blobs;
+
+    #[test]
+    fn a_batch_is_named_by_content_stored_once_and_leaves_no_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path().join("blobs")).unwrap();
+        let first = blobs.put_all(&[bytes::Bytes::from_static(b"one")]).unwrap();
+        let all = ["two", "one", "two", "three"].map(|s| bytes::Bytes::from(s.as_bytes().to_vec()));
+        let names = blobs.put_all(&all).unwrap();
+        assert_eq!(names[1], first[0], "an existing blob keeps its name");
+        assert_eq!(names[0], names[2], "a blob twice in a batch is one blob");
+        assert_eq!(names[0], "3fc4ccfe745870e2c0d99f71f30ff0656c8dedd41cc1d7d3d376b0dbe685e2f3");
+        for (name, content) in names.iter().zip(["two", "one", "two", "three"]) {
+            assert_eq!(std::fs::read(blobs.path(name)).unwrap(), content.as_bytes());
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join("blobs/tmp")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_written_fails_and_names_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::open(dir.path().join("blobs")).unwrap();
+        // The temporary directory replaced by a file: no blob can be written.
+        std::fs::remove_dir(dir.path().join("blobs/tmp")).unwrap();
+        std::fs::write(dir.path().join("blobs/tmp"), b"").unwrap();
+        let error = blobs.put_all(&[bytes::Bytes::from_static(b"lost")]).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::NotADirectory, "{error}");
+        let name = super::hex(&<sha2::Sha256 as sha2::Digest>::digest(b"lost"));
+        assert!(!blobs.path(&name).exists());
+    }
+
     #[test]
     fn hex_is_lowercase_two_digits_per_byte() {
         assert_eq!(super::hex(&[0x00, 0x0f, 0xab, 0xff]), "000fabff");

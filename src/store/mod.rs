@@ -208,7 +208,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let blobs = self.inner.blobs.clone();
-        tokio::task::spawn_blocking(move || all.iter().map(|b| blobs.put(b)).collect::<Result<Vec<_>, _>>())
+        tokio::task::spawn_blocking(move || blobs.put_all(&all))
             .await
             .map_err(|_| StoreError::Closed)?
             .map_err(Into::into)
