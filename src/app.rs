@@ -74,10 +74,10 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     let registry = Live::new(Registry::build(&config.channels, config.outbound.timeout.0, &store));
     let pipeline = Pipeline::new(store.clone(), &config.server.public_url);
 
-    let outbound = OutboundEngine::new(store.clone(), registry.clone(), config.outbound.clone());
+    let health = Health::default();
+    let outbound = OutboundEngine::new(store.clone(), registry.clone(), config.outbound.clone(), health.clone());
     tasks.spawn(outbound.clone().run(shutdown.clone(), DRAIN));
     let webhooks = Webhooks::start(&store, &config.webhooks, &config.delivery, &shutdown, DRAIN, &tasks).await?;
-    let health = Health::default();
     let tokens = Live::new(config.tokens.clone());
 
     let state = AppState {

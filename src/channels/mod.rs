@@ -95,6 +95,11 @@ pub enum SendError {
     /// Retrying cannot help; the message fails.
     #[error("{reason}")]
     Permanent { code: String, reason: String },
+    /// The channel cannot send at all right now (credentials refused, token refresh or TLS
+    /// setup failed): retried like `Temporary`, and the channel's sending side is reported
+    /// failing (log, `/readyz`, one `channel.error`) until a send succeeds.
+    #[error("{reason}")]
+    Unavailable { code: String, reason: String },
 }
 
 /// The sending half of an adapter.

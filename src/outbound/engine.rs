@@ -21,6 +21,7 @@ use crate::channels::{ChannelLimits, OutboundMessage, Registry, SendError, Sent}
 use crate::config::OutboundConfig;
 use crate::live::Live;
 use crate::model::{time, ErrorInfo};
+use crate::pipeline::{Direction, Health};
 use crate::retry;
 use crate::store::outbound::Job;
 use crate::store::{self, Store, StoreError};
@@ -39,6 +40,8 @@ struct Inner {
     registry: Live<Registry>,
     limiters: Live<Limiters>,
     config: Live<OutboundConfig>,
+    /// Where a channel's sending side reports that it fails or works again (`/readyz`).
+    health: Health,
     wake: Notify,
 }
 
@@ -46,10 +49,10 @@ struct Inner {
 type Limiters = HashMap<String, Arc<(ChannelLimits, ChannelLimiter)>>;
 
 impl OutboundEngine {
-    pub fn new(store: Store, registry: Live<Registry>, config: OutboundConfig) -> OutboundEngine {
+    pub fn new(store: Store, registry: Live<Registry>, config: OutboundConfig, health: Health) -> OutboundEngine {
         let limiters = Live::new(limiters_for(&registry.load(), &Limiters::new()));
         let config = Live::new(config);
-        OutboundEngine { inner: Arc::new(Inner { store, registry, limiters, config, wake: Notify::new() }) }
+        OutboundEngine { inner: Arc::new(Inner { store, registry, limiters, config, health, wake: Notify::new() }) }
     }
 
     /// Applies a reload. The registry has already been swapped; limiters follow it (a channel
@@ -224,7 +227,10 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             Ok(Some((message, thread_refs, in_reply_to_ref, files)))
         })
         .await?;
-    let adapter = inner.registry.load().get(&job.channel_id).and_then(|c| c.outbound.clone());
+    let (adapter, kind) = match inner.registry.load().get(&job.channel_id) {
+        Some(c) => (c.outbound.clone(), c.config.kind()),
+        None => (None, ""),
+    };
     let config = inner.config.load();
     let result = match (prepared, adapter) {
         (None, _) => {
@@ -248,6 +254,14 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             }
         }
     };
+    match &result {
+        Ok(_) => inner.health.report_ok(&job.channel_id, Direction::Outbound),
+        Err(SendError::Unavailable { code, reason }) => {
+            let channel = (job.channel_id.as_str(), kind);
+            inner.health.report_error(&inner.store, channel, Direction::Outbound, code, reason).await;
+        }
+        Err(_) => {}
+    }
     record(inner, job, result).await
 }
 
@@ -255,16 +269,21 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
 async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Result<(), StoreError> {
     let attempts = job.attempts + 1;
     let config = inner.config.load();
-    let delay = match &result {
-        Err(SendError::Temporary { retry_after, .. }) => retry::next_delay(
-            &config.retry_schedule.iter().map(|d| d.0).collect::<Vec<_>>(),
-            attempts,
-            *retry_after,
-            config.max_retry_after.0,
-            fastrand::f64(),
-        ),
+    // Temporary and unavailable both retry by the schedule; only a provider's own hint moves it.
+    let retry_after = match &result {
+        Err(SendError::Temporary { retry_after, .. }) => Some(*retry_after),
+        Err(SendError::Unavailable { .. }) => Some(None),
         _ => None,
     };
+    let delay = retry_after.and_then(|retry_after| {
+        retry::next_delay(
+            &config.retry_schedule.iter().map(|d| d.0).collect::<Vec<_>>(),
+            attempts,
+            retry_after,
+            config.max_retry_after.0,
+            fastrand::f64(),
+        )
+    });
     let channel = job.channel_id.clone();
     let final_outcome = inner
         .store
@@ -280,7 +299,7 @@ async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Res
                     }
                     Ok("sent")
                 }
-                Err(SendError::Temporary { code, reason, .. }) => match delay {
+                Err(SendError::Temporary { code, reason, .. } | SendError::Unavailable { code, reason }) => match delay {
                     Some(delay) => {
                         let due = now + delay.as_millis() as i64;
                         store::outbound::reschedule(c, id, due, attempts, Some(&format!("{code}: {reason}")))?;

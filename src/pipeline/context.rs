@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Checkpoint, Outcome, Pipeline, PreparedBatch};
 use crate::channels::RawInbound;
 use crate::model::{time, EventType};
-use crate::store::{self, StoreError};
+use crate::store::{self, Store, StoreError};
 
 /// Channel health for `/readyz`: `None` = running fine, `Some(error)` = failing.
 #[derive(Clone, Default)]
@@ -24,16 +24,79 @@ impl Health {
         all
     }
 
-    /// Drops a channel that a reload removed or restarts.
+    /// Drops what a channel reported (its receiving and its sending side) when a reload removes
+    /// or restarts it.
     pub fn forget(&self, channel: &str) {
-        self.0.lock().expect("health lock").remove(channel);
+        let sending = format!("{channel}{SENDING}");
+        self.0.lock().expect("health lock").retain(|key, _| key != channel && *key != sending);
     }
 
     /// Records a state; returns whether it changed.
-    fn set(&self, channel: &str, error: Option<String>) -> bool {
+    fn set(&self, key: &str, error: Option<String>) -> bool {
         let mut map = self.0.lock().expect("health lock");
-        let previous = map.insert(channel.to_owned(), error.clone());
+        let previous = map.insert(key.to_owned(), error.clone());
         previous != Some(error)
+    }
+
+    /// A side of a channel works (again).
+    pub fn report_ok(&self, channel: &str, direction: Direction) {
+        if self.set(&direction.key(channel), None) {
+            tracing::info!(channel, direction = direction.as_str(), "channel running");
+        }
+    }
+
+    /// A side of a channel fails: logged, shown in `/readyz`, and a `channel.error` event when
+    /// the error is new (not on every retry of the same one).
+    pub async fn report_error(
+        &self,
+        store: &Store,
+        channel: (&str, &str),
+        direction: Direction,
+        code: &str,
+        message: &str,
+    ) {
+        let (id, kind) = channel;
+        tracing::warn!(channel = id, direction = direction.as_str(), code, error = %message, "channel failing; retrying with backoff");
+        if !self.set(&direction.key(id), Some(format!("{code}: {message}"))) {
+            return;
+        }
+        let data = json!({
+            "channel": {"id": id, "type": kind},
+            "direction": direction.as_str(),
+            "error": {"code": code, "message": message},
+            "at": time::rfc3339(time::now_ms()),
+        });
+        let key = format!("channel:{id}");
+        let result = store.write(move |c| store::events::append(c, EventType::ChannelError, &key, &data).map(|_| ())).await;
+        if let Err(e) = result {
+            tracing::error!(channel = id, error = %e, "cannot record channel.error");
+        }
+    }
+}
+
+/// The `/readyz` key suffix of a channel's sending side (`channel:support/send`).
+const SENDING: &str = "/send";
+
+/// Which side of a channel reports: receiving (IMAP, polling) or sending (SMTP, provider APIs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+
+    fn key(self, channel: &str) -> String {
+        match self {
+            Direction::Inbound => channel.to_owned(),
+            Direction::Outbound => format!("{channel}{SENDING}"),
+        }
     }
 }
 
@@ -121,31 +184,12 @@ impl InboundContext {
 
     /// The channel works (again).
     pub fn report_ok(&self) {
-        if self.health.set(&self.channel_id, None) {
-            tracing::info!(channel = %self.channel_id, "channel running");
-        }
+        self.health.report_ok(&self.channel_id, Direction::Inbound);
     }
 
-    /// The channel fails: logged, shown in `/readyz`, and a `channel.error` event when the error
-    /// is new (not on every retry of the same one).
+    /// The channel fails (see `Health::report_error`).
     pub async fn report_error(&self, code: &str, message: &str) {
-        tracing::warn!(channel = %self.channel_id, code, error = %message, "channel failing; retrying with backoff");
-        if !self.health.set(&self.channel_id, Some(format!("{code}: {message}"))) {
-            return;
-        }
-        let data = json!({
-            "channel": {"id": self.channel_id, "type": self.channel_type},
-            "error": {"code": code, "message": message},
-            "at": time::rfc3339(time::now_ms()),
-        });
-        let key = format!("channel:{}", self.channel_id);
-        let result = self
-            .pipeline
-            .store
-            .write(move |c| store::events::append(c, EventType::ChannelError, &key, &data).map(|_| ()))
-            .await;
-        if let Err(e) = result {
-            tracing::error!(channel = %self.channel_id, error = %e, "cannot record channel.error");
-        }
+        let channel = (self.channel_id.as_str(), self.channel_type);
+        self.health.report_error(&self.pipeline.store, channel, Direction::Inbound, code, message).await;
     }
 }

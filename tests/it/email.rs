@@ -290,6 +290,48 @@ async fn bad_credentials_are_reported_and_do_not_stop_other_channels() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_smtp_login_is_reported_and_the_mail_waits_for_fixed_credentials() {
+    let mail = MailServers::start().await;
+    let helpdesk = Receiver::start().await;
+    let hooks = webhook("h", &helpdesk, "[\"1s\"]");
+    let good = mail.channel("support", "");
+    // Only the SMTP password is wrong: receiving keeps working.
+    let smtp = good.find("[channels.smtp]").unwrap();
+    let broken = format!("{}{}", &good[..smtp], good[smtp..].replace(SUPPORT.1, "wrong-password"));
+    let mut server = TestServer::start(&format!("{broken}{hooks}")).await;
+    let (_, queued) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Hi", "text": "waits for a login"}))
+        .await;
+    let id = queued["id"].as_str().unwrap();
+
+    let event = helpdesk.expect_event("channel.error").await;
+    assert_eq!(event["data"]["channel"], json!({"id": "support", "type": "email"}), "{event}");
+    assert_eq!(event["data"]["direction"], "outbound", "{event}");
+    assert_eq!(event["data"]["error"]["code"], "smtp_535", "{event}");
+    server.validate_contract(vec![json!({"schema": "Event", "instance": event})]).await;
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready["checks"]["channel:support/send"].as_str().unwrap().starts_with("error: smtp_535"), "{ready}");
+    let (_, waiting) = server.get(&format!("/v1/messages/{id}")).await;
+    assert_eq!(waiting["status"], "queued", "a refused login does not fail the mail: {waiting}");
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Still in", "in-1@example.org", "", "received")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    let (_, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(ready["checks"]["channel:support"], "ok", "IMAP logs in fine: {ready}");
+
+    // Fixed credentials: the waiting mail goes out at once and the channel is ready again.
+    server.reload(&format!("{good}{hooks}")).await;
+    server.wait_status(id, "sent").await;
+    assert!(String::from_utf8_lossy(&loop_until(|| async { mail.inbox(ANN).await.pop() }).await.2)
+        .contains("waits for a login"));
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["checks"]["channel:support/send"], "ok", "{ready}");
+    assert_eq!(helpdesk.events_of("channel.error").len(), 1, "one event for the failure, not one per retry");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_refusals_fail_the_message_permanently() {
     let mail = MailServers::start().await;
     let server = TestServer::start(&mail.channel("support", "")).await;

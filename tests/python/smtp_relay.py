@@ -29,7 +29,9 @@ for line in open(users_file):
 
 def authenticator(server, session, envelope, mechanism, auth_data):
     ok = isinstance(auth_data, LoginPassword) and users.get(auth_data.login.decode()) == auth_data.password.decode()
-    return AuthResult(success=ok)
+    # handled=False: aiosmtpd answers a failure with 535 itself (its default, handled=True, answers
+    # nothing and leaves the client waiting).
+    return AuthResult(success=ok, handled=False)
 
 
 class Relay:

@@ -1,8 +1,9 @@
 //! SMTP out (lettre over rustls; implicit TLS, STARTTLS, or plain to loopback; AUTH PLAIN/LOGIN;
 //! pooled connections). Multipart text+HTML, attachments from the blob store, Message-ID
 //! `<msg_….cnv_…@domain>`, In-Reply-To and References from the conversation, and Reply-To with
-//! the conversation token when `reply_token` is on. 4xx replies are temporary, 5xx permanent
-//! (authentication failures count as temporary: the messages wait for fixed credentials).
+//! the conversation token when `reply_token` is on. 4xx replies are temporary, 5xx permanent.
+//! A refused login, a failed OAuth2 refresh or a failed TLS setup makes the channel
+//! `Unavailable`: the messages wait for fixed credentials and `/readyz` shows the channel failing.
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
@@ -186,11 +187,10 @@ impl SmtpOutbound {
     async fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
         let (secret, mechanisms) = match &self.settings.tokens {
             Some(tokens) => {
-                let token = tokens.access_token().await.map_err(|reason| SendError::Temporary {
-                    code: "oauth2".into(),
-                    reason,
-                    retry_after: None,
-                })?;
+                let token = tokens
+                    .access_token()
+                    .await
+                    .map_err(|reason| SendError::Unavailable { code: "oauth2".into(), reason })?;
                 (Some(token), vec![Mechanism::Xoauth2])
             }
             None => (self.settings.password.clone(), vec![Mechanism::Plain, Mechanism::Login]),
@@ -208,15 +208,26 @@ impl SmtpOutbound {
     }
 }
 
+/// What a failed SMTP transaction means for the message and for the channel.
 fn classify(e: &lettre::transport::smtp::Error) -> SendError {
     let code = e.status().map(|c| c.to_string()).unwrap_or_default();
-    let auth = code.starts_with("53");
-    if e.is_permanent() && !auth {
-        SendError::Permanent { code: format!("smtp_{code}"), reason: e.to_string() }
-    } else {
-        let code = if code.is_empty() { "smtp_transport".to_owned() } else { format!("smtp_{code}") };
-        SendError::Temporary { code, reason: e.to_string(), retry_after: None }
+    let reason = e.to_string();
+    // 530/534/535/538: authentication required, too weak, refused, needs encryption.
+    if code.starts_with("53") {
+        return SendError::Unavailable { code: format!("smtp_{code}"), reason: format!("login refused: {reason}") };
     }
+    if e.is_tls() {
+        return SendError::Unavailable { code: "smtp_tls".into(), reason };
+    }
+    // lettre's own refusals before any mail moves, e.g. no authentication mechanism in common.
+    if e.is_client() {
+        return SendError::Unavailable { code: "smtp_client".into(), reason };
+    }
+    if e.is_permanent() {
+        return SendError::Permanent { code: format!("smtp_{code}"), reason };
+    }
+    let code = if code.is_empty() { "smtp_transport".to_owned() } else { format!("smtp_{code}") };
+    SendError::Temporary { code, reason, retry_after: None }
 }
 
 impl Outbound for SmtpOutbound {
