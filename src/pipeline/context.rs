@@ -67,7 +67,8 @@ impl Health {
             "at": time::rfc3339(time::now_ms()),
         });
         let key = format!("channel:{id}");
-        let result = store.write(move |c| store::events::append(c, EventType::ChannelError, &key, &data).map(|_| ())).await;
+        let result =
+            store.write(move |c| store::events::append(c, EventType::ChannelError, &key, &data).map(|_| ())).await;
         if let Err(e) = result {
             tracing::error!(channel = id, error = %e, "cannot record channel.error");
         }
