@@ -29,36 +29,55 @@ impl Blobs {
 
     /// Stores every item durably; returns the hex SHA-256 that names each, in order.
     pub fn put_all(&self, all: &[bytes::Bytes]) -> io::Result<Vec<String>> {
-        let mut names = Vec::with_capacity(all.len());
-        let mut pending: Vec<(PathBuf, PathBuf)> = Vec::new();
-        let mut new_in_batch = HashSet::new();
+        let staged = self.stage(all)?;
+        self.publish(&staged.pending)?;
+        Ok(staged.names)
+    }
+
+    /// The first half of `put_all`, which several threads may run on parts of one batch: names
+    /// every item and writes those not stored yet to temporary files (not yet durable).
+    pub fn stage(&self, all: &[bytes::Bytes]) -> io::Result<Staged> {
+        let mut staged = Staged { names: Vec::with_capacity(all.len()), pending: Vec::new() };
+        let mut new_here = HashSet::new();
         for bytes in all {
             let sha = hex(&Sha256::digest(bytes));
             let path = self.path(&sha);
-            if !path.exists() && new_in_batch.insert(sha.clone()) {
+            if !path.exists() && new_here.insert(sha.clone()) {
                 let tmp = self.root.join("tmp").join(format!("{sha}.{}", crate::model::ids::ulid()));
                 File::create(&tmp)?.write_all(bytes)?;
-                pending.push((tmp, path));
+                staged.pending.push((tmp, path));
             }
-            names.push(sha);
+            staged.names.push(sha);
         }
+        Ok(staged)
+    }
+
+    /// The second half: makes staged files durable and moves them under their names (a blob
+    /// staged twice in one batch just lands twice, with the same content).
+    pub fn publish(&self, pending: &[(PathBuf, PathBuf)]) -> io::Result<()> {
         if pending.is_empty() {
-            return Ok(names);
+            return Ok(());
         }
         let root = File::open(&self.root)?;
         sync_filesystem(&root)?;
-        for (tmp, path) in &pending {
+        for (tmp, path) in pending {
             fs::create_dir_all(path.parent().expect("blob paths have a parent"))?;
             fs::rename(tmp, path)?;
         }
-        sync_filesystem(&root)?;
-        Ok(names)
+        sync_filesystem(&root)
     }
 
     pub fn path(&self, sha256: &str) -> PathBuf {
         let (head, _) = sha256.split_at(2.min(sha256.len()));
         self.root.join(head).join(sha256)
     }
+}
+
+/// A part of a batch written by `Blobs::stage`: each item's name, and the temporary files
+/// (with their final paths) that `Blobs::publish` must still make durable.
+pub struct Staged {
+    pub names: Vec<String>,
+    pub pending: Vec<(PathBuf, PathBuf)>,
 }
 
 /// Flushes the whole filesystem that holds `file` (data and metadata). Since Linux 5.8 it
