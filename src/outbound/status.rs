@@ -114,7 +114,7 @@ mod tests {
         let applied = store
             .write(move |c| {
                 store::conversations::insert_contact(c, &contact, 0)?;
-                store::conversations::insert(c, &conversation, 0)?;
+                store::conversations::insert(c, &conversation, 0, None)?;
                 store::messages::insert(c, &message, 0, None)?;
                 let steps = [
                     Transition::Read,

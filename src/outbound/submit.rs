@@ -186,7 +186,7 @@ fn target_conversation(
     };
     let conversation =
         stitch::new_conversation(&channel.id, &channel.kind, recipient, &contact_id, recipient, None, &now);
-    store::conversations::insert(conn, &conversation, now_ms)?;
+    store::conversations::insert(conn, &conversation, now_ms, None)?;
     store::events::append(conn, EventType::ConversationCreated, conversation.id.as_str(), &conversation)?;
     Ok(Some(conversation))
 }

@@ -74,7 +74,9 @@ fn store_message(
     let conversation = plan.conversation();
     match &plan.conversation {
         Found::New(c) => {
-            store::conversations::insert(conn, c, now_ms)?;
+            // A mail conversation is found again by its subject (from the same contact).
+            let subject_key = raw.mail.as_ref().and_then(|m| m.subject_key.as_deref());
+            store::conversations::insert(conn, c, now_ms, subject_key)?;
             store::events::append(conn, EventType::ConversationCreated, c.id.as_str(), c)?;
         }
         // A customer writing into a closed conversation reopens it (not an automatic message).
@@ -87,8 +89,7 @@ fn store_message(
         Found::Existing(c) => store::conversations::touch(conn, &c.id, now_ms)?,
     }
     if let Some(mail) = &raw.mail {
-        let new = matches!(plan.conversation, Found::New(_));
-        record_mail(conn, &raw.identity, mail, conversation, new, raw.delivery_report.is_none())?;
+        record_participants(conn, &raw.identity, mail, conversation, raw.delivery_report.is_none())?;
     }
     let dedup_key = raw.dedup_key.clone();
     let mail_id = raw.mail.as_ref().and_then(|m| m.message_id.clone());
@@ -96,11 +97,12 @@ fn store_message(
     let contact_id = plan.contact_id().clone();
     let mut message = normalize(raw, attachments, contact_id, conversation.id.clone(), plan.stitch.clone(), &now);
     message.in_reply_to = in_reply_to;
-    store::messages::insert(conn, &message, now_ms, dedup_key.as_deref())?;
+    let body = store::messages::insert(conn, &message, now_ms, dedup_key.as_deref())?;
     if let Some(header) = mail_id {
         store::mail::record_header(conn, &channel_id, &header, conversation.id.as_str(), message.id.as_str(), now_ms)?;
     }
-    store::events::append(conn, EventType::MessageReceived, message.conversation_id.as_str(), &message)?;
+    // The event's data is the message as stored: serialized once for both.
+    store::events::append_json(conn, EventType::MessageReceived, message.conversation_id.as_str(), body)?;
     Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
 }
 
@@ -150,27 +152,20 @@ fn find_conversation(
     Ok(store::conversations::get(conn, &id)?.map(|c| (c, reason)))
 }
 
-/// Participants and the subject key of a mail's conversation. A bounce's sender (the mailer
-/// daemon) does not become a participant.
-fn record_mail(
+/// The participants of a mail's conversation. A bounce's sender (the mailer daemon) does not
+/// become one.
+fn record_participants(
     conn: &Connection,
     sender: &str,
     mail: &stitch::email::MailThreading,
     conversation: &Conversation,
-    new: bool,
     sender_participates: bool,
 ) -> Result<(), StoreError> {
     let mut identities = mail.participants.clone();
     if sender_participates {
         identities.push(sender.to_owned());
     }
-    store::mail::add_participants(conn, conversation.id.as_str(), &identities)?;
-    if new {
-        if let Some(key) = &mail.subject_key {
-            store::mail::set_subject_key(conn, conversation.id.as_str(), key)?;
-        }
-    }
-    Ok(())
+    store::mail::add_participants(conn, conversation.id.as_str(), &identities)
 }
 
 /// The message object for an inbound item (pure).

@@ -69,11 +69,12 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Conversation>, StoreErr
     Ok(stmt.query_row([id], from_row).optional()?)
 }
 
-pub fn insert(conn: &Connection, c: &Conversation, now: i64) -> Result<(), StoreError> {
+/// Inserts a conversation; `subject_key` is what a later mail on the same subject finds it by.
+pub fn insert(conn: &Connection, c: &Conversation, now: i64, subject_key: Option<&str>) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO conversations (id, channel_id, channel_type, contact_id, thread_key, peer_address, subject, status,
-                                    created_at, updated_at, last_message_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9)",
+                                    created_at, updated_at, last_message_at, subject_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?10)",
     )?
     .execute(params![
         c.id.as_str(),
@@ -84,7 +85,8 @@ pub fn insert(conn: &Connection, c: &Conversation, now: i64) -> Result<(), Store
         c.peer_address,
         c.subject,
         c.status,
-        now
+        now,
+        subject_key
     ])?;
     Ok(())
 }

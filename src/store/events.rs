@@ -56,8 +56,17 @@ pub fn append(
     ordering_key: &str,
     data: &impl Serialize,
 ) -> Result<EventId, StoreError> {
+    append_json(conn, kind, ordering_key, serde_json::to_string(data)?)
+}
+
+/// `append` for data already serialized to JSON.
+pub fn append_json(
+    conn: &Connection,
+    kind: EventType,
+    ordering_key: &str,
+    data: String,
+) -> Result<EventId, StoreError> {
     let id = EventId::new();
-    let data = serde_json::to_string(data)?;
     conn.prepare_cached("INSERT INTO events (id, type, ordering_key, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id.as_str(), kind.as_str(), ordering_key, time::now_ms(), data])?;
     Ok(id)

@@ -92,12 +92,6 @@ pub fn conversation_by_subject(
         .optional()?)
 }
 
-pub fn set_subject_key(conn: &Connection, conversation_id: &str, subject_key: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE conversations SET subject_key = ?2 WHERE id = ?1")?
-        .execute([conversation_id, subject_key])?;
-    Ok(())
-}
-
 pub fn checkpoint(conn: &Connection, channel_id: &str, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT value FROM channel_state WHERE channel_id = ?1 AND key = ?2")?

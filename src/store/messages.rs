@@ -23,7 +23,9 @@ pub fn inbound_by_dedup_key(
 }
 
 /// Inserts a message; `dedup_key` is what a later duplicate of an inbound item is found by.
-pub fn insert(conn: &Connection, m: &Message, created_at: i64, dedup_key: Option<&str>) -> Result<(), StoreError> {
+/// Returns the message's JSON as stored (what its event carries).
+pub fn insert(conn: &Connection, m: &Message, created_at: i64, dedup_key: Option<&str>) -> Result<String, StoreError> {
+    let body = serde_json::to_string(m)?;
     conn.prepare_cached(
         "INSERT INTO messages (id, conversation_id, channel_id, direction, status, provider_message_id, created_at, body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -36,7 +38,7 @@ pub fn insert(conn: &Connection, m: &Message, created_at: i64, dedup_key: Option
         m.status.as_str(),
         dedup_key,
         created_at,
-        serde_json::to_string(m)?
+        body
     ])?;
     for a in &m.attachments {
         conn.prepare_cached(
@@ -44,7 +46,7 @@ pub fn insert(conn: &Connection, m: &Message, created_at: i64, dedup_key: Option
         )?
         .execute(params![a.id.as_str(), m.id.as_str(), a.filename, a.content_type, a.size as i64, a.sha256])?;
     }
-    Ok(())
+    Ok(body)
 }
 
 /// Rewrites a message after a status change.
