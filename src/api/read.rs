@@ -121,9 +121,9 @@ pub async fn attachment(
     authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let attachment = state.store.read(move |c| store::messages::attachment(c, &id)).await?;
     let attachment = attachment.ok_or_else(|| ApiError::not_found("attachment"))?;
-    let path = state.store.blobs().path(&attachment.sha256);
-    let file = tokio::fs::File::open(&path).await.map_err(|e| {
-        tracing::error!(path = %path.display(), error = %e, "attachment blob is missing");
+    let blob = state.store.blob_file(&attachment.sha256, attachment.size).await?;
+    let file = blob.open().await.map_err(|e| {
+        tracing::error!(path = %blob.path.display(), error = %e, "attachment blob is missing");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_missing", "the attachment's stored file cannot be read")
     })?;
     let stream = tokio_util::io::ReaderStream::new(file);

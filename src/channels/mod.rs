@@ -74,8 +74,8 @@ pub struct OutboundMessage {
     /// References; the one answered, for In-Reply-To, is `in_reply_to_ref` or the last).
     pub thread_refs: Vec<String>,
     pub in_reply_to_ref: Option<String>,
-    /// The stored attachment files, in `message.attachments` order.
-    pub files: Vec<std::path::PathBuf>,
+    /// Where the attachments' bytes are stored, in `message.attachments` order.
+    pub files: Vec<crate::store::BlobFile>,
 }
 
 /// A successful hand-over to the provider.

@@ -223,7 +223,11 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
                 Some(parent) => store::mail::header_of_message(c, parent.as_str())?,
                 None => None,
             };
-            let files = message.attachments.iter().map(|a| blobs.path(&a.sha256)).collect();
+            let files = message
+                .attachments
+                .iter()
+                .map(|a| Ok(blobs.file(&a.sha256, store::blobs::location(c, &a.sha256)?, a.size)))
+                .collect::<Result<_, StoreError>>()?;
             Ok(Some((message, thread_refs, in_reply_to_ref, files)))
         })
         .await?;

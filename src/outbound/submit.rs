@@ -90,11 +90,12 @@ pub async fn submit(
             return Err(SubmitError::InReplyToNotFound);
         }
     }
-    let hashes = store.put_blobs(request.attachments.iter().map(|a| a.bytes.clone()).collect()).await?;
+    let blobs = store.put_blobs(request.attachments.iter().map(|a| a.bytes.clone()).collect()).await?;
+    let new_blobs = blobs.packed;
     let attachments: Vec<_> = request
         .attachments
         .iter()
-        .zip(hashes)
+        .zip(blobs.names)
         .map(|(a, sha256)| {
             pipeline.describe_attachment(a.filename.clone(), a.content_type.clone(), a.bytes.len() as u64, sha256)
         })
@@ -113,6 +114,7 @@ pub async fn submit(
                 return Ok(Err(SubmitError::ConversationNotFound));
             };
             let message = outbound_message(request, attachments, &conversation, &recipient, now_ms);
+            store::blobs::index(conn, &new_blobs)?;
             store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
                 conn,

@@ -26,8 +26,12 @@ pub struct Checkpoint {
     pub previous: Option<String>,
 }
 
-/// Inbound items whose attachments are already durable blobs, ready for one transaction.
-pub struct PreparedBatch(Vec<(RawInbound, Vec<Attachment>)>);
+/// Inbound items whose attachments are already durable blobs, ready for one transaction (which
+/// also indexes the blobs new to the store).
+pub struct PreparedBatch {
+    items: Vec<(RawInbound, Vec<Attachment>)>,
+    new_blobs: Vec<store::Packed>,
+}
 
 /// What became of an inbound item.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +78,8 @@ impl Pipeline {
         let mut raws = raws;
         let bytes: Vec<bytes::Bytes> =
             raws.iter().flat_map(|r| r.attachments.iter().map(|a| a.bytes.clone())).collect();
-        let mut hashes = self.store.put_blobs(bytes).await?.into_iter();
+        let stored = self.store.put_blobs(bytes).await?;
+        let mut hashes = stored.names.into_iter();
         let mut prepared = Vec::with_capacity(raws.len());
         for mut raw in raws.drain(..) {
             let attachments = std::mem::take(&mut raw.attachments)
@@ -89,7 +94,7 @@ impl Pipeline {
                 .collect::<Vec<_>>();
             prepared.push((raw, attachments));
         }
-        Ok(PreparedBatch(prepared))
+        Ok(PreparedBatch { items: prepared, new_blobs: stored.packed })
     }
 
     /// Queues a prepared batch for one transaction at once (batches commit in the order they
@@ -103,7 +108,7 @@ impl Pipeline {
         batch: PreparedBatch,
         checkpoint: Checkpoint,
     ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
-        let channel = batch.0.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
+        let channel = batch.items.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
         let committed = self.store.submit(move |conn| {
             let c = &checkpoint;
             let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
@@ -113,8 +118,9 @@ impl Pipeline {
                     c.key, c.previous
                 )));
             }
+            store::blobs::index(conn, &batch.new_blobs)?;
             let outcomes = batch
-                .0
+                .items
                 .into_iter()
                 .map(|(raw, attachments)| commit::commit(conn, raw, attachments))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -132,9 +138,14 @@ impl Pipeline {
     }
 
     async fn ingest_inner(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
-        let PreparedBatch(mut prepared) = self.prepare_batch(vec![raw]).await?;
-        let (raw, attachments) = prepared.pop().expect("one item in, one out");
-        self.store.write(move |conn| commit::commit(conn, raw, attachments)).await
+        let PreparedBatch { mut items, new_blobs } = self.prepare_batch(vec![raw]).await?;
+        let (raw, attachments) = items.pop().expect("one item in, one out");
+        self.store
+            .write(move |conn| {
+                store::blobs::index(conn, &new_blobs)?;
+                commit::commit(conn, raw, attachments)
+            })
+            .await
     }
 
     /// The public description of a stored blob; its URL is under `server.public_url`.

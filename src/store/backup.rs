@@ -3,13 +3,13 @@
 //! A plain file copy of a live SQLite database in WAL mode can miss committed transactions (a
 //! checkpoint between copying the database and its `-wal` file), so the database is copied with
 //! `VACUUM INTO`, which writes a transactionally consistent snapshot through SQLite's own
-//! locking and leaves the running service undisturbed. Blobs are copied afterwards: they are
-//! immutable and written (and fsynced) before the transaction that refers to them commits, so
-//! every blob the snapshot refers to exists by the time it is copied. The result is checked
-//! (`PRAGMA integrity_check`, every referenced blob present) before it is reported done.
+//! locking and leaves the running service undisturbed. Blobs are copied afterwards: packs (and
+//! files from before packs) are immutable and written (and fsynced) before the transaction that
+//! refers to them commits, so every blob the snapshot refers to exists by the time it is
+//! copied. The result is checked (`PRAGMA integrity_check`, every referenced blob present and
+//! whole) before it is reported done.
 
 use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
@@ -54,29 +54,28 @@ pub fn backup(state: &Path, dest: &Path) -> Result<BackupReport, StoreError> {
     let final_db = dest.join(DB_FILE);
     fs::rename(&partial, &final_db).map_err(io("cannot rename", &partial))?;
 
-    // Blobs: `blobs/ab/abcdef…`; `blobs/tmp` holds unfinished writes and is skipped.
-    let mut blobs = 0;
+    // Blobs: `blobs/packs/*.pack`, and files `blobs/ab/abcdef…` from before packs; `blobs/tmp`
+    // held unfinished writes of those older versions and is skipped.
     let mut bytes = fs::metadata(&final_db).map_err(io("cannot stat", &final_db))?.len();
     let source_blobs = state.join("blobs");
     let dest_blobs = dest.join("blobs");
-    fs::create_dir_all(dest_blobs.join("tmp")).map_err(io("cannot create", &dest_blobs))?;
+    fs::create_dir_all(dest_blobs.join(super::blobs::PACKS)).map_err(io("cannot create", &dest_blobs))?;
     if source_blobs.is_dir() {
-        for shard in fs::read_dir(&source_blobs).map_err(io("cannot read", &source_blobs))? {
-            let shard = shard.map_err(io("cannot read", &source_blobs))?;
-            if shard.file_name() == "tmp" || !shard.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+        for dir in fs::read_dir(&source_blobs).map_err(io("cannot read", &source_blobs))? {
+            let dir = dir.map_err(io("cannot read", &source_blobs))?;
+            if dir.file_name() == "tmp" || !dir.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 continue;
             }
-            let into = dest_blobs.join(shard.file_name());
+            let into = dest_blobs.join(dir.file_name());
             fs::create_dir_all(&into).map_err(io("cannot create", &into))?;
-            for blob in fs::read_dir(shard.path()).map_err(io("cannot read", &shard.path()))? {
-                let blob = blob.map_err(io("cannot read", &shard.path()))?;
-                let to = into.join(blob.file_name());
-                bytes += copy_durably(&blob.path(), &to)?;
-                blobs += 1;
+            for file in fs::read_dir(dir.path()).map_err(io("cannot read", &dir.path()))? {
+                let file = file.map_err(io("cannot read", &dir.path()))?;
+                bytes += copy_durably(&file.path(), &into.join(file.file_name()))?;
             }
             fs::File::open(&into).and_then(|d| d.sync_all()).map_err(io("cannot fsync", &into))?;
         }
     }
+    fs::File::open(&dest_blobs).and_then(|d| d.sync_all()).map_err(io("cannot fsync", &dest_blobs))?;
     fs::File::open(dest).and_then(|d| d.sync_all()).map_err(io("cannot fsync", dest))?;
 
     // Check what was written.
@@ -85,14 +84,16 @@ pub fn backup(state: &Path, dest: &Path) -> Result<BackupReport, StoreError> {
     if integrity != "ok" {
         return Err(StoreError::Corrupt(format!("the copy fails its integrity check: {integrity}")));
     }
-    let mut stmt = copy.prepare("SELECT DISTINCT sha256 FROM attachments")?;
-    let shas = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    for sha in shas {
-        let sha = sha?;
-        let path = dest_blobs.join(&sha[..2.min(sha.len())]).join(&sha);
-        if !path.is_file() {
+    let mut stmt = copy.prepare("SELECT sha256, max(size) FROM attachments GROUP BY sha256")?;
+    let shas = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?;
+    let mut blobs = 0;
+    for row in shas {
+        let (sha, size) = row?;
+        let location = super::blobs::location(&copy, &sha)?;
+        if !super::blobs::file_under(&dest_blobs, &sha, location, size).is_complete() {
             return Err(StoreError::Corrupt(format!("attachment blob {sha} is missing from the copy")));
         }
+        blobs += 1;
     }
     let count = |table: &str| -> Result<u64, StoreError> {
         Ok(copy.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))? as u64)
@@ -101,8 +102,7 @@ pub fn backup(state: &Path, dest: &Path) -> Result<BackupReport, StoreError> {
 }
 
 fn copy_durably(from: &Path, to: &Path) -> Result<u64, StoreError> {
-    let data = fs::read(from).map_err(io("cannot read", from))?;
-    let mut file = fs::File::create(to).map_err(io("cannot create", to))?;
-    file.write_all(&data).and_then(|_| file.sync_all()).map_err(io("cannot write", to))?;
-    Ok(data.len() as u64)
+    let copied = fs::copy(from, to).map_err(io("cannot copy", from))?;
+    fs::File::open(to).and_then(|f| f.sync_all()).map_err(io("cannot fsync", to))?;
+    Ok(copied)
 }

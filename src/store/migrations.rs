@@ -160,6 +160,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rejected_inbound_dedup ON rejected_inbound(channel_id, dedup_key);
     "#,
+    // 4: attachment blobs in pack files (see store/blobs.rs); a hash not listed here is a file
+    // from before packs.
+    r#"
+    CREATE TABLE blobs (
+        sha256 TEXT PRIMARY KEY,
+        pack TEXT NOT NULL,                   -- file name under blobs/packs
+        offset INTEGER NOT NULL,
+        size INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

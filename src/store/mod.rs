@@ -7,7 +7,7 @@
 //! `&Connection`, so the pipeline composes them inside one `write` closure = one transaction.
 
 pub mod backup;
-mod blobs;
+pub mod blobs;
 pub mod conversations;
 pub mod events;
 pub mod mail;
@@ -17,13 +17,14 @@ pub mod outbound;
 pub mod webhooks;
 mod writer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::watch;
 
-pub use blobs::{hex, Blobs};
+pub use blobs::{hex, BlobFile, Blobs, Packed};
 
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
@@ -67,8 +68,14 @@ impl From<serde_json::Error> for StoreError {
 }
 
 /// A cheap handle; clone it freely.
-/// Below this many blobs a batch is not worth splitting across threads.
-const BLOBS_PER_THREAD_AT_LEAST: usize = 16;
+/// What `Store::put_blobs` stored.
+#[derive(Debug, Default)]
+pub struct StoredBlobs {
+    /// Each blob's SHA-256, in the order given.
+    pub names: Vec<String>,
+    /// The blobs new to the store, to index with what refers to them.
+    pub packed: Vec<Packed>,
+}
 
 #[derive(Clone)]
 pub struct Store {
@@ -205,28 +212,41 @@ impl Store {
         &self.inner.blobs
     }
 
-    /// Stores several blobs durably; returns their hashes in order. Hashing and writing are
-    /// spread over the cores (a batch of mail carries hundreds of attachments); one pair of
-    /// filesystem syncs then covers them all.
-    pub async fn put_blobs(&self, all: Vec<bytes::Bytes>) -> Result<Vec<String>, StoreError> {
+    /// Stores blobs durably: the new ones (not indexed, not from before packs, each once) in one
+    /// new pack. Returns every hash in order, and the new blobs, which the transaction that
+    /// refers to them must `blobs::index`.
+    pub async fn put_blobs(&self, all: Vec<bytes::Bytes>) -> Result<StoredBlobs, StoreError> {
         if all.is_empty() {
-            return Ok(Vec::new());
+            return Ok(StoredBlobs::default());
         }
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per_thread = all.len().div_ceil(threads).max(BLOBS_PER_THREAD_AT_LEAST);
-        let stages = all.chunks(per_thread).map(|chunk| {
-            let (blobs, chunk) = (self.inner.blobs.clone(), chunk.to_vec());
-            tokio::task::spawn_blocking(move || blobs.stage(&chunk))
-        });
-        let (mut names, mut pending) = (Vec::with_capacity(all.len()), Vec::new());
-        for staged in futures_util::future::join_all(stages).await {
-            let staged = staged.map_err(|_| StoreError::Closed)??;
-            names.extend(staged.names);
-            pending.extend(staged.pending);
-        }
-        let blobs = self.inner.blobs.clone();
-        tokio::task::spawn_blocking(move || blobs.publish(&pending)).await.map_err(|_| StoreError::Closed)??;
-        Ok(names)
+        let (all, names) = tokio::task::spawn_blocking(move || {
+            let names: Vec<String> = all.iter().map(|b| Blobs::hash(b)).collect();
+            (all, names)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?;
+        let asked = names.clone();
+        let indexed = self.read(move |c| blobs::indexed(c, &asked)).await?;
+        let (store, names_in_order) = (self.inner.blobs.clone(), names.clone());
+        let packed = tokio::task::spawn_blocking(move || {
+            let mut seen = HashSet::new();
+            let new: Vec<(String, bytes::Bytes)> = names
+                .into_iter()
+                .zip(all)
+                .filter(|(sha, _)| !indexed.contains(sha) && !store.is_loose(sha) && seen.insert(sha.clone()))
+                .collect();
+            store.write_pack(&new)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        Ok(StoredBlobs { names: names_in_order, packed })
+    }
+
+    /// Where an attachment's bytes are (`size`: its recorded size).
+    pub async fn blob_file(&self, sha256: &str, size: u64) -> Result<BlobFile, StoreError> {
+        let sha = sha256.to_owned();
+        let location = self.read(move |c| blobs::location(c, &sha)).await?;
+        Ok(self.inner.blobs.file(sha256, location, size))
     }
 
     /// Proves the writer is alive and the disk takes a durable write (for `/readyz`).
@@ -258,6 +278,25 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_blob_is_packed_once_and_found_again_once_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let logo = bytes::Bytes::from_static(b"the same logo in every mail");
+        let first = store.put_blobs(vec![logo.clone(), bytes::Bytes::from_static(b"x"), logo.clone()]).await.unwrap();
+        assert_eq!(first.names[0], first.names[2]);
+        assert_eq!(first.packed.len(), 2, "a blob twice in a batch is packed once");
+        // Not indexed yet (its transaction has not committed): a retry packs it again.
+        assert_eq!(store.put_blobs(vec![logo.clone()]).await.unwrap().packed.len(), 1);
+        let packed = first.packed;
+        store.write(move |c| blobs::index(c, &packed)).await.unwrap();
+        let again = store.put_blobs(vec![logo.clone()]).await.unwrap();
+        assert_eq!((again.names, again.packed.len()), (vec![first.names[0].clone()], 0));
+        let file = store.blob_file(&first.names[0], 0).await.unwrap();
+        assert_eq!(file.read().await.unwrap(), logo.to_vec());
+        store.close();
+    }
 
     #[tokio::test]
     async fn a_panicking_write_rolls_back_alone_and_the_writer_survives() {

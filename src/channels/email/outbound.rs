@@ -140,8 +140,8 @@ impl SmtpOutbound {
             (text, None) => MultiPart::alternative().singlepart(SinglePart::plain(text.clone().unwrap_or_default())),
         };
         let mut mixed = MultiPart::mixed().multipart(body);
-        for (attachment, path) in m.attachments.iter().zip(&out.files) {
-            let bytes = tokio::fs::read(path).await.map_err(|e| SendError::Temporary {
+        for (attachment, blob) in m.attachments.iter().zip(&out.files) {
+            let bytes = blob.read().await.map_err(|e| SendError::Temporary {
                 code: "blob_unreadable".into(),
                 reason: format!("attachment {}: {e}", attachment.id),
                 retry_after: None,
