@@ -123,6 +123,11 @@ impl ChannelState {
         self.store.read(move |c| store::mail::checkpoint(c, &channel, &key)).await
     }
 
+    /// Holds the channel's lock on `key` until the guard drops (see `Store::lock`).
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.store.lock(&format!("channel:{}/{key}", self.channel_id)).await
+    }
+
     /// Durably records a value (returns after the commit).
     pub async fn set(&self, key: &str, value: &str) -> Result<(), StoreError> {
         let (channel, key, value) = (self.channel_id.clone(), key.to_owned(), value.to_owned());

@@ -17,7 +17,7 @@ pub mod outbound;
 pub mod webhooks;
 mod writer;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -90,6 +90,8 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     last_seq: watch::Receiver<u64>,
     blobs: Blobs,
+    /// Named locks for read-modify-write sequences that span a network call (see `lock`).
+    named_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 const IDLE_READERS: usize = 8;
@@ -138,6 +140,7 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 last_seq: seq_rx,
                 blobs,
+                named_locks: Mutex::default(),
             }),
         })
     }
@@ -240,6 +243,14 @@ impl Store {
         .await
         .map_err(|_| StoreError::Closed)??;
         Ok(StoredBlobs { names: names_in_order, packed })
+    }
+
+    /// Holds the lock named `name` until the guard drops: for a read-modify-write of stored state
+    /// around a network call (refreshing an OAuth2 grant that IMAP and SMTP share), which a
+    /// transaction cannot cover. Within this process only.
+    pub async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self.inner.named_locks.lock().expect("named locks").entry(name.to_owned()).or_default().clone();
+        lock.lock_owned().await
     }
 
     /// Where an attachment's bytes are (`size`: its recorded size).

@@ -93,6 +93,10 @@ impl TokenSource {
                 return Ok(token.clone());
             }
         }
+        // One refresh of the grant at a time across its users (IMAP, SMTP, the Sent copy): a
+        // provider that revokes a refresh token when it rotates it would refuse the second of
+        // two concurrent refreshes with the same token. The next one reads the rotated token.
+        let _grant = self.state.lock(&self.key).await;
         let stored = self.state.get(&self.key).await.map_err(|e| e.to_string())?;
         let refresh = match stored {
             Some(token) => token,
@@ -168,6 +172,68 @@ impl async_imap::Authenticator for XOAuth2 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::{OAuth2Config, TokenSource};
+    use crate::config::Secret;
+    use crate::pipeline::ChannelState;
+
+    /// A token endpoint that rotates the refresh token on every use and revokes the one used,
+    /// answering after 50 ms (so two refreshes overlap unless something orders them).
+    async fn rotating_token_endpoint() -> String {
+        let current = Arc::new(Mutex::new("rt-0".to_owned()));
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let current = current.clone();
+                async move {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let presented = body.split('&').find_map(|kv| kv.strip_prefix("refresh_token=")).unwrap_or("");
+                    let mut current = current.lock().unwrap();
+                    if presented != *current {
+                        let error = r#"{"error":"invalid_grant"}"#.to_owned();
+                        return (axum::http::StatusCode::BAD_REQUEST, error);
+                    }
+                    let n: u32 = current.trim_start_matches("rt-").parse().unwrap();
+                    *current = format!("rt-{}", n + 1);
+                    let answer =
+                        format!(r#"{{"access_token":"at-{n}","expires_in":3600,"refresh_token":"{current}"}}"#);
+                    (axum::http::StatusCode::OK, answer)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        url
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn imap_and_smtp_refreshing_one_grant_at_once_both_get_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let state = ChannelState::new(store.clone(), "support");
+        let config = OAuth2Config {
+            client_id: "switchboard".into(),
+            client_secret: None,
+            client_secret_file: None,
+            client_secret_env: None,
+            token_url: rotating_token_endpoint().await,
+            refresh_token: Some(Secret::new("rt-0")),
+            refresh_token_file: None,
+            refresh_token_env: None,
+            scopes: Vec::new(),
+        };
+        let imap = TokenSource::new(config.clone(), state.clone());
+        let smtp = TokenSource::new(config, state.clone());
+        let (a, b) = tokio::join!(imap.access_token(), smtp.access_token());
+        let mut tokens = vec![a.unwrap(), b.unwrap()];
+        tokens.sort();
+        assert_eq!(tokens, ["at-0", "at-1"], "the second refresh used the token the first one rotated");
+        assert_eq!(state.get(&imap.key).await.unwrap().as_deref(), Some("rt-2"));
+        store.close();
+    }
+
     #[test]
     fn xoauth2_matches_the_google_test_vector() {
         use base64::Engine;
