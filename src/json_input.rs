@@ -142,6 +142,7 @@ pub fn decode_attachments(
             .into());
         }
         out.push(crate::channels::RawAttachment {
+            sha256: None,
             filename: a.filename,
             content_id: None,
             content_type,

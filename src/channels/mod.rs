@@ -52,6 +52,9 @@ pub struct RawInbound {
     pub auto_reply: bool,
     /// A bounce's report about one of our messages.
     pub delivery_report: Option<crate::model::DeliveryReport>,
+    /// The item exactly as received (a mail's RFC 5322 source), stored beside what was parsed
+    /// from it and shown as the message's `source`.
+    pub source: Option<RawAttachment>,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +65,9 @@ pub struct RawAttachment {
     pub content_id: Option<String>,
     pub content_type: String,
     pub bytes: Bytes,
+    /// The bytes' SHA-256 in hex, when the adapter computed it already (a mail's source: its
+    /// dedup key), so the blob store need not hash them again.
+    pub sha256: Option<String>,
 }
 
 /// A message to send, as the outbound engine hands it to an adapter.

@@ -170,6 +170,9 @@ pub struct Message {
     pub attachments: Vec<Attachment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments_skipped: Vec<SkippedAttachment>,
+    /// The message exactly as received (a mail's `message.eml`), downloadable like an attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Attachment>,
     /// Our id of the message this one answers, when known.
     pub in_reply_to: Option<MessageId>,
     pub provider: ProviderRef,

@@ -78,6 +78,7 @@ mod tests {
             reply_text: None,
             attachments: vec![],
             attachments_skipped: vec![],
+            source: None,
             in_reply_to: None,
             provider: ProviderRef::default(),
             stitch: None,

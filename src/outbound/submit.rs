@@ -90,7 +90,7 @@ pub async fn submit(
             return Err(SubmitError::InReplyToNotFound);
         }
     }
-    let blobs = store.put_blobs(request.attachments.iter().map(|a| a.bytes.clone()).collect()).await?;
+    let blobs = store.put_blobs(request.attachments.iter().map(|a| (a.bytes.clone(), None)).collect()).await?;
     let new_blobs = blobs.packed;
     let attachments: Vec<_> = request
         .attachments
@@ -215,6 +215,7 @@ fn outbound_message(
         text: request.text,
         html: request.html,
         attachments,
+        source: None,
         attachments_skipped: Vec::new(),
         in_reply_to: request.in_reply_to,
         provider: ProviderRef::default(),

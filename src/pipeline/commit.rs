@@ -7,17 +7,17 @@
 use rusqlite::Connection;
 use serde_json::json;
 
-use super::{mail, Outcome};
+use super::{mail, Outcome, StoredParts};
 use crate::channels::RawInbound;
 use crate::model::{
-    time, Attachment, ChannelRef, ContactId, Conversation, ConversationId, DeliveryReport, Direction, ErrorInfo,
-    EventType, Message, MessageId, ProviderRef, Status, StitchInfo,
+    time, ChannelRef, ContactId, Conversation, ConversationId, DeliveryReport, Direction, ErrorInfo, EventType,
+    Message, MessageId, ProviderRef, Status, StitchInfo,
 };
 use crate::outbound::status::{self, Transition};
 use crate::stitch::{self, Found, Plan};
 use crate::store::{self, StoreError};
 
-pub(super) fn commit(conn: &Connection, raw: RawInbound, attachments: Vec<Attachment>) -> Result<Outcome, StoreError> {
+pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) -> Result<Outcome, StoreError> {
     if let Some(key) = &raw.dedup_key {
         if let Some((message_id, conversation_id)) = store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
         {
@@ -39,7 +39,7 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, attachments: Vec<Attach
             conversation: Found::Existing(conversation),
             stitch: StitchInfo { reason: "bounce".into() },
         };
-        let stored = store_message(conn, raw, attachments, plan, Some(MessageId::from_stored(ours.clone())), now_ms)?;
+        let stored = store_message(conn, raw, stored, plan, Some(MessageId::from_stored(ours.clone())), now_ms)?;
         if report.is_permanent_failure() {
             let message = report.diagnostic.clone().unwrap_or_else(|| format!("delivery failed ({})", report.status));
             let error = ErrorInfo { code: format!("bounce_{}", report.status), message, permanent: true };
@@ -54,14 +54,14 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, attachments: Vec<Attach
         return reject(conn, &raw, "an automatic reply outside any conversation", now_ms);
     }
     let plan = stitch::plan(&raw, contact, conversation, &now);
-    store_message(conn, raw, attachments, plan, None, now_ms)
+    store_message(conn, raw, stored, plan, None, now_ms)
 }
 
 /// Writes what `plan` says plus the message and its events.
 fn store_message(
     conn: &Connection,
     raw: RawInbound,
-    attachments: Vec<Attachment>,
+    stored: StoredParts,
     plan: Plan,
     in_reply_to: Option<MessageId>,
     now_ms: i64,
@@ -95,7 +95,7 @@ fn store_message(
     let mail_id = raw.mail.as_ref().and_then(|m| m.message_id.clone());
     let channel_id = raw.channel_id.clone();
     let contact_id = plan.contact_id().clone();
-    let mut message = normalize(raw, attachments, contact_id, conversation.id.clone(), plan.stitch.clone(), &now);
+    let mut message = normalize(raw, stored, contact_id, conversation.id.clone(), plan.stitch.clone(), &now);
     message.in_reply_to = in_reply_to;
     let body = store::messages::insert(conn, &message, now_ms, dedup_key.as_deref())?;
     if let Some(header) = mail_id {
@@ -171,7 +171,7 @@ fn record_participants(
 /// The message object for an inbound item (pure).
 fn normalize(
     raw: RawInbound,
-    attachments: Vec<Attachment>,
+    stored: StoredParts,
     contact_id: ContactId,
     conversation_id: ConversationId,
     stitch: StitchInfo,
@@ -191,8 +191,9 @@ fn normalize(
         text: raw.text,
         html: raw.html,
         reply_text,
-        attachments,
+        attachments: stored.attachments,
         attachments_skipped: raw.attachments_skipped,
+        source: stored.source,
         in_reply_to: None,
         provider: ProviderRef { message_id: raw.provider_message_id, thread_id: raw.provider_thread_id },
         stitch: Some(stitch),

@@ -29,8 +29,14 @@ pub struct Checkpoint {
 /// Inbound items whose attachments are already durable blobs, ready for one transaction (which
 /// also indexes the blobs new to the store).
 pub struct PreparedBatch {
-    items: Vec<(RawInbound, Vec<Attachment>)>,
+    items: Vec<(RawInbound, StoredParts)>,
     new_blobs: Vec<store::Packed>,
+}
+
+/// An inbound item's blobs, stored and described: its attachments and its kept source.
+struct StoredParts {
+    attachments: Vec<Attachment>,
+    source: Option<Attachment>,
 }
 
 /// What became of an inbound item.
@@ -76,23 +82,23 @@ impl Pipeline {
     /// storing them ahead of a commit that then fails leaves nothing wrong behind.
     pub async fn prepare_batch(&self, raws: Vec<RawInbound>) -> Result<PreparedBatch, StoreError> {
         let mut raws = raws;
-        let bytes: Vec<bytes::Bytes> =
-            raws.iter().flat_map(|r| r.attachments.iter().map(|a| a.bytes.clone())).collect();
+        let bytes = raws
+            .iter()
+            .flat_map(|r| r.attachments.iter().chain(&r.source).map(|a| (a.bytes.clone(), a.sha256.clone())))
+            .collect();
         let stored = self.store.put_blobs(bytes).await?;
         let mut hashes = stored.names.into_iter();
+        let mut describe = |a: crate::channels::RawAttachment| {
+            let sha256 = hashes.next().expect("one hash per blob");
+            let mut described = self.describe_attachment(a.filename, a.content_type, a.bytes.len() as u64, sha256);
+            described.content_id = a.content_id;
+            described
+        };
         let mut prepared = Vec::with_capacity(raws.len());
         for mut raw in raws.drain(..) {
-            let attachments = std::mem::take(&mut raw.attachments)
-                .into_iter()
-                .map(|a| {
-                    let sha256 = hashes.next().expect("one hash per attachment");
-                    let mut described =
-                        self.describe_attachment(a.filename, a.content_type, a.bytes.len() as u64, sha256);
-                    described.content_id = a.content_id;
-                    described
-                })
-                .collect::<Vec<_>>();
-            prepared.push((raw, attachments));
+            let attachments = std::mem::take(&mut raw.attachments).into_iter().map(&mut describe).collect();
+            let source = raw.source.take().map(&mut describe);
+            prepared.push((raw, StoredParts { attachments, source }));
         }
         Ok(PreparedBatch { items: prepared, new_blobs: stored.packed })
     }
@@ -122,7 +128,7 @@ impl Pipeline {
             let outcomes = batch
                 .items
                 .into_iter()
-                .map(|(raw, attachments)| commit::commit(conn, raw, attachments))
+                .map(|(raw, stored)| commit::commit(conn, raw, stored))
                 .collect::<Result<Vec<_>, _>>()?;
             store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
             Ok(outcomes)
@@ -139,11 +145,11 @@ impl Pipeline {
 
     async fn ingest_inner(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
         let PreparedBatch { mut items, new_blobs } = self.prepare_batch(vec![raw]).await?;
-        let (raw, attachments) = items.pop().expect("one item in, one out");
+        let (raw, stored) = items.pop().expect("one item in, one out");
         self.store
             .write(move |conn| {
                 store::blobs::index(conn, &new_blobs)?;
-                commit::commit(conn, raw, attachments)
+                commit::commit(conn, raw, stored)
             })
             .await
     }

@@ -139,6 +139,7 @@ mod tests {
             mail: None,
             auto_reply: false,
             delivery_report: None,
+            source: None,
         }
     }
 

@@ -40,7 +40,8 @@ pub fn insert(conn: &Connection, m: &Message, created_at: i64, dedup_key: Option
         created_at,
         body
     ])?;
-    for a in &m.attachments {
+    // The kept source is downloadable like an attachment, so it has a row like one.
+    for a in m.attachments.iter().chain(&m.source) {
         conn.prepare_cached(
             "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
@@ -85,5 +86,5 @@ pub fn attachment(conn: &Connection, id: &str) -> Result<Option<Attachment>, Sto
         .query_row([id], |r| r.get::<_, String>(0))
         .optional()?;
     let Some(message_id) = row else { return Ok(None) };
-    Ok(get(conn, &message_id)?.and_then(|m| m.attachments.into_iter().find(|a| a.id.as_str() == id)))
+    Ok(get(conn, &message_id)?.and_then(|m| m.attachments.into_iter().chain(m.source).find(|a| a.id.as_str() == id)))
 }

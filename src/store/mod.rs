@@ -218,12 +218,15 @@ impl Store {
     /// Stores blobs durably: the new ones (not indexed, not from before packs, each once) in one
     /// new pack. Returns every hash in order, and the new blobs, which the transaction that
     /// refers to them must `blobs::index`.
-    pub async fn put_blobs(&self, all: Vec<bytes::Bytes>) -> Result<StoredBlobs, StoreError> {
+    /// A blob may come with its SHA-256 already known (hex), which is then not computed again.
+    pub async fn put_blobs(&self, all: Vec<(bytes::Bytes, Option<String>)>) -> Result<StoredBlobs, StoreError> {
         if all.is_empty() {
             return Ok(StoredBlobs::default());
         }
         let (all, names) = tokio::task::spawn_blocking(move || {
-            let names: Vec<String> = all.iter().map(|b| Blobs::hash(b)).collect();
+            let (all, known): (Vec<_>, Vec<_>) = all.into_iter().unzip();
+            let names: Vec<String> =
+                all.iter().zip(known).map(|(b, sha)| sha.unwrap_or_else(|| Blobs::hash(b))).collect();
             (all, names)
         })
         .await
@@ -295,14 +298,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let logo = bytes::Bytes::from_static(b"the same logo in every mail");
-        let first = store.put_blobs(vec![logo.clone(), bytes::Bytes::from_static(b"x"), logo.clone()]).await.unwrap();
+        let first = store
+            .put_blobs(vec![(logo.clone(), None), (bytes::Bytes::from_static(b"x"), None), (logo.clone(), None)])
+            .await
+            .unwrap();
         assert_eq!(first.names[0], first.names[2]);
         assert_eq!(first.packed.len(), 2, "a blob twice in a batch is packed once");
         // Not indexed yet (its transaction has not committed): a retry packs it again.
-        assert_eq!(store.put_blobs(vec![logo.clone()]).await.unwrap().packed.len(), 1);
+        assert_eq!(store.put_blobs(vec![(logo.clone(), None)]).await.unwrap().packed.len(), 1);
         let packed = first.packed;
         store.write(move |c| blobs::index(c, &packed)).await.unwrap();
-        let again = store.put_blobs(vec![logo.clone()]).await.unwrap();
+        let again = store.put_blobs(vec![(logo.clone(), None)]).await.unwrap();
         assert_eq!((again.names, again.packed.len()), (vec![first.names[0].clone()], 0));
         let file = store.blob_file(&first.names[0], 0).await.unwrap();
         assert_eq!(file.read().await.unwrap(), logo.to_vec());

@@ -332,6 +332,32 @@ async fn a_refused_smtp_login_is_reported_and_the_mail_waits_for_fixed_credentia
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_mime_keeps_what_parsed_and_the_exact_source() {
+    let mail = MailServers::start().await;
+    let helpdesk = Receiver::start().await;
+    let server =
+        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("helpdesk", &helpdesk, "[\"1s\"]")))
+            .await;
+    // A multipart that never closes, whose second part is not base64 at all.
+    let broken = "From: Bob <bob@example.org>\nTo: support@example.com\nSubject: Broken\nMessage-ID: <broken-1@example.org>\n\
+        MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"XX\"\n\n--XX\nContent-Type: text/plain; charset=utf-8\n\n\
+        The text survives.\n--XX\nContent-Type: application/pdf; name=\"cut.pdf\"\nContent-Transfer-Encoding: base64\n\n\
+        JVBERi0xLjQK%%% not base64, and no closing boundary\n";
+    mail.append(SUPPORT, broken).await;
+    let received = nth_received(&helpdesk, 0).await;
+    assert!(received["text"].as_str().unwrap().contains("The text survives."), "{received}");
+    let source = &received["source"];
+    assert_eq!((&source["filename"], &source["content_type"]), (&json!("message.eml"), &json!("message/rfc822")));
+    let served = mail.inbox(SUPPORT).await.pop().unwrap().2;
+    assert_eq!(source["size"], served.len(), "{source}");
+    let response = server.http.get(source["url"].as_str().unwrap()).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.bytes().await.unwrap().to_vec(), served, "the source is the mail exactly as fetched");
+    server.validate_contract(vec![json!({"schema": "Message", "instance": received})]).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_refusals_fail_the_message_permanently() {
     let mail = MailServers::start().await;
     let server = TestServer::start(&mail.channel("support", "")).await;

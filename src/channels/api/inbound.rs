@@ -83,5 +83,6 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         mail: None,
         auto_reply: false,
         delivery_report: None,
+        source: None,
     })
 }

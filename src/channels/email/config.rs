@@ -26,8 +26,17 @@ pub struct EmailChannelConfig {
     pub subject_window: ConfigDuration,
     /// Largest attachment stored; larger ones are listed under `attachments_skipped`.
     pub max_attachment_bytes: Option<usize>,
+    /// Keep every mail's source (`message.eml`, the message's `source`) beside what was parsed
+    /// from it, so nothing a lenient MIME parse missed is lost. Off: only a mail that parses to
+    /// nothing keeps its source (as an attachment).
+    #[serde(default = "default_keep_source")]
+    pub keep_source: bool,
     #[serde(default)]
     pub limits: ChannelLimits,
+}
+
+fn default_keep_source() -> bool {
+    true
 }
 
 fn default_subject_window() -> ConfigDuration {

@@ -3,7 +3,9 @@
 //! in `attachments_skipped`, not dropped), threading headers.
 //!
 //! Pure and total: a mail that does not parse still becomes a message (subject "(unparseable
-//! message)", the raw source as an attachment) rather than an error.
+//! message)", the raw source as an attachment) rather than an error. Every mail's source is
+//! kept as its `source` too (unless the channel sets `keep_source = false`): MIME parsing is
+//! lenient, and a malformed part it skipped is still in there.
 
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 use sha2::{Digest, Sha256};
@@ -49,6 +51,17 @@ pub fn dedup_key(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 
+/// The source as a blob; `key` is its dedup key, which holds its SHA-256.
+fn source_attachment(bytes: &[u8], key: &str) -> RawAttachment {
+    RawAttachment {
+        filename: Some("message.eml".into()),
+        content_id: None,
+        content_type: "message/rfc822".into(),
+        bytes: bytes::Bytes::copy_from_slice(bytes),
+        sha256: key.strip_prefix("sha256:").map(str::to_owned),
+    }
+}
+
 pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound {
     let key = dedup_key(bytes);
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
@@ -86,6 +99,7 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound 
         }
         let content_id = part.content_id().map(|c| c.trim_matches(['<', '>']).to_owned());
         attachments.push(RawAttachment {
+            sha256: None,
             filename,
             content_id,
             content_type,
@@ -95,7 +109,7 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound 
 
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
-        attachments.push(source_attachment(bytes));
+        attachments.push(source_attachment(bytes, &key));
     }
     let delivery_report = report::delivery_report(&message);
     let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message);
@@ -136,15 +150,7 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound 
         attachments_skipped: skipped,
         auto_reply,
         delivery_report,
-    }
-}
-
-fn source_attachment(bytes: &[u8]) -> RawAttachment {
-    RawAttachment {
-        filename: Some("message.eml".into()),
-        content_id: None,
-        content_type: "message/rfc822".into(),
-        bytes: bytes::Bytes::copy_from_slice(bytes),
+        source: channel.keep_source.then(|| source_attachment(bytes, &key)),
     }
 }
 
@@ -175,10 +181,11 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &[u8], key: String) -> RawIn
         text: None,
         html: None,
         reply_text: None,
-        attachments: vec![source_attachment(bytes)],
+        attachments: vec![source_attachment(bytes, &key)],
         attachments_skipped: Vec::new(),
         mail: None,
         auto_reply: false,
         delivery_report: None,
+        source: channel.keep_source.then(|| source_attachment(bytes, &key)),
     }
 }

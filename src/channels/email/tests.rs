@@ -58,6 +58,19 @@ fn oversized_attachments_are_listed_not_dropped() {
 }
 
 #[test]
+fn the_source_is_kept_unless_the_channel_says_not_to() {
+    let mail = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
+    let source = to_raw_inbound(&channel(), mail).source.expect("kept by default");
+    assert_eq!((&source.bytes[..], source.content_type.as_str()), (&mail[..], "message/rfc822"));
+    let mut lean = channel();
+    lean.keep_source = false;
+    assert!(to_raw_inbound(&lean, mail).source.is_none());
+    // A mail that parses to nothing keeps its source as an attachment either way.
+    let garbage = to_raw_inbound(&lean, b"");
+    assert!(garbage.attachments.iter().any(|a| a.content_type == "message/rfc822"), "{garbage:?}");
+}
+
+#[test]
 fn garbage_still_becomes_a_message() {
     let garbage = b"\x00\x01 not a mail at all";
     let raw = to_raw_inbound(&channel(), garbage);
