@@ -32,6 +32,8 @@ const FETCH_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 /// and the one being fetched. Two keep the writer busy; memory stays bounded by about four
 /// batches whatever the backlog.
 const MAX_QUEUED_BATCHES: usize = 2;
+/// UIDs whose sizes are asked for in one request.
+const SIZES_PER_REQUEST: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 pub(super) type ImapSession = Session<Transport>;
@@ -239,27 +241,32 @@ async fn import_new(
     let key = format!("imap:{folder}");
     let mut preparing: Option<Preparing> = None;
     let mut in_flight: VecDeque<Committing> = VecDeque::new();
-    for batch in size_batches(session, &uids).await? {
-        // On shutdown or reload, stop fetching and finish what is under way: a long backlog must
-        // not hold up a stop (the rest is imported after the restart, from the checkpoint).
-        if cx.shutdown.is_cancelled() {
-            break;
-        }
-        let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-        let mut mails: Vec<(u32, Vec<u8>)> = session
-            .uid_fetch(&set, "(UID BODY.PEEK[])")
-            .await?
-            .try_filter_map(|f| async move { Ok(f.uid.zip(f.body().map(<[u8]>::to_vec))) })
-            .try_collect()
-            .await?;
-        mails.sort_by_key(|(uid, _)| *uid);
-        let Some(last) = mails.last().map(|(uid, _)| *uid) else { continue };
-        let task = tokio::spawn(prepare(channel.clone(), cx.clone(), mails));
-        if let Some(ready) = preparing.replace(Preparing { task, last, set }) {
-            in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
-        }
-        while in_flight.len() > MAX_QUEUED_BATCHES {
-            last_uid = in_flight.pop_front().expect("non-empty").finish(session, folder, after, cx).await?;
+    // Sizes are asked for a slice of the backlog at a time, so the first batch is fetched
+    // without waiting for the sizes of all of it.
+    'backlog: for slice in uids.chunks(SIZES_PER_REQUEST) {
+        for batch in size_batches(session, slice).await? {
+            // On shutdown or reload, stop fetching and finish what is under way: a long backlog
+            // must not hold up a stop (the rest is imported after the restart, from the
+            // checkpoint).
+            if cx.shutdown.is_cancelled() {
+                break 'backlog;
+            }
+            let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let mut mails: Vec<(u32, Vec<u8>)> = session
+                .uid_fetch(&set, "(UID BODY.PEEK[])")
+                .await?
+                .try_filter_map(|f| async move { Ok(f.uid.zip(f.body().map(<[u8]>::to_vec))) })
+                .try_collect()
+                .await?;
+            mails.sort_by_key(|(uid, _)| *uid);
+            let Some(last) = mails.last().map(|(uid, _)| *uid) else { continue };
+            let task = tokio::spawn(prepare(channel.clone(), cx.clone(), mails));
+            if let Some(ready) = preparing.replace(Preparing { task, last, set }) {
+                in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
+            }
+            while in_flight.len() > MAX_QUEUED_BATCHES {
+                last_uid = in_flight.pop_front().expect("non-empty").finish(session, folder, after, cx).await?;
+            }
         }
     }
     if let Some(ready) = preparing.take() {
@@ -308,7 +315,7 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> 
 /// asking the server for sizes first (`RFC822.SIZE`, cheap: no bodies).
 async fn size_batches(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Vec<u32>>, ImapError> {
     let mut batches = Vec::new();
-    for chunk in uids.chunks(1000) {
+    for chunk in uids.chunks(SIZES_PER_REQUEST) {
         let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
         let mut sizes: Vec<(u32, u64)> = session
             .uid_fetch(&set, "(UID RFC822.SIZE)")
