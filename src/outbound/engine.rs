@@ -258,7 +258,11 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             }
         }
     };
+    // A send that outlived its channel (removed by a reload meanwhile) reports nothing: its
+    // state would stay in /readyz with no channel left to clear it.
+    let still_configured = inner.registry.load().get(&job.channel_id).is_some();
     match &result {
+        _ if !still_configured => {}
         Ok(_) => inner.health.report_ok(&job.channel_id, Direction::Outbound),
         Err(SendError::Unavailable { code, reason }) => {
             let channel = (job.channel_id.as_str(), kind);
