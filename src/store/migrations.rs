@@ -170,6 +170,12 @@ const MIGRATIONS: &[&str] = &[
         size INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 5: indexes no query uses (attachments are found by id, conversations by thread, subject or
+    // id): each cost a B-tree insert per message or conversation.
+    r#"
+    DROP INDEX attachments_message;
+    DROP INDEX conversations_contact;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
