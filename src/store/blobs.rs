@@ -96,6 +96,21 @@ impl Blobs {
         Ok(packed)
     }
 
+    /// Removes the packs not in `indexed` (left by batches that never committed); returns how
+    /// many. Only while no batch is in flight: a pack is indexed only when its batch commits.
+    pub(super) fn sweep_packs(&self, indexed: &HashSet<String>) -> io::Result<usize> {
+        let mut swept = 0;
+        for entry in fs::read_dir(self.root.join(PACKS))? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".pack") && !indexed.contains(&name) {
+                fs::remove_file(entry.path())?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     /// Where the bytes of `sha256` are: in its pack when indexed (`location`), else in a file
     /// from before packs (`size` is the attachment's size).
     pub fn file(&self, sha256: &str, location: Option<Location>, size: u64) -> BlobFile {

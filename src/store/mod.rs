@@ -92,6 +92,8 @@ struct Inner {
     blobs: Blobs,
     /// Named locks for read-modify-write sequences that span a network call (see `lock`).
     named_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The open lock file that keeps other processes off this storage until `close`.
+    lock: Mutex<Option<std::fs::File>>,
 }
 
 const IDLE_READERS: usize = 8;
@@ -100,6 +102,7 @@ impl Store {
     /// Opens (creating if needed) the store under `dir` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(format!("cannot create {}: {e}", dir.display())))?;
+        let lock = lock_storage(dir)?;
         let db_path = dir.join("switchboard.db");
         let mut conn = Connection::open(&db_path)?;
         // The writer keeps savepoint journals in memory and up to 16 MiB of pages cached (a
@@ -131,6 +134,13 @@ impl Store {
             .spawn(move || writer::run(conn, rx, seq_tx))
             .map_err(|e| StoreError::Io(e.to_string()))?;
         let blobs = Blobs::open(dir.join("blobs"))?;
+        // Nothing is in flight yet (the lock keeps other processes out): a pack no index row
+        // refers to was left by a batch that never committed.
+        let indexed: HashSet<String> = indexed_packs(&db_path)?.into_iter().collect();
+        let swept = blobs.sweep_packs(&indexed)?;
+        if swept > 0 {
+            tracing::info!(packs = swept, "removed blob packs left by batches that never committed");
+        }
         Ok(Store {
             inner: Arc::new(Inner {
                 db_path,
@@ -141,6 +151,7 @@ impl Store {
                 last_seq: seq_rx,
                 blobs,
                 named_locks: Mutex::default(),
+                lock: Mutex::new(Some(lock)),
             }),
         })
     }
@@ -286,12 +297,70 @@ impl Store {
         if let Some(thread) = self.inner.checkpoint_thread.lock().expect("checkpoint thread lock").take() {
             let _ = thread.join();
         }
+        self.inner.lock.lock().expect("storage lock").take();
     }
+}
+
+/// Takes `dir/switchboard.lock` (flock, released when the file closes): a second process on the
+/// same storage would write beside this one and sweep its packs in flight.
+fn lock_storage(dir: &Path) -> Result<std::fs::File, StoreError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("switchboard.lock");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::Io(format!("cannot open {}: {e}", path.display())))?;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(StoreError::Io(if e.kind() == std::io::ErrorKind::WouldBlock {
+            format!("{} is in use by another switchboard process", dir.display())
+        } else {
+            format!("cannot lock {}: {e}", path.display())
+        }));
+    }
+    Ok(file)
+}
+
+/// The packs the blob index refers to.
+fn indexed_packs(db_path: &Path) -> Result<Vec<String>, StoreError> {
+    let conn = Connection::open_with_flags(db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare("SELECT DISTINCT pack FROM blobs")?;
+    let packs = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+    Ok(packs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_second_process_cannot_open_the_storage_and_unindexed_packs_are_swept_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept = store.put_blobs(vec![(bytes::Bytes::from_static(b"committed"), None)]).await.unwrap();
+        let packed = kept.packed.clone();
+        store.write(move |c| blobs::index(c, &packed)).await.unwrap();
+        // A batch whose transaction never commits leaves its pack behind.
+        let lost = store.put_blobs(vec![(bytes::Bytes::from_static(b"never committed"), None)]).await.unwrap();
+        let packs = dir.path().join("blobs/packs");
+        assert_eq!(std::fs::read_dir(&packs).unwrap().count(), 2);
+
+        let refused = Store::open(dir.path()).err().expect("the storage is in use");
+        assert!(refused.to_string().contains("in use by another switchboard process"), "{refused}");
+        store.close();
+
+        let store = Store::open(dir.path()).unwrap();
+        let left: Vec<String> =
+            std::fs::read_dir(&packs).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(left, vec![kept.packed[0].location.pack.clone()], "only the indexed pack stays");
+        assert!(!lost.packed.is_empty());
+        let file = store.blob_file(&kept.names[0], 0).await.unwrap();
+        assert_eq!(file.read().await.unwrap(), b"committed");
+        store.close();
+    }
 
     #[tokio::test]
     async fn a_blob_is_packed_once_and_found_again_once_indexed() {
