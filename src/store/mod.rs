@@ -228,8 +228,8 @@ impl Store {
 
     /// Stores blobs durably: the new ones (not indexed, not from before packs, each once) in one
     /// new pack. Returns every hash in order, and the new blobs, which the transaction that
-    /// refers to them must `blobs::index`.
-    /// A blob may come with its SHA-256 already known (hex), which is then not computed again.
+    /// refers to them must `blobs::index`. A blob may come with its SHA-256 (hex) already known,
+    /// which is then not computed again.
     pub async fn put_blobs(&self, all: Vec<(bytes::Bytes, Option<String>)>) -> Result<StoredBlobs, StoreError> {
         if all.is_empty() {
             return Ok(StoredBlobs::default());
@@ -244,15 +244,15 @@ impl Store {
         .map_err(|_| StoreError::Closed)?;
         let asked = names.clone();
         let indexed = self.read(move |c| blobs::indexed(c, &asked)).await?;
-        let (store, names_in_order) = (self.inner.blobs.clone(), names.clone());
+        let (files, names_in_order) = (self.inner.blobs.clone(), names.clone());
         let packed = tokio::task::spawn_blocking(move || {
             let mut seen = HashSet::new();
             let new: Vec<(String, bytes::Bytes)> = names
                 .into_iter()
                 .zip(all)
-                .filter(|(sha, _)| !indexed.contains(sha) && !store.is_loose(sha) && seen.insert(sha.clone()))
+                .filter(|(sha, _)| !indexed.contains(sha) && !files.is_loose(sha) && seen.insert(sha.clone()))
                 .collect();
-            store.write_pack(&new)
+            files.write_pack(&new)
         })
         .await
         .map_err(|_| StoreError::Closed)??;
