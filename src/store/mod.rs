@@ -363,6 +363,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blob_files_from_before_packs_are_read_reused_and_backed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        // An older version stored this attachment as its own file, with no index row.
+        let bytes = b"an invoice from last year";
+        let sha = Blobs::hash(bytes);
+        std::fs::create_dir_all(dir.path().join("blobs").join(&sha[..2])).unwrap();
+        std::fs::write(dir.path().join("blobs").join(&sha[..2]).join(&sha), bytes).unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let sha_row = sha.clone();
+        store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256)
+                     VALUES ('att_1', 'msg_1', 'invoice.pdf', 'application/pdf', 25, ?1)",
+                    [&sha_row],
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.blob_file(&sha, bytes.len() as u64).await.unwrap().read().await.unwrap(), bytes);
+        // The same bytes arriving again are not packed a second time.
+        let again = store.put_blobs(vec![(bytes::Bytes::from_static(bytes), None)]).await.unwrap();
+        assert_eq!((again.names, again.packed.len()), (vec![sha.clone()], 0));
+        store.close();
+        let copy = dir.path().join("copy");
+        let report = backup::backup(dir.path(), &copy).unwrap();
+        assert_eq!(report.blobs, 1, "{report:?}");
+        assert_eq!(std::fs::read(copy.join("blobs").join(&sha[..2]).join(&sha)).unwrap(), bytes);
+    }
+
+    #[tokio::test]
     async fn a_blob_is_packed_once_and_found_again_once_indexed() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
