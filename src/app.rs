@@ -157,6 +157,12 @@ impl Server {
 /// config file at `path` and applies it.
 pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     telemetry::init_logging(&config.log);
+    // Handlers first: a stop that arrives while the store opens (the listener already accepts
+    // connections) is then a graceful stop right after start, not death by the default action.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
     let listener = TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -164,10 +170,6 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
     crate::systemd::ready(&server.addr.to_string());
     crate::systemd::spawn_watchdog(server.store.clone(), server.shutdown.clone());
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler installs");
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received"); break }
