@@ -20,8 +20,8 @@ use super::status::{self, Transition};
 use crate::channels::{ChannelLimits, OutboundMessage, Registry, SendError, Sent};
 use crate::config::OutboundConfig;
 use crate::live::Live;
-use crate::model::{time, ErrorInfo};
-use crate::pipeline::{Direction, Health};
+use crate::model::{time, Direction, ErrorInfo};
+use crate::pipeline::Health;
 use crate::retry;
 use crate::store::outbound::Job;
 use crate::store::{self, Store, StoreError};
@@ -231,10 +231,7 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             Ok(Some((message, thread_refs, in_reply_to_ref, files)))
         })
         .await?;
-    let (adapter, kind) = match inner.registry.load().get(&job.channel_id) {
-        Some(c) => (c.outbound.clone(), c.config.kind()),
-        None => (None, ""),
-    };
+    let adapter = inner.registry.load().get(&job.channel_id).and_then(|c| c.outbound.clone());
     let config = inner.config.load();
     let result = match (prepared, adapter) {
         (None, _) => {
@@ -258,17 +255,16 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
             }
         }
     };
-    // A send that outlived its channel (removed by a reload meanwhile) reports nothing: its
-    // state would stay in /readyz with no channel left to clear it.
-    let still_configured = inner.registry.load().get(&job.channel_id).is_some();
-    match &result {
-        _ if !still_configured => {}
-        Ok(_) => inner.health.report_ok(&job.channel_id, Direction::Outbound),
-        Err(SendError::Unavailable { code, reason }) => {
+    // Looked up after the send: one that outlived its channel (removed by a reload meanwhile)
+    // reports nothing, since its state would stay in /readyz with no channel left to clear it.
+    let kind = inner.registry.load().get(&job.channel_id).map(|c| c.config.kind());
+    match (&result, kind) {
+        (Ok(_), Some(_)) => inner.health.report_ok(&job.channel_id, Direction::Outbound),
+        (Err(SendError::Unavailable { code, reason }), Some(kind)) => {
             let channel = (job.channel_id.as_str(), kind);
             inner.health.report_error(&inner.store, channel, Direction::Outbound, code, reason).await;
         }
-        Err(_) => {}
+        _ => {}
     }
     record(inner, job, result).await
 }

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Checkpoint, Outcome, Pipeline, PreparedBatch};
 use crate::channels::RawInbound;
-use crate::model::{time, EventType};
+use crate::model::{time, Direction, EventType};
 use crate::store::{self, Store, StoreError};
 
 /// Channel health for `/readyz`: `None` = running fine, `Some(error)` = failing.
@@ -31,16 +31,20 @@ impl Health {
         self.0.lock().expect("health lock").retain(|key, _| key != channel && *key != sending);
     }
 
-    /// Records a state; returns whether it changed.
+    /// Records a state; returns whether it changed (called on every successful send, so an
+    /// unchanged state is only compared).
     fn set(&self, key: &str, error: Option<String>) -> bool {
         let mut map = self.0.lock().expect("health lock");
-        let previous = map.insert(key.to_owned(), error.clone());
-        previous != Some(error)
+        if map.get(key) == Some(&error) {
+            return false;
+        }
+        map.insert(key.to_owned(), error);
+        true
     }
 
     /// A side of a channel works (again).
     pub fn report_ok(&self, channel: &str, direction: Direction) {
-        if self.set(&direction.key(channel), None) {
+        if self.set(&health_key(channel, direction), None) {
             tracing::info!(channel, direction = direction.as_str(), "channel running");
         }
     }
@@ -57,7 +61,7 @@ impl Health {
     ) {
         let (id, kind) = channel;
         tracing::warn!(channel = id, direction = direction.as_str(), code, error = %message, "channel failing; retrying with backoff");
-        if !self.set(&direction.key(id), Some(format!("{code}: {message}"))) {
+        if !self.set(&health_key(id, direction), Some(format!("{code}: {message}"))) {
             return;
         }
         let data = json!({
@@ -78,26 +82,12 @@ impl Health {
 /// The `/readyz` key suffix of a channel's sending side (`channel:support/send`).
 const SENDING: &str = "/send";
 
-/// Which side of a channel reports: receiving (IMAP, polling) or sending (SMTP, provider APIs).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
-    }
-
-    fn key(self, channel: &str) -> String {
-        match self {
-            Direction::Inbound => channel.to_owned(),
-            Direction::Outbound => format!("{channel}{SENDING}"),
-        }
+/// The `/readyz` key of one side of a channel: receiving (IMAP, polling) is the channel id,
+/// sending (SMTP, provider APIs) has `SENDING` appended.
+fn health_key(channel: &str, direction: Direction) -> String {
+    match direction {
+        Direction::Inbound => channel.to_owned(),
+        Direction::Outbound => format!("{channel}{SENDING}"),
     }
 }
 

@@ -10,7 +10,7 @@ mod commit;
 mod context;
 mod mail;
 
-pub use context::{ChannelState, Direction, Health, InboundContext};
+pub use context::{ChannelState, Health, InboundContext};
 
 use crate::channels::RawInbound;
 use crate::model::{Attachment, AttachmentId, ConversationId, MessageId};

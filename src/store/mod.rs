@@ -67,7 +67,6 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
-/// A cheap handle; clone it freely.
 /// What `Store::put_blobs` stored.
 #[derive(Debug, Default)]
 pub struct StoredBlobs {
@@ -77,6 +76,7 @@ pub struct StoredBlobs {
     pub packed: Vec<Packed>,
 }
 
+/// A cheap handle; clone it freely.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -125,6 +125,17 @@ impl Store {
         if mode != "wal" {
             return Err(StoreError::Schema(format!("the database is in {mode} mode, not WAL")));
         }
+        let blobs = Blobs::open(dir.join("blobs"))?;
+        // Nothing is in flight yet (the lock keeps other processes out): a pack no index row
+        // refers to was left by a batch that never committed.
+        let indexed = conn
+            .prepare("SELECT DISTINCT pack FROM blobs")?
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<Result<HashSet<_>, _>>()?;
+        let swept = blobs.sweep_packs(&indexed)?;
+        if swept > 0 {
+            tracing::info!(packs = swept, "removed blob packs left by batches that never committed");
+        }
         let checkpoint_thread = writer::hand_checkpoints_to(&mut conn, checkpointer)?;
         let seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
         let (seq_tx, seq_rx) = watch::channel(seq as u64);
@@ -133,14 +144,6 @@ impl Store {
             .name("store-writer".into())
             .spawn(move || writer::run(conn, rx, seq_tx))
             .map_err(|e| StoreError::Io(e.to_string()))?;
-        let blobs = Blobs::open(dir.join("blobs"))?;
-        // Nothing is in flight yet (the lock keeps other processes out): a pack no index row
-        // refers to was left by a batch that never committed.
-        let indexed: HashSet<String> = indexed_packs(&db_path)?.into_iter().collect();
-        let swept = blobs.sweep_packs(&indexed)?;
-        if swept > 0 {
-            tracing::info!(packs = swept, "removed blob packs left by batches that never committed");
-        }
         Ok(Store {
             inner: Arc::new(Inner {
                 db_path,
@@ -322,14 +325,6 @@ fn lock_storage(dir: &Path) -> Result<std::fs::File, StoreError> {
         }));
     }
     Ok(file)
-}
-
-/// The packs the blob index refers to.
-fn indexed_packs(db_path: &Path) -> Result<Vec<String>, StoreError> {
-    let conn = Connection::open_with_flags(db_path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let mut stmt = conn.prepare("SELECT DISTINCT pack FROM blobs")?;
-    let packs = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
-    Ok(packs)
 }
 
 #[cfg(test)]

@@ -8,6 +8,14 @@ use serde_json::{json, Value};
 use crate::harness::*;
 use crate::mail_servers::*;
 
+/// A gateway with the `support` mail channel and a helpdesk receiving its webhooks.
+async fn with_helpdesk(mail: &MailServers) -> (Receiver, TestServer) {
+    let helpdesk = Receiver::start().await;
+    let server =
+        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("h", &helpdesk, "[\"1s\"]"))).await;
+    (helpdesk, server)
+}
+
 /// The n-th message.received (0-based) the helpdesk got.
 async fn nth_received(helpdesk: &Receiver, n: usize) -> Value {
     helpdesk
@@ -50,10 +58,7 @@ async fn a_server_without_idle_is_polled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_in_reply_out_and_the_thread_holds() {
     let mail = MailServers::start().await;
-    let helpdesk = Receiver::start().await;
-    let server =
-        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("helpdesk", &helpdesk, "[\"1s\"]")))
-            .await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
 
     // A customer writes in.
     mail.append(
@@ -334,10 +339,7 @@ async fn a_refused_smtp_login_is_reported_and_the_mail_waits_for_fixed_credentia
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_mime_keeps_what_parsed_and_the_exact_source() {
     let mail = MailServers::start().await;
-    let helpdesk = Receiver::start().await;
-    let server =
-        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("helpdesk", &helpdesk, "[\"1s\"]")))
-            .await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
     // A multipart that never closes, whose second part is not base64 at all.
     let broken = "From: Bob <bob@example.org>\nTo: support@example.com\nSubject: Broken\nMessage-ID: <broken-1@example.org>\n\
         MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"XX\"\n\n--XX\nContent-Type: text/plain; charset=utf-8\n\n\
@@ -606,9 +608,7 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newsletter_replies_stay_apart_and_a_reply_reopens_a_closed_conversation() {
     let mail = MailServers::start().await;
-    let helpdesk = Receiver::start().await;
-    let server =
-        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("h", &helpdesk, "[\"1s\"]"))).await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
 
     // A newsletter to a list reached us (Bcc) and is stored; three readers answer it. They are
     // not participants of its conversation, so the sender guard keeps them apart.

@@ -171,7 +171,7 @@ async fn session(
     let idle = session.capabilities().await?.has_str("IDLE");
     let mailbox = session.select(folder).await?;
     let validity = mailbox.uid_validity.unwrap_or(0);
-    let key = format!("imap:{folder}");
+    let key = checkpoint_key(folder);
     let mut stored = cx.checkpoint(&key).await?;
     let mut last_uid = match parse_checkpoint(stored.as_deref()) {
         Some((saved, uid)) if saved == validity => uid,
@@ -238,7 +238,7 @@ async fn import_new(
     // writer never idles between them. Batches are submitted strictly in UID order and each
     // commits in one transaction with the checkpoint that covers it, moved only from the value
     // the previous batch left: a batch queued behind one that failed fails too.
-    let key = format!("imap:{folder}");
+    let key = checkpoint_key(folder);
     let mut preparing: Option<Preparing> = None;
     let mut in_flight: VecDeque<Committing> = VecDeque::new();
     // Sizes are asked for a slice of the backlog at a time, so the first batch is fetched
@@ -311,22 +311,24 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> 
     Ok(raws)
 }
 
-/// Splits `uids` into batches of at most `FETCH_BATCH` mails and `FETCH_BATCH_BYTES` bytes,
-/// asking the server for sizes first (`RFC822.SIZE`, cheap: no bodies).
+/// Splits `uids` (at most `SIZES_PER_REQUEST`) into batches of at most `FETCH_BATCH` mails and
+/// `FETCH_BATCH_BYTES` bytes, asking the server for their sizes first (`RFC822.SIZE`, cheap: no
+/// bodies).
 async fn size_batches(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Vec<u32>>, ImapError> {
-    let mut batches = Vec::new();
-    for chunk in uids.chunks(SIZES_PER_REQUEST) {
-        let set = chunk.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-        let mut sizes: Vec<(u32, u64)> = session
-            .uid_fetch(&set, "(UID RFC822.SIZE)")
-            .await?
-            .try_filter_map(|f| async move { Ok(f.uid.map(|uid| (uid, f.size.unwrap_or(0) as u64))) })
-            .try_collect()
-            .await?;
-        sizes.sort_unstable();
-        batches.extend(split_by_size(&sizes, FETCH_BATCH, FETCH_BATCH_BYTES));
-    }
-    Ok(batches)
+    let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let mut sizes: Vec<(u32, u64)> = session
+        .uid_fetch(&set, "(UID RFC822.SIZE)")
+        .await?
+        .try_filter_map(|f| async move { Ok(f.uid.map(|uid| (uid, f.size.unwrap_or(0) as u64))) })
+        .try_collect()
+        .await?;
+    sizes.sort_unstable();
+    Ok(split_by_size(&sizes, FETCH_BATCH, FETCH_BATCH_BYTES))
+}
+
+/// The `channel_state` key of a folder's checkpoint.
+fn checkpoint_key(folder: &str) -> String {
+    format!("imap:{folder}")
 }
 
 /// Pure batching: consecutive UIDs, at most `count` per batch and `bytes` in total.

@@ -8,7 +8,6 @@
 //! lenient, and a malformed part it skipped is still in there.
 
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
-use sha2::{Digest, Sha256};
 
 use super::config::EmailChannelConfig;
 use super::reply::reply_text;
@@ -17,7 +16,7 @@ use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
 use crate::stitch::email::{normalize_subject, reply_token, MailThreading};
 use crate::stitch::identity_for;
-use crate::store::hex;
+use crate::store::Blobs;
 
 /// Default per-attachment limit when the channel sets none.
 pub const DEFAULT_MAX_ATTACHMENT: usize = 25 * 1024 * 1024;
@@ -48,7 +47,7 @@ fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
 /// resync, a copy into another folder) is a duplicate; two different mails that share a
 /// Message-ID are not.
 pub fn dedup_key(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+    format!("sha256:{}", Blobs::hash(bytes))
 }
 
 /// The source as a blob; `key` is its dedup key, which holds its SHA-256.
