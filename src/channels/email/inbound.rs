@@ -299,7 +299,7 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> 
         let rest = mails.split_off(mails.len().min(CHUNK));
         let (chunk, channel) = (std::mem::replace(&mut mails, rest), channel.clone());
         chunks.push(tokio::task::spawn_blocking(move || {
-            chunk.iter().map(|(_, bytes)| mime::to_raw_inbound(&channel, bytes)).collect::<Vec<_>>()
+            chunk.into_iter().map(|(_, bytes)| mime::to_raw_inbound(&channel, bytes)).collect::<Vec<_>>()
         }));
     }
     let mut raws = Vec::new();

@@ -7,6 +7,7 @@
 //! kept as its `source` too (unless the channel sets `keep_source = false`): MIME parsing is
 //! lenient, and a malformed part it skipped is still in there.
 
+use bytes::Bytes;
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 
 use super::config::EmailChannelConfig;
@@ -50,18 +51,22 @@ pub fn dedup_key(bytes: &[u8]) -> String {
     format!("sha256:{}", Blobs::hash(bytes))
 }
 
-/// The source as a blob; `key` is its dedup key, which holds its SHA-256.
-fn source_attachment(bytes: &[u8], key: &str) -> RawAttachment {
+/// The source as a blob (shares `bytes`, no copy); `key` is its dedup key, which holds its
+/// SHA-256.
+fn source_attachment(bytes: &Bytes, key: &str) -> RawAttachment {
     RawAttachment {
         filename: Some("message.eml".into()),
         content_id: None,
         content_type: "message/rfc822".into(),
-        bytes: bytes::Bytes::copy_from_slice(bytes),
+        bytes: bytes.clone(),
         sha256: key.strip_prefix("sha256:").map(str::to_owned),
     }
 }
 
-pub fn to_raw_inbound(channel: &EmailChannelConfig, bytes: &[u8]) -> RawInbound {
+/// `source`: the mail as fetched; kept as the message's `source` without being copied.
+pub fn to_raw_inbound(channel: &EmailChannelConfig, source: impl Into<Bytes>) -> RawInbound {
+    let source: Bytes = source.into();
+    let bytes = &source;
     let key = dedup_key(bytes);
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let Some(message) = MessageParser::default().parse(bytes) else {
@@ -164,7 +169,7 @@ fn is_ours(address: &str, ours: &str) -> bool {
 }
 
 /// A mail mail-parser cannot read at all: kept, with its source attached.
-fn unparseable(channel: &EmailChannelConfig, bytes: &[u8], key: String) -> RawInbound {
+fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInbound {
     let from = Party { address: "unknown@invalid".into(), name: None };
     RawInbound {
         channel_id: channel.id.clone(),

@@ -22,7 +22,7 @@ tls = "none"
 #[test]
 fn a_plain_reply_translates() {
     let mail = b"From: Ann <Ann@Example.org>\r\nTo: support@example.com\r\nSubject: Re: Invoice 42\r\nMessage-ID: <a1@example.org>\r\nIn-Reply-To: <b2@example.com>\r\nReferences: <b1@example.com> <b2@example.com>\r\n\r\nThanks!\r\n\r\nOn Mon, Support wrote:\r\n> Hello\r\n";
-    let raw = to_raw_inbound(&channel(), mail);
+    let raw = to_raw_inbound(&channel(), &mail[..]);
     assert_eq!(raw.identity, "email:ann@example.org");
     assert_eq!(raw.from.name.as_deref(), Some("Ann"));
     assert_eq!(raw.reply_text.as_deref(), Some("Thanks!"));
@@ -60,20 +60,20 @@ fn oversized_attachments_are_listed_not_dropped() {
 #[test]
 fn the_source_is_kept_unless_the_channel_says_not_to() {
     let mail = b"From: a@example.org\r\nSubject: hi\r\n\r\nhello\r\n";
-    let source = to_raw_inbound(&channel(), mail).source.expect("kept by default");
+    let source = to_raw_inbound(&channel(), &mail[..]).source.expect("kept by default");
     assert_eq!((&source.bytes[..], source.content_type.as_str()), (&mail[..], "message/rfc822"));
     let mut lean = channel();
     lean.keep_source = false;
-    assert!(to_raw_inbound(&lean, mail).source.is_none());
+    assert!(to_raw_inbound(&lean, &mail[..]).source.is_none());
     // A mail that parses to nothing keeps its source as an attachment either way.
-    let garbage = to_raw_inbound(&lean, b"");
+    let garbage = to_raw_inbound(&lean, &b""[..]);
     assert!(garbage.attachments.iter().any(|a| a.content_type == "message/rfc822"), "{garbage:?}");
 }
 
 #[test]
 fn garbage_still_becomes_a_message() {
     let garbage = b"\x00\x01 not a mail at all";
-    let raw = to_raw_inbound(&channel(), garbage);
+    let raw = to_raw_inbound(&channel(), &garbage[..]);
     assert!(raw.text.is_some() || raw.attachments.iter().any(|a| &a.bytes[..] == garbage), "{raw:?}");
 }
 
@@ -93,7 +93,7 @@ fn fixture_corpus_matches_expectations() {
         let bytes = std::fs::read(dir.join(format!("{name}.eml"))).unwrap();
         let expected: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.expected.json"))).unwrap()).unwrap();
-        let raw = to_raw_inbound(&channel(), &bytes);
+        let raw = to_raw_inbound(&channel(), bytes.clone());
         for problem in check(&raw, &bytes, &expected) {
             failures.push(format!("{name}: {problem}"));
         }
@@ -195,7 +195,7 @@ async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
     let mail = |n: u32| {
         let bytes =
             format!("From: c{n}@example.org\r\nTo: support@example.com\r\nSubject: Order {n}\r\n\r\nHello {n}\r\n");
-        to_raw_inbound(&channel(), bytes.as_bytes())
+        to_raw_inbound(&channel(), bytes.into_bytes())
     };
     let key = "imap:INBOX";
     let first = cx.prepare_batch(vec![mail(1), mail(2)]).await.unwrap();
