@@ -105,17 +105,11 @@ impl Store {
         let lock = lock_storage(dir)?;
         let db_path = dir.join("switchboard.db");
         let mut conn = Connection::open(&db_path)?;
-        // A new database gets 16 KiB pages (an existing one keeps the size it was created
-        // with: changing it means rewriting the file). Messages and events are rows of one to
-        // several KiB: with SQLite's default 4 KiB a leaf held two or three of them, so every
-        // other insert split a page, and each commit wrote four times as many WAL frames. A
-        // backlog import spent about 16 % less CPU in the writer with 16 KiB pages.
         // The writer keeps savepoint journals in memory and up to 16 MiB of pages cached (a
         // fetched batch of mails touches many index pages; this cache made a backlog import
         // about 7 % faster than SQLite's 2 MiB default). Both are fixed bounds.
         conn.execute_batch(
-            "PRAGMA page_size = 16384;
-             PRAGMA journal_mode = WAL;
+            "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA busy_timeout = 5000;
@@ -444,26 +438,6 @@ mod tests {
         // The writer still takes writes.
         store.probe_write().await.unwrap();
         store.close();
-    }
-
-    /// New stores get 16 KiB pages; a store created with SQLite's default 4 KiB (every store
-    /// before 16 KiB pages) opens as it is, keeps its pages and takes writes.
-    #[tokio::test]
-    async fn new_stores_have_16k_pages_and_older_4k_stores_keep_theirs() {
-        let page_size = |db: &Path| -> i64 {
-            Connection::open(db).unwrap().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap()
-        };
-        let fresh = tempfile::tempdir().unwrap();
-        Store::open(fresh.path()).unwrap().close();
-        assert_eq!(page_size(&fresh.path().join("switchboard.db")), 16384);
-
-        let old = tempfile::tempdir().unwrap();
-        let db = old.path().join("switchboard.db");
-        Connection::open(&db).unwrap().execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;").unwrap();
-        let store = Store::open(old.path()).unwrap();
-        store.probe_write().await.unwrap();
-        store.close();
-        assert_eq!(page_size(&db), 4096);
     }
 
     /// SQLite's automatic checkpoint is replaced by the checkpointer thread: committed pages

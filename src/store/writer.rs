@@ -129,14 +129,14 @@ fn commit(tx: rusqlite::Transaction<'_>, finishers: Vec<Finisher>) {
     }
 }
 
-/// WAL size after which a checkpoint is asked for. SQLite's own default is 1,000 pages (4 MiB
-/// with 4 KiB pages); a larger WAL means a page changed by many commits is copied once.
-const CHECKPOINT_BYTES: i64 = 16 << 20;
-/// WAL size after which the writer finishes the checkpoint itself. Under steady load the
+/// Frames in the WAL (4 KiB pages, so 16 MB) after which a checkpoint is asked for. SQLite's own
+/// default is 1,000; a larger WAL means a page changed by many commits is copied once.
+const CHECKPOINT_PAGES: i32 = 4096;
+/// Frames after which the writer finishes the checkpoint itself. Under steady load the
 /// checkpointer never quite catches up with the frames appended meanwhile, and the WAL can only
 /// restart from its beginning once every frame is copied; the writer, appending nothing while it
 /// does so, copies the (small) remainder, and the next transaction restarts the WAL.
-const BACKSTOP_BYTES: i64 = 2 * CHECKPOINT_BYTES;
+const BACKSTOP_PAGES: i32 = 2 * CHECKPOINT_PAGES;
 
 /// Moves WAL checkpoints off the writer thread. SQLite's automatic checkpoint runs inside the
 /// commit that crosses the threshold, so the writer (and every caller waiting for it) would
@@ -147,22 +147,16 @@ pub(super) fn hand_checkpoints_to(
     conn: &mut Connection,
     checkpointer: Connection,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    // The hook counts frames, one page each; stores created before 16 KiB pages keep 4 KiB.
-    let page_size: i64 = conn
-        .query_row("PRAGMA page_size", [], |r| r.get(0))
-        .map_err(|e| std::io::Error::other(format!("cannot read the page size: {e}")))?;
-    let checkpoint_pages = (CHECKPOINT_BYTES / page_size.max(512)) as std::ffi::c_int;
-    let backstop_pages = (BACKSTOP_BYTES / page_size.max(512)) as std::ffi::c_int;
     let (wake, woken) = mpsc::sync_channel::<()>(1);
     let installed = conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
         // Never return an error from here: SQLite would report it as the result of a COMMIT
         // that is already durable, and the callers would be told their write failed.
-        if pages >= backstop_pages {
+        if pages >= BACKSTOP_PAGES {
             // Busy when the checkpointer is at it; then the next commit tries again.
             if let Err(e) = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE) {
                 tracing::debug!(error = %e, pages, "the writer's own WAL checkpoint did not run");
             }
-        } else if pages >= checkpoint_pages {
+        } else if pages >= CHECKPOINT_PAGES {
             // Full means a wake-up is already pending.
             let _ = wake.try_send(());
         }
