@@ -179,19 +179,66 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    apply(conn, MIGRATIONS)
+}
+
+fn apply(conn: &mut Connection, migrations: &[&str]) -> Result<(), StoreError> {
     let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
-    if current > MIGRATIONS.len() {
+    if current > migrations.len() {
         return Err(StoreError::Schema(format!(
             "database schema version {current} is newer than this binary knows ({}); refusing to open",
-            MIGRATIONS.len()
+            migrations.len()
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
-        tx.commit()?;
-        tracing::info!(version = i + 1, "applied store migration");
+    if current == migrations.len() {
+        return Ok(());
     }
+    // All pending migrations in one transaction: an upgrade that fails half-way leaves the
+    // database as the old binary knew it, and a new store is created with one fsync, not one
+    // per migration.
+    let tx = conn.transaction()?;
+    for sql in &migrations[current..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {}", migrations.len()))?;
+    tx.commit()?;
+    tracing::info!(from = current, to = migrations.len(), "applied store migrations");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    fn version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn a_new_database_gets_every_migration_and_a_second_open_changes_nothing() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn), super::MIGRATIONS.len() as i64);
+        super::migrate(&mut conn).unwrap();
+        assert_eq!(version(&conn), super::MIGRATIONS.len() as i64);
+    }
+
+    /// Pending migrations apply together or not at all: a failing one leaves the database as
+    /// the previous version had it.
+    #[test]
+    fn a_failing_migration_leaves_the_database_at_its_old_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::apply(&mut conn, &["CREATE TABLE a (x)"]).unwrap();
+        let upgrade = ["CREATE TABLE a (x)", "CREATE TABLE b (y); INSERT INTO a VALUES (1)", "CREATE TABLE c ("];
+        let error = super::apply(&mut conn, &upgrade).unwrap_err();
+        assert!(error.to_string().contains("syntax error") || error.to_string().contains("incomplete"), "{error}");
+        assert_eq!(version(&conn), 1);
+        let tables: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name IN ('b', 'c')", [], |r| r.get(0)).unwrap();
+        let rows: i64 = conn.query_row("SELECT count(*) FROM a", [], |r| r.get(0)).unwrap();
+        assert_eq!((tables, rows), (0, 0));
+        // A newer database than this binary knows is refused, not downgraded.
+        let error = super::apply(&mut conn, &[]).unwrap_err();
+        assert!(error.to_string().contains("newer than this binary knows"), "{error}");
+    }
 }

@@ -34,6 +34,9 @@ const FETCH_BATCH_BYTES: u64 = 4 * 1024 * 1024;
 const MAX_QUEUED_BATCHES: usize = 2;
 /// UIDs whose sizes are asked for in one request.
 const SIZES_PER_REQUEST: usize = 1000;
+/// The first request of an import asks for only this many: the first mails reach the store
+/// (and the parsing and the writer start working) without waiting for a full batch.
+const FIRST_REQUEST: usize = 50;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 pub(super) type ImapSession = Session<Transport>;
@@ -242,8 +245,10 @@ async fn import_new(
     let mut preparing: Option<Preparing> = None;
     let mut in_flight: VecDeque<Committing> = VecDeque::new();
     // Sizes are asked for a slice of the backlog at a time, so the first batch is fetched
-    // without waiting for the sizes of all of it.
-    'backlog: for slice in uids.chunks(SIZES_PER_REQUEST) {
+    // without waiting for the sizes of all of it; the first slice is small.
+    let (head, rest) = uids.split_at(uids.len().min(FIRST_REQUEST));
+    let slices = std::iter::once(head).filter(|h| !h.is_empty()).chain(rest.chunks(SIZES_PER_REQUEST));
+    'backlog: for slice in slices {
         for batch in size_batches(session, slice).await? {
             // On shutdown or reload, stop fetching and finish what is under way: a long backlog
             // must not hold up a stop (the rest is imported after the restart, from the
