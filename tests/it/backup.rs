@@ -33,7 +33,9 @@ async fn a_backup_taken_under_load_holds_every_acknowledged_message() {
 
     // Four senders, every third message with an attachment of its own bytes.
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(String, Option<Vec<u8>>)>>> = Arc::default();
+    // (message id, the attachment's bytes when it had one)
+    type Acked = Vec<(String, Option<Vec<u8>>)>;
+    let acked: Arc<Mutex<Acked>> = Arc::default();
     let mut senders = Vec::new();
     for s in 0..4 {
         let (stop, acked, base) = (stop.clone(), acked.clone(), base.clone());

@@ -11,7 +11,9 @@ async fn refused_requests_store_nothing() {
     let server = TestServer::start(&api_channel("web", Some(&backend), "")).await;
     let inbound = "/v1/channels/web/inbound";
     let ok_body = json!({"from": {"address": "v"}, "text": "hi"}).to_string().into_bytes();
-    let cases: Vec<(&str, Method, &str, Option<&str>, Vec<u8>, u16, &str, Option<&str>)> = vec![
+    // (what, method, path, token, body, expected status, expected error code, the field named)
+    type Case<'a> = (&'a str, Method, &'a str, Option<&'a str>, Vec<u8>, u16, &'a str, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         ("malformed JSON", Method::POST, inbound, Some(TOKEN), b"{\"from\": ".to_vec(), 400, "invalid_json", None),
         ("not an object", Method::POST, inbound, Some(TOKEN), b"[1, 2]".to_vec(), 422, "invalid_request", None),
         (

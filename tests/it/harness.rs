@@ -378,7 +378,7 @@ pub struct Binary {
 /// Starts the binary with `run --config`, stderr appended to `log_path`, and waits for `/healthz`.
 pub async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::path::Path) -> Binary {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["run", "--config"])
         .arg(config_path)
         .stdout(std::process::Stdio::null())
@@ -393,6 +393,9 @@ pub async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::pat
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Not left running behind the failed test.
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the binary did not come up on {base}:\n{}", std::fs::read_to_string(log_path).unwrap_or_default());
 }
 
