@@ -605,6 +605,62 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
     server.stop().await;
 }
 
+/// `move:` on a server without MOVE: copied, flagged `\Deleted` and, with UIDPLUS, expunged by
+/// UID; without UIDPLUS nothing is expunged (a plain EXPUNGE would also take mail that someone
+/// else flagged and that is not imported yet).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_without_the_move_extension_copies_and_expunges_only_what_was_imported() {
+    for uidplus in [true, false] {
+        let mail = MailServers::start_without_move(uidplus).await;
+        {
+            let mut session = mail.login(SUPPORT).await;
+            let capabilities = session.capabilities().await.unwrap();
+            assert!(!capabilities.has_str("MOVE") && capabilities.has_str("UIDPLUS") == uidplus);
+            session.create("Archive").await.unwrap();
+            session.logout().await.unwrap();
+        }
+        for i in 0..3 {
+            mail.append(SUPPORT, &mail_text("a@example.org", &format!("M{i}"), &format!("m{i}@example.org"), "", "x"))
+                .await;
+        }
+        let moving = mail.channel("support", "").replacen(
+            "tls = \"none\"\nusername",
+            "tls = \"none\"\nafter_import = \"move:Archive\"\nusername",
+            1,
+        );
+        let server = TestServer::start(&moving).await;
+        loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
+        let archived = loop_until(|| async {
+            let mut session = mail.login(SUPPORT).await;
+            let exists = session.select("Archive").await.unwrap().exists;
+            session.logout().await.unwrap();
+            (exists == 3).then_some(exists)
+        })
+        .await;
+        assert_eq!(archived, 3, "every imported mail copied");
+        // With UIDPLUS the INBOX empties; without, its mails end flagged and stay.
+        loop_until(|| async {
+            let inbox = mail.inbox(SUPPORT).await;
+            let flagged = inbox.iter().all(|(_, flags, _)| flags.iter().any(|f| f.contains("Deleted")));
+            (if uidplus { inbox.is_empty() } else { inbox.len() == 3 && flagged }).then_some(())
+        })
+        .await;
+        server.stop().await;
+        let sent = mail.client_commands();
+        assert!(!sent.contains("UID MOVE"), "MOVE used though not offered:\n{sent}");
+        assert!(sent.contains("UID COPY"), "{sent}");
+        assert!(!sent.lines().any(|l| l.trim_end().ends_with(" EXPUNGE")), "a plain EXPUNGE was sent:\n{sent}");
+        if uidplus {
+            // Exactly the imported UIDs (a plain EXPUNGE could also take mail not imported yet
+            // that someone else flagged).
+            assert!(sent.contains("UID EXPUNGE 1,2,3") || sent.contains("UID EXPUNGE 1:3"), "{sent}");
+        } else {
+            assert!(!sent.contains("EXPUNGE"), "{sent}");
+            assert_eq!(mail.inbox(SUPPORT).await.len(), 3);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newsletter_replies_stay_apart_and_a_reply_reopens_a_closed_conversation() {
     let mail = MailServers::start().await;

@@ -121,6 +121,25 @@ impl MailServers {
         Self::launch(false, None, "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE\n").await
     }
 
+    /// Dovecot offering neither MOVE nor (with `uidplus = false`) UIDPLUS, as older servers do.
+    /// It still accepts them: `client_commands` shows what the client sent.
+    pub async fn start_without_move(uidplus: bool) -> MailServers {
+        let capabilities = if uidplus { "IDLE UIDPLUS" } else { "IDLE" };
+        Self::launch(false, None, &format!("imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE {capabilities}\n"))
+            .await
+    }
+
+    /// Every command IMAP clients sent so far (Dovecot's rawlog of each session, `*.in`).
+    pub fn client_commands(&self) -> String {
+        let mut logs: Vec<_> = std::fs::read_dir(self.dir.path().join("rawlog"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "in"))
+            .collect();
+        logs.sort();
+        logs.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+    }
+
     /// Dovecot also accepting XOAUTH2, validating tokens at `introspection_url` (RFC 7662).
     pub async fn start_oauth2(introspection_url: &str) -> MailServers {
         Self::launch(false, Some(introspection_url), "").await
@@ -152,14 +171,16 @@ impl MailServers {
         } else {
             (id("-un", ""), id("-u", ""), id("-g", ""))
         };
-        for sub in ["mail", "run", "state"] {
+        for sub in ["mail", "run", "state", "rawlog"] {
             std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
         if root {
             // Mail processes run as `dovecot`: they must reach the (0700) temp dir.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-            Command::new("chown").args([&format!("{uid}:{gid}"), &format!("{d}/mail")]).status().unwrap();
+            for sub in ["mail", "rawlog"] {
+                Command::new("chown").args([&format!("{uid}:{gid}"), &format!("{d}/{sub}")]).status().unwrap();
+            }
         }
         let users: String = [SUPPORT, ANN, STRANGER].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
         std::fs::write(dir.path().join("users"), users).unwrap();
@@ -186,6 +207,7 @@ log_path = {d}/dovecot.log
 {internal}{ssl}{extra_config}disable_plaintext_auth = no
 auth_mechanisms = {mechanisms}
 mail_location = maildir:{d}/mail/%u
+rawlog_dir = {d}/rawlog
 first_valid_uid = {uid}
 {oauth2}passdb {{
   driver = passwd-file

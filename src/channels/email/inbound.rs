@@ -171,7 +171,13 @@ async fn session(
     tokens: Option<&TokenSource>,
 ) -> Result<(), ImapError> {
     let mut session = login(imap, tokens).await?;
-    let idle = session.capabilities().await?.has_str("IDLE");
+    let capabilities = session.capabilities().await?;
+    let idle = capabilities.has_str("IDLE");
+    let after = OnServer::new(
+        imap.after_import().unwrap_or(AfterImport::Keep),
+        capabilities.has_str("MOVE"),
+        capabilities.has_str("UIDPLUS"),
+    );
     let mailbox = session.select(folder).await?;
     let validity = mailbox.uid_validity.unwrap_or(0);
     let key = checkpoint_key(folder);
@@ -186,7 +192,9 @@ async fn session(
     };
     cx.report_ok();
     tracing::info!(channel = %cx.channel_id, folder, idle, last_uid, "IMAP folder open");
-    let after = imap.after_import().unwrap_or(AfterImport::Keep);
+    if let OnServer::CopyAndFlagDeleted(target) = &after {
+        tracing::warn!(channel = %cx.channel_id, folder, target, "the server has neither MOVE nor UIDPLUS: imported mail is copied and flagged \\Deleted, but not expunged (a plain EXPUNGE would also remove mail others flagged)");
+    }
     loop {
         last_uid = import_new(channel, &mut session, folder, validity, last_uid, &mut stored, &after, cx).await?;
         if cx.shutdown.is_cancelled() {
@@ -229,7 +237,7 @@ async fn import_new(
     validity: u32,
     mut last_uid: u32,
     stored: &mut Option<String>,
-    after: &AfterImport,
+    after: &OnServer,
     cx: &InboundContext,
 ) -> Result<u32, ImapError> {
     // `n:*` always matches the highest UID even when it is below n: filter.
@@ -393,20 +401,61 @@ impl Committing {
         self,
         session: &mut ImapSession,
         folder: &str,
-        after: &AfterImport,
+        after: &OnServer,
         cx: &InboundContext,
     ) -> Result<u32, ImapError> {
         let outcomes = self.commit.await?;
         tracing::debug!(channel = %cx.channel_id, folder, mails = outcomes.len(), last_uid = self.last, "mails imported");
         // Everything up to `last` is committed, and the checkpoint with it: act on the server.
-        match after {
-            AfterImport::Keep => {}
-            AfterImport::Seen => {
-                session.uid_store(&self.set, "+FLAGS (\\Seen)").await?.try_collect::<Vec<_>>().await?;
-            }
-            AfterImport::Move(target) => session.uid_mv(&self.set, target).await?,
-        }
+        after.apply(session, &self.set).await?;
         Ok(self.last)
+    }
+}
+
+/// `after_import` as this server can carry it out.
+#[derive(Debug, PartialEq, Eq)]
+enum OnServer {
+    Keep,
+    Seen,
+    /// RFC 6851 `UID MOVE`.
+    Move(String),
+    /// No MOVE: `UID COPY`, flag `\Deleted`, and `UID EXPUNGE` (RFC 4315 UIDPLUS) of exactly
+    /// those UIDs.
+    CopyAndExpunge(String),
+    /// Neither MOVE nor UIDPLUS: copied and flagged `\Deleted`; expunging is left to the
+    /// mailbox's owner, since a plain `EXPUNGE` would also remove mail others flagged.
+    CopyAndFlagDeleted(String),
+}
+
+impl OnServer {
+    fn new(after: AfterImport, has_move: bool, has_uidplus: bool) -> OnServer {
+        match after {
+            AfterImport::Keep => OnServer::Keep,
+            AfterImport::Seen => OnServer::Seen,
+            AfterImport::Move(target) if has_move => OnServer::Move(target),
+            AfterImport::Move(target) if has_uidplus => OnServer::CopyAndExpunge(target),
+            AfterImport::Move(target) => OnServer::CopyAndFlagDeleted(target),
+        }
+    }
+
+    async fn apply(&self, session: &mut ImapSession, set: &str) -> Result<(), ImapError> {
+        match self {
+            OnServer::Keep => {}
+            OnServer::Seen => {
+                session.uid_store(set, "+FLAGS.SILENT (\\Seen)").await?.try_collect::<Vec<_>>().await?;
+            }
+            OnServer::Move(target) => session.uid_mv(set, target).await?,
+            OnServer::CopyAndExpunge(target) | OnServer::CopyAndFlagDeleted(target) => {
+                // Copied before flagged: a failure in between leaves a copy too many, never a
+                // mail lost.
+                session.uid_copy(set, target).await?;
+                session.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect::<Vec<_>>().await?;
+                if matches!(self, OnServer::CopyAndExpunge(_)) {
+                    session.uid_expunge(set).await?.try_collect::<Vec<_>>().await?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -418,6 +467,17 @@ mod tests {
         assert_eq!(super::split_by_size(&sizes, 3, 50), vec![vec![1, 2], vec![3], vec![4, 5, 6]]);
         assert_eq!(super::split_by_size(&sizes, 2, 1000), vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
         assert_eq!(super::split_by_size(&[], 2, 10), Vec::<Vec<u32>>::new());
+    }
+
+    #[test]
+    fn move_falls_back_to_what_the_server_offers() {
+        use super::{AfterImport, OnServer};
+        let archive = || AfterImport::Move("Archive".into());
+        assert_eq!(OnServer::new(archive(), true, true), OnServer::Move("Archive".into()));
+        assert_eq!(OnServer::new(archive(), false, true), OnServer::CopyAndExpunge("Archive".into()));
+        assert_eq!(OnServer::new(archive(), false, false), OnServer::CopyAndFlagDeleted("Archive".into()));
+        assert_eq!(OnServer::new(AfterImport::Seen, false, false), OnServer::Seen);
+        assert_eq!(OnServer::new(AfterImport::Keep, true, true), OnServer::Keep);
     }
 
     #[test]
