@@ -148,11 +148,17 @@ pub(super) fn hand_checkpoints_to(
     checkpointer: Connection,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     let (wake, woken) = mpsc::sync_channel::<()>(1);
+    // Held by whichever of the two threads is checkpointing. The writer, past the backstop,
+    // waits for the checkpointer's pass to end and then copies the rest: were it to skip (SQLite
+    // answers BUSY to a second checkpoint) and go on appending, a checkpointer slowed down by a
+    // busy machine would let the WAL grow well past the backstop.
+    let pass = std::sync::Arc::new(std::sync::Mutex::new(()));
+    let writer_pass = pass.clone();
     let installed = conn.wal_hook(Some(move |wal: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
         // Never return an error from here: SQLite would report it as the result of a COMMIT
         // that is already durable, and the callers would be told their write failed.
         if pages >= BACKSTOP_PAGES {
-            // Busy when the checkpointer is at it; then the next commit tries again.
+            let _pass = writer_pass.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Err(e) = wal.checkpoint_v2(rusqlite::wal::CheckpointMode::PASSIVE) {
                 tracing::debug!(error = %e, pages, "the writer's own WAL checkpoint did not run");
             }
@@ -168,9 +174,10 @@ pub(super) fn hand_checkpoints_to(
     // The thread ends when the writer's connection (which owns the hook and `wake`) is closed.
     std::thread::Builder::new().name("store-checkpoint".into()).spawn(move || {
         while woken.recv().is_ok() {
+            let _pass = pass.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             match checkpointer.wal_checkpoint_v2(Some(rusqlite::MAIN_DB), rusqlite::wal::CheckpointMode::PASSIVE) {
                 Ok(_) => {}
-                // The writer's backstop checkpoint is running: nothing is wrong.
+                // Another connection is checkpointing (one closing does): nothing is wrong.
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
                 {
