@@ -20,6 +20,13 @@ pub fn rfc3339(ms: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z", sod / 3600, (sod % 3600) / 60, sod % 60)
 }
 
+/// The UTC day of `ms` as IMAP's `date-text` (RFC 3501), e.g. `24-Nov-2026`.
+pub fn imap_date(ms: i64) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (y, m, d) = civil_from_days(ms.div_euclid(1000).div_euclid(86_400));
+    format!("{d}-{}-{y:04}", MONTHS[m as usize - 1])
+}
+
 /// Howard Hinnant's civil_from_days: days since 1970-01-01 → (year, month, day).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -44,5 +51,7 @@ mod tests {
         assert_eq!(rfc3339(1_649_367_553_123), "2022-04-07T21:39:13.123Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339(1_795_461_600_500), "2026-11-23T19:20:00.500Z");
+        assert_eq!(imap_date(1_795_461_600_500), "23-Nov-2026");
+        assert_eq!(imap_date(951_782_400_000), "29-Feb-2000");
     }
 }

@@ -240,6 +240,62 @@ async fn a_reload_restarts_the_imap_loop_without_loss_or_duplicates() {
     server.stop().await;
 }
 
+/// The subjects of every message.received event so far, sorted.
+async fn received_subjects(server: &TestServer) -> Vec<String> {
+    let mut subjects: Vec<String> = server
+        .all_events()
+        .await
+        .iter()
+        .filter(|e| e["type"] == "message.received")
+        .map(|e| e["data"]["subject"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    subjects.sort();
+    subjects
+}
+
+/// `import_existing = false`: the mail already in the folder stays out, mail arriving after the
+/// first start comes in, and neither a restart nor a UIDVALIDITY resync brings the old mail in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_import_existing_off_only_mail_from_the_first_start_on_is_imported() {
+    let mail = MailServers::start().await;
+    for i in 0..2 {
+        let old = mail_text("a@example.org", &format!("Old {i}"), &format!("old{i}@example.org"), "", "x");
+        mail.append_received(SUPPORT, &old, Some("01-Jan-2020 10:00:00 +0000")).await;
+    }
+    let config = mail.channel("support", "").replacen(
+        "tls = \"none\"\nusername",
+        "tls = \"none\"\nimport_existing = false\nusername",
+        1,
+    );
+    let server = TestServer::start(&config).await;
+    // The gateway has selected the folder (the test's own sessions only APPEND): mail appended
+    // from now on is above the UIDNEXT it was told.
+    loop_until(|| async { mail.server_responses().contains("[UIDNEXT ").then_some(()) }).await;
+    mail.append(SUPPORT, &mail_text("a@example.org", "New 1", "new1@example.org", "", "x")).await;
+    loop_until(|| async { (received_subjects(&server).await.len() == 1).then_some(()) }).await;
+    let dir = server.stop().await;
+
+    // A restart resumes from the checkpoint; a UIDVALIDITY change re-reads the folder, but only
+    // from the day before the first start.
+    let maildir = mail.dir.path().join("mail").join(SUPPORT.0).join("Maildir");
+    let maildir = if maildir.exists() { maildir } else { mail.dir.path().join("mail").join(SUPPORT.0) };
+    for entry in std::fs::read_dir(&maildir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.starts_with("dovecot") {
+            let _ = std::fs::remove_file(maildir.join(&name));
+        }
+    }
+    mail.append(SUPPORT, &mail_text("a@example.org", "New 2", "new2@example.org", "", "x")).await;
+    let server = TestServer::start_in(dir, &config).await;
+    loop_until(|| async { (received_subjects(&server).await.len() >= 2).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received_subjects(&server).await, vec!["New 1", "New 2"]);
+    let log = std::fs::read_to_string(mail.dir.path().join("dovecot.log")).unwrap_or_default();
+    server.stop().await;
+    let sent = mail.client_commands();
+    assert!(sent.contains(" SINCE "), "the resync searched without SINCE:\n{sent}\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_uidvalidity_change_resyncs_without_duplicates() {
     let mail = MailServers::start().await;

@@ -131,10 +131,19 @@ impl MailServers {
 
     /// Every command IMAP clients sent so far (Dovecot's rawlog of each session, `*.in`).
     pub fn client_commands(&self) -> String {
+        self.rawlog("in")
+    }
+
+    /// Every response Dovecot sent so far (`*.out`).
+    pub fn server_responses(&self) -> String {
+        self.rawlog("out")
+    }
+
+    fn rawlog(&self, extension: &str) -> String {
         let mut logs: Vec<_> = std::fs::read_dir(self.dir.path().join("rawlog"))
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "in"))
+            .filter(|p| p.extension().is_some_and(|x| x == extension))
             .collect();
         logs.sort();
         logs.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
@@ -319,8 +328,15 @@ password = "{}"
 
     /// Puts a mail into a user's INBOX with IMAP APPEND.
     pub async fn append(&self, account: (&str, &str), mail: &str) {
+        self.append_received(account, mail, None).await;
+    }
+
+    /// `append` with the server's received date (INTERNALDATE), e.g. `"01-Jan-2020 10:00:00 +0000"`.
+    pub async fn append_received(&self, account: (&str, &str), mail: &str, received: Option<&str>) {
         let mut session = self.login(account).await;
-        session.append("INBOX", None, None, mail.replace('\n', "\r\n").replace("\r\r\n", "\r\n")).await.unwrap();
+        let date = received.map(|d| format!("\"{d}\""));
+        let mail = mail.replace('\n', "\r\n").replace("\r\r\n", "\r\n");
+        session.append("INBOX", None, date.as_deref(), mail).await.unwrap();
         session.logout().await.unwrap();
     }
 

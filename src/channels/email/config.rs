@@ -74,6 +74,10 @@ pub struct ImapConfig {
     /// `keep`, `seen` or `move:<folder>`.
     #[serde(default = "default_after_import")]
     pub after_import: String,
+    /// `false`: mail already in a folder when the channel first opens it is left alone; only
+    /// mail arriving after that is imported.
+    #[serde(default = "default_import_existing")]
+    pub import_existing: bool,
     /// Poll interval when the server has no IDLE.
     #[serde(default = "default_poll")]
     pub poll_interval: ConfigDuration,
@@ -119,6 +123,9 @@ fn implicit() -> TlsMode {
 }
 fn default_folders() -> Vec<String> {
     vec!["INBOX".to_owned()]
+}
+fn default_import_existing() -> bool {
+    true
 }
 fn default_after_import() -> String {
     "keep".to_owned()

@@ -182,21 +182,41 @@ async fn session(
     let validity = mailbox.uid_validity.unwrap_or(0);
     let key = checkpoint_key(folder);
     let mut stored = cx.checkpoint(&key).await?;
+    // Set when the folder was first opened with `import_existing = false`: the IMAP date before
+    // which mail was left alone on purpose.
+    let since_key = format!("{key}:since");
+    let mut since = cx.checkpoint(&since_key).await?;
     let mut last_uid = match parse_checkpoint(stored.as_deref()) {
         Some((saved, uid)) if saved == validity => uid,
         Some((saved, _)) => {
-            tracing::warn!(channel = %cx.channel_id, folder, saved, now = validity, "UIDVALIDITY changed; re-reading the folder (duplicates are recognised)");
+            tracing::warn!(channel = %cx.channel_id, folder, saved, now = validity, since, "UIDVALIDITY changed; re-reading the folder (duplicates are recognised)");
             0
+        }
+        None if !imap.import_existing => {
+            // The day before, so that no server's time zone hides today's mail from a resync.
+            let day = crate::model::time::imap_date(crate::model::time::now_ms() - 86_400_000);
+            let skipped = mailbox.uid_next.map_or(0, |next| next.saturating_sub(1));
+            let value = format!("{validity}:{skipped}");
+            cx.state().set(&since_key, &day).await?;
+            cx.state().set(&key, &value).await?;
+            tracing::info!(channel = %cx.channel_id, folder, up_to_uid = skipped, "import_existing = false: the mail already in the folder is left alone");
+            (stored, since) = (Some(value), Some(day));
+            skipped
         }
         None => 0,
     };
+    // A resync (UIDVALIDITY changed) of a folder whose old mail was left alone re-reads only
+    // mail from around the first start on, not the old mail.
+    let mut resync_since = (last_uid == 0).then_some(since).flatten();
     cx.report_ok();
     tracing::info!(channel = %cx.channel_id, folder, idle, last_uid, "IMAP folder open");
     if let OnServer::CopyAndFlagDeleted(target) = &after {
         tracing::warn!(channel = %cx.channel_id, folder, target, "the server has neither MOVE nor UIDPLUS: imported mail is copied and flagged \\Deleted, but not expunged (a plain EXPUNGE would also remove mail others flagged)");
     }
     loop {
-        last_uid = import_new(channel, &mut session, folder, validity, last_uid, &mut stored, &after, cx).await?;
+        let since = resync_since.take();
+        last_uid =
+            import_new(channel, &mut session, folder, validity, last_uid, since, &mut stored, &after, cx).await?;
         if cx.shutdown.is_cancelled() {
             let _ = session.logout().await;
             return Ok(());
@@ -227,8 +247,9 @@ async fn session(
     }
 }
 
-/// Imports every mail above `last_uid`, in UID order, batch by batch; returns the new last UID.
-/// `stored` is the folder's checkpoint as stored, kept current as batches commit.
+/// Imports every mail above `last_uid` (received on or after `since`, an IMAP date, when given),
+/// in UID order, batch by batch; returns the new last UID. `stored` is the folder's checkpoint
+/// as stored, kept current as batches commit.
 #[allow(clippy::too_many_arguments)]
 async fn import_new(
     channel: &Arc<EmailChannelConfig>,
@@ -236,13 +257,17 @@ async fn import_new(
     folder: &str,
     validity: u32,
     mut last_uid: u32,
+    since: Option<String>,
     stored: &mut Option<String>,
     after: &OnServer,
     cx: &InboundContext,
 ) -> Result<u32, ImapError> {
+    let query = match &since {
+        Some(day) => format!("UID {}:* SINCE {day}", last_uid + 1),
+        None => format!("UID {}:*", last_uid + 1),
+    };
     // `n:*` always matches the highest UID even when it is below n: filter.
-    let mut uids: Vec<u32> =
-        session.uid_search(format!("UID {}:*", last_uid + 1)).await?.into_iter().filter(|u| *u > last_uid).collect();
+    let mut uids: Vec<u32> = session.uid_search(query).await?.into_iter().filter(|u| *u > last_uid).collect();
     uids.sort_unstable();
     // A pipeline: while this task fetches batch k+2, batch k+1 is parsed and its attachments
     // stored (on the blocking pool), and batches k and k+1 wait in the store's queue, so the
