@@ -184,7 +184,7 @@ async fn session(
     let mut stored = cx.checkpoint(&key).await?;
     // Set when the folder was first opened with `import_existing = false`: the IMAP date before
     // which mail was left alone on purpose.
-    let since_key = format!("{key}:since");
+    let since_key = format!("imap-since:{folder}");
     let mut since = cx.checkpoint(&since_key).await?;
     let mut last_uid = match parse_checkpoint(stored.as_deref()) {
         Some((saved, uid)) if saved == validity => uid,
