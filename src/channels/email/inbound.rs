@@ -205,18 +205,19 @@ async fn session(
         }
         None => 0,
     };
-    // A resync (UIDVALIDITY changed) of a folder whose old mail was left alone re-reads only
-    // mail from around the first start on, not the old mail.
-    let mut resync_since = (last_uid == 0).then_some(since).flatten();
+    // A folder whose old mail was left alone, while nothing has been imported under its current
+    // UIDVALIDITY (a resync, or an empty folder at first open), is read only from around the
+    // first start on: were the filter dropped after a round that found nothing, the next round
+    // would read the old mail.
     cx.report_ok();
     tracing::info!(channel = %cx.channel_id, folder, idle, last_uid, "IMAP folder open");
     if let OnServer::CopyAndFlagDeleted(target) = &after {
         tracing::warn!(channel = %cx.channel_id, folder, target, "the server has neither MOVE nor UIDPLUS: imported mail is copied and flagged \\Deleted, but not expunged (a plain EXPUNGE would also remove mail others flagged)");
     }
     loop {
-        let since = resync_since.take();
-        last_uid =
-            import_new(channel, &mut session, folder, validity, last_uid, since, &mut stored, &after, cx).await?;
+        let since_filter = since.clone().filter(|_| last_uid == 0);
+        last_uid = import_new(channel, &mut session, folder, validity, last_uid, since_filter, &mut stored, &after, cx)
+            .await?;
         if cx.shutdown.is_cancelled() {
             let _ = session.logout().await;
             return Ok(());
