@@ -240,6 +240,33 @@ async fn a_reload_restarts_the_imap_loop_without_loss_or_duplicates() {
     server.stop().await;
 }
 
+/// Makes Dovecot assign the support INBOX a new UIDVALIDITY (its uid list and indexes gone). A
+/// UIDVALIDITY made up in the same second as the old one can equal it: then again, a second
+/// later.
+async fn force_new_uidvalidity(mail: &MailServers) {
+    let validity = || async {
+        let mut session = mail.login(SUPPORT).await;
+        let validity = session.select("INBOX").await.unwrap().uid_validity;
+        session.logout().await.unwrap();
+        validity
+    };
+    let old = validity().await;
+    let maildir = mail.dir.path().join("mail").join(SUPPORT.0);
+    for _ in 0..5 {
+        for entry in std::fs::read_dir(&maildir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            if name.starts_with("dovecot") {
+                let _ = std::fs::remove_file(maildir.join(&name));
+            }
+        }
+        if validity().await != old {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    panic!("Dovecot kept UIDVALIDITY {old:?}");
+}
+
 /// The subjects of every message.received event so far, sorted.
 async fn received_subjects(server: &TestServer) -> Vec<String> {
     let mut subjects: Vec<String> = server
@@ -276,19 +303,21 @@ async fn with_import_existing_off_only_mail_from_the_first_start_on_is_imported(
     let dir = server.stop().await;
 
     // A restart resumes from the checkpoint; a UIDVALIDITY change re-reads the folder, but only
-    // from the day before the first start. First a resync that finds nothing new: the rounds
-    // after it must not read the old mail either.
-    let forget_uids = |mail: &MailServers| {
-        let maildir = mail.dir.path().join("mail").join(SUPPORT.0).join("Maildir");
-        let maildir = if maildir.exists() { maildir } else { mail.dir.path().join("mail").join(SUPPORT.0) };
-        for entry in std::fs::read_dir(&maildir).unwrap() {
-            let name = entry.unwrap().file_name().into_string().unwrap();
-            if name.starts_with("dovecot") {
-                let _ = std::fs::remove_file(maildir.join(&name));
-            }
-        }
-    };
-    forget_uids(&mail);
+    // from the day before the first start. First a resync that finds nothing (New 1, the only
+    // recent mail, deleted on the server): the rounds after it must not read the old mail.
+    {
+        let mut session = mail.login(SUPPORT).await;
+        session.select("INBOX").await.unwrap();
+        let new1: Vec<String> =
+            session.search("SUBJECT \"New 1\"").await.unwrap().into_iter().map(|n| n.to_string()).collect();
+        assert_eq!(new1.len(), 1);
+        let flagged = session.store(new1.join(","), "+FLAGS (\\Deleted)").await.unwrap();
+        futures_util::TryStreamExt::try_collect::<Vec<_>>(flagged).await.unwrap();
+        let expunged = session.expunge().await.unwrap();
+        futures_util::TryStreamExt::try_collect::<Vec<_>>(expunged).await.unwrap();
+        session.logout().await.unwrap();
+    }
+    force_new_uidvalidity(&mail).await;
     let server = TestServer::start_in(dir, &config).await;
     loop_until(|| async { mail.client_commands().contains(" SINCE ").then_some(()) }).await;
     mail.append(SUPPORT, &mail_text("a@example.org", "New 2", "new2@example.org", "", "x")).await;
@@ -298,7 +327,7 @@ async fn with_import_existing_off_only_mail_from_the_first_start_on_is_imported(
     let dir = server.stop().await;
 
     // Then a resync that finds new mail.
-    forget_uids(&mail);
+    force_new_uidvalidity(&mail).await;
     mail.append(SUPPORT, &mail_text("a@example.org", "New 3", "new3@example.org", "", "x")).await;
     let server = TestServer::start_in(dir, &config).await;
     loop_until(|| async { (received_subjects(&server).await.len() >= 3).then_some(()) }).await;
