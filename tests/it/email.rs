@@ -350,15 +350,7 @@ async fn a_uidvalidity_change_resyncs_without_duplicates() {
     })
     .await;
     let dir = server.stop().await;
-    // Dovecot assigns a new UIDVALIDITY when its uid list and indexes are gone.
-    let maildir = mail.dir.path().join("mail").join(SUPPORT.0).join("Maildir");
-    let maildir = if maildir.exists() { maildir } else { mail.dir.path().join("mail").join(SUPPORT.0) };
-    for entry in std::fs::read_dir(&maildir).unwrap() {
-        let name = entry.unwrap().file_name().into_string().unwrap();
-        if name.starts_with("dovecot") {
-            let _ = std::fs::remove_file(maildir.join(&name));
-        }
-    }
+    force_new_uidvalidity(&mail).await;
     mail.append(SUPPORT, &mail_text("a@example.org", "S3", "s3@example.org", "", "x")).await;
     let server = TestServer::start_in(dir, &config).await;
     loop_until(|| async {
@@ -369,6 +361,8 @@ async fn a_uidvalidity_change_resyncs_without_duplicates() {
     let received = server.all_events().await.iter().filter(|e| e["type"] == "message.received").count();
     assert_eq!(received, 4, "the resync recognised the three already imported");
     server.stop().await;
+    let searches = mail.client_commands().matches("UID SEARCH UID 1:*").count();
+    assert_eq!(searches, 2, "the first import and the resync both read the folder from UID 1");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
