@@ -37,8 +37,7 @@ async fn a_server_without_idle_is_polled() {
     probe.logout().await.unwrap();
 
     mail.append(SUPPORT, &mail_text("ann@example.org", "First", "p1@example.org", "", "Before start")).await;
-    let config =
-        mail.channel("support", "").replace("[channels.imap]\n", "[channels.imap]\npoll_interval = \"300ms\"\n");
+    let config = mail.channel_with_imap("support", "poll_interval = \"300ms\"");
     let server = TestServer::start(&config).await;
     let subjects = || async {
         let events = server.all_events().await;
@@ -289,11 +288,7 @@ async fn with_import_existing_off_only_mail_from_the_first_start_on_is_imported(
         let old = mail_text("a@example.org", &format!("Old {i}"), &format!("old{i}@example.org"), "", "x");
         mail.append_received(SUPPORT, &old, Some("01-Jan-2020 10:00:00 +0000")).await;
     }
-    let config = mail.channel("support", "").replacen(
-        "tls = \"none\"\nusername",
-        "tls = \"none\"\nimport_existing = false\nusername",
-        1,
-    );
+    let config = mail.channel_with_imap("support", "import_existing = false");
     let server = TestServer::start(&config).await;
     // The gateway has selected the folder (the test's own sessions only APPEND): mail appended
     // from now on is above the UIDNEXT it was told.
@@ -664,11 +659,7 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
             .await;
     }
     // seen: flagged \Seen after the commit, still in INBOX.
-    let seen = mail.channel("support", "").replacen(
-        "tls = \"none\"\nusername",
-        "tls = \"none\"\nafter_import = \"seen\"\nusername",
-        1,
-    );
+    let seen = mail.channel_with_imap("support", "after_import = \"seen\"");
     let server = TestServer::start(&seen).await;
     loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
     let inbox = loop_until(|| async {
@@ -680,11 +671,7 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
     server.stop().await;
 
     // move:Archive on a fresh store: everything is imported again (a new gateway), then moved.
-    let moving = mail.channel("support", "").replacen(
-        "tls = \"none\"\nusername",
-        "tls = \"none\"\nafter_import = \"move:Archive\"\nusername",
-        1,
-    );
+    let moving = mail.channel_with_imap("support", "after_import = \"move:Archive\"");
     let server = TestServer::start(&moving).await;
     loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
     loop_until(|| async { mail.inbox(SUPPORT).await.is_empty().then_some(()) }).await;
@@ -713,11 +700,7 @@ async fn move_without_the_move_extension_copies_and_expunges_only_what_was_impor
             mail.append(SUPPORT, &mail_text("a@example.org", &format!("M{i}"), &format!("m{i}@example.org"), "", "x"))
                 .await;
         }
-        let moving = mail.channel("support", "").replacen(
-            "tls = \"none\"\nusername",
-            "tls = \"none\"\nafter_import = \"move:Archive\"\nusername",
-            1,
-        );
+        let moving = mail.channel_with_imap("support", "after_import = \"move:Archive\"");
         let server = TestServer::start(&moving).await;
         loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
         let archived = loop_until(|| async {
@@ -989,11 +972,7 @@ async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
         session.create("Sent").await.unwrap();
         session.logout().await.unwrap();
     }
-    let config = mail.channel("support", "").replacen(
-        "tls = \"none\"\nusername",
-        "tls = \"none\"\nsent_folder = \"Sent\"\nusername",
-        1,
-    );
+    let config = mail.channel_with_imap("support", "sent_folder = \"Sent\"");
     let server = TestServer::start(&config).await;
     let (_, queued) = server
         .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Copy", "text": "keep a copy"}))

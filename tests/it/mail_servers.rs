@@ -292,6 +292,11 @@ service stats {{
     }
 
     /// The `[[channels]]` block of an email channel on these servers.
+    /// `channel` with `imap` (TOML lines) added to its `[channels.imap]` table.
+    pub fn channel_with_imap(&self, id: &str, imap: &str) -> String {
+        self.channel(id, "").replacen("[channels.imap]\n", &format!("[channels.imap]\n{imap}\n"), 1)
+    }
+
     pub fn channel(&self, id: &str, extra: &str) -> String {
         format!(
             r#"
