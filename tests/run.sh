@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
-# first: Dovecot (IMAP + LMTP) and openssl (test certificates) from Debian for the email
-# channel's real mail server; lintian and debootstrap for the package test (which builds a
+# first: Dovecot (IMAP + LMTP), Postfix (a real MTA's DSNs and bounces) and openssl (test
+# certificates) from Debian for the email channel's real mail servers; lintian and debootstrap for the package test (which builds a
 # throwaway Debian root from the apt mirror), and cargo-deb from crates.io; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator) and aiosmtpd,
 # the real SMTP server the tests send through. Fails — never skips — when something cannot be
@@ -20,6 +20,7 @@ command -v file >/dev/null || need_apt+=(file)
 command -v readelf >/dev/null || need_apt+=(binutils)
 command -v lintian >/dev/null || need_apt+=(lintian)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v postfix >/dev/null || need_apt+=(postfix)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2
@@ -27,6 +28,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   fi
   echo "installing from Debian: ${need_apt[*]}" >&2
   apt-get update -q >/dev/null
+  # The tests start private Postfix instances; the system's own stays unconfigured (and off).
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 

@@ -114,17 +114,25 @@ fn reject(conn: &Connection, raw: &RawInbound, reason: &str, now_ms: i64) -> Res
     Ok(Outcome::Rejected { reason: reason.to_owned() })
 }
 
-/// The outbound message a bounce reports on, and its conversation.
+/// The outbound message a bounce reports on, and its conversation: named by the original
+/// envelope id (our message id, sent as ENVID), else by a Message-ID quoted from the original.
 fn reported_message(
     conn: &Connection,
     channel_id: &str,
     report: &DeliveryReport,
 ) -> Result<Option<(String, Conversation)>, StoreError> {
+    let with_conversation = |found: Option<(String, String)>| -> Result<_, StoreError> {
+        let Some((message, conversation)) = found else { return Ok(None) };
+        Ok(store::conversations::get(conn, &conversation)?.map(|c| (message, c)))
+    };
+    if let Some(envid) = &report.original_envelope_id {
+        if let Some(found) = with_conversation(store::mail::outbound_by_id(conn, channel_id, envid)?)? {
+            return Ok(Some(found));
+        }
+    }
     for header in &report.original_message_ids {
-        if let Some((message, conversation)) = store::mail::outbound_by_header(conn, channel_id, header)? {
-            if let Some(c) = store::conversations::get(conn, &conversation)? {
-                return Ok(Some((message, c)));
-            }
+        if let Some(found) = with_conversation(store::mail::outbound_by_header(conn, channel_id, header)?)? {
+            return Ok(Some(found));
         }
     }
     Ok(None)

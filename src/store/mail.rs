@@ -124,6 +124,21 @@ pub fn outbound_by_header(
         .optional()?)
 }
 
+/// Our outbound message `message_id` on the channel and its conversation: what a delivery
+/// status notification's `Original-Envelope-Id` names (we send the message id as ENVID).
+pub fn outbound_by_id(
+    conn: &Connection,
+    channel_id: &str,
+    message_id: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, conversation_id FROM messages WHERE id = ?1 AND channel_id = ?2 AND direction = 'outbound'",
+        )?
+        .query_row([message_id, channel_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
 /// Records an inbound item refused with a reason; `summary` is JSON for operators.
 pub fn reject(
     conn: &Connection,

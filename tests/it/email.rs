@@ -567,6 +567,55 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
     server.stop().await;
 }
 
+/// A real MTA's bounce. Postfix (which offers DSN) takes our mail for a mailbox Dovecot does not
+/// have and returns its delivery status notification to our address; the message fails from it.
+/// The notification names our message by the envelope id we gave (ENVID); a notification that
+/// names it only that way, without the original's headers, is matched all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
+    let mail = MailServers::start().await;
+    let postfix = mail.start_postfix().await;
+    let server = TestServer::start(&mail.channel_via_postfix("support", &postfix)).await;
+    let (status, lost) = server
+        .post("/v1/messages", json!({"channel": "support", "to": "nobody@example.org", "subject": "Lost", "text": "1"}))
+        .await;
+    assert_eq!(status, 202, "{lost}");
+    let lost_id = lost["id"].as_str().unwrap();
+    let failed = server.wait_status(lost_id, "failed").await;
+    assert_eq!(failed["error"]["code"], "bounce_5.1.1", "{failed}");
+    assert_eq!(failed["error"]["permanent"], true);
+    let bounce =
+        loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await;
+    let data = &bounce["data"];
+    assert_eq!(data["stitch"]["reason"], "bounce");
+    assert_eq!(data["auto_reply"], true);
+    assert_eq!(data["conversation_id"], lost["conversation_id"]);
+    assert_eq!(data["delivery_report"]["original_envelope_id"], lost_id, "Postfix returned our ENVID: {data}");
+    assert_eq!(data["delivery_report"]["recipient"], "nobody@example.org");
+    let log = postfix.log();
+    assert!(log.contains("to=<nobody@example.org>") && log.contains("dsn=5.1.1"), "{log}");
+
+    // Delivered through Postfix; then a notification that names it by envelope id alone.
+    let (_, delivered) =
+        server.post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Fine", "text": "2"})).await;
+    let delivered_id = delivered["id"].as_str().unwrap();
+    server.wait_status(delivered_id, "sent").await;
+    loop_until(|| async { (!mail.inbox(ANN).await.is_empty()).then_some(()) }).await;
+    let report = format!(
+        "Return-Path: <>\nFrom: MAILER-DAEMON@relay.example.net\nTo: {}\nSubject: Delivery Status Notification (Failure)\nMessage-ID: <dsn-envid@relay.example.net>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nThe mailbox is full.\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; relay.example.net\nOriginal-Envelope-Id: {delivered_id}\n\nFinal-Recipient: rfc822; {}\nAction: failed\nStatus: 5.2.2\n\n--B--\n",
+        SUPPORT.0, ANN.0
+    );
+    mail.append(SUPPORT, &report).await;
+    let failed = server.wait_status(delivered_id, "failed").await;
+    assert_eq!(failed["error"]["code"], "bounce_5.2.2", "{failed}");
+    // Both mails went through one pooled SMTP session (the other connection is the harness
+    // checking that Postfix listens).
+    let log = postfix.log();
+    assert_eq!(log.matches(" connect from ").count(), 2, "{log}");
+    assert_eq!(log.matches("lost connection after CONNECT").count(), 1, "{log}");
+    server.stop().await;
+}
+
 /// A channel block talking TLS to `localhost`: IMAP in the given mode, SMTP with STARTTLS.
 fn tls_channel(mail: &MailServers, imap_tls: &str, imap_port: u16, ca: bool) -> String {
     let ca_line = if ca { format!("ca_file = \"{}\"", mail.ca_file.display()) } else { String::new() };

@@ -1,6 +1,7 @@
 //! A private Dovecot (IMAP + LMTP) and a real SMTP server (aiosmtpd relaying into that Dovecot
-//! over LMTP), started per test on loopback ports in a temp dir. Missing software fails the
-//! test with what to install; it never skips.
+//! over LMTP), started per test on loopback ports in a temp dir; on demand also a private Postfix
+//! in front of the same Dovecot, for what only a real MTA does (DSN, bounces). Missing software
+//! fails the test with what to install; it never skips.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -24,6 +25,7 @@ pub struct MailServers {
     /// The CA that signed the servers' certificate for `localhost` (TLS servers only).
     pub ca_file: std::path::PathBuf,
     pub smtp_port: u16,
+    lmtp_port: u16,
     dovecot: Child,
     smtp: Child,
     _smtp_stdin: ChildStdin,
@@ -288,7 +290,7 @@ service stats {{
         );
         let stdin = smtp.stdin.take().unwrap();
         let ca_file = dir.path().join("ca.pem");
-        MailServers { dir, imap_port, imaps_port, ca_file, smtp_port, dovecot, smtp, _smtp_stdin: stdin }
+        MailServers { dir, imap_port, imaps_port, ca_file, smtp_port, lmtp_port, dovecot, smtp, _smtp_stdin: stdin }
     }
 
     /// The `[[channels]]` block of an email channel on these servers.
@@ -298,6 +300,20 @@ service stats {{
     }
 
     pub fn channel(&self, id: &str, extra: &str) -> String {
+        let smtp = format!(
+            "port = {}\ntls = \"none\"\nusername = \"{}\"\npassword = \"{}\"\n",
+            self.smtp_port, SUPPORT.0, SUPPORT.1
+        );
+        self.channel_sending(id, extra, &smtp)
+    }
+
+    /// `channel`, sending through `postfix` (no login: it relays for loopback clients).
+    pub fn channel_via_postfix(&self, id: &str, postfix: &Postfix) -> String {
+        self.channel_sending(id, "", &format!("port = {}\ntls = \"none\"\n", postfix.port))
+    }
+
+    /// The channel block with `smtp` (TOML lines after `host`) as its `[channels.smtp]` table.
+    fn channel_sending(&self, id: &str, extra: &str, smtp: &str) -> String {
         format!(
             r#"
 [[channels]]
@@ -314,13 +330,93 @@ username = "{}"
 password = "{}"
 [channels.smtp]
 host = "127.0.0.1"
-port = {}
-tls = "none"
-username = "{}"
-password = "{}"
-"#,
-            SUPPORT.0, self.imap_port, SUPPORT.0, SUPPORT.1, self.smtp_port, SUPPORT.0, SUPPORT.1
+{smtp}"#,
+            SUPPORT.0, self.imap_port, SUPPORT.0, SUPPORT.1
         )
+    }
+
+    /// A private Postfix (Debian's) on a loopback port that delivers every mail for
+    /// example.com/example.org into this Dovecot over LMTP, and bounces what Dovecot refuses with
+    /// a real delivery status notification to the sender. Needs root (Postfix's master drops
+    /// to the `postfix` user).
+    pub async fn start_postfix(&self) -> Postfix {
+        assert_eq!(id("-u", ""), "0", "Postfix can only be started as root");
+        let port = free_port();
+        let dir = self.dir.path().join("postfix");
+        let d = dir.display();
+        for sub in ["conf", "queue", "data"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        Command::new("chown").args(["postfix", &format!("{d}/data")]).status().unwrap();
+        // Logging to the start-fg process's stdout: no syslog daemon needed.
+        std::fs::write(
+            dir.join("conf/main.cf"),
+            format!(
+                "compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = mx.example.net
+mydomain = example.net
+myorigin = example.net
+mydestination =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+virtual_mailbox_domains = example.com example.org
+virtual_transport = lmtp:inet:127.0.0.1:{}
+maillog_file = /dev/stdout
+maillog_file_prefixes = /dev/stdout
+",
+                self.lmtp_port
+            ),
+        )
+        .unwrap();
+        // Every service unchrooted (Debian's master.cf chroots most).
+        let services = [
+            ("pickup", "unix  n - n 60 1", "pickup"),
+            ("cleanup", "unix n - n - 0", "cleanup"),
+            ("qmgr", "unix n - n 300 1", "qmgr"),
+            ("rewrite", "unix - - n - -", "trivial-rewrite"),
+            ("bounce", "unix - - n - 0", "bounce"),
+            ("defer", "unix - - n - 0", "bounce"),
+            ("trace", "unix - - n - 0", "bounce"),
+            ("verify", "unix - - n - 1", "verify"),
+            ("flush", "unix n - n 1000? 0", "flush"),
+            ("proxymap", "unix - - n - -", "proxymap"),
+            ("smtp", "unix - - n - -", "smtp"),
+            ("showq", "unix n - n - -", "showq"),
+            ("error", "unix - - n - -", "error"),
+            ("retry", "unix - - n - -", "error"),
+            ("discard", "unix - - n - -", "discard"),
+            ("lmtp", "unix - - n - -", "lmtp"),
+            ("anvil", "unix - - n - 1", "anvil"),
+            ("scache", "unix - - n - 1", "scache"),
+            ("postlog", "unix-dgram n - n - 1", "postlogd"),
+        ];
+        let mut master = format!("127.0.0.1:{port} inet n - n - - smtpd\n");
+        for (name, flags, command) in services {
+            master.push_str(&format!("{name} {flags} {command}\n"));
+        }
+        std::fs::write(dir.join("conf/master.cf"), master).unwrap();
+        let log = std::fs::File::create(dir.join("postfix.log")).unwrap();
+        let child = Command::new("postfix")
+            .args(["-c", &format!("{d}/conf"), "start-fg"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start postfix ({e}): apt-get install postfix (tests/run.sh does)"));
+        let postfix = Postfix { port, dir, child };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return postfix;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("postfix did not listen on {port}:\n{}", postfix.log());
     }
 
     /// A test-side IMAP session (a mail client of the test's own).
@@ -382,4 +478,27 @@ impl Drop for MailServers {
 /// A mail as a client would write it.
 pub fn mail(from: &str, to: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
     format!("From: {from}\nTo: {to}\nSubject: {subject}\nMessage-ID: <{message_id}>\nDate: Mon, 23 Nov 2026 10:00:00 +0000\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n{headers}\n{body}\n")
+}
+
+/// A private Postfix started by `MailServers::start_postfix`; stopped when dropped.
+pub struct Postfix {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl Postfix {
+    /// What Postfix logged (one line per delivery attempt, with its `dsn=` status).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let conf = self.dir.join("conf");
+        let _ = Command::new("postfix").arg("-c").arg(&conf).arg("stop").output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -12,6 +12,7 @@ pub mod oauth2;
 pub mod outbound;
 pub mod reply;
 pub mod report;
+mod smtp;
 #[cfg(test)]
 mod tests;
 mod tls;

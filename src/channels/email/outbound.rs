@@ -1,7 +1,9 @@
-//! SMTP out (lettre over rustls; implicit TLS, STARTTLS, or plain to loopback; AUTH PLAIN/LOGIN;
-//! pooled connections). Multipart text+HTML, attachments from the blob store, Message-ID
-//! `<msg_….cnv_…@domain>`, In-Reply-To and References from the conversation, and Reply-To with
-//! the conversation token when `reply_token` is on. 4xx replies are temporary, 5xx permanent.
+//! SMTP out (lettre over rustls; implicit TLS, STARTTLS, or plain to loopback; AUTH PLAIN/LOGIN
+//! or XOAUTH2; pooled sessions, `smtp.rs`). Multipart text+HTML, attachments from the blob
+//! store, Message-ID `<msg_….cnv_…@domain>`, In-Reply-To and References from the conversation,
+//! and Reply-To with the conversation token when `reply_token` is on. Where the server offers
+//! DSN, the envelope id is the message id, so a bounce names the message it is about. 4xx
+//! replies are temporary, 5xx permanent.
 //! A refused login, a failed OAuth2 refresh or a failed TLS setup makes the channel
 //! `Unavailable`: the messages wait for fixed credentials and `/readyz` shows the channel failing.
 
@@ -11,10 +13,10 @@ use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::config::{EmailChannelConfig, ImapConfig, TlsMode};
 use super::oauth2::TokenSource;
+use super::smtp::{self, Envelope, Pool, Session};
 use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
 use crate::pipeline::ChannelState;
 use crate::stitch::email::own_message_id;
@@ -22,8 +24,7 @@ use crate::stitch::email::own_message_id;
 pub struct SmtpOutbound {
     /// Where a copy of each sent mail is appended, with how to log in there.
     sent_copy: Option<(ImapConfig, String, Option<TokenSource>)>,
-    /// With a password: built once. With OAuth2: rebuilt whenever the access token changes.
-    transport: tokio::sync::Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
+    sessions: Pool,
     settings: Transport,
     from: Mailbox,
     domain: String,
@@ -40,28 +41,12 @@ fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsPa
     builder.build_rustls().map_err(|e| e.to_string())
 }
 
-/// What a transport is built from.
+/// Where sessions connect and how they log in.
 struct Transport {
-    host: String,
-    port: u16,
-    timeout: std::time::Duration,
-    tls: Tls,
+    server: smtp::Server,
     username: Option<String>,
     password: Option<String>,
     tokens: Option<TokenSource>,
-}
-
-impl Transport {
-    fn build(&self, secret: Option<&str>, mechanisms: Vec<Mechanism>) -> AsyncSmtpTransport<Tokio1Executor> {
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&self.host)
-            .port(self.port)
-            .timeout(Some(self.timeout))
-            .tls(self.tls.clone());
-        if let (Some(user), Some(secret)) = (&self.username, secret) {
-            builder = builder.credentials(Credentials::new(user.clone(), secret.to_owned())).authentication(mechanisms);
-        }
-        builder.build()
-    }
 }
 
 impl SmtpOutbound {
@@ -81,10 +66,7 @@ impl SmtpOutbound {
             }
         };
         let settings = Transport {
-            host: smtp.host.clone(),
-            port: smtp.port,
-            timeout: smtp.timeout.0,
-            tls,
+            server: smtp::Server { host: smtp.host.clone(), port: smtp.port, timeout: smtp.timeout.0, tls },
             username: smtp.username.clone(),
             password: smtp.password.as_ref().map(|p| p.expose().to_owned()),
             tokens: smtp.oauth2.clone().map(|o| TokenSource::new(o, state.clone())),
@@ -97,7 +79,7 @@ impl SmtpOutbound {
         });
         Some(SmtpOutbound {
             sent_copy,
-            transport: tokio::sync::Mutex::new(None),
+            sessions: Pool::default(),
             settings,
             from,
             domain: config.domain().to_owned(),
@@ -111,6 +93,7 @@ impl SmtpOutbound {
         let m = &out.message;
         let to: Mailbox =
             out.recipient.parse().map_err(|e| permanent("bad_address", format!("`{}`: {e}", out.recipient)))?;
+        let recipient = to.email.clone();
         let header_id = own_message_id(m.id.as_str(), m.conversation_id.as_str(), &self.domain);
         let subject = match m.subject.as_deref() {
             Some(s) if !out.thread_refs.is_empty() && !s.to_lowercase().starts_with("re:") => format!("Re: {s}"),
@@ -151,18 +134,15 @@ impl SmtpOutbound {
             let name = attachment.filename.clone().unwrap_or_else(|| attachment.id.to_string());
             mixed = mixed.singlepart(Attachment::new(name).body(bytes, content_type));
         }
-        let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?;
-        let transport = self.transport().await?;
-        let copy = self.sent_copy.as_ref().map(|_| mail.formatted());
-        match transport.send(mail).await {
-            Ok(_) => {
-                if let Some(bytes) = copy {
-                    self.append_copy(&bytes).await;
-                }
-                Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) })
-            }
-            Err(e) => Err(classify(&e)),
+        let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?.formatted();
+        let envelope = Envelope { from: &self.from.email, to: &recipient, envid: m.id.as_str() };
+        let mut session = self.session().await?;
+        session.send(&envelope, &mail).await.map_err(|e| classify(&e))?;
+        self.sessions.give_back(session);
+        if self.sent_copy.is_some() {
+            self.append_copy(&mail).await;
         }
+        Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) })
     }
 
     /// Appends a sent mail to the Sent folder. The mail is already sent: a failure here is logged,
@@ -183,28 +163,29 @@ impl SmtpOutbound {
 }
 
 impl SmtpOutbound {
-    /// The pooled transport, rebuilt when an OAuth2 access token was refreshed.
-    async fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>, SendError> {
+    /// An idle session, or a new one logged in with the password or a current OAuth2 access
+    /// token (a session stays logged in when its token later expires).
+    async fn session(&self) -> Result<Session, SendError> {
+        if let Some(session) = self.sessions.take().await {
+            return Ok(session);
+        }
         let (secret, mechanisms) = match &self.settings.tokens {
             Some(tokens) => {
                 let token = tokens
                     .access_token()
                     .await
                     .map_err(|reason| SendError::Unavailable { code: "oauth2".into(), reason })?;
-                (Some(token), vec![Mechanism::Xoauth2])
+                (Some(token), [Mechanism::Xoauth2].as_slice())
             }
-            None => (self.settings.password.clone(), vec![Mechanism::Plain, Mechanism::Login]),
+            None => (self.settings.password.clone(), [Mechanism::Plain, Mechanism::Login].as_slice()),
         };
-        let key = secret.clone().unwrap_or_default();
-        let mut cached = self.transport.lock().await;
-        match cached.as_ref() {
-            Some((k, transport)) if *k == key => Ok(transport.clone()),
-            _ => {
-                let transport = self.settings.build(secret.as_deref(), mechanisms);
-                *cached = Some((key, transport.clone()));
-                Ok(transport)
-            }
-        }
+        let login = match (&self.settings.username, secret) {
+            (Some(user), Some(secret)) => Some((Credentials::new(user.clone(), secret), mechanisms)),
+            _ => None,
+        };
+        let session = Session::open(&self.settings.server, login).await.map_err(|e| classify(&e))?;
+        tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
+        Ok(session)
     }
 }
 

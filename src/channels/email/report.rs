@@ -127,7 +127,7 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
                             report.recipient = Some(strip_type(&value))
                         }
                         "diagnostic-code" => report.diagnostic = Some(strip_type(&value)),
-                        "original-envelope-id" => report.original_envelope_id = Some(value),
+                        "original-envelope-id" => report.original_envelope_id = Some(xtext_decode(&value)),
                         _ => {}
                     }
                 }
@@ -156,4 +156,35 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
         }
     }
     Some(report)
+}
+
+/// An RFC 3461 xtext value (`+XX` stands for the byte 0xXX), as the envelope id travels; a
+/// malformed escape is kept as it is.
+fn xtext_decode(value: &str) -> String {
+    let mut out = Vec::with_capacity(value.len());
+    let mut bytes = value.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'+' {
+            let hex: Vec<u8> = bytes.clone().take(2).collect();
+            if hex.len() == 2 && hex.iter().all(u8::is_ascii_hexdigit) {
+                let digit = |d: u8| (d as char).to_digit(16).expect("a hex digit") as u8;
+                out.push(digit(hex[0]) << 4 | digit(hex[1]));
+                bytes.nth(1);
+                continue;
+            }
+        }
+        out.push(b);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn envelope_ids_are_decoded_from_xtext() {
+        assert_eq!(super::xtext_decode("msg_01JABC"), "msg_01JABC");
+        assert_eq!(super::xtext_decode("a+2Bb+3Dc"), "a+b=c");
+        assert_eq!(super::xtext_decode("odd+4"), "odd+4");
+        assert_eq!(super::xtext_decode("sign++41"), "sign+A");
+    }
 }

@@ -1,0 +1,148 @@
+//! SMTP client sessions: lettre's connection (TLS, STARTTLS, AUTH) driven by us, and a small pool
+//! of idle sessions.
+//!
+//! Not lettre's transport, because it cannot put parameters on `MAIL FROM` and `RCPT TO`. With
+//! them, on a server that offers DSN (RFC 3461), each mail carries `ENVID=<our message id>` and
+//! `RET=HDRS`, and its recipient `NOTIFY=FAILURE,DELAY` and `ORCPT`: the bounce that comes back
+//! names the message in `Original-Envelope-Id`, even when the original's headers are cut off
+//! or its Message-ID was rewritten on the way. A server without DSN gets plain commands (it
+//! would refuse unknown parameters).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Tls};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter, RcptParameter};
+use lettre::transport::smtp::Error;
+use lettre::Address;
+
+/// Idle sessions kept for reuse.
+const MAX_IDLE: usize = 4;
+/// How long a session may idle before it is closed rather than reused: servers drop idle clients
+/// after a few minutes (RFC 5321 §4.5.3.2.7), and a session that old is likely gone.
+const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+
+/// Where and how to connect.
+pub(super) struct Server {
+    pub host: String,
+    pub port: u16,
+    pub timeout: Duration,
+    pub tls: Tls,
+}
+
+/// One logged-in session.
+pub(super) struct Session {
+    conn: AsyncSmtpConnection,
+    /// The server offers DSN (RFC 3461).
+    dsn: bool,
+    idle_since: Instant,
+}
+
+/// One mail's envelope: `envid` names it in delivery status notifications.
+pub(super) struct Envelope<'a> {
+    pub from: &'a Address,
+    pub to: &'a Address,
+    pub envid: &'a str,
+}
+
+impl Session {
+    /// Connects (implicit TLS or STARTTLS as configured), learns whether the server offers DSN,
+    /// and logs in when `login` is given.
+    pub async fn open(server: &Server, login: Option<(Credentials, &[Mechanism])>) -> Result<Session, Error> {
+        let hello = ClientId::default();
+        let wrapper = match &server.tls {
+            Tls::Wrapper(parameters) => Some(parameters.clone()),
+            _ => None,
+        };
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (server.host.as_str(), server.port),
+            Some(server.timeout),
+            &hello,
+            wrapper,
+            None,
+        )
+        .await?;
+        if let Tls::Required(parameters) = &server.tls {
+            // Refused by lettre when the server does not offer STARTTLS: never in the clear.
+            conn.starttls(parameters.clone(), &hello).await?;
+        }
+        // lettre keeps only the extensions it knows: ask for the list again (RFC 5321 allows
+        // EHLO at any point; done before AUTH, which is then the session's last change).
+        let ehlo = conn.command(Ehlo::new(hello)).await?;
+        let dsn = ehlo.message().skip(1).any(|line| {
+            line.split_ascii_whitespace().next().is_some_and(|keyword| keyword.eq_ignore_ascii_case("DSN"))
+        });
+        if let Some((credentials, mechanisms)) = login {
+            conn.auth(mechanisms, &credentials).await?;
+        }
+        Ok(Session { conn, dsn, idle_since: Instant::now() })
+    }
+
+    /// One mail transaction. On an error the session is in an unknown state: drop it.
+    pub async fn send(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), Error> {
+        let info = self.conn.server_info();
+        let mut mail_parameters = Vec::new();
+        if !mail.is_ascii() && info.supports_feature(Extension::EightBitMime) {
+            mail_parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        let non_ascii =
+            !AsRef::<str>::as_ref(envelope.from).is_ascii() || !AsRef::<str>::as_ref(envelope.to).is_ascii();
+        if non_ascii && info.supports_feature(Extension::SmtpUtfEight) {
+            mail_parameters.push(MailParameter::SmtpUtfEight);
+        }
+        let mut rcpt_parameters = Vec::new();
+        if self.dsn {
+            // lettre writes the values as xtext (RFC 3461 §4).
+            let other =
+                |keyword: &str, value: String| MailParameter::Other { keyword: keyword.into(), value: Some(value) };
+            mail_parameters.push(other("ENVID", envelope.envid.to_owned()));
+            mail_parameters.push(other("RET", "HDRS".into()));
+            let other =
+                |keyword: &str, value: String| RcptParameter::Other { keyword: keyword.into(), value: Some(value) };
+            rcpt_parameters.push(other("NOTIFY", "FAILURE,DELAY".into()));
+            rcpt_parameters.push(other("ORCPT", format!("rfc822;{}", envelope.to)));
+        }
+        self.conn.command(Mail::new(Some(envelope.from.clone()), mail_parameters)).await?;
+        self.conn.command(Rcpt::new(envelope.to.clone(), rcpt_parameters)).await?;
+        self.conn.command(Data).await?;
+        self.conn.message(mail).await?;
+        Ok(())
+    }
+
+    pub fn offers_dsn(&self) -> bool {
+        self.dsn
+    }
+}
+
+/// Idle sessions, reused newest first.
+#[derive(Default)]
+pub(super) struct Pool {
+    idle: Mutex<Vec<Session>>,
+}
+
+impl Pool {
+    /// An idle session that still answers (NOOP), if there is one.
+    pub async fn take(&self) -> Option<Session> {
+        loop {
+            let mut session = {
+                let mut idle = self.idle.lock().expect("pool lock");
+                idle.retain(|s| s.idle_since.elapsed() < MAX_IDLE_TIME);
+                idle.pop()?
+            };
+            if session.conn.test_connected().await {
+                return Some(session);
+            }
+        }
+    }
+
+    /// Keeps a session that finished its transaction, unless enough are idle already.
+    pub fn give_back(&self, mut session: Session) {
+        session.idle_since = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < MAX_IDLE && !session.conn.has_broken() {
+            idle.push(session);
+        }
+    }
+}
