@@ -8,7 +8,7 @@
 //! or its Message-ID was rewritten on the way. A server without DSN gets plain commands (it
 //! would refuse unknown parameters).
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -116,22 +116,20 @@ impl Session {
     }
 }
 
-/// Idle sessions, reused newest first.
+/// Idle sessions, reused newest first. Sessions idle past `MAX_IDLE_TIME` are closed with QUIT
+/// by a background task, so no half-closed connection lingers on either side.
 #[derive(Default)]
 pub(super) struct Pool {
-    idle: Mutex<Vec<Session>>,
+    idle: Arc<Mutex<Vec<Session>>>,
+    reaper: std::sync::OnceLock<()>,
 }
 
 impl Pool {
     /// An idle session that still answers (NOOP), if there is one.
     pub async fn take(&self) -> Option<Session> {
         loop {
-            let mut session = {
-                let mut idle = self.idle.lock().expect("pool lock");
-                idle.retain(|s| s.idle_since.elapsed() < MAX_IDLE_TIME);
-                idle.pop()?
-            };
-            if session.conn.test_connected().await {
+            let mut session = self.idle.lock().expect("pool lock").pop()?;
+            if session.idle_since.elapsed() < MAX_IDLE_TIME && session.conn.test_connected().await {
                 return Some(session);
             }
         }
@@ -140,9 +138,36 @@ impl Pool {
     /// Keeps a session that finished its transaction, unless enough are idle already.
     pub fn give_back(&self, mut session: Session) {
         session.idle_since = Instant::now();
-        let mut idle = self.idle.lock().expect("pool lock");
-        if idle.len() < MAX_IDLE && !session.conn.has_broken() {
+        if session.conn.has_broken() {
+            return;
+        }
+        {
+            let mut idle = self.idle.lock().expect("pool lock");
+            if idle.len() >= MAX_IDLE {
+                return;
+            }
             idle.push(session);
         }
+        self.reaper.get_or_init(|| {
+            // Ends with the pool (the channel's sending side): only a weak reference is kept.
+            let idle = Arc::downgrade(&self.idle);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(MAX_IDLE_TIME / 4).await;
+                    let Some(idle) = idle.upgrade() else { return };
+                    let expired: Vec<Session> = {
+                        let mut idle = idle.lock().expect("pool lock");
+                        let (expired, kept) =
+                            idle.drain(..).partition(|s: &Session| s.idle_since.elapsed() >= MAX_IDLE_TIME);
+                        *idle = kept;
+                        expired
+                    };
+                    drop(idle);
+                    for mut session in expired {
+                        let _ = session.conn.quit().await;
+                    }
+                }
+            });
+        });
     }
 }
