@@ -214,10 +214,10 @@ async fn session(
     if let OnServer::CopyAndFlagDeleted(target) = &after {
         tracing::warn!(channel = %cx.channel_id, folder, target, "the server has neither MOVE nor UIDPLUS: imported mail is copied and flagged \\Deleted, but not expunged (a plain EXPUNGE would also remove mail others flagged)");
     }
+    let open = OpenFolder { channel, name: folder, validity, after, cx };
     loop {
         let since_filter = since.clone().filter(|_| last_uid == 0);
-        last_uid = import_new(channel, &mut session, folder, validity, last_uid, since_filter, &mut stored, &after, cx)
-            .await?;
+        last_uid = open.import_new(&mut session, last_uid, since_filter, &mut stored).await?;
         if cx.shutdown.is_cancelled() {
             let _ = session.logout().await;
             return Ok(());
@@ -248,73 +248,80 @@ async fn session(
     }
 }
 
-/// Imports every mail above `last_uid` (received on or after `since`, an IMAP date, when given),
-/// in UID order, batch by batch; returns the new last UID. `stored` is the folder's checkpoint
-/// as stored, kept current as batches commit.
-#[allow(clippy::too_many_arguments)]
-async fn import_new(
-    channel: &Arc<EmailChannelConfig>,
-    session: &mut ImapSession,
-    folder: &str,
+/// A selected folder: what stays the same for as long as its session lasts.
+struct OpenFolder<'a> {
+    channel: &'a Arc<EmailChannelConfig>,
+    name: &'a str,
     validity: u32,
-    mut last_uid: u32,
-    since: Option<String>,
-    stored: &mut Option<String>,
-    after: &OnServer,
-    cx: &InboundContext,
-) -> Result<u32, ImapError> {
-    let query = match &since {
-        Some(day) => format!("UID {}:* SINCE {day}", last_uid + 1),
-        None => format!("UID {}:*", last_uid + 1),
-    };
-    // `n:*` always matches the highest UID even when it is below n: filter.
-    let mut uids: Vec<u32> = session.uid_search(query).await?.into_iter().filter(|u| *u > last_uid).collect();
-    uids.sort_unstable();
-    // A pipeline: while this task fetches batch k+2, batch k+1 is parsed and its attachments
-    // stored (on the blocking pool), and batches k and k+1 wait in the store's queue, so the
-    // writer never idles between them. Batches are submitted strictly in UID order and each
-    // commits in one transaction with the checkpoint that covers it, moved only from the value
-    // the previous batch left: a batch queued behind one that failed fails too.
-    let key = checkpoint_key(folder);
-    let mut preparing: Option<Preparing> = None;
-    let mut in_flight: VecDeque<Committing> = VecDeque::new();
-    // Sizes are asked for a slice of the backlog at a time, so the first batch is fetched
-    // without waiting for the sizes of all of it; the first slice is small.
-    let (head, rest) = uids.split_at(uids.len().min(FIRST_REQUEST));
-    let slices = std::iter::once(head).filter(|h| !h.is_empty()).chain(rest.chunks(SIZES_PER_REQUEST));
-    'backlog: for slice in slices {
-        for batch in size_batches(session, slice).await? {
-            // On shutdown or reload, stop fetching and finish what is under way: a long backlog
-            // must not hold up a stop (the rest is imported after the restart, from the
-            // checkpoint).
-            if cx.shutdown.is_cancelled() {
-                break 'backlog;
-            }
-            let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-            let mut mails: Vec<(u32, Vec<u8>)> = session
-                .uid_fetch(&set, "(UID BODY.PEEK[])")
-                .await?
-                .try_filter_map(|f| async move { Ok(f.uid.zip(f.body().map(<[u8]>::to_vec))) })
-                .try_collect()
-                .await?;
-            mails.sort_by_key(|(uid, _)| *uid);
-            let Some(last) = mails.last().map(|(uid, _)| *uid) else { continue };
-            let task = tokio::spawn(prepare(channel.clone(), cx.clone(), mails));
-            if let Some(ready) = preparing.replace(Preparing { task, last, set }) {
-                in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
-            }
-            while in_flight.len() > MAX_QUEUED_BATCHES {
-                last_uid = in_flight.pop_front().expect("non-empty").finish(session, folder, after, cx).await?;
+    after: OnServer,
+    cx: &'a InboundContext,
+}
+
+impl OpenFolder<'_> {
+    /// Imports every mail above `last_uid` (received on or after `since`, an IMAP date, when given),
+    /// in UID order, batch by batch; returns the new last UID. `stored` is the folder's checkpoint
+    /// as stored, kept current as batches commit.
+    async fn import_new(
+        &self,
+        session: &mut ImapSession,
+        mut last_uid: u32,
+        since: Option<String>,
+        stored: &mut Option<String>,
+    ) -> Result<u32, ImapError> {
+        let (cx, validity) = (self.cx, self.validity);
+        let query = match &since {
+            Some(day) => format!("UID {}:* SINCE {day}", last_uid + 1),
+            None => format!("UID {}:*", last_uid + 1),
+        };
+        // `n:*` always matches the highest UID even when it is below n: filter.
+        let mut uids: Vec<u32> = session.uid_search(query).await?.into_iter().filter(|u| *u > last_uid).collect();
+        uids.sort_unstable();
+        // A pipeline: while this task fetches batch k+2, batch k+1 is parsed and its attachments
+        // stored (on the blocking pool), and batches k and k+1 wait in the store's queue, so the
+        // writer never idles between them. Batches are submitted strictly in UID order and each
+        // commits in one transaction with the checkpoint that covers it, moved only from the value
+        // the previous batch left: a batch queued behind one that failed fails too.
+        let key = checkpoint_key(self.name);
+        let mut preparing: Option<Preparing> = None;
+        let mut in_flight: VecDeque<Committing> = VecDeque::new();
+        // Sizes are asked for a slice of the backlog at a time, so the first batch is fetched
+        // without waiting for the sizes of all of it; the first slice is small.
+        let (head, rest) = uids.split_at(uids.len().min(FIRST_REQUEST));
+        let slices = std::iter::once(head).filter(|h| !h.is_empty()).chain(rest.chunks(SIZES_PER_REQUEST));
+        'backlog: for slice in slices {
+            for batch in size_batches(session, slice).await? {
+                // On shutdown or reload, stop fetching and finish what is under way: a long backlog
+                // must not hold up a stop (the rest is imported after the restart, from the
+                // checkpoint).
+                if cx.shutdown.is_cancelled() {
+                    break 'backlog;
+                }
+                let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+                let mut mails: Vec<(u32, Vec<u8>)> = session
+                    .uid_fetch(&set, "(UID BODY.PEEK[])")
+                    .await?
+                    .try_filter_map(|f| async move { Ok(f.uid.zip(f.body().map(<[u8]>::to_vec))) })
+                    .try_collect()
+                    .await?;
+                mails.sort_by_key(|(uid, _)| *uid);
+                let Some(last) = mails.last().map(|(uid, _)| *uid) else { continue };
+                let task = tokio::spawn(prepare(self.channel.clone(), cx.clone(), mails));
+                if let Some(ready) = preparing.replace(Preparing { task, last, set }) {
+                    in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
+                }
+                while in_flight.len() > MAX_QUEUED_BATCHES {
+                    last_uid = in_flight.pop_front().expect("non-empty").finish(session, self).await?;
+                }
             }
         }
+        if let Some(ready) = preparing.take() {
+            in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
+        }
+        while let Some(committing) = in_flight.pop_front() {
+            last_uid = committing.finish(session, self).await?;
+        }
+        Ok(last_uid)
     }
-    if let Some(ready) = preparing.take() {
-        in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
-    }
-    while let Some(committing) = in_flight.pop_front() {
-        last_uid = committing.finish(session, folder, after, cx).await?;
-    }
-    Ok(last_uid)
 }
 
 /// Parses a fetched batch and makes its attachments durable.
@@ -423,17 +430,11 @@ struct Committing {
 impl Committing {
     /// Waits for the commit (which advanced the checkpoint), then acts on the server; returns the
     /// new last UID.
-    async fn finish(
-        self,
-        session: &mut ImapSession,
-        folder: &str,
-        after: &OnServer,
-        cx: &InboundContext,
-    ) -> Result<u32, ImapError> {
+    async fn finish(self, session: &mut ImapSession, folder: &OpenFolder<'_>) -> Result<u32, ImapError> {
         let outcomes = self.commit.await?;
-        tracing::debug!(channel = %cx.channel_id, folder, mails = outcomes.len(), last_uid = self.last, "mails imported");
+        tracing::debug!(channel = %folder.cx.channel_id, folder = folder.name, mails = outcomes.len(), last_uid = self.last, "mails imported");
         // Everything up to `last` is committed, and the checkpoint with it: act on the server.
-        after.apply(session, &self.set).await?;
+        folder.after.apply(session, &self.set).await?;
         Ok(self.last)
     }
 }
