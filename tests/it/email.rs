@@ -616,6 +616,37 @@ async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
     server.stop().await;
 }
 
+/// A real MTA's delay notification (we ask for them with NOTIFY=DELAY): Postfix cannot reach
+/// slow.example.org and tells the sender; the report is recorded on the message's conversation
+/// and the message stays sent, since it may yet arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postfix_delay_notification_is_recorded_and_fails_nothing() {
+    let mail = MailServers::start().await;
+    let postfix = mail.start_postfix().await;
+    let server = TestServer::start(&mail.channel_via_postfix("support", &postfix)).await;
+    let (_, waiting) = server
+        .post(
+            "/v1/messages",
+            json!({"channel": "support", "to": "ann@slow.example.org", "subject": "Slow", "text": "1"}),
+        )
+        .await;
+    let waiting_id = waiting["id"].as_str().unwrap();
+    server.wait_status(waiting_id, "sent").await;
+    let report =
+        loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await;
+    let data = &report["data"];
+    assert_eq!(data["delivery_report"]["action"], "delayed", "{data}");
+    assert!(data["delivery_report"]["status"].as_str().unwrap().starts_with("4."), "{data}");
+    assert_eq!(data["delivery_report"]["original_envelope_id"], waiting_id);
+    assert_eq!(data["conversation_id"], waiting["conversation_id"]);
+    assert_eq!(data["auto_reply"], true);
+    let (_, still) = server.get(&format!("/v1/messages/{waiting_id}")).await;
+    assert_eq!(still["status"], "sent", "a delay fails nothing: {still}");
+    let log = postfix.log();
+    assert!(log.contains("to=<ann@slow.example.org>") && log.contains("status=deferred"), "{log}");
+    server.stop().await;
+}
+
 /// A channel block talking TLS to `localhost`: IMAP in the given mode, SMTP with STARTTLS.
 fn tls_channel(mail: &MailServers, imap_tls: &str, imap_port: u16, ca: bool) -> String {
     let ca_line = if ca { format!("ca_file = \"{}\"", mail.ca_file.display()) } else { String::new() };

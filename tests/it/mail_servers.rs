@@ -337,7 +337,8 @@ host = "127.0.0.1"
 
     /// A private Postfix (Debian's) on a loopback port that delivers every mail for
     /// example.com/example.org into this Dovecot over LMTP, and bounces what Dovecot refuses with
-    /// a real delivery status notification to the sender. Needs root (Postfix's master drops
+    /// a real delivery status notification to the sender. Mail for slow.example.org cannot be
+    /// delivered and stays queued: its sender gets a delay notification after about a second. Needs root (Postfix's master drops
     /// to the `postfix` user).
     pub async fn start_postfix(&self) -> Postfix {
         assert_eq!(id("-u", ""), "0", "Postfix can only be started as root");
@@ -361,12 +362,21 @@ myhostname = mx.example.net
 mydomain = example.net
 myorigin = example.net
 mydestination =
+alias_maps =
+alias_database =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
-virtual_mailbox_domains = example.com example.org
+virtual_mailbox_domains = example.com example.org slow.example.org
 virtual_transport = lmtp:inet:127.0.0.1:{}
+# slow.example.org never answers (nothing listens on port 9): its mail waits in the queue, and
+# the sender gets Postfix's delay warning within seconds instead of hours.
+transport_maps = inline:{{ slow.example.org=lmtp:inet:127.0.0.1:9 }}
+delay_warning_time = 1s
+queue_run_delay = 1s
+minimal_backoff_time = 1s
+maximal_backoff_time = 2s
 maillog_file = /dev/stdout
 maillog_file_prefixes = /dev/stdout
 ",
