@@ -80,8 +80,17 @@ impl Session {
         Ok(Session { conn, dsn, idle_since: Instant::now() })
     }
 
-    /// One mail transaction. On an error the session is in an unknown state: drop it.
+    /// One mail transaction. On an error the session is ended (QUIT, unless the connection is
+    /// already broken) and must not be reused.
     pub async fn send(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), Error> {
+        let result = self.transaction(envelope, mail).await;
+        if result.is_err() {
+            self.conn.abort().await;
+        }
+        result
+    }
+
+    async fn transaction(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), Error> {
         let info = self.conn.server_info();
         let mut mail_parameters = Vec::new();
         if !mail.is_ascii() && info.supports_feature(Extension::EightBitMime) {
