@@ -25,6 +25,8 @@ pub struct MailServers {
     /// The CA that signed the servers' certificate for `localhost` (TLS servers only).
     pub ca_file: std::path::PathBuf,
     pub smtp_port: u16,
+    /// Implicit-TLS SMTP port (TLS servers only).
+    pub smtps_port: u16,
     lmtp_port: u16,
     dovecot: Child,
     smtp: Child,
@@ -157,7 +159,8 @@ impl MailServers {
     }
 
     /// Dovecot with TLS (implicit on `imaps_port`, STARTTLS on `imap_port`) and an SMTP server
-    /// requiring STARTTLS; certificates from a test CA in `ca_file`.
+    /// requiring STARTTLS on `smtp_port` and speaking implicit TLS on `smtps_port`; certificates
+    /// from a test CA in `ca_file`.
     pub async fn start_tls() -> MailServers {
         Self::launch(true, None, "").await
     }
@@ -166,7 +169,7 @@ impl MailServers {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let (imap_port, lmtp_port, smtp_port) = (free_port(), free_port(), free_port());
-        let imaps_port = if tls { free_port() } else { 0 };
+        let (imaps_port, smtps_port) = if tls { (free_port(), free_port()) } else { (0, 0) };
         if tls {
             make_certificates(dir.path());
         }
@@ -273,7 +276,11 @@ service stats {{
         let mut smtp = Command::new(&python)
             .arg(&script)
             .args([smtp_port.to_string(), lmtp_port.to_string(), format!("{d}/users")])
-            .args(if tls { vec![format!("{d}/server.pem"), format!("{d}/server.key")] } else { vec![] })
+            .args(if tls {
+                vec![format!("{d}/server.pem"), format!("{d}/server.key"), smtps_port.to_string()]
+            } else {
+                vec![]
+            })
             .envs(introspection_url.map(|u| ("INTROSPECTION_URL", u.to_owned())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -290,7 +297,18 @@ service stats {{
         );
         let stdin = smtp.stdin.take().unwrap();
         let ca_file = dir.path().join("ca.pem");
-        MailServers { dir, imap_port, imaps_port, ca_file, smtp_port, lmtp_port, dovecot, smtp, _smtp_stdin: stdin }
+        MailServers {
+            dir,
+            imap_port,
+            imaps_port,
+            ca_file,
+            smtp_port,
+            smtps_port,
+            lmtp_port,
+            dovecot,
+            smtp,
+            _smtp_stdin: stdin,
+        }
     }
 
     /// The `[[channels]]` block of an email channel on these servers.

@@ -1,7 +1,8 @@
 """A real SMTP server (aiosmtpd, PyPI) that requires AUTH and delivers into Dovecot over LMTP.
 
-Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE [CERT KEY]
-With CERT and KEY the server offers STARTTLS and requires it before AUTH. With
+Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE [CERT KEY SMTPS_PORT]
+With CERT and KEY the server offers STARTTLS on SMTP_PORT and requires it before AUTH, and a
+second listener on SMTPS_PORT speaks TLS from the first byte (implicit TLS, as on port 465). With
 INTROSPECTION_URL in the environment it also accepts AUTH XOAUTH2, validating the bearer token
 there (RFC 7662), as Dovecot's oauth2 passdb does.
 USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
@@ -65,15 +66,24 @@ class Relay:
 
 
 tls = {}
-if len(sys.argv) > 5:
+controllers = []
+if len(sys.argv) > 6:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(sys.argv[4], sys.argv[5])
     tls = {"tls_context": context, "require_starttls": True}
-controller = Controller(
+    # Implicit TLS: the connection is encrypted before any SMTP (aiosmtpd's own TLS check only
+    # knows STARTTLS, hence auth_require_tls=False).
+    controllers.append(Controller(
+        Relay(), hostname="127.0.0.1", port=int(sys.argv[6]), authenticator=authenticator,
+        auth_required=True, auth_require_tls=False, ssl_context=context,
+    ))
+controllers.append(Controller(
     Relay(), hostname="127.0.0.1", port=smtp_port, authenticator=authenticator,
     auth_required=True, auth_require_tls=bool(tls), **tls,
-)
-controller.start()
+))
+for controller in controllers:
+    controller.start()
 print("ready", flush=True)
 sys.stdin.read()
-controller.stop()
+for controller in controllers:
+    controller.stop()
