@@ -444,6 +444,20 @@ async fn malformed_mime_keeps_what_parsed_and_the_exact_source() {
     server.stop().await;
 }
 
+/// AUTH LOGIN, for servers that offer no PLAIN (older Exchange and appliances do so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_auth_login_when_the_server_offers_nothing_else() {
+    let mail = MailServers::start_with_smtp_auth("LOGIN").await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let (_, queued) =
+        server.post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Login", "text": "hi"})).await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    assert_eq!(mail.inbox(ANN).await.len(), 1);
+    let log = mail.smtp_log();
+    assert!(log.contains(&format!("AUTH LOGIN ok {}", SUPPORT.0)) && !log.contains("AUTH PLAIN"), "{log}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_refusals_fail_the_message_permanently() {
     let mail = MailServers::start().await;

@@ -116,21 +116,21 @@ fn make_certificates(dir: &std::path::Path) {
 
 impl MailServers {
     pub async fn start() -> MailServers {
-        Self::launch(false, None, "").await
+        Self::launch(false, None, "", None).await
     }
 
     /// Dovecot without IDLE in its capabilities (as some servers and proxies are), so a client
     /// has to poll.
     pub async fn start_without_idle() -> MailServers {
-        Self::launch(false, None, "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE\n").await
+        Self::launch(false, None, "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE\n", None).await
     }
 
     /// Dovecot offering neither MOVE nor (with `uidplus = false`) UIDPLUS, as older servers do.
     /// It still accepts them: `client_commands` shows what the client sent.
     pub async fn start_without_move(uidplus: bool) -> MailServers {
         let capabilities = if uidplus { "IDLE UIDPLUS" } else { "IDLE" };
-        Self::launch(false, None, &format!("imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE {capabilities}\n"))
-            .await
+        let capabilities = format!("imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE {capabilities}\n");
+        Self::launch(false, None, &capabilities, None).await
     }
 
     /// Every command IMAP clients sent so far (Dovecot's rawlog of each session, `*.in`).
@@ -155,17 +155,27 @@ impl MailServers {
 
     /// Dovecot also accepting XOAUTH2, validating tokens at `introspection_url` (RFC 7662).
     pub async fn start_oauth2(introspection_url: &str) -> MailServers {
-        Self::launch(false, Some(introspection_url), "").await
+        Self::launch(false, Some(introspection_url), "", None).await
     }
 
     /// Dovecot with TLS (implicit on `imaps_port`, STARTTLS on `imap_port`) and an SMTP server
     /// requiring STARTTLS on `smtp_port` and speaking implicit TLS on `smtps_port`; certificates
     /// from a test CA in `ca_file`.
     pub async fn start_tls() -> MailServers {
-        Self::launch(true, None, "").await
+        Self::launch(true, None, "", None).await
     }
 
-    async fn launch(tls: bool, introspection_url: Option<&str>, extra_config: &str) -> MailServers {
+    /// The servers with an SMTP server that offers only AUTH `mechanism` (e.g. `LOGIN`).
+    pub async fn start_with_smtp_auth(mechanism: &str) -> MailServers {
+        Self::launch(false, None, "", Some(mechanism)).await
+    }
+
+    async fn launch(
+        tls: bool,
+        introspection_url: Option<&str>,
+        extra_config: &str,
+        smtp_mechanism: Option<&str>,
+    ) -> MailServers {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let (imap_port, lmtp_port, smtp_port) = (free_port(), free_port(), free_port());
@@ -282,6 +292,7 @@ service stats {{
                 vec![]
             })
             .envs(introspection_url.map(|u| ("INTROSPECTION_URL", u.to_owned())))
+            .envs(smtp_mechanism.map(|m| ("SMTP_AUTH_ONLY", m.to_owned())))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("smtp.log")).unwrap())
@@ -467,6 +478,11 @@ maillog_file_prefixes = /dev/stdout
         let mail = mail.replace('\n', "\r\n").replace("\r\r\n", "\r\n");
         session.append("INBOX", None, date.as_deref(), mail).await.unwrap();
         session.logout().await.unwrap();
+    }
+
+    /// What the SMTP server logged: one `AUTH <mechanism> ok|refused <user>` line per login.
+    pub fn smtp_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("smtp.log")).unwrap_or_default()
     }
 
     /// Every mail in a user's INBOX as (uid, flags, raw bytes).

@@ -4,7 +4,8 @@ Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE [CERT KEY SMTPS_PORT]
 With CERT and KEY the server offers STARTTLS on SMTP_PORT and requires it before AUTH, and a
 second listener on SMTPS_PORT speaks TLS from the first byte (implicit TLS, as on port 465). With
 INTROSPECTION_URL in the environment it also accepts AUTH XOAUTH2, validating the bearer token
-there (RFC 7662), as Dovecot's oauth2 passdb does.
+there (RFC 7662), as Dovecot's oauth2 passdb does. With SMTP_AUTH_ONLY=LOGIN (or PLAIN) it offers
+only that password mechanism. Every login is logged to stderr as `AUTH <mechanism> ok|refused <user>`.
 USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
 listening; runs until stdin closes. Unknown recipients are refused with 550 by Dovecot and
 that answer is passed through, so senders see real permanent failures.
@@ -30,6 +31,8 @@ for line in open(users_file):
 
 def authenticator(server, session, envelope, mechanism, auth_data):
     ok = isinstance(auth_data, LoginPassword) and users.get(auth_data.login.decode()) == auth_data.password.decode()
+    user = auth_data.login.decode() if isinstance(auth_data, LoginPassword) else "?"
+    print(f"AUTH {mechanism} {'ok' if ok else 'refused'} {user}", file=sys.stderr, flush=True)
     # handled=False: aiosmtpd answers a failure with 535 itself (its default, handled=True, answers
     # nothing and leaves the client waiting).
     return AuthResult(success=ok, handled=False)
@@ -65,6 +68,8 @@ class Relay:
         return "250 2.0.0 delivered"
 
 
+only = os.environ.get("SMTP_AUTH_ONLY")
+exclude = [m for m in ("PLAIN", "LOGIN") if only and m != only]
 tls = {}
 controllers = []
 if len(sys.argv) > 6:
@@ -79,7 +84,7 @@ if len(sys.argv) > 6:
     ))
 controllers.append(Controller(
     Relay(), hostname="127.0.0.1", port=smtp_port, authenticator=authenticator,
-    auth_required=True, auth_require_tls=bool(tls), **tls,
+    auth_required=True, auth_require_tls=bool(tls), auth_exclude_mechanism=exclude, **tls,
 ))
 for controller in controllers:
     controller.start()
