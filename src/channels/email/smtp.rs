@@ -111,7 +111,11 @@ impl Session {
             let other =
                 |keyword: &str, value: String| RcptParameter::Other { keyword: keyword.into(), value: Some(value) };
             rcpt_parameters.push(other("NOTIFY", "FAILURE,DELAY".into()));
-            rcpt_parameters.push(other("ORCPT", format!("rfc822;{}", envelope.to)));
+            // An internationalised address would need RFC 6533's utf-8 type: left out rather
+            // than risk a refused RCPT.
+            if AsRef::<str>::as_ref(envelope.to).is_ascii() {
+                rcpt_parameters.push(other("ORCPT", format!("rfc822;{}", envelope.to)));
+            }
         }
         self.conn.command(Mail::new(Some(envelope.from.clone()), mail_parameters)).await?;
         self.conn.command(Rcpt::new(envelope.to.clone(), rcpt_parameters)).await?;
