@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
 # first: Dovecot (IMAP + LMTP), Postfix (a real MTA's DSNs and bounces) and openssl (test
-# certificates) from Debian for the email channel's real mail servers; lintian and debootstrap for the package test (which builds a
-# throwaway Debian root from the apt mirror), and cargo-deb from crates.io; from PyPI
+# certificates) from Debian for the email channel's real mail servers; lintian and debootstrap
+# for the package test (which builds a throwaway Debian root from the apt mirror), and
+# cargo-deb from crates.io; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator) and aiosmtpd,
 # the real SMTP server the tests send through. Fails — never skips — when something cannot be
 # installed.

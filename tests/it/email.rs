@@ -267,6 +267,19 @@ async fn force_new_uidvalidity(mail: &MailServers) {
 }
 
 /// The subjects of every message.received event so far, sorted.
+/// The first `message.received` event, once there is one.
+async fn first_received(server: &TestServer) -> Value {
+    loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await
+}
+
+/// The test mail servers with a private Postfix in front, and a gateway sending through it.
+async fn through_postfix() -> (MailServers, Postfix, TestServer) {
+    let mail = MailServers::start().await;
+    let postfix = mail.start_postfix().await;
+    let server = TestServer::start(&mail.channel_via_postfix("support", &postfix)).await;
+    (mail, postfix, server)
+}
+
 async fn received_subjects(server: &TestServer) -> Vec<String> {
     let mut subjects: Vec<String> = server
         .all_events()
@@ -587,9 +600,7 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
 /// names it only that way, without the original's headers, is matched all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
-    let mail = MailServers::start().await;
-    let postfix = mail.start_postfix().await;
-    let server = TestServer::start(&mail.channel_via_postfix("support", &postfix)).await;
+    let (mail, postfix, server) = through_postfix().await;
     let (status, lost) = server
         .post("/v1/messages", json!({"channel": "support", "to": "nobody@example.org", "subject": "Lost", "text": "1"}))
         .await;
@@ -598,8 +609,7 @@ async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
     let failed = server.wait_status(lost_id, "failed").await;
     assert_eq!(failed["error"]["code"], "bounce_5.1.1", "{failed}");
     assert_eq!(failed["error"]["permanent"], true);
-    let bounce =
-        loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await;
+    let bounce = first_received(&server).await;
     let data = &bounce["data"];
     assert_eq!(data["stitch"]["reason"], "bounce");
     assert_eq!(data["auto_reply"], true);
@@ -635,9 +645,7 @@ async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
 /// and the message stays sent, since it may yet arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postfix_delay_notification_is_recorded_and_fails_nothing() {
-    let mail = MailServers::start().await;
-    let postfix = mail.start_postfix().await;
-    let server = TestServer::start(&mail.channel_via_postfix("support", &postfix)).await;
+    let (_mail, postfix, server) = through_postfix().await;
     let (_, waiting) = server
         .post(
             "/v1/messages",
@@ -646,8 +654,7 @@ async fn a_postfix_delay_notification_is_recorded_and_fails_nothing() {
         .await;
     let waiting_id = waiting["id"].as_str().unwrap();
     server.wait_status(waiting_id, "sent").await;
-    let report =
-        loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await;
+    let report = first_received(&server).await;
     let data = &report["data"];
     assert_eq!(data["delivery_report"]["action"], "delayed", "{data}");
     assert!(data["delivery_report"]["status"].as_str().unwrap().starts_with("4."), "{data}");
@@ -1054,8 +1061,7 @@ async fn the_reply_token_threads_a_reply_that_lost_every_header() {
         "Answer",
     );
     mail.append(SUPPORT, &reply).await;
-    let event =
-        loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await;
+    let event = first_received(&server).await;
     assert_eq!(event["data"]["conversation_id"], cnv);
     assert_eq!(event["data"]["stitch"]["reason"], "token");
     server.stop().await;

@@ -80,7 +80,7 @@ if len(sys.argv) > 6:
     # knows STARTTLS, hence auth_require_tls=False).
     controllers.append(Controller(
         Relay(), hostname="127.0.0.1", port=int(sys.argv[6]), authenticator=authenticator,
-        auth_required=True, auth_require_tls=False, ssl_context=context,
+        auth_required=True, auth_require_tls=False, auth_exclude_mechanism=exclude, ssl_context=context,
     ))
 controllers.append(Controller(
     Relay(), hostname="127.0.0.1", port=smtp_port, authenticator=authenticator,

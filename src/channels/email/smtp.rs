@@ -91,6 +91,9 @@ impl Session {
     }
 
     async fn transaction(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), Error> {
+        // As lettre's own transaction does, except that a server lacking 8BITMIME or SMTPUTF8
+        // gets the mail anyway and answers for itself (lettre's builder writes ASCII bodies, so
+        // this is about internationalised addresses).
         let info = self.conn.server_info();
         let mut mail_parameters = Vec::new();
         if !mail.is_ascii() && info.supports_feature(Extension::EightBitMime) {
