@@ -93,7 +93,12 @@ impl Server {
                 wanted.outbound.timeout.0,
                 &self.store,
             );
+            let retired = self.running.registry.load().retired(&registry);
             self.running.registry.store(registry);
+            // Sends in flight on a retired adapter finish with it; its idle sessions end now.
+            tokio::spawn(async move {
+                futures_util::future::join_all(retired.iter().map(|o| o.close())).await;
+            });
             let changed = restart_loops.clone();
             if let Err(e) = self.running.outbound.reconfigure(wanted.outbound.clone(), changed).await {
                 tracing::error!(error = %e, "queued sends of changed channels keep their old due times");

@@ -111,6 +111,14 @@ pub enum SendError {
 /// The sending half of an adapter.
 pub trait Outbound: Send + Sync + 'static {
     fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<Sent, SendError>>;
+
+    /// Ends politely what the adapter keeps open between sends (idle SMTP sessions get QUIT).
+    /// Called at shutdown once the sends in flight are recorded, and for the old adapter when a
+    /// reload replaces or removes its channel. Quick (a few seconds at most); a send that
+    /// finishes afterwards still works and keeps nothing open.
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Channel-wide and per-recipient send rates (`[channels.limits]`). Absent means unlimited.

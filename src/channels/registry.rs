@@ -48,6 +48,16 @@ impl Registry {
         Registry { channels, send_timeout }
     }
 
+    /// The adapters of this registry that `next` no longer uses (channels removed or
+    /// reconfigured): to be closed once `next` is live.
+    pub fn retired(&self, next: &Registry) -> Vec<Arc<dyn Outbound>> {
+        self.channels
+            .iter()
+            .filter(|(id, old)| next.channels.get(*id).is_none_or(|new| !Arc::ptr_eq(old, new)))
+            .filter_map(|(_, old)| old.outbound.clone())
+            .collect()
+    }
+
     pub fn get(&self, id: &str) -> Option<&RegisteredChannel> {
         self.channels.get(id).map(|c| c.as_ref())
     }

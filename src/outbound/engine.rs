@@ -127,6 +127,9 @@ impl OutboundEngine {
                 "outbound sends still in flight at shutdown; they stay queued and are retried on start"
             );
         }
+        // Idle connections (SMTP sessions) end with a goodbye rather than a dropped socket.
+        let registry = inner.registry.load();
+        futures_util::future::join_all(registry.iter().filter_map(|c| c.outbound.as_ref()).map(|o| o.close())).await;
     }
 }
 

@@ -56,6 +56,13 @@ per_second = 0
 [[channels]]
 id = "sms"
 type = "pigeon"
+[[channels]]
+id = "mail"
+type = "email"
+address = "support@example.com"
+[channels.smtp]
+host = "smtp.example.com"
+idle_timeout = "10m"
 [[webhooks]]
 id = "h"
 url = "not a url"
@@ -75,6 +82,7 @@ events = ["message.recieved"]
         "channels[0].limits.per_second: must be a number greater than 0",
         "channels[0].secret: is required with outbound_url",
         "channels[1].type: unknown channel type `pigeon`",
+        "channels[2].smtp.idle_timeout: must be at most 5m",
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",

@@ -668,6 +668,56 @@ async fn a_postfix_delay_notification_is_recorded_and_fails_nothing() {
     server.stop().await;
 }
 
+/// Idle SMTP sessions end with QUIT, never a dropped socket: when a reload replaces the channel,
+/// after `idle_timeout`, and at shutdown. Postfix logs `quit=1` on each session's disconnect line
+/// only when the client said QUIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_smtp_sessions_end_with_quit_on_reload_after_idle_timeout_and_at_shutdown() {
+    let (mail, postfix, mut server) = through_postfix().await;
+    let default_idle = mail.channel_via_postfix("support", &postfix);
+    // The channel's [channels.smtp] table is the block's last.
+    let short_idle = format!("{default_idle}idle_timeout = \"1s\"\n");
+    let quits = || {
+        let log = postfix.log();
+        let disconnects: Vec<&str> = log.lines().filter(|l| l.contains(" disconnect from ")).collect();
+        disconnects.iter().filter(|l| l.contains(" quit=1 ")).count()
+    };
+    async fn send(server: &TestServer, subject: &str) {
+        let (status, sent) = server
+            .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": subject, "text": "x"}))
+            .await;
+        assert_eq!(status, 202, "{sent}");
+        server.wait_status(sent["id"].as_str().unwrap(), "sent").await;
+    }
+
+    // Kept for a minute by default: still open a second after the mail.
+    send(&server, "One").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(quits(), 0, "{}", postfix.log());
+    // A reload that changes the channel retires its adapter: the idle session gets QUIT.
+    let report = server.reload(&short_idle).await;
+    assert!(report.applied.iter().any(|a| a.contains("channel `support` reconfigured")), "{report:?}");
+    loop_until(|| async { (quits() == 1).then_some(()) }).await;
+
+    // idle_timeout = 1s: the next session gets QUIT about a second after its mail.
+    send(&server, "Two").await;
+    loop_until(|| async { (quits() == 2).then_some(()) }).await;
+
+    // Back to a minute; shutdown ends the idle session.
+    server.reload(&default_idle).await;
+    send(&server, "Three").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(quits(), 2, "{}", postfix.log());
+    server.stop().await;
+    loop_until(|| async { (quits() == 3).then_some(()) }).await;
+    // Every session the gateway opened said goodbye (the one other connection is the harness
+    // checking that Postfix listens).
+    let log = postfix.log();
+    assert_eq!(log.matches(" connect from ").count(), 4, "{log}");
+    assert_eq!(log.matches("lost connection after").count(), 1, "{log}");
+    loop_until(|| async { (mail.inbox(ANN).await.len() == 3).then_some(()) }).await;
+}
+
 /// A channel block talking TLS to `localhost`, IMAP and SMTP both in `mode` (`implicit` or
 /// `starttls`).
 fn tls_channel(mail: &MailServers, mode: &str, ca: bool) -> String {

@@ -108,6 +108,10 @@ pub struct SmtpConfig {
     /// Send timeout.
     #[serde(default = "default_smtp_timeout")]
     pub timeout: ConfigDuration,
+    /// How long a session stays open for the next mail; then it is closed with QUIT. `0s`
+    /// closes it after every mail.
+    #[serde(default = "default_smtp_idle")]
+    pub idle_timeout: ConfigDuration,
     /// A PEM file of extra trusted CA certificates.
     pub ca_file: Option<PathBuf>,
 }
@@ -135,6 +139,9 @@ fn default_poll() -> ConfigDuration {
 }
 fn default_idle() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(29 * 60))
+}
+fn default_smtp_idle() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(60))
 }
 fn default_smtp_timeout() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(60))
@@ -218,6 +225,10 @@ impl EmailChannelConfig {
                 }
                 (Ok(None), None) => {}
                 (Err((k, r)), _) => add(&k, r),
+            }
+            // Servers drop idle clients after 5 minutes or less (RFC 5321 §4.5.3.2.7).
+            if smtp.idle_timeout.0 > std::time::Duration::from_secs(300) {
+                add("smtp.idle_timeout", "must be at most 5m (servers drop idle clients by then)".into());
             }
             if (smtp.password.is_some() || smtp.oauth2.is_some()) && smtp.username.is_none() {
                 add("smtp.username", "is required with a password or oauth2".into());

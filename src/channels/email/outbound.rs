@@ -79,7 +79,7 @@ impl SmtpOutbound {
         });
         Some(SmtpOutbound {
             sent_copy,
-            sessions: Pool::default(),
+            sessions: Pool::new(smtp.idle_timeout.0),
             settings,
             from,
             domain: config.domain().to_owned(),
@@ -214,5 +214,9 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
 impl Outbound for SmtpOutbound {
     fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<Sent, SendError>> {
         self.deliver(message).boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        self.sessions.close().boxed()
     }
 }

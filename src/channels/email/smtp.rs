@@ -20,9 +20,8 @@ use lettre::Address;
 
 /// Idle sessions kept for reuse.
 const MAX_IDLE: usize = 4;
-/// How long a session may idle before it is closed rather than reused: servers drop idle clients
-/// after a few minutes (RFC 5321 §4.5.3.2.7), and a session that old is likely gone.
-const MAX_IDLE_TIME: Duration = Duration::from_secs(60);
+/// How long QUIT may take when sessions are closed at shutdown or reload.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where and how to connect.
 pub(super) struct Server {
@@ -132,58 +131,103 @@ impl Session {
     }
 }
 
-/// Idle sessions, reused newest first. Sessions idle past `MAX_IDLE_TIME` are closed with QUIT
-/// by a background task, so no half-closed connection lingers on either side.
-#[derive(Default)]
+/// Idle sessions, reused newest first. A session idle for `idle_timeout` (`[channels.smtp]`,
+/// default 60 s: servers drop idle clients after a few minutes, RFC 5321 §4.5.3.2.7) is closed
+/// with QUIT by a background task, and `close` ends the rest with QUIT at shutdown or when a
+/// reload retires the channel: no session is cut off without a word. An `idle_timeout` of zero
+/// keeps none (QUIT after every mail).
 pub(super) struct Pool {
-    idle: Arc<Mutex<Vec<Session>>>,
+    idle: Arc<Mutex<Idle>>,
+    idle_timeout: Duration,
     reaper: std::sync::OnceLock<()>,
 }
 
+#[derive(Default)]
+struct Idle {
+    sessions: Vec<Session>,
+    /// Set by `close`: sessions given back afterwards are ended instead of kept.
+    closed: bool,
+}
+
 impl Pool {
+    pub fn new(idle_timeout: Duration) -> Pool {
+        Pool { idle: Arc::default(), idle_timeout, reaper: std::sync::OnceLock::new() }
+    }
+
     /// An idle session that still answers (NOOP), if there is one.
     pub async fn take(&self) -> Option<Session> {
         loop {
-            let mut session = self.idle.lock().expect("pool lock").pop()?;
-            if session.idle_since.elapsed() < MAX_IDLE_TIME && session.conn.test_connected().await {
+            let mut session = self.idle.lock().expect("pool lock").sessions.pop()?;
+            if session.idle_since.elapsed() >= self.idle_timeout {
+                drop(tokio::spawn(quit_all(vec![session])));
+            } else if session.conn.test_connected().await {
                 return Some(session);
             }
         }
     }
 
-    /// Keeps a session that finished its transaction, unless enough are idle already.
+    /// Keeps a session that finished its transaction, unless enough are idle already (or the
+    /// pool keeps none, or is closed): then it is ended with QUIT.
     pub fn give_back(&self, mut session: Session) {
         session.idle_since = Instant::now();
         if session.conn.has_broken() {
             return;
         }
-        {
+        let refused = {
             let mut idle = self.idle.lock().expect("pool lock");
-            if idle.len() >= MAX_IDLE {
-                return;
+            if idle.closed || idle.sessions.len() >= MAX_IDLE || self.idle_timeout.is_zero() {
+                Some(session)
+            } else {
+                idle.sessions.push(session);
+                None
             }
-            idle.push(session);
+        };
+        match refused {
+            // Not waited for: the mail is sent, its status need not wait for a goodbye.
+            Some(session) => drop(tokio::spawn(quit_all(vec![session]))),
+            None => self.start_reaper(),
         }
+    }
+
+    /// Ends every idle session with QUIT (each given `QUIT_TIMEOUT`), and any given back later.
+    pub async fn close(&self) {
+        let sessions = {
+            let mut idle = self.idle.lock().expect("pool lock");
+            idle.closed = true;
+            std::mem::take(&mut idle.sessions)
+        };
+        quit_all(sessions).await;
+    }
+
+    fn start_reaper(&self) {
         self.reaper.get_or_init(|| {
             // Ends with the pool (the channel's sending side): only a weak reference is kept.
             let idle = Arc::downgrade(&self.idle);
+            let idle_timeout = self.idle_timeout;
+            let period = (idle_timeout / 4).max(Duration::from_millis(100));
             tokio::spawn(async move {
                 loop {
-                    tokio::time::sleep(MAX_IDLE_TIME / 4).await;
+                    tokio::time::sleep(period).await;
                     let Some(idle) = idle.upgrade() else { return };
                     let expired: Vec<Session> = {
                         let mut idle = idle.lock().expect("pool lock");
                         let (expired, kept) =
-                            idle.drain(..).partition(|s: &Session| s.idle_since.elapsed() >= MAX_IDLE_TIME);
-                        *idle = kept;
+                            idle.sessions.drain(..).partition(|s: &Session| s.idle_since.elapsed() >= idle_timeout);
+                        idle.sessions = kept;
                         expired
                     };
                     drop(idle);
-                    for mut session in expired {
-                        let _ = session.conn.quit().await;
-                    }
+                    quit_all(expired).await;
                 }
             });
         });
     }
+}
+
+/// QUIT on each session at once, none waited for longer than `QUIT_TIMEOUT`.
+async fn quit_all(sessions: Vec<Session>) {
+    let quits = sessions.into_iter().map(|mut session| async move {
+        let _ = tokio::time::timeout(QUIT_TIMEOUT, session.conn.quit()).await;
+    });
+    futures_util::future::join_all(quits).await;
 }
