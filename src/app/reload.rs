@@ -71,7 +71,7 @@ impl Server {
                 match wanted.channel(channel.id()) {
                     None => {
                         report.applied.push(format!(
-                            "channel `{}` removed (messages still queued to it fail as channel_unavailable)",
+                            "channel `{}` removed (messages queued to it wait for it through the retry schedule, then fail as channel_unavailable)",
                             channel.id()
                         ));
                         restart_loops.push(channel.id().to_owned());

@@ -240,10 +240,18 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
         (None, _) => {
             Err(SendError::Permanent { code: "message_missing".into(), reason: "the message record is gone".into() })
         }
-        (Some(_), None) => Err(SendError::Permanent {
-            code: "channel_unavailable".into(),
-            reason: format!("channel `{}` is not configured to send", job.channel_id),
-        }),
+        // The channel was removed (or can no longer send) since the message was accepted: the
+        // job waits out the retry schedule, so a channel put back by a reload or a restart
+        // still sends it; an accidental removal loses nothing.
+        (Some(_), None) => {
+            tracing::warn!(message_id = %job.message_id, channel = %job.channel_id,
+                "queued send for a channel that is not configured to send; it waits for the channel");
+            Err(SendError::Temporary {
+                code: "channel_unavailable".into(),
+                reason: format!("channel `{}` is not configured to send", job.channel_id),
+                retry_after: None,
+            })
+        }
         (Some((message, thread_refs, in_reply_to_ref, files)), Some(adapter)) => {
             let outbound =
                 OutboundMessage { message, recipient: job.recipient.clone(), thread_refs, in_reply_to_ref, files };

@@ -205,3 +205,36 @@ async fn sends_survive_a_restart_and_are_not_lost() {
     server.wait_status(&id, "sent").await;
     server.stop().await;
 }
+
+/// A channel removed by a reload while a reply to it waits does not fail the reply at once: it
+/// waits through the retry schedule, and goes out (once) when a reload brings the channel back.
+#[tokio::test]
+async fn a_reply_queued_to_a_removed_channel_waits_and_goes_out_when_the_channel_returns() {
+    let backend = Receiver::start().await;
+    let outbound = "\n[outbound]\nretry_schedule = [\"100ms\", \"100ms\", \"100ms\", \"30s\"]\n";
+    // One send per 50 s: the second reply is held by the limit.
+    let mut server = TestServer::start(&(api_channel("web", Some(&backend), "per_second = 0.02") + outbound)).await;
+    let (_, inbound) = server.inbound("web", json!({"from": {"address": "ann"}, "text": "hi", "thread": "t"})).await;
+    let mut replies = Vec::new();
+    for text in ["one", "two"] {
+        let (code, r) =
+            server.post("/v1/messages", json!({"conversation_id": inbound["conversation_id"], "text": text})).await;
+        assert_eq!(code, 202, "{r}");
+        replies.push(r["id"].as_str().unwrap().to_owned());
+    }
+    server.wait_status(&replies[0], "sent").await;
+
+    let report = server.reload(outbound).await;
+    assert!(report.applied.iter().any(|a| a.contains("channel `web` removed")), "{report:?}");
+    // Made due by the reload, tried three times without a channel, now waiting 30 s.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, waiting) = server.get(&format!("/v1/messages/{}", replies[1])).await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+
+    server.reload(&(api_channel("web", Some(&backend), "per_second = 100") + outbound)).await;
+    server.wait_status(&replies[1], "sent").await;
+    let posts = backend.requests();
+    assert_eq!(posts.iter().filter(|c| c.json()["id"] == replies[1].as_str()).count(), 1, "sent once");
+    assert!(!server.all_events().await.iter().any(|e| e["type"] == "message.failed"));
+    server.stop().await;
+}
