@@ -7,6 +7,11 @@
 #      delivered to a webhook, against a plain IMAP client fetching the same mailbox (ratio);
 #      RSS sampled every 0.1 s during the import (flat memory);
 #   2. new mail with IDLE: APPEND → webhook received, p50/p95 over 200 mails, 20 per second.
+# STAGES=1 adds where the import's time goes: a build with bench/import-stages.patch (in a git
+# worktree; never part of the product) times the import inside the gateway, from UID SEARCH to
+# the last commit (the raw client's clock also starts after login), and can leave out the store
+# transaction (SB_STAGES_NO_COMMIT) or also the MIME parsing and blob writing
+# (SB_STAGES_NO_PARSE); SB_STAGES_ALL leaves nothing out. 3 runs each; about 3 more minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-10000}
@@ -113,6 +118,31 @@ done
 imported=$(sort -n "$work/import" | sed -n 2p)
 echo "backlog import into events (no consumer), 3 runs, mails/s: $(sort -n "$work/import" | tr '\n' ' ')"
 echo "median import $imported mails/s vs median raw fetch $raw mails/s = $(echo "100 * $imported / $raw" | bc) %"
+
+if [ "${STAGES:-0}" = 1 ]; then
+  stages=$PWD/target/stages-src
+  git worktree remove --force "$stages" 2>/dev/null || true
+  git worktree add --detach "$stages" HEAD >&2
+  git -C "$stages" apply "$PWD/bench/import-stages.patch"
+  # Same target dir: only switchboard itself is compiled again (as a plain release build).
+  target_dir=$PWD/target
+  (cd "$stages" && CARGO_TARGET_DIR="$target_dir" cargo build --release --locked -p switchboard) >&2
+  cp target/release/switchboard "$work/switchboard-stages"
+  git worktree remove --force "$stages"
+  for variant in SB_STAGES_ALL SB_STAGES_NO_COMMIT SB_STAGES_NO_PARSE; do
+    : > "$work/stages"
+    for run in 1 2 3; do
+      d="$work/stages-$variant-$run"; config "$d" support@example.com support-pass
+      sed -i '/^\[\[webhooks\]\]/,$d' "$d/switchboard.toml"
+      env "$variant=1" "$work/switchboard-stages" run --config "$d/switchboard.toml" >"$d/out" 2>"$d/log" & pid=$!
+      until grep -q "STAGES import" "$d/log"; do sleep 0.05; done
+      grep -o "in [0-9]* ms" "$d/log" | cut -d' ' -f2 >> "$work/stages"
+      kill -TERM $pid; wait $pid 2>/dev/null || true
+    done
+    ms=$(sort -n "$work/stages" | sed -n 2p)
+    echo "import stages, $variant: $(sort -n "$work/stages" | tr '\n' ' ')ms (SEARCH → last commit); median $ms ms = $(echo "$N * 1000 / $ms" | bc) mails/s = $(echo "100 * $N * 1000 / $ms / $raw" | bc) % of the raw fetch"
+  done
+fi
 
 # Into events and delivered to a webhook consumer.
 d="$work/backlog"; config "$d" support@example.com support-pass
