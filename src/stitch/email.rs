@@ -1,8 +1,8 @@
 //! Mail threading: which conversation an inbound mail joins, and why.
 //!
 //! Lookup order: In-Reply-To, References (newest first), our own Message-ID pattern
-//! (`<msg_….cnv_…@domain>`, found in either), the plus-address reply token
-//! (`support+cnv_…@example.com`), then the normalised subject from the same contact within a
+//! (`<msg_….cnv_…@domain>`, found in either), the reply token (the plus address
+//! `support+cnv_…@example.com`, else our `[ref:cnv_…]` marker quoted in the body), then the normalised subject from the same contact within a
 //! window. Sender guard: a candidate is taken only if the sender already took part in that
 //! conversation (sender or recipient of one of its mails) or is its contact, so a stranger
 //! replying to a forwarded mail or a newsletter starts a conversation of their own.
@@ -103,6 +103,28 @@ pub fn reply_token(address: &str, our_address: &str) -> Option<ConversationId> {
     ConversationId::parse(&format!("{}{}", prefix.to_ascii_lowercase(), rest.to_ascii_uppercase()))
 }
 
+/// The reference `body_token` puts at the end of an outbound mail's text and HTML. It survives
+/// what a Message-ID does not: a relay that rewrites our Message-ID (the reply's In-Reply-To
+/// then names a mail we never saw) and a changed subject. No spaces, so quoting and re-wrapping
+/// keep it whole.
+pub fn body_marker(conversation_id: &str) -> String {
+    format!("[ref:{conversation_id}]")
+}
+
+/// The conversation named by the first well-formed `body_marker` in `text` (a reply quotes the
+/// mail it answers, marker included).
+pub fn body_token(text: &str) -> Option<ConversationId> {
+    let mut rest = text;
+    while let Some(at) = rest.find("[ref:") {
+        rest = &rest[at + "[ref:".len()..];
+        let candidate = rest.split(']').next().filter(|c| c.len() < 64 && rest.len() > c.len());
+        if let Some(id) = candidate.and_then(ConversationId::parse) {
+            return Some(id);
+        }
+    }
+    None
+}
+
 /// Reply and forward prefixes in the languages our users write in (lowercase, without colon).
 const PREFIXES: &[&str] = &[
     "re", "fwd", "fw", "aw", "wg", "sv", "vs", "odp", "pd", "tr", "rv", "enc", "res", "antw", "doorst", "vl", "ynt",
@@ -183,6 +205,22 @@ mod tests {
         assert_eq!(reply_token(&token, "support@example.com"), Some(cnv.clone()));
         assert_eq!(reply_token(&format!("sales+{cnv}@example.com"), "support@example.com"), None);
         assert_eq!(reply_token(&format!("support+{cnv}@evil.com"), "support@example.com"), None);
+    }
+
+    #[test]
+    fn the_body_marker_is_found_where_a_reply_quotes_it() {
+        let cnv = ConversationId::new();
+        let marker = body_marker(cnv.as_str());
+        let quoted = format!("Thanks!\n\nOn Mon, Ann wrote:\n> Your order shipped.\n>\n> {marker}\n");
+        assert_eq!(body_token(&quoted), Some(cnv.clone()));
+        let html =
+            format!("<p>Thanks!</p><blockquote><p>Shipped.</p><p style=\"color:#888\">{marker}</p></blockquote>");
+        assert_eq!(body_token(&html), Some(cnv.clone()));
+        // Broken or foreign forms first, the real one after them.
+        let noisy = format!("[ref:] [ref:msg_01ABC] [ref:cnv_ with space] [ref:cnv_01ABC {marker}");
+        assert_eq!(body_token(&noisy), Some(cnv.clone()));
+        assert_eq!(body_token("[ref:cnv_01ABC"), None);
+        assert_eq!(body_token("no marker at all"), None);
     }
 
     #[derive(Default)]

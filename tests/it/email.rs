@@ -1117,6 +1117,55 @@ async fn the_reply_token_threads_a_reply_that_lost_every_header() {
     server.stop().await;
 }
 
+/// FreeScout #5620's case: a relay rewrote our Message-ID, so the reply's In-Reply-To and
+/// References name a mail we never saw, and the customer changed the subject. With `body_token`
+/// the `[ref:cnv_…]` line the reply quotes (text and HTML) still finds the conversation; a
+/// stranger quoting the same mail (it was forwarded to them) starts their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_body_token_a_reply_quoting_us_finds_its_conversation_when_our_message_id_was_rewritten() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "body_token = true")).await;
+    let (_, queued) = server
+        .post(
+            "/v1/messages",
+            json!({"channel": "support", "to": ANN.0, "subject": "Your order", "text": "It shipped.", "html": "<html><body><p>It shipped.</p></body></html>"}),
+        )
+        .await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let cnv = queued["conversation_id"].as_str().unwrap();
+    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    let parsed = mail_parser::MessageParser::default().parse(&delivered.2).unwrap();
+    let (text, html) = (parsed.body_text(0).unwrap().to_string(), parsed.body_html(0).unwrap().to_string());
+    let marker = format!("[ref:{cnv}]");
+    assert!(text.trim_end().ends_with(&marker), "{text}");
+    assert!(html.contains(&format!(">{marker}</p></body>")), "{html}");
+
+    let quoting = |from: &str, message_id: &str| {
+        let quoted = text.lines().map(|l| format!("> {l}")).collect::<Vec<_>>().join("\n");
+        format!(
+            "From: {from}\nTo: {}\nSubject: A different question\nMessage-ID: <{message_id}>\nIn-Reply-To: <0100018c-rewritten@email.amazonses.com>\nReferences: <0100018c-rewritten@email.amazonses.com>\nDate: Mon, 23 Nov 2026 10:00:00 +0000\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=\"b\"\n\n--b\nContent-Type: text/plain; charset=utf-8\n\nAnd when does it arrive?\n\nOn Mon, 23 Nov 2026, Example Support wrote:\n{quoted}\n--b\nContent-Type: text/html; charset=utf-8\n\n<div>And when does it arrive?</div><blockquote>{html}</blockquote>\n--b--\n",
+            SUPPORT.0
+        )
+    };
+    mail.append(SUPPORT, &quoting(ANN.0, "reply@example.org")).await;
+    let reply = first_received(&server).await;
+    assert_eq!(reply["data"]["conversation_id"], cnv, "{reply}");
+    assert_eq!(reply["data"]["stitch"]["reason"], "token");
+    assert_eq!(reply["data"]["reply_text"], "And when does it arrive?");
+
+    mail.append(SUPPORT, &quoting("eve@example.net", "forwarded@example.net")).await;
+    let stranger = loop_until(|| async {
+        let events = server.all_events().await;
+        events
+            .into_iter()
+            .find(|e| e["type"] == "message.received" && e["data"]["from"]["address"] == "eve@example.net")
+    })
+    .await;
+    assert_ne!(stranger["data"]["conversation_id"], cnv);
+    assert_eq!(stranger["data"]["stitch"]["reason"], "new");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     let mail = MailServers::start().await;

@@ -21,6 +21,10 @@ pub struct EmailChannelConfig {
     /// mail system drops the threading headers.
     #[serde(default)]
     pub reply_token: bool,
+    /// End each sent mail's text and HTML with `[ref:cnv_…]`, so a reply that quotes it finds
+    /// its conversation even when a relay rewrote our Message-ID and the subject changed.
+    #[serde(default)]
+    pub body_token: bool,
     /// How far back a reply may be joined to a conversation by subject alone.
     #[serde(default = "default_subject_window")]
     pub subject_window: ConfigDuration,

@@ -15,7 +15,7 @@ use super::reply::reply_text;
 use super::report;
 use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
-use crate::stitch::email::{normalize_subject, reply_token, MailThreading};
+use crate::stitch::email::{body_token, normalize_subject, reply_token, MailThreading};
 use crate::stitch::identity_for;
 use crate::store::Blobs;
 
@@ -120,7 +120,12 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, source: impl Into<Bytes>) ->
     let message_id = message.message_id().map(str::to_owned);
     let in_reply_to = id_list(message.in_reply_to());
     let references = id_list(message.references());
-    let token = to.iter().find_map(|p| reply_token(&p.address, &channel.address));
+    // The plus address first; else our marker quoted in the body (from `body_token`).
+    let token = to
+        .iter()
+        .find_map(|p| reply_token(&p.address, &channel.address))
+        .or_else(|| text.as_deref().and_then(body_token))
+        .or_else(|| html.as_deref().and_then(body_token));
     let participants: Vec<String> = to
         .iter()
         .filter(|p| !is_ours(&p.address, &channel.address))

@@ -1,7 +1,8 @@
 //! SMTP out (lettre over rustls; implicit TLS, STARTTLS, or plain to loopback; AUTH PLAIN/LOGIN
 //! or XOAUTH2; pooled sessions, `smtp.rs`). Multipart text+HTML, attachments from the blob
 //! store, Message-ID `<msg_….cnv_…@domain>`, In-Reply-To and References from the conversation,
-//! and Reply-To with the conversation token when `reply_token` is on. Where the server offers
+//! Reply-To with the conversation token when `reply_token` is on, and a `[ref:cnv_…]` line at the
+//! end of text and HTML when `body_token` is on. Where the server offers
 //! DSN, the envelope id is the message id, so a bounce names the message it is about. 4xx
 //! replies are temporary, 5xx permanent.
 //! A refused login, a failed OAuth2 refresh or a failed TLS setup makes the channel
@@ -19,7 +20,7 @@ use super::oauth2::TokenSource;
 use super::smtp::{self, Envelope, Pool, Session};
 use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
 use crate::pipeline::ChannelState;
-use crate::stitch::email::own_message_id;
+use crate::stitch::email::{body_marker, own_message_id};
 
 pub struct SmtpOutbound {
     /// Where a copy of each sent mail is appended, with how to log in there.
@@ -29,6 +30,7 @@ pub struct SmtpOutbound {
     from: Mailbox,
     domain: String,
     reply_token: bool,
+    body_token: bool,
     address: String,
 }
 
@@ -84,6 +86,7 @@ impl SmtpOutbound {
             from,
             domain: config.domain().to_owned(),
             reply_token: config.reply_token,
+            body_token: config.body_token,
             address: config.address.clone(),
         })
     }
@@ -117,10 +120,18 @@ impl SmtpOutbound {
             let references = out.thread_refs.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(" ");
             builder = builder.references(references);
         }
-        let body = match (&m.text, &m.html) {
-            (Some(text), Some(html)) => MultiPart::alternative_plain_html(text.clone(), html.clone()),
-            (None, Some(html)) => MultiPart::alternative().singlepart(SinglePart::html(html.clone())),
-            (text, None) => MultiPart::alternative().singlepart(SinglePart::plain(text.clone().unwrap_or_default())),
+        let (mut text, mut html) = (m.text.clone(), m.html.clone());
+        if self.body_token {
+            let marker = body_marker(m.conversation_id.as_str());
+            if text.is_some() || html.is_none() {
+                text = Some(format!("{}\n\n{marker}\n", text.unwrap_or_default().trim_end()));
+            }
+            html = html.map(|h| with_html_marker(&h, &marker));
+        }
+        let body = match (text, html) {
+            (Some(text), Some(html)) => MultiPart::alternative_plain_html(text, html),
+            (None, Some(html)) => MultiPart::alternative().singlepart(SinglePart::html(html)),
+            (text, None) => MultiPart::alternative().singlepart(SinglePart::plain(text.unwrap_or_default())),
         };
         let mut mixed = MultiPart::mixed().multipart(body);
         for (attachment, blob) in m.attachments.iter().zip(&out.files) {
@@ -186,6 +197,16 @@ impl SmtpOutbound {
         let session = Session::open(&self.settings.server, login).await.map_err(|e| classify(&e))?;
         tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
         Ok(session)
+    }
+}
+
+/// `html` with `marker` as a last, small paragraph (before `</body>` when there is one). Visible
+/// on purpose: hidden text is what spam filters look for.
+fn with_html_marker(html: &str, marker: &str) -> String {
+    let paragraph = format!("<p style=\"color:#888888;font-size:11px\">{marker}</p>");
+    match html.to_ascii_lowercase().rfind("</body>") {
+        Some(at) => format!("{}{paragraph}{}", &html[..at], &html[at..]),
+        None => format!("{html}{paragraph}"),
     }
 }
 
