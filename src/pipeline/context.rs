@@ -1,7 +1,7 @@
 //! What a pull channel (IMAP, getUpdates, polling) gets to work with: ingest, its own durable
 //! checkpoints, a health report, and the shutdown signal. Adapters see nothing else of the store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -12,14 +12,23 @@ use crate::channels::RawInbound;
 use crate::model::{time, Direction, EventType};
 use crate::store::{self, Store, StoreError};
 
-/// Channel health for `/readyz`: `None` = running fine, `Some(error)` = failing.
+/// Channel health for `/readyz`: per side of a channel (receiving, sending), the parts of it
+/// that fail with their errors; no failing part = running fine. A part is what runs on its own
+/// within a side, such as one IMAP folder: one folder's success must not hide another's error.
 #[derive(Clone, Default)]
-pub struct Health(Arc<Mutex<HashMap<String, Option<String>>>>);
+pub struct Health(Arc<Mutex<HashMap<String, BTreeMap<String, String>>>>);
 
 impl Health {
-    /// Every channel that reported, with its error if failing.
+    /// Every channel side that reported, with its errors (joined by "; ") if failing.
     pub fn snapshot(&self) -> Vec<(String, Option<String>)> {
-        let mut all: Vec<_> = self.0.lock().expect("health lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let map = self.0.lock().expect("health lock");
+        let mut all: Vec<_> = map
+            .iter()
+            .map(|(key, failing)| {
+                let errors = failing.values().cloned().collect::<Vec<_>>();
+                (key.clone(), (!errors.is_empty()).then(|| errors.join("; ")))
+            })
+            .collect();
         all.sort();
         all
     }
@@ -31,21 +40,26 @@ impl Health {
         self.0.lock().expect("health lock").retain(|key, _| key != channel && *key != sending);
     }
 
-    /// Records a state; returns whether it changed (called on every successful send, so an
-    /// unchanged state is only compared).
-    fn set(&self, key: &str, error: Option<String>) -> bool {
+    /// Records a part's state; returns whether it changed (called on every successful send, so
+    /// an unchanged state is only compared). A side's first report counts as a change.
+    fn set(&self, key: &str, part: &str, error: Option<String>) -> bool {
         let mut map = self.0.lock().expect("health lock");
-        if map.get(key) == Some(&error) {
-            return false;
+        let first = !map.contains_key(key);
+        let failing = map.entry(key.to_owned()).or_default();
+        match error {
+            None => failing.remove(part).is_some() || first,
+            Some(error) => failing.insert(part.to_owned(), error.clone()).as_ref() != Some(&error),
         }
-        map.insert(key.to_owned(), error);
-        true
     }
 
     /// A side of a channel works (again).
     pub fn report_ok(&self, channel: &str, direction: Direction) {
-        if self.set(&health_key(channel, direction), None) {
-            tracing::info!(channel, direction = direction.as_str(), "channel running");
+        self.report_part_ok(channel, direction, "");
+    }
+
+    fn report_part_ok(&self, channel: &str, direction: Direction, part: &str) {
+        if self.set(&health_key(channel, direction), part, None) {
+            tracing::info!(channel, direction = direction.as_str(), part, "channel running");
         }
     }
 
@@ -59,9 +73,21 @@ impl Health {
         code: &str,
         message: &str,
     ) {
+        self.report_part_error(store, channel, direction, "", code, message).await;
+    }
+
+    async fn report_part_error(
+        &self,
+        store: &Store,
+        channel: (&str, &str),
+        direction: Direction,
+        part: &str,
+        code: &str,
+        message: &str,
+    ) {
         let (id, kind) = channel;
-        tracing::warn!(channel = id, direction = direction.as_str(), code, error = %message, "channel failing; retrying with backoff");
-        if !self.set(&health_key(id, direction), Some(format!("{code}: {message}"))) {
+        tracing::warn!(channel = id, direction = direction.as_str(), part, code, error = %message, "channel failing; retrying with backoff");
+        if !self.set(&health_key(id, direction), part, Some(format!("{code}: {message}"))) {
             return;
         }
         let data = json!({
@@ -132,6 +158,8 @@ pub struct InboundContext {
     pub shutdown: CancellationToken,
     pipeline: Pipeline,
     health: Health,
+    /// The part of the channel this context reports health for (`for_part`); "" = all of it.
+    part: String,
 }
 
 impl InboundContext {
@@ -142,7 +170,20 @@ impl InboundContext {
         health: Health,
         shutdown: CancellationToken,
     ) -> Self {
-        InboundContext { channel_id: channel_id.to_owned(), channel_type, shutdown, pipeline, health }
+        InboundContext {
+            channel_id: channel_id.to_owned(),
+            channel_type,
+            shutdown,
+            pipeline,
+            health,
+            part: String::new(),
+        }
+    }
+
+    /// This context for a part of the channel that runs on its own (an IMAP folder): its health
+    /// reports clear and set only that part's error.
+    pub fn for_part(&self, part: &str) -> InboundContext {
+        InboundContext { part: part.to_owned(), ..self.clone() }
     }
 
     /// Hands one item to the pipeline; `Ok` means it is durably stored (or was a duplicate).
@@ -180,12 +221,37 @@ impl InboundContext {
 
     /// The channel works (again).
     pub fn report_ok(&self) {
-        self.health.report_ok(&self.channel_id, Direction::Inbound);
+        self.health.report_part_ok(&self.channel_id, Direction::Inbound, &self.part);
     }
 
     /// The channel fails (see `Health::report_error`).
     pub async fn report_error(&self, code: &str, message: &str) {
         let channel = (self.channel_id.as_str(), self.channel_type);
-        self.health.report_error(&self.pipeline.store, channel, Direction::Inbound, code, message).await;
+        self.health
+            .report_part_error(&self.pipeline.store, channel, Direction::Inbound, &self.part, code, message)
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_part_working_does_not_clear_another_parts_error() {
+        let health = Health::default();
+        assert!(health.set("support", "INBOX", None), "a side's first report is a change");
+        assert!(health.set("support", "Archiv", Some("imap_protocol: no such folder".into())));
+        assert!(!health.set("support", "Archiv", Some("imap_protocol: no such folder".into())), "a retry is no change");
+        assert!(!health.set("support", "INBOX", None));
+        assert_eq!(health.snapshot(), vec![("support".to_owned(), Some("imap_protocol: no such folder".to_owned()))]);
+        assert!(health.set("support", "INBOX", Some("imap_connect: refused".into())));
+        assert_eq!(
+            health.snapshot()[0].1.as_deref(),
+            Some("imap_protocol: no such folder; imap_connect: refused"),
+            "every failing part, in part order"
+        );
+        assert!(health.set("support", "Archiv", None) && health.set("support", "INBOX", None));
+        assert_eq!(health.snapshot(), vec![("support".to_owned(), None)]);
     }
 }

@@ -392,6 +392,39 @@ async fn bad_credentials_are_reported_and_do_not_stop_other_channels() {
     server.stop().await;
 }
 
+/// A folder that does not exist (a typo in `folders`) is reported by name while the other
+/// folders import; the working folder's reconnects do not clear it, and a reload that fixes the
+/// list makes the gateway ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_folder_is_reported_by_name_and_the_other_folders_still_import() {
+    let mail = MailServers::start().await;
+    let helpdesk = Receiver::start().await;
+    let hook = webhook("h", &helpdesk, "[\"1s\"]");
+    let config =
+        |folders: &str| format!("{}{hook}", mail.channel_with_imap("support", &format!("folders = {folders}")));
+    let mut server = TestServer::start(&config(r#"["INBOX", "Archiv"]"#)).await;
+    let event = helpdesk.expect_event("channel.error").await;
+    assert!(event["data"]["error"]["message"].as_str().unwrap().starts_with("Archiv: "), "{event}");
+    mail.append(SUPPORT, &mail_text("a@example.org", "Still here", "still@example.org", "", "x")).await;
+    assert_eq!(first_received(&server).await["data"]["subject"], "Still here");
+
+    // INBOX's session ends and opens again (as after a dropped connection): Archiv still fails.
+    mail.kick(SUPPORT.0);
+    loop_until(|| async { (mail.server_responses().matches("[UIDNEXT ").count() >= 2).then_some(()) }).await;
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    let check = ready["checks"]["channel:support"].as_str().unwrap();
+    assert!(check.starts_with("error: imap_protocol: Archiv: "), "{ready}");
+
+    server.reload(&config(r#"["INBOX"]"#)).await;
+    loop_until(|| async {
+        let (code, _) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+        (code == 200).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_smtp_login_is_reported_and_the_mail_waits_for_fixed_credentials() {
     let mail = MailServers::start().await;

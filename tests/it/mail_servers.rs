@@ -139,6 +139,17 @@ impl MailServers {
     }
 
     /// Every response Dovecot sent so far (`*.out`).
+    /// Ends every IMAP session of `user`, as a dropped connection would (`doveadm kick`).
+    pub fn kick(&self, user: &str) {
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args(["kick", user])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "doveadm kick: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn server_responses(&self) -> String {
         self.rawlog("out")
     }

@@ -85,8 +85,10 @@ impl Inbound for ImapInbound {
                 .folders
                 .iter()
                 .map(|folder| {
+                    // Each folder reports its own health: one folder's success does not clear
+                    // another's error (a misspelt folder stays visible in /readyz).
                     let (config, imap, folder, cx, tokens) =
-                        (self.config.clone(), imap.clone(), folder.clone(), cx.clone(), tokens.clone());
+                        (self.config.clone(), imap.clone(), folder.clone(), cx.for_part(folder), tokens.clone());
                     tokio::spawn(async move { run_folder(config, imap, folder, cx, tokens).await })
                 })
                 .collect();
