@@ -1209,11 +1209,25 @@ async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     }
     let config = mail.channel_with_imap("support", "sent_folder = \"Sent\"");
     let server = TestServer::start(&config).await;
-    let (_, queued) = server
-        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Copy", "text": "keep a copy"}))
-        .await;
-    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
-    let header = sent["provider"]["message_id"].as_str().unwrap().to_owned();
+    let mut headers = Vec::new();
+    for text in ["keep a copy", "and another", "and a third"] {
+        if text == "and a third" {
+            // The server ends the kept session (as its autologout would): the next copy logs in again.
+            loop_until(|| async {
+                (mail.client_sessions().iter().filter(|s| s.contains(" APPEND ")).count() == 1).then_some(())
+            })
+            .await;
+            loop_until(|| async { (mail.client_sessions().concat().matches(" APPEND ").count() == 2).then_some(()) })
+                .await;
+            mail.kick(SUPPORT.0);
+        }
+        let (_, queued) = server
+            .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Copy", "text": text}))
+            .await;
+        let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+        headers.push(sent["provider"]["message_id"].as_str().unwrap().to_owned());
+    }
+    let header = headers[0].clone();
     let copy = loop_until(|| async {
         let mut session = mail.login(SUPPORT).await;
         session.select("Sent").await.unwrap();
@@ -1231,10 +1245,20 @@ async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     .await;
     assert!(copy.0.contains("keep a copy"));
     assert!(copy.1.iter().any(|f| f.contains("Seen")), "the copy is marked read: {:?}", copy.1);
+    // All three copies, through one IMAP login per server session (not one per mail); the
+    // last session is logged out at shutdown.
+    let appending =
+        || mail.client_sessions().into_iter().filter(|s| s.contains(" APPEND \"Sent\"")).collect::<Vec<_>>();
+    loop_until(|| async {
+        (appending().iter().map(|s| s.matches(" APPEND ").count()).sum::<usize>() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(appending().len(), 2, "{:?}", mail.client_sessions());
     // The copy in Sent is not imported as inbound mail (only INBOX is watched).
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&server).await, 0);
     server.stop().await;
+    assert!(appending()[1].contains(" LOGOUT"), "{:?}", appending());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

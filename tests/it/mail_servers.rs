@@ -154,7 +154,16 @@ impl MailServers {
         self.rawlog("out")
     }
 
+    /// The commands each IMAP session sent, one string per session (in login order).
+    pub fn client_sessions(&self) -> Vec<String> {
+        self.rawlogs("in")
+    }
+
     fn rawlog(&self, extension: &str) -> String {
+        self.rawlogs(extension).concat()
+    }
+
+    fn rawlogs(&self, extension: &str) -> Vec<String> {
         let mut logs: Vec<_> = std::fs::read_dir(self.dir.path().join("rawlog"))
             .unwrap()
             .map(|e| e.unwrap().path())

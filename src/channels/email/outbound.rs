@@ -8,6 +8,9 @@
 //! A refused login, a failed OAuth2 refresh or a failed TLS setup makes the channel
 //! `Unavailable`: the messages wait for fixed credentials and `/readyz` shows the channel failing.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use lettre::message::header::ContentType;
@@ -16,6 +19,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 
 use super::config::{EmailChannelConfig, ImapConfig, TlsMode};
+use super::inbound::ImapSession;
 use super::oauth2::TokenSource;
 use super::smtp::{self, Envelope, Pool, Session};
 use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
@@ -23,8 +27,8 @@ use crate::pipeline::ChannelState;
 use crate::stitch::email::{body_marker, own_message_id};
 
 pub struct SmtpOutbound {
-    /// Where a copy of each sent mail is appended, with how to log in there.
-    sent_copy: Option<(ImapConfig, String, Option<TokenSource>)>,
+    /// Where a copy of each sent mail is appended (`sent_folder`).
+    sent_copy: Option<Arc<SentCopy>>,
     sessions: Pool,
     settings: Transport,
     from: Mailbox,
@@ -77,7 +81,7 @@ impl SmtpOutbound {
         let sent_copy = config.imap.as_ref().and_then(|imap| {
             let folder = imap.sent_folder.clone()?;
             let tokens = imap.oauth2.clone().map(|o| TokenSource::new(o, state.clone()));
-            Some((imap.clone(), folder, tokens))
+            Some(Arc::new(SentCopy { imap: imap.clone(), folder, tokens, session: Default::default() }))
         });
         Some(SmtpOutbound {
             sent_copy,
@@ -150,26 +154,67 @@ impl SmtpOutbound {
         let mut session = self.session().await?;
         session.send(&envelope, &mail).await.map_err(|e| classify(&e))?;
         self.sessions.give_back(session);
-        if self.sent_copy.is_some() {
-            self.append_copy(&mail).await;
+        if let Some(copy) = self.sent_copy.clone() {
+            // In the background: the mail is sent, and neither its status nor the send timeout
+            // may wait for the copy (a timeout here would send it twice).
+            tokio::spawn(async move { copy.append(&mail).await });
         }
         Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) })
     }
+}
 
-    /// Appends a sent mail to the Sent folder. The mail is already sent: a failure here is logged,
-    /// never turned into a send failure (that would send it twice).
-    async fn append_copy(&self, bytes: &[u8]) {
-        let Some((imap, folder, tokens)) = &self.sent_copy else { return };
-        let result = async {
-            let mut session = super::inbound::login(imap, tokens.as_ref()).await?;
-            session.append(folder, Some("(\\Seen)"), None, bytes).await?;
-            let _ = session.logout().await;
-            Ok::<(), super::inbound::ImapError>(())
+/// Copies of sent mail, appended to the Sent folder like a mail client does.
+struct SentCopy {
+    imap: ImapConfig,
+    folder: String,
+    tokens: Option<TokenSource>,
+    /// The IMAP session the copies go through, kept between sends: one login per session rather
+    /// than per mail (servers throttle, and lock out, accounts that log in too often). Appends
+    /// take turns on it.
+    session: tokio::sync::Mutex<Option<ImapSession>>,
+}
+
+impl SentCopy {
+    /// How long one append (with a login, when needed) may take: a connection that died
+    /// silently must not hold the session's lock for ever.
+    const TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// Appends through the kept session, or, when there is none or the append fails on it
+    /// (the server logged it out meanwhile), through a fresh login, once. A failure is logged;
+    /// the mail itself is sent.
+    async fn append(&self, bytes: &[u8]) {
+        let mut kept = self.session.lock().await;
+        if let Some(mut session) = kept.take() {
+            let appended =
+                tokio::time::timeout(Self::TIMEOUT, session.append(&self.folder, Some("(\\Seen)"), None, bytes));
+            if matches!(appended.await, Ok(Ok(()))) {
+                *kept = Some(session);
+                return;
+            }
         }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(folder = %folder, error = %e, "sent, but the copy to the Sent folder failed");
+        let fresh = async {
+            let mut session = super::inbound::login(&self.imap, self.tokens.as_ref()).await?;
+            session.append(&self.folder, Some("(\\Seen)"), None, bytes).await?;
+            Ok::<_, super::inbound::ImapError>(session)
+        };
+        match tokio::time::timeout(Self::TIMEOUT, fresh).await {
+            Ok(Ok(session)) => *kept = Some(session),
+            Ok(Err(e)) => {
+                tracing::warn!(folder = %self.folder, error = %e, "sent, but the copy to the Sent folder failed")
+            }
+            Err(_) => tracing::warn!(folder = %self.folder, "sent, but the copy to the Sent folder timed out"),
         }
+    }
+
+    /// Logs the kept session out, after the append under way (if any); gives up after a few
+    /// seconds, so that a stop is not held up.
+    async fn close(&self) {
+        let logout = async {
+            if let Some(mut session) = self.session.lock().await.take() {
+                let _ = session.logout().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), logout).await;
     }
 }
 
@@ -238,6 +283,14 @@ impl Outbound for SmtpOutbound {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        self.sessions.close().boxed()
+        async {
+            let copies = async {
+                if let Some(copy) = &self.sent_copy {
+                    copy.close().await;
+                }
+            };
+            futures_util::future::join(self.sessions.close(), copies).await;
+        }
+        .boxed()
     }
 }
