@@ -27,6 +27,27 @@ async fn nth_received(helpdesk: &Receiver, n: usize) -> Value {
 }
 
 /// A server without IDLE is polled: mail that arrives after the first import still comes in.
+/// IDLE is ended and issued again after `idle_timeout` (29 minutes by default: servers end
+/// IDLE at 30), on the same session, and new mail still comes in through the renewed IDLE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_is_issued_again_after_idle_timeout_on_the_same_session() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel_with_imap("support", "idle_timeout = \"1s\"")).await;
+    // The gateway's folder session: the one that selected INBOX.
+    let gateway_sessions =
+        || -> Vec<String> { mail.client_sessions().into_iter().filter(|s| s.contains(" SELECT \"INBOX\"")).collect() };
+    loop_until(|| async {
+        gateway_sessions().first().is_some_and(|s| s.matches(" IDLE\r\n").count() >= 3).then_some(())
+    })
+    .await;
+    let sessions = gateway_sessions();
+    assert_eq!(sessions.len(), 1, "renewed without reconnecting: {sessions:?}");
+    assert!(sessions[0].matches("DONE\r\n").count() >= 2, "{}", sessions[0]);
+    mail.append(SUPPORT, &mail_text("ann@example.org", "After renewals", "renewed@example.org", "", "x")).await;
+    assert_eq!(first_received(&server).await["data"]["subject"], "After renewals");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_idle_is_polled() {
     let mail = MailServers::start_without_idle().await;
