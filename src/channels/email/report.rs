@@ -12,7 +12,10 @@ fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a s
     message.header_raw(name).map(str::trim)
 }
 
-/// Vacation and out-of-office subjects, for senders that set no headers.
+/// Vacation and out-of-office subjects, for senders that set no headers. Only as the subject's
+/// start, followed by a colon or nothing ("Automatic reply: Your order", "Out of office"): a
+/// customer asking about a "vacation booking" or the "absence of a refund" is no auto-reply,
+/// and an auto-reply outside a conversation is refused.
 const AUTO_SUBJECTS: &[&str] = &[
     "out of office",
     "out of the office",
@@ -51,8 +54,18 @@ pub fn is_auto_reply(message: &Message<'_>) -> bool {
     if header_text(message, "Return-Path").is_some_and(|v| v == "<>") {
         return true;
     }
-    let subject = message.subject().unwrap_or("").to_lowercase();
-    AUTO_SUBJECTS.iter().any(|s| subject.contains(s))
+    is_auto_subject(message.subject().unwrap_or(""))
+}
+
+/// Whether a subject starts with an auto-reply phrase followed by a colon or nothing.
+fn is_auto_subject(subject: &str) -> bool {
+    let subject = subject.trim().to_lowercase();
+    AUTO_SUBJECTS.iter().any(|phrase| {
+        subject.strip_prefix(phrase).is_some_and(|rest| {
+            let rest = rest.trim_start();
+            rest.is_empty() || rest.starts_with(':') || rest.starts_with('：')
+        })
+    })
 }
 
 /// Parses `Name: value` fields (with folded continuation lines) of a delivery-status body.
@@ -180,6 +193,33 @@ fn xtext_decode(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn auto_reply_subjects_are_phrases_at_the_start_not_words_anywhere() {
+        for auto in [
+            "Automatic reply: Your order 42",
+            "Out of Office",
+            "Out of office: back on Monday",
+            "AUTOREPLY:Ihre Anfrage",
+            "Abwesenheitsnotiz: Ihre Anfrage",
+            "Réponse automatique : votre demande",
+            "Automatyczna odpowiedź: zamówienie",
+            "Automatická odpověď: objednávka",
+            "  Vacation  ",
+        ] {
+            assert!(super::is_auto_subject(auto), "{auto}");
+        }
+        for customer in [
+            "Question about my vacation booking",
+            "Vacation rental 12 - is it free in May?",
+            "Absence of the refund for order 42",
+            "Re: Out of office hours support?",
+            "Why did I get an automatic reply?",
+            "",
+        ] {
+            assert!(!super::is_auto_subject(customer), "{customer}");
+        }
+    }
+
     #[test]
     fn envelope_ids_are_decoded_from_xtext() {
         assert_eq!(super::xtext_decode("msg_01JABC"), "msg_01JABC");
