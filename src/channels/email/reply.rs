@@ -3,6 +3,8 @@
 //! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak, and
 //! Outlook's `From: … Sent: …` block in those languages), a forwarded/original-message separator,
 //! or a run of `>` quoted lines; then drops a `-- ` signature and "Sent from my phone" footers.
+//! When nothing precedes a quote, the answer was written below it or between its lines
+//! (bottom-posting, inline answers): then it is the lines that are not quoted.
 
 /// Lines that open quoted history on their own.
 const SEPARATORS: &[&str] = &[
@@ -97,25 +99,47 @@ fn is_outlook_block(lines: &[&str], i: usize) -> bool {
     })
 }
 
-/// The new part of `text`.
+/// The new part of `text`: what comes before the quoted history; for a reply written below the
+/// history or between its lines (bottom-posting, inline answers), the lines that are not
+/// quoted.
 pub fn reply_text(text: &str) -> String {
     let text = text.replace("\r\n", "\n");
     let lines: Vec<&str> = text.lines().collect();
     let mut end = lines.len();
+    // Whether the history opens with a quote (`>` lines, or "On … wrote:" above them), which is
+    // how mail clients quote for answers below or between the lines; a separator or Outlook's
+    // header block means the history is a copy below the answer.
+    let mut quoting = false;
     for i in 0..lines.len() {
         let lower = lines[i].trim().to_lowercase();
         let quoted_run = lower.starts_with('>')
             && lines[i..].iter().take(2).all(|l| l.trim_start().starts_with('>') || l.trim().is_empty());
-        if SEPARATORS.iter().any(|s| lower.starts_with(s))
-            || is_attribution(lines[i], lines.get(i + 1).copied())
-            || is_outlook_block(&lines, i)
-            || quoted_run
-        {
+        let attribution = is_attribution(lines[i], lines.get(i + 1).copied());
+        if SEPARATORS.iter().any(|s| lower.starts_with(s)) || attribution || is_outlook_block(&lines, i) || quoted_run {
             end = i;
+            quoting = attribution || quoted_run;
             break;
         }
     }
-    let mut body: Vec<&str> = lines[..end].to_vec();
+    let above = without_signature(lines[..end].to_vec());
+    if !above.is_empty() || !quoting {
+        return above;
+    }
+    // Nothing above a quote: the answer is below it or between its quoted lines.
+    let mut unquoted: Vec<&str> = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, l)| !l.trim_start().starts_with('>') && !is_attribution(l, lines.get(i + 1).copied()))
+        .filter(|(i, _)| *i == 0 || !is_attribution(lines[i - 1], Some(lines[*i])))
+        .map(|(_, l)| *l)
+        .collect();
+    // A quote removed between two paragraphs leaves one blank line, not several.
+    unquoted.dedup_by(|a, b| a.trim().is_empty() && b.trim().is_empty());
+    without_signature(unquoted)
+}
+
+/// `body` without a `-- ` signature and trailing "Sent from my phone" footers, trimmed.
+fn without_signature(mut body: Vec<&str>) -> String {
     if let Some(sig) = body.iter().rposition(|l| *l == "-- " || *l == "--") {
         body.truncate(sig);
     }
@@ -158,6 +182,12 @@ mod tests {
             ("Antwort\n\nVon meinem iPhone gesendet\n\nAm 23.11.2026 um 10:00 schrieb Support:\n> x", "Antwort"),
             ("Line one\nLine two", "Line one\nLine two"),
             ("I wrote: this is fine\nOn the other hand", "I wrote: this is fine\nOn the other hand"),
+            // Written below the history, or between its lines.
+            ("On Mon, 23 Nov 2026, Support wrote:\n> Does Friday suit you?\n\nYes, Friday is fine.\n\n-- \nAnn", "Yes, Friday is fine."),
+            ("Am 23.11.2026 um 10:00 schrieb Support\n<support@example.com>:\n> Passt Freitag?\nJa.\n> Und um 10 Uhr?\nAuch.", "Ja.\nAuch."),
+            // Nothing new (an answer that is only an attachment): not our own text instead.
+            ("On Mon, Support wrote:\n> Please send the invoice.", ""),
+            ("From: Support <support@example.com>\nSent: Monday, November 23, 2026 10:00 AM\n\nPlease send it.", ""),
         ];
         for (input, expected) in cases {
             assert_eq!(reply_text(input), expected, "{input:?}");
