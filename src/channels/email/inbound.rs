@@ -352,8 +352,8 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> 
     }
     let mut raws = Vec::new();
     for chunk in chunks {
-        // A panic in the parser is a bug: the session ends with this error and the batch is
-        // fetched again when it restarts.
+        // A parser panic on one mail is caught in `mime::to_raw_inbound` (the mail is kept whole);
+        // anything else failing here ends the session, and the batch is fetched again.
         raws.extend(chunk.await.map_err(|e| ImapError::Protocol(format!("MIME parsing failed: {e}")))?);
     }
     Ok(raws)

@@ -66,8 +66,27 @@ fn source_attachment(bytes: &Bytes, key: &str) -> RawAttachment {
 /// `source`: the mail as fetched; kept as the message's `source` without being copied.
 pub fn to_raw_inbound(channel: &EmailChannelConfig, source: impl Into<Bytes>) -> RawInbound {
     let source: Bytes = source.into();
-    let bytes = &source;
-    let key = dedup_key(bytes);
+    let key = dedup_key(&source);
+    guarded(channel, &source, key, translate)
+}
+
+/// Runs `translate`. A panic in it (a parser bug some input triggers) must not stop the folder:
+/// the same mail would fail again at every retry and nothing after it would ever be read. The
+/// mail is kept whole instead, as an unparseable message with its source, and reading goes on.
+pub(super) fn guarded(
+    channel: &EmailChannelConfig,
+    source: &Bytes,
+    key: String,
+    translate: impl FnOnce(&EmailChannelConfig, &Bytes, String) -> RawInbound,
+) -> RawInbound {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| translate(channel, source, key.clone())));
+    attempt.unwrap_or_else(|_| {
+        tracing::error!(channel = %channel.id, key, "MIME parsing panicked on this mail (a parser bug); kept whole as an unparseable message");
+        unparseable(channel, source, key)
+    })
+}
+
+fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInbound {
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, key);

@@ -34,6 +34,19 @@ fn a_plain_reply_translates() {
     assert!(raw.dedup_key.unwrap().starts_with("sha256:"));
 }
 
+/// A parser panic on one mail (a bug some input triggers) keeps that mail whole, with its
+/// source, instead of failing its batch at every retry and blocking the folder behind it.
+#[test]
+fn a_parser_panic_keeps_the_mail_whole_instead_of_blocking_the_folder() {
+    let source = bytes::Bytes::from_static(b"From: a@example.org\r\nSubject: poison\r\n\r\nbody\r\n");
+    let key = super::mime::dedup_key(&source);
+    let raw = super::mime::guarded(&channel(), &source, key.clone(), |_, _, _| panic!("a parser bug"));
+    assert_eq!(raw.subject.as_deref(), Some("(unparseable message)"));
+    assert_eq!(raw.dedup_key.as_deref(), Some(key.as_str()));
+    assert_eq!(&raw.attachments[0].bytes[..], &source[..], "the mail, byte for byte");
+    assert_eq!(&raw.source.expect("kept as the source too").bytes[..], &source[..]);
+}
+
 #[test]
 fn charsets_and_encodings_decode() {
     let mail = "From: =?ISO-8859-2?Q?Pawe=B3?= <p@example.pl>\r\nTo: support@example.com\r\nSubject: =?windows-1250?Q?Za=9E=F3=B3=E6?=\r\nContent-Type: text/plain; charset=ISO-8859-2\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nZa=BF=F3=B3=E6 g=EA=B6l=B1 ja=BC=F1\r\n";
