@@ -109,7 +109,9 @@ pub async fn submit(
                 }
             }
             let now_ms = time::now_ms();
-            let Some(conversation) = target_conversation(conn, &request.target, &channel_ref, &recipient, now_ms)?
+            let subject = request.subject.as_deref();
+            let Some(conversation) =
+                target_conversation(conn, &request.target, &channel_ref, &recipient, subject, now_ms)?
             else {
                 return Ok(Err(SubmitError::ConversationNotFound));
             };
@@ -155,12 +157,14 @@ fn replay(stored: IdempotentResponse, request_sha256: &str) -> Result<Accepted, 
 }
 
 /// The conversation a send goes to, creating contact and conversation for a first message to a
-/// new address (with their events).
+/// new address (with their events). A mail conversation started this way keeps the subject, so
+/// that a reply which lost its threading headers finds it by subject like any other.
 fn target_conversation(
     conn: &Connection,
     target: &Target,
     channel: &ChannelRef,
     recipient: &str,
+    subject: Option<&str>,
     now_ms: i64,
 ) -> Result<Option<Conversation>, StoreError> {
     if let Target::Conversation(id) = target {
@@ -186,9 +190,18 @@ fn target_conversation(
             contact.id
         }
     };
-    let conversation =
-        stitch::new_conversation(&channel.id, &channel.kind, recipient, &contact_id, recipient, None, &now);
-    store::conversations::insert(conn, &conversation, now_ms, None)?;
+    let subject = subject.filter(|s| !s.trim().is_empty());
+    let conversation = stitch::new_conversation(
+        &channel.id,
+        &channel.kind,
+        recipient,
+        &contact_id,
+        recipient,
+        subject.map(str::to_owned),
+        &now,
+    );
+    let subject_key = subject.filter(|_| channel.kind == "email").map(stitch::email::normalize_subject);
+    store::conversations::insert(conn, &conversation, now_ms, subject_key.as_deref())?;
     store::events::append(conn, EventType::ConversationCreated, conversation.id.as_str(), &conversation)?;
     Ok(Some(conversation))
 }

@@ -1140,6 +1140,27 @@ async fn smtp_xoauth2_sends_with_a_fresh_token() {
     server.stop().await;
 }
 
+/// A conversation we started by mail is found by its subject too: the customer's reply lost
+/// its threading headers (and our Message-ID was rewritten on the way), but "Re: <subject>"
+/// from the same address joins it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_to_a_conversation_we_started_is_found_by_subject_without_headers() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let (_, queued) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your refund 77", "text": "Done."}))
+        .await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let created = server.all_events().await.into_iter().find(|e| e["type"] == "conversation.created").unwrap();
+    assert_eq!(created["data"]["subject"], "Your refund 77");
+    let reply = mail_text(ANN.0, "AW: Your refund 77", "no-headers@example.org", "", "Thanks, received.");
+    mail.append(SUPPORT, &reply).await;
+    let event = first_received(&server).await;
+    assert_eq!(event["data"]["conversation_id"], queued["conversation_id"]);
+    assert_eq!(event["data"]["stitch"]["reason"], "subject");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reply_token_threads_a_reply_that_lost_every_header() {
     let mail = MailServers::start().await;
