@@ -35,6 +35,10 @@ pub struct RawInbound {
     /// The channel's key for the conversation (chat id, `thread` field, ...).
     pub thread_key: String,
     pub from: Party,
+    /// Someone other than `from` the message names for answers (a mail's Reply-To: a web
+    /// contact form sends From `noreply@…` with the customer in Reply-To). When set, the message
+    /// is theirs: `identity`, the contact and where replies go.
+    pub reply_to: Option<Party>,
     /// The sender's identity, scheme-prefixed: `email:…`, `tel:+…`, `ext:<channel>:<address>`.
     pub identity: String,
     pub to: Vec<Party>,

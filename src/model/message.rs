@@ -161,6 +161,10 @@ pub struct Message {
     pub direction: Direction,
     pub status: Status,
     pub from: Party,
+    /// Inbound mail: the Reply-To party, when it names someone other than `from`; the message,
+    /// its contact and the replies are theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Party>,
     pub to: Vec<Party>,
     pub subject: Option<String>,
     pub text: Option<String>,

@@ -71,6 +71,7 @@ mod tests {
             direction: Direction::Outbound,
             status: Status::Queued,
             from: Party { address: "web".into(), name: None },
+            reply_to: None,
             to: vec![],
             subject: None,
             text: Some("x".into()),

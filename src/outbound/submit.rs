@@ -222,6 +222,7 @@ fn outbound_message(
         direction: Direction::Outbound,
         status: Status::Queued,
         from: Party { address: conversation.channel.id.clone(), name: None },
+        reply_to: None,
         to: vec![Party { address: recipient.to_owned(), name: None }],
         subject: request.subject.or_else(|| conversation.subject.clone()),
         reply_text: request.text.clone(),

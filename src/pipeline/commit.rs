@@ -194,6 +194,7 @@ fn normalize(
         direction: Direction::Inbound,
         status: Status::Received,
         from: raw.from,
+        reply_to: raw.reply_to,
         to: raw.to,
         subject: raw.subject,
         text: raw.text,

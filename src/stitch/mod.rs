@@ -48,11 +48,13 @@ pub fn plan(
     conversation: Option<(Conversation, &str)>,
     now: &str,
 ) -> Plan {
+    // Whose the message is: the Reply-To party when the mail names one, else the sender.
+    let owner = raw.reply_to.as_ref().unwrap_or(&raw.from);
     let contact = match contact {
         Some(id) => Found::Existing(id),
         None => Found::New(Contact {
             id: ContactId::new(),
-            name: raw.from.name.clone(),
+            name: owner.name.clone(),
             identities: vec![raw.identity.clone()],
             created_at: now.to_owned(),
             updated_at: now.to_owned(),
@@ -70,7 +72,7 @@ pub fn plan(
                 raw.channel_type,
                 &raw.thread_key,
                 &contact_id,
-                &raw.from.address,
+                &owner.address,
                 raw.subject.clone(),
                 now,
             )),
@@ -128,6 +130,7 @@ mod tests {
             provider_thread_id: None,
             thread_key: "chat-1".into(),
             from: Party { address: "v1".into(), name: Some("Ann".into()) },
+            reply_to: None,
             identity: "ext:web:v1".into(),
             to: vec![],
             subject: None,

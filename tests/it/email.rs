@@ -1140,6 +1140,50 @@ async fn smtp_xoauth2_sends_with_a_fresh_token() {
     server.stop().await;
 }
 
+/// Web contact forms send From `noreply@…` with the customer in Reply-To: each customer gets
+/// their own contact and conversation (not one "noreply" conversation for everyone, joined by
+/// the form's fixed subject), and the reply goes to the customer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contact_form_mail_belongs_to_its_reply_to_address() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let form = |customer: &str, id: &str| {
+        mail_text(
+            "Shop Website <noreply@shop.example.net>",
+            "New contact form message",
+            id,
+            &format!("Reply-To: Customer <{customer}>\n"),
+            &format!("Message from {customer}: where is my order?"),
+        )
+    };
+    mail.append(SUPPORT, &form(ANN.0, "form-1@shop.example.net")).await;
+    mail.append(SUPPORT, &form(STRANGER.0, "form-2@shop.example.net")).await;
+    let received = loop_until(|| async {
+        let events: Vec<Value> =
+            server.all_events().await.into_iter().filter(|e| e["type"] == "message.received").collect();
+        (events.len() == 2).then_some(events)
+    })
+    .await;
+    let (first, second) = (&received[0], &received[1]);
+    assert_ne!(first["data"]["conversation_id"], second["data"]["conversation_id"], "one conversation per customer");
+    assert_ne!(first["data"]["contact_id"], second["data"]["contact_id"]);
+    assert_eq!(first["data"]["from"]["address"], "noreply@shop.example.net");
+    assert_eq!(first["data"]["reply_to"], json!({"address": ANN.0, "name": "Customer"}));
+    assert_eq!(second["data"]["reply_to"]["address"], STRANGER.0);
+    server.validate_contract(vec![json!({"schema": "Event", "instance": first})]).await;
+    let contact = server.get(&format!("/v1/contacts/{}", first["data"]["contact_id"].as_str().unwrap())).await.1;
+    assert!(contact["identities"].as_array().unwrap().contains(&json!(format!("email:{}", ANN.0))), "{contact}");
+
+    // The reply goes to Ann, not to the form's sender.
+    let (_, queued) = server
+        .post("/v1/messages", json!({"conversation_id": first["data"]["conversation_id"], "text": "It ships today."}))
+        .await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    assert!(String::from_utf8_lossy(&delivered.2).contains("It ships today."));
+    server.stop().await;
+}
+
 /// A conversation we started by mail is found by its subject too: the customer's reply lost
 /// its threading headers (and our Message-ID was rewritten on the way), but "Re: <subject>"
 /// from the same address joins it.

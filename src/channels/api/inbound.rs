@@ -73,6 +73,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         provider_message_id: body.external_id,
         provider_thread_id: None,
         from: Party { address, name: body.from.name.filter(|n| !n.is_empty()) },
+        reply_to: None,
         to: Vec::new(),
         subject: body.subject,
         text,

@@ -21,6 +21,11 @@ pub struct EmailChannelConfig {
     /// mail system drops the threading headers.
     #[serde(default)]
     pub reply_token: bool,
+    /// A mail whose Reply-To names someone other than its From belongs to the Reply-To address
+    /// (contact, conversation, where replies go): web contact forms send From `noreply@…` with
+    /// the customer in Reply-To. `false`: always the From address.
+    #[serde(default = "default_use_reply_to")]
+    pub use_reply_to: bool,
     /// End each sent mail's text and HTML with `[ref:cnv_…]`, so a reply that quotes it finds
     /// its conversation even when a relay rewrote our Message-ID and the subject changed.
     #[serde(default)]
@@ -37,6 +42,10 @@ pub struct EmailChannelConfig {
     pub keep_source: bool,
     #[serde(default)]
     pub limits: ChannelLimits,
+}
+
+fn default_use_reply_to() -> bool {
+    true
 }
 
 fn default_keep_source() -> bool {

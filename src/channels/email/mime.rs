@@ -95,6 +95,14 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         parties(message.from()).into_iter().next().unwrap_or(Party { address: "unknown@invalid".into(), name: None });
     let mut to = parties(message.to());
     to.extend(parties(message.cc()));
+    // A Reply-To naming someone else than From (not us: our own mail carries our reply token)
+    // makes the mail theirs, unless the channel says otherwise.
+    let reply_to = parties(message.reply_to())
+        .into_iter()
+        .next()
+        .filter(|r| channel.use_reply_to && !r.address.eq_ignore_ascii_case(&from.address))
+        .filter(|r| !is_ours(&r.address, &channel.address));
+    let owner = reply_to.as_ref().unwrap_or(&from).address.clone();
     let subject = message.subject().map(str::to_owned);
     let text = message.body_text(0).map(|t| t.into_owned()).filter(|t| !t.trim().is_empty());
     let html = message.body_html(0).map(|h| h.into_owned()).filter(|h| !h.trim().is_empty());
@@ -158,8 +166,9 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         dedup_key: Some(key.clone()),
         provider_thread_id: None,
         thread_key: format!("mail:{key}"),
-        identity: identity_for("email", &channel.id, &from.address),
+        identity: identity_for("email", &channel.id, &owner),
         from,
+        reply_to,
         to,
         mail: Some(MailThreading {
             message_id,
@@ -204,6 +213,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         thread_key: format!("mail:{key}"),
         identity: identity_for("email", &channel.id, &from.address),
         from,
+        reply_to: None,
         to: Vec::new(),
         subject: Some("(unparseable message)".into()),
         text: None,
