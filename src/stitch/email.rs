@@ -131,8 +131,25 @@ const PREFIXES: &[&str] = &[
     "回复", "答复", "回覆", "转发", "fwd.", "r",
 ];
 
+/// Tags that mail gateways put in front of the subject of mail from outside the organisation;
+/// a reply carries ours as `RE: [EXTERNAL] <our subject>`.
+const GATEWAY_TAGS: &[&str] = &[
+    "[external]",
+    "[ext]",
+    "[external email]",
+    "[external mail]",
+    "[external sender]",
+    "*external*",
+    "[extern]",
+    "[externe]",
+    "[externo]",
+    "[zewnętrzny]",
+    "[externí]",
+];
+
 /// The subject with reply/forward prefixes removed (repeated, counted like `Re[2]:` or
-/// `RE (2):`, or wrapped like `[Fwd: …]`), whitespace collapsed, lowercased.
+/// `RE (2):`, or wrapped like `[Fwd: …]`) and mail gateways' `[EXTERNAL]` tags, whitespace
+/// collapsed, lowercased.
 pub fn normalize_subject(subject: &str) -> String {
     let mut s = subject.trim().to_owned();
     loop {
@@ -146,6 +163,13 @@ pub fn normalize_subject(subject: &str) -> String {
         }
         if let Some(rest) = strip_prefix(&s) {
             s = rest.trim_start().to_owned();
+        }
+        let lower = s.to_lowercase();
+        if let Some(tag) = GATEWAY_TAGS.iter().find(|t| lower.starts_with(**t)) {
+            // Tags are ASCII apart from a few letters whose lowercase has the same length.
+            if s.is_char_boundary(tag.len()) {
+                s = s[tag.len()..].trim_start().to_owned();
+            }
         }
         if s == before {
             break;
@@ -188,6 +212,10 @@ mod tests {
             ("[Fwd: Invoice 42]", "invoice 42"),
             ("Invoice 42", "invoice 42"),
             ("Meeting: Monday", "meeting: monday"),
+            ("RE: [EXTERNAL] Invoice 42", "invoice 42"),
+            ("AW: [EXTERN] AW: Invoice 42", "invoice 42"),
+            ("*EXTERNAL* Re: Invoice 42", "invoice 42"),
+            ("[Order 7] Invoice 42", "[order 7] invoice 42"),
             ("Reminder: pay", "reminder: pay"),
         ];
         for (input, expected) in cases {
