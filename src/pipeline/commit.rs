@@ -30,6 +30,17 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
     let now_ms = time::now_ms();
     let now = time::rfc3339(now_ms);
 
+    // A mail this gateway sent, come back into the mailbox (a Bcc to ourselves, an alias that
+    // includes our address): it is already a message here, and taking it as a customer's would
+    // open a conversation with ourselves (and invite a mail loop).
+    if let Some(header) = raw.mail.as_ref().and_then(|m| m.message_id.as_deref()) {
+        if stitch::email::own_conversation(header).is_some()
+            && store::mail::outbound_by_header(conn, &raw.channel_id, header)?.is_some()
+        {
+            return reject(conn, &raw, "a copy of a mail this gateway sent", now_ms);
+        }
+    }
+
     if let Some(report) = raw.delivery_report.clone() {
         let Some((ours, conversation)) = reported_message(conn, &raw.channel_id, &report)? else {
             return reject(conn, &raw, "a bounce about a message this gateway did not send", now_ms);

@@ -1184,6 +1184,35 @@ async fn contact_form_mail_belongs_to_its_reply_to_address() {
     server.stop().await;
 }
 
+/// Our own sent mail back in the mailbox (a Bcc to ourselves, an alias that includes our address)
+/// is recognised by its Message-ID and refused: no conversation with ourselves, nothing for a
+/// helpdesk auto-acknowledgement to loop on. A customer's reply after it still threads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_own_sent_mail_coming_back_is_refused() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let (_, queued) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your order", "text": "Shipped."}))
+        .await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    mail.append(SUPPORT, &String::from_utf8_lossy(&delivered.2)).await;
+    let header = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await.1["provider"]
+        ["message_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply =
+        mail_text(ANN.0, "Re: Your order", "ann-reply@example.org", &format!("In-Reply-To: <{header}>\n"), "Thanks");
+    mail.append(SUPPORT, &reply).await;
+    let received = first_received(&server).await;
+    assert_eq!(received["data"]["subject"], "Re: Your order", "the copy was refused, the reply stored: {received}");
+    assert_eq!(received["data"]["conversation_id"], queued["conversation_id"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count(&server).await, 1);
+    server.stop().await;
+}
+
 /// A conversation we started by mail is found by its subject too: the customer's reply lost
 /// its threading headers (and our Message-ID was rewritten on the way), but "Re: <subject>"
 /// from the same address joins it.
