@@ -69,6 +69,9 @@ fn submit_error(e: SubmitError) -> ApiError {
         e @ SubmitError::ChannelCannotSend(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "channel_cannot_send", e.to_string()).field("channel")
         }
+        e @ SubmitError::OwnAddress(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("to")
+        }
         e @ SubmitError::InReplyToNotFound => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("in_reply_to")
         }

@@ -195,6 +195,14 @@ impl ChannelConfig {
         }
     }
 
+    /// Whether `recipient` is the channel's own address (a mail to it would come back in).
+    pub fn is_own_address(&self, recipient: &str) -> bool {
+        match self {
+            ChannelConfig::Api(_) => false,
+            ChannelConfig::Email(c) => crate::stitch::email::is_own_address(recipient.trim(), &c.address),
+        }
+    }
+
     pub fn limits(&self) -> &ChannelLimits {
         match self {
             ChannelConfig::Api(c) => &c.limits,

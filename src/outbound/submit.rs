@@ -43,6 +43,8 @@ pub enum SubmitError {
     UnknownChannel(String),
     #[error("channel `{0}` cannot send (it has no outbound configuration)")]
     ChannelCannotSend(String),
+    #[error("`{0}` is the channel's own address: the message would come back in")]
+    OwnAddress(String),
     #[error("in_reply_to names no message on this channel")]
     InReplyToNotFound,
     #[error("Idempotency-Key was used with a different request body")]
@@ -81,6 +83,10 @@ pub async fn submit(
     let channel = registry.get(&channel_id).ok_or_else(|| SubmitError::UnknownChannel(channel_id.clone()))?;
     if channel.outbound.is_none() {
         return Err(SubmitError::ChannelCannotSend(channel_id));
+    }
+    // Sent to ourselves, it would be received again: a loop waiting to happen.
+    if channel.config.is_own_address(&recipient) {
+        return Err(SubmitError::OwnAddress(recipient));
     }
     let channel_ref = ChannelRef { id: channel_id.clone(), kind: channel.config.kind().to_owned() };
     if let Some(parent) = request.in_reply_to.clone() {

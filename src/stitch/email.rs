@@ -87,6 +87,16 @@ pub fn own_message_id(message_id: &str, conversation_id: &str, domain: &str) -> 
     format!("{message_id}.{conversation_id}@{domain}")
 }
 
+/// Whether `address` is `ours`, or ours with a `+token`.
+pub fn is_own_address(address: &str, ours: &str) -> bool {
+    let (Some((local, domain)), Some((our_local, our_domain))) = (address.rsplit_once('@'), ours.rsplit_once('@'))
+    else {
+        return false;
+    };
+    let base = local.split('+').next().unwrap_or(local);
+    domain.eq_ignore_ascii_case(our_domain) && base.eq_ignore_ascii_case(our_local)
+}
+
 /// `support+cnv_…@example.com` → the conversation, when `address` is our address plus a token.
 pub fn reply_token(address: &str, our_address: &str) -> Option<ConversationId> {
     let (local, domain) = address.rsplit_once('@')?;

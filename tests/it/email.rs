@@ -1210,6 +1210,16 @@ async fn our_own_sent_mail_coming_back_is_refused() {
     assert_eq!(received["data"]["conversation_id"], queued["conversation_id"]);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(count(&server).await, 1);
+
+    // Nor does the gateway send to itself: refused before anything is stored.
+    let events_before = server.all_events().await.len();
+    for own in ["support@example.com", "Support+cnv_01ABC@Example.com"] {
+        let (code, refused) =
+            server.post("/v1/messages", json!({"channel": "support", "to": own, "text": "loop?"})).await;
+        assert_eq!(code, 422, "{refused}");
+        assert_eq!(refused["error"]["field"], "to", "{refused}");
+    }
+    assert_eq!(server.all_events().await.len(), events_before);
     server.stop().await;
 }
 

@@ -15,7 +15,7 @@ use super::reply::reply_text;
 use super::report;
 use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
-use crate::stitch::email::{body_token, normalize_subject, reply_token, MailThreading};
+use crate::stitch::email::{body_token, is_own_address, normalize_subject, reply_token, MailThreading};
 use crate::stitch::identity_for;
 use crate::store::Blobs;
 
@@ -101,7 +101,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         .into_iter()
         .next()
         .filter(|r| channel.use_reply_to && !r.address.eq_ignore_ascii_case(&from.address))
-        .filter(|r| !is_ours(&r.address, &channel.address));
+        .filter(|r| !is_own_address(&r.address, &channel.address));
     let owner = reply_to.as_ref().unwrap_or(&from).address.clone();
     let subject = message.subject().map(str::to_owned);
     let text = message.body_text(0).map(|t| t.into_owned()).filter(|t| !t.trim().is_empty());
@@ -155,7 +155,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         .or_else(|| html.as_deref().and_then(body_token));
     let participants: Vec<String> = to
         .iter()
-        .filter(|p| !is_ours(&p.address, &channel.address))
+        .filter(|p| !is_own_address(&p.address, &channel.address))
         .map(|p| identity_for("email", &channel.id, &p.address))
         .collect();
 
@@ -189,16 +189,6 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         delivery_report,
         source: channel.keep_source.then(|| source_attachment(bytes, &key)),
     }
-}
-
-/// Our address, or our address with a `+token`.
-fn is_ours(address: &str, ours: &str) -> bool {
-    let (Some((local, domain)), Some((our_local, our_domain))) = (address.rsplit_once('@'), ours.rsplit_once('@'))
-    else {
-        return false;
-    };
-    let base = local.split('+').next().unwrap_or(local);
-    domain.eq_ignore_ascii_case(our_domain) && base.eq_ignore_ascii_case(our_local)
 }
 
 /// A mail mail-parser cannot read at all: kept, with its source attached.
