@@ -141,6 +141,19 @@ const PREFIXES: &[&str] = &[
     "回复", "答复", "回覆", "转发", "fwd.", "r",
 ];
 
+/// The reply prefixes among `PREFIXES` (the rest mark forwards, which a reply still prefixes).
+const REPLY_PREFIXES: &[&str] =
+    &["re", "aw", "sv", "vs", "odp", "r", "res", "antw", "rv", "ynt", "回复", "答复", "回覆"];
+
+/// Whether `subject` already starts with a reply prefix in any of our languages (`Re:`, `AW:`,
+/// `SV:`, `Odp:`, `Re[2]:` …), so that an answer need not add another.
+pub fn is_reply_subject(subject: &str) -> bool {
+    let Some(colon) = subject.trim().char_indices().find(|(_, c)| *c == ':' || *c == '：') else { return false };
+    let word = subject.trim()[..colon.0].trim().to_lowercase();
+    let word = word.trim_end_matches(|c: char| c.is_ascii_digit() || "[]() ^".contains(c));
+    REPLY_PREFIXES.contains(&word)
+}
+
 /// Tags that mail gateways put in front of the subject of mail from outside the organisation;
 /// a reply carries ours as `RE: [EXTERNAL] <our subject>`.
 const GATEWAY_TAGS: &[&str] = &[
@@ -230,6 +243,16 @@ mod tests {
         ];
         for (input, expected) in cases {
             assert_eq!(normalize_subject(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn reply_subjects_are_recognised_in_every_language_forwards_are_not() {
+        for reply in ["Re: x", "RE: x", "AW: Rechnung", "SV: x", "Odp: x", "Re[2]: x", "回复: x", "  re : x"] {
+            assert!(is_reply_subject(reply), "{reply}");
+        }
+        for other in ["Fwd: x", "WG: x", "Invoice 42", "Meeting: Monday", "Re x", ""] {
+            assert!(!is_reply_subject(other), "{other}");
         }
     }
 

@@ -24,7 +24,7 @@ use super::oauth2::TokenSource;
 use super::smtp::{self, Envelope, Pool, Session};
 use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
 use crate::pipeline::ChannelState;
-use crate::stitch::email::{body_marker, own_message_id};
+use crate::stitch::email::{body_marker, is_reply_subject, own_message_id};
 
 pub struct SmtpOutbound {
     /// Where a copy of each sent mail is appended (`sent_folder`).
@@ -103,7 +103,8 @@ impl SmtpOutbound {
         let recipient = to.email.clone();
         let header_id = own_message_id(m.id.as_str(), m.conversation_id.as_str(), &self.domain);
         let subject = match m.subject.as_deref() {
-            Some(s) if !out.thread_refs.is_empty() && !s.to_lowercase().starts_with("re:") => format!("Re: {s}"),
+            // "Re: AW: Rechnung" would tell a German customer we cannot write mail.
+            Some(s) if !out.thread_refs.is_empty() && !is_reply_subject(s) => format!("Re: {s}"),
             Some(s) => s.to_owned(),
             None => String::new(),
         };
