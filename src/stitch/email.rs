@@ -2,8 +2,8 @@
 //!
 //! Lookup order: In-Reply-To, References (newest first), our own Message-ID pattern
 //! (`<msg_….cnv_…@domain>`, found in either), the reply token (the plus address
-//! `support+cnv_…@example.com`, else our `[ref:cnv_…]` marker quoted in the body), then the normalised subject from the same contact within a
-//! window. Sender guard: a candidate is taken only if the sender already took part in that
+//! `support+cnv_…@example.com`, else our `[ref:cnv_…]` marker quoted in the body), then the
+//! normalised subject from the same contact within a window. Sender guard: a candidate is taken only if the sender already took part in that
 //! conversation (sender or recipient of one of its mails) or is its contact, so a stranger
 //! replying to a forwarded mail or a newsletter starts a conversation of their own.
 //!
@@ -99,15 +99,10 @@ pub fn is_own_address(address: &str, ours: &str) -> bool {
 
 /// `support+cnv_…@example.com` → the conversation, when `address` is our address plus a token.
 pub fn reply_token(address: &str, our_address: &str) -> Option<ConversationId> {
-    let (local, domain) = address.rsplit_once('@')?;
-    let (our_local, our_domain) = our_address.rsplit_once('@')?;
-    if !domain.eq_ignore_ascii_case(our_domain) {
+    if !is_own_address(address, our_address) {
         return None;
     }
-    let (base, token) = local.split_once('+')?;
-    if !base.eq_ignore_ascii_case(our_local) {
-        return None;
-    }
+    let (_, token) = address.rsplit_once('@')?.0.split_once('+')?;
     // Mail systems may lowercase the local part; ids are upper-case Crockford base32.
     let (prefix, rest) = token.split_at(token.find('_')? + 1);
     ConversationId::parse(&format!("{}{}", prefix.to_ascii_lowercase(), rest.to_ascii_uppercase()))
@@ -148,10 +143,7 @@ const REPLY_PREFIXES: &[&str] =
 /// Whether `subject` already starts with a reply prefix in any of our languages (`Re:`, `AW:`,
 /// `SV:`, `Odp:`, `Re[2]:` …), so that an answer need not add another.
 pub fn is_reply_subject(subject: &str) -> bool {
-    let Some(colon) = subject.trim().char_indices().find(|(_, c)| *c == ':' || *c == '：') else { return false };
-    let word = subject.trim()[..colon.0].trim().to_lowercase();
-    let word = word.trim_end_matches(|c: char| c.is_ascii_digit() || "[]() ^".contains(c));
-    REPLY_PREFIXES.contains(&word)
+    leading_prefix(subject.trim()).is_some_and(|(word, _)| REPLY_PREFIXES.contains(&word.as_str()))
 }
 
 /// Tags that mail gateways put in front of the subject of mail from outside the organisation;
@@ -203,13 +195,18 @@ pub fn normalize_subject(subject: &str) -> String {
 
 /// Removes one leading `prefix[n]:`; `None` if there is none.
 fn strip_prefix(s: &str) -> Option<&str> {
+    let (word, rest) = leading_prefix(s)?;
+    PREFIXES.contains(&word.as_str()).then_some(rest)
+}
+
+/// What precedes the first colon, lowercased and without a counter (`re[2]`, `re (2)`, `re^2`
+/// → `re`), and what follows it; a candidate for a reply or forward prefix.
+fn leading_prefix(s: &str) -> Option<(String, &str)> {
     let colon = s.char_indices().find(|(_, c)| *c == ':' || *c == '：')?;
     let (head, rest) = s.split_at(colon.0);
-    let rest = &rest[colon.1.len_utf8()..];
-    let word: String = head.trim().to_lowercase();
-    // Drop a counter: `re[2]`, `re (2)`, `re^2`
-    let word = word.trim_end_matches(|c: char| c.is_ascii_digit() || "[]() ^".contains(c));
-    PREFIXES.contains(&word).then_some(rest)
+    let word = head.trim().to_lowercase();
+    let word = word.trim_end_matches(|c: char| c.is_ascii_digit() || "[]() ^".contains(c)).to_owned();
+    Some((word, &rest[colon.1.len_utf8()..]))
 }
 
 #[cfg(test)]

@@ -294,6 +294,16 @@ async fn first_received(server: &TestServer) -> Value {
 }
 
 /// The test mail servers with a private Postfix in front, and a gateway sending through it.
+/// Posts `body` to /v1/messages and waits until the message is sent and in Ann's mailbox;
+/// returns the accepted message and the mail as Ann's server stored it.
+async fn send_to_ann(server: &TestServer, mail: &MailServers, body: Value) -> (Value, Vec<u8>) {
+    let (status, queued) = server.post("/v1/messages", body).await;
+    assert_eq!(status, 202, "{queued}");
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    (queued, delivered.2)
+}
+
 async fn through_postfix() -> (MailServers, Postfix, TestServer) {
     let mail = MailServers::start().await;
     let postfix = mail.start_postfix().await;
@@ -1127,15 +1137,9 @@ async fn smtp_xoauth2_sends_with_a_fresh_token() {
     );
     let config = format!("{}{}{}", &config[..at], &config[at + smtp_password.len()..], oauth);
     let server = TestServer::start(&config).await;
-    let (_, queued) = server
-        .post(
-            "/v1/messages",
-            json!({"channel": "support", "to": ANN.0, "subject": "OAuth", "text": "sent with XOAUTH2"}),
-        )
-        .await;
-    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
-    assert!(String::from_utf8_lossy(&loop_until(|| async { mail.inbox(ANN).await.pop() }).await.2)
-        .contains("sent with XOAUTH2"));
+    let oauth2_mail = json!({"channel": "support", "to": ANN.0, "subject": "OAuth", "text": "sent with XOAUTH2"});
+    let (_, delivered) = send_to_ann(&server, &mail, oauth2_mail).await;
+    assert!(String::from_utf8_lossy(&delivered).contains("sent with XOAUTH2"));
     assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0"], "one refresh; the token was cached");
     server.stop().await;
 }
@@ -1175,12 +1179,9 @@ async fn contact_form_mail_belongs_to_its_reply_to_address() {
     assert!(contact["identities"].as_array().unwrap().contains(&json!(format!("email:{}", ANN.0))), "{contact}");
 
     // The reply goes to Ann, not to the form's sender.
-    let (_, queued) = server
-        .post("/v1/messages", json!({"conversation_id": first["data"]["conversation_id"], "text": "It ships today."}))
-        .await;
-    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
-    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
-    assert!(String::from_utf8_lossy(&delivered.2).contains("It ships today."));
+    let answer = json!({"conversation_id": first["data"]["conversation_id"], "text": "It ships today."});
+    let (_, delivered) = send_to_ann(&server, &mail, answer).await;
+    assert!(String::from_utf8_lossy(&delivered).contains("It ships today."));
     server.stop().await;
 }
 
@@ -1191,12 +1192,13 @@ async fn contact_form_mail_belongs_to_its_reply_to_address() {
 async fn our_own_sent_mail_coming_back_is_refused() {
     let mail = MailServers::start().await;
     let server = TestServer::start(&mail.channel("support", "")).await;
-    let (_, queued) = server
-        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your order", "text": "Shipped."}))
-        .await;
-    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
-    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
-    mail.append(SUPPORT, &String::from_utf8_lossy(&delivered.2)).await;
+    let (queued, delivered) = send_to_ann(
+        &server,
+        &mail,
+        json!({"channel": "support", "to": ANN.0, "subject": "Your order", "text": "Shipped."}),
+    )
+    .await;
+    mail.append(SUPPORT, &String::from_utf8_lossy(&delivered)).await;
     let header = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await.1["provider"]
         ["message_id"]
         .as_str()
@@ -1248,12 +1250,10 @@ async fn a_reply_to_a_conversation_we_started_is_found_by_subject_without_header
 async fn the_reply_token_threads_a_reply_that_lost_every_header() {
     let mail = MailServers::start().await;
     let server = TestServer::start(&mail.channel("support", "reply_token = true")).await;
-    let (_, queued) = server
-        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your ticket", "text": "Hi"}))
-        .await;
-    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
-    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
-    let raw = String::from_utf8_lossy(&delivered.2).to_string();
+    let (queued, delivered) =
+        send_to_ann(&server, &mail, json!({"channel": "support", "to": ANN.0, "subject": "Your ticket", "text": "Hi"}))
+            .await;
+    let raw = String::from_utf8_lossy(&delivered).to_string();
     let cnv = queued["conversation_id"].as_str().unwrap();
     let token_address = format!("support+{cnv}@example.com");
     assert!(raw.lines().any(|l| l.starts_with("Reply-To:") && l.contains(&format!("<{token_address}>"))), "{raw}");
@@ -1283,16 +1283,14 @@ async fn the_reply_token_threads_a_reply_that_lost_every_header() {
 async fn with_body_token_a_reply_quoting_us_finds_its_conversation_when_our_message_id_was_rewritten() {
     let mail = MailServers::start().await;
     let server = TestServer::start(&mail.channel("support", "body_token = true")).await;
-    let (_, queued) = server
-        .post(
-            "/v1/messages",
-            json!({"channel": "support", "to": ANN.0, "subject": "Your order", "text": "It shipped.", "html": "<html><body><p>It shipped.</p></body></html>"}),
-        )
-        .await;
-    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let (queued, delivered) = send_to_ann(
+        &server,
+        &mail,
+        json!({"channel": "support", "to": ANN.0, "subject": "Your order", "text": "It shipped.", "html": "<html><body><p>It shipped.</p></body></html>"}),
+    )
+    .await;
     let cnv = queued["conversation_id"].as_str().unwrap();
-    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
-    let parsed = mail_parser::MessageParser::default().parse(&delivered.2).unwrap();
+    let parsed = mail_parser::MessageParser::default().parse(&delivered).unwrap();
     let (text, html) = (parsed.body_text(0).unwrap().to_string(), parsed.body_html(0).unwrap().to_string());
     let marker = format!("[ref:{cnv}]");
     assert!(text.trim_end().ends_with(&marker), "{text}");

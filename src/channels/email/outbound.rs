@@ -162,6 +162,31 @@ impl SmtpOutbound {
         }
         Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) })
     }
+
+    /// An idle session, or a new one logged in with the password or a current OAuth2 access
+    /// token (a session stays logged in when its token later expires).
+    async fn session(&self) -> Result<Session, SendError> {
+        if let Some(session) = self.sessions.take().await {
+            return Ok(session);
+        }
+        let (secret, mechanisms) = match &self.settings.tokens {
+            Some(tokens) => {
+                let token = tokens
+                    .access_token()
+                    .await
+                    .map_err(|reason| SendError::Unavailable { code: "oauth2".into(), reason })?;
+                (Some(token), [Mechanism::Xoauth2].as_slice())
+            }
+            None => (self.settings.password.clone(), [Mechanism::Plain, Mechanism::Login].as_slice()),
+        };
+        let login = match (&self.settings.username, secret) {
+            (Some(user), Some(secret)) => Some((Credentials::new(user.clone(), secret), mechanisms)),
+            _ => None,
+        };
+        let session = Session::open(&self.settings.server, login).await.map_err(|e| classify(&e))?;
+        tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
+        Ok(session)
+    }
 }
 
 /// Copies of sent mail, appended to the Sent folder like a mail client does.
@@ -216,33 +241,6 @@ impl SentCopy {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(3), logout).await;
-    }
-}
-
-impl SmtpOutbound {
-    /// An idle session, or a new one logged in with the password or a current OAuth2 access
-    /// token (a session stays logged in when its token later expires).
-    async fn session(&self) -> Result<Session, SendError> {
-        if let Some(session) = self.sessions.take().await {
-            return Ok(session);
-        }
-        let (secret, mechanisms) = match &self.settings.tokens {
-            Some(tokens) => {
-                let token = tokens
-                    .access_token()
-                    .await
-                    .map_err(|reason| SendError::Unavailable { code: "oauth2".into(), reason })?;
-                (Some(token), [Mechanism::Xoauth2].as_slice())
-            }
-            None => (self.settings.password.clone(), [Mechanism::Plain, Mechanism::Login].as_slice()),
-        };
-        let login = match (&self.settings.username, secret) {
-            (Some(user), Some(secret)) => Some((Credentials::new(user.clone(), secret), mechanisms)),
-            _ => None,
-        };
-        let session = Session::open(&self.settings.server, login).await.map_err(|e| classify(&e))?;
-        tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
-        Ok(session)
     }
 }
 
