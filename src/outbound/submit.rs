@@ -121,7 +121,26 @@ pub async fn submit(
             else {
                 return Ok(Err(SubmitError::ConversationNotFound));
             };
-            let message = outbound_message(request, attachments, &conversation, &recipient, now_ms);
+            // A reply answers the subject of the mail it answers, which a customer may have
+            // changed mid-thread, not the one the conversation started with; an explicit subject
+            // renames the thread for subject matching.
+            let subject = match &request.subject {
+                Some(subject) => {
+                    if conversation.channel.kind == "email" {
+                        let key = stitch::email::normalize_subject(subject);
+                        if !key.is_empty() {
+                            store::conversations::set_subject_key(conn, &conversation.id, &key)?;
+                        }
+                    }
+                    Some(subject.clone())
+                }
+                None => {
+                    let answered = request.in_reply_to.as_ref().map(|id| id.as_str());
+                    store::messages::subject_to_answer(conn, conversation.id.as_str(), answered)?
+                        .or_else(|| conversation.subject.clone())
+                }
+            };
+            let message = outbound_message(request, subject, attachments, &conversation, &recipient, now_ms);
             store::blobs::index(conn, &new_blobs)?;
             store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
@@ -214,6 +233,7 @@ fn target_conversation(
 
 fn outbound_message(
     request: SendRequest,
+    subject: Option<String>,
     attachments: Vec<Attachment>,
     conversation: &Conversation,
     recipient: &str,
@@ -230,7 +250,7 @@ fn outbound_message(
         from: Party { address: conversation.channel.id.clone(), name: None },
         reply_to: None,
         to: vec![Party { address: recipient.to_owned(), name: None }],
-        subject: request.subject.or_else(|| conversation.subject.clone()),
+        subject,
         reply_text: request.text.clone(),
         text: request.text,
         html: request.html,

@@ -86,8 +86,7 @@ fn store_message(
     match &plan.conversation {
         Found::New(c) => {
             // A mail conversation is found again by its subject (from the same contact).
-            let subject_key = raw.mail.as_ref().and_then(|m| m.subject_key.as_deref());
-            store::conversations::insert(conn, c, now_ms, subject_key)?;
+            store::conversations::insert(conn, c, now_ms, subject_key_of(&raw))?;
             store::events::append(conn, EventType::ConversationCreated, c.id.as_str(), c)?;
         }
         // A customer writing into a closed conversation reopens it (not an automatic message).
@@ -98,6 +97,11 @@ fn store_message(
             store::conversations::touch(conn, &c.id, now_ms)?;
         }
         Found::Existing(c) => store::conversations::touch(conn, &c.id, now_ms)?,
+    }
+    // A person's mail that joined by its headers or token under a new subject renames the
+    // thread: later mail on the new subject finds it (automatic mail never renames).
+    if let (Found::Existing(c), Some(key), false) = (&plan.conversation, subject_key_of(&raw), raw.auto_reply) {
+        store::conversations::set_subject_key(conn, &c.id, key)?;
     }
     if let Some(mail) = &raw.mail {
         record_participants(conn, &raw.identity, mail, conversation, raw.delivery_report.is_none())?;
@@ -115,6 +119,11 @@ fn store_message(
     // The event's data is the message as stored: serialized once for both.
     store::events::append_json(conn, EventType::MessageReceived, message.conversation_id.as_str(), body)?;
     Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
+}
+
+/// A mail's non-empty normalised subject.
+fn subject_key_of(raw: &RawInbound) -> Option<&str> {
+    raw.mail.as_ref()?.subject_key.as_deref().filter(|k| !k.is_empty())
 }
 
 /// Records the refusal (so a re-fetch is recognised) and says why.

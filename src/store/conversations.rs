@@ -91,6 +91,15 @@ pub fn insert(conn: &Connection, c: &Conversation, now: i64, subject_key: Option
     Ok(())
 }
 
+/// Makes `subject_key` the one a later mail on the same subject finds the conversation by: a
+/// thread renamed on the way (a customer's new subject, or ours on a reply) is found by its
+/// current subject.
+pub fn set_subject_key(conn: &Connection, id: &ConversationId, subject_key: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE conversations SET subject_key = ?2 WHERE id = ?1 AND subject_key IS NOT ?2")?
+        .execute(params![id.as_str(), subject_key])?;
+    Ok(())
+}
+
 /// Records activity on a conversation (a message in or out).
 pub fn touch(conn: &Connection, id: &ConversationId, now: i64) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE conversations SET last_message_at = ?2 WHERE id = ?1")?

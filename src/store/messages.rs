@@ -63,6 +63,39 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
     body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
 }
 
+/// The subject a reply on the conversation answers: that of `answered` (a message of the
+/// conversation) when given, else of the newest mail a person sent into it (automatic replies and
+/// bounces have subjects of their own). `None` when neither has one.
+pub fn subject_to_answer(
+    conn: &Connection,
+    conversation_id: &str,
+    answered: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let non_empty = |s: Option<Option<String>>| s.flatten().filter(|s| !s.trim().is_empty());
+    if let Some(id) = answered {
+        let subject = conn
+            .prepare_cached(
+                "SELECT json_extract(body, '$.subject') FROM messages WHERE id = ?1 AND conversation_id = ?2",
+            )?
+            .query_row([id, conversation_id], |r| r.get(0))
+            .optional()?;
+        if let Some(subject) = non_empty(subject) {
+            return Ok(Some(subject));
+        }
+    }
+    let newest = conn
+        .prepare_cached(
+            "SELECT json_extract(body, '$.subject') FROM messages
+             WHERE conversation_id = ?1 AND direction = 'inbound'
+               AND coalesce(json_extract(body, '$.auto_reply'), 0) = 0
+               AND coalesce(json_extract(body, '$.subject'), '') <> ''
+             ORDER BY created_at DESC, id DESC LIMIT 1",
+        )?
+        .query_row([conversation_id], |r| r.get(0))
+        .optional()?;
+    Ok(non_empty(newest))
+}
+
 /// Up to `limit` messages of a conversation in order, after message `after` when given.
 pub fn for_conversation(
     conn: &Connection,

@@ -1418,3 +1418,48 @@ async fn a_stranger_reusing_a_message_id_is_kept_apart_and_both_mails_are_kept()
     assert_eq!(reply["stitch"]["reason"], "in_reply_to");
     server.stop().await;
 }
+
+/// chatwoot#15869: a customer renamed the thread mid-way ("Wrong size in order 5", answering our
+/// reply to "Order 5"). Our next reply answers the renamed subject, not the first one, and a
+/// later mail of hers on the new subject that lost its headers still finds the conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_renamed_mid_thread_is_the_one_answered_and_matched() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    mail.append(SUPPORT, &mail_text(ANN.0, "Order 5", "order5@example.org", "", "Where is it?")).await;
+    let first = nth_received(&helpdesk, 0).await;
+    let cnv = first["conversation_id"].as_str().unwrap();
+    let ann_mails = |n: usize| {
+        let mail = &mail;
+        loop_until(move || async move {
+            let inbox = mail.inbox(ANN).await;
+            (inbox.len() == n).then(|| String::from_utf8_lossy(&inbox[n - 1].2).to_string())
+        })
+    };
+    let reply = json!({"conversation_id": cnv, "text": "On its way."});
+    let (_, queued) = server.post("/v1/messages", reply).await;
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    assert!(ann_mails(1).await.contains("Subject: Re: Order 5"));
+
+    let our_id = sent["provider"]["message_id"].as_str().unwrap();
+    let renamed = format!("In-Reply-To: <{our_id}>\nReferences: <order5@example.org> <{our_id}>\n");
+    mail.append(SUPPORT, &mail_text(ANN.0, "Wrong size in order 5", "size@example.org", &renamed, "It is an M.")).await;
+    let second = nth_received(&helpdesk, 1).await;
+    assert_eq!(
+        (second["conversation_id"].as_str(), second["stitch"]["reason"].as_str()),
+        (Some(cnv), Some("in_reply_to"))
+    );
+
+    let (_, queued) =
+        server.post("/v1/messages", json!({"conversation_id": cnv, "text": "Sorry, an L is coming."})).await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let answer = ann_mails(2).await;
+    assert!(answer.contains("Subject: Re: Wrong size in order 5"), "{answer}");
+    assert!(answer.contains("In-Reply-To: <size@example.org>"), "{answer}");
+
+    // Her next mail on the new subject went through a system that dropped every header.
+    mail.append(SUPPORT, &mail_text(ANN.0, "Re: Wrong size in order 5", "later@example.org", "", "Thanks!")).await;
+    let third = nth_received(&helpdesk, 2).await;
+    assert_eq!((third["conversation_id"].as_str(), third["stitch"]["reason"].as_str()), (Some(cnv), Some("subject")));
+    server.stop().await;
+}
