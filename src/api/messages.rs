@@ -69,8 +69,11 @@ fn submit_error(e: SubmitError) -> ApiError {
         e @ SubmitError::ChannelCannotSend(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "channel_cannot_send", e.to_string()).field("channel")
         }
-        e @ SubmitError::OwnAddress(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("to")
+        SubmitError::OwnAddress { field, .. } | SubmitError::BadAddress { field, .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field(field)
+        }
+        e @ SubmitError::CcNotSupported(_) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("cc")
         }
         e @ SubmitError::InReplyToNotFound => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("in_reply_to")

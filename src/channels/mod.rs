@@ -42,6 +42,8 @@ pub struct RawInbound {
     /// The sender's identity, scheme-prefixed: `email:…`, `tel:+…`, `ext:<channel>:<address>`.
     pub identity: String,
     pub to: Vec<Party>,
+    /// A mail's Cc recipients.
+    pub cc: Vec<Party>,
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
@@ -200,6 +202,24 @@ impl ChannelConfig {
         match self {
             ChannelConfig::Api(_) => false,
             ChannelConfig::Email(c) => crate::stitch::email::is_own_address(recipient.trim(), &c.address),
+        }
+    }
+
+    /// Who the channel's outbound messages are from, as consumers see it: a mail channel's
+    /// address and display name; otherwise the channel's id.
+    pub fn sender(&self) -> Party {
+        match self {
+            ChannelConfig::Api(c) => Party { address: c.id.clone(), name: None },
+            ChannelConfig::Email(c) => Party { address: c.address.clone(), name: c.name.clone() },
+        }
+    }
+
+    /// Why the channel cannot send to `address`, if it cannot (a mail address that does not
+    /// parse): refused when the send is requested rather than failed later.
+    pub fn address_problem(&self, address: &str) -> Option<String> {
+        match self {
+            ChannelConfig::Api(_) => None,
+            ChannelConfig::Email(_) => address.parse::<lettre::Address>().err().map(|e| e.to_string()),
         }
     }
 

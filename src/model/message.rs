@@ -131,6 +131,9 @@ pub struct DeliveryReport {
     /// RFC 3463 status: `5.x.x` permanent, `4.x.x` transient.
     pub status: String,
     pub recipient: Option<String>,
+    /// Every recipient the report says will not get the mail (a report may cover To and Cc).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_recipients: Vec<String>,
     pub diagnostic: Option<String>,
     /// Message-IDs of the original mail found in the report.
     pub original_message_ids: Vec<String>,
@@ -166,6 +169,9 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<Party>,
     pub to: Vec<Party>,
+    /// Mail: the Cc recipients (inbound as the mail named them; outbound as the request asked).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<Party>,
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,

@@ -1,7 +1,7 @@
 //! The body of `POST /v1/messages`:
 //! `{"conversation_id": "cnv_…", "text": "..."}` (reply on the conversation's channel, to its
 //! contact's address there) or `{"channel": "web", "to": "visitor-42", "text": "..."}`, with
-//! optional `html`, `subject`, `attachments`, `in_reply_to`.
+//! optional `html`, `subject`, `attachments`, `in_reply_to`, and for mail `cc` (addresses).
 
 use serde::Deserialize;
 
@@ -21,7 +21,12 @@ struct SendBody {
     #[serde(default)]
     attachments: Vec<AttachmentBody>,
     in_reply_to: Option<String>,
+    #[serde(default)]
+    cc: Vec<String>,
 }
+
+/// Cc recipients one request may name (a reply-all, not a mailing).
+const MAX_CC: usize = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -37,6 +42,8 @@ pub struct SendRequest {
     pub subject: Option<String>,
     pub attachments: Vec<RawAttachment>,
     pub in_reply_to: Option<MessageId>,
+    /// Trimmed, each once (compared without case).
+    pub cc: Vec<String>,
 }
 
 pub fn parse(body: &[u8], max_attachment_bytes: usize) -> Result<SendRequest, InputError> {
@@ -68,7 +75,20 @@ pub fn parse(body: &[u8], max_attachment_bytes: usize) -> Result<SendRequest, In
         .map(|id| MessageId::parse(&id).ok_or_else(|| invalid("in_reply_to", "must be a message id (msg_…)")))
         .transpose()?;
     let attachments = json_input::decode_attachments(body.attachments, max_attachment_bytes)?;
-    Ok(SendRequest { target, text, html, subject: body.subject, attachments, in_reply_to })
+    if body.cc.len() > MAX_CC {
+        return Err(invalid("cc", &format!("at most {MAX_CC} addresses")));
+    }
+    let mut cc: Vec<String> = Vec::new();
+    for address in body.cc {
+        let address = address.trim();
+        if address.is_empty() || address.len() > 256 {
+            return Err(invalid("cc", "each address must be 1-256 bytes"));
+        }
+        if !cc.iter().any(|c| c.eq_ignore_ascii_case(address)) {
+            cc.push(address.to_owned());
+        }
+    }
+    Ok(SendRequest { target, text, html, subject: body.subject, attachments, in_reply_to, cc })
 }
 
 #[cfg(test)]
@@ -99,5 +119,16 @@ mod tests {
         assert_eq!(field(r#"{"channel": "web", "to": "v1"}"#), "text");
         assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": "x", "in_reply_to": "cnv_1"}"#), "in_reply_to");
         assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": 5}"#), "text");
+        assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": "x", "cc": "a@b"}"#), "cc");
+        assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": "x", "cc": [" "]}"#), "cc");
+    }
+
+    #[test]
+    fn cc_is_trimmed_and_named_once() {
+        let r = parse(br#"{"channel": "m", "to": "a@x", "text": "x", "cc": [" b@x ", "B@X", "c@x"]}"#, 1024).unwrap();
+        assert_eq!(r.cc, vec!["b@x".to_owned(), "c@x".to_owned()]);
+        let many: Vec<String> = (0..=MAX_CC).map(|i| format!("c{i}@x")).collect();
+        let body = serde_json::json!({"channel": "m", "to": "a@x", "text": "x", "cc": many}).to_string();
+        assert!(matches!(parse(body.as_bytes(), 1024), Err(InputError::Invalid(e)) if e.field == "cc"));
     }
 }

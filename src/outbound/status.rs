@@ -73,6 +73,7 @@ mod tests {
             from: Party { address: "web".into(), name: None },
             reply_to: None,
             to: vec![],
+            cc: vec![],
             subject: None,
             text: Some("x".into()),
             html: None,

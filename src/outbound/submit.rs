@@ -43,8 +43,12 @@ pub enum SubmitError {
     UnknownChannel(String),
     #[error("channel `{0}` cannot send (it has no outbound configuration)")]
     ChannelCannotSend(String),
-    #[error("`{0}` is the channel's own address: the message would come back in")]
-    OwnAddress(String),
+    #[error("`{address}` is the channel's own address: the message would come back in")]
+    OwnAddress { field: &'static str, address: String },
+    #[error("`{address}` is not an address this channel can send to: {reason}")]
+    BadAddress { field: &'static str, address: String, reason: String },
+    #[error("channel `{0}` is not a mail channel: only mail has cc")]
+    CcNotSupported(String),
     #[error("in_reply_to names no message on this channel")]
     InReplyToNotFound,
     #[error("Idempotency-Key was used with a different request body")]
@@ -84,11 +88,23 @@ pub async fn submit(
     if channel.outbound.is_none() {
         return Err(SubmitError::ChannelCannotSend(channel_id));
     }
-    // Sent to ourselves, it would be received again: a loop waiting to happen.
-    if channel.config.is_own_address(&recipient) {
-        return Err(SubmitError::OwnAddress(recipient));
+    if !request.cc.is_empty() && channel.config.kind() != "email" {
+        return Err(SubmitError::CcNotSupported(channel_id));
     }
+    let named = std::iter::once(("to", &recipient)).chain(request.cc.iter().map(|cc| ("cc", cc)));
+    for (field, address) in named {
+        // Sent to ourselves, it would be received again: a loop waiting to happen.
+        if channel.config.is_own_address(address) {
+            return Err(SubmitError::OwnAddress { field, address: address.clone() });
+        }
+        if let Some(reason) = channel.config.address_problem(address) {
+            return Err(SubmitError::BadAddress { field, address: address.clone(), reason });
+        }
+    }
+    let mut request = request;
+    request.cc.retain(|cc| !cc.eq_ignore_ascii_case(&recipient));
     let channel_ref = ChannelRef { id: channel_id.clone(), kind: channel.config.kind().to_owned() };
+    let sender = channel.config.sender();
     if let Some(parent) = request.in_reply_to.clone() {
         let found = store.read(move |c| store::messages::get(c, parent.as_str())).await?;
         let same_channel = found.is_some_and(|m| m.channel.id == channel_id);
@@ -140,7 +156,8 @@ pub async fn submit(
                         .or_else(|| conversation.subject.clone())
                 }
             };
-            let message = outbound_message(request, subject, attachments, &conversation, &recipient, now_ms);
+            let cc = request.cc.clone();
+            let message = outbound_message(request, subject, sender, attachments, &conversation, &recipient, now_ms);
             store::blobs::index(conn, &new_blobs)?;
             store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
@@ -154,9 +171,13 @@ pub async fn submit(
                 },
             )?;
             store::conversations::touch(conn, &conversation.id, now_ms)?;
-            // The recipient takes part in the conversation (mail threading's sender guard).
-            let identity = stitch::identity_for(&conversation.channel.kind, &conversation.channel.id, &recipient);
-            store::mail::add_participants(conn, conversation.id.as_str(), &[identity])?;
+            // The recipients take part in the conversation (mail threading's sender guard): a
+            // colleague in Cc who answers joins it.
+            let identities: Vec<String> = std::iter::once(&recipient)
+                .chain(&cc)
+                .map(|address| stitch::identity_for(&conversation.channel.kind, &conversation.channel.id, address))
+                .collect();
+            store::mail::add_participants(conn, conversation.id.as_str(), &identities)?;
             store::events::append(conn, EventType::MessageQueued, conversation.id.as_str(), &message)?;
             let body = json!({"id": message.id, "status": "queued", "conversation_id": conversation.id}).to_string();
             if let Some(key) = &submission.idempotency_key {
@@ -234,6 +255,7 @@ fn target_conversation(
 fn outbound_message(
     request: SendRequest,
     subject: Option<String>,
+    sender: Party,
     attachments: Vec<Attachment>,
     conversation: &Conversation,
     recipient: &str,
@@ -247,9 +269,10 @@ fn outbound_message(
         channel: conversation.channel.clone(),
         direction: Direction::Outbound,
         status: Status::Queued,
-        from: Party { address: conversation.channel.id.clone(), name: None },
+        from: sender,
         reply_to: None,
         to: vec![Party { address: recipient.to_owned(), name: None }],
+        cc: request.cc.into_iter().map(|address| Party { address, name: None }).collect(),
         subject,
         reply_text: request.text.clone(),
         text: request.text,

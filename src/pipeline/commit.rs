@@ -51,7 +51,7 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
             stitch: StitchInfo { reason: "bounce".into() },
         };
         let stored = store_message(conn, raw, stored, plan, Some(MessageId::from_stored(ours.clone())), now_ms)?;
-        if report.is_permanent_failure() {
+        if report.is_permanent_failure() && !only_cc_failed(conn, &ours, &report)? {
             let message = report.diagnostic.clone().unwrap_or_else(|| format!("delivery failed ({})", report.status));
             let error = ErrorInfo { code: format!("bounce_{}", report.status), message, permanent: true };
             status::apply(conn, &ours, Transition::Failed(error), now_ms)?;
@@ -132,6 +132,22 @@ fn reject(conn: &Connection, raw: &RawInbound, reason: &str, now_ms: i64) -> Res
     store::mail::reject(conn, &raw.channel_id, raw.dedup_key.as_deref(), reason, &summary.to_string(), now_ms)?;
     tracing::info!(channel = %raw.channel_id, from = %raw.from.address, reason, "inbound item rejected");
     Ok(Outcome::Rejected { reason: reason.to_owned() })
+}
+
+/// Whether every recipient the report names as failed was a Cc of our message (and not its
+/// recipient): the mail reached its recipient, so the message stands; the bounce itself is in
+/// the conversation for the helpdesk to see.
+fn only_cc_failed(conn: &Connection, ours: &str, report: &DeliveryReport) -> Result<bool, StoreError> {
+    let failed: Vec<&String> = if report.failed_recipients.is_empty() {
+        report.recipient.iter().collect()
+    } else {
+        report.failed_recipients.iter().collect()
+    };
+    let Some(message) = store::messages::get(conn, ours)? else { return Ok(false) };
+    let named = |parties: &[crate::model::Party], address: &str| {
+        parties.iter().any(|p| p.address.trim().eq_ignore_ascii_case(address.trim()))
+    };
+    Ok(!failed.is_empty() && failed.iter().all(|f| named(&message.cc, f) && !named(&message.to, f)))
 }
 
 /// The outbound message a bounce reports on, and its conversation: named by the original
@@ -216,6 +232,7 @@ fn normalize(
         from: raw.from,
         reply_to: raw.reply_to,
         to: raw.to,
+        cc: raw.cc,
         subject: raw.subject,
         text: raw.text,
         html: raw.html,

@@ -133,6 +133,7 @@ mod tests {
             reply_to: None,
             identity: "ext:web:v1".into(),
             to: vec![],
+            cc: vec![],
             subject: None,
             text: Some("hi".into()),
             html: None,

@@ -1463,3 +1463,76 @@ async fn a_subject_renamed_mid_thread_is_the_one_answered_and_matched() {
     assert_eq!((third["conversation_id"].as_str(), third["stitch"]["reason"].as_str()), (Some(cnv), Some("subject")));
     server.stop().await;
 }
+
+/// Cc, both ways, through a real MTA. A customer's Cc is kept apart from To on the message; a
+/// reply can copy people (`cc`), and each gets the mail with a Cc header; a Cc recipient the
+/// server refuses at RCPT fails the send before anyone gets it, naming the address; a later
+/// bounce about a Cc recipient only is recorded in the conversation and the message, which
+/// reached its recipient, stays sent. Bad `cc` values are refused before anything is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_apart() {
+    let (mail, postfix, server) = through_postfix().await;
+    let colleague = BEA.0;
+    let cc_header = format!("Cc: Colleague <{colleague}>\n");
+    mail.append(SUPPORT, &mail_text(ANN.0, "Invoice 9", "cc-in@example.org", &cc_header, "See my colleague.")).await;
+    let first = first_received(&server).await["data"].clone();
+    assert_eq!(first["to"], json!([{"address": SUPPORT.0}]), "{first}");
+    assert_eq!(first["cc"], json!([{"address": colleague, "name": "Colleague"}]), "{first}");
+    let cnv = first["conversation_id"].as_str().unwrap();
+
+    // Reply-all: Ann and her colleague each get it, with the Cc header.
+    let (_, delivered) =
+        send_to_ann(&server, &mail, json!({"conversation_id": cnv, "text": "Done.", "cc": [colleague]})).await;
+    let raw = String::from_utf8_lossy(&delivered).to_string();
+    assert!(raw.contains(&format!("Cc: {colleague}")), "{raw}");
+    let copy = loop_until(|| async { mail.inbox(BEA).await.pop() }).await;
+    assert!(String::from_utf8_lossy(&copy.2).contains("Subject: Re: Invoice 9"));
+    let log = postfix.log();
+    assert!(log.contains(&format!("to=<{colleague}>")) && log.contains(&format!("to=<{}>", ANN.0)), "{log}");
+
+    // A Cc recipient refused at RCPT: nobody gets the mail, the failure names the address.
+    let ann_before = mail.inbox(ANN).await.len();
+    let (status, refused) = server
+        .post("/v1/messages", json!({"conversation_id": cnv, "text": "Again.", "cc": ["refused@example.org"]}))
+        .await;
+    assert_eq!(status, 202, "{refused}");
+    let failed = server.wait_status(refused["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["error"]["permanent"], true, "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("refused@example.org"), "{failed}");
+    assert_eq!(failed["cc"], json!([{"address": "refused@example.org"}]));
+
+    // A Cc recipient whose mailbox does not exist: Postfix takes the mail and bounces for that
+    // recipient only. Ann has the mail; the message stays sent.
+    let (_, partly) = server
+        .post("/v1/messages", json!({"conversation_id": cnv, "text": "Third.", "cc": ["nobody@example.org"]}))
+        .await;
+    let partly_id = partly["id"].as_str().unwrap();
+    server.wait_status(partly_id, "sent").await;
+    let bounce = loop_until(|| async {
+        let events = server.all_events().await;
+        events.into_iter().find(|e| e["type"] == "message.received" && e["data"]["delivery_report"].is_object())
+    })
+    .await;
+    let report = &bounce["data"]["delivery_report"];
+    assert_eq!(report["original_envelope_id"], partly_id, "{report}");
+    assert_eq!(report["failed_recipients"], json!(["nobody@example.org"]), "{report}");
+    assert_eq!(bounce["data"]["conversation_id"], cnv);
+    let (_, still) = server.get(&format!("/v1/messages/{partly_id}")).await;
+    assert_eq!(still["status"], "sent", "the mail reached Ann: {still}");
+    assert_eq!(mail.inbox(ANN).await.len(), ann_before + 1, "the refused send gave Ann nothing");
+
+    // Refused before anything is stored.
+    let messages_before = server.get(&format!("/v1/conversations/{cnv}/messages")).await.1;
+    for (cc, why) in [
+        (json!(["not an address"]), "invalid"),
+        (json!([SUPPORT.0]), "our own address"),
+        (json!(["support+x@example.com"]), "our own address with a tag"),
+        (json!("ann@example.org"), "not a list"),
+    ] {
+        let (status, body) = server.post("/v1/messages", json!({"conversation_id": cnv, "text": "x", "cc": cc})).await;
+        assert!(status == 422 || status == 400, "{why}: {status} {body}");
+        assert_eq!(body["error"]["field"], "cc", "{why}: {body}");
+    }
+    assert_eq!(server.get(&format!("/v1/conversations/{cnv}/messages")).await.1, messages_before);
+    server.stop().await;
+}

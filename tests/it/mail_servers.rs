@@ -16,6 +16,8 @@ use crate::harness::free_port;
 pub const SUPPORT: (&str, &str) = ("support@example.com", "support-pass-1");
 pub const ANN: (&str, &str) = ("ann@example.org", "ann-pass-1");
 pub const STRANGER: (&str, &str) = ("stranger@example.net", "stranger-pass-1");
+/// Ann's colleague, in the domain the private Postfix delivers to.
+pub const BEA: (&str, &str) = ("bea@example.org", "bea-pass-1");
 
 pub struct MailServers {
     pub dir: tempfile::TempDir,
@@ -226,7 +228,7 @@ impl MailServers {
                 Command::new("chown").args([&format!("{uid}:{gid}"), &format!("{d}/{sub}")]).status().unwrap();
             }
         }
-        let users: String = [SUPPORT, ANN, STRANGER].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
+        let users: String = [SUPPORT, ANN, STRANGER, BEA].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
         std::fs::write(dir.path().join("users"), users).unwrap();
         let oauth2 = match introspection_url {
             Some(url) => {
@@ -387,8 +389,9 @@ host = "127.0.0.1"
     /// A private Postfix (Debian's) on a loopback port that delivers every mail for
     /// example.com/example.org into this Dovecot over LMTP, and bounces what Dovecot refuses with
     /// a real delivery status notification to the sender. Mail for slow.example.org cannot be
-    /// delivered and stays queued: its sender gets a delay notification after about a second. Needs root (Postfix's master drops
-    /// to the `postfix` user).
+    /// delivered and stays queued: its sender gets a delay notification after about a second.
+    /// `refused@example.org` is refused at RCPT (554). Needs root (Postfix's master drops to the
+    /// `postfix` user).
     pub async fn start_postfix(&self) -> Postfix {
         assert_eq!(id("-u", ""), "0", "Postfix can only be started as root");
         let port = free_port();
@@ -417,6 +420,7 @@ inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = check_recipient_access inline:{{ refused@example.org=REJECT }}
 virtual_mailbox_domains = example.com example.org slow.example.org
 virtual_transport = lmtp:inet:127.0.0.1:{}
 # slow.example.org never answers (nothing listens on port 9): its mail waits in the queue, and

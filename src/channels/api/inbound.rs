@@ -75,6 +75,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         from: Party { address, name: body.from.name.filter(|n| !n.is_empty()) },
         reply_to: None,
         to: Vec::new(),
+        cc: Vec::new(),
         subject: body.subject,
         text,
         html,

@@ -93,8 +93,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     };
     let from =
         parties(message.from()).into_iter().next().unwrap_or(Party { address: "unknown@invalid".into(), name: None });
-    let mut to = parties(message.to());
-    to.extend(parties(message.cc()));
+    let to = parties(message.to());
+    let cc = parties(message.cc());
     // A Reply-To naming someone else than From (not us: our own mail carries our reply token)
     // makes the mail theirs, unless the channel says otherwise.
     let reply_to = parties(message.reply_to())
@@ -147,14 +147,17 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let message_id = message.message_id().map(str::to_owned);
     let in_reply_to = id_list(message.in_reply_to());
     let references = id_list(message.references());
-    // The plus address first; else our marker quoted in the body (from `body_token`).
+    // The plus address first (a reply-all may carry it in Cc); else our marker quoted in the
+    // body (from `body_token`).
     let token = to
         .iter()
+        .chain(&cc)
         .find_map(|p| reply_token(&p.address, &channel.address))
         .or_else(|| text.as_deref().and_then(body_token))
         .or_else(|| html.as_deref().and_then(body_token));
     let participants: Vec<String> = to
         .iter()
+        .chain(&cc)
         .filter(|p| !is_own_address(&p.address, &channel.address))
         .map(|p| identity_for("email", &channel.id, &p.address))
         .collect();
@@ -170,6 +173,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         from,
         reply_to,
         to,
+        cc,
         mail: Some(MailThreading {
             message_id,
             in_reply_to,
@@ -205,6 +209,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         from,
         reply_to: None,
         to: Vec::new(),
+        cc: Vec::new(),
         subject: Some("(unparseable message)".into()),
         text: None,
         html: None,

@@ -17,6 +17,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::Address;
 
 use super::config::{EmailChannelConfig, ImapConfig, TlsMode};
 use super::inbound::ImapSession;
@@ -100,7 +101,15 @@ impl SmtpOutbound {
         let m = &out.message;
         let to: Mailbox =
             out.recipient.parse().map_err(|e| permanent("bad_address", format!("`{}`: {e}", out.recipient)))?;
-        let recipient = to.email.clone();
+        let cc: Vec<Mailbox> =
+            m.cc.iter()
+                .map(|p| {
+                    let address =
+                        p.address.parse().map_err(|e| permanent("bad_address", format!("cc `{}`: {e}", p.address)))?;
+                    Ok(Mailbox::new(p.name.clone(), address))
+                })
+                .collect::<Result<_, SendError>>()?;
+        let recipients: Vec<Address> = std::iter::once(&to).chain(&cc).map(|m| m.email.clone()).collect();
         let header_id = own_message_id(m.id.as_str(), m.conversation_id.as_str(), &self.domain);
         let subject = match m.subject.as_deref() {
             // "Re: AW: Rechnung" would tell a German customer we cannot write mail.
@@ -113,6 +122,9 @@ impl SmtpOutbound {
             .to(to)
             .subject(subject)
             .message_id(Some(format!("<{header_id}>")));
+        for cc in cc {
+            builder = builder.cc(cc);
+        }
         if self.reply_token {
             let (local, domain) = self.address.split_once('@').unwrap_or((&self.address, &self.domain));
             let token: Mailbox = format!("{local}+{}@{domain}", m.conversation_id)
@@ -151,9 +163,12 @@ impl SmtpOutbound {
             mixed = mixed.singlepart(Attachment::new(name).body(bytes, content_type));
         }
         let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?.formatted();
-        let envelope = Envelope { from: &self.from.email, to: &recipient, envid: m.id.as_str() };
+        let envelope = Envelope { from: &self.from.email, to: &recipients, envid: m.id.as_str() };
         let mut session = self.session().await?;
-        session.send(&envelope, &mail).await.map_err(|e| classify(&e))?;
+        session.send(&envelope, &mail).await.map_err(|e| match e.refused {
+            Some(address) => refused_recipient(&e.error, &address),
+            None => classify(&e.error),
+        })?;
         self.sessions.give_back(session);
         if let Some(copy) = self.sent_copy.clone() {
             // In the background: the mail is sent, and neither its status nor the send timeout
@@ -251,6 +266,23 @@ fn with_html_marker(html: &str, marker: &str) -> String {
     match html.to_ascii_lowercase().rfind("</body>") {
         Some(at) => format!("{}{paragraph}{}", &html[..at], &html[at..]),
         None => format!("{html}{paragraph}"),
+    }
+}
+
+/// A recipient the server refused at RCPT: the mail went to nobody. Permanent (5xx) or
+/// temporary (4xx) for the message as a whole, naming the address, so that the helpdesk can send
+/// again without it.
+fn refused_recipient(e: &lettre::transport::smtp::Error, address: &Address) -> SendError {
+    match classify(e) {
+        SendError::Permanent { code, reason } => {
+            SendError::Permanent { code, reason: format!("recipient `{address}` refused: {reason}") }
+        }
+        SendError::Temporary { code, reason, retry_after } => SendError::Temporary {
+            code,
+            reason: format!("recipient `{address}` refused for now: {reason}"),
+            retry_after,
+        },
+        other => other,
     }
 }
 

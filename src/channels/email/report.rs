@@ -107,14 +107,21 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
             && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
             && c.attribute("report-type").is_some_and(|t| t.to_ascii_lowercase().contains("delivery-status"))
     });
-    let failed_recipients = header_text(message, "X-Failed-Recipients").map(str::to_owned);
-    if !is_report && failed_recipients.is_none() {
+    let failed_header = header_text(message, "X-Failed-Recipients").map(str::to_owned);
+    if !is_report && failed_header.is_none() {
         return None;
     }
+    let failed_recipients: Vec<String> = failed_header
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty())
+        .collect();
     let mut report = DeliveryReport {
         action: "failed".into(),
         status: "5.0.0".into(),
-        recipient: failed_recipients,
+        recipient: failed_recipients.first().cloned(),
+        failed_recipients,
         diagnostic: None,
         original_message_ids: Vec::new(),
         original_envelope_id: None,
@@ -130,20 +137,7 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
                     PartType::Message(m) => String::from_utf8_lossy(m.raw_message()).into_owned(),
                     _ => String::from_utf8_lossy(part.contents()).into_owned(),
                 };
-                for (name, value) in fields(&text) {
-                    match name.as_str() {
-                        "action" => report.action = value.to_ascii_lowercase(),
-                        "status" => report.status = value.split_whitespace().next().unwrap_or("").to_owned(),
-                        "final-recipient" | "original-recipient"
-                            if report.recipient.is_none() || name == "final-recipient" =>
-                        {
-                            report.recipient = Some(strip_type(&value))
-                        }
-                        "diagnostic-code" => report.diagnostic = Some(strip_type(&value)),
-                        "original-envelope-id" => report.original_envelope_id = Some(xtext_decode(&value)),
-                        _ => {}
-                    }
-                }
+                read_delivery_status(&text, &mut report);
             }
             (_, PartType::Message(original)) => {
                 report.original_message_ids.extend(original.message_id().map(|id| id.to_owned()));
@@ -169,6 +163,60 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
         }
     }
     Some(report)
+}
+
+/// One recipient's block of a delivery-status part.
+#[derive(Default)]
+struct RecipientStatus {
+    recipient: Option<String>,
+    action: Option<String>,
+    status: Option<String>,
+    diagnostic: Option<String>,
+}
+
+impl RecipientStatus {
+    fn is_permanent_failure(&self) -> bool {
+        self.action.as_deref() == Some("failed") || self.status.as_deref().is_some_and(|s| s.starts_with('5'))
+    }
+}
+
+/// Reads a `message/delivery-status` body (RFC 3464 §2.1): the per-message fields, then one
+/// block per recipient, blocks separated by blank lines. One report may cover several recipients
+/// of a mail (To and Cc): the report names the first that failed for good (else the first),
+/// and lists every such one in `failed_recipients`.
+fn read_delivery_status(text: &str, report: &mut DeliveryReport) {
+    let mut blocks: Vec<RecipientStatus> = Vec::new();
+    for paragraph in text.replace("\r\n", "\n").split("\n\n") {
+        let mut block = RecipientStatus::default();
+        for (name, value) in fields(paragraph) {
+            match name.as_str() {
+                "action" => block.action = Some(value.to_ascii_lowercase()),
+                "status" => block.status = Some(value.split_whitespace().next().unwrap_or("").to_owned()),
+                "final-recipient" => block.recipient = Some(strip_type(&value)),
+                "original-recipient" if block.recipient.is_none() => block.recipient = Some(strip_type(&value)),
+                "diagnostic-code" => block.diagnostic = Some(strip_type(&value)),
+                "original-envelope-id" => report.original_envelope_id = Some(xtext_decode(&value)),
+                _ => {}
+            }
+        }
+        if block.recipient.is_some() || block.action.is_some() || block.status.is_some() {
+            blocks.push(block);
+        }
+    }
+    let failed: Vec<String> =
+        blocks.iter().filter(|b| b.is_permanent_failure()).filter_map(|b| b.recipient.clone()).collect();
+    let Some(named) = blocks.iter().find(|b| b.is_permanent_failure()).or(blocks.first()) else { return };
+    if let Some(action) = &named.action {
+        report.action = action.clone();
+    }
+    if let Some(status) = &named.status {
+        report.status = status.clone();
+    }
+    report.recipient = named.recipient.clone().or(report.recipient.take());
+    report.diagnostic = named.diagnostic.clone();
+    if !failed.is_empty() {
+        report.failed_recipients = failed;
+    }
 }
 
 /// An RFC 3461 xtext value (`+XX` stands for the byte 0xXX), as the envelope id travels; a
@@ -218,6 +266,31 @@ mod tests {
         ] {
             assert!(!super::is_auto_subject(customer), "{customer}");
         }
+    }
+
+    /// One report about two recipients of a mail (To and Cc): the first that failed for good is
+    /// the one named, every failed one is listed, a delayed one is not.
+    #[test]
+    fn a_report_on_several_recipients_lists_each_that_failed() {
+        let status = "Reporting-MTA: dns; mx.example.com\r\nOriginal-Envelope-Id: msg_01JABC\r\n\r\n\
+                      Final-Recipient: rfc822; later@example.org\r\nAction: delayed\r\nStatus: 4.4.1\r\n\r\n\
+                      Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+                      Diagnostic-Code: smtp; 550 5.1.1 unknown user\r\n\r\n\
+                      Original-Recipient: rfc822; Old@Example.org\r\nFinal-Recipient: rfc822; new@example.org\r\n\
+                      Action: failed\r\nStatus: 5.2.1\r\n";
+        let mail = format!(
+            "From: MAILER-DAEMON@example.com\r\nTo: support@example.com\r\nSubject: Undelivered\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nSorry.\r\n\
+             --b\r\nContent-Type: message/delivery-status\r\n\r\n{status}\r\n--b--\r\n"
+        );
+        let message = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
+        let report = super::delivery_report(&message).unwrap();
+        assert_eq!((report.action.as_str(), report.status.as_str()), ("failed", "5.1.1"));
+        assert_eq!(report.recipient.as_deref(), Some("gone@example.org"));
+        assert_eq!(report.diagnostic.as_deref(), Some("550 5.1.1 unknown user"));
+        assert_eq!(report.failed_recipients, ["gone@example.org", "new@example.org"]);
+        assert_eq!(report.original_envelope_id.as_deref(), Some("msg_01JABC"));
     }
 
     #[test]

@@ -42,8 +42,23 @@ pub(super) struct Session {
 /// One mail's envelope: `envid` names it in delivery status notifications.
 pub(super) struct Envelope<'a> {
     pub from: &'a Address,
-    pub to: &'a Address,
+    /// The recipient first, then the Cc recipients.
+    pub to: &'a [Address],
     pub envid: &'a str,
+}
+
+/// A failed mail transaction: the server's (or the connection's) error, and the recipient the
+/// server refused when that was what failed.
+#[derive(Debug)]
+pub(super) struct TransactionError {
+    pub error: Error,
+    pub refused: Option<Address>,
+}
+
+impl From<Error> for TransactionError {
+    fn from(error: Error) -> Self {
+        TransactionError { error, refused: None }
+    }
 }
 
 impl Session {
@@ -79,9 +94,11 @@ impl Session {
         Ok(Session { conn, dsn, idle_since: Instant::now() })
     }
 
-    /// One mail transaction. On an error the session is ended (QUIT, unless the connection is
-    /// already broken) and must not be reused.
-    pub async fn send(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), Error> {
+    /// One mail transaction, to every recipient or to none: a refused recipient ends it before
+    /// DATA (as mail clients do), so that retrying, or sending again without that address, never
+    /// gives the others the mail twice. On an error the session is ended (QUIT, unless the
+    /// connection is already broken) and must not be reused.
+    pub async fn send(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), TransactionError> {
         let result = self.transaction(envelope, mail).await;
         if result.is_err() {
             self.conn.abort().await;
@@ -89,7 +106,7 @@ impl Session {
         result
     }
 
-    async fn transaction(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), Error> {
+    async fn transaction(&mut self, envelope: &Envelope<'_>, mail: &[u8]) -> Result<(), TransactionError> {
         // As lettre's own transaction does, except that a server lacking 8BITMIME or SMTPUTF8
         // gets the mail anyway and answers for itself (lettre's builder writes ASCII bodies, so
         // this is about internationalised addresses).
@@ -98,29 +115,36 @@ impl Session {
         if !mail.is_ascii() && info.supports_feature(Extension::EightBitMime) {
             mail_parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        let non_ascii =
-            !AsRef::<str>::as_ref(envelope.from).is_ascii() || !AsRef::<str>::as_ref(envelope.to).is_ascii();
+        let ascii = |address: &Address| AsRef::<str>::as_ref(address).is_ascii();
+        let non_ascii = !ascii(envelope.from) || !envelope.to.iter().all(ascii);
         if non_ascii && info.supports_feature(Extension::SmtpUtfEight) {
             mail_parameters.push(MailParameter::SmtpUtfEight);
         }
-        let mut rcpt_parameters = Vec::new();
         if self.dsn {
             // lettre writes the values as xtext (RFC 3461 §4).
             let other =
                 |keyword: &str, value: String| MailParameter::Other { keyword: keyword.into(), value: Some(value) };
             mail_parameters.push(other("ENVID", envelope.envid.to_owned()));
             mail_parameters.push(other("RET", "HDRS".into()));
-            let other =
-                |keyword: &str, value: String| RcptParameter::Other { keyword: keyword.into(), value: Some(value) };
-            rcpt_parameters.push(other("NOTIFY", "FAILURE,DELAY".into()));
-            // An internationalised address would need RFC 6533's utf-8 type: left out rather
-            // than risk a refused RCPT.
-            if AsRef::<str>::as_ref(envelope.to).is_ascii() {
-                rcpt_parameters.push(other("ORCPT", format!("rfc822;{}", envelope.to)));
-            }
         }
         self.conn.command(Mail::new(Some(envelope.from.clone()), mail_parameters)).await?;
-        self.conn.command(Rcpt::new(envelope.to.clone(), rcpt_parameters)).await?;
+        for to in envelope.to {
+            let mut rcpt_parameters = Vec::new();
+            if self.dsn {
+                let other =
+                    |keyword: &str, value: String| RcptParameter::Other { keyword: keyword.into(), value: Some(value) };
+                rcpt_parameters.push(other("NOTIFY", "FAILURE,DELAY".into()));
+                // An internationalised address would need RFC 6533's utf-8 type: left out rather
+                // than risk a refused RCPT.
+                if ascii(to) {
+                    rcpt_parameters.push(other("ORCPT", format!("rfc822;{to}")));
+                }
+            }
+            self.conn
+                .command(Rcpt::new(to.clone(), rcpt_parameters))
+                .await
+                .map_err(|error| TransactionError { error, refused: Some(to.clone()) })?;
+        }
         self.conn.command(Data).await?;
         self.conn.message(mail).await?;
         Ok(())
