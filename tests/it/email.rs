@@ -1500,6 +1500,7 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
     assert_eq!(failed["error"]["permanent"], true, "{failed}");
     assert!(failed["error"]["message"].as_str().unwrap().contains("refused@example.org"), "{failed}");
     assert_eq!(failed["cc"], json!([{"address": "refused@example.org"}]));
+    assert_eq!(failed["from"], json!({"address": SUPPORT.0, "name": "Example Support"}), "ours, as the mail says");
 
     // A Cc recipient whose mailbox does not exist: Postfix takes the mail and bounces for that
     // recipient only. Ann has the mail; the message stays sent.
@@ -1534,5 +1535,8 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
         assert_eq!(body["error"]["field"], "cc", "{why}: {body}");
     }
     assert_eq!(server.get(&format!("/v1/conversations/{cnv}/messages")).await.1, messages_before);
+    // Every event of it (cc in and out, the bounce's failed_recipients) keeps to the schemas.
+    let all = server.all_events().await;
+    server.validate_contract(all.into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;
 }
