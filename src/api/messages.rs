@@ -75,7 +75,7 @@ fn submit_error(e: SubmitError) -> ApiError {
         e @ SubmitError::CcNotSupported(_) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("cc")
         }
-        e @ SubmitError::InReplyToNotFound => {
+        e @ (SubmitError::InReplyToNotFound | SubmitError::AutomaticAnswerToAutomatic) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("in_reply_to")
         }
         e @ SubmitError::IdempotencyConflict => {

@@ -1,7 +1,8 @@
 //! The body of `POST /v1/messages`:
 //! `{"conversation_id": "cnv_…", "text": "..."}` (reply on the conversation's channel, to its
 //! contact's address there) or `{"channel": "web", "to": "visitor-42", "text": "..."}`, with
-//! optional `html`, `subject`, `attachments`, `in_reply_to`, and for mail `cc` (addresses).
+//! optional `html`, `subject`, `attachments`, `in_reply_to`, `auto_reply`, and for mail `cc`
+//! (addresses).
 
 use serde::Deserialize;
 
@@ -23,6 +24,8 @@ struct SendBody {
     in_reply_to: Option<String>,
     #[serde(default)]
     cc: Vec<String>,
+    #[serde(default)]
+    auto_reply: bool,
 }
 
 /// Cc recipients one request may name (a reply-all, not a mailing).
@@ -44,6 +47,9 @@ pub struct SendRequest {
     pub in_reply_to: Option<MessageId>,
     /// Trimmed, each once (compared without case).
     pub cc: Vec<String>,
+    /// Sent by a machine, not a person (a helpdesk's acknowledgement): marked so for the
+    /// recipient's own automatons (RFC 3834), and never sent in answer to an automatic message.
+    pub auto_reply: bool,
 }
 
 pub fn parse(body: &[u8], max_attachment_bytes: usize) -> Result<SendRequest, InputError> {
@@ -88,7 +94,16 @@ pub fn parse(body: &[u8], max_attachment_bytes: usize) -> Result<SendRequest, In
             cc.push(address.to_owned());
         }
     }
-    Ok(SendRequest { target, text, html, subject: body.subject, attachments, in_reply_to, cc })
+    Ok(SendRequest {
+        target,
+        text,
+        html,
+        subject: body.subject,
+        attachments,
+        in_reply_to,
+        cc,
+        auto_reply: body.auto_reply,
+    })
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub enum SubmitError {
     BadAddress { field: &'static str, address: String, reason: String },
     #[error("channel `{0}` is not a mail channel: only mail has cc")]
     CcNotSupported(String),
+    #[error("in_reply_to is an automatic message: an automatic answer to it could start a mail loop (RFC 3834)")]
+    AutomaticAnswerToAutomatic,
     #[error("in_reply_to names no message on this channel")]
     InReplyToNotFound,
     #[error("Idempotency-Key was used with a different request body")]
@@ -107,9 +109,13 @@ pub async fn submit(
     let sender = channel.config.sender();
     if let Some(parent) = request.in_reply_to.clone() {
         let found = store.read(move |c| store::messages::get(c, parent.as_str())).await?;
-        let same_channel = found.is_some_and(|m| m.channel.id == channel_id);
-        if !same_channel {
+        let Some(answered) = found.filter(|m| m.channel.id == channel_id) else {
             return Err(SubmitError::InReplyToNotFound);
+        };
+        // A helpdesk's acknowledgement of a vacation notice, answered by the next notice: the
+        // classic mail loop.
+        if request.auto_reply && answered.auto_reply {
+            return Err(SubmitError::AutomaticAnswerToAutomatic);
         }
     }
     let blobs = store.put_blobs(request.attachments.iter().map(|a| (a.bytes.clone(), None)).collect()).await?;
@@ -283,7 +289,7 @@ fn outbound_message(
         in_reply_to: request.in_reply_to,
         provider: ProviderRef::default(),
         stitch: None,
-        auto_reply: false,
+        auto_reply: request.auto_reply,
         delivery_report: None,
         created_at: now,
         received_at: None,

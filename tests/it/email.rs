@@ -1540,3 +1540,45 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
     server.validate_contract(all.into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;
 }
+
+/// The classic helpdesk mail loop: an acknowledgement answers a customer, her vacation notice
+/// answers the acknowledgement, the next acknowledgement answers the notice... An automatic send
+/// (`auto_reply: true`) goes out marked for her automatons (RFC 3834 Auto-Submitted, Exchange's
+/// X-Auto-Response-Suppress), and an automatic answer to an automatic message is refused before
+/// anything is stored; a person may still answer it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_sends_are_marked_and_never_answer_an_automatic_message() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    mail.append(SUPPORT, &mail_text(ANN.0, "Order 12", "order12@example.org", "", "Is it shipped?")).await;
+    let first = nth_received(&helpdesk, 0).await;
+    let cnv = first["conversation_id"].as_str().unwrap();
+    let ack =
+        json!({"conversation_id": cnv, "text": "We got your mail.", "auto_reply": true, "in_reply_to": first["id"]});
+    let (queued, delivered) = send_to_ann(&server, &mail, ack).await;
+    let raw = String::from_utf8_lossy(&delivered).to_string();
+    assert!(raw.contains("Auto-Submitted: auto-replied\r\n"), "{raw}");
+    assert!(raw.contains("X-Auto-Response-Suppress: All\r\n"), "{raw}");
+    let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(sent["auto_reply"], true, "{sent}");
+
+    // Her vacation notice answers the acknowledgement and joins the conversation.
+    let our_id = sent["provider"]["message_id"].as_str().unwrap();
+    let headers = format!("In-Reply-To: <{our_id}>\nAuto-Submitted: auto-replied\n");
+    mail.append(SUPPORT, &mail_text(ANN.0, "Out of office: Re: Order 12", "ooo@example.org", &headers, "Back Monday."))
+        .await;
+    let notice = nth_received(&helpdesk, 1).await;
+    assert_eq!((notice["conversation_id"].as_str(), notice["auto_reply"].as_bool()), (Some(cnv), Some(true)));
+
+    let listed = || async { server.get(&format!("/v1/conversations/{cnv}/messages")).await.1 };
+    let before = listed().await;
+    let again =
+        json!({"conversation_id": cnv, "text": "We got your mail.", "auto_reply": true, "in_reply_to": notice["id"]});
+    let (status, body) = server.post("/v1/messages", again).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("in_reply_to")), "{body}");
+    assert_eq!(listed().await, before, "nothing stored");
+    let person = json!({"conversation_id": cnv, "text": "Enjoy your holiday.", "in_reply_to": notice["id"]});
+    let (status, body) = server.post("/v1/messages", person).await;
+    assert_eq!(status, 202, "{body}");
+    server.stop().await;
+}

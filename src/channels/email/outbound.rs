@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use lettre::message::header::ContentType;
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -124,6 +124,15 @@ impl SmtpOutbound {
             .message_id(Some(format!("<{header_id}>")));
         for cc in cc {
             builder = builder.cc(cc);
+        }
+        if m.auto_reply {
+            // RFC 3834: the recipient's automatons (vacation notices) must not answer it;
+            // Exchange and Outlook look at X-Auto-Response-Suppress instead.
+            let header =
+                |name: &'static str, value: &str| HeaderValue::new(HeaderName::new_from_ascii_str(name), value.into());
+            builder = builder
+                .raw_header(header("Auto-Submitted", "auto-replied"))
+                .raw_header(header("X-Auto-Response-Suppress", "All"));
         }
         if self.reply_token {
             let (local, domain) = self.address.split_once('@').unwrap_or((&self.address, &self.domain));
