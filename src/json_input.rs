@@ -107,6 +107,9 @@ pub struct AttachmentBody {
     pub filename: Option<String>,
     pub content_type: Option<String>,
     pub content_base64: String,
+    /// An inline part (an image the HTML shows as `cid:<content_id>`), with or without the
+    /// angle brackets.
+    pub content_id: Option<String>,
 }
 
 /// Decodes `attachments[]`, refusing (not dropping) any over `max_bytes`.
@@ -141,10 +144,28 @@ pub fn decode_attachments(
             )
             .into());
         }
+        let content_id = match a.content_id.as_deref().map(|c| c.trim().trim_start_matches('<').trim_end_matches('>')) {
+            None => None,
+            // RFC 5322 msg-id characters: printable ASCII without space, brackets or quotes.
+            Some(c)
+                if !c.is_empty()
+                    && c.len() <= 200
+                    && c.bytes().all(|b| b.is_ascii_graphic() && !b"<>\"\\".contains(&b)) =>
+            {
+                Some(c.to_owned())
+            }
+            Some(_) => {
+                return Err(FieldError::new(
+                    format!("attachments[{i}].content_id"),
+                    "must be 1-200 printable ASCII characters without spaces, brackets or quotes",
+                )
+                .into())
+            }
+        };
         out.push(crate::channels::RawAttachment {
             sha256: None,
             filename: a.filename,
-            content_id: None,
+            content_id,
             content_type,
             bytes: bytes.into(),
         });

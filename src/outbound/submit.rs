@@ -125,7 +125,8 @@ pub async fn submit(
         .iter()
         .zip(blobs.names)
         .map(|(a, sha256)| {
-            pipeline.describe_attachment(a.filename.clone(), a.content_type.clone(), a.bytes.len() as u64, sha256)
+            let (filename, content_id) = (a.filename.clone(), a.content_id.clone());
+            pipeline.describe_attachment(filename, content_id, a.content_type.clone(), a.bytes.len() as u64, sha256)
         })
         .collect();
 

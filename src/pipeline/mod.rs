@@ -90,9 +90,7 @@ impl Pipeline {
         let mut hashes = stored.names.into_iter();
         let mut describe = |a: crate::channels::RawAttachment| {
             let sha256 = hashes.next().expect("one hash per blob");
-            let mut described = self.describe_attachment(a.filename, a.content_type, a.bytes.len() as u64, sha256);
-            described.content_id = a.content_id;
-            described
+            self.describe_attachment(a.filename, a.content_id, a.content_type, a.bytes.len() as u64, sha256)
         };
         let mut prepared = Vec::with_capacity(raws.len());
         for mut raw in raws.drain(..) {
@@ -158,13 +156,14 @@ impl Pipeline {
     pub fn describe_attachment(
         &self,
         filename: Option<String>,
+        content_id: Option<String>,
         content_type: String,
         size: u64,
         sha256: String,
     ) -> Attachment {
         let id = AttachmentId::new();
         let url = format!("{}/v1/attachments/{id}", self.public_url);
-        Attachment { id, filename, content_id: None, content_type, size, sha256, url }
+        Attachment { id, filename, content_id, content_type, size, sha256, url }
     }
 }
 

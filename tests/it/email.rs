@@ -1582,3 +1582,36 @@ async fn automatic_sends_are_marked_and_never_answer_an_automatic_message() {
     assert_eq!(status, 202, "{body}");
     server.stop().await;
 }
+
+/// A reply whose HTML shows an image (a pasted screenshot, a signature logo) sends it inline:
+/// the image travels beside the HTML in a multipart/related with the Content-ID the HTML names
+/// (`cid:`), while other attachments stay attachments. A malformed content_id is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inline_images_of_an_html_reply_travel_beside_the_html() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==";
+    let body = json!({"channel": "support", "to": ANN.0, "subject": "Your screen", "text": "See the image.",
+        "html": "<p>See <img src=\"cid:shot-1@example.com\"></p>",
+        "attachments": [
+            {"filename": "shot.png", "content_type": "image/png", "content_base64": png, "content_id": "<shot-1@example.com>"},
+            {"filename": "notes.txt", "content_type": "text/plain", "content_base64": "bm90ZXM="}]});
+    let (queued, delivered) = send_to_ann(&server, &mail, body).await;
+    let raw = String::from_utf8_lossy(&delivered).to_string();
+    let at = |needle: &str| raw.find(needle).unwrap_or_else(|| panic!("no {needle} in {raw}"));
+    assert!(at("multipart/alternative") < at("text/plain"), "{raw}");
+    assert!(at("text/plain") < at("multipart/related") && at("multipart/related") < at("text/html"), "{raw}");
+    assert!(at("text/html") < at("Content-ID: <shot-1@example.com>"), "{raw}");
+    let image = &raw[at("Content-ID: <shot-1@example.com>") - 200..at("Content-ID: <shot-1@example.com>") + 200];
+    assert!(image.contains("Content-Disposition: inline"), "{image}");
+    assert!(raw[at("filename=\"notes.txt\"") - 100..].contains("Content-Disposition: attachment"), "{raw}");
+    let (_, message) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(message["attachments"][0]["content_id"], "shot-1@example.com", "{message}");
+
+    let bad = json!({"channel": "support", "to": ANN.0, "text": "x",
+        "attachments": [{"content_type": "image/png", "content_base64": png, "content_id": "two words"}]});
+    let (status, body) = server.post("/v1/messages", bad).await;
+    assert!(status == 400 || status == 422, "{status} {body}");
+    assert_eq!(body["error"]["field"], "attachments[0].content_id", "{body}");
+    server.stop().await;
+}

@@ -154,12 +154,9 @@ impl SmtpOutbound {
             }
             html = html.map(|h| with_html_marker(&h, &marker));
         }
-        let body = match (text, html) {
-            (Some(text), Some(html)) => MultiPart::alternative_plain_html(text, html),
-            (None, Some(html)) => MultiPart::alternative().singlepart(SinglePart::html(html)),
-            (text, None) => MultiPart::alternative().singlepart(SinglePart::plain(text.unwrap_or_default())),
-        };
-        let mut mixed = MultiPart::mixed().multipart(body);
+        // Parts with a Content-ID are the HTML's inline images (`cid:`): they go beside it in a
+        // multipart/related; the rest are attachments. Without HTML nothing shows them inline.
+        let (mut inline, mut attached) = (Vec::new(), Vec::new());
         for (attachment, blob) in m.attachments.iter().zip(&out.files) {
             let bytes = blob.read().await.map_err(|e| SendError::Temporary {
                 code: "blob_unreadable".into(),
@@ -169,8 +166,25 @@ impl SmtpOutbound {
             let content_type = ContentType::parse(&attachment.content_type)
                 .unwrap_or(ContentType::parse("application/octet-stream").expect("valid"));
             let name = attachment.filename.clone().unwrap_or_else(|| attachment.id.to_string());
-            mixed = mixed.singlepart(Attachment::new(name).body(bytes, content_type));
+            match attachment.content_id.clone().filter(|_| html.is_some()) {
+                Some(cid) => inline.push(Attachment::new_inline_with_name(cid, name).body(bytes, content_type)),
+                None => attached.push(Attachment::new(name).body(bytes, content_type)),
+            }
         }
+        let body = match (text, html, inline.is_empty()) {
+            (text, None, _) => MultiPart::alternative().singlepart(SinglePart::plain(text.unwrap_or_default())),
+            (Some(text), Some(html), true) => MultiPart::alternative_plain_html(text, html),
+            (None, Some(html), true) => MultiPart::alternative().singlepart(SinglePart::html(html)),
+            (text, Some(html), false) => {
+                let related = MultiPart::related().singlepart(SinglePart::html(html));
+                let related = inline.into_iter().fold(related, |related, part| related.singlepart(part));
+                match text {
+                    Some(text) => MultiPart::alternative().singlepart(SinglePart::plain(text)).multipart(related),
+                    None => MultiPart::alternative().multipart(related),
+                }
+            }
+        };
+        let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
         let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?.formatted();
         let envelope = Envelope { from: &self.from.email, to: &recipients, envid: m.id.as_str() };
         let mut session = self.session().await?;
