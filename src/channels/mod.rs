@@ -201,16 +201,24 @@ impl ChannelConfig {
     pub fn is_own_address(&self, recipient: &str) -> bool {
         match self {
             ChannelConfig::Api(_) => false,
-            ChannelConfig::Email(c) => crate::stitch::email::is_own_address(recipient.trim(), &c.address),
+            ChannelConfig::Email(c) => c.owns(recipient),
         }
     }
 
-    /// Who the channel's outbound messages are from, as consumers see it: a mail channel's
-    /// address and display name; otherwise the channel's id.
-    pub fn sender(&self) -> Party {
+    /// Who an outbound message is from: a mail channel's display name and the one of its
+    /// addresses the `answered` message was written to (or sent from, when it is ours), else its
+    /// main address; otherwise the channel's id.
+    pub fn sender(&self, answered: Option<&Message>) -> Party {
         match self {
             ChannelConfig::Api(c) => Party { address: c.id.clone(), name: None },
-            ChannelConfig::Email(c) => Party { address: c.address.clone(), name: c.name.clone() },
+            ChannelConfig::Email(c) => {
+                let ours = |p: &Party| c.own_address(&p.address);
+                let written_to = answered.and_then(|m| match m.direction {
+                    crate::model::Direction::Inbound => m.to.iter().chain(&m.cc).find_map(ours),
+                    crate::model::Direction::Outbound => ours(&m.from),
+                });
+                Party { address: written_to.unwrap_or(&c.address).to_owned(), name: c.name.clone() }
+            }
         }
     }
 

@@ -106,7 +106,7 @@ pub async fn submit(
     let mut request = request;
     request.cc.retain(|cc| !cc.eq_ignore_ascii_case(&recipient));
     let channel_ref = ChannelRef { id: channel_id.clone(), kind: channel.config.kind().to_owned() };
-    let sender = channel.config.sender();
+    let channel_config = channel.config.clone();
     if let Some(parent) = request.in_reply_to.clone() {
         let found = store.read(move |c| store::messages::get(c, parent.as_str())).await?;
         let Some(answered) = found.filter(|m| m.channel.id == channel_id) else {
@@ -144,6 +144,10 @@ pub async fn submit(
             else {
                 return Ok(Err(SubmitError::ConversationNotFound));
             };
+            let in_reply_to = request.in_reply_to.as_ref().map(|id| id.as_str());
+            let answered = store::messages::answered(conn, conversation.id.as_str(), in_reply_to)?;
+            // A reply comes from the address the customer wrote to (one of the channel's).
+            let sender = channel_config.sender(answered.as_ref());
             // A reply answers the subject of the mail it answers, which a customer may have
             // changed mid-thread, not the one the conversation started with; an explicit subject
             // renames the thread for subject matching.
@@ -157,11 +161,10 @@ pub async fn submit(
                     }
                     Some(subject.clone())
                 }
-                None => {
-                    let answered = request.in_reply_to.as_ref().map(|id| id.as_str());
-                    store::messages::subject_to_answer(conn, conversation.id.as_str(), answered)?
-                        .or_else(|| conversation.subject.clone())
-                }
+                None => answered
+                    .and_then(|m| m.subject)
+                    .filter(|s| !s.trim().is_empty())
+                    .or_else(|| conversation.subject.clone()),
             };
             let cc = request.cc.clone();
             let message = outbound_message(request, subject, sender, attachments, &conversation, &recipient, now_ms);

@@ -63,37 +63,34 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
     body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
 }
 
-/// The subject a reply on the conversation answers: that of `answered` (a message of the
-/// conversation) when given, else of the newest mail a person sent into it (automatic replies and
-/// bounces have subjects of their own). `None` when neither has one.
-pub fn subject_to_answer(
+/// The message a reply on the conversation answers: `answered` when given (and of the
+/// conversation), else the newest a person sent into it (automatic replies and bounces are not
+/// what a reply answers).
+pub fn answered(
     conn: &Connection,
     conversation_id: &str,
     answered: Option<&str>,
-) -> Result<Option<String>, StoreError> {
-    let non_empty = |s: Option<Option<String>>| s.flatten().filter(|s| !s.trim().is_empty());
-    if let Some(id) = answered {
-        let subject = conn
-            .prepare_cached(
-                "SELECT json_extract(body, '$.subject') FROM messages WHERE id = ?1 AND conversation_id = ?2",
-            )?
+) -> Result<Option<Message>, StoreError> {
+    let body: Option<String> = match answered {
+        Some(id) => conn
+            .prepare_cached("SELECT body FROM messages WHERE id = ?1 AND conversation_id = ?2")?
             .query_row([id, conversation_id], |r| r.get(0))
-            .optional()?;
-        if let Some(subject) = non_empty(subject) {
-            return Ok(Some(subject));
-        }
-    }
-    let newest = conn
-        .prepare_cached(
-            "SELECT json_extract(body, '$.subject') FROM messages
-             WHERE conversation_id = ?1 AND direction = 'inbound'
-               AND coalesce(json_extract(body, '$.auto_reply'), 0) = 0
-               AND coalesce(json_extract(body, '$.subject'), '') <> ''
-             ORDER BY created_at DESC, id DESC LIMIT 1",
-        )?
-        .query_row([conversation_id], |r| r.get(0))
-        .optional()?;
-    Ok(non_empty(newest))
+            .optional()?,
+        None => None,
+    };
+    let body = match body {
+        Some(body) => Some(body),
+        None => conn
+            .prepare_cached(
+                "SELECT body FROM messages
+                 WHERE conversation_id = ?1 AND direction = 'inbound'
+                   AND coalesce(json_extract(body, '$.auto_reply'), 0) = 0
+                 ORDER BY created_at DESC, id DESC LIMIT 1",
+            )?
+            .query_row([conversation_id], |r| r.get(0))
+            .optional()?,
+    };
+    body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
 }
 
 /// Up to `limit` messages of a conversation in order, after message `after` when given.

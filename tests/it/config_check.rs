@@ -60,6 +60,7 @@ type = "pigeon"
 id = "mail"
 type = "email"
 address = "support@example.com"
+aliases = ["sales@example.com", "no-at-sign", "info+x@example.com"]
 [channels.smtp]
 host = "smtp.example.com"
 idle_timeout = "10m"
@@ -83,6 +84,8 @@ events = ["message.recieved"]
         "channels[0].secret: is required with outbound_url",
         "channels[1].type: unknown channel type `pigeon`",
         "channels[2].smtp.idle_timeout: must be at most 5m",
+        "channels[2].aliases[1]: `no-at-sign` is not a mail address",
+        "channels[2].aliases[2]: must not contain `+`",
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",

@@ -1615,3 +1615,44 @@ async fn inline_images_of_an_html_reply_travel_beside_the_html() {
     assert_eq!(body["error"]["field"], "attachments[0].content_id", "{body}");
     server.stop().await;
 }
+
+/// A mailbox that also receives `sales@` (an alias forwarded into it): mail to the alias is the
+/// channel's, the reply comes from the address the customer wrote to, a reply token on the
+/// alias threads, and the alias counts as ours wherever our address does (no sending to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_to_an_alias_is_answered_from_the_alias() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "aliases = [\"sales@example.com\"]")).await;
+    let to_sales =
+        crate::mail_servers::mail(ANN.0, "Sales <sales@example.com>", "Quote", "quote@example.org", "", "Price?");
+    mail.append(SUPPORT, &to_sales).await;
+    let first = first_received(&server).await["data"].clone();
+    let cnv = first["conversation_id"].as_str().unwrap();
+    let (queued, delivered) = send_to_ann(&server, &mail, json!({"conversation_id": cnv, "text": "10 EUR."})).await;
+    let raw = String::from_utf8_lossy(&delivered).to_string();
+    assert!(raw.contains("From: \"Example Support\" <sales@example.com>"), "{raw}");
+    let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(sent["from"]["address"], "sales@example.com", "{sent}");
+
+    // Her answer lost its headers but went to the alias's reply token.
+    let token = format!("sales+{cnv}@example.com");
+    mail.append(SUPPORT, &crate::mail_servers::mail(ANN.0, &token, "other", "answer@example.org", "", "OK")).await;
+    let answer = loop_until(|| async {
+        let events = server.all_events().await;
+        events.into_iter().filter(|e| e["type"] == "message.received").nth(1)
+    })
+    .await;
+    assert_eq!(
+        (answer["data"]["conversation_id"].as_str(), answer["data"]["stitch"]["reason"].as_str()),
+        (Some(cnv), Some("token"))
+    );
+
+    for body in [
+        json!({"channel": "support", "to": "sales@example.com", "text": "loop"}),
+        json!({"channel": "support", "to": ANN.0, "text": "loop", "cc": ["Sales+x@Example.com"]}),
+    ] {
+        let (status, refused) = server.post("/v1/messages", body).await;
+        assert_eq!(status, 422, "{refused}");
+    }
+    server.stop().await;
+}

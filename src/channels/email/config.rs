@@ -15,6 +15,10 @@ pub struct EmailChannelConfig {
     pub address: String,
     /// Display name on replies.
     pub name: Option<String>,
+    /// Other addresses whose mail arrives in this mailbox (`info@`, `sales@` forwarded here):
+    /// ours like `address`. A reply goes out from the one the customer wrote to.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     pub imap: Option<ImapConfig>,
     pub smtp: Option<SmtpConfig>,
     /// Put `local+cnv_…@domain` in Reply-To so replies find their conversation even when a
@@ -188,12 +192,37 @@ impl EmailChannelConfig {
         self.address.rsplit_once('@').map_or("localhost", |(_, d)| d)
     }
 
+    /// `address`, then the aliases.
+    pub fn our_addresses(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.address.as_str()).chain(self.aliases.iter().map(String::as_str))
+    }
+
+    /// The one of our addresses `address` is (perhaps with a `+token`), if it is one.
+    pub fn own_address(&self, address: &str) -> Option<&str> {
+        self.our_addresses().find(|ours| crate::stitch::email::is_own_address(address.trim(), ours))
+    }
+
+    /// Whether `address` is ours: the channel's address or an alias, perhaps with a `+token`.
+    pub fn owns(&self, address: &str) -> bool {
+        self.own_address(address).is_some()
+    }
+
     pub(crate) fn validate(&mut self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut add = |k: &str, r: String| problems.push((k.to_owned(), r));
-        match self.address.rsplit_once('@') {
-            Some((local, domain)) if !local.is_empty() && domain.contains('.') || domain == "localhost" => {}
-            _ => add("address", format!("`{}` is not a mail address", self.address)),
+        let is_address = |a: &str| match a.rsplit_once('@') {
+            Some((local, domain)) => !local.is_empty() && (domain.contains('.') || domain == "localhost"),
+            None => false,
+        };
+        if !is_address(&self.address) {
+            add("address", format!("`{}` is not a mail address", self.address));
+        }
+        for (i, alias) in self.aliases.iter().enumerate() {
+            if !is_address(alias) {
+                add(&format!("aliases[{i}]"), format!("`{alias}` is not a mail address"));
+            } else if alias.contains('+') {
+                add(&format!("aliases[{i}]"), "must not contain `+` (that is how reply tokens are added)".into());
+            }
         }
         if self.imap.is_none() && self.smtp.is_none() {
             add("imap", "an email channel needs [channels.imap], [channels.smtp] or both".into());

@@ -15,7 +15,7 @@ use super::reply::reply_text;
 use super::report;
 use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
-use crate::stitch::email::{body_token, is_own_address, normalize_subject, reply_token, MailThreading};
+use crate::stitch::email::{body_token, normalize_subject, reply_token, MailThreading};
 use crate::stitch::identity_for;
 use crate::store::Blobs;
 
@@ -101,7 +101,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         .into_iter()
         .next()
         .filter(|r| channel.use_reply_to && !r.address.eq_ignore_ascii_case(&from.address))
-        .filter(|r| !is_own_address(&r.address, &channel.address));
+        .filter(|r| !channel.owns(&r.address));
     let owner = reply_to.as_ref().unwrap_or(&from).address.clone();
     let subject = message.subject().map(str::to_owned);
     let text = message.body_text(0).map(|t| t.into_owned()).filter(|t| !t.trim().is_empty());
@@ -152,13 +152,13 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let token = to
         .iter()
         .chain(&cc)
-        .find_map(|p| reply_token(&p.address, &channel.address))
+        .find_map(|p| channel.our_addresses().find_map(|ours| reply_token(&p.address, ours)))
         .or_else(|| text.as_deref().and_then(body_token))
         .or_else(|| html.as_deref().and_then(body_token));
     let participants: Vec<String> = to
         .iter()
         .chain(&cc)
-        .filter(|p| !is_own_address(&p.address, &channel.address))
+        .filter(|p| !channel.owns(&p.address))
         .map(|p| identity_for("email", &channel.id, &p.address))
         .collect();
 

@@ -37,6 +37,8 @@ pub struct SmtpOutbound {
     reply_token: bool,
     body_token: bool,
     address: String,
+    /// Other addresses of ours a reply may come from (`From`), as the message says.
+    aliases: Vec<String>,
 }
 
 fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsParameters, String> {
@@ -93,6 +95,7 @@ impl SmtpOutbound {
             reply_token: config.reply_token,
             body_token: config.body_token,
             address: config.address.clone(),
+            aliases: config.aliases.clone(),
         })
     }
 
@@ -117,11 +120,17 @@ impl SmtpOutbound {
             Some(s) => s.to_owned(),
             None => String::new(),
         };
-        let mut builder = lettre::Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(subject)
-            .message_id(Some(format!("<{header_id}>")));
+        // The alias the customer wrote to, when the message is from one; the envelope keeps our
+        // address, so bounces come back to this mailbox whichever it is.
+        let from = match self.aliases.iter().find(|a| a.eq_ignore_ascii_case(&m.from.address)) {
+            Some(alias) => Mailbox::new(
+                self.from.name.clone(),
+                alias.parse().map_err(|e| permanent("bad_address", format!("{e}")))?,
+            ),
+            None => self.from.clone(),
+        };
+        let mut builder =
+            lettre::Message::builder().from(from).to(to).subject(subject).message_id(Some(format!("<{header_id}>")));
         for cc in cc {
             builder = builder.cc(cc);
         }
