@@ -1656,3 +1656,57 @@ async fn mail_to_an_alias_is_answered_from_the_alias() {
     }
     server.stop().await;
 }
+
+/// One mail the server cannot deliver (its file is unreadable to Dovecot, which answers its
+/// FETCH with NO) must not stop the folder: the mails around it are imported, the refusal shows
+/// in /readyz and as a channel.error, and once the server delivers it again it comes in (after a
+/// restart, from the stored list; at the next round, while running) — each mail exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_the_server_refuses_to_deliver_does_not_stop_the_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let mail = MailServers::start().await;
+    for name in ["before", "broken", "after"] {
+        mail.append(SUPPORT, &mail_text(ANN.0, name, &format!("{name}@example.org"), "", name)).await;
+    }
+    let broken = mail.mail_file(SUPPORT, "<broken@example.org>");
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let config = mail.channel_with_imap("support", "unfetchable_retry = \"1s\"");
+    let server = TestServer::start(&config).await;
+    loop_until(|| async { (received_subjects(&server).await == ["after", "before"]).then_some(()) }).await;
+    let error = loop_until(|| async {
+        let events = server.all_events().await;
+        events.into_iter().find(|e| e["type"] == "channel.error" && e["data"]["error"]["code"] == "imap_unfetchable")
+    })
+    .await;
+    assert!(error["data"]["error"]["message"].as_str().unwrap().contains("UID 2"), "{error}");
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready["checks"]["channel:support"].as_str().unwrap().contains("imap_unfetchable"), "{ready}");
+
+    // Restarted while it is still refused: it is still known, and still reported.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, &config).await;
+    loop_until(|| async {
+        let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+        (code == 503 && ready["checks"]["channel:support"].as_str().unwrap_or("").contains("UID 2")).then_some(())
+    })
+    .await;
+
+    // The server delivers it again: the next round (a new mail wakes IDLE) brings it in.
+    // (Dovecot may have renamed the file meanwhile, moving it from new/ to cur/.)
+    let broken = mail.mail_file(SUPPORT, "<broken@example.org>");
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o600)).unwrap();
+    mail.append(SUPPORT, &mail_text(ANN.0, "later", "later@example.org", "", "later")).await;
+    loop_until(|| async { (received_subjects(&server).await == ["after", "before", "broken", "later"]).then_some(()) })
+        .await;
+    loop_until(|| async {
+        let (code, _) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+        (code == 200).then_some(())
+    })
+    .await;
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, &config).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received_subjects(&server).await, ["after", "before", "broken", "later"], "each exactly once");
+    server.stop().await;
+}

@@ -504,6 +504,16 @@ maillog_file_prefixes = /dev/stdout
         session.logout().await.unwrap();
     }
 
+    /// The maildir file of `account`'s mail whose source contains `needle` (to damage it).
+    pub fn mail_file(&self, account: (&str, &str), needle: &str) -> std::path::PathBuf {
+        let maildir = self.dir.path().join("mail").join(account.0);
+        let files = ["cur", "new"].iter().filter_map(|sub| std::fs::read_dir(maildir.join(sub)).ok()).flatten();
+        files
+            .map(|entry| entry.unwrap().path())
+            .find(|path| std::fs::read_to_string(path).is_ok_and(|text| text.contains(needle)))
+            .unwrap_or_else(|| panic!("no mail with {needle} in {}", maildir.display()))
+    }
+
     /// What the SMTP server logged: one `AUTH <mechanism> ok|refused <user>` line per login.
     pub fn smtp_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("smtp.log")).unwrap_or_default()

@@ -101,6 +101,9 @@ pub struct ImapConfig {
     /// IDLE is re-issued after this long (servers drop IDLE after 30 minutes).
     #[serde(default = "default_idle")]
     pub idle_timeout: ConfigDuration,
+    /// How often a mail the server refused to deliver is asked for again.
+    #[serde(default = "default_unfetchable_retry")]
+    pub unfetchable_retry: ConfigDuration,
     /// A PEM file of extra trusted CA certificates (private or test servers).
     pub ca_file: Option<PathBuf>,
     /// After each send, append a copy of the mail to this folder (e.g. "Sent"), so it shows in
@@ -156,6 +159,9 @@ fn default_poll() -> ConfigDuration {
 }
 fn default_idle() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(29 * 60))
+}
+fn default_unfetchable_retry() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(15 * 60))
 }
 fn default_smtp_idle() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(60))

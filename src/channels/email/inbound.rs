@@ -6,10 +6,17 @@
 //! with `BODY.PEEK[]`, so fetching never marks it read. A changed UIDVALIDITY re-reads the folder;
 //! content-hash dedup keeps that from duplicating anything. UIDs only grow, so mail deleted or
 //! moved away after import is never seen again.
+//!
+//! One mail the server cannot deliver (a damaged file: Dovecot answers its FETCH with BYE and
+//! drops the connection; Gmail with "NO Some messages could not be FETCHed") must not stop the
+//! folder. A batch whose fetch fails makes its mails suspects, fetched one by one from then on;
+//! a suspect whose fetch alone fails twice is the culprit: recorded as unfetchable (channel
+//! state, `/readyz`, one `channel.error`), passed over, and asked for again every
+//! `unfetchable_retry` (after the new mail of a round) until it comes or is gone.
 
-use std::collections::VecDeque;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_imap::extensions::idle::IdleResponse;
 use async_imap::{Client, Session};
@@ -38,6 +45,18 @@ const SIZES_PER_REQUEST: usize = 1000;
 /// (and the parsing and the writer start working) without waiting for a full batch.
 const FIRST_REQUEST: usize = 50;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A session that lasted this long worked: the next reconnect starts with a short wait again.
+const RESET_BACKOFF_AFTER: Duration = Duration::from_secs(60);
+/// Failed fetches of one mail alone after which it is taken as one the server cannot deliver.
+const UNFETCHABLE_AFTER: u32 = 2;
+
+/// What a folder's loop remembers across its sessions.
+struct FolderMemory {
+    /// Mails in a batch whose fetch failed, with how often a fetch of that mail alone failed.
+    suspects: HashMap<u32, u32>,
+    /// When the unfetchable mails are asked for again.
+    next_retry: Instant,
+}
 
 pub(super) type ImapSession = Session<Transport>;
 
@@ -50,6 +69,9 @@ pub(super) enum ImapError {
     Auth(String),
     #[error("IMAP error: {0}")]
     Protocol(String),
+    /// The server answered NO: it refuses this command, the session itself still stands.
+    #[error("refused: {0}")]
+    Refused(String),
     #[error("store error: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -59,7 +81,7 @@ impl ImapError {
         match self {
             ImapError::Connect(_) => "imap_connect",
             ImapError::Auth(_) => "imap_auth",
-            ImapError::Protocol(_) => "imap_protocol",
+            ImapError::Protocol(_) | ImapError::Refused(_) => "imap_protocol",
             ImapError::Store(_) => "store",
         }
     }
@@ -106,10 +128,16 @@ async fn run_folder(
     tokens: Option<Arc<TokenSource>>,
 ) {
     let mut backoff = Duration::from_secs(1);
+    let memory = Mutex::new(FolderMemory { suspects: HashMap::new(), next_retry: Instant::now() });
     while !cx.shutdown.is_cancelled() {
-        match session(&channel, &imap, &folder, &cx, tokens.as_deref()).await {
+        let started = Instant::now();
+        match session(&channel, &imap, &folder, &cx, tokens.as_deref(), &memory).await {
             Ok(()) => return,
             Err(e) => {
+                // A session that worked for a while ended: start the backoff over.
+                if started.elapsed() > RESET_BACKOFF_AFTER {
+                    backoff = Duration::from_secs(1);
+                }
                 cx.report_error(e.code(), &format!("{folder}: {e}")).await;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -171,6 +199,7 @@ async fn session(
     folder: &str,
     cx: &InboundContext,
     tokens: Option<&TokenSource>,
+    memory: &Mutex<FolderMemory>,
 ) -> Result<(), ImapError> {
     let mut session = login(imap, tokens).await?;
     let capabilities = session.capabilities().await?;
@@ -216,7 +245,7 @@ async fn session(
     if let OnServer::CopyAndFlagDeleted(target) = &after {
         tracing::warn!(channel = %cx.channel_id, folder, target, "the server has neither MOVE nor UIDPLUS: imported mail is copied and flagged \\Deleted, but not expunged (a plain EXPUNGE would also remove mail others flagged)");
     }
-    let open = OpenFolder { channel, name: folder, validity, after, cx };
+    let open = OpenFolder { channel, imap, name: folder, validity, after, cx, memory };
     loop {
         let since_filter = since.clone().filter(|_| last_uid == 0);
         last_uid = open.import_new(&mut session, last_uid, since_filter, &mut stored).await?;
@@ -253,10 +282,12 @@ async fn session(
 /// A selected folder: what stays the same for as long as its session lasts.
 struct OpenFolder<'a> {
     channel: &'a Arc<EmailChannelConfig>,
+    imap: &'a ImapConfig,
     name: &'a str,
     validity: u32,
     after: OnServer,
     cx: &'a InboundContext,
+    memory: &'a Mutex<FolderMemory>,
 }
 
 impl OpenFolder<'_> {
@@ -276,7 +307,13 @@ impl OpenFolder<'_> {
             None => format!("UID {}:*", last_uid + 1),
         };
         // `n:*` always matches the highest UID even when it is below n: filter.
-        let mut uids: Vec<u32> = session.uid_search(query).await?.into_iter().filter(|u| *u > last_uid).collect();
+        let (_, unfetchable) = self.unfetchable().await?;
+        let mut uids: Vec<u32> = session
+            .uid_search(query)
+            .await?
+            .into_iter()
+            .filter(|u| *u > last_uid && !unfetchable.contains(u))
+            .collect();
         uids.sort_unstable();
         // A pipeline: while this task fetches batch k+2, batch k+1 is parsed and its attachments
         // stored (on the blocking pool), and batches k and k+1 wait in the store's queue, so the
@@ -291,22 +328,25 @@ impl OpenFolder<'_> {
         let (head, rest) = uids.split_at(uids.len().min(FIRST_REQUEST));
         let slices = std::iter::once(head).filter(|h| !h.is_empty()).chain(rest.chunks(SIZES_PER_REQUEST));
         'backlog: for slice in slices {
-            for batch in size_batches(session, slice).await? {
+            for batch in self.isolate_suspects(size_batches(session, slice).await?) {
                 // On shutdown or reload, stop fetching and finish what is under way: a long backlog
                 // must not hold up a stop (the rest is imported after the restart, from the
                 // checkpoint).
                 if cx.shutdown.is_cancelled() {
                     break 'backlog;
                 }
-                let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-                let mut mails: Vec<(u32, Vec<u8>)> = session
-                    .uid_fetch(&set, "(UID BODY.PEEK[])")
-                    .await?
-                    .try_filter_map(|f| async move { Ok(f.uid.zip(f.body().map(<[u8]>::to_vec))) })
-                    .try_collect()
-                    .await?;
-                mails.sort_by_key(|(uid, _)| *uid);
-                let Some(last) = mails.last().map(|(uid, _)| *uid) else { continue };
+                let (mails, refused) = match fetch_bodies(session, &batch).await {
+                    Ok(mails) => {
+                        self.cleared(&batch);
+                        (mails, None)
+                    }
+                    // The culprit, and the session still stands (a NO): go on past it.
+                    Err(e) => (Vec::new(), Some(self.fetch_failed(&batch, e).await?)),
+                };
+                let fetched: Vec<u32> = mails.iter().map(|(uid, _)| *uid).collect();
+                let Some(last) = fetched.iter().chain(&refused).copied().max() else { continue };
+                // Only what was fetched is acted on (`after_import`): never move a mail away unread.
+                let set = uid_set(&fetched);
                 let task = tokio::spawn(prepare(self.channel.clone(), cx.clone(), mails));
                 if let Some(ready) = preparing.replace(Preparing { task, last, set }) {
                     in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
@@ -322,8 +362,189 @@ impl OpenFolder<'_> {
         while let Some(committing) = in_flight.pop_front() {
             last_uid = committing.finish(session, self).await?;
         }
+        // After the new mail: a mail that breaks the session on every fetch must not hold it up.
+        self.retry_unfetchable(session).await?;
         Ok(last_uid)
     }
+}
+
+impl OpenFolder<'_> {
+    /// `batches` with every mail under suspicion in a batch of its own.
+    fn isolate_suspects(&self, batches: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
+        let memory = self.memory.lock().expect("folder memory");
+        if memory.suspects.is_empty() {
+            return batches;
+        }
+        let mut out = Vec::new();
+        for batch in batches {
+            let (suspects, rest): (Vec<u32>, Vec<u32>) =
+                batch.into_iter().partition(|uid| memory.suspects.contains_key(uid));
+            out.extend(suspects.into_iter().map(|uid| vec![uid]));
+            if !rest.is_empty() {
+                out.push(rest);
+            }
+        }
+        out.sort_by_key(|batch| batch[0]);
+        out
+    }
+
+    /// These mails were fetched: no longer suspects.
+    fn cleared(&self, batch: &[u32]) {
+        let mut memory = self.memory.lock().expect("folder memory");
+        if !memory.suspects.is_empty() {
+            for uid in batch {
+                memory.suspects.remove(uid);
+            }
+        }
+    }
+
+    /// A batch's fetch failed with `error`. Its mails become suspects (fetched alone from now
+    /// on); a mail whose fetch alone failed `UNFETCHABLE_AFTER` times is recorded as
+    /// unfetchable. Returns that mail when the session still stands (the server said NO), so
+    /// the folder goes on past it; otherwise the error, and the next session goes on.
+    async fn fetch_failed(&self, batch: &[u32], error: ImapError) -> Result<u32, ImapError> {
+        let culprit = {
+            let mut memory = self.memory.lock().expect("folder memory");
+            match batch {
+                [uid] => {
+                    let failures = memory.suspects.entry(*uid).or_insert(0);
+                    *failures += 1;
+                    (*failures >= UNFETCHABLE_AFTER).then(|| {
+                        memory.suspects.remove(uid);
+                        *uid
+                    })
+                }
+                _ => {
+                    for uid in batch {
+                        memory.suspects.entry(*uid).or_insert(0);
+                    }
+                    None
+                }
+            }
+        };
+        tracing::warn!(channel = %self.cx.channel_id, folder = self.name, mails = batch.len(), first_uid = batch[0], error = %error, "fetching mail failed; its mails are fetched one by one from now on");
+        let Some(uid) = culprit else { return Err(error) };
+        self.add_unfetchable(uid, &error.to_string()).await?;
+        match error {
+            ImapError::Refused(_) => Ok(uid),
+            other => Err(other),
+        }
+    }
+
+    /// The folder's unfetchable mails as stored (`None`: none yet), and their UIDs under the
+    /// current UIDVALIDITY (after a change the folder is read again from the start anyway).
+    async fn unfetchable(&self) -> Result<(Option<String>, BTreeSet<u32>), ImapError> {
+        let stored = self.cx.checkpoint(&unfetchable_key(self.name)).await?;
+        let uids = stored
+            .as_deref()
+            .and_then(|v| v.split_once(':'))
+            .filter(|(validity, _)| validity.parse() == Ok(self.validity))
+            .map(|(_, uids)| uids.split(',').filter_map(|u| u.parse().ok()).collect())
+            .unwrap_or_default();
+        Ok((stored, uids))
+    }
+
+    fn unfetchable_value(&self, uids: &BTreeSet<u32>) -> String {
+        format!("{}:{}", self.validity, uid_set(&uids.iter().copied().collect::<Vec<_>>()))
+    }
+
+    /// Records a mail the server cannot deliver (before the checkpoint may pass it), and
+    /// reports it: log, `/readyz`, one `channel.error`.
+    async fn add_unfetchable(&self, uid: u32, error: &str) -> Result<(), ImapError> {
+        let (_, mut uids) = self.unfetchable().await?;
+        uids.insert(uid);
+        self.cx.state().set(&unfetchable_key(self.name), &self.unfetchable_value(&uids)).await?;
+        let message = format!(
+            "{}: the server cannot deliver the mail with UID {uid} ({error}); the folder goes on without it, and it is asked for again every {:?}",
+            self.name, self.imap.unfetchable_retry.0
+        );
+        self.cx.for_part(&unfetchable_part(self.name, uid)).report_error("imap_unfetchable", &message).await;
+        Ok(())
+    }
+
+    /// When due, fetches the folder's unfetchable mails again: those that come are imported
+    /// (and the list shrinks in the same transaction), those gone from the server are dropped
+    /// from it. The next time is set first: a mail that breaks the session is not asked for
+    /// again at once.
+    async fn retry_unfetchable(&self, session: &mut ImapSession) -> Result<(), ImapError> {
+        {
+            let mut memory = self.memory.lock().expect("folder memory");
+            if memory.next_retry > Instant::now() {
+                return Ok(());
+            }
+            memory.next_retry = Instant::now() + self.imap.unfetchable_retry.0;
+        }
+        let (stored, uids) = self.unfetchable().await?;
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let (mut mails, mut still) = (Vec::new(), BTreeSet::new());
+        for uid in &uids {
+            match fetch_bodies(session, &[*uid]).await {
+                Ok(mail) => mails.extend(mail),
+                Err(ImapError::Refused(_)) => {
+                    still.insert(*uid);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if still == uids {
+            return Ok(());
+        }
+        let fetched: Vec<u32> = mails.iter().map(|(uid, _)| *uid).collect();
+        let prepared = prepare(self.channel.clone(), self.cx.clone(), mails).await?;
+        let key = unfetchable_key(self.name);
+        self.cx.submit_batch(prepared, &key, stored, &self.unfetchable_value(&still)).await?;
+        self.after.apply(session, &uid_set(&fetched)).await?;
+        for uid in uids.difference(&still) {
+            tracing::info!(channel = %self.cx.channel_id, folder = self.name, uid, imported = fetched.contains(uid), "a mail the server refused before is no longer refused");
+            self.cx.for_part(&unfetchable_part(self.name, *uid)).report_ok();
+        }
+        Ok(())
+    }
+}
+
+/// The mail bodies of a UID set, in UID order (a mail gone from the server is simply absent).
+/// A mail the server lists without its body is an error, never skipped: the checkpoint would
+/// pass it (Dovecot sends `* 2 FETCH (UID 2)` and then BYE when it cannot read a mail's file).
+async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+    let refused = |e: async_imap::error::Error| match e {
+        async_imap::error::Error::No(reason) => ImapError::Refused(reason),
+        other => other.into(),
+    };
+    let fetches: Vec<_> = session
+        .uid_fetch(uid_set(uids), "(UID BODY.PEEK[])")
+        .await
+        .map_err(refused)?
+        .try_collect()
+        .await
+        .map_err(refused)?;
+    let mut mails: Vec<(u32, Vec<u8>)> = fetches
+        .iter()
+        .filter_map(|f| f.uid.filter(|uid| uids.contains(uid)).zip(f.body().map(<[u8]>::to_vec)))
+        .collect();
+    // Other FETCH responses may come unasked (another client changed a mail's flags); one of
+    // ours without its body, and none with it, is not such a one.
+    let bodiless = fetches.iter().filter_map(|f| f.uid.filter(|_| f.body().is_none()));
+    if let Some(uid) = bodiless.filter(|uid| uids.contains(uid)).find(|uid| !mails.iter().any(|(m, _)| m == uid)) {
+        return Err(ImapError::Protocol(format!("the server sent UID {uid} without its body")));
+    }
+    mails.sort_by_key(|(uid, _)| *uid);
+    Ok(mails)
+}
+
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The `channel_state` key of a folder's unfetchable mails: `"<uidvalidity>:<uid>,<uid>…"`.
+fn unfetchable_key(folder: &str) -> String {
+    format!("imap-unfetchable:{folder}")
+}
+
+/// The health part of one unfetchable mail.
+fn unfetchable_part(folder: &str, uid: u32) -> String {
+    format!("{folder} UID {uid}")
 }
 
 /// Parses a fetched batch and makes its attachments durable.
@@ -468,6 +689,9 @@ impl OnServer {
     }
 
     async fn apply(&self, session: &mut ImapSession, set: &str) -> Result<(), ImapError> {
+        if set.is_empty() {
+            return Ok(());
+        }
         match self {
             OnServer::Keep => {}
             OnServer::Seen => {
