@@ -61,6 +61,7 @@ id = "mail"
 type = "email"
 address = "support@example.com"
 aliases = ["sales@example.com", "no-at-sign", "info+x@example.com"]
+max_mail_bytes = 1000
 [channels.smtp]
 host = "smtp.example.com"
 idle_timeout = "10m"
@@ -86,6 +87,7 @@ events = ["message.recieved"]
         "channels[2].smtp.idle_timeout: must be at most 5m",
         "channels[2].aliases[1]: `no-at-sign` is not a mail address",
         "channels[2].aliases[2]: must not contain `+`",
+        "channels[2].max_mail_bytes: must be at least 16384",
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",

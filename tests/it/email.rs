@@ -1710,3 +1710,47 @@ async fn a_mail_the_server_refuses_to_deliver_does_not_stop_the_folder() {
     assert_eq!(received_subjects(&server).await, ["after", "before", "broken", "later"], "each exactly once");
     server.stop().await;
 }
+
+/// A mail over `max_mail_bytes` is not fetched whole (one giant mail must not exhaust a small
+/// machine's memory at every retry): it comes in from its header — sender, subject, threading —
+/// with the mail listed under `attachments_skipped`, stays on the server untouched by
+/// `after_import`, and the mail after it is imported whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_over_max_mail_bytes_comes_in_from_its_header_alone() {
+    let mail = MailServers::start().await;
+    let big = "x".repeat(100_000);
+    mail.append(SUPPORT, &mail_text(ANN.0, "Huge scan", "huge@example.org", "", &big)).await;
+    mail.append(SUPPORT, &mail_text(ANN.0, "Small", "small@example.org", "", "hello")).await;
+    let config = mail.channel("support", "max_mail_bytes = 50000");
+    let server =
+        TestServer::start(&config.replacen("[channels.imap]\n", "[channels.imap]\nafter_import = \"seen\"\n", 1)).await;
+    let received = loop_until(|| async {
+        let events = server.all_events().await;
+        let received: Vec<Value> =
+            events.into_iter().filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect();
+        (received.len() == 2).then_some(received)
+    })
+    .await;
+    let (huge, small) = (&received[0], &received[1]);
+    assert_eq!((huge["subject"].as_str(), huge["from"]["address"].as_str()), (Some("Huge scan"), Some(ANN.0)));
+    assert_eq!(huge["provider"]["message_id"], "huge@example.org");
+    assert_eq!(huge["text"], Value::Null, "{huge}");
+    assert_eq!(huge["attachments"], json!([]));
+    let skipped = &huge["attachments_skipped"][0];
+    assert_eq!(
+        (skipped["filename"].as_str(), skipped["content_type"].as_str()),
+        (Some("message.eml"), Some("message/rfc822"))
+    );
+    assert!(skipped["size"].as_u64().unwrap() > 100_000, "{skipped}");
+    assert!(skipped["reason"].as_str().unwrap().contains("max_mail_bytes"), "{skipped}");
+    assert_eq!(small["text"].as_str().map(str::trim), Some("hello"));
+    assert!(mail.client_commands().contains("BODY.PEEK[HEADER]"));
+    // Only the small one was marked seen.
+    loop_until(|| async {
+        let inbox = mail.inbox(SUPPORT).await;
+        let seen: Vec<bool> = inbox.iter().map(|(_, flags, _)| flags.iter().any(|f| f.contains("Seen"))).collect();
+        (seen == [false, true]).then_some(())
+    })
+    .await;
+    server.stop().await;
+}

@@ -39,6 +39,11 @@ pub struct EmailChannelConfig {
     pub subject_window: ConfigDuration,
     /// Largest attachment stored; larger ones are listed under `attachments_skipped`.
     pub max_attachment_bytes: Option<usize>,
+    /// Largest mail fetched whole. A larger one is imported from its header alone (sender,
+    /// subject, threading) with its body listed under `attachments_skipped`, and stays on the
+    /// server: one giant mail must not exhaust a small machine's memory on every retry.
+    #[serde(default = "default_max_mail_bytes")]
+    pub max_mail_bytes: u64,
     /// Keep every mail's source (`message.eml`, the message's `source`) beside what was parsed
     /// from it, so nothing a lenient MIME parse missed is lost. Off: only a mail that parses to
     /// nothing keeps its source (as an attachment).
@@ -46,6 +51,11 @@ pub struct EmailChannelConfig {
     pub keep_source: bool,
     #[serde(default)]
     pub limits: ChannelLimits,
+}
+
+/// 64 MiB: above what Gmail (50 MB) accepts, below Microsoft 365's 150 MB ceiling.
+fn default_max_mail_bytes() -> u64 {
+    64 * 1024 * 1024
 }
 
 fn default_use_reply_to() -> bool {
@@ -229,6 +239,9 @@ impl EmailChannelConfig {
             } else if alias.contains('+') {
                 add(&format!("aliases[{i}]"), "must not contain `+` (that is how reply tokens are added)".into());
             }
+        }
+        if self.max_mail_bytes < 16 * 1024 {
+            add("max_mail_bytes", "must be at least 16384 (a mail's header alone can be that large)".into());
         }
         if self.imap.is_none() && self.smtp.is_none() {
             add("imap", "an email channel needs [channels.imap], [channels.smtp] or both".into());

@@ -328,14 +328,19 @@ impl OpenFolder<'_> {
         let (head, rest) = uids.split_at(uids.len().min(FIRST_REQUEST));
         let slices = std::iter::once(head).filter(|h| !h.is_empty()).chain(rest.chunks(SIZES_PER_REQUEST));
         'backlog: for slice in slices {
-            for batch in self.isolate_suspects(size_batches(session, slice).await?) {
+            let (batches, oversized) = size_batches(session, slice, self.channel.max_mail_bytes).await?;
+            for batch in self.isolate_suspects(batches) {
                 // On shutdown or reload, stop fetching and finish what is under way: a long backlog
                 // must not hold up a stop (the rest is imported after the restart, from the
                 // checkpoint).
                 if cx.shutdown.is_cancelled() {
                     break 'backlog;
                 }
-                let (mails, refused) = match fetch_bodies(session, &batch).await {
+                let fetch = match oversized.get(&batch[0]).filter(|_| batch.len() == 1) {
+                    Some(&size) => fetch_header(session, batch[0], size).await,
+                    None => fetch_bodies(session, &batch).await,
+                };
+                let (mails, refused) = match fetch {
                     Ok(mails) => {
                         self.cleared(&batch);
                         (mails, None)
@@ -343,10 +348,11 @@ impl OpenFolder<'_> {
                     // The culprit, and the session still stands (a NO): go on past it.
                     Err(e) => (Vec::new(), Some(self.fetch_failed(&batch, e).await?)),
                 };
-                let fetched: Vec<u32> = mails.iter().map(|(uid, _)| *uid).collect();
-                let Some(last) = fetched.iter().chain(&refused).copied().max() else { continue };
-                // Only what was fetched is acted on (`after_import`): never move a mail away unread.
-                let set = uid_set(&fetched);
+                let Some(last) = mails.iter().map(|m| m.uid).chain(refused).max() else { continue };
+                // Only what was fetched whole is acted on (`after_import`): never move a mail
+                // away unread.
+                let whole: Vec<u32> = mails.iter().filter(|m| m.oversized.is_none()).map(|m| m.uid).collect();
+                let set = uid_set(&whole);
                 let task = tokio::spawn(prepare(self.channel.clone(), cx.clone(), mails));
                 if let Some(ready) = preparing.replace(Preparing { task, last, set }) {
                     in_flight.push_back(ready.submit(cx, &key, validity, stored).await?);
@@ -375,17 +381,7 @@ impl OpenFolder<'_> {
         if memory.suspects.is_empty() {
             return batches;
         }
-        let mut out = Vec::new();
-        for batch in batches {
-            let (suspects, rest): (Vec<u32>, Vec<u32>) =
-                batch.into_iter().partition(|uid| memory.suspects.contains_key(uid));
-            out.extend(suspects.into_iter().map(|uid| vec![uid]));
-            if !rest.is_empty() {
-                out.push(rest);
-            }
-        }
-        out.sort_by_key(|batch| batch[0]);
-        out
+        isolate(batches, |uid| memory.suspects.contains_key(&uid))
     }
 
     /// These mails were fetched: no longer suspects.
@@ -491,7 +487,7 @@ impl OpenFolder<'_> {
         if still == uids {
             return Ok(());
         }
-        let fetched: Vec<u32> = mails.iter().map(|(uid, _)| *uid).collect();
+        let fetched: Vec<u32> = mails.iter().map(|m| m.uid).collect();
         let prepared = prepare(self.channel.clone(), self.cx.clone(), mails).await?;
         let key = unfetchable_key(self.name);
         self.cx.submit_batch(prepared, &key, stored, &self.unfetchable_value(&still)).await?;
@@ -504,33 +500,60 @@ impl OpenFolder<'_> {
     }
 }
 
-/// The mail bodies of a UID set, in UID order (a mail gone from the server is simply absent).
-/// A mail the server lists without its body is an error, never skipped: the checkpoint would
-/// pass it (Dovecot sends `* 2 FETCH (UID 2)` and then BYE when it cannot read a mail's file).
-async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
-    let refused = |e: async_imap::error::Error| match e {
+/// A fetched mail: its UID and bytes, and its size when only its header was fetched (a mail
+/// over the channel's `max_mail_bytes`).
+struct Fetched {
+    uid: u32,
+    bytes: Vec<u8>,
+    oversized: Option<u64>,
+}
+
+fn imap_error(e: async_imap::error::Error) -> ImapError {
+    match e {
         async_imap::error::Error::No(reason) => ImapError::Refused(reason),
         other => other.into(),
-    };
+    }
+}
+
+/// The mails of a UID set, in UID order (a mail gone from the server is simply absent). A mail
+/// the server lists without its body is an error, never skipped: the checkpoint would pass it
+/// (Dovecot sends `* 2 FETCH (UID 2)` and then BYE when it cannot read a mail's file).
+async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
     let fetches: Vec<_> = session
         .uid_fetch(uid_set(uids), "(UID BODY.PEEK[])")
         .await
-        .map_err(refused)?
+        .map_err(imap_error)?
         .try_collect()
         .await
-        .map_err(refused)?;
-    let mut mails: Vec<(u32, Vec<u8>)> = fetches
+        .map_err(imap_error)?;
+    let mut mails: Vec<Fetched> = fetches
         .iter()
-        .filter_map(|f| f.uid.filter(|uid| uids.contains(uid)).zip(f.body().map(<[u8]>::to_vec)))
+        .filter_map(|f| {
+            let uid = f.uid.filter(|uid| uids.contains(uid))?;
+            Some(Fetched { uid, bytes: f.body()?.to_vec(), oversized: None })
+        })
         .collect();
     // Other FETCH responses may come unasked (another client changed a mail's flags); one of
     // ours without its body, and none with it, is not such a one.
     let bodiless = fetches.iter().filter_map(|f| f.uid.filter(|_| f.body().is_none()));
-    if let Some(uid) = bodiless.filter(|uid| uids.contains(uid)).find(|uid| !mails.iter().any(|(m, _)| m == uid)) {
+    if let Some(uid) = bodiless.filter(|uid| uids.contains(uid)).find(|uid| !mails.iter().any(|m| m.uid == *uid)) {
         return Err(ImapError::Protocol(format!("the server sent UID {uid} without its body")));
     }
-    mails.sort_by_key(|(uid, _)| *uid);
+    mails.sort_by_key(|m| m.uid);
     Ok(mails)
+}
+
+/// The header of a mail over `max_mail_bytes` (`size` bytes), which is not fetched whole.
+async fn fetch_header(session: &mut ImapSession, uid: u32, size: u64) -> Result<Vec<Fetched>, ImapError> {
+    let fetches: Vec<_> = session
+        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[HEADER])")
+        .await
+        .map_err(imap_error)?
+        .try_collect()
+        .await
+        .map_err(imap_error)?;
+    let header = fetches.iter().filter(|f| f.uid == Some(uid)).find_map(|f| f.header());
+    Ok(header.map(|h| Fetched { uid, bytes: h.to_vec(), oversized: Some(size) }).into_iter().collect())
 }
 
 fn uid_set(uids: &[u32]) -> String {
@@ -551,7 +574,7 @@ fn unfetchable_part(folder: &str, uid: u32) -> String {
 async fn prepare(
     channel: Arc<EmailChannelConfig>,
     cx: InboundContext,
-    mails: Vec<(u32, Vec<u8>)>,
+    mails: Vec<Fetched>,
 ) -> Result<PreparedBatch, ImapError> {
     let raws = parse(channel, mails).await?;
     Ok(cx.prepare_batch(raws).await?)
@@ -560,7 +583,7 @@ async fn prepare(
 /// Parses a fetched batch in UID order, in chunks spread over the blocking pool: MIME decoding
 /// and hashing are most of the CPU an import costs, and the cores are otherwise idle while the
 /// store commits and the server sends the next batch.
-async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> Result<Vec<RawInbound>, ImapError> {
+async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<Fetched>) -> Result<Vec<RawInbound>, ImapError> {
     const CHUNK: usize = 50;
     let mut mails = mails;
     let mut chunks = Vec::new();
@@ -568,7 +591,11 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> 
         let rest = mails.split_off(mails.len().min(CHUNK));
         let (chunk, channel) = (std::mem::replace(&mut mails, rest), channel.clone());
         chunks.push(tokio::task::spawn_blocking(move || {
-            chunk.into_iter().map(|(_, bytes)| mime::to_raw_inbound(&channel, bytes)).collect::<Vec<_>>()
+            let translate = |mail: Fetched| match mail.oversized {
+                None => mime::to_raw_inbound(&channel, mail.bytes),
+                Some(size) => mime::oversized_to_raw_inbound(&channel, mail.bytes, size),
+            };
+            chunk.into_iter().map(translate).collect::<Vec<_>>()
         }));
     }
     let mut raws = Vec::new();
@@ -582,17 +609,45 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<(u32, Vec<u8>)>) -> 
 
 /// Splits `uids` (at most `SIZES_PER_REQUEST`) into batches of at most `FETCH_BATCH` mails and
 /// `FETCH_BATCH_BYTES` bytes, asking the server for their sizes first (`RFC822.SIZE`, cheap: no
-/// bodies).
-async fn size_batches(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Vec<u32>>, ImapError> {
-    let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+/// bodies). Mails over `max_mail_bytes` come alone in a batch, and with their sizes.
+async fn size_batches(
+    session: &mut ImapSession,
+    uids: &[u32],
+    max_mail_bytes: u64,
+) -> Result<(Vec<Vec<u32>>, HashMap<u32, u64>), ImapError> {
     let mut sizes: Vec<(u32, u64)> = session
-        .uid_fetch(&set, "(UID RFC822.SIZE)")
+        .uid_fetch(uid_set(uids), "(UID RFC822.SIZE)")
         .await?
         .try_filter_map(|f| async move { Ok(f.uid.map(|uid| (uid, f.size.unwrap_or(0) as u64))) })
         .try_collect()
         .await?;
     sizes.sort_unstable();
-    Ok(split_by_size(&sizes, FETCH_BATCH, FETCH_BATCH_BYTES))
+    let oversized: HashMap<u32, u64> = sizes.iter().copied().filter(|(_, size)| *size > max_mail_bytes).collect();
+    let batches = split_by_size(&sizes, FETCH_BATCH, FETCH_BATCH_BYTES);
+    let batches = if oversized.is_empty() { batches } else { isolate(batches, |uid| oversized.contains_key(&uid)) };
+    Ok((batches, oversized))
+}
+
+/// `batches` with every mail `alone` says so of in a batch of its own, in UID order.
+fn isolate(batches: Vec<Vec<u32>>, alone: impl Fn(u32) -> bool) -> Vec<Vec<u32>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let mut rest = Vec::new();
+        for uid in batch {
+            if alone(uid) {
+                if !rest.is_empty() {
+                    out.push(std::mem::take(&mut rest));
+                }
+                out.push(vec![uid]);
+            } else {
+                rest.push(uid);
+            }
+        }
+        if !rest.is_empty() {
+            out.push(rest);
+        }
+    }
+    out
 }
 
 /// The `channel_state` key of a folder's checkpoint.
@@ -720,6 +775,16 @@ mod tests {
         assert_eq!(super::split_by_size(&sizes, 3, 50), vec![vec![1, 2], vec![3], vec![4, 5, 6]]);
         assert_eq!(super::split_by_size(&sizes, 2, 1000), vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
         assert_eq!(super::split_by_size(&[], 2, 10), Vec::<Vec<u32>>::new());
+    }
+
+    #[test]
+    fn isolated_mails_get_batches_of_their_own_in_uid_order() {
+        let batches = vec![vec![1, 2, 3, 4], vec![5, 6]];
+        assert_eq!(
+            super::isolate(batches.clone(), |uid| uid == 2 || uid == 5),
+            vec![vec![1], vec![2], vec![3, 4], vec![5], vec![6]]
+        );
+        assert_eq!(super::isolate(batches.clone(), |_| false), batches);
     }
 
     #[test]

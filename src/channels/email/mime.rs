@@ -70,6 +70,27 @@ pub fn to_raw_inbound(channel: &EmailChannelConfig, source: impl Into<Bytes>) ->
     guarded(channel, &source, key, translate)
 }
 
+/// A mail over the channel's `max_mail_bytes`, of which only `header` was fetched: a message
+/// all the same (sender, subject, threading), its body listed under `attachments_skipped`.
+pub fn oversized_to_raw_inbound(channel: &EmailChannelConfig, header: impl Into<Bytes>, size: u64) -> RawInbound {
+    let header: Bytes = header.into();
+    let key = dedup_key(&header);
+    let mut raw = guarded(channel, &header, key, translate);
+    // What a header-only parse keeps as a readable-nothing fallback is the header, not the mail.
+    raw.attachments.clear();
+    raw.source = None;
+    raw.attachments_skipped.push(SkippedAttachment {
+        filename: Some("message.eml".into()),
+        content_type: Some("message/rfc822".into()),
+        size: Some(size),
+        reason: format!(
+            "the mail is larger than the channel's max_mail_bytes of {}: only its header was fetched; the mail stays on the server",
+            channel.max_mail_bytes
+        ),
+    });
+    raw
+}
+
 /// Runs `translate`. A panic in it (a parser bug some input triggers) must not stop the folder:
 /// the same mail would fail again at every retry and nothing after it would ever be read. The
 /// mail is kept whole instead, as an unparseable message with its source, and reading goes on.
