@@ -1,8 +1,9 @@
-//! `POST /v1/channels/{id}/inbound` (api channels) and `/hooks/{channel_id}` (provider pushes).
+//! `POST /v1/channels/{id}/inbound` (api channels), `/hooks/{channel_id}` (provider pushes), and
+//! `GET /v1/channels/{id}/rejected`: what a channel received and refused, and why.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -13,7 +14,9 @@ use super::error::{body_rejection, ApiError};
 use super::AppState;
 use crate::channels::{self, ChannelConfig};
 use crate::config::Scope;
+use crate::model::time;
 use crate::pipeline::Outcome;
+use crate::store;
 
 pub async fn post(
     State(state): State<AppState>,
@@ -43,6 +46,44 @@ pub async fn post(
     };
     let body = json!({"message_id": message_id, "conversation_id": conversation_id, "duplicate": duplicate});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+}
+
+#[derive(serde::Deserialize, Default)]
+pub struct RejectedQuery {
+    after: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// Inbound items the channel refused (an automatic reply outside any conversation, a bounce
+/// about a mail we never sent, a copy of our own mail), oldest first: where an operator finds
+/// the mail someone says they sent. Scope admin.
+pub async fn rejected(
+    State(state): State<AppState>,
+    Path(channel_id): Path<String>,
+    Query(q): Query<RejectedQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
+    state.registry.load().get(&channel_id).ok_or_else(|| unknown_channel(&channel_id))?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let after = q.after.unwrap_or(0);
+    let rows = state.store.read(move |c| store::mail::rejected_list(c, &channel_id, after, limit)).await?;
+    let next_after = (rows.len() == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    let items: Vec<_> = rows
+        .into_iter()
+        .map(|r| {
+            let summary: serde_json::Value = serde_json::from_str(&r.summary).unwrap_or_default();
+            json!({
+                "id": r.id,
+                "reason": r.reason,
+                "from": summary["from"],
+                "subject": summary["subject"],
+                "provider_message_id": summary["provider_message_id"],
+                "received_at": time::rfc3339(r.created_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "rejected": items, "next_after": next_after })).into_response())
 }
 
 /// Provider webhooks. No configured channel type takes pushes yet; the route exists so that

@@ -155,6 +155,32 @@ pub fn reject(
     Ok(())
 }
 
+/// One refused inbound item, for operators.
+pub struct Rejected {
+    pub id: i64,
+    pub reason: String,
+    /// JSON: from, subject, provider message id.
+    pub summary: String,
+    pub created_at: i64,
+}
+
+/// Up to `limit` items refused on the channel after `after` (an id), oldest first.
+pub fn rejected_list(
+    conn: &Connection,
+    channel_id: &str,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<Rejected>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT rowid, reason, summary, created_at FROM rejected_inbound
+         WHERE channel_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
+    )?;
+    let rows = stmt.query_map(params![channel_id, after, limit as i64], |r| {
+        Ok(Rejected { id: r.get(0)?, reason: r.get(1)?, summary: r.get(2)?, created_at: r.get(3)? })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// The reason an item with this dedup key was rejected before, if it was.
 pub fn rejected(conn: &Connection, channel_id: &str, dedup_key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn

@@ -652,6 +652,21 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
     let all = server.all_events().await;
     let conversations_after = all.iter().filter(|e| e["type"] == "conversation.created").count();
     assert_eq!(conversations_after, conversations_before + 1, "only the normal mail opened a conversation");
+    // The operator finds it, and why it was refused.
+    let (status, listed) = server.get("/v1/channels/support/rejected").await;
+    assert_eq!(status, 200, "{listed}");
+    let rejected = &listed["rejected"];
+    assert_eq!(rejected.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(rejected[0]["reason"], "an automatic reply outside any conversation");
+    assert_eq!(rejected[0]["from"]["address"], "robot@example.net");
+    assert_eq!(
+        (rejected[0]["subject"].as_str(), rejected[0]["provider_message_id"].as_str()),
+        (Some("Out of office"), Some("vac2@example.net"))
+    );
+    assert_eq!(listed["next_after"], Value::Null);
+    let (status, _) = server.get(&format!("/v1/channels/support/rejected?after={}", rejected[0]["id"])).await;
+    assert_eq!(status, 200);
+    assert_eq!(server.get("/v1/channels/nope/rejected").await.0, 404);
 
     // Mail events (bounces, reports, auto-replies) match the published schemas.
     server.validate_contract(all.into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
