@@ -44,6 +44,9 @@ pub struct RawInbound {
     pub to: Vec<Party>,
     /// A mail's Cc recipients.
     pub cc: Vec<Party>,
+    /// When the sender says it was sent (a mail's Date), in ms: a backlog import keeps when each
+    /// mail was written, not just when it was imported.
+    pub sent_at: Option<i64>,
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,

@@ -247,7 +247,7 @@ fn normalize(
         delivery_report: raw.delivery_report,
         created_at: now.to_owned(),
         received_at: Some(now.to_owned()),
-        sent_at: None,
+        sent_at: raw.sent_at.map(time::rfc3339),
         delivered_at: None,
         read_at: None,
         failed_at: None,

@@ -134,6 +134,7 @@ mod tests {
             identity: "ext:web:v1".into(),
             to: vec![],
             cc: vec![],
+            sent_at: None,
             subject: None,
             text: Some("hi".into()),
             html: None,

@@ -93,6 +93,7 @@ async fn mail_in_reply_out_and_the_thread_holds() {
     assert_eq!(first["reply_text"], "Hello, where is my invoice?");
     assert_eq!(first["provider"]["message_id"], "first@example.org");
     assert_eq!(first["stitch"]["reason"], "new");
+    assert_eq!(first["sent_at"], "2026-11-23T10:00:00.000Z", "the mail's Date, in UTC");
     // Fetching did not mark it read.
     let inbox = mail.inbox(SUPPORT).await;
     assert!(inbox[0].1.iter().all(|f| !f.contains("Seen")), "{:?}", inbox[0].1);

@@ -76,6 +76,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         reply_to: None,
         to: Vec::new(),
         cc: Vec::new(),
+        sent_at: None,
         subject: body.subject,
         text,
         html,

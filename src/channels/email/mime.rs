@@ -125,6 +125,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         .filter(|r| !channel.owns(&r.address));
     let owner = reply_to.as_ref().unwrap_or(&from).address.clone();
     let subject = message.subject().map(str::to_owned);
+    let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     let text = message.body_text(0).map(|t| t.into_owned()).filter(|t| !t.trim().is_empty());
     let html = message.body_html(0).map(|h| h.into_owned()).filter(|h| !h.trim().is_empty());
     // HTML-only mail: body_text(0) is mail-parser's conversion of the HTML part.
@@ -195,6 +196,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         reply_to,
         to,
         cc,
+        sent_at,
         mail: Some(MailThreading {
             message_id,
             in_reply_to,
@@ -231,6 +233,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         reply_to: None,
         to: Vec::new(),
         cc: Vec::new(),
+        sent_at: None,
         subject: Some("(unparseable message)".into()),
         text: None,
         html: None,
