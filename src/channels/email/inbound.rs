@@ -50,6 +50,31 @@ const RESET_BACKOFF_AFTER: Duration = Duration::from_secs(60);
 /// Failed fetches of one mail alone after which it is taken as one the server cannot deliver.
 const UNFETCHABLE_AFTER: u32 = 2;
 
+/// The wait before reconnecting: doubling from a second up to `MAX_BACKOFF` while sessions keep
+/// failing, and a second again after one that worked for a while: a connection dropped once a
+/// day must not cost minutes of mail each time.
+struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Duration::from_secs(1) }
+    }
+}
+
+impl Backoff {
+    /// The wait after a session that lasted `lasted`.
+    fn after(&mut self, lasted: Duration) -> Duration {
+        if lasted > RESET_BACKOFF_AFTER {
+            *self = Backoff::default();
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+        wait
+    }
+}
+
 /// What a folder's loop remembers across its sessions.
 struct FolderMemory {
     /// Mails in a batch whose fetch failed, with how often a fetch of that mail alone failed.
@@ -127,23 +152,18 @@ async fn run_folder(
     cx: InboundContext,
     tokens: Option<Arc<TokenSource>>,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::default();
     let memory = Mutex::new(FolderMemory { suspects: HashMap::new(), next_retry: Instant::now() });
     while !cx.shutdown.is_cancelled() {
         let started = Instant::now();
         match session(&channel, &imap, &folder, &cx, tokens.as_deref(), &memory).await {
             Ok(()) => return,
             Err(e) => {
-                // A session that worked for a while ended: start the backoff over.
-                if started.elapsed() > RESET_BACKOFF_AFTER {
-                    backoff = Duration::from_secs(1);
-                }
                 cx.report_error(e.code(), &format!("{folder}: {e}")).await;
                 tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
+                    _ = tokio::time::sleep(backoff.after(started.elapsed())) => {}
                     _ = cx.shutdown.cancelled() => return,
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     }
@@ -769,12 +789,24 @@ impl OnServer {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     #[test]
     fn batches_are_bounded_by_count_and_bytes() {
         let sizes: Vec<(u32, u64)> = vec![(1, 10), (2, 10), (3, 100), (4, 5), (5, 5), (6, 5)];
         assert_eq!(super::split_by_size(&sizes, 3, 50), vec![vec![1, 2], vec![3], vec![4, 5, 6]]);
         assert_eq!(super::split_by_size(&sizes, 2, 1000), vec![vec![1, 2], vec![3, 4], vec![5, 6]]);
         assert_eq!(super::split_by_size(&[], 2, 10), Vec::<Vec<u32>>::new());
+    }
+
+    #[test]
+    fn backoff_doubles_while_sessions_fail_and_starts_over_after_one_that_worked() {
+        let mut backoff = super::Backoff::default();
+        let quick = Duration::from_millis(10);
+        let waits: Vec<u64> = (0..11).map(|_| backoff.after(quick).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+        assert_eq!(backoff.after(Duration::from_secs(3600)).as_secs(), 1, "after an hour-long session");
+        assert_eq!(backoff.after(quick).as_secs(), 2);
     }
 
     #[test]
