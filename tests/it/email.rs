@@ -1770,3 +1770,45 @@ async fn a_mail_over_max_mail_bytes_comes_in_from_its_header_alone() {
     .await;
     server.stop().await;
 }
+
+/// Folder names as a Polish mailbox shows them: IMAP knows them in modified UTF-7 and refuses the
+/// UTF-8 form. A watched folder "Zgłoszenia", `move:Załatwione` and the `sent_folder` "Elementy
+/// wysłane" all work, written as the operator sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folder_names_with_non_ascii_characters_work_as_written() {
+    let mail = MailServers::start().await;
+    let mut session = mail.login(SUPPORT).await;
+    for wire in ["Zg&AUI-oszenia", "Za&AUI-atwione", "Elementy wys&AUI-ane"] {
+        session.create(wire).await.unwrap();
+    }
+    let filed = mail_text(ANN.0, "Reklamacja", "rekl@example.org", "", "Proszę o zwrot.").replace('\n', "\r\n");
+    session.append("Zg&AUI-oszenia", None, None, filed).await.unwrap();
+    session.logout().await.unwrap();
+    let imap = "folders = [\"Zgłoszenia\"]\nafter_import = \"move:Załatwione\"\nsent_folder = \"Elementy wysłane\"";
+    let server = TestServer::start(&mail.channel_with_imap("support", imap)).await;
+    let received = first_received(&server).await["data"].clone();
+    assert_eq!(received["subject"], "Reklamacja");
+    let (_, queued) = server
+        .post("/v1/messages", json!({"conversation_id": received["conversation_id"], "text": "Zwrot wysłany."}))
+        .await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let count_in = |wire: &'static str| {
+        let mail = &mail;
+        async move {
+            let mut session = mail.login(SUPPORT).await;
+            let exists = session.select(wire).await.unwrap().exists;
+            session.logout().await.unwrap();
+            exists
+        }
+    };
+    loop_until(|| async {
+        let counts = (
+            count_in("Zg&AUI-oszenia").await,
+            count_in("Za&AUI-atwione").await,
+            count_in("Elementy wys&AUI-ane").await,
+        );
+        (counts == (0, 1, 1)).then_some(())
+    })
+    .await;
+    server.stop().await;
+}

@@ -229,7 +229,7 @@ async fn session(
         capabilities.has_str("MOVE"),
         capabilities.has_str("UIDPLUS"),
     );
-    let mailbox = session.select(folder).await?;
+    let mailbox = session.select(super::mutf7::encode(folder)).await?;
     let validity = mailbox.uid_validity.unwrap_or(0);
     let key = checkpoint_key(folder);
     let mut stored = cx.checkpoint(&key).await?;
@@ -772,11 +772,11 @@ impl OnServer {
             OnServer::Seen => {
                 session.uid_store(set, "+FLAGS.SILENT (\\Seen)").await?.try_collect::<Vec<_>>().await?;
             }
-            OnServer::Move(target) => session.uid_mv(set, target).await?,
+            OnServer::Move(target) => session.uid_mv(set, super::mutf7::encode(target)).await?,
             OnServer::CopyAndExpunge(target) | OnServer::CopyAndFlagDeleted(target) => {
                 // Copied before flagged: a failure in between leaves a copy too many, never a
                 // mail lost.
-                session.uid_copy(set, target).await?;
+                session.uid_copy(set, super::mutf7::encode(target)).await?;
                 session.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect::<Vec<_>>().await?;
                 if matches!(self, OnServer::CopyAndExpunge(_)) {
                     session.uid_expunge(set).await?.try_collect::<Vec<_>>().await?;

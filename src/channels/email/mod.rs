@@ -8,6 +8,7 @@
 pub mod config;
 pub mod inbound;
 pub mod mime;
+mod mutf7;
 pub mod oauth2;
 pub mod outbound;
 pub mod reply;

@@ -84,7 +84,8 @@ impl SmtpOutbound {
         let sent_copy = config.imap.as_ref().and_then(|imap| {
             let folder = imap.sent_folder.clone()?;
             let tokens = imap.oauth2.clone().map(|o| TokenSource::new(o, state.clone()));
-            Some(Arc::new(SentCopy { imap: imap.clone(), folder, tokens, session: Default::default() }))
+            let mailbox = super::mutf7::encode(&folder);
+            Some(Arc::new(SentCopy { imap: imap.clone(), folder, mailbox, tokens, session: Default::default() }))
         });
         Some(SmtpOutbound {
             sent_copy,
@@ -239,7 +240,10 @@ impl SmtpOutbound {
 /// Copies of sent mail, appended to the Sent folder like a mail client does.
 struct SentCopy {
     imap: ImapConfig,
+    /// `sent_folder` as configured (for logs)...
     folder: String,
+    /// ...and as IMAP names it (modified UTF-7).
+    mailbox: String,
     tokens: Option<TokenSource>,
     /// The IMAP session the copies go through, kept between sends: one login per session rather
     /// than per mail (servers throttle, and lock out, accounts that log in too often). Appends
@@ -259,7 +263,7 @@ impl SentCopy {
         let mut kept = self.session.lock().await;
         if let Some(mut session) = kept.take() {
             let appended =
-                tokio::time::timeout(Self::TIMEOUT, session.append(&self.folder, Some("(\\Seen)"), None, bytes));
+                tokio::time::timeout(Self::TIMEOUT, session.append(&self.mailbox, Some("(\\Seen)"), None, bytes));
             if matches!(appended.await, Ok(Ok(()))) {
                 *kept = Some(session);
                 return;
@@ -267,7 +271,7 @@ impl SentCopy {
         }
         let fresh = async {
             let mut session = super::inbound::login(&self.imap, self.tokens.as_ref()).await?;
-            session.append(&self.folder, Some("(\\Seen)"), None, bytes).await?;
+            session.append(&self.mailbox, Some("(\\Seen)"), None, bytes).await?;
             Ok::<_, super::inbound::ImapError>(session)
         };
         match tokio::time::timeout(Self::TIMEOUT, fresh).await {
