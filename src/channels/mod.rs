@@ -61,6 +61,10 @@ pub struct RawInbound {
     pub auto_reply: bool,
     /// A bounce's report about one of our messages.
     pub delivery_report: Option<crate::model::DeliveryReport>,
+    /// Written by us, not to us: a mail whose From is one of the channel's own addresses (an
+    /// agent answering from the mail client; the watched Sent folder). It is our outbound
+    /// message, sent outside the gateway.
+    pub sent_by_us: bool,
     /// The item exactly as received (a mail's RFC 5322 source), stored beside what was parsed
     /// from it and shown as the message's `source`.
     pub source: Option<RawAttachment>,

@@ -212,9 +212,7 @@ fn replay(stored: IdempotentResponse, request_sha256: &str) -> Result<Accepted, 
     }
 }
 
-/// The conversation a send goes to, creating contact and conversation for a first message to a
-/// new address (with their events). A mail conversation started this way keeps the subject, so
-/// that a reply which lost its threading headers finds it by subject like any other.
+/// The conversation a send goes to (see `conversation_with`).
 fn target_conversation(
     conn: &Connection,
     target: &Target,
@@ -223,11 +221,25 @@ fn target_conversation(
     subject: Option<&str>,
     now_ms: i64,
 ) -> Result<Option<Conversation>, StoreError> {
-    if let Target::Conversation(id) = target {
-        return store::conversations::get(conn, id.as_str());
+    match target {
+        Target::Conversation(id) => store::conversations::get(conn, id.as_str()),
+        Target::Direct { .. } => conversation_with(conn, channel, recipient, subject, now_ms).map(Some),
     }
+}
+
+/// The conversation our message to `recipient` opens, or the one it opened before: creating
+/// contact and conversation for a first message to a new address (with their events). A mail
+/// conversation started this way keeps the subject, so that a reply which lost its threading
+/// headers finds it by subject like any other.
+pub(crate) fn conversation_with(
+    conn: &Connection,
+    channel: &ChannelRef,
+    recipient: &str,
+    subject: Option<&str>,
+    now_ms: i64,
+) -> Result<Conversation, StoreError> {
     if let Some(existing) = store::conversations::by_thread(conn, &channel.id, recipient)? {
-        return Ok(Some(existing));
+        return Ok(existing);
     }
     let now = time::rfc3339(now_ms);
     let identity = stitch::identity_for(&channel.kind, &channel.id, recipient);
@@ -259,7 +271,7 @@ fn target_conversation(
     let subject_key = subject.filter(|_| channel.kind == "email").map(stitch::email::normalize_subject);
     store::conversations::insert(conn, &conversation, now_ms, subject_key.as_deref())?;
     store::events::append(conn, EventType::ConversationCreated, conversation.id.as_str(), &conversation)?;
-    Ok(Some(conversation))
+    Ok(conversation)
 }
 
 fn outbound_message(

@@ -30,15 +30,22 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
     let now_ms = time::now_ms();
     let now = time::rfc3339(now_ms);
 
-    // A mail this gateway sent, come back into the mailbox (a Bcc to ourselves, an alias that
-    // includes our address): it is already a message here, and taking it as a customer's would
-    // open a conversation with ourselves (and invite a mail loop).
+    // One of our own outbound messages come back into the mailbox (a copy of a mail this gateway
+    // sent: a Bcc to ourselves, the watched Sent folder; a mail written in the mailbox, fetched
+    // again): it is that message already. Taking it as a customer's would open a conversation
+    // with ourselves, and invite a mail loop.
     if let Some(header) = raw.mail.as_ref().and_then(|m| m.message_id.as_deref()) {
-        if stitch::email::own_conversation(header).is_some()
-            && store::mail::outbound_by_header(conn, &raw.channel_id, header)?.is_some()
-        {
-            return reject(conn, &raw, "a copy of a mail this gateway sent", now_ms);
+        if raw.sent_by_us || stitch::email::own_conversation(header).is_some() {
+            if let Some((message_id, conversation_id)) = store::mail::outbound_by_header(conn, &raw.channel_id, header)?
+            {
+                let (message_id, conversation_id) =
+                    (MessageId::from_stored(message_id), ConversationId::from_stored(conversation_id));
+                return Ok(Outcome::Duplicate { message_id, conversation_id });
+            }
         }
+    }
+    if raw.sent_by_us {
+        return sent_outside(conn, raw, stored, now_ms);
     }
 
     if let Some(report) = raw.delivery_report.clone() {
@@ -66,6 +73,60 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
     }
     let plan = stitch::plan(&raw, contact, conversation, &now);
     store_message(conn, raw, stored, plan, None, now_ms)
+}
+
+/// A mail written in the mailbox itself (`RawInbound::sent_by_us`: an agent answering from the
+/// mail client): our message, sent outside the gateway — an outbound message with status `sent`,
+/// announced with `message.sent`. It joins the conversation its threading headers or reply
+/// token name (no sender guard: it is ours), else the conversation with its first recipient
+/// outside, opened as a send to a new address opens one.
+fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms: i64) -> Result<Outcome, StoreError> {
+    let mail = raw.mail.clone().unwrap_or_default();
+    let mut lookup = mail::StoreLookup {
+        conn,
+        channel_id: &raw.channel_id,
+        contact: None,
+        identity: &raw.identity,
+        subject_since: now_ms,
+        any_sender: true,
+    };
+    let found = match stitch::email::find_conversation(&mail, &mut lookup)? {
+        Some((id, reason)) => store::conversations::get(conn, &id)?.map(|c| (c, reason)),
+        None => None,
+    };
+    let (conversation, reason) = match found {
+        Some(found) => found,
+        None => {
+            // `participants` are the recipients that are not ours.
+            let outside = |p: &&crate::model::Party| {
+                mail.participants.contains(&stitch::identity_for(raw.channel_type, &raw.channel_id, &p.address))
+            };
+            let Some(recipient) = raw.to.iter().chain(&raw.cc).find(outside) else {
+                return reject(conn, &raw, "a mail from our own address to no one outside", now_ms);
+            };
+            let channel = ChannelRef { id: raw.channel_id.clone(), kind: raw.channel_type.to_owned() };
+            let subject = raw.subject.as_deref();
+            (crate::outbound::submit::conversation_with(conn, &channel, &recipient.address, subject, now_ms)?, "new")
+        }
+    };
+    store::conversations::touch(conn, &conversation.id, now_ms)?;
+    record_participants(conn, &raw.identity, &mail, &conversation, false)?;
+    let now = time::rfc3339(now_ms);
+    let header = mail.message_id.clone();
+    let sent_at = raw.sent_at.unwrap_or(now_ms);
+    let (channel_id, conversation_id) = (raw.channel_id.clone(), conversation.id.clone());
+    let stitch = StitchInfo { reason: reason.to_owned() };
+    let mut message = normalize(raw, stored, conversation.contact_id.clone(), conversation_id, stitch, &now);
+    message.direction = Direction::Outbound;
+    message.status = Status::Sent;
+    message.received_at = None;
+    message.sent_at = Some(time::rfc3339(sent_at));
+    let body = store::messages::insert(conn, &message, now_ms, header.as_deref())?;
+    if let Some(header) = header {
+        store::mail::record_header(conn, &channel_id, &header, conversation.id.as_str(), message.id.as_str(), now_ms)?;
+    }
+    store::events::append_json(conn, EventType::MessageSent, conversation.id.as_str(), body)?;
+    Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
 }
 
 /// Writes what `plan` says plus the message and its events.
@@ -191,6 +252,7 @@ fn find_conversation(
         contact,
         identity: &raw.identity,
         subject_since: now_ms - mail.subject_window_ms,
+        any_sender: false,
     };
     let Some((id, reason)) = stitch::email::find_conversation(mail, &mut lookup)? else { return Ok(None) };
     Ok(store::conversations::get(conn, &id)?.map(|c| (c, reason)))

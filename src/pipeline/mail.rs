@@ -14,6 +14,9 @@ pub(super) struct StoreLookup<'a> {
     pub identity: &'a str,
     /// Subject matches only among conversations active since then (ms).
     pub subject_since: i64,
+    /// The mail is ours (`RawInbound::sent_by_us`): it may join any conversation its headers
+    /// name, without the sender guard.
+    pub any_sender: bool,
 }
 
 impl MailLookup for StoreLookup<'_> {
@@ -28,7 +31,7 @@ impl MailLookup for StoreLookup<'_> {
     }
 
     fn sender_allowed(&mut self, conversation_id: &str) -> Result<bool, StoreError> {
-        if store::mail::is_participant(self.conn, conversation_id, self.identity)? {
+        if self.any_sender || store::mail::is_participant(self.conn, conversation_id, self.identity)? {
             return Ok(true);
         }
         let Some(contact) = self.contact else { return Ok(false) };

@@ -46,8 +46,8 @@ pub enum Outcome {
         message_id: MessageId,
         conversation_id: ConversationId,
     },
-    /// The provider id was seen before on this channel: these are the first message's ids, and
-    /// nothing was stored or emitted.
+    /// The provider id was seen before on this channel (or the mail is a copy of one of our
+    /// outbound messages): these are that message's ids, and nothing was stored or emitted.
     Duplicate {
         message_id: MessageId,
         conversation_id: ConversationId,

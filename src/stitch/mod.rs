@@ -144,6 +144,7 @@ mod tests {
             mail: None,
             auto_reply: false,
             delivery_report: None,
+            sent_by_us: false,
             source: None,
         }
     }

@@ -1202,8 +1202,8 @@ async fn contact_form_mail_belongs_to_its_reply_to_address() {
 }
 
 /// Our own sent mail back in the mailbox (a Bcc to ourselves, an alias that includes our address)
-/// is recognised by its Message-ID and refused: no conversation with ourselves, nothing for a
-/// helpdesk auto-acknowledgement to loop on. A customer's reply after it still threads.
+/// is recognised by its Message-ID as the message it is: no conversation with ourselves, nothing
+/// for a helpdesk auto-acknowledgement to loop on. A customer's reply after it still threads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_own_sent_mail_coming_back_is_refused() {
     let mail = MailServers::start().await;
@@ -1810,5 +1810,108 @@ async fn folder_names_with_non_ascii_characters_work_as_written() {
         (counts == (0, 1, 1)).then_some(())
     })
     .await;
+    server.stop().await;
+}
+
+/// chatwoot#3868: an agent answers from the mail client instead of the helpdesk. With the Sent
+/// folder watched, that reply is ours: an outbound message in the conversation it answers
+/// (`message.sent`), the customer's answer to it threads there too, a fresh mail to someone new
+/// opens their conversation, and the copies of what the gateway itself sent (`sent_folder`) are
+/// recognised as the messages they are. A mail from us to only ourselves is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversations() {
+    let mail = MailServers::start().await;
+    let mut session = mail.login(SUPPORT).await;
+    session.create("Sent").await.unwrap();
+    session.logout().await.unwrap();
+    let put_in_sent = |text: String| {
+        let mail = &mail;
+        async move {
+            let mut session = mail.login(SUPPORT).await;
+            session.append("Sent", None, None, text.replace('\n', "\r\n")).await.unwrap();
+            session.logout().await.unwrap();
+        }
+    };
+    let config = mail.channel_with_imap("support", "folders = [\"INBOX\", \"Sent\"]\nsent_folder = \"Sent\"");
+    let server = TestServer::start(&config).await;
+    let of_type = |kind: &'static str| {
+        let server = &server;
+        async move { server.all_events().await.into_iter().filter(|e| e["type"] == kind).collect::<Vec<Value>>() }
+    };
+    mail.append(SUPPORT, &mail_text(ANN.0, "Broken lamp", "lamp@example.org", "", "It flickers.")).await;
+    let first = first_received(&server).await["data"].clone();
+    let cnv = first["conversation_id"].as_str().unwrap().to_owned();
+
+    // The gateway answers (its copy lands in Sent and is recognised)...
+    let (_, queued) = server.post("/v1/messages", json!({"conversation_id": cnv, "text": "We are on it."})).await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    // ...and an agent answers from the mail client.
+    let outlook = crate::mail_servers::mail(
+        "Example Support <support@example.com>",
+        ANN.0,
+        "RE: Broken lamp",
+        "outlook-1@example.com",
+        "In-Reply-To: <lamp@example.org>\n",
+        "A new lamp is on its way.",
+    );
+    put_in_sent(outlook).await;
+    let agent = loop_until(|| async {
+        of_type("message.sent")
+            .await
+            .into_iter()
+            .map(|e| e["data"].clone())
+            .find(|m| m["provider"]["message_id"] == "outlook-1@example.com")
+    })
+    .await;
+    assert_eq!(
+        (agent["conversation_id"].as_str(), agent["stitch"]["reason"].as_str()),
+        (Some(cnv.as_str()), Some("in_reply_to"))
+    );
+    assert_eq!((agent["direction"].as_str(), agent["status"].as_str()), (Some("outbound"), Some("sent")));
+    assert_eq!(agent["from"]["address"], SUPPORT.0);
+    assert_eq!(agent["sent_at"], "2026-11-23T10:00:00.000Z");
+
+    // Ann answers the agent's mail: it threads by that mail's Message-ID.
+    let answer =
+        mail_text(ANN.0, "RE: Broken lamp", "ann-2@example.org", "In-Reply-To: <outlook-1@example.com>\n", "Thanks!");
+    mail.append(SUPPORT, &answer).await;
+    let second = loop_until(|| async { of_type("message.received").await.get(1).map(|e| e["data"].clone()) }).await;
+    assert_eq!(
+        (second["conversation_id"].as_str(), second["stitch"]["reason"].as_str()),
+        (Some(cnv.as_str()), Some("in_reply_to"))
+    );
+
+    // A fresh mail from the client to someone new opens their conversation.
+    put_in_sent(crate::mail_servers::mail(SUPPORT.0, BEA.0, "Your offer", "outlook-2@example.com", "", "Here it is."))
+        .await;
+    let fresh = loop_until(|| async {
+        of_type("message.sent")
+            .await
+            .into_iter()
+            .map(|e| e["data"].clone())
+            .find(|m| m["provider"]["message_id"] == "outlook-2@example.com")
+    })
+    .await;
+    assert_ne!(fresh["conversation_id"], cnv);
+    let (_, conversation) =
+        server.get(&format!("/v1/conversations/{}", fresh["conversation_id"].as_str().unwrap())).await;
+    assert_eq!(conversation["peer_address"], BEA.0, "{conversation}");
+
+    // To only ourselves: refused, and listed.
+    put_in_sent(crate::mail_servers::mail(SUPPORT.0, SUPPORT.0, "Test", "self@example.com", "", "test")).await;
+    loop_until(|| async {
+        let (_, listed) = server.get("/v1/channels/support/rejected").await;
+        (listed["rejected"][0]["reason"] == "a mail from our own address to no one outside").then_some(())
+    })
+    .await;
+    // Nothing else: the gateway's own copy in Sent made no message, Ann's two mails came in.
+    assert_eq!(of_type("message.received").await.len(), 2);
+    assert_eq!(of_type("message.sent").await.len(), 3, "ours through the API, and the two from the client");
+    let (_, messages) = server.get(&format!("/v1/conversations/{cnv}/messages")).await;
+    let directions: Vec<&str> =
+        messages["messages"].as_array().unwrap().iter().map(|m| m["direction"].as_str().unwrap()).collect();
+    assert_eq!(directions, ["inbound", "outbound", "outbound", "inbound"], "{messages}");
+    let all = server.all_events().await;
+    server.validate_contract(all.into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;
 }

@@ -86,6 +86,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         mail: None,
         auto_reply: false,
         delivery_report: None,
+        sent_by_us: false,
         source: None,
     })
 }

@@ -124,6 +124,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         .filter(|r| channel.use_reply_to && !r.address.eq_ignore_ascii_case(&from.address))
         .filter(|r| !channel.owns(&r.address));
     let owner = reply_to.as_ref().unwrap_or(&from).address.clone();
+    // From us, and not a form that names its customer in Reply-To.
+    let sent_by_us = reply_to.is_none() && channel.owns(&from.address);
     let subject = message.subject().map(str::to_owned);
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     let text = message.body_text(0).map(|t| t.into_owned()).filter(|t| !t.trim().is_empty());
@@ -214,6 +216,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         attachments_skipped: skipped,
         auto_reply,
         delivery_report,
+        sent_by_us,
         source: channel.keep_source.then(|| source_attachment(bytes, &key)),
     }
 }
@@ -243,6 +246,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         mail: None,
         auto_reply: false,
         delivery_report: None,
+        sent_by_us: false,
         source: channel.keep_source.then(|| source_attachment(bytes, &key)),
     }
 }
