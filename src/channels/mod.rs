@@ -234,7 +234,14 @@ impl ChannelConfig {
     pub fn address_problem(&self, address: &str) -> Option<String> {
         match self {
             ChannelConfig::Api(_) => None,
-            ChannelConfig::Email(_) => address.parse::<lettre::Address>().err().map(|e| e.to_string()),
+            ChannelConfig::Email(_) => {
+                let problem = address.parse::<lettre::Address>().err()?;
+                Some(if address.contains(['<', ' ']) {
+                    "give the address alone (name@example.com), without a display name".to_owned()
+                } else {
+                    problem.to_string().to_lowercase()
+                })
+            }
         }
     }
 

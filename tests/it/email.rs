@@ -1550,6 +1550,10 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
         assert!(status == 422 || status == 400, "{why}: {status} {body}");
         assert_eq!(body["error"]["field"], "cc", "{why}: {body}");
     }
+    let named = json!({"channel": "support", "to": "Ann <ann@example.org>", "text": "x"});
+    let (status, body) = server.post("/v1/messages", named).await;
+    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("to")), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("without a display name"), "{body}");
     assert_eq!(server.get(&format!("/v1/conversations/{cnv}/messages")).await.1, messages_before);
     // Every event of it (cc in and out, the bounce's failed_recipients) keeps to the schemas.
     let all = server.all_events().await;
