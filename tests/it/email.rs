@@ -1708,7 +1708,8 @@ async fn a_mail_the_server_refuses_to_deliver_does_not_stop_the_folder() {
     let server = TestServer::start_in(dir, &config).await;
     loop_until(|| async {
         let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
-        (code == 503 && ready["checks"]["channel:support"].as_str().unwrap_or("").contains("UID 2")).then_some(())
+        let check = ready["checks"]["channel:support"].as_str().unwrap_or("").to_owned();
+        (code == 503 && check.contains("imap_unfetchable") && check.contains("UID 2")).then_some(())
     })
     .await;
 

@@ -266,6 +266,7 @@ async fn session(
         tracing::warn!(channel = %cx.channel_id, folder, target, "the server has neither MOVE nor UIDPLUS: imported mail is copied and flagged \\Deleted, but not expunged (a plain EXPUNGE would also remove mail others flagged)");
     }
     let open = OpenFolder { channel, imap, name: folder, validity, after, cx, memory };
+    open.report_unfetchable().await?;
     loop {
         let since_filter = since.clone().filter(|_| last_uid == 0);
         last_uid = open.import_new(&mut session, last_uid, since_filter, &mut stored).await?;
@@ -470,12 +471,35 @@ impl OpenFolder<'_> {
         let (_, mut uids) = self.unfetchable().await?;
         uids.insert(uid);
         self.cx.state().set(&unfetchable_key(self.name), &self.unfetchable_value(&uids)).await?;
+        tracing::warn!(channel = %self.cx.channel_id, folder = self.name, uid, error, "the server cannot deliver this mail; the folder goes on without it");
+        self.report_unfetchable_uid(uid).await;
+        Ok(())
+    }
+
+    /// Shows the stored unfetchable mails in `/readyz` when a session opens (after a restart
+    /// the health state is new); those of an earlier UIDVALIDITY are dropped, since the folder
+    /// is read again from the start.
+    async fn report_unfetchable(&self) -> Result<(), ImapError> {
+        let (stored, uids) = self.unfetchable().await?;
+        let stale = stored.as_deref().and_then(|v| v.split_once(':')).filter(|(v, _)| v.parse() != Ok(self.validity));
+        if let Some((_, old)) = stale {
+            for uid in old.split(',').filter_map(|u| u.parse::<u32>().ok()) {
+                self.cx.for_part(&unfetchable_part(self.name, uid)).report_ok();
+            }
+            self.cx.state().set(&unfetchable_key(self.name), &self.unfetchable_value(&BTreeSet::new())).await?;
+        }
+        for uid in uids {
+            self.report_unfetchable_uid(uid).await;
+        }
+        Ok(())
+    }
+
+    async fn report_unfetchable_uid(&self, uid: u32) {
         let message = format!(
-            "{}: the server cannot deliver the mail with UID {uid} ({error}); the folder goes on without it, and it is asked for again every {:?}",
+            "{}: the server cannot deliver the mail with UID {uid}; the folder goes on without it, and it is asked for again every {:?}",
             self.name, self.imap.unfetchable_retry.0
         );
         self.cx.for_part(&unfetchable_part(self.name, uid)).report_error("imap_unfetchable", &message).await;
-        Ok(())
     }
 
     /// When due, fetches the folder's unfetchable mails again: those that come are imported
@@ -546,17 +570,18 @@ async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fet
         .try_collect()
         .await
         .map_err(imap_error)?;
+    let asked: std::collections::HashSet<u32> = uids.iter().copied().collect();
     let mut mails: Vec<Fetched> = fetches
         .iter()
         .filter_map(|f| {
-            let uid = f.uid.filter(|uid| uids.contains(uid))?;
+            let uid = f.uid.filter(|uid| asked.contains(uid))?;
             Some(Fetched { uid, bytes: f.body()?.to_vec(), oversized: None })
         })
         .collect();
     // Other FETCH responses may come unasked (another client changed a mail's flags); one of
     // ours without its body, and none with it, is not such a one.
     let bodiless = fetches.iter().filter_map(|f| f.uid.filter(|_| f.body().is_none()));
-    if let Some(uid) = bodiless.filter(|uid| uids.contains(uid)).find(|uid| !mails.iter().any(|m| m.uid == *uid)) {
+    if let Some(uid) = bodiless.filter(|uid| asked.contains(uid)).find(|uid| !mails.iter().any(|m| m.uid == *uid)) {
         return Err(ImapError::Protocol(format!("the server sent UID {uid} without its body")));
     }
     mails.sort_by_key(|m| m.uid);
