@@ -34,7 +34,7 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
     // sent: a Bcc to ourselves, the watched Sent folder; a mail written in the mailbox, fetched
     // again): it is that message already. Taking it as a customer's would open a conversation
     // with ourselves, and invite a mail loop.
-    if let Some(header) = raw.mail.as_ref().and_then(|m| m.message_id.as_deref()) {
+    if let Some(header) = known_by(&raw) {
         if raw.sent_by_us || stitch::email::own_conversation(header).is_some() {
             if let Some((message_id, conversation_id)) = store::mail::outbound_by_header(conn, &raw.channel_id, header)?
             {
@@ -112,7 +112,7 @@ fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms:
     store::conversations::touch(conn, &conversation.id, now_ms)?;
     record_participants(conn, &raw.identity, &mail, &conversation, false)?;
     let now = time::rfc3339(now_ms);
-    let header = mail.message_id.clone();
+    let header = known_by(&raw).map(str::to_owned);
     let sent_at = raw.sent_at.unwrap_or(now_ms);
     let (channel_id, conversation_id) = (raw.channel_id.clone(), conversation.id.clone());
     let stitch = StitchInfo { reason: reason.to_owned() };
@@ -180,6 +180,13 @@ fn store_message(
     // The event's data is the message as stored: serialized once for both.
     store::events::append_json(conn, EventType::MessageReceived, message.conversation_id.as_str(), body)?;
     Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
+}
+
+/// What a mail is known by among our messages: its Message-ID, else (a mail of ours written
+/// without one) its content hash, so that fetching it again finds it.
+fn known_by(raw: &RawInbound) -> Option<&str> {
+    let mail = raw.mail.as_ref()?;
+    mail.message_id.as_deref().or(raw.dedup_key.as_deref().filter(|_| raw.sent_by_us))
 }
 
 /// A mail's non-empty normalised subject.

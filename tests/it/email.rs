@@ -1902,6 +1902,19 @@ async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversati
         server.get(&format!("/v1/conversations/{}", fresh["conversation_id"].as_str().unwrap())).await;
     assert_eq!(conversation["peer_address"], BEA.0, "{conversation}");
 
+    // Written without a Message-ID, and found twice (the same bytes under two UIDs, as after a
+    // resync): one message, known by its content.
+    let bare = format!(
+        "From: {}\nTo: {}\nSubject: Follow-up\nDate: Mon, 23 Nov 2026 11:00:00 +0000\n\nAny news?\n",
+        SUPPORT.0, BEA.0
+    );
+    put_in_sent(bare.clone()).await;
+    put_in_sent(bare).await;
+    loop_until(|| async {
+        let sent = of_type("message.sent").await;
+        sent.iter().any(|e| e["data"]["subject"] == "Follow-up").then_some(())
+    })
+    .await;
     // To only ourselves: refused, and listed.
     put_in_sent(crate::mail_servers::mail(SUPPORT.0, SUPPORT.0, "Test", "self@example.com", "", "test")).await;
     loop_until(|| async {
@@ -1911,7 +1924,7 @@ async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversati
     .await;
     // Nothing else: the gateway's own copy in Sent made no message, Ann's two mails came in.
     assert_eq!(of_type("message.received").await.len(), 2);
-    assert_eq!(of_type("message.sent").await.len(), 3, "ours through the API, and the two from the client");
+    assert_eq!(of_type("message.sent").await.len(), 4, "ours through the API, and the three from the client");
     let (_, messages) = server.get(&format!("/v1/conversations/{cnv}/messages")).await;
     let directions: Vec<&str> =
         messages["messages"].as_array().unwrap().iter().map(|m| m["direction"].as_str().unwrap()).collect();
