@@ -72,8 +72,8 @@ fn submit_error(e: SubmitError) -> ApiError {
         SubmitError::OwnAddress { field, .. } | SubmitError::BadAddress { field, .. } => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field(field)
         }
-        e @ SubmitError::CcNotSupported(_) => {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("cc")
+        SubmitError::MailOnly { field, .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field(field)
         }
         e @ (SubmitError::InReplyToNotFound | SubmitError::AutomaticAnswerToAutomatic) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("in_reply_to")

@@ -172,6 +172,9 @@ pub struct Message {
     /// Mail: the Cc recipients (inbound as the mail named them; outbound as the request asked).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cc: Vec<Party>,
+    /// Outbound mail: the Bcc recipients (in the envelope only, never in the mail).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<Party>,
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,

@@ -1,8 +1,8 @@
 //! The body of `POST /v1/messages`:
 //! `{"conversation_id": "cnv_…", "text": "..."}` (reply on the conversation's channel, to its
 //! contact's address there) or `{"channel": "web", "to": "visitor-42", "text": "..."}`, with
-//! optional `html`, `subject`, `attachments`, `in_reply_to`, `auto_reply`, and for mail `cc`
-//! (addresses).
+//! optional `html`, `subject`, `attachments`, `in_reply_to`, `auto_reply`, and for mail `cc` and
+//! `bcc` (addresses).
 
 use serde::Deserialize;
 
@@ -25,10 +25,12 @@ struct SendBody {
     #[serde(default)]
     cc: Vec<String>,
     #[serde(default)]
+    bcc: Vec<String>,
+    #[serde(default)]
     auto_reply: bool,
 }
 
-/// Cc recipients one request may name (a reply-all, not a mailing).
+/// Cc (and, apart, Bcc) recipients one request may name (a reply-all, not a mailing).
 const MAX_CC: usize = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +49,8 @@ pub struct SendRequest {
     pub in_reply_to: Option<MessageId>,
     /// Trimmed, each once (compared without case).
     pub cc: Vec<String>,
+    /// As `cc`; in the envelope only, never in the mail's header.
+    pub bcc: Vec<String>,
     /// Sent by a machine, not a person (a helpdesk's acknowledgement): marked so for the
     /// recipient's own automatons (RFC 3834), and never sent in answer to an automatic message.
     pub auto_reply: bool,
@@ -81,19 +85,8 @@ pub fn parse(body: &[u8], max_attachment_bytes: usize) -> Result<SendRequest, In
         .map(|id| MessageId::parse(&id).ok_or_else(|| invalid("in_reply_to", "must be a message id (msg_…)")))
         .transpose()?;
     let attachments = json_input::decode_attachments(body.attachments, max_attachment_bytes)?;
-    if body.cc.len() > MAX_CC {
-        return Err(invalid("cc", &format!("at most {MAX_CC} addresses")));
-    }
-    let mut cc: Vec<String> = Vec::new();
-    for address in body.cc {
-        let address = address.trim();
-        if address.is_empty() || address.len() > 256 {
-            return Err(invalid("cc", "each address must be 1-256 bytes"));
-        }
-        if !cc.iter().any(|c| c.eq_ignore_ascii_case(address)) {
-            cc.push(address.to_owned());
-        }
-    }
+    let cc = copies("cc", body.cc)?;
+    let bcc = copies("bcc", body.bcc)?;
     Ok(SendRequest {
         target,
         text,
@@ -102,8 +95,28 @@ pub fn parse(body: &[u8], max_attachment_bytes: usize) -> Result<SendRequest, In
         attachments,
         in_reply_to,
         cc,
+        bcc,
         auto_reply: body.auto_reply,
     })
+}
+
+/// A `cc` or `bcc` list: at most `MAX_CC`, each address trimmed, 1-256 bytes, named once.
+fn copies(field: &str, list: Vec<String>) -> Result<Vec<String>, InputError> {
+    let invalid = |message: &str| InputError::Invalid(FieldError::new(field, message));
+    if list.len() > MAX_CC {
+        return Err(invalid(&format!("at most {MAX_CC} addresses")));
+    }
+    let mut out: Vec<String> = Vec::new();
+    for address in list {
+        let address = address.trim();
+        if address.is_empty() || address.len() > 256 {
+            return Err(invalid("each address must be 1-256 bytes"));
+        }
+        if !out.iter().any(|c| c.eq_ignore_ascii_case(address)) {
+            out.push(address.to_owned());
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -136,6 +149,7 @@ mod tests {
         assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": 5}"#), "text");
         assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": "x", "cc": "a@b"}"#), "cc");
         assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": "x", "cc": [" "]}"#), "cc");
+        assert_eq!(field(r#"{"channel": "web", "to": "v1", "text": "x", "bcc": [""]}"#), "bcc");
     }
 
     #[test]

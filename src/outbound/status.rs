@@ -74,6 +74,7 @@ mod tests {
             reply_to: None,
             to: vec![],
             cc: vec![],
+            bcc: vec![],
             subject: None,
             text: Some("x".into()),
             html: None,

@@ -47,8 +47,8 @@ pub enum SubmitError {
     OwnAddress { field: &'static str, address: String },
     #[error("`{address}` is not an address this channel can send to: {reason}")]
     BadAddress { field: &'static str, address: String, reason: String },
-    #[error("channel `{0}` is not a mail channel: only mail has cc")]
-    CcNotSupported(String),
+    #[error("channel `{channel}` is not a mail channel: only mail has {field}")]
+    MailOnly { field: &'static str, channel: String },
     #[error("in_reply_to is an automatic message: an automatic answer to it could start a mail loop (RFC 3834)")]
     AutomaticAnswerToAutomatic,
     #[error("in_reply_to names no message on this channel")]
@@ -90,10 +90,14 @@ pub async fn submit(
     if channel.outbound.is_none() {
         return Err(SubmitError::ChannelCannotSend(channel_id));
     }
-    if !request.cc.is_empty() && channel.config.kind() != "email" {
-        return Err(SubmitError::CcNotSupported(channel_id));
+    for (field, list) in [("cc", &request.cc), ("bcc", &request.bcc)] {
+        if !list.is_empty() && channel.config.kind() != "email" {
+            return Err(SubmitError::MailOnly { field, channel: channel_id });
+        }
     }
-    let named = std::iter::once(("to", &recipient)).chain(request.cc.iter().map(|cc| ("cc", cc)));
+    let named = std::iter::once(("to", &recipient))
+        .chain(request.cc.iter().map(|cc| ("cc", cc)))
+        .chain(request.bcc.iter().map(|bcc| ("bcc", bcc)));
     for (field, address) in named {
         // Sent to ourselves, it would be received again: a loop waiting to happen.
         if channel.config.is_own_address(address) {
@@ -104,7 +108,10 @@ pub async fn submit(
         }
     }
     let mut request = request;
+    // Each recipient once: To before Cc before Bcc.
     request.cc.retain(|cc| !cc.eq_ignore_ascii_case(&recipient));
+    let (to, cc) = (&recipient, request.cc.clone());
+    request.bcc.retain(|bcc| !bcc.eq_ignore_ascii_case(to) && !cc.iter().any(|c| c.eq_ignore_ascii_case(bcc)));
     let channel_ref = ChannelRef { id: channel_id.clone(), kind: channel.config.kind().to_owned() };
     let channel_config = channel.config.clone();
     if let Some(parent) = request.in_reply_to.clone() {
@@ -166,7 +173,7 @@ pub async fn submit(
                     .filter(|s| !s.trim().is_empty())
                     .or_else(|| conversation.subject.clone()),
             };
-            let cc = request.cc.clone();
+            let copies: Vec<String> = request.cc.iter().chain(&request.bcc).cloned().collect();
             let message = outbound_message(request, subject, sender, attachments, &conversation, &recipient, now_ms);
             store::blobs::index(conn, &new_blobs)?;
             store::messages::insert(conn, &message, now_ms, None)?;
@@ -184,7 +191,7 @@ pub async fn submit(
             // The recipients take part in the conversation (mail threading's sender guard): a
             // colleague in Cc who answers joins it.
             let identities: Vec<String> = std::iter::once(&recipient)
-                .chain(&cc)
+                .chain(&copies)
                 .map(|address| stitch::identity_for(&conversation.channel.kind, &conversation.channel.id, address))
                 .collect();
             store::mail::add_participants(conn, conversation.id.as_str(), &identities)?;
@@ -295,6 +302,7 @@ fn outbound_message(
         reply_to: None,
         to: vec![Party { address: recipient.to_owned(), name: None }],
         cc: request.cc.into_iter().map(|address| Party { address, name: None }).collect(),
+        bcc: request.bcc.into_iter().map(|address| Party { address, name: None }).collect(),
         subject,
         reply_text: request.text.clone(),
         text: request.text,

@@ -202,9 +202,9 @@ fn reject(conn: &Connection, raw: &RawInbound, reason: &str, now_ms: i64) -> Res
     Ok(Outcome::Rejected { reason: reason.to_owned() })
 }
 
-/// Whether every recipient the report names as failed was a Cc of our message (and not its
-/// recipient): the mail reached its recipient, so the message stands; the bounce itself is in
-/// the conversation for the helpdesk to see.
+/// Whether every recipient the report names as failed was a Cc or Bcc of our message (and not
+/// its recipient): the mail reached its recipient, so the message stands; the bounce itself is
+/// in the conversation for the helpdesk to see.
 fn only_cc_failed(conn: &Connection, ours: &str, report: &DeliveryReport) -> Result<bool, StoreError> {
     let failed: Vec<&String> = if report.failed_recipients.is_empty() {
         report.recipient.iter().collect()
@@ -215,7 +215,8 @@ fn only_cc_failed(conn: &Connection, ours: &str, report: &DeliveryReport) -> Res
     let named = |parties: &[crate::model::Party], address: &str| {
         parties.iter().any(|p| p.address.trim().eq_ignore_ascii_case(address.trim()))
     };
-    Ok(!failed.is_empty() && failed.iter().all(|f| named(&message.cc, f) && !named(&message.to, f)))
+    let copied = |f: &str| named(&message.cc, f) || named(&message.bcc, f);
+    Ok(!failed.is_empty() && failed.iter().all(|f| copied(f) && !named(&message.to, f)))
 }
 
 /// The outbound message a bounce reports on, and its conversation: named by the original
@@ -302,6 +303,7 @@ fn normalize(
         reply_to: raw.reply_to,
         to: raw.to,
         cc: raw.cc,
+        bcc: Vec::new(),
         subject: raw.subject,
         text: raw.text,
         html: raw.html,

@@ -1496,15 +1496,27 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
     assert_eq!(first["cc"], json!([{"address": colleague, "name": "Colleague"}]), "{first}");
     let cnv = first["conversation_id"].as_str().unwrap();
 
-    // Reply-all: Ann and her colleague each get it, with the Cc header.
-    let (_, delivered) =
-        send_to_ann(&server, &mail, json!({"conversation_id": cnv, "text": "Done.", "cc": [colleague]})).await;
+    // Reply-all: Ann and her colleague each get it, with the Cc header; Carl, copied blind, gets it
+    // too, and no copy names him.
+    let reply_all = json!({"conversation_id": cnv, "text": "Done.", "cc": [colleague], "bcc": [CARL.0]});
+    let (queued, delivered) = send_to_ann(&server, &mail, reply_all).await;
     let raw = String::from_utf8_lossy(&delivered).to_string();
     assert!(raw.contains(&format!("Cc: {colleague}")), "{raw}");
     let copy = loop_until(|| async { mail.inbox(BEA).await.pop() }).await;
     assert!(String::from_utf8_lossy(&copy.2).contains("Subject: Re: Invoice 9"));
+    let blind = loop_until(|| async { mail.inbox(CARL).await.pop() }).await;
+    for got in
+        [raw.clone(), String::from_utf8_lossy(&copy.2).into_owned(), String::from_utf8_lossy(&blind.2).into_owned()]
+    {
+        let header = &got[..got.find("\r\n\r\n").unwrap()];
+        assert!(!header.contains(CARL.0) && !header.contains("Bcc:"), "{header}");
+    }
+    let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(sent["bcc"], json!([{"address": CARL.0}]), "{sent}");
     let log = postfix.log();
-    assert!(log.contains(&format!("to=<{colleague}>")) && log.contains(&format!("to=<{}>", ANN.0)), "{log}");
+    for to in [colleague, ANN.0, CARL.0] {
+        assert!(log.contains(&format!("to=<{to}>")), "{log}");
+    }
 
     // A Cc recipient refused at RCPT: nobody gets the mail, the failure names the address.
     let ann_before = mail.inbox(ANN).await.len();
@@ -1540,15 +1552,18 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
 
     // Refused before anything is stored.
     let messages_before = server.get(&format!("/v1/conversations/{cnv}/messages")).await.1;
-    for (cc, why) in [
-        (json!(["not an address"]), "invalid"),
-        (json!([SUPPORT.0]), "our own address"),
-        (json!(["support+x@example.com"]), "our own address with a tag"),
-        (json!("ann@example.org"), "not a list"),
-    ] {
-        let (status, body) = server.post("/v1/messages", json!({"conversation_id": cnv, "text": "x", "cc": cc})).await;
-        assert!(status == 422 || status == 400, "{why}: {status} {body}");
-        assert_eq!(body["error"]["field"], "cc", "{why}: {body}");
+    for field in ["cc", "bcc"] {
+        for (list, why) in [
+            (json!(["not an address"]), "invalid"),
+            (json!([SUPPORT.0]), "our own address"),
+            (json!(["support+x@example.com"]), "our own address with a tag"),
+            (json!("ann@example.org"), "not a list"),
+        ] {
+            let (status, body) =
+                server.post("/v1/messages", json!({"conversation_id": cnv, "text": "x", field: list})).await;
+            assert!(status == 422 || status == 400, "{field} {why}: {status} {body}");
+            assert_eq!(body["error"]["field"], field, "{field} {why}: {body}");
+        }
     }
     let named = json!({"channel": "support", "to": "Ann <ann@example.org>", "text": "x"});
     let (status, body) = server.post("/v1/messages", named).await;

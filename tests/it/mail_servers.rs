@@ -18,6 +18,8 @@ pub const ANN: (&str, &str) = ("ann@example.org", "ann-pass-1");
 pub const STRANGER: (&str, &str) = ("stranger@example.net", "stranger-pass-1");
 /// Ann's colleague, in the domain the private Postfix delivers to.
 pub const BEA: (&str, &str) = ("bea@example.org", "bea-pass-1");
+/// Someone copied blind.
+pub const CARL: (&str, &str) = ("carl@example.org", "carl-pass-1");
 
 pub struct MailServers {
     pub dir: tempfile::TempDir,
@@ -228,7 +230,8 @@ impl MailServers {
                 Command::new("chown").args([&format!("{uid}:{gid}"), &format!("{d}/{sub}")]).status().unwrap();
             }
         }
-        let users: String = [SUPPORT, ANN, STRANGER, BEA].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
+        let users: String =
+            [SUPPORT, ANN, STRANGER, BEA, CARL].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
         std::fs::write(dir.path().join("users"), users).unwrap();
         let oauth2 = match introspection_url {
             Some(url) => {

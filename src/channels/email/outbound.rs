@@ -105,15 +105,21 @@ impl SmtpOutbound {
         let m = &out.message;
         let to: Mailbox =
             out.recipient.parse().map_err(|e| permanent("bad_address", format!("`{}`: {e}", out.recipient)))?;
-        let cc: Vec<Mailbox> =
-            m.cc.iter()
+        let mailboxes = |field: &str, parties: &[crate::model::Party]| {
+            parties
+                .iter()
                 .map(|p| {
-                    let address =
-                        p.address.parse().map_err(|e| permanent("bad_address", format!("cc `{}`: {e}", p.address)))?;
+                    let address = p
+                        .address
+                        .parse()
+                        .map_err(|e| permanent("bad_address", format!("{field} `{}`: {e}", p.address)))?;
                     Ok(Mailbox::new(p.name.clone(), address))
                 })
-                .collect::<Result<_, SendError>>()?;
-        let recipients: Vec<Address> = std::iter::once(&to).chain(&cc).map(|m| m.email.clone()).collect();
+                .collect::<Result<Vec<Mailbox>, SendError>>()
+        };
+        let (cc, bcc) = (mailboxes("cc", &m.cc)?, mailboxes("bcc", &m.bcc)?);
+        // Bcc recipients are in the envelope only: the mail's header never names them.
+        let recipients: Vec<Address> = std::iter::once(&to).chain(&cc).chain(&bcc).map(|m| m.email.clone()).collect();
         let header_id = own_message_id(m.id.as_str(), m.conversation_id.as_str(), &self.domain);
         let subject = match m.subject.as_deref() {
             // "Re: AW: Rechnung" would tell a German customer we cannot write mail.
