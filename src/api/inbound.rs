@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::auth::authorize;
 use super::error::{body_rejection, ApiError};
-use super::AppState;
+use super::{AppState, SeqPage};
 use crate::channels::{self, ChannelConfig};
 use crate::config::Scope;
 use crate::model::time;
@@ -48,27 +48,20 @@ pub async fn post(
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
-#[derive(serde::Deserialize, Default)]
-pub struct RejectedQuery {
-    after: Option<i64>,
-    limit: Option<usize>,
-}
-
 /// Inbound items the channel refused (an automatic reply outside any conversation, a bounce
 /// about a mail we never sent, a copy of our own mail), oldest first: where an operator finds
 /// the mail someone says they sent. Scope admin.
 pub async fn rejected(
     State(state): State<AppState>,
     Path(channel_id): Path<String>,
-    Query(q): Query<RejectedQuery>,
+    Query(page): Query<SeqPage>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     state.registry.load().get(&channel_id).ok_or_else(|| unknown_channel(&channel_id))?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let after = q.after.unwrap_or(0);
+    let (after, limit) = (page.after(), page.limit());
     let rows = state.store.read(move |c| store::mail::rejected_list(c, &channel_id, after, limit)).await?;
-    let next_after = (rows.len() == limit).then(|| rows.last().map(|r| r.id)).flatten();
+    let next_after = page.next_after(rows.len(), rows.last().map(|r| r.id));
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {

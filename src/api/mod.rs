@@ -30,6 +30,30 @@ use crate::pipeline::Pipeline;
 use crate::store::Store;
 use crate::webhooks::Webhooks;
 
+/// `?after=<position>&limit=N` of a list read in order by a numeric position (dead letters,
+/// refused items): 100 by default, at most 1000 a page.
+#[derive(serde::Deserialize)]
+pub struct SeqPage {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+impl SeqPage {
+    pub fn after(&self) -> u64 {
+        self.after.unwrap_or(0)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+
+    /// The `next_after` of a page of `count` items ending at position `last`: none when the
+    /// page was not full (nothing more to read).
+    pub fn next_after(&self, count: usize, last: Option<u64>) -> Option<u64> {
+        (count == self.limit()).then_some(last).flatten()
+    }
+}
+
 /// Everything a handler may use.
 #[derive(Clone)]
 pub struct AppState {

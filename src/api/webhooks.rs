@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::auth::authorize;
 use super::error::{body_rejection, ApiError};
-use super::AppState;
+use super::{AppState, SeqPage};
 use crate::config::Scope;
 use crate::json_input;
 use crate::model::time;
@@ -75,26 +75,19 @@ pub async fn enable(
     Ok(Json(state.webhooks.status(&id).await.map_err(webhook_error)?).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct DeadLetterQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
 pub async fn dead_letters(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(q): Query<DeadLetterQuery>,
+    Query(page): Query<SeqPage>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state.tokens.load(), &headers, Scope::Admin)?;
     if !state.webhooks.contains(&id) {
         return Err(ApiError::not_found("webhook consumer"));
     }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let after = q.after.unwrap_or(0);
+    let (after, limit) = (page.after(), page.limit());
     let rows = state.store.read(move |c| store::webhooks::dead_letters(c, &id, after, limit)).await?;
-    let next_after = (rows.len() == limit).then(|| rows.last().map(|d| d.seq)).flatten();
+    let next_after = page.next_after(rows.len(), rows.last().map(|d| d.seq));
     let items: Vec<_> = rows
         .into_iter()
         .map(|d| {

@@ -58,7 +58,7 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
             stitch: StitchInfo { reason: "bounce".into() },
         };
         let stored = store_message(conn, raw, stored, plan, Some(MessageId::from_stored(ours.clone())), now_ms)?;
-        if report.is_permanent_failure() && !only_cc_failed(conn, &ours, &report)? {
+        if report.is_permanent_failure() && !only_copies_failed(conn, &ours, &report)? {
             let message = report.diagnostic.clone().unwrap_or_else(|| format!("delivery failed ({})", report.status));
             let error = ErrorInfo { code: format!("bounce_{}", report.status), message, permanent: true };
             status::apply(conn, &ours, Transition::Failed(error), now_ms)?;
@@ -82,19 +82,8 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
 /// outside, opened as a send to a new address opens one.
 fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms: i64) -> Result<Outcome, StoreError> {
     let mail = raw.mail.clone().unwrap_or_default();
-    let mut lookup = mail::StoreLookup {
-        conn,
-        channel_id: &raw.channel_id,
-        contact: None,
-        identity: &raw.identity,
-        subject_since: now_ms,
-        any_sender: true,
-    };
-    let found = match stitch::email::find_conversation(&mail, &mut lookup)? {
-        Some((id, reason)) => store::conversations::get(conn, &id)?.map(|c| (c, reason)),
-        None => None,
-    };
-    let (conversation, reason) = match found {
+    // No contact of ours to match a subject for: headers and token only.
+    let (conversation, reason) = match find_conversation(conn, &raw, None, now_ms)? {
         Some(found) => found,
         None => {
             // `participants` are the recipients that are not ours.
@@ -160,8 +149,10 @@ fn store_message(
         Found::Existing(c) => store::conversations::touch(conn, &c.id, now_ms)?,
     }
     // A person's mail that joined by its headers or token under a new subject renames the
-    // thread: later mail on the new subject finds it (automatic mail never renames).
-    if let (Found::Existing(c), Some(key), false) = (&plan.conversation, subject_key_of(&raw), raw.auto_reply) {
+    // thread: later mail on the new subject finds it (automatic mail never renames; one that
+    // joined by subject has the key already).
+    let renames = !raw.auto_reply && plan.stitch.reason != "subject";
+    if let (Found::Existing(c), Some(key), true) = (&plan.conversation, subject_key_of(&raw), renames) {
         store::conversations::set_subject_key(conn, &c.id, key)?;
     }
     if let Some(mail) = &raw.mail {
@@ -205,7 +196,7 @@ fn reject(conn: &Connection, raw: &RawInbound, reason: &str, now_ms: i64) -> Res
 /// Whether every recipient the report names as failed was a Cc or Bcc of our message (and not
 /// its recipient): the mail reached its recipient, so the message stands; the bounce itself is
 /// in the conversation for the helpdesk to see.
-fn only_cc_failed(conn: &Connection, ours: &str, report: &DeliveryReport) -> Result<bool, StoreError> {
+fn only_copies_failed(conn: &Connection, ours: &str, report: &DeliveryReport) -> Result<bool, StoreError> {
     let failed: Vec<&String> = if report.failed_recipients.is_empty() {
         report.recipient.iter().collect()
     } else {
@@ -260,7 +251,8 @@ fn find_conversation(
         contact,
         identity: &raw.identity,
         subject_since: now_ms - mail.subject_window_ms,
-        any_sender: false,
+        // Our own mail needs no sender guard.
+        any_sender: raw.sent_by_us,
     };
     let Some((id, reason)) = stitch::email::find_conversation(mail, &mut lookup)? else { return Ok(None) };
     Ok(store::conversations::get(conn, &id)?.map(|c| (c, reason)))

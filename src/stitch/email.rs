@@ -3,9 +3,10 @@
 //! Lookup order: In-Reply-To, References (newest first), our own Message-ID pattern
 //! (`<msg_….cnv_…@domain>`, found in either), the reply token (the plus address
 //! `support+cnv_…@example.com`, else our `[ref:cnv_…]` marker quoted in the body), then the
-//! normalised subject from the same contact within a window. Sender guard: a candidate is taken only if the sender already took part in that
-//! conversation (sender or recipient of one of its mails) or is its contact, so a stranger
-//! replying to a forwarded mail or a newsletter starts a conversation of their own.
+//! normalised subject from the same contact within a window. Sender guard: a candidate is taken
+//! only if the sender already took part in that conversation (sender or recipient of one of its
+//! mails) or is its contact, so a stranger replying to a forwarded mail or a newsletter starts a
+//! conversation of their own. Mail from our own addresses is exempt (`StoreLookup::any_sender`).
 //!
 //! Pure: the store is reached through the `MailLookup` trait.
 

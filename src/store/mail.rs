@@ -157,7 +157,7 @@ pub fn reject(
 
 /// One refused inbound item, for operators.
 pub struct Rejected {
-    pub id: i64,
+    pub id: u64,
     pub reason: String,
     /// JSON: from, subject, provider message id.
     pub summary: String,
@@ -168,15 +168,15 @@ pub struct Rejected {
 pub fn rejected_list(
     conn: &Connection,
     channel_id: &str,
-    after: i64,
+    after: u64,
     limit: usize,
 ) -> Result<Vec<Rejected>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT rowid, reason, summary, created_at FROM rejected_inbound
          WHERE channel_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![channel_id, after, limit as i64], |r| {
-        Ok(Rejected { id: r.get(0)?, reason: r.get(1)?, summary: r.get(2)?, created_at: r.get(3)? })
+    let rows = stmt.query_map(params![channel_id, after as i64, limit as i64], |r| {
+        Ok(Rejected { id: r.get::<_, i64>(0)? as u64, reason: r.get(1)?, summary: r.get(2)?, created_at: r.get(3)? })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }

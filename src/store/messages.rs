@@ -63,15 +63,11 @@ pub fn get(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
     body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
 }
 
-/// The message a reply on the conversation answers: `answered` when given (and of the
+/// The message a reply on the conversation answers: `named` when given (and of the
 /// conversation), else the newest a person sent into it (automatic replies and bounces are not
 /// what a reply answers).
-pub fn answered(
-    conn: &Connection,
-    conversation_id: &str,
-    answered: Option<&str>,
-) -> Result<Option<Message>, StoreError> {
-    let body: Option<String> = match answered {
+pub fn answered(conn: &Connection, conversation_id: &str, named: Option<&str>) -> Result<Option<Message>, StoreError> {
+    let body: Option<String> = match named {
         Some(id) => conn
             .prepare_cached("SELECT body FROM messages WHERE id = ?1 AND conversation_id = ?2")?
             .query_row([id, conversation_id], |r| r.get(0))
