@@ -78,6 +78,9 @@ fn submit_error(e: SubmitError) -> ApiError {
         e @ (SubmitError::InReplyToNotFound | SubmitError::AutomaticAnswerToAutomatic) => {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()).field("in_reply_to")
         }
+        e @ SubmitError::AutoReplyLimit { .. } => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "auto_reply_limit", e.to_string()).field("auto_reply")
+        }
         e @ SubmitError::IdempotencyConflict => {
             ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", e.to_string()).field("Idempotency-Key")
         }

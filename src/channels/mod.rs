@@ -144,9 +144,26 @@ pub struct ChannelLimits {
     pub per_recipient_per_second: Option<f64>,
     /// Sends allowed back to back before the rate applies (default 1: evenly spaced).
     pub burst: Option<u32>,
+    /// Automatic messages (`auto_reply: true`) one contact may be sent in an hour; default
+    /// [`DEFAULT_AUTO_REPLIES_PER_HOUR`], 0 for no limit. Unlike the rates above this refuses
+    /// the send instead of delaying it: the sends it stops are a loop's.
+    pub auto_replies_per_contact_per_hour: Option<u32>,
 }
 
+/// Enough for an acknowledgement of each of a few mails a customer writes in an hour; a loop
+/// between our acknowledgements and a responder that does not mark its mail as automatic (RFC
+/// 3834) — each round trip in seconds, often in a new thread — ends after this many.
+pub const DEFAULT_AUTO_REPLIES_PER_HOUR: u32 = 3;
+
 impl ChannelLimits {
+    /// How many automatic messages one contact may be sent in an hour; `None`: no limit.
+    pub fn auto_replies_per_hour(&self) -> Option<u32> {
+        match self.auto_replies_per_contact_per_hour.unwrap_or(DEFAULT_AUTO_REPLIES_PER_HOUR) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
     fn validate(&self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         for (key, value) in

@@ -93,8 +93,7 @@ mod tests {
 
     #[test]
     fn recipient_bucket_spaces_sends() {
-        let limiter =
-            ChannelLimiter::new(&ChannelLimits { per_second: None, per_recipient_per_second: Some(1.0), burst: None });
+        let limiter = ChannelLimiter::new(&ChannelLimits { per_recipient_per_second: Some(1.0), ..Default::default() });
         assert!(limiter.check("a").is_ok());
         let (bucket, wait, period) = limiter.check("a").unwrap_err();
         assert_eq!(bucket, Bucket::Recipient("a".into()));
@@ -105,11 +104,8 @@ mod tests {
 
     #[test]
     fn channel_bucket_limits_everyone() {
-        let limiter = ChannelLimiter::new(&ChannelLimits {
-            per_second: Some(10.0),
-            per_recipient_per_second: None,
-            burst: Some(2),
-        });
+        let limiter =
+            ChannelLimiter::new(&ChannelLimits { per_second: Some(10.0), burst: Some(2), ..Default::default() });
         assert!(limiter.check("a").is_ok());
         assert!(limiter.check("b").is_ok());
         let (bucket, _, period) = limiter.check("c").unwrap_err();

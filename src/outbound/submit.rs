@@ -51,6 +51,12 @@ pub enum SubmitError {
     MailOnly { field: &'static str, channel: String },
     #[error("in_reply_to is an automatic message: an automatic answer to it could start a mail loop (RFC 3834)")]
     AutomaticAnswerToAutomatic,
+    #[error(
+        "{sent} automatic messages went to this contact ({contact}) in the last hour, the channel's \
+         limit (limits.auto_replies_per_contact_per_hour = {limit}): this one is not sent, to end \
+         what looks like a mail loop with a responder that does not mark its mail automatic"
+    )]
+    AutoReplyLimit { contact: String, sent: u32, limit: u32 },
     #[error("in_reply_to names no message on this channel")]
     InReplyToNotFound,
     #[error("Idempotency-Key was used with a different request body")]
@@ -114,6 +120,7 @@ pub async fn submit(
     request.bcc.retain(|bcc| !bcc.eq_ignore_ascii_case(to) && !cc.iter().any(|c| c.eq_ignore_ascii_case(bcc)));
     let channel_ref = ChannelRef { id: channel_id.clone(), kind: channel.config.kind().to_owned() };
     let channel_config = channel.config.clone();
+    let auto_reply_limit = channel.config.limits().auto_replies_per_hour().filter(|_| request.auto_reply);
     if let Some(parent) = request.in_reply_to.clone() {
         let found = store.read(move |c| store::messages::get(c, parent.as_str())).await?;
         let Some(answered) = found.filter(|m| m.channel.id == channel_id) else {
@@ -145,6 +152,20 @@ pub async fn submit(
                 }
             }
             let now_ms = time::now_ms();
+            // Counted in the transaction that stores the send, so concurrent sends cannot both
+            // take the last place; checked before anything (a new conversation) is written.
+            if let Some(limit) = auto_reply_limit {
+                let contact = recipient_contact(conn, &request.target, &channel_ref, &recipient)?;
+                if let Some(contact) = contact {
+                    let since = now_ms - 3_600_000;
+                    let sent = store::messages::automatic_sent_to_contact(conn, &channel_ref.id, &contact, since)?;
+                    if sent >= limit {
+                        tracing::warn!(channel = %channel_ref.id, %contact, sent, limit,
+                            "automatic message refused: the contact's hourly limit is reached (a mail loop?)");
+                        return Ok(Err(SubmitError::AutoReplyLimit { contact, sent, limit }));
+                    }
+                }
+            }
             let subject = request.subject.as_deref();
             let Some(conversation) =
                 target_conversation(conn, &request.target, &channel_ref, &recipient, subject, now_ms)?
@@ -217,6 +238,22 @@ fn replay(stored: IdempotentResponse, request_sha256: &str) -> Result<Accepted, 
     } else {
         Err(SubmitError::IdempotencyConflict)
     }
+}
+
+/// The contact a send goes to, when the store knows them already.
+fn recipient_contact(
+    conn: &Connection,
+    target: &Target,
+    channel: &ChannelRef,
+    recipient: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(match target {
+        Target::Conversation(id) => store::conversations::get(conn, id.as_str())?.map(|c| c.contact_id.to_string()),
+        Target::Direct { .. } => {
+            let identity = stitch::identity_for(&channel.kind, &channel.id, recipient);
+            store::conversations::contact_by_identity(conn, &identity)?.map(|id| id.to_string())
+        }
+    })
 }
 
 /// The conversation a send goes to (see `conversation_with`).

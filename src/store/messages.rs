@@ -89,6 +89,22 @@ pub fn answered(conn: &Connection, conversation_id: &str, named: Option<&str>) -
     body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
 }
 
+/// How many automatic messages (`auto_reply`) this channel accepted for one contact, in any of
+/// their conversations, since `since_ms`: a loop hops threads, so it is counted per contact.
+pub fn automatic_sent_to_contact(
+    conn: &Connection,
+    channel_id: &str,
+    contact_id: &str,
+    since_ms: i64,
+) -> Result<u32, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
+         WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3
+           AND m.direction = 'outbound' AND json_extract(m.body, '$.auto_reply') = 1",
+    )?;
+    Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms], |r| r.get(0))?)
+}
+
 /// Up to `limit` messages of a conversation in order, after message `after` when given.
 pub fn for_conversation(
     conn: &Connection,

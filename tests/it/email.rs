@@ -1618,6 +1618,73 @@ async fn automatic_sends_are_marked_and_never_answer_an_automatic_message() {
     server.stop().await;
 }
 
+/// The loop the rule above cannot see: a responder that does not mark its mail automatic (a
+/// supplier's ticket system acknowledging each of our acknowledgements with a new ticket, a new
+/// thread each time). Automatic sends to one contact are limited per hour (default 3), counted
+/// across her conversations and across a restart; the one over the limit is refused before
+/// anything is stored, while a person may still write to her, another contact still gets
+/// automatic mail, and the sends under the limit all went out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_sends_to_one_contact_are_limited_per_hour_to_end_loops_across_threads() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    for n in 0..4 {
+        let subject = format!("Ticket {} received", 1000 + n);
+        let mail_text = mail_text(ANN.0, &subject, &format!("t{n}@example.org"), "", "We got your request.");
+        mail.append(SUPPORT, &mail_text).await;
+    }
+    let mut conversations = Vec::new();
+    for n in 0..4 {
+        conversations.push(nth_received(&helpdesk, n).await["conversation_id"].as_str().unwrap().to_owned());
+    }
+    conversations.sort();
+    conversations.dedup();
+    assert_eq!(conversations.len(), 4, "each ticket its own conversation: {conversations:?}");
+    let ack = |cnv: &str| json!({"conversation_id": cnv, "text": "We got your mail.", "auto_reply": true});
+    for cnv in &conversations[..3] {
+        let (status, body) = server.post("/v1/messages", ack(cnv)).await;
+        assert_eq!(status, 202, "{body}");
+        server.wait_status(body["id"].as_str().unwrap(), "sent").await;
+    }
+    let listed = |cnv: String| {
+        let server = &server;
+        async move { server.get(&format!("/v1/conversations/{cnv}/messages")).await.1 }
+    };
+    let fourth = conversations[3].clone();
+    let before = listed(fourth.clone()).await;
+    let (status, body) = server.post("/v1/messages", ack(&fourth)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("auto_reply_limit")), "{body}");
+    assert_eq!(body["error"]["field"], "auto_reply", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("limits.auto_replies_per_contact_per_hour = 3"), "{message}");
+    assert_eq!(listed(fourth.clone()).await, before, "nothing stored");
+    // A direct automatic send to her address is the same contact.
+    let direct = json!({"channel": "support", "to": ANN.0, "text": "Ack.", "auto_reply": true});
+    assert_eq!(server.post("/v1/messages", direct.clone()).await.0, 422);
+    let person = json!({"conversation_id": fourth, "text": "Thanks, we are on it."});
+    assert_eq!(server.post("/v1/messages", person).await.0, 202);
+
+    mail.append(SUPPORT, &mail_text(BEA.0, "Broken lid", "lid@example.org", "", "Lid broke.")).await;
+    let bea = nth_received(&helpdesk, 4).await;
+    let (status, body) = server.post("/v1/messages", ack(bea["conversation_id"].as_str().unwrap())).await;
+    assert_eq!(status, 202, "another contact is not held back: {body}");
+
+    // The count is the store's: a restart does not reset it.
+    let config = format!("{}{}", mail.channel("support", ""), webhook("h", &helpdesk, "[\"1s\"]"));
+    let server = TestServer::start_in(server.stop().await, &config).await;
+    let (status, body) = server.post("/v1/messages", direct).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("auto_reply_limit")), "{body}");
+    let acks = loop_until(|| async {
+        let inbox = mail.inbox(ANN).await;
+        let acks: Vec<_> =
+            inbox.into_iter().filter(|m| String::from_utf8_lossy(&m.2).contains("We got your mail.")).collect();
+        (acks.len() >= 3).then_some(acks)
+    })
+    .await;
+    assert_eq!(acks.len(), 3, "the acknowledgements under the limit went out, and no more");
+    server.stop().await;
+}
+
 /// A reply whose HTML shows an image (a pasted screenshot, a signature logo) sends it inline:
 /// the image travels beside the HTML in a multipart/related with the Content-ID the HTML names
 /// (`cid:`), while other attachments stay attachments. A malformed content_id is refused.
