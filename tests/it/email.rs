@@ -1360,9 +1360,10 @@ async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
                 .await;
             mail.kick(SUPPORT.0);
         }
-        let (_, queued) = server
-            .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Copy", "text": text}))
-            .await;
+        // The first copies Bea and Carl blind: the Sent copy names them, the mail does not.
+        let bcc = if text == "keep a copy" { json!([BEA.0, CARL.0]) } else { json!([]) };
+        let body = json!({"channel": "support", "to": ANN.0, "subject": "Copy", "text": text, "bcc": bcc});
+        let (_, queued) = server.post("/v1/messages", body).await;
         let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
         headers.push(sent["provider"]["message_id"].as_str().unwrap().to_owned());
     }
@@ -1383,6 +1384,9 @@ async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     })
     .await;
     assert!(copy.0.contains("keep a copy"));
+    assert!(copy.0.starts_with("Bcc: bea@example.org,\r\n carl@example.org\r\n"), "{}", copy.0);
+    let delivered = loop_until(|| async { mail.inbox(BEA).await.pop() }).await;
+    assert!(!String::from_utf8_lossy(&delivered.2).contains("Bcc:"), "the mail itself names no Bcc");
     assert!(copy.1.iter().any(|f| f.contains("Seen")), "the copy is marked read: {:?}", copy.1);
     // All three copies, through one IMAP login per server session (not one per mail); the
     // last session is logged out at shutdown.

@@ -210,6 +210,7 @@ impl SmtpOutbound {
         })?;
         self.sessions.give_back(session);
         if let Some(copy) = self.sent_copy.clone() {
+            let mail = with_bcc_header(mail, &bcc);
             // In the background: the mail is sent, and neither its status nor the send timeout
             // may wait for the copy (a timeout here would send it twice).
             tokio::spawn(async move { copy.append(&mail).await });
@@ -241,6 +242,18 @@ impl SmtpOutbound {
         tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
         Ok(session)
     }
+}
+
+/// The Sent folder's copy of a mail names its Bcc recipients, as a mail client's does: the
+/// only place an agent can see who was copied blind. The mail sent never does.
+fn with_bcc_header(mail: Vec<u8>, bcc: &[Mailbox]) -> Vec<u8> {
+    if bcc.is_empty() {
+        return mail;
+    }
+    let list = bcc.iter().map(|m| m.email.to_string()).collect::<Vec<_>>().join(",\r\n ");
+    let mut copy = format!("Bcc: {list}\r\n").into_bytes();
+    copy.extend_from_slice(&mail);
+    copy
 }
 
 /// Copies of sent mail, appended to the Sent folder like a mail client does.
