@@ -7,6 +7,8 @@
 //! kept as its `source` too (unless the channel sets `keep_source = false`): MIME parsing is
 //! lenient, and a malformed part it skipped is still in there.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
 
@@ -128,9 +130,11 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let sent_by_us = reply_to.is_none() && channel.owns(&from.address);
     let subject = message.subject().map(str::to_owned);
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
-    let text = message.body_text(0).map(|t| t.into_owned()).filter(|t| !t.trim().is_empty());
-    let html = message.body_html(0).map(|h| h.into_owned()).filter(|h| !h.trim().is_empty());
-    // HTML-only mail: body_text(0) is mail-parser's conversion of the HTML part.
+    // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
+    // Mail between two HTML documents, and what follows the first photo is the customer's too.
+    let text = joined_text((0..message.text_body_count()).filter_map(|n| message.body_text(n)));
+    let html = joined_html((0..message.html_body_count()).filter_map(|n| message.body_html(n)).collect());
+    // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().map(reply_text);
 
     let mut attachments = Vec::new();
@@ -221,6 +225,39 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     }
 }
 
+/// Text parts shown one after another, as one text (`None` when there is no text in them).
+fn joined_text<'a>(parts: impl Iterator<Item = Cow<'a, str>>) -> Option<String> {
+    let mut text = String::new();
+    for part in parts {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&part);
+    }
+    (!text.trim().is_empty()).then_some(text)
+}
+
+/// HTML parts shown one after another, as one document: each part's body, in order, in one
+/// body (each of Apple Mail's parts is a whole `<html>` document). One part is kept as it is.
+fn joined_html(parts: Vec<Cow<'_, str>>) -> Option<String> {
+    let html = if parts.len() > 1 {
+        let inner: String = parts.iter().map(|part| html_body_content(part)).collect();
+        format!("<html><body>{inner}</body></html>")
+    } else {
+        parts.into_iter().next()?.into_owned()
+    };
+    (!html.trim().is_empty()).then_some(html)
+}
+
+/// What is between `<body …>` and `</body>`, or the whole text when it has no body element.
+fn html_body_content(html: &str) -> &str {
+    // ASCII lowercasing keeps every byte offset, so positions found in it slice the original.
+    let lower = html.to_ascii_lowercase();
+    let start = lower.find("<body").and_then(|at| lower[at..].find('>').map(|end| at + end + 1)).unwrap_or(0);
+    let end = lower.rfind("</body").filter(|end| *end >= start).unwrap_or(html.len());
+    &html[start..end]
+}
+
 /// A mail mail-parser cannot read at all: kept, with its source attached.
 fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInbound {
     let from = Party { address: "unknown@invalid".into(), name: None };
@@ -248,5 +285,26 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         delivery_report: None,
         sent_by_us: false,
         source: channel.keep_source.then(|| source_attachment(bytes, &key)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_parts_join_into_one_body_whatever_their_markup() {
+        let parts = vec![
+            Cow::from("<HTML><BODY bgcolor=\"#fff\">Zażółć <b>gęślą</b></BODY></HTML>"),
+            Cow::from("<p>a fragment without a body</p>"),
+            Cow::from("<html><body>last</body></html>\r\n"),
+        ];
+        let joined = joined_html(parts).unwrap();
+        assert_eq!(joined, "<html><body>Zażółć <b>gęślą</b><p>a fragment without a body</p>last</body></html>");
+        assert_eq!(joined_html(vec![Cow::from("<p>one</p>")]).as_deref(), Some("<p>one</p>"), "one part is kept whole");
+        assert_eq!(joined_html(Vec::new()), None);
+        let text = joined_text(["first", "second\n", "third"].into_iter().map(Cow::from));
+        assert_eq!(text.as_deref(), Some("first\nsecond\nthird"));
+        assert_eq!(joined_text(["  ", "\r\n"].into_iter().map(Cow::from)), None);
     }
 }
