@@ -4,8 +4,9 @@
 # certificates) from Debian for the email channel's real mail servers; lintian and debootstrap
 # for the package test (which builds a throwaway Debian root from the apt mirror), and
 # cargo-deb from crates.io; from PyPI
-# the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator) and aiosmtpd,
-# the real SMTP server the tests send through. Fails — never skips — when something cannot be
+# the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator), werkzeug (an
+# HTTP library reading our download headers) and aiosmtpd, the real SMTP server the tests send
+# through. Fails — never skips — when something cannot be
 # installed.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
@@ -49,6 +50,7 @@ declare -A wanted=(
   [jsonschema]="jsonschema>=4.18"
   [openapi_spec_validator]="openapi-spec-validator>=0.7"
   [aiosmtpd]="aiosmtpd==1.4.6"
+  [werkzeug]="werkzeug>=3.0"
 )
 missing=()
 for module in "${!wanted[@]}"; do

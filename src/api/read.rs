@@ -127,15 +127,51 @@ pub async fn attachment(
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_missing", "the attachment's stored file cannot be read")
     })?;
     let stream = tokio_util::io::ReaderStream::new(file);
-    let filename =
-        attachment.filename.unwrap_or_else(|| attachment.id.to_string()).replace(['"', '\\', '\r', '\n'], "_");
+    let filename = attachment.filename.unwrap_or_else(|| attachment.id.to_string());
     Ok((
         [
             (header::CONTENT_TYPE, attachment.content_type),
             (header::CONTENT_LENGTH, attachment.size.to_string()),
-            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{filename}\"")),
+            (header::CONTENT_DISPOSITION, content_disposition(&filename)),
         ],
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+/// `Content-Disposition` for a download (RFC 6266): the exact name, UTF-8 and percent-encoded, in
+/// `filename*`, which browsers and HTTP libraries prefer, and an ASCII stand-in in `filename`
+/// for the rest. A raw "Faktura zamówienie.pdf" in the header would reach most clients as
+/// Latin-1 mojibake; a quote or line break in it would break the header.
+fn content_disposition(filename: &str) -> String {
+    let ascii: String = filename
+        .chars()
+        .map(|c| if c == ' ' || (c.is_ascii_graphic() && !matches!(c, '"' | '\\' | '/' | '%')) { c } else { '_' })
+        .collect();
+    if ascii == filename {
+        return format!("attachment; filename=\"{ascii}\"");
+    }
+    // RFC 8187 attr-char: what may stand unencoded in an ext-value.
+    let encoded: String = filename
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'!'
+            | b'#'
+            | b'$'
+            | b'&'
+            | b'+'
+            | b'-'
+            | b'.'
+            | b'^'
+            | b'_'
+            | b'`'
+            | b'|'
+            | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }

@@ -522,6 +522,43 @@ async fn malformed_mime_keeps_what_parsed_and_the_exact_source() {
     server.stop().await;
 }
 
+/// A Polish customer forwards an invoice and the courier's mail (as an attachment) from
+/// Outlook: the downloads carry their names as he sees them — UTF-8 in RFC 6266's `filename*`,
+/// as Werkzeug (Flask's HTTP library) reads them back, with an ASCII stand-in — and the forwarded mail is
+/// named after its subject. (A raw UTF-8 name reached most clients as Latin-1 mojibake.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attachment_names_in_any_language_download_as_written() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let fixture = format!("{}/tests/fixtures/email/outlook-forward-as-attachment-pl.eml", env!("CARGO_MANIFEST_DIR"));
+    mail.append(SUPPORT, &std::fs::read_to_string(fixture).unwrap()).await;
+    let received = nth_received(&helpdesk, 0).await;
+    let attachments = received["attachments"].as_array().unwrap();
+    let names: Vec<&str> = attachments.iter().map(|a| a["filename"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        ["Faktura nr 12/2026 — zamówienie.pdf", "Potwierdzenie odbioru żółte.pdf", "Przesyłka uszkodzona.eml"]
+    );
+    let mut dispositions = Vec::new();
+    for attachment in attachments {
+        let response = server.http.get(attachment["url"].as_str().unwrap()).bearer_auth(TOKEN).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let disposition = response.headers()["content-disposition"].to_str().unwrap().to_owned();
+        assert!(disposition.is_ascii(), "{disposition}");
+        assert_eq!(response.bytes().await.unwrap().len() as u64, attachment["size"].as_u64().unwrap());
+        dispositions.push(disposition);
+    }
+    assert_eq!(
+        dispositions[0],
+        "attachment; filename=\"Faktura nr 12_2026 _ zam_wienie.pdf\"; \
+         filename*=UTF-8''Faktura%20nr%2012%2F2026%20%E2%80%94%20zam%C3%B3wienie.pdf"
+    );
+    let read_back: Vec<String> =
+        serde_json::from_str(&python("content_disposition.py", &[], &json!(dispositions))).unwrap();
+    assert_eq!(read_back, names);
+    server.stop().await;
+}
+
 /// AUTH LOGIN, for servers that offer no PLAIN (older Exchange and appliances do so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_auth_login_when_the_server_offers_nothing_else() {

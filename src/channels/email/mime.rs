@@ -140,7 +140,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let mut attachments = Vec::new();
     let mut skipped = Vec::new();
     for part in message.attachments() {
-        let filename = part.attachment_name().map(str::to_owned);
+        let filename = part.attachment_name().map(str::to_owned).or_else(|| forwarded_mail_name(part));
         let content_type = part
             .content_type()
             .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("octet-stream")))
@@ -223,6 +223,21 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         sent_by_us,
         source: channel.keep_source.then(|| source_attachment(bytes, &key)),
     }
+}
+
+/// A mail forwarded as an attachment (message/rfc822) rarely has a file name: it is named after
+/// its subject, as mail clients show it, so the helpdesk has more to show than a bare type.
+fn forwarded_mail_name(part: &mail_parser::MessagePart<'_>) -> Option<String> {
+    let forwarded = part.message()?;
+    let subject: String = forwarded
+        .subject()
+        .unwrap_or_default()
+        .chars()
+        .map(|c| if c.is_control() || c == '/' || c == '\\' { '_' } else { c })
+        .take(100)
+        .collect();
+    let subject = subject.trim();
+    Some(if subject.is_empty() { "forwarded.eml".to_owned() } else { format!("{subject}.eml") })
 }
 
 /// Text parts shown one after another, as one text (`None` when there is no text in them).
