@@ -1,7 +1,8 @@
 //! `reply_text`: the new part of a mail, without quoted history or signature.
 //!
-//! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak, and
-//! Outlook's `From: … Sent: …` block in those languages), a forwarded/original-message separator,
+//! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak, as
+//! Gmail, Apple Mail and Thunderbird write them, and Outlook's `From: … Sent: …` block in those
+//! languages), a forwarded/original-message separator,
 //! or a run of `>` quoted lines; then drops a `-- ` signature and "Sent from my phone" footers.
 //! When nothing precedes a quote, the answer was written below it or between its lines
 //! (bottom-posting, inline answers): then it is the lines that are not quoted.
@@ -40,6 +41,13 @@ const ATTRIBUTIONS: &[(&str, &str)] = &[
     ("dňa ", "napísal"),
 ];
 
+/// Verbs of reply headers that do not open with a fixed word: Gmail's in Polish, Czech and
+/// Slovak open with the weekday ("pt., 27 lis 2026 o 14:03 Ann <ann@…> napisał(a):"), Apple
+/// Mail's Polish with "Wiadomość napisana przez". Such a line counts when it also names an
+/// address and a clock time and ends with a colon, which a customer's own sentence does not.
+const ATTRIBUTION_VERBS: &[&str] =
+    &["wrote", "schrieb", "a écrit", "escribió", "napisał", "napisana przez", "pisze", "napsal", "napísal"];
+
 /// Outlook's header block: a "From:" line followed within three lines by a "Sent:"/"Date:" line.
 const OUTLOOK_FROM: &[&str] = &["from:", "von:", "de :", "de:", "od:"];
 const OUTLOOK_SENT: &[&str] = &[
@@ -53,6 +61,8 @@ const OUTLOOK_SENT: &[&str] = &[
     "enviado:",
     "fecha:",
     "wysłano:",
+    "wysłane:",
+    "enviado el:",
     "data:",
     "odesláno:",
     "datum:",
@@ -79,11 +89,26 @@ fn is_attribution(line: &str, next: Option<&str>) -> bool {
         Some(n) => format!("{l} {}", n.trim().to_lowercase()),
         None => l.clone(),
     };
-    ATTRIBUTIONS.iter().any(|(start, verb)| {
+    let by_opening = ATTRIBUTIONS.iter().any(|(start, verb)| {
         l.starts_with(start)
             && ((l.contains(verb) && l.trim_end().ends_with(':'))
                 || (!l.trim_end().ends_with(':') && joined.contains(verb) && joined.trim_end().ends_with(':')))
-    })
+    });
+    // The header on one line, or wrapped onto the next (Gmail wraps long ones).
+    let by_content = |header: &str| {
+        header.trim_end().ends_with(':')
+            && header.contains('@')
+            && has_clock_time(header)
+            && ATTRIBUTION_VERBS.iter().any(|verb| header.contains(verb))
+    };
+    by_opening || by_content(&l) || (!l.trim_end().ends_with(':') && by_content(&joined))
+}
+
+/// Whether `s` has a time of day like "14:03" or "2:03".
+fn has_clock_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..b.len().saturating_sub(2))
+        .any(|i| b[i] == b':' && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit() && b[i + 2].is_ascii_digit())
 }
 
 fn is_outlook_block(lines: &[&str], i: usize) -> bool {
@@ -185,6 +210,17 @@ mod tests {
             // Written below the history, or between its lines.
             ("On Mon, 23 Nov 2026, Support wrote:\n> Does Friday suit you?\n\nYes, Friday is fine.\n\n-- \nAnn", "Yes, Friday is fine."),
             ("Am 23.11.2026 um 10:00 schrieb Support\n<support@example.com>:\n> Passt Freitag?\nJa.\n> Und um 10 Uhr?\nAuch.", "Ja.\nAuch."),
+            // Gmail's own attributions, which open with the weekday in Polish, Czech and Slovak.
+            ("Dziękuję!\n\npt., 27 lis 2026 o 14:03 Example Support <support@example.com> napisał(a):\n\n> x", "Dziękuję!"),
+            ("Děkuji!\n\npá 27. 11. 2026 v 14:03 odesílatel Example Support <support@example.com> napsal:\n\n> x", "Děkuji!"),
+            ("Ďakujem!\n\npi 27. 11. 2026 o 14:03 Example Support <support@example.com> napísal(a):\n\n> x", "Ďakujem!"),
+            ("Danke!\n\nAm Fr., 27. Nov. 2026 um 14:03 Uhr schrieb Example Support <\nsupport@example.com>:\n\n> x", "Danke!"),
+            // Apple Mail in Polish; Outlook's Polish and Spanish header blocks.
+            ("Dzięki\n\nWiadomość napisana przez Example Support <support@example.com> w dniu 27.11.2026, o godz. 14:03:\n\n> x", "Dzięki"),
+            ("Dzięki\n\nOd: Example Support <support@example.com>\nWysłane: piątek, 27 listopada 2026 14:03\nDo: Ann", "Dzięki"),
+            ("Gracias\n\nDe: Example Support <support@example.com>\nEnviado el: viernes, 27 de noviembre de 2026 14:03\nPara: Ann", "Gracias"),
+            // A customer quoting someone in her own words is not history.
+            ("My neighbour jan@example.org wrote: the parcel is at his door.\nPlease check.", "My neighbour jan@example.org wrote: the parcel is at his door.\nPlease check."),
             // Nothing new (an answer that is only an attachment): not our own text instead.
             ("On Mon, Support wrote:\n> Please send the invoice.", ""),
             ("From: Support <support@example.com>\nSent: Monday, November 23, 2026 10:00 AM\n\nPlease send it.", ""),
