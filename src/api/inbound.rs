@@ -72,6 +72,7 @@ pub async fn rejected(
                 "from": summary["from"],
                 "subject": summary["subject"],
                 "provider_message_id": summary["provider_message_id"],
+                "source": summary["source"],
                 "received_at": time::rfc3339(r.created_at),
             })
         })

@@ -50,7 +50,7 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
 
     if let Some(report) = raw.delivery_report.clone() {
         let Some((ours, conversation)) = reported_message(conn, &raw.channel_id, &report)? else {
-            return reject(conn, &raw, "a bounce about a message this gateway did not send", now_ms);
+            return reject(conn, &raw, &stored, "a bounce about a message this gateway did not send", now_ms);
         };
         let plan = Plan {
             contact: Found::Existing(conversation.contact_id.clone()),
@@ -69,7 +69,7 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
     let contact = store::conversations::contact_by_identity(conn, &raw.identity)?;
     let conversation = find_conversation(conn, &raw, contact.as_ref(), now_ms)?;
     if raw.auto_reply && conversation.is_none() {
-        return reject(conn, &raw, "an automatic reply outside any conversation", now_ms);
+        return reject(conn, &raw, &stored, "an automatic reply outside any conversation", now_ms);
     }
     let plan = stitch::plan(&raw, contact, conversation, &now);
     store_message(conn, raw, stored, plan, None, now_ms)
@@ -91,7 +91,7 @@ fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms:
                 mail.participants.contains(&stitch::identity_for(raw.channel_type, &raw.channel_id, &p.address))
             };
             let Some(recipient) = raw.to.iter().chain(&raw.cc).find(outside) else {
-                return reject(conn, &raw, "a mail from our own address to no one outside", now_ms);
+                return reject(conn, &raw, &stored, "a mail from our own address to no one outside", now_ms);
             };
             let channel = ChannelRef { id: raw.channel_id.clone(), kind: raw.channel_type.to_owned() };
             let subject = raw.subject.as_deref();
@@ -186,9 +186,18 @@ fn subject_key_of(raw: &RawInbound) -> Option<&str> {
 }
 
 /// Records the refusal (so a re-fetch is recognised) and says why.
-fn reject(conn: &Connection, raw: &RawInbound, reason: &str, now_ms: i64) -> Result<Outcome, StoreError> {
-    let summary = json!({"from": raw.from, "subject": raw.subject, "provider_message_id": raw.provider_message_id});
-    store::mail::reject(conn, &raw.channel_id, raw.dedup_key.as_deref(), reason, &summary.to_string(), now_ms)?;
+fn reject(
+    conn: &Connection,
+    raw: &RawInbound,
+    stored: &StoredParts,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Outcome, StoreError> {
+    let source = stored.source.as_ref();
+    let summary = json!({"from": raw.from, "subject": raw.subject, "provider_message_id": raw.provider_message_id,
+        "source": source});
+    let key = raw.dedup_key.as_deref();
+    store::mail::reject(conn, &raw.channel_id, key, reason, &summary.to_string(), source, now_ms)?;
     tracing::info!(channel = %raw.channel_id, from = %raw.from.address, reason, "inbound item rejected");
     Ok(Outcome::Rejected { reason: reason.to_owned() })
 }

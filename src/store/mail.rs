@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::StoreError;
+use crate::model::Attachment;
 
 /// Conversations that hold a mail with this Message-ID header on the channel, newest first.
 pub fn conversations_by_header(
@@ -146,12 +147,22 @@ pub fn reject(
     dedup_key: Option<&str>,
     reason: &str,
     summary: &str,
+    source: Option<&Attachment>,
     now: i64,
 ) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO rejected_inbound (channel_id, dedup_key, reason, summary, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![channel_id, dedup_key, reason, summary, now])?;
+    // The refused mail's kept source stays downloadable like a message's, under a message id
+    // that names the refusal: what a heuristic refused can be read, and brought back.
+    if let Some(a) = source {
+        let owner = format!("rejected:{}", conn.last_insert_rowid());
+        conn.prepare_cached(
+            "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![a.id.as_str(), owner, a.filename, a.content_type, a.size as i64, a.sha256])?;
+    }
     Ok(())
 }
 
@@ -159,7 +170,7 @@ pub fn reject(
 pub struct Rejected {
     pub id: u64,
     pub reason: String,
-    /// JSON: from, subject, provider message id.
+    /// JSON: from, subject, provider message id, and the kept source (an attachment) if any.
     pub summary: String,
     pub created_at: i64,
 }

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::StoreError;
-use crate::model::{Attachment, ConversationId, Message, MessageId};
+use crate::model::{ConversationId, Message, MessageId};
 
 /// The message an inbound dedup key already produced on this channel, if any.
 pub fn inbound_by_dedup_key(
@@ -121,12 +121,27 @@ pub fn for_conversation(
     rows.map(|b| Ok(serde_json::from_str(&b?)?)).collect()
 }
 
-/// An attachment's metadata and blob hash.
-pub fn attachment(conn: &Connection, id: &str) -> Result<Option<Attachment>, StoreError> {
-    let row = conn
-        .prepare_cached("SELECT message_id FROM attachments WHERE id = ?1")?
-        .query_row([id], |r| r.get::<_, String>(0))
-        .optional()?;
-    let Some(message_id) = row else { return Ok(None) };
-    Ok(get(conn, &message_id)?.and_then(|m| m.attachments.into_iter().chain(m.source).find(|a| a.id.as_str() == id)))
+/// A stored file that can be downloaded (`GET /v1/attachments/{id}`): an attachment, a
+/// message's kept source, or the kept source of a refused mail.
+pub struct StoredFile {
+    pub id: String,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+pub fn attachment(conn: &Connection, id: &str) -> Result<Option<StoredFile>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT id, filename, content_type, size, sha256 FROM attachments WHERE id = ?1")?
+        .query_row([id], |r| {
+            Ok(StoredFile {
+                id: r.get(0)?,
+                filename: r.get(1)?,
+                content_type: r.get(2)?,
+                size: r.get::<_, i64>(3)? as u64,
+                sha256: r.get(4)?,
+            })
+        })
+        .optional()?)
 }

@@ -702,6 +702,23 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
         (Some("Out of office"), Some("vac2@example.net"))
     );
     assert_eq!(listed["next_after"], Value::Null);
+    // The refused mail itself, byte for byte as the server holds it.
+    let source = &rejected[0]["source"];
+    assert_eq!(
+        (source["filename"].as_str(), source["content_type"].as_str()),
+        (Some("message.eml"), Some("message/rfc822"))
+    );
+    let response = server.http.get(source["url"].as_str().unwrap()).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let inbox = mail.inbox(SUPPORT).await;
+    let held = inbox.into_iter().find(|m| String::from_utf8_lossy(&m.2).contains("<vac2@example.net>")).unwrap();
+    assert_eq!(response.bytes().await.unwrap().to_vec(), held.2);
+    let page = "/v1/channels/support/rejected";
+    server
+        .validate_contract(vec![
+            json!({"path": page.replace("support", "{id}"), "method": "get", "status": "200", "instance": listed}),
+        ])
+        .await;
     let (status, _) = server.get(&format!("/v1/channels/support/rejected?after={}", rejected[0]["id"])).await;
     assert_eq!(status, 200);
     assert_eq!(server.get("/v1/channels/nope/rejected").await.0, 404);
