@@ -559,6 +559,35 @@ async fn attachment_names_in_any_language_download_as_written() {
     server.stop().await;
 }
 
+/// A support address that is a Google Group relays every customer's mail with `Precedence:
+/// list` and the group's List-* headers (osTicket#5791: every such mail counted as automatic).
+/// Our own list says nothing about the sender: the mail opens a conversation and is answered;
+/// a newsletter from someone else's list is still automatic and refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_relayed_by_our_own_google_group_is_a_customers() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let fixture = format!("{}/tests/fixtures/email/google-groups-relay.eml", env!("CARGO_MANIFEST_DIR"));
+    mail.append(SUPPORT, &std::fs::read_to_string(fixture).unwrap()).await;
+    let received = nth_received(&helpdesk, 0).await;
+    assert_eq!(received["from"]["address"], ANN.0);
+    assert_ne!(received["auto_reply"], true, "{received}");
+    let (_, delivered) =
+        send_to_ann(&server, &mail, json!({"conversation_id": received["conversation_id"], "text": "On its way."}))
+            .await;
+    assert!(String::from_utf8_lossy(&delivered).contains("On its way."));
+
+    let newsletter = "List-Id: <news.shop.example>\nList-Post: <mailto:news@shop.example>\nPrecedence: list\n";
+    mail.append(SUPPORT, &mail_text("news@shop.example", "Deals", "deals@shop.example", newsletter, "Buy!")).await;
+    let (_, listed) = loop_until(|| async {
+        let listed = server.get("/v1/channels/support/rejected").await;
+        (listed.1["rejected"].as_array().is_some_and(|r| !r.is_empty())).then_some(listed)
+    })
+    .await;
+    assert_eq!(listed["rejected"][0]["reason"], "an automatic reply outside any conversation", "{listed}");
+    server.stop().await;
+}
+
 /// AUTH LOGIN, for servers that offer no PLAIN (older Exchange and appliances do so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_auth_login_when_the_server_offers_nothing_else() {

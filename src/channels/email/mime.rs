@@ -171,7 +171,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         attachments.push(source_attachment(bytes, &key));
     }
     let delivery_report = report::delivery_report(&message);
-    let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message);
+    let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message, |a| channel.owns(a));
     let message_id = message.message_id().map(str::to_owned);
     let in_reply_to = id_list(message.in_reply_to());
     let references = id_list(message.references());

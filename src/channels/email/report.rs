@@ -38,13 +38,15 @@ const AUTO_SUBJECTS: &[&str] = &[
     "autosvar",
 ];
 
-/// RFC 3834 and the common vendor headers.
-pub fn is_auto_reply(message: &Message<'_>) -> bool {
+/// RFC 3834 and the common vendor headers. `ours` says whether an address is one of the
+/// channel's: a list that is our own address relayed the mail (see `relayed_by_our_list`).
+pub fn is_auto_reply(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool {
     if header_text(message, "Auto-Submitted").is_some_and(|v| !v.to_ascii_lowercase().starts_with("no")) {
         return true;
     }
     if header_text(message, "Precedence")
         .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "bulk" | "junk" | "list"))
+        && !relayed_by_our_list(message, ours)
     {
         return true;
     }
@@ -55,6 +57,22 @@ pub fn is_auto_reply(message: &Message<'_>) -> bool {
         return true;
     }
     is_auto_subject(message.subject().unwrap_or(""))
+}
+
+/// Whether the mailing list that relayed the mail is our own address: a support address that
+/// is a Google Group (or a Mailman list) delivers every customer's mail with `Precedence: list`
+/// and the list's headers, which then say nothing about the sender. Known by `List-Post`
+/// (`<mailto:support@example.com>`) or `List-Id` (`<support.example.com>`, RFC 2919).
+fn relayed_by_our_list(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool {
+    let posts_to_us = header_text(message, "List-Post").is_some_and(|v| {
+        v.split(',').filter_map(|item| item.trim().trim_matches(['<', '>']).strip_prefix("mailto:")).any(|a| ours(a))
+    });
+    let list_id = header_text(message, "List-Id")
+        .map(|v| v.rsplit_once('<').map_or(v, |(_, id)| id.trim_end_matches('>')).trim().to_ascii_lowercase());
+    // RFC 2919's list-id is "label.domain"; Google Groups and Mailman make it local.domain.
+    let named_after_us =
+        list_id.is_some_and(|id| id.split_once('.').is_some_and(|(label, domain)| ours(&format!("{label}@{domain}"))));
+    posts_to_us || named_after_us
 }
 
 /// Whether a subject starts with an auto-reply phrase followed by a colon or nothing.
