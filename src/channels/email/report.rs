@@ -65,7 +65,7 @@ pub fn is_auto_reply(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool
 /// (`<mailto:support@example.com>`) or `List-Id` (`<support.example.com>`, RFC 2919).
 fn relayed_by_our_list(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool {
     let posts_to_us = header_text(message, "List-Post").is_some_and(|v| {
-        v.split(',').filter_map(|item| item.trim().trim_matches(['<', '>']).strip_prefix("mailto:")).any(|a| ours(a))
+        v.split(',').filter_map(|item| item.trim().trim_matches(['<', '>']).strip_prefix("mailto:")).any(&ours)
     });
     let list_id = header_text(message, "List-Id")
         .map(|v| v.rsplit_once('<').map_or(v, |(_, id)| id.trim_end_matches('>')).trim().to_ascii_lowercase());
