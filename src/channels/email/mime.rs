@@ -38,6 +38,15 @@ fn parties(address: Option<&Address<'_>>) -> Vec<Party> {
         .unwrap_or_default()
 }
 
+/// `X-Original-From`: Google Groups' copy of the sender's From when it rewrote From to the
+/// group's own address. mail-parser reads unknown headers raw; the value is read as a From.
+fn original_from(message: &mail_parser::Message<'_>) -> Option<Party> {
+    let raw = message.header_raw("X-Original-From")?;
+    let header = format!("From:{raw}\r\n\r\n");
+    let parsed = MessageParser::default().parse_headers(header.as_bytes())?;
+    parties(parsed.from()).into_iter().next()
+}
+
 fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
     match value {
         HeaderValue::Text(t) => vec![t.to_string()],
@@ -114,8 +123,20 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, key);
     };
+    let ours = |address: &str| channel.owns(address);
     let from =
         parties(message.from()).into_iter().next().unwrap_or(Party { address: "unknown@invalid".into(), name: None });
+    // Our own list (a Google Group as support address) rewrote a DMARC-protected sender's From
+    // to itself ("'Bob' via Support <support@…>"), kept the sender in X-Original-From, and may
+    // set Reply-To to the group: the mail is the sender's, not ours.
+    let from = match original_from(&message) {
+        Some(original)
+            if ours(&from.address) && !ours(&original.address) && report::relayed_by_our_list(&message, ours) =>
+        {
+            original
+        }
+        _ => from,
+    };
     let to = parties(message.to());
     let cc = parties(message.cc());
     // A Reply-To naming someone else than From (not us: our own mail carries our reply token)
@@ -171,7 +192,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         attachments.push(source_attachment(bytes, &key));
     }
     let delivery_report = report::delivery_report(&message);
-    let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message, |a| channel.owns(a));
+    let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message, ours);
     let message_id = message.message_id().map(str::to_owned);
     let in_reply_to = id_list(message.in_reply_to());
     let references = id_list(message.references());

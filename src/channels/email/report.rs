@@ -63,7 +63,7 @@ pub fn is_auto_reply(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool
 /// is a Google Group (or a Mailman list) delivers every customer's mail with `Precedence: list`
 /// and the list's headers, which then say nothing about the sender. Known by `List-Post`
 /// (`<mailto:support@example.com>`) or `List-Id` (`<support.example.com>`, RFC 2919).
-fn relayed_by_our_list(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool {
+pub(super) fn relayed_by_our_list(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool {
     let posts_to_us = header_text(message, "List-Post").is_some_and(|v| {
         v.split(',').filter_map(|item| item.trim().trim_matches(['<', '>']).strip_prefix("mailto:")).any(&ours)
     });
