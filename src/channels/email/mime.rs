@@ -10,7 +10,11 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders};
+use mail_parser::decoders::base64::base64_decode;
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::decoders::html::{html_to_text, text_to_html};
+use mail_parser::decoders::quoted_printable::quoted_printable_decode;
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::config::EmailChannelConfig;
 use super::reply::reply_text;
@@ -40,7 +44,7 @@ fn parties(address: Option<&Address<'_>>) -> Vec<Party> {
 
 /// `X-Original-From`: Google Groups' copy of the sender's From when it rewrote From to the
 /// group's own address. mail-parser reads unknown headers raw; the value is read as a From.
-fn original_from(message: &mail_parser::Message<'_>) -> Option<Party> {
+fn original_from(message: &Message<'_>) -> Option<Party> {
     let raw = message.header_raw("X-Original-From")?;
     let header = format!("From:{raw}\r\n\r\n");
     let parsed = MessageParser::default().parse_headers(header.as_bytes())?;
@@ -153,8 +157,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
     // Mail between two HTML documents, and what follows the first photo is the customer's too.
-    let text = joined_text((0..message.text_body_count()).filter_map(|n| message.body_text(n)));
-    let html = joined_html((0..message.html_body_count()).filter_map(|n| message.body_html(n)).collect());
+    let text = joined_text(message.text_bodies().filter_map(|part| body_text(&message, part)));
+    let html = joined_html(message.html_bodies().filter_map(|part| body_html(&message, part)).collect());
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().map(reply_text);
 
@@ -248,7 +252,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
 
 /// A mail forwarded as an attachment (message/rfc822) rarely has a file name: it is named after
 /// its subject, as mail clients show it, so the helpdesk has more to show than a bare type.
-fn forwarded_mail_name(part: &mail_parser::MessagePart<'_>) -> Option<String> {
+fn forwarded_mail_name(part: &MessagePart<'_>) -> Option<String> {
     let forwarded = part.message()?;
     let subject: String = forwarded
         .subject()
@@ -259,6 +263,56 @@ fn forwarded_mail_name(part: &mail_parser::MessagePart<'_>) -> Option<String> {
         .collect();
     let subject = subject.trim();
     Some(if subject.is_empty() { "forwarded.eml".to_owned() } else { format!("{subject}.eml") })
+}
+
+/// A body part as text: HTML converted (an HTML-only mail's text). Like mail-parser's
+/// `body_text`, with `relabelled` charsets.
+fn body_text<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>) -> Option<Cow<'a, str>> {
+    match &part.body {
+        PartType::Text(text) => Some(relabelled(message, part).map_or(Cow::Borrowed(text.as_ref()), Cow::Owned)),
+        PartType::Html(html) => {
+            Some(Cow::Owned(html_to_text(&relabelled(message, part).unwrap_or_else(|| html.to_string()))))
+        }
+        _ => None,
+    }
+}
+
+/// A body part as HTML: text converted (a text-only mail's HTML), as mail-parser's `body_html`.
+fn body_html<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>) -> Option<Cow<'a, str>> {
+    match &part.body {
+        PartType::Html(html) => Some(relabelled(message, part).map_or(Cow::Borrowed(html.as_ref()), Cow::Owned)),
+        PartType::Text(text) => {
+            Some(Cow::Owned(text_to_html(&relabelled(message, part).unwrap_or_else(|| text.to_string()))))
+        }
+        _ => None,
+    }
+}
+
+/// The text of a part labelled US-ASCII, or not labelled (which means US-ASCII), that has 8-bit
+/// bytes all the same: they are in some other charset its sender did not name. UTF-8 when they
+/// are valid UTF-8 (web forms and scripts), else Windows-1252 — where mail-parser reads the
+/// first as Windows-1252 ("ZamÃ³wienie") and the second as UTF-8 with U+FFFD ("Caf�").
+/// `None`: nothing to fix, mail-parser's text stands.
+fn relabelled(message: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
+    let charset = part.content_type().and_then(|c| c.attribute("charset")).map(str::to_ascii_lowercase);
+    if !charset.as_deref().is_none_or(|c| matches!(c, "us-ascii" | "ascii" | "us_ascii" | "ansi_x3.4-1968")) {
+        return None;
+    }
+    let raw = message.raw_message().get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
+    let encoding = part.content_transfer_encoding().map(str::to_ascii_lowercase);
+    let bytes = match encoding.as_deref() {
+        Some("base64") => base64_decode(raw)?,
+        Some("quoted-printable") => quoted_printable_decode(raw)?,
+        _ if raw.is_ascii() => return None,
+        _ => raw.to_vec(),
+    };
+    if bytes.is_ascii() {
+        return None;
+    }
+    Some(String::from_utf8(bytes).unwrap_or_else(|e| {
+        let windows_1252 = charset_decoder(b"windows-1252").expect("mail-parser knows Windows-1252");
+        windows_1252(e.as_bytes())
+    }))
 }
 
 /// Text parts shown one after another, as one text (`None` when there is no text in them).
