@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
 # first: Dovecot (IMAP + LMTP), Postfix (a real MTA's DSNs and bounces) and openssl (test
-# certificates) from Debian for the email channel's real mail servers; lintian and debootstrap
+# certificates) from Debian for the email channel's real mail servers, tnef (Debian's winmail.dat
+# decoder, a second reader for ours); lintian and debootstrap
 # for the package test (which builds a throwaway Debian root from the apt mirror), and
 # cargo-deb from crates.io; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator), werkzeug (an
@@ -23,6 +24,7 @@ command -v readelf >/dev/null || need_apt+=(binutils)
 command -v lintian >/dev/null || need_apt+=(lintian)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v postfix >/dev/null || need_apt+=(postfix)
+command -v tnef >/dev/null || need_apt+=(tnef)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2
@@ -65,5 +67,18 @@ for module in "${!wanted[@]}"; do
   "$python" -c "import $module" || { echo "cannot import $module after installing it" >&2; exit 1; }
 done
 export SB_TEST_PYTHON="$python"
+
+# Outlook winmail.dat (TNEF) samples: the test data in tnefparse's source distribution on PyPI,
+# written by Outlook and Exchange. The email tests unwrap them and check the files against
+# Debian's tnef.
+tnef_samples=target/test-data/tnefparse-1.4.0/tests/examples
+if [ ! -d "$tnef_samples" ]; then
+  echo "downloading TNEF samples (tnefparse 1.4.0 sdist) from PyPI" >&2
+  mkdir -p target/test-data
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    tnefparse==1.4.0 -d target/test-data
+  tar -xzf target/test-data/tnefparse-1.4.0.tar.gz -C target/test-data
+fi
+export SB_TNEF_SAMPLES="$PWD/$tnef_samples"
 
 cargo test --locked "$@"

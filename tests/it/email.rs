@@ -588,6 +588,102 @@ async fn mail_relayed_by_our_own_google_group_is_a_customers() {
     server.stop().await;
 }
 
+/// Outlook sending "Rich Text" through Exchange wraps every attachment into one winmail.dat
+/// (application/ms-tnef) that no helpdesk can open (zammad#2403). The files come out of it as
+/// attachments — names, types and bytes as Debian's `tnef` reads the same streams — for real
+/// Outlook-written samples (tnefparse's test data, fetched by tests/run.sh), including long and
+/// non-ASCII names and data held in MAPI properties.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
+    use base64::Engine;
+    use sha2::Digest;
+    let samples = std::env::var("SB_TNEF_SAMPLES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| panic!("SB_TNEF_SAMPLES is not set: tests/run.sh downloads the TNEF samples"));
+    let names = [
+        "two-files",
+        "umlaut",
+        "MAPI_ATTACH_DATA_OBJ",
+        "missing-filenames",
+        "unicode-mapi-attr-name",
+        "multi-value-attribute",
+        "long-filename",
+        "data-before-name",
+    ];
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let sha256 = |bytes: &[u8]| sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut expected = Vec::new();
+    for (n, name) in names.iter().enumerate() {
+        let stream = std::fs::read(samples.join(format!("{name}.tnef")))
+            .unwrap_or_else(|e| panic!("{name}.tnef in {}: {e} (tests/run.sh downloads it)", samples.display()));
+        // What Debian's tnef writes out of it (empty files aside: there is nothing in them).
+        let out = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("tnef")
+            .args(["--overwrite", "-C"])
+            .arg(out.path())
+            .arg(samples.join(format!("{name}.tnef")))
+            .status()
+            .expect("Debian's tnef (tests/run.sh installs it)");
+        assert!(status.success(), "tnef failed on {name}");
+        let mut files: Vec<(String, String)> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| std::fs::metadata(p).unwrap().len() > 0)
+            .map(|p| {
+                // tnef writes 8-bit names as Outlook stored them (Windows-1252).
+                let raw = std::os::unix::ffi::OsStrExt::as_bytes(p.file_name().unwrap()).to_vec();
+                let name =
+                    String::from_utf8(raw.clone()).unwrap_or_else(|_| raw.iter().map(|b| char::from(*b)).collect());
+                (name, sha256(&std::fs::read(&p).unwrap()))
+            })
+            .collect();
+        files.sort();
+        expected.push(files);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&stream);
+        let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let text = format!(
+            "From: Ann <{}>\nTo: {}\nSubject: Unterlagen {n}\nMessage-ID: <tnef-{n}@example.org>\nMIME-Version: 1.0\n\
+             Content-Type: multipart/mixed; boundary=\"T\"\n\n--T\nContent-Type: text/plain; charset=utf-8\n\n\
+             Anbei die Unterlagen.\n--T\nContent-Type: application/ms-tnef; name=\"winmail.dat\"\n\
+             Content-Disposition: attachment; filename=\"winmail.dat\"\nContent-Transfer-Encoding: base64\n\n{}\n--T--\n",
+            ANN.0,
+            SUPPORT.0,
+            lines.join("\n")
+        );
+        mail.append(SUPPORT, &text).await;
+    }
+    for n in 0..names.len() {
+        nth_received(&helpdesk, n).await;
+    }
+    for message in helpdesk.events_of("message.received").iter().map(|e| &e["data"]) {
+        let n: usize = message["subject"].as_str().unwrap().trim_start_matches("Unterlagen ").parse().unwrap();
+        let mut got: Vec<(String, String)> = message["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["filename"].as_str().unwrap_or_default().to_owned(), a["sha256"].as_str().unwrap().to_owned()))
+            .collect();
+        got.sort();
+        assert_eq!(got, expected[n], "{}: {message}", names[n]);
+    }
+    // The served bytes are the file's, and the type comes from Outlook where it named one.
+    let umlaut =
+        helpdesk.events_of("message.received").into_iter().find(|e| e["data"]["subject"] == "Unterlagen 1").unwrap();
+    let jpeg = umlaut["data"]["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["filename"] == "image003.jpg")
+        .unwrap()
+        .clone();
+    assert_eq!(jpeg["content_type"], "image/jpeg");
+    let served =
+        server.http.get(jpeg["url"].as_str().unwrap()).bearer_auth(TOKEN).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(sha256(&served), jpeg["sha256"].as_str().unwrap());
+    server.stop().await;
+}
+
 /// AUTH LOGIN, for servers that offer no PLAIN (older Exchange and appliances do so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_auth_login_when_the_server_offers_nothing_else() {

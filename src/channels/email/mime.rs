@@ -19,6 +19,7 @@ use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, Mim
 use super::config::EmailChannelConfig;
 use super::reply::reply_text;
 use super::report;
+use super::tnef;
 use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
 use crate::stitch::email::{body_token, normalize_subject, reply_token, MailThreading};
@@ -172,23 +173,36 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
             .unwrap_or_else(|| "application/octet-stream".into())
             .to_lowercase();
         let contents = part.contents();
-        if contents.len() > max {
-            skipped.push(SkippedAttachment {
-                filename,
-                content_type: Some(content_type),
-                size: Some(contents.len() as u64),
-                reason: format!("larger than the channel's limit of {max} bytes"),
-            });
-            continue;
-        }
         let content_id = part.content_id().map(|c| c.trim_matches(['<', '>']).to_owned());
-        attachments.push(RawAttachment {
-            sha256: None,
-            filename,
-            content_id,
-            content_type,
-            bytes: bytes::Bytes::copy_from_slice(contents),
-        });
+        // Outlook's winmail.dat: the files in it instead, when there are any (the mail's source
+        // keeps the stream itself).
+        let unwrapped = tnef::is_tnef(&content_type, filename.as_deref()).then(|| tnef::files(contents)).flatten();
+        let files = match unwrapped.filter(|files| !files.is_empty()) {
+            Some(files) => files
+                .into_iter()
+                .map(|f| {
+                    let content_type = f.content_type.unwrap_or_else(|| "application/octet-stream".into());
+                    (f.filename, content_type, None, Cow::Owned(f.bytes))
+                })
+                .collect(),
+            None => vec![(filename, content_type, content_id, Cow::Borrowed(contents))],
+        };
+        for (filename, content_type, content_id, contents) in files {
+            if contents.len() > max {
+                skipped.push(SkippedAttachment {
+                    filename,
+                    content_type: Some(content_type),
+                    size: Some(contents.len() as u64),
+                    reason: format!("larger than the channel's limit of {max} bytes"),
+                });
+                continue;
+            }
+            let bytes = match contents {
+                Cow::Borrowed(contents) => bytes::Bytes::copy_from_slice(contents),
+                Cow::Owned(contents) => bytes::Bytes::from(contents),
+            };
+            attachments.push(RawAttachment { sha256: None, filename, content_id, content_type, bytes });
+        }
     }
 
     if text.is_none() && html.is_none() && attachments.is_empty() {

@@ -1,7 +1,8 @@
 //! The `email` channel: IMAP IDLE in, SMTP out, RFC 5322 threading.
 //!
 //! `inbound.rs` keeps one IMAP session per folder and hands each new mail, translated by
-//! `mime.rs` (with `reply.rs` for the new part of a reply), to the pipeline; `outbound.rs` sends
+//! `mime.rs` (with `reply.rs` for the new part of a reply and `tnef.rs` for Outlook's
+//! `winmail.dat`), to the pipeline; `outbound.rs` sends
 //! through SMTP with Message-IDs that encode the conversation. Threading decisions are in
 //! `stitch::email`.
 
@@ -17,3 +18,4 @@ mod smtp;
 #[cfg(test)]
 mod tests;
 mod tls;
+pub mod tnef;
