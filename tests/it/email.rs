@@ -523,15 +523,15 @@ async fn malformed_mime_keeps_what_parsed_and_the_exact_source() {
 }
 
 /// A Polish customer forwards an invoice and the courier's mail (as an attachment) from
-/// Outlook: the downloads carry their names as he sees them — UTF-8 in RFC 6266's `filename*`,
-/// as Werkzeug (Flask's HTTP library) reads them back, with an ASCII stand-in — and the forwarded mail is
-/// named after its subject. (A raw UTF-8 name reached most clients as Latin-1 mojibake.)
+/// Outlook: the downloads carry their names as he sees them — UTF-8 in RFC 6266's
+/// `filename*`, as Werkzeug (Flask's HTTP library) reads them back, with an ASCII stand-in —
+/// and the forwarded mail is named after its subject. (A raw UTF-8 name reached most clients
+/// as Latin-1 mojibake.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attachment_names_in_any_language_download_as_written() {
     let mail = MailServers::start().await;
     let (helpdesk, server) = with_helpdesk(&mail).await;
-    let fixture = format!("{}/tests/fixtures/email/outlook-forward-as-attachment-pl.eml", env!("CARGO_MANIFEST_DIR"));
-    mail.append(SUPPORT, &std::fs::read_to_string(fixture).unwrap()).await;
+    append_fixture(&mail, "outlook-forward-as-attachment-pl").await;
     let received = nth_received(&helpdesk, 0).await;
     let attachments = received["attachments"].as_array().unwrap();
     let names: Vec<&str> = attachments.iter().map(|a| a["filename"].as_str().unwrap()).collect();
@@ -567,8 +567,7 @@ async fn attachment_names_in_any_language_download_as_written() {
 async fn mail_relayed_by_our_own_google_group_is_a_customers() {
     let mail = MailServers::start().await;
     let (helpdesk, server) = with_helpdesk(&mail).await;
-    let fixture = format!("{}/tests/fixtures/email/google-groups-relay.eml", env!("CARGO_MANIFEST_DIR"));
-    mail.append(SUPPORT, &std::fs::read_to_string(fixture).unwrap()).await;
+    append_fixture(&mail, "google-groups-relay").await;
     let received = nth_received(&helpdesk, 0).await;
     assert_eq!(received["from"]["address"], ANN.0);
     assert_ne!(received["auto_reply"], true, "{received}");
@@ -717,6 +716,12 @@ async fn count(server: &TestServer) -> usize {
 
 fn mail_text(from: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
     mail(from, SUPPORT.0, subject, message_id, headers, body)
+}
+
+/// Appends `tests/fixtures/email/{name}.eml` to the support mailbox.
+async fn append_fixture(mail: &MailServers, name: &str) {
+    let path = format!("{}/tests/fixtures/email/{name}.eml", env!("CARGO_MANIFEST_DIR"));
+    mail.append(SUPPORT, &std::fs::read_to_string(path).unwrap()).await;
 }
 
 /// Polls `f` until it yields a value (15 s at most).

@@ -158,8 +158,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
     // Mail between two HTML documents, and what follows the first photo is the customer's too.
-    let text = joined_text(message.text_bodies().filter_map(|part| body_text(&message, part)));
-    let html = joined_html(message.html_bodies().filter_map(|part| body_html(&message, part)).collect());
+    let text = joined_text(message.text_bodies().filter_map(|part| body(&message, part, false)));
+    let html = joined_html(message.html_bodies().filter_map(|part| body(&message, part, true)).collect());
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().map(reply_text);
 
@@ -279,27 +279,21 @@ fn forwarded_mail_name(part: &MessagePart<'_>) -> Option<String> {
     Some(if subject.is_empty() { "forwarded.eml".to_owned() } else { format!("{subject}.eml") })
 }
 
-/// A body part as text: HTML converted (an HTML-only mail's text). Like mail-parser's
-/// `body_text`, with `relabelled` charsets.
-fn body_text<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>) -> Option<Cow<'a, str>> {
-    match &part.body {
-        PartType::Text(text) => Some(relabelled(message, part).map_or(Cow::Borrowed(text.as_ref()), Cow::Owned)),
-        PartType::Html(html) => {
-            Some(Cow::Owned(html_to_text(&relabelled(message, part).unwrap_or_else(|| html.to_string()))))
-        }
-        _ => None,
-    }
-}
-
-/// A body part as HTML: text converted (a text-only mail's HTML), as mail-parser's `body_html`.
-fn body_html<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>) -> Option<Cow<'a, str>> {
-    match &part.body {
-        PartType::Html(html) => Some(relabelled(message, part).map_or(Cow::Borrowed(html.as_ref()), Cow::Owned)),
-        PartType::Text(text) => {
-            Some(Cow::Owned(text_to_html(&relabelled(message, part).unwrap_or_else(|| text.to_string()))))
-        }
-        _ => None,
-    }
+/// A body part as text (HTML converted: an HTML-only mail's text) or as HTML (text converted:
+/// a text-only mail's HTML), like mail-parser's `body_text` and `body_html`, with `relabelled`
+/// charsets.
+fn body<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>, as_html: bool) -> Option<Cow<'a, str>> {
+    let (content, is_html) = match &part.body {
+        PartType::Text(text) => (text.as_ref(), false),
+        PartType::Html(html) => (html.as_ref(), true),
+        _ => return None,
+    };
+    let content = relabelled(message, part).map_or(Cow::Borrowed(content), Cow::Owned);
+    Some(match (is_html, as_html) {
+        (true, false) => Cow::Owned(html_to_text(&content)),
+        (false, true) => Cow::Owned(text_to_html(&content)),
+        _ => content,
+    })
 }
 
 /// The text of a part labelled US-ASCII, or not labelled (which means US-ASCII), that has 8-bit
