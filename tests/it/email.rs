@@ -1522,6 +1522,38 @@ async fn with_body_token_a_reply_quoting_us_finds_its_conversation_when_our_mess
     server.stop().await;
 }
 
+/// A helpdesk editor sends HTML alone: the mail also carries it as text (multipart/alternative),
+/// for text-only mail clients and because spam filters score HTML-only mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_html_only_reply_also_goes_out_as_text() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let html = "<p>Your parcel <b>left</b> today.</p><p>Tracking: 123&nbsp;456</p>";
+    let body = json!({"channel": "support", "to": ANN.0, "subject": "Parcel", "html": html});
+    let (queued, delivered) = send_to_ann(&server, &mail, body).await;
+    let parsed = mail_parser::MessageParser::default().parse(&delivered).unwrap();
+    let kinds: Vec<String> = parsed
+        .parts
+        .iter()
+        .filter_map(|p| mail_parser::MimeHeaders::content_type(p))
+        .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["multipart/mixed", "multipart/alternative", "text/plain", "text/html"],
+        "{}",
+        String::from_utf8_lossy(&delivered)
+    );
+    let text = match &parsed.parts[2].body {
+        mail_parser::PartType::Text(text) => text.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert!(text.contains("Your parcel left today.") && text.contains("Tracking: 123"), "{text}");
+    let (_, stored) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(stored["text"], Value::Null, "the message stays as the helpdesk sent it");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     let mail = MailServers::start().await;

@@ -18,6 +18,7 @@ use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::Address;
+use mail_parser::decoders::html::html_to_text;
 
 use super::config::{EmailChannelConfig, ImapConfig, TlsMode};
 use super::inbound::ImapSession;
@@ -163,6 +164,11 @@ impl SmtpOutbound {
             builder = builder.references(references);
         }
         let (mut text, mut html) = (m.text.clone(), m.html.clone());
+        // HTML alone is what spam filters score (SpamAssassin's MIME_HTML_ONLY) and what text
+        // mail clients cannot show: the text alternative is made from it.
+        if text.is_none() {
+            text = html.as_deref().map(html_to_text).map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        }
         if self.body_token {
             let marker = body_marker(m.conversation_id.as_str());
             if text.is_some() || html.is_none() {
