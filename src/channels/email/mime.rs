@@ -289,11 +289,60 @@ fn body<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>, as_html: bool) 
         _ => return None,
     };
     let content = relabelled(message, part).map_or(Cow::Borrowed(content), Cow::Owned);
+    let content_type = part.content_type();
+    let flowed = content_type.and_then(|c| c.attribute("format")).is_some_and(|f| f.eq_ignore_ascii_case("flowed"));
+    let content = if flowed && !is_html {
+        let delsp = content_type.and_then(|c| c.attribute("delsp")).is_some_and(|d| d.eq_ignore_ascii_case("yes"));
+        Cow::Owned(unflowed(&content, delsp))
+    } else {
+        content
+    };
     Some(match (is_html, as_html) {
         (true, false) => Cow::Owned(html_to_text(&content)),
         (false, true) => Cow::Owned(text_to_html(&content)),
         _ => content,
     })
+}
+
+/// `format=flowed` text (RFC 3676; Thunderbird's and Apple Mail's plain text) as its writer's
+/// paragraphs: a line ending in a space goes on in the next line of the same quote depth (the
+/// space dropped with `DelSp=yes`), a space-stuffed line loses its stuffing, and `-- ` stays the
+/// signature line. Read as it comes, the text is cut into 72-character lines.
+fn unflowed(text: &str, delsp: bool) -> String {
+    // Line breaks as they came (mail-parser keeps CRLF).
+    let eol = if text.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(text.len());
+    // The quote depth of the paragraph being joined, while its last line flowed on.
+    let mut open: Option<usize> = None;
+    let lines: Vec<&str> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).collect();
+    // A final line break leaves an empty last piece that is no line.
+    let lines = if text.ends_with('\n') { &lines[..lines.len() - 1] } else { &lines[..] };
+    for line in lines {
+        let depth = line.bytes().take_while(|b| *b == b'>').count();
+        let content = &line[depth..];
+        let content = content.strip_prefix(' ').unwrap_or(content);
+        let flows = content.ends_with(' ') && content != "-- ";
+        let content = if flows && delsp { &content[..content.len() - 1] } else { content };
+        if open.is_some_and(|d| d != depth) {
+            out.push_str(eol);
+        }
+        if open != Some(depth) && depth > 0 {
+            out.push_str(&">".repeat(depth));
+            out.push(' ');
+        }
+        out.push_str(content);
+        open = flows.then_some(depth);
+        if !flows {
+            out.push_str(eol);
+        }
+    }
+    if open.is_some() && text.ends_with('\n') {
+        out.push_str(eol);
+    }
+    if !text.ends_with('\n') && open.is_none() {
+        out.truncate(out.len() - eol.len());
+    }
+    out
 }
 
 /// The text of a part labelled US-ASCII, or not labelled (which means US-ASCII), that has 8-bit
@@ -389,6 +438,19 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flowed_text_comes_back_as_paragraphs() {
+        let flowed = "Hello, the lid of the box I \r\nordered arrived \r\ncracked.\r\n\r\n>> Old quote that \r\n>> flowed.\r\n> Our answer \r\n> also.\r\n From the stuffed line.\r\n-- \r\nAnn\r\n";
+        assert_eq!(
+            unflowed(flowed, false),
+            "Hello, the lid of the box I ordered arrived cracked.\r\n\r\n>> Old quote that flowed.\r\n> Our answer also.\r\nFrom the stuffed line.\r\n-- \r\nAnn\r\n"
+        );
+        assert_eq!(unflowed("a \nb\n", false), "a b\n");
+        assert_eq!(unflowed("Zażółć \r\ngęślą\r\n", true), "Zażółćgęślą\r\n", "DelSp drops the space");
+        assert_eq!(unflowed("no final break", false), "no final break");
+        assert_eq!(unflowed("ends flowing ", false), "ends flowing ");
+    }
 
     #[test]
     fn html_parts_join_into_one_body_whatever_their_markup() {
