@@ -47,6 +47,10 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Also log in to each mail channel's IMAP and SMTP servers (folders opened read-only,
+        /// nothing sent; OAuth2 logins not tried) and exit 1 if one fails.
+        #[arg(long)]
+        connect: bool,
     },
     /// Copy the state directory into DEST (new or empty) while the service runs: a consistent
     /// snapshot of the database plus the attachment blobs, checked before it is reported done.
@@ -138,7 +142,7 @@ fn main() -> ExitCode {
             println!("switchboard {}", version());
             ExitCode::SUCCESS
         }
-        Command::Check { config } => {
+        Command::Check { config, connect } => {
             let path = config_path(config);
             match load(&path) {
                 Ok(c) => {
@@ -149,7 +153,17 @@ fn main() -> ExitCode {
                         c.webhooks.len(),
                         c.tokens.len()
                     );
-                    ExitCode::SUCCESS
+                    if !connect {
+                        return ExitCode::SUCCESS;
+                    }
+                    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                    let (lines, all_ok) = runtime.block_on(switchboard::channels::email::probe::report(&c.channels));
+                    lines.iter().for_each(|line| println!("{line}"));
+                    if all_ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
                 }
                 Err(code) => code,
             }

@@ -683,6 +683,62 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
     server.stop().await;
 }
 
+/// `switchboard check --connect`: a sysadmin tries the mail logins before starting the
+/// service. With the right settings every check is ok — folders opened read-only (EXAMINE),
+/// SMTP logged in and ended with QUIT, nothing sent or changed. A wrong SMTP password and a
+/// misspelt folder are each named on their own line, and the exit status is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_tries_every_login_and_folder_and_names_what_fails() {
+    let mail = MailServers::start().await;
+    {
+        let mut session = mail.login(SUPPORT).await;
+        session.create("Sent").await.unwrap();
+        session.create("Archive").await.unwrap();
+        session.logout().await.unwrap();
+    }
+    mail.append(SUPPORT, &mail_text(ANN.0, "Waiting", "waiting@example.org", "", "Still here")).await;
+    let check = |channel: String| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchboard.toml");
+        std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", &channel)).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["check", "--connect", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap(), text)
+    };
+    let imap = "sent_folder = \"Sent\"\nafter_import = \"move:Archive\"";
+    let (code, out) = check(mail.channel_with_imap("support", imap));
+    assert_eq!(code, 0, "{out}");
+    for line in [
+        format!("support: imap 127.0.0.1:{}: ok, logged in as support@example.com", mail.imap_port),
+        "support: imap folder \"INBOX\": ok, 1 mail(s)".to_owned(),
+        "support: imap sent_folder \"Sent\": ok, 0 mail(s)".to_owned(),
+        "support: imap after_import \"Archive\": ok, 0 mail(s)".to_owned(),
+        format!("support: smtp 127.0.0.1:{}: ok, logged in as support@example.com; no DSN", mail.smtp_port),
+    ] {
+        assert!(out.contains(&line), "no {line:?} in:\n{out}");
+    }
+    let session = mail.client_sessions().concat();
+    assert!(session.contains(" EXAMINE \"INBOX\"") && !session.contains(" SELECT "), "{session}");
+    assert!(session.contains(" LOGOUT"), "{session}");
+    assert!(mail.smtp_log().contains("AUTH PLAIN ok support@example.com"), "{}", mail.smtp_log());
+    assert_eq!(mail.inbox(SUPPORT).await[0].1.iter().filter(|f| f.contains("Seen")).count(), 0, "nothing marked read");
+
+    let broken = mail
+        .channel_with_imap("support", "folders = [\"INBOX\", \"Suport\"]")
+        .replacen(&format!("password = \"{}\"\n", SUPPORT.1), "password = \"wrong\"\n", 2)
+        .replacen("password = \"wrong\"\n", &format!("password = \"{}\"\n", SUPPORT.1), 1);
+    let (code, out) = check(broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("support: imap folder \"Suport\": FAILED, cannot be opened"), "{out}");
+    assert!(out.contains("support: imap folder \"INBOX\": ok"), "{out}");
+    let smtp_line = out.lines().find(|l| l.starts_with("support: smtp ")).unwrap_or_default();
+    assert!(smtp_line.contains(": FAILED, ") && smtp_line.contains("535"), "{out}");
+}
+
 /// AUTH LOGIN, for servers that offer no PLAIN (older Exchange and appliances do so).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_auth_login_when_the_server_offers_nothing_else() {

@@ -12,6 +12,7 @@ pub mod mime;
 mod mutf7;
 pub mod oauth2;
 pub mod outbound;
+pub mod probe;
 pub mod reply;
 pub mod report;
 mod smtp;

@@ -20,7 +20,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::Address;
 use mail_parser::decoders::html::html_to_text;
 
-use super::config::{EmailChannelConfig, ImapConfig, TlsMode};
+use super::config::{EmailChannelConfig, ImapConfig, SmtpConfig, TlsMode};
 use super::inbound::ImapSession;
 use super::oauth2::TokenSource;
 use super::smtp::{self, Envelope, Pool, Session};
@@ -51,6 +51,16 @@ fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsPa
     builder.build_rustls().map_err(|e| e.to_string())
 }
 
+/// Where SMTP sessions connect, and how they secure the connection.
+pub(super) fn server(smtp: &SmtpConfig) -> Result<smtp::Server, String> {
+    let tls = match smtp.tls {
+        TlsMode::None => Tls::None,
+        TlsMode::Implicit => Tls::Wrapper(tls_parameters(&smtp.host, smtp.ca_file.as_deref())?),
+        TlsMode::Starttls => Tls::Required(tls_parameters(&smtp.host, smtp.ca_file.as_deref())?),
+    };
+    Ok(smtp::Server { host: smtp.host.clone(), port: smtp.port, timeout: smtp.timeout.0, tls })
+}
+
 /// Where sessions connect and how they log in.
 struct Transport {
     server: smtp::Server,
@@ -63,20 +73,15 @@ impl SmtpOutbound {
     /// `None` when the channel has no `[channels.smtp]`.
     pub fn new(config: &EmailChannelConfig, state: ChannelState) -> Option<SmtpOutbound> {
         let smtp = config.smtp.as_ref()?;
-        let tls = match smtp.tls {
-            TlsMode::None => Ok(Tls::None),
-            TlsMode::Implicit => tls_parameters(&smtp.host, smtp.ca_file.as_deref()).map(Tls::Wrapper),
-            TlsMode::Starttls => tls_parameters(&smtp.host, smtp.ca_file.as_deref()).map(Tls::Required),
-        };
-        let tls = match tls {
-            Ok(tls) => tls,
+        let server = match server(smtp) {
+            Ok(server) => server,
             Err(e) => {
                 tracing::error!(channel = %config.id, error = %e, "SMTP TLS setup failed; the channel cannot send");
                 return None;
             }
         };
         let settings = Transport {
-            server: smtp::Server { host: smtp.host.clone(), port: smtp.port, timeout: smtp.timeout.0, tls },
+            server,
             username: smtp.username.clone(),
             password: smtp.password.as_ref().map(|p| p.expose().to_owned()),
             tokens: smtp.oauth2.clone().map(|o| TokenSource::new(o, state.clone())),

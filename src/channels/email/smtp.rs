@@ -153,6 +153,11 @@ impl Session {
     pub fn offers_dsn(&self) -> bool {
         self.dsn
     }
+
+    /// Ends the session with QUIT (given `QUIT_TIMEOUT`).
+    pub async fn quit(mut self) {
+        let _ = tokio::time::timeout(QUIT_TIMEOUT, self.conn.quit()).await;
+    }
 }
 
 /// Idle sessions, reused newest first. A session idle for `idle_timeout` (`[channels.smtp]`,
@@ -250,8 +255,5 @@ impl Pool {
 
 /// QUIT on each session at once, none waited for longer than `QUIT_TIMEOUT`.
 async fn quit_all(sessions: Vec<Session>) {
-    let quits = sessions.into_iter().map(|mut session| async move {
-        let _ = tokio::time::timeout(QUIT_TIMEOUT, session.conn.quit()).await;
-    });
-    futures_util::future::join_all(quits).await;
+    futures_util::future::join_all(sessions.into_iter().map(Session::quit)).await;
 }
