@@ -144,24 +144,24 @@ pub struct ChannelLimits {
     pub per_recipient_per_second: Option<f64>,
     /// Sends allowed back to back before the rate applies (default 1: evenly spaced).
     pub burst: Option<u32>,
-    /// Automatic messages (`auto_reply: true`) one contact may be sent in an hour; default
-    /// [`DEFAULT_AUTO_REPLIES_PER_HOUR`], 0 for no limit. Unlike the rates above this refuses
-    /// the send instead of delaying it: the sends it stops are a loop's.
+    /// Automatic messages (`auto_reply: true`) one contact may be sent in an hour; 0 for no
+    /// limit. Default: [`MAIL_AUTO_REPLIES_PER_HOUR`] on mail channels, none on others (a chat
+    /// bot's answers are automatic too, and chat has no vacation notices to loop with). Unlike
+    /// the rates above this refuses the send instead of delaying it: the sends it stops are a
+    /// loop's.
     pub auto_replies_per_contact_per_hour: Option<u32>,
 }
 
 /// Enough for an acknowledgement of each of a few mails a customer writes in an hour; a loop
 /// between our acknowledgements and a responder that does not mark its mail as automatic (RFC
 /// 3834) — each round trip in seconds, often in a new thread — ends after this many.
-pub const DEFAULT_AUTO_REPLIES_PER_HOUR: u32 = 3;
+pub const MAIL_AUTO_REPLIES_PER_HOUR: u32 = 3;
 
 impl ChannelLimits {
-    /// How many automatic messages one contact may be sent in an hour; `None`: no limit.
-    pub fn auto_replies_per_hour(&self) -> Option<u32> {
-        match self.auto_replies_per_contact_per_hour.unwrap_or(DEFAULT_AUTO_REPLIES_PER_HOUR) {
-            0 => None,
-            n => Some(n),
-        }
+    /// How many automatic messages one contact may be sent in an hour, `default` when the
+    /// config does not say; `None`: no limit.
+    fn auto_replies_per_hour(&self, default: Option<u32>) -> Option<u32> {
+        self.auto_replies_per_contact_per_hour.or(default).filter(|n| *n > 0)
     }
 
     fn validate(&self) -> Vec<(String, String)> {
@@ -259,6 +259,14 @@ impl ChannelConfig {
                     problem.to_string().to_lowercase()
                 })
             }
+        }
+    }
+
+    /// How many automatic messages one contact may be sent in an hour (`None`: no limit).
+    pub fn auto_reply_limit(&self) -> Option<u32> {
+        match self {
+            ChannelConfig::Api(c) => c.limits.auto_replies_per_hour(None),
+            ChannelConfig::Email(c) => c.limits.auto_replies_per_hour(Some(MAIL_AUTO_REPLIES_PER_HOUR)),
         }
     }
 

@@ -120,7 +120,7 @@ pub async fn submit(
     request.bcc.retain(|bcc| !bcc.eq_ignore_ascii_case(to) && !cc.iter().any(|c| c.eq_ignore_ascii_case(bcc)));
     let channel_ref = ChannelRef { id: channel_id.clone(), kind: channel.config.kind().to_owned() };
     let channel_config = channel.config.clone();
-    let auto_reply_limit = channel.config.limits().auto_replies_per_hour().filter(|_| request.auto_reply);
+    let auto_reply_limit = channel.config.auto_reply_limit().filter(|_| request.auto_reply);
     if let Some(parent) = request.in_reply_to.clone() {
         let found = store.read(move |c| store::messages::get(c, parent.as_str())).await?;
         let Some(answered) = found.filter(|m| m.channel.id == channel_id) else {

@@ -238,3 +238,29 @@ async fn a_reply_queued_to_a_removed_channel_waits_and_goes_out_when_the_channel
     assert!(!server.all_events().await.iter().any(|e| e["type"] == "message.failed"));
     server.stop().await;
 }
+
+/// A chat bot's answers are automatic too: on an api channel automatic sends are not limited
+/// unless the channel says so (mail channels limit them to end mail loops); when it does, the
+/// one over the limit is refused with 422 and nothing is sent.
+#[tokio::test]
+async fn automatic_sends_on_api_channels_are_limited_only_when_configured() {
+    let backend = Receiver::start().await;
+    for (limits, allowed) in [("", 5), ("auto_replies_per_contact_per_hour = 2", 2)] {
+        let server = TestServer::start(&api_channel("web", Some(&backend), limits)).await;
+        let (_, inbound) =
+            server.inbound("web", json!({"from": {"address": "visitor-7"}, "text": "Hi", "thread": "chat-7"})).await;
+        let mut statuses = Vec::new();
+        for n in 0..5 {
+            let bot =
+                json!({"conversation_id": inbound["conversation_id"], "text": format!("Bot {n}"), "auto_reply": true});
+            let (status, body) = server.post("/v1/messages", bot).await;
+            if status == 422 {
+                assert_eq!(body["error"]["code"], "auto_reply_limit", "{body}");
+            }
+            statuses.push(status);
+        }
+        let accepted = statuses.iter().filter(|s| **s == 202).count();
+        assert_eq!(accepted, allowed, "{limits:?}: {statuses:?}");
+        server.stop().await;
+    }
+}
