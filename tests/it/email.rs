@@ -405,6 +405,54 @@ async fn a_uidvalidity_change_resyncs_without_duplicates() {
     assert_eq!(searches, 2, "the first import and the resync both read the folder from UID 1");
 }
 
+/// A server that accepts the connection and then says nothing (a hung server, a stalled proxy):
+/// the channel gives up after `[channels.imap] timeout`, reports it (`imap_timeout`) and tries
+/// again, instead of waiting for ever with /readyz none the wiser; `check --connect` says the
+/// same and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_imap_server_that_says_nothing_is_given_up_after_the_timeout() {
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = tarpit.local_addr().unwrap().port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = tarpit.accept().await {
+            held.push(socket); // open, and silent
+            let _ = accepted_tx.send(());
+        }
+    });
+    let channel = format!(
+        "[[channels]]\nid = \"support\"\ntype = \"email\"\naddress = \"support@example.com\"\n[channels.imap]\n\
+         host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nusername = \"support@example.com\"\npassword = \"x\"\n\
+         timeout = \"1s\"\n"
+    );
+    let helpdesk = Receiver::start().await;
+    let server = TestServer::start(&format!("{channel}{}", webhook("h", &helpdesk, "[\"1s\"]"))).await;
+    let event = helpdesk.expect_event("channel.error").await;
+    assert_eq!(event["data"]["error"]["code"], "imap_timeout", "{event}");
+    let message = event["data"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no answer to connecting and logging in within 1s"), "{message}");
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    // Given up and tried again: a second connection.
+    for _ in 0..2 {
+        accepted.recv().await.unwrap();
+    }
+    server.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", &channel)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(": FAILED, ") && text.contains("no answer to connecting and logging in within 1s"), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_reported_and_do_not_stop_other_channels() {
     let mail = MailServers::start().await;

@@ -114,6 +114,10 @@ pub struct ImapConfig {
     /// How often a mail the server refused to deliver is asked for again.
     #[serde(default = "default_unfetchable_retry")]
     pub unfetchable_retry: ConfigDuration,
+    /// How long connecting (with TLS and login) and opening a folder may take: a server that
+    /// accepts the connection and then says nothing is given up and tried again later.
+    #[serde(default = "default_imap_timeout")]
+    pub timeout: ConfigDuration,
     /// A PEM file of extra trusted CA certificates (private or test servers).
     pub ca_file: Option<PathBuf>,
     /// After each send, append a copy of the mail to this folder (e.g. "Sent"), so it shows in
@@ -172,6 +176,9 @@ fn default_idle() -> ConfigDuration {
 }
 fn default_unfetchable_retry() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(15 * 60))
+}
+fn default_imap_timeout() -> ConfigDuration {
+    ConfigDuration(std::time::Duration::from_secs(60))
 }
 fn default_smtp_idle() -> ConfigDuration {
     ConfigDuration(std::time::Duration::from_secs(60))
@@ -249,6 +256,9 @@ impl EmailChannelConfig {
         if let Some(imap) = &mut self.imap {
             if imap.tls == TlsMode::None && !is_loopback(&imap.host) {
                 add("imap.tls", format!("`none` is only allowed to a loopback host, not {}", imap.host));
+            }
+            if imap.timeout.0.is_zero() {
+                add("imap.timeout", "must be longer than 0s".into());
             }
             if imap.folders.is_empty() {
                 add("imap.folders", "must list at least one folder".into());

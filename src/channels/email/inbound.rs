@@ -97,6 +97,9 @@ pub(super) enum ImapError {
     /// The server answered NO: it refuses this command, the session itself still stands.
     #[error("refused: {0}")]
     Refused(String),
+    /// The server stopped answering (`imap.timeout`).
+    #[error("{0}")]
+    Timeout(String),
     #[error("store error: {0}")]
     Store(#[from] crate::store::StoreError),
 }
@@ -105,6 +108,7 @@ impl ImapError {
     fn code(&self) -> &'static str {
         match self {
             ImapError::Connect(_) => "imap_connect",
+            ImapError::Timeout(_) => "imap_timeout",
             ImapError::Auth(_) => "imap_auth",
             ImapError::Protocol(_) | ImapError::Refused(_) => "imap_protocol",
             ImapError::Store(_) => "store",
@@ -169,11 +173,37 @@ async fn run_folder(
     }
 }
 
+/// How soon a connection whose peer vanished (a NAT or firewall forgetting it, a server that
+/// died without a word) is known dead: TCP keepalive probes after this much silence, then every
+/// `KEEPALIVE_INTERVAL`. Without them a read in FETCH or IDLE could wait for ever.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// `work` given `imap.timeout`: a server that stops answering is an error to reconnect from,
+/// not a task that waits for ever.
+async fn within<T>(
+    imap: &ImapConfig,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T, ImapError>>,
+) -> Result<T, ImapError> {
+    tokio::time::timeout(imap.timeout.0, work).await.unwrap_or_else(|_| {
+        Err(ImapError::Timeout(format!(
+            "{}:{}: no answer to {what} within {}s",
+            imap.host,
+            imap.port,
+            imap.timeout.0.as_secs_f64()
+        )))
+    })
+}
+
 async fn connect(imap: &ImapConfig) -> Result<Client<Transport>, ImapError> {
-    let tcp = tokio::time::timeout(Duration::from_secs(30), TcpStream::connect((imap.host.as_str(), imap.port)))
+    let tcp = TcpStream::connect((imap.host.as_str(), imap.port))
         .await
-        .map_err(|_| ImapError::Connect(format!("{}:{} timed out", imap.host, imap.port)))?
         .map_err(|e| ImapError::Connect(format!("{}:{}: {e}", imap.host, imap.port)))?;
+    let keepalive = socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL);
+    if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
+        tracing::warn!(host = %imap.host, error = %e, "cannot turn on TCP keepalive for IMAP");
+    }
     let tls_config = || tls::client_config(imap.ca_file.as_deref()).map_err(ImapError::Connect);
     let mut client = match imap.tls {
         TlsMode::None => Client::new(Transport::Plain(tcp)),
@@ -193,17 +223,22 @@ async fn connect(imap: &ImapConfig) -> Result<Client<Transport>, ImapError> {
     Ok(client)
 }
 
-/// Connects and authenticates (password or XOAUTH2).
+/// Connects and authenticates (password or XOAUTH2), all within `imap.timeout`.
 pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Result<ImapSession, ImapError> {
-    if let Some(tokens) = tokens {
-        let token = tokens.access_token().await.map_err(ImapError::Auth)?;
+    let token = match tokens {
+        Some(tokens) => Some(tokens.access_token().await.map_err(ImapError::Auth)?),
+        None => None,
+    };
+    within(imap, "connecting and logging in", async {
         let client = connect(imap).await?;
-        let auth = XOAuth2(xoauth2(&imap.username, &token));
-        return client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| ImapError::Auth(e.to_string()));
-    }
-    let client = connect(imap).await?;
-    let password = imap.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
-    client.login(&imap.username, &password).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
+        if let Some(token) = token {
+            let auth = XOAuth2(xoauth2(&imap.username, &token));
+            return client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| ImapError::Auth(e.to_string()));
+        }
+        let password = imap.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+        client.login(&imap.username, &password).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
+    })
+    .await
 }
 
 /// Parses a checkpoint `"<uidvalidity>:<last uid>"`.
@@ -222,14 +257,14 @@ async fn session(
     memory: &Mutex<FolderMemory>,
 ) -> Result<(), ImapError> {
     let mut session = login(imap, tokens).await?;
-    let capabilities = session.capabilities().await?;
+    let capabilities = within(imap, "CAPABILITY", async { Ok(session.capabilities().await?) }).await?;
     let idle = capabilities.has_str("IDLE");
     let after = OnServer::new(
         imap.after_import().unwrap_or(AfterImport::Keep),
         capabilities.has_str("MOVE"),
         capabilities.has_str("UIDPLUS"),
     );
-    let mailbox = session.select(super::mutf7::encode(folder)).await?;
+    let mailbox = within(imap, "SELECT", async { Ok(session.select(super::mutf7::encode(folder)).await?) }).await?;
     let validity = mailbox.uid_validity.unwrap_or(0);
     let key = checkpoint_key(folder);
     let mut stored = cx.checkpoint(&key).await?;
@@ -815,6 +850,30 @@ impl OnServer {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    /// IMAP connections ask the kernel to probe a silent peer, so a connection that died
+    /// without a word (NAT state forgotten) ends a FETCH or IDLE read instead of hanging it.
+    #[tokio::test]
+    async fn imap_connections_have_tcp_keepalive() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            socket.write_all(b"* OK ready\r\n").await.unwrap();
+            socket
+        });
+        let toml =
+            format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nusername = \"u\"\nfolders = [\"INBOX\"]\n");
+        let imap: super::ImapConfig = toml::from_str(&toml).unwrap();
+        let client = super::connect(&imap).await.unwrap();
+        let super::Transport::Plain(tcp) = client.into_inner() else { panic!("a plain connection") };
+        let socket = socket2::SockRef::from(&tcp);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), super::KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), super::KEEPALIVE_INTERVAL);
+        drop(server.await.unwrap());
+    }
 
     #[test]
     fn batches_are_bounded_by_count_and_bytes() {

@@ -44,9 +44,11 @@ pub async fn probe(channel: &EmailChannelConfig) -> Vec<(String, Finding)> {
                     };
                     let moved = target.as_deref().map(|t| (t, "after_import"));
                     for (folder, role) in watched.chain(sent).chain(moved) {
-                        let finding = match session.examine(mutf7::encode(folder)).await {
-                            Ok(mailbox) => Finding::Ok(format!("{} mail(s)", mailbox.exists)),
-                            Err(e) => Finding::Failed(format!("cannot be opened: {e}")),
+                        let examined = tokio::time::timeout(imap.timeout.0, session.examine(mutf7::encode(folder)));
+                        let finding = match examined.await {
+                            Ok(Ok(mailbox)) => Finding::Ok(format!("{} mail(s)", mailbox.exists)),
+                            Ok(Err(e)) => Finding::Failed(format!("cannot be opened: {e}")),
+                            Err(_) => Finding::Failed(format!("no answer within {}s", imap.timeout.0.as_secs_f64())),
                         };
                         findings.push((format!("imap {role} \"{folder}\""), finding));
                     }
