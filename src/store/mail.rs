@@ -155,7 +155,7 @@ pub fn reject(
     )?
     .execute(params![channel_id, dedup_key, reason, summary, now])?;
     // The refused mail's kept source stays downloadable like a message's, under a message id
-    // that names the refusal: what a heuristic refused can be read, and brought back.
+    // that names the refusal: what a heuristic refused can be read in full.
     if let Some(a) = source {
         let owner = format!("rejected:{}", conn.last_insert_rowid());
         conn.prepare_cached(
