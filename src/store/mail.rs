@@ -157,11 +157,7 @@ pub fn reject(
     // The refused mail's kept source stays downloadable like a message's, under a message id
     // that names the refusal: what a heuristic refused can be read in full.
     if let Some(a) = source {
-        let owner = format!("rejected:{}", conn.last_insert_rowid());
-        conn.prepare_cached(
-            "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![a.id.as_str(), owner, a.filename, a.content_type, a.size as i64, a.sha256])?;
+        super::messages::insert_file(conn, a, &format!("rejected:{}", conn.last_insert_rowid()))?;
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::StoreError;
-use crate::model::{ConversationId, Message, MessageId};
+use crate::model::{Attachment, ConversationId, Message, MessageId};
 
 /// The message an inbound dedup key already produced on this channel, if any.
 pub fn inbound_by_dedup_key(
@@ -42,12 +42,19 @@ pub fn insert(conn: &Connection, m: &Message, created_at: i64, dedup_key: Option
     ])?;
     // The kept source is downloadable like an attachment, so it has a row like one.
     for a in m.attachments.iter().chain(&m.source) {
-        conn.prepare_cached(
-            "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![a.id.as_str(), m.id.as_str(), a.filename, a.content_type, a.size as i64, a.sha256])?;
+        insert_file(conn, a, m.id.as_str())?;
     }
     Ok(body)
+}
+
+/// Makes `a` downloadable (`GET /v1/attachments/{id}`, read by `attachment`) as a file of
+/// `owner`: a message id, or `rejected:<rowid>` for a refused mail's source.
+pub fn insert_file(conn: &Connection, a: &Attachment, owner: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![a.id.as_str(), owner, a.filename, a.content_type, a.size as i64, a.sha256])?;
+    Ok(())
 }
 
 /// Rewrites a message after a status change.

@@ -440,17 +440,24 @@ async fn an_imap_server_that_says_nothing_is_given_up_after_the_timeout() {
     }
     server.stop().await;
 
+    let (code, text) = check_connect(&channel);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains(": FAILED, ") && text.contains("no answer to connecting and logging in within 1s"), "{text}");
+}
+
+/// `switchboard check --connect` (the real binary) on a config with `channel`: its exit status
+/// and what it printed.
+fn check_connect(channel: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.toml");
-    std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", &channel)).unwrap();
+    std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", channel)).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["check", "--connect", "--config"])
         .arg(&path)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains(": FAILED, ") && text.contains("no answer to connecting and logging in within 1s"), "{text}");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap(), text)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,20 +752,8 @@ async fn check_connect_tries_every_login_and_folder_and_names_what_fails() {
         session.logout().await.unwrap();
     }
     mail.append(SUPPORT, &mail_text(ANN.0, "Waiting", "waiting@example.org", "", "Still here")).await;
-    let check = |channel: String| {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("switchboard.toml");
-        std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", &channel)).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-            .args(["check", "--connect", "--config"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        (out.status.code().unwrap(), text)
-    };
     let imap = "sent_folder = \"Sent\"\nafter_import = \"move:Archive\"";
-    let (code, out) = check(mail.channel_with_imap("support", imap));
+    let (code, out) = check_connect(&mail.channel_with_imap("support", imap));
     assert_eq!(code, 0, "{out}");
     for line in [
         format!("support: imap 127.0.0.1:{}: ok, logged in as support@example.com", mail.imap_port),
@@ -779,7 +774,7 @@ async fn check_connect_tries_every_login_and_folder_and_names_what_fails() {
         .channel_with_imap("support", "folders = [\"INBOX\", \"Suport\"]")
         .replacen(&format!("password = \"{}\"\n", SUPPORT.1), "password = \"wrong\"\n", 2)
         .replacen("password = \"wrong\"\n", &format!("password = \"{}\"\n", SUPPORT.1), 1);
-    let (code, out) = check(broken);
+    let (code, out) = check_connect(&broken);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("support: imap folder \"Suport\": FAILED, cannot be opened"), "{out}");
     assert!(out.contains("support: imap folder \"INBOX\": ok"), "{out}");

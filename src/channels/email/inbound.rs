@@ -181,7 +181,7 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// `work` given `imap.timeout`: a server that stops answering is an error to reconnect from,
 /// not a task that waits for ever.
-async fn within<T>(
+pub(super) async fn within<T>(
     imap: &ImapConfig,
     what: &str,
     work: impl std::future::Future<Output = Result<T, ImapError>>,

@@ -134,12 +134,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     // Our own list (a Google Group as support address) rewrote a DMARC-protected sender's From
     // to itself ("'Bob' via Support <support@…>"), kept the sender in X-Original-From, and may
     // set Reply-To to the group: the mail is the sender's, not ours.
-    let from = match original_from(&message) {
-        Some(original)
-            if ours(&from.address) && !ours(&original.address) && report::relayed_by_our_list(&message, ours) =>
-        {
-            original
-        }
+    let from = match ours(&from.address).then(|| original_from(&message)).flatten() {
+        Some(original) if !ours(&original.address) && report::relayed_by_our_list(&message, ours) => original,
         _ => from,
     };
     let to = parties(message.to());
@@ -288,7 +284,7 @@ fn body<'a>(message: &'a Message<'a>, part: &'a MessagePart<'a>, as_html: bool) 
         PartType::Html(html) => (html.as_ref(), true),
         _ => return None,
     };
-    let content = relabelled(message, part).map_or(Cow::Borrowed(content), Cow::Owned);
+    let content = relabelled(message, part, content).map_or(Cow::Borrowed(content), Cow::Owned);
     let content_type = part.content_type();
     let flowed = content_type.and_then(|c| c.attribute("format")).is_some_and(|f| f.eq_ignore_ascii_case("flowed"));
     let content = if flowed && !is_html {
@@ -349,10 +345,17 @@ fn unflowed(text: &str, delsp: bool) -> String {
 /// bytes all the same: they are in some other charset its sender did not name. UTF-8 when they
 /// are valid UTF-8 (web forms and scripts), else Windows-1252 — where mail-parser reads the
 /// first as Windows-1252 ("ZamÃ³wienie") and the second as UTF-8 with U+FFFD ("Caf�").
-/// `None`: nothing to fix, mail-parser's text stands.
-fn relabelled(message: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
+/// `None`: nothing to fix, mail-parser's `decoded` text stands. What it decoded tells: ASCII
+/// text under a US-ASCII label, and text without U+FFFD under none, came from bytes it read
+/// right, so the common part is never decoded twice.
+fn relabelled(message: &Message<'_>, part: &MessagePart<'_>, decoded: &str) -> Option<String> {
     let charset = part.content_type().and_then(|c| c.attribute("charset")).map(str::to_ascii_lowercase);
-    if !charset.as_deref().is_none_or(|c| matches!(c, "us-ascii" | "ascii" | "us_ascii" | "ansi_x3.4-1968")) {
+    let misread = match charset.as_deref() {
+        None => decoded.contains('\u{FFFD}'),
+        Some("us-ascii" | "ascii" | "us_ascii" | "ansi_x3.4-1968") => !decoded.is_ascii(),
+        Some(_) => false,
+    };
+    if !misread {
         return None;
     }
     let raw = message.raw_message().get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
@@ -360,16 +363,15 @@ fn relabelled(message: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
     let bytes = match encoding.as_deref() {
         Some("base64") => base64_decode(raw)?,
         Some("quoted-printable") => quoted_printable_decode(raw)?,
-        _ if raw.is_ascii() => return None,
         _ => raw.to_vec(),
     };
-    if bytes.is_ascii() {
-        return None;
-    }
-    Some(String::from_utf8(bytes).unwrap_or_else(|e| {
-        let windows_1252 = charset_decoder(b"windows-1252").expect("mail-parser knows Windows-1252");
-        windows_1252(e.as_bytes())
-    }))
+    Some(String::from_utf8(bytes).unwrap_or_else(|e| windows_1252(e.as_bytes())))
+}
+
+/// 8-bit text in Windows-1252, the West's legacy default (a superset of ISO-8859-1's printable
+/// characters).
+pub(super) fn windows_1252(bytes: &[u8]) -> String {
+    charset_decoder(b"windows-1252").expect("mail-parser knows Windows-1252")(bytes)
 }
 
 /// Text parts shown one after another, as one text (`None` when there is no text in them).

@@ -15,7 +15,6 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::Address;
 use mail_parser::decoders::html::html_to_text;
@@ -235,20 +234,16 @@ impl SmtpOutbound {
         if let Some(session) = self.sessions.take().await {
             return Ok(session);
         }
-        let (secret, mechanisms) = match &self.settings.tokens {
-            Some(tokens) => {
-                let token = tokens
+        let secret = match &self.settings.tokens {
+            Some(tokens) => Some(
+                tokens
                     .access_token()
                     .await
-                    .map_err(|reason| SendError::Unavailable { code: "oauth2".into(), reason })?;
-                (Some(token), [Mechanism::Xoauth2].as_slice())
-            }
-            None => (self.settings.password.clone(), [Mechanism::Plain, Mechanism::Login].as_slice()),
+                    .map_err(|reason| SendError::Unavailable { code: "oauth2".into(), reason })?,
+            ),
+            None => self.settings.password.clone(),
         };
-        let login = match (&self.settings.username, secret) {
-            (Some(user), Some(secret)) => Some((Credentials::new(user.clone(), secret), mechanisms)),
-            _ => None,
-        };
+        let login = smtp::login(self.settings.username.as_deref(), secret, self.settings.tokens.is_some());
         let session = Session::open(&self.settings.server, login).await.map_err(|e| classify(&e))?;
         tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
         Ok(session)

@@ -7,13 +7,14 @@
 //! OAuth2 logins are not tried: getting an access token may rotate the refresh token, and the
 //! running service, which stores the rotation, would then hold a revoked one.
 
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-
 use super::config::{AfterImport, EmailChannelConfig};
-use super::inbound::login;
+use super::inbound::{login, within, ImapError};
 use super::mutf7;
 use super::outbound::server;
-use super::smtp::Session;
+use super::smtp::{login as smtp_login, Session};
+
+/// Why OAuth2 logins are left out (see the module doc).
+const OAUTH2_NOT_TRIED: &str = "OAuth2: the running service refreshes and stores its tokens";
 
 /// What one check found.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,8 +30,7 @@ pub async fn probe(channel: &EmailChannelConfig) -> Vec<(String, Finding)> {
     if let Some(imap) = &channel.imap {
         let at = format!("imap {}:{}", imap.host, imap.port);
         if imap.oauth2.is_some() {
-            findings
-                .push((at, Finding::NotTried("OAuth2: the running service refreshes and stores its tokens".into())));
+            findings.push((at, Finding::NotTried(OAUTH2_NOT_TRIED.into())));
         } else {
             match login(imap, None).await {
                 Err(e) => findings.push((at, Finding::Failed(e.to_string()))),
@@ -44,11 +44,12 @@ pub async fn probe(channel: &EmailChannelConfig) -> Vec<(String, Finding)> {
                     };
                     let moved = target.as_deref().map(|t| (t, "after_import"));
                     for (folder, role) in watched.chain(sent).chain(moved) {
-                        let examined = tokio::time::timeout(imap.timeout.0, session.examine(mutf7::encode(folder)));
+                        let examined = within(imap, "EXAMINE", async {
+                            session.examine(mutf7::encode(folder)).await.map_err(ImapError::from)
+                        });
                         let finding = match examined.await {
-                            Ok(Ok(mailbox)) => Finding::Ok(format!("{} mail(s)", mailbox.exists)),
-                            Ok(Err(e)) => Finding::Failed(format!("cannot be opened: {e}")),
-                            Err(_) => Finding::Failed(format!("no answer within {}s", imap.timeout.0.as_secs_f64())),
+                            Ok(mailbox) => Finding::Ok(format!("{} mail(s)", mailbox.exists)),
+                            Err(e) => Finding::Failed(format!("cannot be opened: {e}")),
                         };
                         findings.push((format!("imap {role} \"{folder}\""), finding));
                     }
@@ -60,15 +61,10 @@ pub async fn probe(channel: &EmailChannelConfig) -> Vec<(String, Finding)> {
     if let Some(smtp) = &channel.smtp {
         let at = format!("smtp {}:{}", smtp.host, smtp.port);
         let finding = if smtp.oauth2.is_some() {
-            Finding::NotTried("OAuth2: the running service refreshes and stores its tokens".into())
+            Finding::NotTried(OAUTH2_NOT_TRIED.into())
         } else {
             let password = smtp.password.as_ref().map(|p| p.expose().to_owned());
-            let login = match (&smtp.username, password) {
-                (Some(user), Some(password)) => {
-                    Some((Credentials::new(user.clone(), password), [Mechanism::Plain, Mechanism::Login].as_slice()))
-                }
-                _ => None,
-            };
+            let login = smtp_login(smtp.username.as_deref(), password, false);
             match server(smtp) {
                 Err(e) => Finding::Failed(format!("TLS setup: {e}")),
                 Ok(server) => match Session::open(&server, login).await {

@@ -61,6 +61,18 @@ impl From<Error> for TransactionError {
     }
 }
 
+/// What `Session::open` logs in with: `secret` is a password (AUTH PLAIN, else LOGIN) or, with
+/// `oauth2`, an access token (XOAUTH2). No login without both a user name and a secret.
+pub fn login(
+    username: Option<&str>,
+    secret: Option<String>,
+    oauth2: bool,
+) -> Option<(Credentials, &'static [Mechanism])> {
+    let mechanisms: &'static [Mechanism] =
+        if oauth2 { &[Mechanism::Xoauth2] } else { &[Mechanism::Plain, Mechanism::Login] };
+    Some((Credentials::new(username?.to_owned(), secret?), mechanisms))
+}
+
 impl Session {
     /// Connects (implicit TLS or STARTTLS as configured), learns whether the server offers DSN,
     /// and logs in when `login` is given.

@@ -175,8 +175,7 @@ fn property(reader: &mut Reader<'_>) -> Option<Option<(u16, Value)>> {
 /// An 8-bit string up to its NUL, in Windows-1252 (Outlook's ANSI code page in the West).
 fn ansi(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    let decode = mail_parser::decoders::charsets::map::charset_decoder(b"windows-1252").expect("known charset");
-    decode(&bytes[..end])
+    super::mime::windows_1252(&bytes[..end])
 }
 
 /// A UTF-16LE string up to its NUL.
