@@ -1,5 +1,6 @@
-//! `POST /v1/channels/{id}/inbound` (api channels), `/hooks/{channel_id}` (provider pushes), and
-//! `GET /v1/channels/{id}/rejected`: what a channel received and refused, and why.
+//! `POST /v1/channels/{id}/inbound` (api channels), `/hooks/{channel_id}` (provider pushes),
+//! `GET /v1/channels/{id}/rejected`: what a channel received and refused, and why, and
+//! `POST /v1/channels/{id}/rejected/{rejected_id}/accept`: taking a refused item in after all.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -66,6 +67,7 @@ pub async fn rejected(
         .into_iter()
         .map(|r| {
             let summary: serde_json::Value = serde_json::from_str(&r.summary).unwrap_or_default();
+            let (accepted_message_id, accepted_at) = r.accepted.map(|(m, at)| (m, time::rfc3339(at))).unzip();
             json!({
                 "id": r.id,
                 "reason": r.reason,
@@ -74,10 +76,71 @@ pub async fn rejected(
                 "provider_message_id": summary["provider_message_id"],
                 "source": summary["source"],
                 "received_at": time::rfc3339(r.created_at),
+                "accepted_message_id": accepted_message_id,
+                "accepted_at": accepted_at,
             })
         })
         .collect();
     Ok(Json(json!({ "rejected": items, "next_after": next_after })).into_response())
+}
+
+/// `POST /v1/channels/{id}/rejected/{rejected_id}/accept`: takes in an item the channel refused
+/// (a customer's mail that looked automatic, a bounce an operator wants to see), from its kept
+/// source, through the one inbound path with no refusal rule: it becomes a message, with its
+/// events, as if it had been accepted when it came. Taking it in again returns the same message
+/// (`duplicate: true`); the same mail fetched again later is that message too. Scope admin.
+pub async fn accept(
+    State(state): State<AppState>,
+    Path((channel_id, rejected_id)): Path<(String, u64)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    authorize(&state.tokens.load(), &headers, Scope::Admin)?;
+    let registry = state.registry.load();
+    let channel = registry.get(&channel_id).ok_or_else(|| unknown_channel(&channel_id))?;
+    let id = channel_id.clone();
+    let item = state.store.read(move |c| store::mail::rejected_item(c, &id, rejected_id)).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_rejected",
+            format!("channel `{channel_id}` refused no item {rejected_id}"),
+        )
+    })?;
+    let summary: serde_json::Value = serde_json::from_str(&item.summary).unwrap_or_default();
+    let source = &summary["source"];
+    let (ChannelConfig::Email(config), Some(sha256)) = (&channel.config, source["sha256"].as_str()) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_source",
+            format!(
+                "item {rejected_id} was refused without its content kept (only mail channels with keep_source keep it); it cannot be taken in"
+            ),
+        ));
+    };
+    let size = source["size"].as_u64().unwrap_or(0);
+    let blob = state.store.blob_file(sha256, size).await?;
+    let bytes = blob.read().await.map_err(|e| {
+        tracing::error!(path = %blob.path.display(), error = %e, "a refused item's kept source is missing");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "blob_missing", "the item's kept source cannot be read")
+    })?;
+    let config = config.clone();
+    // Parsing a large mail takes a while: off the async workers, as the IMAP loop does.
+    let parsed = tokio::task::spawn_blocking(move || channels::email::mime::to_raw_inbound(&config, bytes)).await;
+    let mut raw = parsed.map_err(|_| crate::store::StoreError::Closed)?;
+    raw.accepted_refusal = Some(rejected_id);
+    let (message_id, conversation_id, duplicate) = match state.pipeline.ingest(raw).await? {
+        Outcome::Stored { message_id, conversation_id } => (message_id, conversation_id, false),
+        Outcome::Duplicate { message_id, conversation_id } => (message_id, conversation_id, true),
+        Outcome::Rejected { reason } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "cannot_accept",
+                format!("item {rejected_id} cannot be taken in: {reason}"),
+            ))
+        }
+    };
+    tracing::info!(channel = %channel_id, rejected_id, message = %message_id, duplicate, "refused inbound item taken in");
+    let body = json!({"message_id": message_id, "conversation_id": conversation_id, "duplicate": duplicate});
+    Ok(Json(body).into_response())
 }
 
 /// Provider webhooks. No configured channel type takes pushes yet; the route exists so that

@@ -76,6 +76,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/channels/{id}/inbound", post(inbound::post))
         .route("/v1/channels/{id}/rejected", get(inbound::rejected))
+        .route("/v1/channels/{id}/rejected/{rejected_id}/accept", post(inbound::accept))
         .route("/hooks/{channel_id}", get(inbound::provider_hook).post(inbound::provider_hook))
         .route("/v1/messages", post(messages::send))
         .route("/v1/messages/{id}", get(read::message))

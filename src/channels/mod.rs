@@ -68,6 +68,10 @@ pub struct RawInbound {
     /// The item exactly as received (a mail's RFC 5322 source), stored beside what was parsed
     /// from it and shown as the message's `source`.
     pub source: Option<RawAttachment>,
+    /// The item was refused before and an operator took it in after all: this is the refusal
+    /// (its `rejected_inbound` id). No refusal rule applies to it, and the refusal records the
+    /// message it became. `None` for everything a provider delivers.
+    pub accepted_refusal: Option<u64>,
 }
 
 #[derive(Clone, Debug)]

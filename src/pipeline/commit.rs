@@ -18,12 +18,26 @@ use crate::stitch::{self, Found, Plan};
 use crate::store::{self, StoreError};
 
 pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) -> Result<Outcome, StoreError> {
+    let accepting = raw.accepted_refusal;
+    let outcome = decide_and_store(conn, raw, stored)?;
+    // A refusal taken in after all names the message it became (a second accept finds it again
+    // as a duplicate).
+    if let (Some(id), Outcome::Stored { message_id, .. } | Outcome::Duplicate { message_id, .. }) =
+        (accepting, &outcome)
+    {
+        store::mail::mark_accepted(conn, id, message_id.as_str(), time::now_ms())?;
+    }
+    Ok(outcome)
+}
+
+fn decide_and_store(conn: &Connection, raw: RawInbound, stored: StoredParts) -> Result<Outcome, StoreError> {
+    let accepting = raw.accepted_refusal.is_some();
     if let Some(key) = &raw.dedup_key {
         if let Some((message_id, conversation_id)) = store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
         {
             return Ok(Outcome::Duplicate { message_id, conversation_id });
         }
-        if let Some(reason) = store::mail::rejected(conn, &raw.channel_id, key)? {
+        if let Some(reason) = store::mail::rejected(conn, &raw.channel_id, key)?.filter(|_| !accepting) {
             return Ok(Outcome::Rejected { reason });
         }
     }
@@ -48,10 +62,17 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
         return sent_outside(conn, raw, stored, now_ms);
     }
 
-    if let Some(report) = raw.delivery_report.clone() {
-        let Some((ours, conversation)) = reported_message(conn, &raw.channel_id, &report)? else {
-            return reject(conn, &raw, &stored, "a bounce about a message this gateway did not send", now_ms);
-        };
+    // A bounce about a message we did not send that an operator takes in is a mail like any
+    // from the system that wrote it.
+    let report = raw.delivery_report.clone();
+    let reported = match &report {
+        Some(report) => reported_message(conn, &raw.channel_id, report)?,
+        None => None,
+    };
+    if report.is_some() && reported.is_none() && !accepting {
+        return reject(conn, &raw, &stored, "a bounce about a message this gateway did not send", now_ms);
+    }
+    if let (Some(report), Some((ours, conversation))) = (report, reported) {
         let plan = Plan {
             contact: Found::Existing(conversation.contact_id.clone()),
             conversation: Found::Existing(conversation),
@@ -68,7 +89,7 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
 
     let contact = store::conversations::contact_by_identity(conn, &raw.identity)?;
     let conversation = find_conversation(conn, &raw, contact.as_ref(), now_ms)?;
-    if raw.auto_reply && conversation.is_none() {
+    if raw.auto_reply && conversation.is_none() && !accepting {
         return reject(conn, &raw, &stored, "an automatic reply outside any conversation", now_ms);
     }
     let plan = stitch::plan(&raw, contact, conversation, &now);
@@ -185,7 +206,9 @@ fn subject_key_of(raw: &RawInbound) -> Option<&str> {
     raw.mail.as_ref()?.subject_key.as_deref().filter(|k| !k.is_empty())
 }
 
-/// Records the refusal (so a re-fetch is recognised) and says why.
+/// Records the refusal (so a re-fetch is recognised) and says why. An item an operator is
+/// taking in after a refusal is refused again only by a rule no one can override (a mail of
+/// ours to no one outside has no one to be a conversation with), and not recorded twice.
 fn reject(
     conn: &Connection,
     raw: &RawInbound,
@@ -193,6 +216,9 @@ fn reject(
     reason: &str,
     now_ms: i64,
 ) -> Result<Outcome, StoreError> {
+    if raw.accepted_refusal.is_some() {
+        return Ok(Outcome::Rejected { reason: reason.to_owned() });
+    }
     let source = stored.source.as_ref();
     let summary = json!({"from": raw.from, "subject": raw.subject, "provider_message_id": raw.provider_message_id,
         "source": source});

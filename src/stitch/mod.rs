@@ -146,6 +146,7 @@ mod tests {
             delivery_report: None,
             sent_by_us: false,
             source: None,
+            accepted_refusal: None,
         }
     }
 

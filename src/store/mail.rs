@@ -169,6 +169,24 @@ pub struct Rejected {
     /// JSON: from, subject, provider message id, and the kept source (an attachment) if any.
     pub summary: String,
     pub created_at: i64,
+    /// The message it became when an operator took it in after all, and when (ms).
+    pub accepted: Option<(String, i64)>,
+}
+
+const REJECTED_COLUMNS: &str = "rowid, reason, summary, created_at, accepted_message_id, accepted_at";
+
+fn rejected_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rejected> {
+    let accepted = match (r.get::<_, Option<String>>(4)?, r.get::<_, Option<i64>>(5)?) {
+        (Some(message_id), Some(at)) => Some((message_id, at)),
+        _ => None,
+    };
+    Ok(Rejected {
+        id: r.get::<_, i64>(0)? as u64,
+        reason: r.get(1)?,
+        summary: r.get(2)?,
+        created_at: r.get(3)?,
+        accepted,
+    })
 }
 
 /// Up to `limit` items refused on the channel after `after` (an id), oldest first.
@@ -178,14 +196,32 @@ pub fn rejected_list(
     after: u64,
     limit: usize,
 ) -> Result<Vec<Rejected>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT rowid, reason, summary, created_at FROM rejected_inbound
-         WHERE channel_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3",
-    )?;
-    let rows = stmt.query_map(params![channel_id, after as i64, limit as i64], |r| {
-        Ok(Rejected { id: r.get::<_, i64>(0)? as u64, reason: r.get(1)?, summary: r.get(2)?, created_at: r.get(3)? })
-    })?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {REJECTED_COLUMNS} FROM rejected_inbound WHERE channel_id = ?1 AND rowid > ?2 ORDER BY rowid LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(params![channel_id, after as i64, limit as i64], rejected_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The item `id` the channel refused, if it refused one by that id.
+pub fn rejected_item(conn: &Connection, channel_id: &str, id: u64) -> Result<Option<Rejected>, StoreError> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {REJECTED_COLUMNS} FROM rejected_inbound WHERE rowid = ?1 AND channel_id = ?2"
+        ))?
+        .query_row(params![id as i64, channel_id], rejected_row)
+        .optional()?)
+}
+
+/// Records that the refused item `id` was taken in as `message_id` (the first time only: taking
+/// it in again finds the same message).
+pub fn mark_accepted(conn: &Connection, id: u64, message_id: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE rejected_inbound SET accepted_message_id = ?2, accepted_at = ?3
+         WHERE rowid = ?1 AND accepted_message_id IS NULL",
+    )?
+    .execute(params![id as i64, message_id, now])?;
+    Ok(())
 }
 
 /// The reason an item with this dedup key was rejected before, if it was.

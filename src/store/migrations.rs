@@ -176,6 +176,11 @@ const MIGRATIONS: &[&str] = &[
     DROP INDEX attachments_message;
     DROP INDEX conversations_contact;
     "#,
+    // 6: a refused item an operator took in after all: the message it became, and when.
+    r#"
+    ALTER TABLE rejected_inbound ADD COLUMN accepted_message_id TEXT;
+    ALTER TABLE rejected_inbound ADD COLUMN accepted_at INTEGER;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

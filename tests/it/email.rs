@@ -959,6 +959,123 @@ async fn bounces_fail_their_message_and_auto_replies_never_open_conversations() 
 
 /// A real MTA's bounce. Postfix (which offers DSN) takes our mail for a mailbox Dovecot does not
 /// have and returns its delivery status notification to our address; the message fails from it.
+/// A mail refused by a rule (it looked automatic; a bounce about no mail of ours) is taken in by
+/// an operator from its kept source: it becomes a message with its events, once — a second
+/// accept, a restart, the same mail fetched again all find that message. A mail no rule lets in
+/// (ours, to no one outside) stays refused, and is not recorded twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_takes_in_a_refused_mail_once_and_it_stays_taken_in() {
+    let mail = MailServers::start().await;
+    let config = mail.channel("support", "");
+    let server = TestServer::start(&config).await;
+    let listing = "/v1/channels/support/rejected";
+    let refused_count = |n: usize| {
+        let server = &server;
+        async move {
+            loop_until(|| async {
+                let (_, listed) = server.get(listing).await;
+                (listed["rejected"].as_array().map(Vec::len) == Some(n)).then_some(listed)
+            })
+            .await
+        }
+    };
+    // A customer's mail that a shop's contact relay marked automatic; a bounce about a mail the
+    // gateway never sent; a mail from our own address to ourselves.
+    let customer =
+        mail_text("cleo@example.net", "Broken lid", "lid@example.net", "Auto-Submitted: auto-generated\n", "Cracked.");
+    mail.append(SUPPORT, &customer).await;
+    let bounce = "Return-Path: <>\nFrom: MAILER-DAEMON@mx.example.org\nTo: support@example.com\nSubject: Undelivered Mail Returned to Sender\nMessage-ID: <dsn-x@mx.example.org>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nSorry.\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; old@example.org\nAction: failed\nStatus: 5.1.1\n\n--B\nContent-Type: text/rfc822-headers\n\nFrom: support@example.com\nTo: old@example.org\nMessage-ID: <written-in-thunderbird@example.com>\n\n--B--\n";
+    mail.append(SUPPORT, bounce).await;
+    mail.append(SUPPORT, &crate::mail_servers::mail(SUPPORT.0, SUPPORT.0, "Test", "self@example.com", "", "test"))
+        .await;
+    let listed = refused_count(3).await;
+    let items = listed["rejected"].as_array().unwrap().clone();
+    let reasons: Vec<&str> = items.iter().map(|r| r["reason"].as_str().unwrap()).collect();
+    assert_eq!(
+        reasons,
+        [
+            "an automatic reply outside any conversation",
+            "a bounce about a message this gateway did not send",
+            "a mail from our own address to no one outside"
+        ]
+    );
+    assert_eq!((&items[0]["accepted_message_id"], &items[0]["accepted_at"]), (&Value::Null, &Value::Null));
+    assert_eq!(count(&server).await, 0);
+    let accept = |id: &Value| format!("{listing}/{id}/accept");
+
+    // The customer's mail: a message in a new conversation, announced like any.
+    let (status, taken) = server.post(&accept(&items[0]["id"]), json!({})).await;
+    assert_eq!(status, 200, "{taken}");
+    assert_eq!(taken["duplicate"], false);
+    let (_, message) = server.get(&format!("/v1/messages/{}", taken["message_id"].as_str().unwrap())).await;
+    assert_eq!(
+        (message["subject"].as_str(), message["text"].as_str().map(str::trim_end)),
+        (Some("Broken lid"), Some("Cracked."))
+    );
+    assert_eq!(message["from"]["address"], "cleo@example.net");
+    assert_eq!(message["auto_reply"], true, "still what it is: only the refusal was overridden");
+    assert_eq!(message["conversation_id"], taken["conversation_id"]);
+    let all = server.all_events().await;
+    let received: Vec<&Value> = all.iter().filter(|e| e["type"] == "message.received").collect();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0]["data"]["id"], taken["message_id"]);
+    assert!(all.iter().any(|e| e["type"] == "conversation.created" && e["data"]["id"] == taken["conversation_id"]));
+    // Taken in once: again, it is the same message.
+    let (status, again) = server.post(&accept(&items[0]["id"]), json!({})).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!((&again["message_id"], &again["duplicate"]), (&taken["message_id"], &json!(true)));
+
+    // The bounce: a mail from the system that wrote it, in a conversation of its own.
+    let (status, bounce_taken) = server.post(&accept(&items[1]["id"]), json!({})).await;
+    assert_eq!(status, 200, "{bounce_taken}");
+    let (_, bounce_message) =
+        server.get(&format!("/v1/messages/{}", bounce_taken["message_id"].as_str().unwrap())).await;
+    assert_eq!(bounce_message["from"]["address"], "MAILER-DAEMON@mx.example.org");
+    assert_eq!(bounce_message["stitch"]["reason"], "new");
+    assert_ne!(bounce_taken["conversation_id"], taken["conversation_id"]);
+
+    // Our own mail to ourselves has no one to be a conversation with: still refused, said why,
+    // and listed once.
+    let (status, error) = server.post(&accept(&items[2]["id"]), json!({})).await;
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(error["error"]["code"], "cannot_accept");
+    assert!(error["error"]["message"].as_str().unwrap().contains("to no one outside"), "{error}");
+    // Nothing by that id, on that channel or any other.
+    let (status, error) = server.post(&format!("{listing}/999/accept"), json!({})).await;
+    assert_eq!((status, error["error"]["code"].as_str()), (404, Some("unknown_rejected")));
+    assert_eq!(server.post("/v1/channels/nope/rejected/1/accept", json!({})).await.0, 404);
+
+    let (_, listed) = server.get(listing).await;
+    let items = listed["rejected"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{listed}");
+    assert_eq!(items[0]["accepted_message_id"], taken["message_id"]);
+    assert_eq!(items[1]["accepted_message_id"], bounce_taken["message_id"]);
+    assert!(items[0]["accepted_at"].is_string() && items[2]["accepted_message_id"].is_null(), "{listed}");
+    let instances = vec![
+        json!({"path": "/v1/channels/{id}/rejected", "method": "get", "status": "200", "instance": listed}),
+        json!({"path": "/v1/channels/{id}/rejected/{rejected_id}/accept", "method": "post", "status": "200", "instance": taken}),
+        json!({"path": "/v1/channels/{id}/rejected/{rejected_id}/accept", "method": "post", "status": "409", "instance": error}),
+    ];
+    server.validate_contract(instances).await;
+
+    // After a restart the same mail arriving again (a copy in the mailbox) is that message, and
+    // the accept still finds it.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, &config).await;
+    mail.append(SUPPORT, &customer).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Marker", "marker@example.org", "", "after it")).await;
+    loop_until(|| async {
+        let all = server.all_events().await;
+        all.iter().any(|e| e["type"] == "message.received" && e["data"]["subject"] == "Marker").then_some(())
+    })
+    .await;
+    let subjects = received_subjects(&server).await;
+    assert_eq!(subjects.iter().filter(|s| *s == "Broken lid").count(), 1, "{subjects:?}");
+    let (status, again) = server.post(&accept(&items[0]["id"]), json!({})).await;
+    assert_eq!((status, &again["message_id"], &again["duplicate"]), (200, &taken["message_id"], &json!(true)));
+    server.stop().await;
+}
+
 /// The notification names our message by the envelope id we gave (ENVID); a notification that
 /// names it only that way, without the original's headers, is matched all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

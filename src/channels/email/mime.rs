@@ -257,6 +257,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         delivery_report,
         sent_by_us,
         source: channel.keep_source.then(|| source_attachment(bytes, &key)),
+        accepted_refusal: None,
     }
 }
 
@@ -434,6 +435,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         delivery_report: None,
         sent_by_us: false,
         source: channel.keep_source.then(|| source_attachment(bytes, &key)),
+        accepted_refusal: None,
     }
 }
 
