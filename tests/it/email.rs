@@ -445,6 +445,82 @@ async fn an_imap_server_that_says_nothing_is_given_up_after_the_timeout() {
     assert!(text.contains(": FAILED, ") && text.contains("no answer to connecting and logging in within 1s"), "{text}");
 }
 
+/// A server that stops in the middle of a FETCH (here a proxy in front of the real Dovecot that
+/// passes on a little of the first mail's body and then nothing, connection open): the read is
+/// given up after `[channels.imap] timeout` of silence, reported (`imap_timeout`), and the mail
+/// comes in on the next connection. IDLE, silent for longer than that, is not cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_stalls_in_the_middle_of_a_fetch_is_given_up_and_the_mail_still_comes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mail = MailServers::start().await;
+    let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_port = proxy.local_addr().unwrap().port();
+    let (dovecot, connections) = (mail.imap_port, Arc::new(AtomicUsize::new(0)));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        let stalled_once = Arc::new(AtomicBool::new(false));
+        while let Ok((client, _)) = proxy.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let server = tokio::net::TcpStream::connect(("127.0.0.1", dovecot)).await.unwrap();
+            let ((mut client_read, mut client_write), (mut server_read, mut server_write)) =
+                (client.into_split(), server.into_split());
+            // Set when this connection asks for a body and no connection has stalled yet.
+            let stall = Arc::new(AtomicBool::new(false));
+            let (asked, once) = (stall.clone(), stalled_once.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                    if String::from_utf8_lossy(&buf[..n]).contains("BODY.PEEK[]") && !once.swap(true, Ordering::SeqCst)
+                    {
+                        asked.store(true, Ordering::SeqCst);
+                    }
+                    if server_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                    if stall.load(Ordering::SeqCst) {
+                        let _ = client_write.write_all(&buf[..n.min(40)]).await;
+                        std::future::pending::<()>().await; // open, and silent
+                    }
+                    if client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let channel = mail
+        .channel("support", "")
+        .replace(&format!("port = {dovecot}\n"), &format!("port = {proxy_port}\ntimeout = \"2s\"\n"));
+    assert!(channel.contains("timeout = \"2s\""), "{channel}");
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Stalled", "stalled@example.org", "", "Hello")).await;
+    let helpdesk = Receiver::start().await;
+    let server = TestServer::start(&format!("{channel}{}", webhook("h", &helpdesk, "[\"1s\"]"))).await;
+    let error = helpdesk.expect_event("channel.error").await;
+    assert_eq!(error["data"]["error"]["code"], "imap_timeout", "{error}");
+    let message = error["data"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("sent nothing for 2s in the middle of a response"), "{message}");
+    let first = nth_received(&helpdesk, 0).await;
+    assert_eq!(first["subject"], "Stalled");
+    assert!(connections.load(Ordering::SeqCst) >= 2, "given up and connected again");
+    // Quiet for longer than the timeout in IDLE: the session stays, and new mail still comes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let before = connections.load(Ordering::SeqCst);
+    mail.append(SUPPORT, &mail_text("ann@example.org", "After", "after@example.org", "", "Again")).await;
+    let second = nth_received(&helpdesk, 1).await;
+    assert_eq!(second["subject"], "After");
+    assert_eq!(connections.load(Ordering::SeqCst), before, "IDLE was not cut for its silence");
+    assert_eq!(helpdesk.events_of("channel.error").len(), 1, "one stall, one error");
+    assert_eq!(count(&server).await, 2);
+    server.stop().await;
+}
+
 /// `switchboard check --connect` (the real binary) on a config with `channel`: its exit status
 /// and what it printed.
 fn check_connect(channel: &str) -> (i32, String) {

@@ -114,8 +114,9 @@ pub struct ImapConfig {
     /// How often a mail the server refused to deliver is asked for again.
     #[serde(default = "default_unfetchable_retry")]
     pub unfetchable_retry: ConfigDuration,
-    /// How long connecting (with TLS and login) and opening a folder may take: a server that
-    /// accepts the connection and then says nothing is given up and tried again later.
+    /// How long connecting (with TLS and login) and opening a folder may take, and how long the
+    /// server may send nothing in the middle of an answer (IDLE aside): a server that accepts
+    /// the connection, or starts a FETCH, and then says nothing is given up and tried again.
     #[serde(default = "default_imap_timeout")]
     pub timeout: ConfigDuration,
     /// A PEM file of extra trusted CA certificates (private or test servers).

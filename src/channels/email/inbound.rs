@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use super::config::{AfterImport, EmailChannelConfig, ImapConfig, TlsMode};
 use super::mime;
 use super::oauth2::{xoauth2, TokenSource, XOAuth2};
-use super::tls::{self, Transport};
+use super::tls::{self, Transport, Watched};
 use crate::channels::{Inbound, RawInbound};
 use crate::pipeline::{InboundContext, PreparedBatch};
 
@@ -83,7 +83,7 @@ struct FolderMemory {
     next_retry: Instant,
 }
 
-pub(super) type ImapSession = Session<Transport>;
+pub(super) type ImapSession = Session<Watched>;
 
 /// Why an IMAP session ended.
 #[derive(Debug, thiserror::Error)]
@@ -118,7 +118,13 @@ impl ImapError {
 
 impl From<async_imap::error::Error> for ImapError {
     fn from(e: async_imap::error::Error) -> Self {
-        ImapError::Protocol(e.to_string())
+        match e {
+            // `Watched`: the server fell silent in the middle of a response.
+            async_imap::error::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                ImapError::Timeout(e.to_string())
+            }
+            other => ImapError::Protocol(other.to_string()),
+        }
     }
 }
 
@@ -196,7 +202,7 @@ pub(super) async fn within<T>(
     })
 }
 
-async fn connect(imap: &ImapConfig) -> Result<Client<Transport>, ImapError> {
+async fn connect(imap: &ImapConfig) -> Result<Client<Watched>, ImapError> {
     let tcp = TcpStream::connect((imap.host.as_str(), imap.port))
         .await
         .map_err(|e| ImapError::Connect(format!("{}:{}: {e}", imap.host, imap.port)))?;
@@ -206,17 +212,17 @@ async fn connect(imap: &ImapConfig) -> Result<Client<Transport>, ImapError> {
     }
     let tls_config = || tls::client_config(imap.ca_file.as_deref()).map_err(ImapError::Connect);
     let mut client = match imap.tls {
-        TlsMode::None => Client::new(Transport::Plain(tcp)),
-        TlsMode::Implicit => Client::new(Transport::Tls(Box::new(
+        TlsMode::None => Client::new(Watched::new(Transport::Plain(tcp))),
+        TlsMode::Implicit => Client::new(Watched::new(Transport::Tls(Box::new(
             tls::wrap(tcp, &imap.host, tls_config()?).await.map_err(ImapError::Connect)?,
-        ))),
+        )))),
         TlsMode::Starttls => {
             let mut plain = Client::new(tcp);
             plain.read_response().await.map_err(|e| ImapError::Connect(e.to_string()))?;
             plain.run_command_and_check_ok("STARTTLS", None).await?;
             let tcp = plain.into_inner();
             let tls = tls::wrap(tcp, &imap.host, tls_config()?).await.map_err(ImapError::Connect)?;
-            return Ok(Client::new(Transport::Tls(Box::new(tls))));
+            return Ok(Client::new(Watched::new(Transport::Tls(Box::new(tls)))));
         }
     };
     client.read_response().await.map_err(|e| ImapError::Connect(format!("no greeting: {e}")))?;
@@ -229,7 +235,7 @@ pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Re
         Some(tokens) => Some(tokens.access_token().await.map_err(ImapError::Auth)?),
         None => None,
     };
-    within(imap, "connecting and logging in", async {
+    let mut session = within(imap, "connecting and logging in", async {
         let client = connect(imap).await?;
         if let Some(token) = token {
             let auth = XOAuth2(xoauth2(&imap.username, &token));
@@ -238,7 +244,10 @@ pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Re
         let password = imap.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
         client.login(&imap.username, &password).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
     })
-    .await
+    .await?;
+    // The login was bounded as a whole; from here on, silence within each answer is.
+    session.get_mut().set_limit(Some(imap.timeout.0));
+    Ok(session)
 }
 
 /// Parses a checkpoint `"<uidvalidity>:<last uid>"`.
@@ -310,8 +319,11 @@ async fn session(
             return Ok(());
         }
         if idle {
+            // Silence is what IDLE waits through (up to `idle_timeout`): the transport's bound
+            // on it is lifted meanwhile, and the commands around it are bounded as a whole.
+            session.get_mut().set_limit(None);
             let mut handle = session.idle();
-            handle.init().await?;
+            within(imap, "IDLE", async { Ok(handle.init().await?) }).await?;
             let (wait, stop) = handle.wait_with_timeout(imap.idle_timeout.0);
             let woke = tokio::select! {
                 r = wait => Some(r),
@@ -324,7 +336,8 @@ async fn session(
             if let Some(Ok(IdleResponse::NewData(_))) = woke {
                 tracing::debug!(channel = %cx.channel_id, folder, "IDLE: mailbox changed");
             }
-            session = handle.done().await?;
+            session = within(imap, "DONE", async { Ok(handle.done().await?) }).await?;
+            session.get_mut().set_limit(Some(imap.timeout.0));
         } else {
             tokio::select! {
                 _ = tokio::time::sleep(imap.poll_interval.0) => {}
@@ -867,7 +880,7 @@ mod tests {
             format!("host = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\nusername = \"u\"\nfolders = [\"INBOX\"]\n");
         let imap: super::ImapConfig = toml::from_str(&toml).unwrap();
         let client = super::connect(&imap).await.unwrap();
-        let super::Transport::Plain(tcp) = client.into_inner() else { panic!("a plain connection") };
+        let super::Transport::Plain(tcp) = client.into_inner().into_inner() else { panic!("a plain connection") };
         let socket = socket2::SockRef::from(&tcp);
         assert!(socket.keepalive().unwrap());
         assert_eq!(socket.tcp_keepalive_time().unwrap(), super::KEEPALIVE_IDLE);

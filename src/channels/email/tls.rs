@@ -1,10 +1,12 @@
 //! Connections to mail servers: plain TCP (loopback only) or rustls, with the webpki roots plus
 //! an optional extra CA file.
 
+use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -73,5 +75,118 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+/// A transport whose reads fail (`TimedOut`) when the server sends nothing for `limit` while a
+/// read waits: a server, proxy or forgotten NAT mapping that stops in the middle of a response
+/// (a FETCH of a backlog, an APPEND) is an error to reconnect from, not a task that waits for
+/// ever. TCP keepalive sees only a peer that is gone, not one that is there and silent. The
+/// bound is on silence, not on a whole response: a large mail on a slow link still comes in.
+/// `set_limit(None)` lifts it where silence is the point (IMAP IDLE).
+#[derive(Debug)]
+pub struct Watched {
+    stream: Transport,
+    limit: Option<Duration>,
+    /// Armed when a read starts waiting; disarmed by any data.
+    silent_until: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Watched {
+    /// Unbounded until `set_limit`.
+    pub fn new(stream: Transport) -> Watched {
+        Watched { stream, limit: None, silent_until: None }
+    }
+
+    pub fn set_limit(&mut self, limit: Option<Duration>) {
+        self.limit = limit;
+        self.silent_until = None;
+    }
+
+    #[cfg(test)]
+    pub(super) fn into_inner(self) -> Transport {
+        self.stream
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
+            this.silent_until = None;
+            return Poll::Ready(read);
+        }
+        let Some(limit) = this.limit else { return Poll::Pending };
+        let silent_until = this.silent_until.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match silent_until.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                this.silent_until = None;
+                let message =
+                    format!("the server sent nothing for {}s in the middle of a response", limit.as_secs_f64());
+                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message)))
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{Transport, Watched};
+
+    /// A connected pair: our end watched with `limit`, and the server's end.
+    async fn pair(limit: Duration) -> (Watched, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ours = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (theirs, _) = listener.accept().await.unwrap();
+        let mut ours = Watched::new(Transport::Plain(ours));
+        ours.set_limit(Some(limit));
+        (ours, theirs)
+    }
+
+    /// Silence in the middle of a response ends the read; data that keeps coming, however
+    /// slowly in all, does not; with the bound lifted (IDLE) silence is waited through.
+    #[tokio::test]
+    async fn a_read_fails_only_after_the_server_is_silent_for_the_limit() {
+        let limit = Duration::from_millis(300);
+        let (mut ours, mut theirs) = pair(limit).await;
+        let trickle = tokio::spawn(async move {
+            for byte in b"12345" {
+                tokio::time::sleep(limit / 3).await;
+                theirs.write_all(&[*byte]).await.unwrap();
+            }
+            theirs // kept open, and silent from now on
+        });
+        let mut got = [0u8; 5];
+        ours.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"12345", "five bytes over more than the limit, none late");
+        let error = ours.read(&mut [0u8; 1]).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert!(error.to_string().contains("sent nothing for 0.3s"), "{error}");
+
+        ours.set_limit(None);
+        let waited = tokio::time::timeout(limit * 3, ours.read(&mut [0u8; 1])).await;
+        assert!(waited.is_err(), "no bound: the read still waits");
+        let mut theirs = trickle.await.unwrap();
+        theirs.write_all(b"x").await.unwrap();
+        let mut one = [0u8; 1];
+        ours.read_exact(&mut one).await.unwrap();
+        assert_eq!(&one, b"x");
     }
 }
