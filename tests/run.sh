@@ -6,8 +6,8 @@
 # for the package test (which builds a throwaway Debian root from the apt mirror), and
 # cargo-deb from crates.io; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator), werkzeug (an
-# HTTP library reading our download headers) and aiosmtpd, the real SMTP server the tests send
-# through. Fails — never skips — when something cannot be
+# HTTP library reading our download headers), RTFDE and striprtf (readers of Outlook's RTF
+# bodies) and aiosmtpd, the real SMTP server the tests send through. Fails — never skips — when something cannot be
 # installed.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
@@ -53,6 +53,8 @@ declare -A wanted=(
   [openapi_spec_validator]="openapi-spec-validator>=0.7"
   [aiosmtpd]="aiosmtpd==1.4.6"
   [werkzeug]="werkzeug>=3.0"
+  [RTFDE]="RTFDE==0.1.2.2"
+  [striprtf]="striprtf==0.0.35"
 )
 missing=()
 for module in "${!wanted[@]}"; do

@@ -814,6 +814,102 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
     server.stop().await;
 }
 
+/// Outlook "Rich Text" sent through Exchange may carry the message's only body inside
+/// winmail.dat: as RTF (compressed; HTML or text Outlook encapsulated in it, or an RTF
+/// document), as HTML, or as text. That body reaches the helpdesk as the message's html or
+/// text, for real Outlook-written samples: the RTF as Debian's `tnef --save-body` decompresses
+/// it and RTFDE (HTML/text encapsulated in RTF) or striprtf (an RTF document) reads it, the HTML
+/// and text as Debian's `tnef` writes them. A mail with a text part of its own keeps that one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
+    use base64::Engine;
+    let samples = std::env::var("SB_TNEF_SAMPLES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| panic!("SB_TNEF_SAMPLES is not set: tests/run.sh downloads the TNEF samples"));
+    // Plain RTF, encapsulated text, encapsulated HTML (two), HTML, RTF beside text (two).
+    let names = ["rtf", "long-filename", "umlaut", "multi-value-attribute", "body", "triples", "MAPI_OBJECT"];
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let mut expected: Vec<Vec<(String, String)>> = Vec::new();
+    let mut rtf_files = Vec::new();
+    let dirs: Vec<tempfile::TempDir> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
+    for (n, name) in names.iter().enumerate() {
+        let path = samples.join(format!("{name}.tnef"));
+        let stream = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("{name}.tnef in {}: {e} (tests/run.sh downloads it)", samples.display()));
+        // Debian's tnef writes every body the stream has: body.rtf (decompressed), .html, .txt.
+        let status = std::process::Command::new("tnef")
+            .args(["--save-body=body", "--body-pref=ALL", "-f"])
+            .arg(&path)
+            .current_dir(dirs[n].path())
+            .status()
+            .expect("Debian's tnef (tests/run.sh installs it)");
+        assert!(status.success(), "tnef failed on {name}");
+        let read = |file: &str| std::fs::read(dirs[n].path().join(file)).ok();
+        let mut references = Vec::new();
+        if let Some(html) = read("body.html") {
+            references.push(("html".to_owned(), String::from_utf8_lossy(&html).into_owned()));
+        }
+        if let Some(text) = read("body.txt") {
+            references.push(("text".to_owned(), text.iter().map(|b| char::from(*b)).collect()));
+        }
+        if read("body.rtf").is_some() {
+            rtf_files.push((n, dirs[n].path().join("body.rtf").to_string_lossy().into_owned()));
+        }
+        expected.push(references);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&stream);
+        let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        // As Exchange sends it: the whole mail one winmail.dat.
+        let text = format!(
+            "From: Ann <{}>\nTo: {}\nSubject: Rich {n}\nMessage-ID: <rich-{n}@example.org>\nMIME-Version: 1.0\n\
+             Content-Type: application/ms-tnef; name=\"winmail.dat\"\nContent-Transfer-Encoding: base64\n\n{}\n",
+            ANN.0,
+            SUPPORT.0,
+            lines.join("\n")
+        );
+        mail.append(SUPPORT, &text).await;
+    }
+    let paths: Vec<&str> = rtf_files.iter().map(|(_, p)| p.as_str()).collect();
+    let read: Vec<Value> = serde_json::from_str(&python("rtf_body.py", &[], &json!(paths))).unwrap();
+    for ((n, _), reference) in rtf_files.iter().zip(read) {
+        let kind = reference["kind"].as_str().unwrap().to_owned();
+        expected[*n].push((kind, reference["content"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(rtf_files.len(), 6, "an RTF body in each sample but `body`: {rtf_files:?}");
+    // A mail with a text of its own beside the winmail.dat keeps it.
+    let umlaut = std::fs::read(samples.join("umlaut.tnef")).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&umlaut);
+    let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let with_text = format!(
+        "From: Ann <{}>\nTo: {}\nSubject: With text\nMessage-ID: <rich-text@example.org>\nMIME-Version: 1.0\n\
+         Content-Type: multipart/mixed; boundary=\"T\"\n\n--T\nContent-Type: text/plain; charset=utf-8\n\n\
+         Anbei.\n--T\nContent-Type: application/ms-tnef; name=\"winmail.dat\"\n\
+         Content-Transfer-Encoding: base64\n\n{}\n--T--\n",
+        ANN.0,
+        SUPPORT.0,
+        lines.join("\n")
+    );
+    mail.append(SUPPORT, &with_text).await;
+    nth_received(&helpdesk, names.len()).await;
+
+    let words = |s: &str| s.replace('\0', "").split_whitespace().collect::<Vec<_>>().join(" ");
+    let received = helpdesk.events_of("message.received");
+    for (n, name) in names.iter().enumerate() {
+        let message = &received.iter().find(|e| e["data"]["subject"] == format!("Rich {n}")).unwrap()["data"];
+        assert!(!expected[n].is_empty(), "{name}: Debian's tnef found a body");
+        for (kind, reference) in &expected[n] {
+            let got = message[kind.as_str()].as_str().unwrap_or_else(|| panic!("{name}: no {kind} in {message}"));
+            assert_eq!(words(got), words(reference), "{name}: {kind}");
+        }
+        assert!(message["text"].as_str().is_some_and(|t| !t.trim().is_empty()), "{name}: text for the helpdesk");
+    }
+    let with_text = &received.iter().find(|e| e["data"]["subject"] == "With text").unwrap()["data"];
+    assert_eq!(with_text["text"].as_str().map(str::trim), Some("Anbei."));
+    assert!(!with_text["html"].as_str().unwrap_or_default().contains("schemas-microsoft-com"), "{with_text}");
+    assert_eq!(with_text["attachments"].as_array().map(Vec::len), Some(3), "{with_text}");
+    server.stop().await;
+}
+
 /// `switchboard check --connect`: a sysadmin tries the mail logins before starting the
 /// service. With the right settings every check is ok — folders opened read-only (EXAMINE),
 /// SMTP logged in and ended with QUIT, nothing sent or changed. A wrong SMTP password and a

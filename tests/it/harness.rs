@@ -299,9 +299,14 @@ pub async fn all_events_at(http: &reqwest::Client, base: &str) -> Vec<Value> {
 /// (32768-60999): a port from `bind(0)`, released and bound again later, can meanwhile become
 /// the local port of some outgoing connection of a test running in parallel.
 pub fn free_port() -> u16 {
+    // Each port once per test run: two tests starting servers at the same moment could
+    // otherwise both find the same port free before either binds it.
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
     loop {
         let port = fastrand::u16(20_000..32_000);
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed_out.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }

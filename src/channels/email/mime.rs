@@ -154,10 +154,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
     // Mail between two HTML documents, and what follows the first photo is the customer's too.
-    let text = joined_text(message.text_bodies().filter_map(|part| body(&message, part, false)));
-    let html = joined_html(message.html_bodies().filter_map(|part| body(&message, part, true)).collect());
-    // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
-    let reply = text.as_deref().map(reply_text);
+    let mut text = joined_text(message.text_bodies().filter_map(|part| body(&message, part, false)));
+    let mut html = joined_html(message.html_bodies().filter_map(|part| body(&message, part, true)).collect());
 
     let mut attachments = Vec::new();
     let mut skipped = Vec::new();
@@ -172,8 +170,14 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         let content_id = part.content_id().map(|c| c.trim_matches(['<', '>']).to_owned());
         // Outlook's winmail.dat: the files in it instead, when there are any (the mail's source
         // keeps the stream itself).
-        let unwrapped = tnef::is_tnef(&content_type, filename.as_deref()).then(|| tnef::files(contents)).flatten();
-        let files = match unwrapped.filter(|files| !files.is_empty()) {
+        let mut unwrapped = tnef::is_tnef(&content_type, filename.as_deref()).then(|| tnef::read(contents)).flatten();
+        // A mail whose body is only in winmail.dat (Outlook's "Rich Text" through Exchange):
+        // the body is that one.
+        if let Some(tnef) = unwrapped.as_mut().filter(|_| html.is_none() && !text.as_deref().is_some_and(readable)) {
+            html = tnef.html.take();
+            text = tnef.text.take().or_else(|| html.as_deref().map(html_to_text));
+        }
+        let files = match unwrapped.map(|t| t.files).filter(|files| !files.is_empty()) {
             Some(files) => files
                 .into_iter()
                 .map(|f| {
@@ -201,6 +205,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         }
     }
 
+    // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
+    let reply = text.as_deref().map(reply_text);
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &key));
@@ -366,7 +372,17 @@ fn relabelled(message: &Message<'_>, part: &MessagePart<'_>, decoded: &str) -> O
         Some("quoted-printable") => quoted_printable_decode(raw)?,
         _ => raw.to_vec(),
     };
-    Some(String::from_utf8(bytes).unwrap_or_else(|e| windows_1252(e.as_bytes())))
+    Some(utf8_or_windows_1252(bytes))
+}
+
+/// Whether a text says anything.
+fn readable(text: &str) -> bool {
+    !text.trim().is_empty()
+}
+
+/// Text in an unnamed charset: UTF-8 when it is valid UTF-8, else Windows-1252.
+pub(super) fn utf8_or_windows_1252(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| windows_1252(e.as_bytes()))
 }
 
 /// 8-bit text in Windows-1252, the West's legacy default (a superset of ISO-8859-1's printable

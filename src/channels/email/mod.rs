@@ -1,8 +1,8 @@
 //! The `email` channel: IMAP IDLE in, SMTP out, RFC 5322 threading.
 //!
 //! `inbound.rs` keeps one IMAP session per folder and hands each new mail, translated by
-//! `mime.rs` (with `reply.rs` for the new part of a reply and `tnef.rs` for Outlook's
-//! `winmail.dat`), to the pipeline; `outbound.rs` sends
+//! `mime.rs` (with `reply.rs` for the new part of a reply, and `tnef.rs` and `rtf.rs` for
+//! Outlook's `winmail.dat`), to the pipeline; `outbound.rs` sends
 //! through SMTP with Message-IDs that encode the conversation. Threading decisions are in
 //! `stitch::email`.
 
@@ -15,6 +15,7 @@ pub mod outbound;
 pub mod probe;
 pub mod reply;
 pub mod report;
+pub mod rtf;
 mod smtp;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,9 @@
 //! TNEF (`winmail.dat`, `application/ms-tnef`): Outlook's wrapper around a message's
-//! attachments when it sends "Rich Text" through Exchange. Mail clients other than Outlook, and
-//! every helpdesk we compare with (zammad#2403), show one opaque `winmail.dat`; the files inside
-//! are read out here, per MS-OXTNEF, so that they reach the helpdesk as attachments.
+//! attachments, and sometimes its only body, when it sends "Rich Text" through Exchange. Mail
+//! clients other than Outlook, and every helpdesk we compare with (zammad#2403), show one opaque
+//! `winmail.dat`; the files inside are read out here, per MS-OXTNEF, so that they reach the
+//! helpdesk as attachments, and so is the body (`attBody`, or the `PR_BODY`, `PR_HTML` and
+//! `PR_RTF_COMPRESSED` properties of `attMAPIProps`; RTF is read by `rtf.rs`).
 //!
 //! A stream is a signature, a key, and attributes: level (message or attachment), id, length,
 //! value, checksum. An attachment starts with `attAttachRendData`; its bytes are in
@@ -10,8 +12,13 @@
 //! `attAttachment` MAPI property list. Damaged input never panics: reading stops where the
 //! stream stops making sense, and whole attachments read before that are kept.
 
+use super::rtf;
+
 const SIGNATURE: u32 = 0x223E_9F78;
+const LEVEL_MESSAGE: u8 = 1;
 const LEVEL_ATTACHMENT: u8 = 2;
+const ATT_BODY: u32 = 0x0002_800C;
+const ATT_MAPI_PROPS: u32 = 0x0006_9003;
 const ATT_ATTACH_REND_DATA: u32 = 0x0006_9002;
 const ATT_ATTACH_TITLE: u32 = 0x0001_8010;
 const ATT_ATTACH_DATA: u32 = 0x0006_800F;
@@ -21,11 +28,16 @@ const PR_ATTACH_DATA_OBJ: u16 = 0x3701;
 const PR_ATTACH_FILENAME: u16 = 0x3704;
 const PR_ATTACH_LONG_FILENAME: u16 = 0x3707;
 const PR_ATTACH_MIME_TAG: u16 = 0x370E;
+const PR_BODY: u16 = 0x1000;
+const PR_RTF_COMPRESSED: u16 = 0x1009;
+const PR_HTML: u16 = 0x1013;
 
 const PT_OBJECT: u16 = 0x000D;
 const PT_STRING8: u16 = 0x001E;
 const PT_UNICODE: u16 = 0x001F;
 const PT_BINARY: u16 = 0x0102;
+/// A server entry id: bytes, like PT_BINARY.
+const PT_SVREID: u16 = 0x00FB;
 const MULTI_VALUED: u16 = 0x1000;
 
 /// One file out of a TNEF stream.
@@ -43,16 +55,35 @@ pub fn is_tnef(content_type: &str, filename: Option<&str>) -> bool {
         || filename.is_some_and(|f| f.eq_ignore_ascii_case("winmail.dat"))
 }
 
-/// The files in a TNEF stream (those with content), or `None` when it is not one.
-pub fn files(stream: &[u8]) -> Option<Vec<TnefFile>> {
+/// What a TNEF stream carries: its files (those with content) and the message body, if any.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Tnef {
+    pub files: Vec<TnefFile>,
+    /// The body as text, when the stream has one.
+    pub text: Option<String>,
+    /// The body as HTML, when the stream has one.
+    pub html: Option<String>,
+}
+
+/// What a TNEF stream carries, or `None` when it is not one.
+pub fn read(stream: &[u8]) -> Option<Tnef> {
     let mut reader = Reader(stream);
     if reader.u32()? != SIGNATURE {
         return None;
     }
     reader.u16()?; // the legacy key
     let mut files: Vec<Attachment> = Vec::new();
+    let mut message = Attachment::default();
     // An attribute cut short, or garbage after the last one, ends the stream.
     while let Some((level, id, value)) = reader.attribute() {
+        if level == LEVEL_MESSAGE {
+            match id {
+                ATT_BODY => message.title = Some(ansi(value)),
+                ATT_MAPI_PROPS => message.properties = properties(value),
+                _ => {}
+            }
+            continue;
+        }
         if level != LEVEL_ATTACHMENT {
             continue;
         }
@@ -67,12 +98,14 @@ pub fn files(stream: &[u8]) -> Option<Vec<TnefFile>> {
             _ => {}
         }
     }
-    Some(files.into_iter().filter_map(Attachment::into_file).collect())
+    let (text, html) = message.body();
+    Some(Tnef { files: files.into_iter().filter_map(Attachment::into_file).collect(), text, html })
 }
 
-/// What the attributes of one attachment said.
+/// What the attributes of one attachment, or of the message, said.
 #[derive(Default)]
 struct Attachment {
+    /// An attachment's 8.3 name; the message's `attBody`.
     title: Option<String>,
     data: Option<Vec<u8>>,
     properties: Vec<(u16, Value)>,
@@ -88,6 +121,28 @@ impl Attachment {
             Value::Text(t) => Some(t.clone()).filter(|t| !t.trim().is_empty()),
             Value::Bytes(_) => None,
         }
+    }
+
+    /// The message's body as (text, HTML): `PR_BODY` or `attBody` as text, `PR_HTML` as HTML,
+    /// and what the compressed RTF was written as where those say nothing.
+    fn body(&self) -> (Option<String>, Option<String>) {
+        let mut text = self.text(PR_BODY).or_else(|| self.title.clone());
+        let mut html = match self.property(PR_HTML) {
+            Some(Value::Bytes(bytes)) => Some(super::mime::utf8_or_windows_1252(bytes.clone())),
+            Some(Value::Text(t)) => Some(t.clone()),
+            None => None,
+        };
+        let rtf = match self.property(PR_RTF_COMPRESSED) {
+            Some(Value::Bytes(compressed)) => rtf::decompress(compressed).and_then(|rtf| rtf::body(&rtf)),
+            _ => None,
+        };
+        match rtf {
+            Some(rtf::Body::Html(h)) => html = html.or(Some(h)),
+            Some(rtf::Body::Text(t)) => text = text.or(Some(t)),
+            None => {}
+        }
+        let readable = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        (readable(text), readable(html))
     }
 
     fn into_file(self) -> Option<TnefFile> {
@@ -142,7 +197,7 @@ fn property(reader: &mut Reader<'_>) -> Option<Option<(u16, Value)>> {
         }
     }
     let base = kind & !MULTI_VALUED;
-    let variable = matches!(base, PT_STRING8 | PT_UNICODE | PT_BINARY | PT_OBJECT);
+    let variable = matches!(base, PT_STRING8 | PT_UNICODE | PT_BINARY | PT_OBJECT | PT_SVREID);
     let count = if variable || kind & MULTI_VALUED != 0 { reader.u32()? } else { 1 };
     let mut first = None;
     for _ in 0..count {
@@ -166,7 +221,7 @@ fn property(reader: &mut Reader<'_>) -> Option<Option<(u16, Value)>> {
         PT_UNICODE => Value::Text(utf16(value)),
         // An object's value starts with the interface id it is stored as.
         PT_OBJECT => Value::Bytes(value.get(16..).unwrap_or_default().to_vec()),
-        PT_BINARY => Value::Bytes(value.to_vec()),
+        PT_BINARY | PT_SVREID => Value::Bytes(value.to_vec()),
         _ => return Some(None),
     };
     Some(Some((id, value)))
@@ -273,16 +328,16 @@ mod tests {
             (2, ATT_ATTACH_REND_DATA, vec![0; 14]),
             (2, ATT_ATTACH_DATA, b"no name".to_vec()),
         ]);
-        let got = files(&tnef).unwrap();
+        let got = read(&tnef).unwrap().files;
         let names: Vec<_> = got.iter().map(|f| f.filename.as_deref()).collect();
         assert_eq!(names, [Some("Rechnung März.pdf"), None]);
         assert_eq!(got[0].bytes, b"%PDF-1.4");
         // Cut anywhere, it never panics and keeps the whole attachments before the cut.
         for end in 0..tnef.len() {
-            let _ = files(&tnef[..end]);
+            let _ = read(&tnef[..end]);
         }
-        let cut = files(&tnef[..tnef.len() - 3]).unwrap();
+        let cut = read(&tnef[..tnef.len() - 3]).unwrap().files;
         assert_eq!(cut.len(), 1);
-        assert_eq!(files(b"not a tnef stream at all"), None);
+        assert_eq!(read(b"not a tnef stream at all"), None);
     }
 }
