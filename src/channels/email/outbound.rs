@@ -277,19 +277,15 @@ struct SentCopy {
 }
 
 impl SentCopy {
-    /// How long one append (with a login, when needed) may take: a connection that died
-    /// silently must not hold the session's lock for ever.
-    const TIMEOUT: Duration = Duration::from_secs(60);
-
     /// Appends through the kept session, or, when there is none or the append fails on it
     /// (the server logged it out meanwhile), through a fresh login, once. A failure is logged;
-    /// the mail itself is sent.
+    /// the mail itself is sent. A connection that died or stalls does not hold the session's
+    /// lock for ever: the login is bounded by `imap.timeout`, and so is silence in the upload
+    /// and the answer (`tls::Watched`), while a large mail on a slow link still goes up.
     async fn append(&self, bytes: &[u8]) {
         let mut kept = self.session.lock().await;
         if let Some(mut session) = kept.take() {
-            let appended =
-                tokio::time::timeout(Self::TIMEOUT, session.append(&self.mailbox, Some("(\\Seen)"), None, bytes));
-            if matches!(appended.await, Ok(Ok(()))) {
+            if session.append(&self.mailbox, Some("(\\Seen)"), None, bytes).await.is_ok() {
                 *kept = Some(session);
                 return;
             }
@@ -299,12 +295,9 @@ impl SentCopy {
             session.append(&self.mailbox, Some("(\\Seen)"), None, bytes).await?;
             Ok::<_, super::inbound::ImapError>(session)
         };
-        match tokio::time::timeout(Self::TIMEOUT, fresh).await {
-            Ok(Ok(session)) => *kept = Some(session),
-            Ok(Err(e)) => {
-                tracing::warn!(folder = %self.folder, error = %e, "sent, but the copy to the Sent folder failed")
-            }
-            Err(_) => tracing::warn!(folder = %self.folder, "sent, but the copy to the Sent folder timed out"),
+        match fresh.await {
+            Ok(session) => *kept = Some(session),
+            Err(e) => tracing::warn!(folder = %self.folder, error = %e, "sent, but the copy to the Sent folder failed"),
         }
     }
 

@@ -79,11 +79,12 @@ impl AsyncWrite for Transport {
 }
 
 /// A transport whose reads fail (`TimedOut`) when the server sends nothing for `limit` while a
-/// read waits: a server, proxy or forgotten NAT mapping that stops in the middle of a response
-/// (a FETCH of a backlog, an APPEND) is an error to reconnect from, not a task that waits for
-/// ever. TCP keepalive sees only a peer that is gone, not one that is there and silent. The
-/// bound is on silence, not on a whole response: a large mail on a slow link still comes in.
-/// `set_limit(None)` lifts it where silence is the point (IMAP IDLE).
+/// read waits, and whose writes when it takes nothing for as long: a server, proxy or forgotten
+/// NAT mapping that stops in the middle of a response (a FETCH of a backlog, an APPEND) is an
+/// error to reconnect from, not a task that waits for ever. TCP keepalive sees only a peer that
+/// is gone, not one that is there and silent. The bound is on silence, not on a whole response:
+/// a large mail on a slow link still comes in. `set_limit(None)` lifts it where silence is the
+/// point (IMAP IDLE).
 #[derive(Debug)]
 pub struct Watched {
     stream: Transport,
@@ -109,33 +110,50 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        if let Poll::Ready(read) = Pin::new(&mut this.stream).poll_read(cx, buf) {
-            this.silent_until = None;
-            return Poll::Ready(read);
+impl Watched {
+    /// Passes `progress` on, and bounds how long the stream may make none (a read waiting for
+    /// data, or a write for the server to take some).
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        progress: Poll<std::io::Result<T>>,
+        waiting: &str,
+    ) -> Poll<std::io::Result<T>> {
+        if progress.is_ready() {
+            self.silent_until = None;
+            return progress;
         }
-        let Some(limit) = this.limit else { return Poll::Pending };
-        let silent_until = this.silent_until.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match silent_until.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => {
-                this.silent_until = None;
-                let message =
-                    format!("the server sent nothing for {}s in the middle of a response", limit.as_secs_f64());
-                Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message)))
-            }
+        let Some(limit) = self.limit else { return Poll::Pending };
+        let silent_until = self.silent_until.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if silent_until.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
         }
+        self.silent_until = None;
+        let message = format!("the server {waiting} for {}s in the middle of a response", limit.as_secs_f64());
+        Poll::Ready(Err(std::io::Error::new(std::io::ErrorKind::TimedOut, message)))
     }
 }
 
+impl AsyncRead for Watched {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let progress = Pin::new(&mut this.stream).poll_read(cx, buf);
+        this.watch(cx, progress, "sent nothing")
+    }
+}
+
+/// Writes are bounded too: a server that stops reading (an APPEND's upload) fills the socket's
+/// buffer and would hold the write for ever.
 impl AsyncWrite for Watched {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let progress = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.watch(cx, progress, "took nothing")
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let progress = Pin::new(&mut this.stream).poll_flush(cx);
+        this.watch(cx, progress, "took nothing")
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
@@ -188,5 +206,17 @@ mod tests {
         let mut one = [0u8; 1];
         ours.read_exact(&mut one).await.unwrap();
         assert_eq!(&one, b"x");
+    }
+
+    /// A server that stops reading (in the middle of an APPEND's upload): once the socket's
+    /// buffers are full, the write fails after the limit instead of waiting for ever.
+    #[tokio::test]
+    async fn a_write_fails_when_the_server_takes_nothing_for_the_limit() {
+        let (mut ours, theirs) = pair(Duration::from_millis(300)).await;
+        let upload = vec![b'x'; 64 << 20];
+        let error = ours.write_all(&upload).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert!(error.to_string().contains("took nothing for 0.3s"), "{error}");
+        drop(theirs);
     }
 }
