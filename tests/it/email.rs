@@ -902,7 +902,14 @@ async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
             assert_eq!(words(got), words(reference), "{name}: {kind}");
         }
         assert!(message["text"].as_str().is_some_and(|t| !t.trim().is_empty()), "{name}: text for the helpdesk");
+        // The files in it are attachments; a winmail.dat that held only the body is not one.
+        let names: Vec<&str> =
+            message["attachments"].as_array().unwrap().iter().filter_map(|a| a["filename"].as_str()).collect();
+        assert!(!names.contains(&"winmail.dat"), "{name}: {names:?}");
     }
+    let rtf_only = &received.iter().find(|e| e["data"]["subject"] == "Rich 0").unwrap()["data"];
+    assert_eq!(rtf_only["attachments"], json!([]), "{rtf_only}");
+    assert!(rtf_only["source"]["url"].is_string(), "the mail's source keeps the winmail.dat");
     let with_text = &received.iter().find(|e| e["data"]["subject"] == "With text").unwrap()["data"];
     assert_eq!(with_text["text"].as_str().map(str::trim), Some("Anbei."));
     assert!(!with_text["html"].as_str().unwrap_or_default().contains("schemas-microsoft-com"), "{with_text}");

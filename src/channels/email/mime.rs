@@ -173,9 +173,11 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         let mut unwrapped = tnef::is_tnef(&content_type, filename.as_deref()).then(|| tnef::read(contents)).flatten();
         // A mail whose body is only in winmail.dat (Outlook's "Rich Text" through Exchange):
         // the body is that one.
+        let mut body_taken = false;
         if let Some(tnef) = unwrapped.as_mut().filter(|_| html.is_none() && !text.as_deref().is_some_and(readable)) {
             html = tnef.html.take();
             text = tnef.text.take().or_else(|| html.as_deref().map(html_to_text));
+            body_taken = text.is_some();
         }
         let files = match unwrapped.map(|t| t.files).filter(|files| !files.is_empty()) {
             Some(files) => files
@@ -185,6 +187,9 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
                     (f.filename, content_type, None, Cow::Owned(f.bytes))
                 })
                 .collect(),
+            // Its body is the message's and it carries no files: nothing else to show of it
+            // (the mail's source keeps it).
+            None if body_taken => Vec::new(),
             None => vec![(filename, content_type, content_id, Cow::Borrowed(contents))],
         };
         for (filename, content_type, content_id, contents) in files {
