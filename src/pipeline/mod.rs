@@ -72,8 +72,12 @@ impl Pipeline {
 
     pub async fn ingest(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
         let channel = raw.channel_id.clone();
+        let accepting = raw.accepted_refusal.is_some();
         let result = self.ingest_inner(raw).await;
-        count(&channel, result.as_ref().map_err(|_| ()));
+        // An item an operator could not take in was counted when it was refused.
+        if !(accepting && matches!(result, Ok(Outcome::Rejected { .. }))) {
+            count(&channel, result.as_ref().map_err(|_| ()));
+        }
         result
     }
 

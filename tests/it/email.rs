@@ -1236,6 +1236,14 @@ async fn an_operator_takes_in_a_refused_mail_once_and_it_stays_taken_in() {
         json!({"path": "/v1/channels/{id}/rejected/{rejected_id}/accept", "method": "post", "status": "409", "instance": error}),
     ];
     server.validate_contract(instances).await;
+    // Three refusals, two messages stored by taking them in; the attempt that failed is no
+    // fourth refusal.
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let counted = |outcome: &str| {
+        let line = format!("switchboard_inbound_total{{channel=\"support\",outcome=\"{outcome}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).map(str::to_owned)
+    };
+    assert_eq!((counted("rejected"), counted("stored")), (Some("3".into()), Some("2".into())), "{metrics}");
 
     // After a restart the same mail arriving again (a copy in the mailbox) is that message, and
     // the accept still finds it.
