@@ -154,6 +154,13 @@ pub struct ChannelLimits {
     /// the rates above this refuses the send instead of delaying it: the sends it stops are a
     /// loop's.
     pub auto_replies_per_contact_per_hour: Option<u32>,
+    /// Messages one sender may bring in an hour; 0 or absent for no limit (the default: an
+    /// alerting system's mails during an outage are wanted). Over it, the sender's further
+    /// messages are refused with that reason — listed under `/rejected`, where an operator can
+    /// take them in — so that a flood (a broken script, a loop with a system that does not mark
+    /// its mail automatic) cannot bury the helpdesk. Only mail written within the hour counts
+    /// and is counted: a backlog of older mail comes in whole.
+    pub inbound_per_sender_per_hour: Option<u32>,
 }
 
 /// Enough for an acknowledgement of each of a few mails a customer writes in an hour; a loop
@@ -264,6 +271,11 @@ impl ChannelConfig {
                 })
             }
         }
+    }
+
+    /// How many messages one sender may bring in an hour (`None`: no limit).
+    pub fn sender_limit(&self) -> Option<u32> {
+        self.limits().inbound_per_sender_per_hour.filter(|n| *n > 0)
     }
 
     /// How many automatic messages one contact may be sent in an hour (`None`: no limit).

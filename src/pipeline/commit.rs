@@ -17,9 +17,17 @@ use crate::outbound::status::{self, Transition};
 use crate::stitch::{self, Found, Plan};
 use crate::store::{self, StoreError};
 
-pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) -> Result<Outcome, StoreError> {
+/// `sender_limit`: the messages one sender may bring in an hour on this channel.
+const HOUR_MS: i64 = 3_600_000;
+
+pub(super) fn commit(
+    conn: &Connection,
+    raw: RawInbound,
+    stored: StoredParts,
+    sender_limit: Option<u32>,
+) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal;
-    let outcome = decide_and_store(conn, raw, stored)?;
+    let outcome = decide_and_store(conn, raw, stored, sender_limit)?;
     // A refusal taken in after all names the message it became (a second accept finds it again
     // as a duplicate).
     if let (Some(id), Outcome::Stored { message_id, .. } | Outcome::Duplicate { message_id, .. }) =
@@ -30,7 +38,12 @@ pub(super) fn commit(conn: &Connection, raw: RawInbound, stored: StoredParts) ->
     Ok(outcome)
 }
 
-fn decide_and_store(conn: &Connection, raw: RawInbound, stored: StoredParts) -> Result<Outcome, StoreError> {
+fn decide_and_store(
+    conn: &Connection,
+    raw: RawInbound,
+    stored: StoredParts,
+    sender_limit: Option<u32>,
+) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal.is_some();
     if let Some(key) = &raw.dedup_key {
         if let Some((message_id, conversation_id)) = store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
@@ -91,6 +104,20 @@ fn decide_and_store(conn: &Connection, raw: RawInbound, stored: StoredParts) -> 
     let conversation = find_conversation(conn, &raw, contact.as_ref(), now_ms)?;
     if raw.auto_reply && conversation.is_none() && !accepting {
         return reject(conn, &raw, &stored, "an automatic reply outside any conversation", now_ms);
+    }
+    // A flood from one sender: mail written within the hour, beyond what one sender may bring
+    // in an hour (mail written earlier, a backlog, neither counts nor is counted).
+    if let (Some(limit), Some(contact), false) = (sender_limit, &contact, accepting) {
+        let since = now_ms - HOUR_MS;
+        if raw.sent_at.is_none_or(|at| at >= since)
+            && store::messages::recent_from_contact(conn, &raw.channel_id, contact.as_str(), since)? >= limit
+        {
+            tracing::warn!(channel = %raw.channel_id, from = %raw.from.address, limit, "sender over limits.inbound_per_sender_per_hour; refused");
+            let reason = format!(
+                "more than {limit} messages from this sender within an hour (limits.inbound_per_sender_per_hour)"
+            );
+            return reject(conn, &raw, &stored, &reason, now_ms);
+        }
     }
     let plan = stitch::plan(&raw, contact, conversation, &now);
     store_message(conn, raw, stored, plan, None, now_ms)

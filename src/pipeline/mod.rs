@@ -12,7 +12,10 @@ mod mail;
 
 pub use context::{ChannelState, Health, InboundContext};
 
-use crate::channels::RawInbound;
+use std::collections::HashMap;
+
+use crate::channels::{ChannelConfig, RawInbound};
+use crate::live::Live;
 use crate::model::{Attachment, AttachmentId, ConversationId, MessageId};
 use crate::store::{self, Store, StoreError};
 
@@ -63,11 +66,24 @@ pub enum Outcome {
 pub struct Pipeline {
     pub(crate) store: Store,
     public_url: String,
+    /// Per channel, the messages one sender may bring in an hour (`limits.inbound_per_sender_per_hour`).
+    sender_limits: Live<HashMap<String, u32>>,
 }
 
 impl Pipeline {
     pub fn new(store: Store, public_url: &str) -> Pipeline {
-        Pipeline { store, public_url: public_url.trim_end_matches('/').to_owned() }
+        let public_url = public_url.trim_end_matches('/').to_owned();
+        Pipeline { store, public_url, sender_limits: Live::default() }
+    }
+
+    /// Takes the channels' inbound limits (at start and on every reload).
+    pub fn limit_senders(&self, channels: &[ChannelConfig]) {
+        let limits = channels.iter().filter_map(|c| Some((c.id().to_owned(), c.sender_limit()?))).collect();
+        self.sender_limits.store(limits);
+    }
+
+    fn sender_limit(&self, channel: &str) -> Option<u32> {
+        self.sender_limits.load().get(channel).copied()
     }
 
     pub async fn ingest(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
@@ -117,6 +133,7 @@ impl Pipeline {
         checkpoint: Checkpoint,
     ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
         let channel = batch.items.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
+        let limit = self.sender_limit(&channel);
         let committed = self.store.submit(move |conn| {
             let c = &checkpoint;
             let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
@@ -130,7 +147,7 @@ impl Pipeline {
             let outcomes = batch
                 .items
                 .into_iter()
-                .map(|(raw, stored)| commit::commit(conn, raw, stored))
+                .map(|(raw, stored)| commit::commit(conn, raw, stored, limit))
                 .collect::<Result<Vec<_>, _>>()?;
             store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
             Ok(outcomes)
@@ -148,10 +165,11 @@ impl Pipeline {
     async fn ingest_inner(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
         let PreparedBatch { mut items, new_blobs } = self.prepare_batch(vec![raw]).await?;
         let (raw, stored) = items.pop().expect("one item in, one out");
+        let limit = self.sender_limit(&raw.channel_id);
         self.store
             .write(move |conn| {
                 store::blobs::index(conn, &new_blobs)?;
-                commit::commit(conn, raw, stored)
+                commit::commit(conn, raw, stored, limit)
             })
             .await
     }

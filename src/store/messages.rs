@@ -112,6 +112,24 @@ pub fn automatic_sent_to_contact(
     Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms], |r| r.get(0))?)
 }
 
+/// How many messages `contact_id` brought in on the channel since `since_ms` that were also
+/// written since then (a mail's Date; a message without one counts): what a flood is made of,
+/// not a backlog of older mail imported now.
+pub fn recent_from_contact(
+    conn: &Connection,
+    channel_id: &str,
+    contact_id: &str,
+    since_ms: i64,
+) -> Result<u32, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
+         WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3 AND m.direction = 'inbound'
+           AND coalesce(json_extract(m.body, '$.sent_at') >= ?4, 1)",
+    )?;
+    let since = crate::model::time::rfc3339(since_ms);
+    Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms, since], |r| r.get(0))?)
+}
+
 /// Up to `limit` messages of a conversation in order, after message `after` when given.
 pub fn for_conversation(
     conn: &Connection,

@@ -106,6 +106,41 @@ async fn official_standardwebhooks_package_verifies_our_signatures() {
     server.stop().await;
 }
 
+/// `limits.inbound_per_sender_per_hour` on an api channel: the caller is told at once (422
+/// `rejected`, with the reason) when one sender goes over; other senders, and other channels,
+/// go on; a reload raising the limit lets the sender in again.
+#[tokio::test]
+async fn a_sender_over_the_hourly_limit_is_refused_with_the_reason() {
+    let limited = api_channel("web", None, "inbound_per_sender_per_hour = 2");
+    let server = TestServer::start(&format!("{limited}{}", api_channel("chat", None, ""))).await;
+    let from = |who: &str, n: u32| json!({"from": {"address": who}, "text": format!("spam {n}")});
+    for n in 0..2 {
+        assert_eq!(server.inbound("web", from("bot", n)).await.0, 202);
+    }
+    let (status, refused) = server.inbound("web", from("bot", 2)).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "rejected");
+    assert_eq!(
+        refused["error"]["message"],
+        "more than 2 messages from this sender within an hour (limits.inbound_per_sender_per_hour)"
+    );
+    assert_eq!(server.inbound("web", from("ann", 0)).await.0, 202, "another sender");
+    for n in 0..3 {
+        assert_eq!(server.inbound("chat", from("bot", n)).await.0, 202, "a channel without the limit");
+    }
+    let received = server.all_events().await.into_iter().filter(|e| e["type"] == "message.received").count();
+    assert_eq!(received, 6);
+    let (_, listed) = server.get("/v1/channels/web/rejected").await;
+    assert_eq!(listed["rejected"].as_array().map(Vec::len), Some(1), "{listed}");
+    // A reload raising the limit lets the sender in again.
+    let mut server = server;
+    let raised = api_channel("web", None, "inbound_per_sender_per_hour = 5");
+    let reloaded = server.reload(&format!("{raised}{}", api_channel("chat", None, ""))).await;
+    assert!(reloaded.applied.iter().any(|a| a.contains("channel `web` reconfigured")), "{:?}", reloaded.applied);
+    assert_eq!(server.inbound("web", from("bot", 3)).await.0, 202);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn duplicate_external_id_stores_one_message_and_emits_one_event() {
     let server = TestServer::start(&api_channel("web", None, "")).await;
