@@ -125,6 +125,7 @@ pub async fn accept(
     let config = config.clone();
     // Parsing a large mail takes a while: off the async workers, as the IMAP loop does.
     let parsed = tokio::task::spawn_blocking(move || channels::email::mime::to_raw_inbound(&config, bytes)).await;
+    // Parsing catches its own panics: only a runtime shutting down fails the task (503, retry).
     let mut raw = parsed.map_err(|_| crate::store::StoreError::Closed)?;
     raw.accepted_refusal = Some(rejected_id);
     let (message_id, conversation_id, duplicate) = match state.pipeline.ingest(raw).await? {
