@@ -363,15 +363,21 @@ impl Reader {
     }
 }
 
-/// The decoder of a Windows code page (`\ansicpg`), Windows-1252 for one mail-parser does not
-/// know.
-fn code_page(number: i64) -> fn(&[u8]) -> String {
+/// The decoder of a Windows code page number (`\ansicpg`, `PR_INTERNET_CPID`), Windows-1252 for
+/// one mail-parser does not know.
+pub(super) fn code_page(number: i64) -> fn(&[u8]) -> String {
     let name: Cow<'static, str> = match number {
         65001 => "utf-8".into(),
         932 => "shift_jis".into(),
         936 => "gbk".into(),
         949 => "euc-kr".into(),
         950 => "big5".into(),
+        20866 => "koi8-r".into(),
+        21866 => "koi8-u".into(),
+        28591..=28606 => format!("iso-8859-{}", number - 28590).into(),
+        50220..=50222 => "iso-2022-jp".into(),
+        51932 => "euc-jp".into(),
+        54936 => "gb18030".into(),
         n => format!("cp{n}").into(),
     };
     charset_decoder(name.as_bytes()).or_else(|| charset_decoder(b"cp1252")).expect("mail-parser knows Windows-1252")

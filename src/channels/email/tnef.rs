@@ -31,11 +31,14 @@ const PR_ATTACH_MIME_TAG: u16 = 0x370E;
 const PR_BODY: u16 = 0x1000;
 const PR_RTF_COMPRESSED: u16 = 0x1009;
 const PR_HTML: u16 = 0x1013;
+/// The code page of the message's internet body (`PR_HTML`'s bytes).
+const PR_INTERNET_CPID: u16 = 0x3FDE;
 
 const PT_OBJECT: u16 = 0x000D;
 const PT_STRING8: u16 = 0x001E;
 const PT_UNICODE: u16 = 0x001F;
 const PT_BINARY: u16 = 0x0102;
+const PT_LONG: u16 = 0x0003;
 /// A server entry id: bytes, like PT_BINARY.
 const PT_SVREID: u16 = 0x00FB;
 const MULTI_VALUED: u16 = 0x1000;
@@ -119,7 +122,7 @@ impl Attachment {
     fn text(&self, id: u16) -> Option<String> {
         match self.property(id)? {
             Value::Text(t) => Some(t.clone()).filter(|t| !t.trim().is_empty()),
-            Value::Bytes(_) => None,
+            Value::Bytes(_) | Value::Number(_) => None,
         }
     }
 
@@ -127,10 +130,12 @@ impl Attachment {
     /// and what the compressed RTF was written as where those say nothing.
     fn body(&self) -> (Option<String>, Option<String>) {
         let mut text = self.text(PR_BODY).or_else(|| self.title.clone());
-        let mut html = match self.property(PR_HTML) {
-            Some(Value::Bytes(bytes)) => Some(super::mime::utf8_or_windows_1252(bytes.clone())),
-            Some(Value::Text(t)) => Some(t.clone()),
-            None => None,
+        let mut html = match (self.property(PR_HTML), self.property(PR_INTERNET_CPID)) {
+            // In the code page the message names (Outlook's Polish HTML is in Windows-1250).
+            (Some(Value::Bytes(bytes)), Some(Value::Number(page))) => Some(rtf::code_page(i64::from(*page))(bytes)),
+            (Some(Value::Bytes(bytes)), _) => Some(super::mime::utf8_or_windows_1252(bytes.clone())),
+            (Some(Value::Text(t)), _) => Some(t.clone()),
+            _ => None,
         };
         let rtf = match self.property(PR_RTF_COMPRESSED) {
             Some(Value::Bytes(compressed)) => rtf::decompress(compressed).and_then(|rtf| rtf::body(&rtf)),
@@ -164,6 +169,7 @@ impl Attachment {
 enum Value {
     Text(String),
     Bytes(Vec<u8>),
+    Number(u32),
 }
 
 /// A MAPI property list (`attAttachment`): the properties read before any that cannot be.
@@ -222,6 +228,7 @@ fn property(reader: &mut Reader<'_>) -> Option<Option<(u16, Value)>> {
         // An object's value starts with the interface id it is stored as.
         PT_OBJECT => Value::Bytes(value.get(16..).unwrap_or_default().to_vec()),
         PT_BINARY | PT_SVREID => Value::Bytes(value.to_vec()),
+        PT_LONG => Value::Number(u32::from_le_bytes(value.try_into().ok()?)),
         _ => return Some(None),
     };
     Some(Some((id, value)))
@@ -315,6 +322,48 @@ mod tests {
         out.extend_from_slice(&length.to_le_bytes());
         out.extend_from_slice(&text);
         out
+    }
+
+    /// A MAPI property list of single values: (type, id, value as written).
+    fn property_list(properties: &[(u16, u16, Vec<u8>)]) -> Vec<u8> {
+        let mut out = (properties.len() as u32).to_le_bytes().to_vec();
+        for (kind, id, value) in properties {
+            out.extend_from_slice(&kind.to_le_bytes());
+            out.extend_from_slice(&id.to_le_bytes());
+            if *kind == PT_LONG {
+                out.extend_from_slice(value);
+                continue;
+            }
+            out.extend_from_slice(&1u32.to_le_bytes());
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(value);
+            out.resize(out.len().div_ceil(4) * 4, 0);
+        }
+        out
+    }
+
+    /// The message's body: HTML in the code page `PR_INTERNET_CPID` names, text from `attBody`.
+    #[test]
+    fn the_body_comes_out_in_its_code_page() {
+        let html = b"<p>Dzi\xeakuj\xea za zam\xf3wienie</p>".to_vec();
+        let tnef = stream(&[
+            (1, ATT_BODY, b"Dziekuje\0".to_vec()),
+            (
+                1,
+                ATT_MAPI_PROPS,
+                property_list(&[
+                    (PT_LONG, PR_INTERNET_CPID, 1250u32.to_le_bytes().to_vec()),
+                    (PT_BINARY, PR_HTML, html),
+                ]),
+            ),
+        ]);
+        let got = read(&tnef).unwrap();
+        assert_eq!(got.html.as_deref(), Some("<p>Dziękuję za zamówienie</p>"));
+        assert_eq!(got.text.as_deref(), Some("Dziekuje"));
+        assert!(got.files.is_empty());
+        // Without a code page: UTF-8 when it is, else Windows-1252.
+        let tnef = stream(&[(1, ATT_MAPI_PROPS, property_list(&[(PT_BINARY, PR_HTML, "<p>Grüße</p>".into())]))]);
+        assert_eq!(read(&tnef).unwrap().html.as_deref(), Some("<p>Grüße</p>"));
     }
 
     #[test]
