@@ -116,7 +116,7 @@ fn decide_and_store(
             let reason = format!(
                 "more than {limit} messages from this sender within an hour (limits.inbound_per_sender_per_hour)"
             );
-            return reject(conn, &raw, &stored, &reason, now_ms);
+            return hold_back(conn, &raw, &stored, &reason, now_ms);
         }
     }
     let plan = stitch::plan(&raw, contact, conversation, &now);
@@ -243,13 +243,37 @@ fn reject(
     reason: &str,
     now_ms: i64,
 ) -> Result<Outcome, StoreError> {
+    refuse(conn, raw, stored, reason, now_ms, true)
+}
+
+/// Refuses what a limit holds back: recorded and listed like any refusal, but not remembered by
+/// its dedup key — a limit judges the moment, not the item, so the same item offered again later
+/// (an api caller's retry, a mailbox read again) is decided again.
+fn hold_back(
+    conn: &Connection,
+    raw: &RawInbound,
+    stored: &StoredParts,
+    reason: &str,
+    now_ms: i64,
+) -> Result<Outcome, StoreError> {
+    refuse(conn, raw, stored, reason, now_ms, false)
+}
+
+fn refuse(
+    conn: &Connection,
+    raw: &RawInbound,
+    stored: &StoredParts,
+    reason: &str,
+    now_ms: i64,
+    remembered: bool,
+) -> Result<Outcome, StoreError> {
     if raw.accepted_refusal.is_some() {
         return Ok(Outcome::Rejected { reason: reason.to_owned() });
     }
     let source = stored.source.as_ref();
     let summary = json!({"from": raw.from, "subject": raw.subject, "provider_message_id": raw.provider_message_id,
         "source": source});
-    let key = raw.dedup_key.as_deref();
+    let key = raw.dedup_key.as_deref().filter(|_| remembered);
     store::mail::reject(conn, &raw.channel_id, key, reason, &summary.to_string(), source, now_ms)?;
     tracing::info!(channel = %raw.channel_id, from = %raw.from.address, reason, "inbound item rejected");
     Ok(Outcome::Rejected { reason: reason.to_owned() })

@@ -117,7 +117,8 @@ async fn a_sender_over_the_hourly_limit_is_refused_with_the_reason() {
     for n in 0..2 {
         assert_eq!(server.inbound("web", from("bot", n)).await.0, 202);
     }
-    let (status, refused) = server.inbound("web", from("bot", 2)).await;
+    let held_back = json!({"from": {"address": "bot"}, "text": "spam 2", "external_id": "e-2"});
+    let (status, refused) = server.inbound("web", held_back.clone()).await;
     assert_eq!(status, 422, "{refused}");
     assert_eq!(refused["error"]["code"], "rejected");
     assert_eq!(
@@ -132,11 +133,14 @@ async fn a_sender_over_the_hourly_limit_is_refused_with_the_reason() {
     assert_eq!(received, 6);
     let (_, listed) = server.get("/v1/channels/web/rejected").await;
     assert_eq!(listed["rejected"].as_array().map(Vec::len), Some(1), "{listed}");
-    // A reload raising the limit lets the sender in again.
+    // A reload raising the limit lets the sender in again, the held-back message too when its
+    // caller retries it (a limit judges the moment, not the message).
     let mut server = server;
     let raised = api_channel("web", None, "inbound_per_sender_per_hour = 5");
     let reloaded = server.reload(&format!("{raised}{}", api_channel("chat", None, ""))).await;
     assert!(reloaded.applied.iter().any(|a| a.contains("channel `web` reconfigured")), "{:?}", reloaded.applied);
+    let (status, retried) = server.inbound("web", held_back).await;
+    assert_eq!((status, &retried["duplicate"]), (202, &json!(false)), "{retried}");
     assert_eq!(server.inbound("web", from("bot", 3)).await.0, 202);
     server.stop().await;
 }
