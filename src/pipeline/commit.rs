@@ -116,7 +116,7 @@ fn decide_and_store(
             let reason = format!(
                 "more than {limit} messages from this sender within an hour (limits.inbound_per_sender_per_hour)"
             );
-            return hold_back(conn, &raw, &stored, &reason, now_ms);
+            return refuse(conn, &raw, &stored, &reason, now_ms, false);
         }
     }
     let plan = stitch::plan(&raw, contact, conversation, &now);
@@ -246,19 +246,10 @@ fn reject(
     refuse(conn, raw, stored, reason, now_ms, true)
 }
 
-/// Refuses what a limit holds back: recorded and listed like any refusal, but not remembered by
-/// its dedup key — a limit judges the moment, not the item, so the same item offered again later
-/// (an api caller's retry, a mailbox read again) is decided again.
-fn hold_back(
-    conn: &Connection,
-    raw: &RawInbound,
-    stored: &StoredParts,
-    reason: &str,
-    now_ms: i64,
-) -> Result<Outcome, StoreError> {
-    refuse(conn, raw, stored, reason, now_ms, false)
-}
-
+/// `reject`, or, not `remembered`, a refusal recorded and listed like any but not remembered by
+/// the item's dedup key: what a limit holds back (a limit judges the moment, not the item, so the
+/// same item offered again later — an api caller's retry, a mailbox read again — is decided
+/// again).
 fn refuse(
     conn: &Connection,
     raw: &RawInbound,

@@ -104,13 +104,16 @@ pub fn automatic_sent_to_contact(
     contact_id: &str,
     since_ms: i64,
 ) -> Result<u32, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
-         WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3
-           AND m.direction = 'outbound' AND json_extract(m.body, '$.auto_reply') = 1",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "{CONTACT_MESSAGES_SINCE} AND m.direction = 'outbound' AND json_extract(m.body, '$.auto_reply') = 1"
+    ))?;
     Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms], |r| r.get(0))?)
 }
+
+/// Counts the messages in one contact's conversations on a channel (?1 contact, ?2 channel)
+/// stored since ?3 (ms); callers add which.
+const CONTACT_MESSAGES_SINCE: &str = "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
+     WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3";
 
 /// How many messages `contact_id` brought in on the channel since `since_ms` that were also
 /// written since then (a mail's Date; a message without one counts): what a flood is made of,
@@ -121,11 +124,9 @@ pub fn recent_from_contact(
     contact_id: &str,
     since_ms: i64,
 ) -> Result<u32, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
-         WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3 AND m.direction = 'inbound'
-           AND coalesce(json_extract(m.body, '$.sent_at') >= ?4, 1)",
-    )?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "{CONTACT_MESSAGES_SINCE} AND m.direction = 'inbound' AND coalesce(json_extract(m.body, '$.sent_at') >= ?4, 1)"
+    ))?;
     let since = crate::model::time::rfc3339(since_ms);
     Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms, since], |r| r.get(0))?)
 }
