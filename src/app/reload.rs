@@ -95,7 +95,6 @@ impl Server {
             );
             let retired = self.running.registry.load().retired(&registry);
             self.running.registry.store(registry);
-            self.running.pipeline.limit_senders(&wanted.channels);
             // Sends in flight on a retired adapter finish with it; its idle sessions end now.
             tokio::spawn(async move {
                 futures_util::future::join_all(retired.iter().map(|o| o.close())).await;

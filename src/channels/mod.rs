@@ -157,9 +157,10 @@ pub struct ChannelLimits {
     /// Messages one sender may bring in an hour; 0 or absent for no limit (the default: an
     /// alerting system's mails during an outage are wanted). Over it, the sender's further
     /// messages are refused with that reason — listed under `/rejected`, where an operator can
-    /// take them in, and decided again when offered again later — so that a flood (a broken script, a loop with a system that does not mark
-    /// its mail automatic) cannot bury the helpdesk. Only mail written within the hour counts
-    /// and is counted: a backlog of older mail comes in whole.
+    /// take them in, and decided again when offered again later — so that a flood (a broken
+    /// script, a loop with a system that does not mark its mail automatic) cannot bury the
+    /// helpdesk. Only mail written within the hour counts and is counted: a backlog of older
+    /// mail comes in whole.
     pub inbound_per_sender_per_hour: Option<u32>,
 }
 

@@ -17,9 +17,10 @@ use crate::outbound::status::{self, Transition};
 use crate::stitch::{self, Found, Plan};
 use crate::store::{self, StoreError};
 
-/// `sender_limit`: the messages one sender may bring in an hour on this channel.
 const HOUR_MS: i64 = 3_600_000;
 
+/// One inbound item's outcome, written. `sender_limit`: the messages one sender may bring in an
+/// hour on its channel.
 pub(super) fn commit(
     conn: &Connection,
     raw: RawInbound,

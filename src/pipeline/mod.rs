@@ -12,9 +12,7 @@ mod mail;
 
 pub use context::{ChannelState, Health, InboundContext};
 
-use std::collections::HashMap;
-
-use crate::channels::{ChannelConfig, RawInbound};
+use crate::channels::{RawInbound, Registry};
 use crate::live::Live;
 use crate::model::{Attachment, AttachmentId, ConversationId, MessageId};
 use crate::store::{self, Store, StoreError};
@@ -66,24 +64,18 @@ pub enum Outcome {
 pub struct Pipeline {
     pub(crate) store: Store,
     public_url: String,
-    /// Per channel, the messages one sender may bring in an hour (`limits.inbound_per_sender_per_hour`).
-    sender_limits: Live<HashMap<String, u32>>,
+    /// The channels as configured now (a reload replaces them): their inbound limits.
+    channels: Live<Registry>,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, public_url: &str) -> Pipeline {
-        let public_url = public_url.trim_end_matches('/').to_owned();
-        Pipeline { store, public_url, sender_limits: Live::default() }
+    pub fn new(store: Store, public_url: &str, channels: Live<Registry>) -> Pipeline {
+        Pipeline { store, public_url: public_url.trim_end_matches('/').to_owned(), channels }
     }
 
-    /// Takes the channels' inbound limits (at start and on every reload).
-    pub fn limit_senders(&self, channels: &[ChannelConfig]) {
-        let limits = channels.iter().filter_map(|c| Some((c.id().to_owned(), c.sender_limit()?))).collect();
-        self.sender_limits.store(limits);
-    }
-
+    /// The messages one sender may bring in an hour on `channel` (`limits.inbound_per_sender_per_hour`).
     fn sender_limit(&self, channel: &str) -> Option<u32> {
-        self.sender_limits.load().get(channel).copied()
+        self.channels.load().get(channel)?.config.sender_limit()
     }
 
     pub async fn ingest(&self, raw: RawInbound) -> Result<Outcome, StoreError> {

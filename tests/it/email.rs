@@ -725,11 +725,7 @@ async fn mail_relayed_by_our_own_google_group_is_a_customers() {
 /// non-ASCII names and data held in MAPI properties.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
-    use base64::Engine;
     use sha2::Digest;
-    let samples = std::env::var("SB_TNEF_SAMPLES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| panic!("SB_TNEF_SAMPLES is not set: tests/run.sh downloads the TNEF samples"));
     let names = [
         "two-files",
         "umlaut",
@@ -745,14 +741,13 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
     let sha256 = |bytes: &[u8]| sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mut expected = Vec::new();
     for (n, name) in names.iter().enumerate() {
-        let stream = std::fs::read(samples.join(format!("{name}.tnef")))
-            .unwrap_or_else(|e| panic!("{name}.tnef in {}: {e} (tests/run.sh downloads it)", samples.display()));
+        let (path, stream) = tnef_sample(name);
         // What Debian's tnef writes out of it (empty files aside: there is nothing in them).
         let out = tempfile::tempdir().unwrap();
         let status = std::process::Command::new("tnef")
             .args(["--overwrite", "-C"])
             .arg(out.path())
-            .arg(samples.join(format!("{name}.tnef")))
+            .arg(&path)
             .status()
             .expect("Debian's tnef (tests/run.sh installs it)");
         assert!(status.success(), "tnef failed on {name}");
@@ -770,8 +765,6 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
             .collect();
         files.sort();
         expected.push(files);
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&stream);
-        let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
         let text = format!(
             "From: Ann <{}>\nTo: {}\nSubject: Unterlagen {n}\nMessage-ID: <tnef-{n}@example.org>\nMIME-Version: 1.0\n\
              Content-Type: multipart/mixed; boundary=\"T\"\n\n--T\nContent-Type: text/plain; charset=utf-8\n\n\
@@ -779,7 +772,7 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
              Content-Disposition: attachment; filename=\"winmail.dat\"\nContent-Transfer-Encoding: base64\n\n{}\n--T--\n",
             ANN.0,
             SUPPORT.0,
-            lines.join("\n")
+            base64_lines(&stream)
         );
         mail.append(SUPPORT, &text).await;
     }
@@ -822,10 +815,6 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
 /// and text as Debian's `tnef` writes them. A mail with a text part of its own keeps that one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
-    use base64::Engine;
-    let samples = std::env::var("SB_TNEF_SAMPLES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| panic!("SB_TNEF_SAMPLES is not set: tests/run.sh downloads the TNEF samples"));
     // Plain RTF, encapsulated text, encapsulated HTML (two), HTML, RTF beside text (two).
     let names = ["rtf", "long-filename", "umlaut", "multi-value-attribute", "body", "triples", "MAPI_OBJECT"];
     let mail = MailServers::start().await;
@@ -834,9 +823,7 @@ async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
     let mut rtf_files = Vec::new();
     let dirs: Vec<tempfile::TempDir> = names.iter().map(|_| tempfile::tempdir().unwrap()).collect();
     for (n, name) in names.iter().enumerate() {
-        let path = samples.join(format!("{name}.tnef"));
-        let stream = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{name}.tnef in {}: {e} (tests/run.sh downloads it)", samples.display()));
+        let (path, stream) = tnef_sample(name);
         // Debian's tnef writes every body the stream has: body.rtf (decompressed), .html, .txt.
         let status = std::process::Command::new("tnef")
             .args(["--save-body=body", "--body-pref=ALL", "-f"])
@@ -857,15 +844,13 @@ async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
             rtf_files.push((n, dirs[n].path().join("body.rtf").to_string_lossy().into_owned()));
         }
         expected.push(references);
-        let encoded = base64::engine::general_purpose::STANDARD.encode(&stream);
-        let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
         // As Exchange sends it: the whole mail one winmail.dat.
         let text = format!(
             "From: Ann <{}>\nTo: {}\nSubject: Rich {n}\nMessage-ID: <rich-{n}@example.org>\nMIME-Version: 1.0\n\
              Content-Type: application/ms-tnef; name=\"winmail.dat\"\nContent-Transfer-Encoding: base64\n\n{}\n",
             ANN.0,
             SUPPORT.0,
-            lines.join("\n")
+            base64_lines(&stream)
         );
         mail.append(SUPPORT, &text).await;
     }
@@ -877,9 +862,7 @@ async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
     }
     assert_eq!(rtf_files.len(), 6, "an RTF body in each sample but `body`: {rtf_files:?}");
     // A mail with a text of its own beside the winmail.dat keeps it.
-    let umlaut = std::fs::read(samples.join("umlaut.tnef")).unwrap();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(&umlaut);
-    let lines: Vec<&str> = encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let (_, umlaut) = tnef_sample("umlaut");
     let with_text = format!(
         "From: Ann <{}>\nTo: {}\nSubject: With text\nMessage-ID: <rich-text@example.org>\nMIME-Version: 1.0\n\
          Content-Type: multipart/mixed; boundary=\"T\"\n\n--T\nContent-Type: text/plain; charset=utf-8\n\n\
@@ -887,7 +870,7 @@ async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
          Content-Transfer-Encoding: base64\n\n{}\n--T--\n",
         ANN.0,
         SUPPORT.0,
-        lines.join("\n")
+        base64_lines(&umlaut)
     );
     mail.append(SUPPORT, &with_text).await;
     nth_received(&helpdesk, names.len()).await;
@@ -994,6 +977,25 @@ async fn count(server: &TestServer) -> usize {
 
 fn mail_text(from: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
     mail(from, SUPPORT.0, subject, message_id, headers, body)
+}
+
+/// Outlook's winmail.dat sample `name`: its path and bytes (tnefparse's test data, downloaded
+/// by tests/run.sh into `SB_TNEF_SAMPLES`).
+fn tnef_sample(name: &str) -> (std::path::PathBuf, Vec<u8>) {
+    let samples = std::env::var("SB_TNEF_SAMPLES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| panic!("SB_TNEF_SAMPLES is not set: tests/run.sh downloads the TNEF samples"));
+    let path = samples.join(format!("{name}.tnef"));
+    let bytes = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{name}.tnef in {}: {e} (tests/run.sh downloads it)", samples.display()));
+    (path, bytes)
+}
+
+/// `bytes` base64-encoded in 76-character lines: a MIME part's body.
+fn base64_lines(bytes: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+    encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n")
 }
 
 /// Appends `tests/fixtures/email/{name}.eml` to the support mailbox.

@@ -181,7 +181,8 @@ async fn run_folder(
 
 /// How soon a connection whose peer vanished (a NAT or firewall forgetting it, a server that
 /// died without a word) is known dead: TCP keepalive probes after this much silence, then every
-/// `KEEPALIVE_INTERVAL`. Without them a read in FETCH or IDLE could wait for ever.
+/// `KEEPALIVE_INTERVAL`. Without them a read in IDLE, which `Watched` leaves unbounded, could
+/// wait for ever.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 

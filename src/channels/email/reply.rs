@@ -2,8 +2,8 @@
 //!
 //! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak, as
 //! Gmail, Apple Mail and Thunderbird write them, and Outlook's `From: … Sent: …` block in those
-//! languages), a forwarded/original-message separator,
-//! or a run of `>` quoted lines; then drops a `-- ` signature and "Sent from my phone" footers.
+//! languages), a forwarded/original-message separator, or a run of `>` quoted lines; then drops
+//! a `-- ` signature and "Sent from my phone" footers.
 //! When nothing precedes a quote, the answer was written below it or between its lines
 //! (bottom-posting, inline answers): then it is the lines that are not quoted.
 

@@ -380,7 +380,7 @@ pub(super) fn code_page(number: i64) -> fn(&[u8]) -> String {
         54936 => "gb18030".into(),
         n => format!("cp{n}").into(),
     };
-    charset_decoder(name.as_bytes()).or_else(|| charset_decoder(b"cp1252")).expect("mail-parser knows Windows-1252")
+    charset_decoder(name.as_bytes()).unwrap_or(super::mime::windows_1252)
 }
 
 #[cfg(test)]

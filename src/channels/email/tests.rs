@@ -206,7 +206,7 @@ async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
     let cx = InboundContext::new(
         "support",
         "email",
-        Pipeline::new(store.clone(), "http://127.0.0.1"),
+        Pipeline::new(store.clone(), "http://127.0.0.1", crate::live::Live::default()),
         Health::default(),
         tokio_util::sync::CancellationToken::new(),
     );

@@ -1,5 +1,6 @@
 //! Connections to mail servers: plain TCP (loopback only) or rustls, with the webpki roots plus
-//! an optional extra CA file.
+//! an optional extra CA file; and `Watched`, the IMAP transport that gives up on a server silent
+//! in the middle of an answer.
 
 use std::future::Future;
 use std::path::Path;

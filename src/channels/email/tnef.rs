@@ -76,12 +76,12 @@ pub fn read(stream: &[u8]) -> Option<Tnef> {
     }
     reader.u16()?; // the legacy key
     let mut files: Vec<Attachment> = Vec::new();
-    let mut message = Attachment::default();
+    let mut message = MessageAttributes::default();
     // An attribute cut short, or garbage after the last one, ends the stream.
     while let Some((level, id, value)) = reader.attribute() {
         if level == LEVEL_MESSAGE {
             match id {
-                ATT_BODY => message.title = Some(ansi(value)),
+                ATT_BODY => message.body = Some(ansi(value)),
                 ATT_MAPI_PROPS => message.properties = properties(value),
                 _ => {}
             }
@@ -105,39 +105,54 @@ pub fn read(stream: &[u8]) -> Option<Tnef> {
     Some(Tnef { files: files.into_iter().filter_map(Attachment::into_file).collect(), text, html })
 }
 
-/// What the attributes of one attachment, or of the message, said.
+/// What the attributes of one attachment said.
 #[derive(Default)]
 struct Attachment {
-    /// An attachment's 8.3 name; the message's `attBody`.
+    /// The 8.3 name.
     title: Option<String>,
     data: Option<Vec<u8>>,
-    properties: Vec<(u16, Value)>,
+    properties: Properties,
 }
 
-impl Attachment {
-    fn property(&self, id: u16) -> Option<&Value> {
-        self.properties.iter().find(|(pid, _)| *pid == id).map(|(_, v)| v)
+/// What the message-level attributes said.
+#[derive(Default)]
+struct MessageAttributes {
+    /// `attBody`: the body as plain text.
+    body: Option<String>,
+    properties: Properties,
+}
+
+/// A MAPI property list as read: each property's first value.
+#[derive(Default)]
+struct Properties(Vec<(u16, Value)>);
+
+impl Properties {
+    fn get(&self, id: u16) -> Option<&Value> {
+        self.0.iter().find(|(pid, _)| *pid == id).map(|(_, v)| v)
     }
 
     fn text(&self, id: u16) -> Option<String> {
-        match self.property(id)? {
+        match self.get(id)? {
             Value::Text(t) => Some(t.clone()).filter(|t| !t.trim().is_empty()),
             Value::Bytes(_) | Value::Number(_) => None,
         }
     }
+}
 
+impl MessageAttributes {
     /// The message's body as (text, HTML): `PR_BODY` or `attBody` as text, `PR_HTML` as HTML,
     /// and what the compressed RTF was written as where those say nothing.
     fn body(&self) -> (Option<String>, Option<String>) {
-        let mut text = self.text(PR_BODY).or_else(|| self.title.clone());
-        let mut html = match (self.property(PR_HTML), self.property(PR_INTERNET_CPID)) {
+        let p = &self.properties;
+        let mut text = p.text(PR_BODY).or_else(|| self.body.clone());
+        let mut html = match (p.get(PR_HTML), p.get(PR_INTERNET_CPID)) {
             // In the code page the message names (Outlook's Polish HTML is in Windows-1250).
             (Some(Value::Bytes(bytes)), Some(Value::Number(page))) => Some(rtf::code_page(i64::from(*page))(bytes)),
             (Some(Value::Bytes(bytes)), _) => Some(super::mime::utf8_or_windows_1252(bytes.clone())),
             (Some(Value::Text(t)), _) => Some(t.clone()),
             _ => None,
         };
-        let rtf = match self.property(PR_RTF_COMPRESSED) {
+        let rtf = match p.get(PR_RTF_COMPRESSED) {
             Some(Value::Bytes(compressed)) => rtf::decompress(compressed).and_then(|rtf| rtf::body(&rtf)),
             _ => None,
         };
@@ -149,14 +164,17 @@ impl Attachment {
         let readable = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
         (readable(text), readable(html))
     }
+}
 
+impl Attachment {
     fn into_file(self) -> Option<TnefFile> {
-        let filename = self
+        let p = &self.properties;
+        let filename = p
             .text(PR_ATTACH_LONG_FILENAME)
-            .or_else(|| self.text(PR_ATTACH_FILENAME))
+            .or_else(|| p.text(PR_ATTACH_FILENAME))
             .or_else(|| self.title.clone().filter(|t| !t.trim().is_empty()));
-        let content_type = self.text(PR_ATTACH_MIME_TAG).map(|t| t.to_ascii_lowercase());
-        let bytes = match (&self.data, self.property(PR_ATTACH_DATA_OBJ)) {
+        let content_type = p.text(PR_ATTACH_MIME_TAG).map(|t| t.to_ascii_lowercase());
+        let bytes = match (&self.data, p.get(PR_ATTACH_DATA_OBJ)) {
             (Some(data), _) if !data.is_empty() => data.clone(),
             (_, Some(Value::Bytes(object))) => object.clone(),
             _ => return None,
@@ -165,18 +183,20 @@ impl Attachment {
     }
 }
 
-/// A MAPI property value we use: text (names, MIME type) or bytes (data).
+/// A MAPI property value we use: text (names, MIME type, body), bytes (data, HTML, RTF) or a
+/// number (the body's code page).
 enum Value {
     Text(String),
     Bytes(Vec<u8>),
     Number(u32),
 }
 
-/// A MAPI property list (`attAttachment`): the properties read before any that cannot be.
-fn properties(list: &[u8]) -> Vec<(u16, Value)> {
+/// A MAPI property list (`attAttachment`, `attMAPIProps`): the properties read before any that
+/// cannot be.
+fn properties(list: &[u8]) -> Properties {
     let mut reader = Reader(list);
     let mut out = Vec::new();
-    let Some(count) = reader.u32() else { return out };
+    let Some(count) = reader.u32() else { return Properties(out) };
     for _ in 0..count {
         match property(&mut reader) {
             Some(Some(property)) => out.push(property),
@@ -184,7 +204,7 @@ fn properties(list: &[u8]) -> Vec<(u16, Value)> {
             None => break,
         }
     }
-    out
+    Properties(out)
 }
 
 /// One property: `Some(None)` for one read past (a type or id we do not use), `None` when the
