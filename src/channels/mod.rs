@@ -47,6 +47,10 @@ pub struct RawInbound {
     /// When the sender says it was sent (a mail's Date), in ms: a backlog import keeps when each
     /// mail was written, not just when it was imported.
     pub sent_at: Option<i64>,
+    /// When the message reached the provider, as the provider says (a mail's IMAP INTERNALDATE:
+    /// when the mailbox got it), in ms; `None`: now. Unlike `sent_at` the sender cannot write it,
+    /// and a backlog fetched late keeps it.
+    pub received_at: Option<i64>,
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,

@@ -106,11 +106,13 @@ fn decide_and_store(
     if raw.auto_reply && conversation.is_none() && !accepting {
         return reject(conn, &raw, &stored, "an automatic reply outside any conversation", now_ms);
     }
-    // A flood from one sender: mail written within the hour, beyond what one sender may bring
-    // in an hour (mail written earlier, a backlog, neither counts nor is counted).
+    // A flood from one sender: messages that reached the provider within the hour, beyond what
+    // one sender may bring in an hour. A backlog (mail the mailbox got earlier, fetched late)
+    // neither counts nor is counted; a Date the sender wrote decides nothing, since a flood can
+    // forge it.
     if let (Some(limit), Some(contact), false) = (sender_limit, &contact, accepting) {
         let since = now_ms - HOUR_MS;
-        if raw.sent_at.is_none_or(|at| at >= since)
+        if raw.received_at.unwrap_or(now_ms) >= since
             && store::messages::recent_from_contact(conn, &raw.channel_id, contact.as_str(), since)? >= limit
         {
             tracing::warn!(channel = %raw.channel_id, from = %raw.from.address, limit, "sender over limits.inbound_per_sender_per_hour; refused");
@@ -387,7 +389,7 @@ fn normalize(
         auto_reply: raw.auto_reply,
         delivery_report: raw.delivery_report,
         created_at: now.to_owned(),
-        received_at: Some(now.to_owned()),
+        received_at: Some(raw.received_at.map_or_else(|| now.to_owned(), time::rfc3339)),
         sent_at: raw.sent_at.map(time::rfc3339),
         delivered_at: None,
         read_at: None,

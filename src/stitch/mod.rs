@@ -135,6 +135,7 @@ mod tests {
             to: vec![],
             cc: vec![],
             sent_at: None,
+            received_at: None,
             subject: None,
             text: Some("hi".into()),
             html: None,

@@ -115,9 +115,9 @@ pub fn automatic_sent_to_contact(
 const CONTACT_MESSAGES_SINCE: &str = "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
      WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3";
 
-/// How many messages `contact_id` brought in on the channel since `since_ms` that were also
-/// written since then (a mail's Date; a message without one counts): what a flood is made of,
-/// not a backlog of older mail imported now.
+/// How many messages `contact_id` brought in on the channel since `since_ms` that also reached
+/// their provider since then (`received_at`: a mail's INTERNALDATE): what a flood is made of, not
+/// a backlog of older mail imported now.
 pub fn recent_from_contact(
     conn: &Connection,
     channel_id: &str,
@@ -125,7 +125,7 @@ pub fn recent_from_contact(
     since_ms: i64,
 ) -> Result<u32, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
-        "{CONTACT_MESSAGES_SINCE} AND m.direction = 'inbound' AND coalesce(json_extract(m.body, '$.sent_at') >= ?4, 1)"
+        "{CONTACT_MESSAGES_SINCE} AND m.direction = 'inbound' AND coalesce(json_extract(m.body, '$.received_at') >= ?4, 1)"
     ))?;
     let since = crate::model::time::rfc3339(since_ms);
     Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms, since], |r| r.get(0))?)

@@ -979,6 +979,14 @@ fn mail_text(from: &str, subject: &str, message_id: &str, headers: &str, body: &
     mail(from, SUPPORT.0, subject, message_id, headers, body)
 }
 
+/// An RFC 3339 UTC time (`2026-11-28T03:10:00.000Z`) as IMAP's APPEND date-time
+/// (`28-Nov-2026 03:10:00 +0000`).
+fn imap_date_time(rfc3339: &str) -> String {
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month: usize = rfc3339[5..7].parse().unwrap();
+    format!("{}-{}-{} {} +0000", &rfc3339[8..10], MONTHS[month - 1], &rfc3339[0..4], &rfc3339[11..19])
+}
+
 /// Outlook's winmail.dat sample `name`: its path and bytes (tnefparse's test data, downloaded
 /// by tests/run.sh into `SB_TNEF_SAMPLES`).
 fn tnef_sample(name: &str) -> (std::path::PathBuf, Vec<u8>) {
@@ -1267,10 +1275,12 @@ async fn an_operator_takes_in_a_refused_mail_once_and_it_stays_taken_in() {
     server.stop().await;
 }
 
-/// `limits.inbound_per_sender_per_hour`: a sender flooding the support address (here six fresh
-/// mails, the limit two) gets two messages in; the rest are refused with the reason, listed, and
-/// can be taken in. Mail written before the hour (a backlog) neither counts nor is counted, and
-/// other senders are not touched.
+/// `limits.inbound_per_sender_per_hour`: a sender flooding the support address (here six mails
+/// arriving now, the limit two) gets two messages in; the rest are refused with the reason,
+/// listed, and can be taken in. What counts is when the mailbox got a mail (INTERNALDATE), not
+/// the Date its sender wrote: a flood with old Dates is held all the same, mail the mailbox got
+/// before the hour (a backlog fetched late) neither counts nor is counted, and other senders are
+/// not touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_one_sender_is_held_to_the_hourly_limit_and_a_backlog_is_not() {
     let mail = MailServers::start().await;
@@ -1280,14 +1290,19 @@ async fn a_flood_from_one_sender_is_held_to_the_hourly_limit_and_a_backlog_is_no
         let config = format!("{}{}", mail.channel("support", limits), webhook("h", &helpdesk, "[\"1s\"]"));
         (helpdesk, TestServer::start(&config).await)
     };
-    // Written now: no Date, as a script would send it (a Date within the hour counts the same).
+    // Arriving now: no Date, as a script would send it, or (odd ones) a Date years old.
     let fresh = |from: &str, n: usize| {
+        let date = if n % 2 == 1 { "Date: Wed, 01 Jan 2020 10:00:00 +0000\n" } else { "" };
         mail_text(from, &format!("Alert {n}"), &format!("alert-{n}@{from}"), "", "disk full")
-            .replace("Date: Mon, 23 Nov 2026 10:00:00 +0000\n", "")
+            .replace("Date: Mon, 23 Nov 2026 10:00:00 +0000\n", date)
     };
-    // Ann's backlog: four mails written a week ago, then one now.
+    // Ann's backlog: four mails the mailbox got two days ago (and written today), then one now.
+    let two_days_ago =
+        switchboard::model::time::rfc3339((switchboard::model::time::now_ms() - 2 * 86_400_000) / 1000 * 1000);
     for n in 0..4 {
-        mail.append(SUPPORT, &mail_text(ANN.0, &format!("Old {n}"), &format!("old-{n}@example.org"), "", "hi")).await;
+        let old = mail_text(ANN.0, &format!("Old {n}"), &format!("old-{n}@example.org"), "", "hi")
+            .replace("Date: Mon, 23 Nov 2026 10:00:00 +0000\n", "");
+        mail.append_received(SUPPORT, &old, Some(&imap_date_time(&two_days_ago))).await;
     }
     for n in 0..6 {
         mail.append(SUPPORT, &fresh("monitor@example.net", n)).await;
@@ -1308,6 +1323,9 @@ async fn a_flood_from_one_sender_is_held_to_the_hourly_limit_and_a_backlog_is_no
         .collect();
     subjects.sort();
     assert_eq!(subjects, ["Alert 0", "Alert 1", "Alert 10", "Alert 9", "Old 0", "Old 1", "Old 2", "Old 3"]);
+    // A message's `received_at` is when the mailbox got it.
+    let old = helpdesk.events_of("message.received").into_iter().find(|e| e["data"]["subject"] == "Old 0").unwrap();
+    assert_eq!(old["data"]["received_at"], two_days_ago, "{old}");
     let refused = listed["rejected"].as_array().unwrap();
     for item in refused {
         assert_eq!(item["from"]["address"], "monitor@example.net");

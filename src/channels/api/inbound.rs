@@ -77,6 +77,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         to: Vec::new(),
         cc: Vec::new(),
         sent_at: None,
+        received_at: None,
         subject: body.subject,
         text,
         html,

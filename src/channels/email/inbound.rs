@@ -593,12 +593,18 @@ impl OpenFolder<'_> {
     }
 }
 
-/// A fetched mail: its UID and bytes, and its size when only its header was fetched (a mail
-/// over the channel's `max_mail_bytes`).
+/// A fetched mail: its UID and bytes, when the mailbox got it (INTERNALDATE, ms), and its size
+/// when only its header was fetched (a mail over the channel's `max_mail_bytes`).
 struct Fetched {
     uid: u32,
     bytes: Vec<u8>,
+    received_at: Option<i64>,
     oversized: Option<u64>,
+}
+
+/// A FETCH response's INTERNALDATE in ms.
+fn internal_date(fetch: &async_imap::types::Fetch) -> Option<i64> {
+    fetch.internal_date().map(|at| at.timestamp_millis())
 }
 
 fn imap_error(e: async_imap::error::Error) -> ImapError {
@@ -613,7 +619,7 @@ fn imap_error(e: async_imap::error::Error) -> ImapError {
 /// (Dovecot sends `* 2 FETCH (UID 2)` and then BYE when it cannot read a mail's file).
 async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
     let fetches: Vec<_> = session
-        .uid_fetch(uid_set(uids), "(UID BODY.PEEK[])")
+        .uid_fetch(uid_set(uids), "(UID INTERNALDATE BODY.PEEK[])")
         .await
         .map_err(imap_error)?
         .try_collect()
@@ -624,7 +630,7 @@ async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fet
         .iter()
         .filter_map(|f| {
             let uid = f.uid.filter(|uid| asked.contains(uid))?;
-            Some(Fetched { uid, bytes: f.body()?.to_vec(), oversized: None })
+            Some(Fetched { uid, bytes: f.body()?.to_vec(), received_at: internal_date(f), oversized: None })
         })
         .collect();
     // Other FETCH responses may come unasked (another client changed a mail's flags); one of
@@ -640,14 +646,17 @@ async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fet
 /// The header of a mail over `max_mail_bytes` (`size` bytes), which is not fetched whole.
 async fn fetch_header(session: &mut ImapSession, uid: u32, size: u64) -> Result<Vec<Fetched>, ImapError> {
     let fetches: Vec<_> = session
-        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[HEADER])")
+        .uid_fetch(uid.to_string(), "(UID INTERNALDATE BODY.PEEK[HEADER])")
         .await
         .map_err(imap_error)?
         .try_collect()
         .await
         .map_err(imap_error)?;
-    let header = fetches.iter().filter(|f| f.uid == Some(uid)).find_map(|f| f.header());
-    Ok(header.map(|h| Fetched { uid, bytes: h.to_vec(), oversized: Some(size) }).into_iter().collect())
+    let fetched = fetches.iter().filter(|f| f.uid == Some(uid)).find_map(|f| Some((f.header()?, internal_date(f))));
+    Ok(fetched
+        .map(|(header, received_at)| Fetched { uid, bytes: header.to_vec(), received_at, oversized: Some(size) })
+        .into_iter()
+        .collect())
 }
 
 fn uid_set(uids: &[u32]) -> String {
@@ -685,9 +694,13 @@ async fn parse(channel: Arc<EmailChannelConfig>, mails: Vec<Fetched>) -> Result<
         let rest = mails.split_off(mails.len().min(CHUNK));
         let (chunk, channel) = (std::mem::replace(&mut mails, rest), channel.clone());
         chunks.push(tokio::task::spawn_blocking(move || {
-            let translate = |mail: Fetched| match mail.oversized {
-                None => mime::to_raw_inbound(&channel, mail.bytes),
-                Some(size) => mime::oversized_to_raw_inbound(&channel, mail.bytes, size),
+            let translate = |mail: Fetched| {
+                let mut raw = match mail.oversized {
+                    None => mime::to_raw_inbound(&channel, mail.bytes),
+                    Some(size) => mime::oversized_to_raw_inbound(&channel, mail.bytes, size),
+                };
+                raw.received_at = mail.received_at;
+                raw
             };
             chunk.into_iter().map(translate).collect::<Vec<_>>()
         }));

@@ -249,6 +249,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         to,
         cc,
         sent_at,
+        received_at: None,
         mail: Some(MailThreading {
             message_id,
             in_reply_to,
@@ -445,6 +446,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         to: Vec::new(),
         cc: Vec::new(),
         sent_at: None,
+        received_at: None,
         subject: Some("(unparseable message)".into()),
         text: None,
         html: None,
