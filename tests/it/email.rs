@@ -900,6 +900,47 @@ async fn a_body_kept_only_in_winmail_dat_reaches_the_helpdesk() {
     server.stop().await;
 }
 
+/// An RTF body is read in each font's character set: a Western Outlook (`\ansicpg1252`) writes
+/// Polish in a Central European font (`\fcharset238`) and Russian in a Cyrillic one. Checked
+/// against RTFDE reading the RTF that Debian's `tnef` takes out of the same winmail.dat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtf_body_is_read_in_the_character_set_of_each_font() {
+    let rtf = br"{\rtf1\ansi\ansicpg1252\fromhtml1 \deff0{\fonttbl{\f0\fswiss\fcharset0 Arial;}{\f1\fswiss\fcharset238 Arial CE;}{\f2\fnil\fcharset204 Arial Cyr;}}
+{\*\htmltag19 <html>}{\*\htmltag50 <body>}{\*\htmltag64 <p>}\htmlrtf {\f1\htmlrtf0 Za\'bf\'f3\'b3\'e6 g\'ea\'9cl\'b9 ja\'9f\'f1\htmlrtf }\htmlrtf0 {\*\htmltag72 </p>}
+{\*\htmltag64 <p>}Caf\'e9 {\f2 \'cf\'f0\'e8\'e2\'e5\'f2}{\*\htmltag72 </p>}{\*\htmltag58 </body>}{\*\htmltag27 </html>}}";
+    let stream = tnef_with_rtf(rtf);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("winmail.dat"), &stream).unwrap();
+    let status = std::process::Command::new("tnef")
+        .args(["--save-body=body", "--body-pref=r", "-f", "winmail.dat"])
+        .current_dir(dir.path())
+        .status()
+        .expect("Debian's tnef (tests/run.sh installs it)");
+    assert!(status.success());
+    let taken_out = dir.path().join("body.rtf");
+    let bytes = std::fs::read(&taken_out).unwrap();
+    assert_eq!(bytes.strip_suffix(b"\0").unwrap_or(&bytes), rtf, "Debian's tnef reads the winmail.dat");
+    let read: Value = serde_json::from_str(&python("rtf_body.py", &[], &json!([taken_out]))).unwrap();
+    assert_eq!(read[0]["kind"], "html");
+    let reference = read[0]["content"].as_str().unwrap();
+    assert!(reference.contains("Zażółć gęślą jaźń") && reference.contains("Café Привет"), "{reference}");
+
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let text = format!(
+        "From: Ann <{}>\nTo: {}\nSubject: Fonts\nMessage-ID: <fonts@example.org>\nMIME-Version: 1.0\n\
+         Content-Type: application/ms-tnef; name=\"winmail.dat\"\nContent-Transfer-Encoding: base64\n\n{}\n",
+        ANN.0,
+        SUPPORT.0,
+        base64_lines(&stream)
+    );
+    mail.append(SUPPORT, &text).await;
+    let message = nth_received(&helpdesk, 0).await;
+    let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(words(message["html"].as_str().unwrap()), words(reference), "{message}");
+    server.stop().await;
+}
+
 /// `switchboard check --connect`: a sysadmin tries the mail logins before starting the
 /// service. With the right settings every check is ok — folders opened read-only (EXAMINE),
 /// SMTP logged in and ended with QUIT, nothing sent or changed. A wrong SMTP password and a
@@ -1004,6 +1045,70 @@ fn base64_lines(bytes: &[u8]) -> String {
     use base64::Engine;
     let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
     encoded.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join("\n")
+}
+
+/// `rtf` as MS-OXRTFCP compressed RTF ("LZFu"), written as literals only: each control byte
+/// announces eight literal bytes, and a reference to the dictionary's own write position ends
+/// the data.
+fn compressed_rtf(rtf: &[u8]) -> Vec<u8> {
+    const PREBUFFER_LEN: usize = 207;
+    let mut data = Vec::new();
+    let mut chunks = rtf.chunks(8).peekable();
+    let mut written = PREBUFFER_LEN;
+    loop {
+        let chunk = chunks.next().unwrap_or_default();
+        written += chunk.len();
+        if chunk.len() == 8 {
+            data.push(0);
+            data.extend(chunk);
+            continue;
+        }
+        // The last chunk: its literals, then the end (a reference at bit `chunk.len()`).
+        data.push(1 << chunk.len());
+        data.extend(chunk);
+        data.extend((((written % 4096) as u16) << 4).to_be_bytes());
+        break;
+    }
+    // The CRC-32 of the data (MS-OXRTFCP 2.1.3.2: reflected 0xEDB88320, initial 0, no final xor).
+    let crc = data.iter().fold(0u32, |crc, byte| {
+        (0..8).fold(crc ^ u32::from(*byte), |c, _| if c & 1 == 1 { (c >> 1) ^ 0xEDB8_8320 } else { c >> 1 })
+    });
+    let mut compressed = Vec::new();
+    compressed.extend((data.len() as u32 + 12).to_le_bytes()); // the size after this field
+    compressed.extend((rtf.len() as u32).to_le_bytes());
+    compressed.extend(b"LZFu");
+    compressed.extend(crc.to_le_bytes());
+    compressed.extend(data);
+    compressed
+}
+
+/// A winmail.dat (MS-OXTNEF) whose only content is `rtf` as the message's `PR_RTF_COMPRESSED`,
+/// as Outlook sends a "Rich Text" mail through Exchange.
+fn tnef_with_rtf(rtf: &[u8]) -> Vec<u8> {
+    let compressed = compressed_rtf(rtf);
+    // attMAPIProps: one PT_BINARY property (type 0x0102, id 0x1009), one value, padded to 4.
+    let mut props = Vec::new();
+    props.extend(1u32.to_le_bytes());
+    props.extend(0x0102u16.to_le_bytes());
+    props.extend(0x1009u16.to_le_bytes());
+    props.extend(1u32.to_le_bytes());
+    props.extend((compressed.len() as u32).to_le_bytes());
+    props.extend(&compressed);
+    props.resize(props.len().next_multiple_of(4), 0);
+    let mut stream = Vec::new();
+    stream.extend(0x223E_9F78u32.to_le_bytes());
+    stream.extend(0x0001u16.to_le_bytes()); // legacy key
+    let mut attribute = |level: u8, id: u32, data: &[u8]| {
+        stream.push(level);
+        stream.extend(id.to_le_bytes());
+        stream.extend((data.len() as u32).to_le_bytes());
+        stream.extend(data);
+        let checksum = data.iter().fold(0u16, |sum, b| sum.wrapping_add(u16::from(*b)));
+        stream.extend(checksum.to_le_bytes());
+    };
+    attribute(1, 0x0008_9006, &0x0001_0000u32.to_le_bytes()); // attTnefVersion
+    attribute(1, 0x0006_9003, &props);
+    stream
 }
 
 /// Appends `tests/fixtures/email/{name}.eml` to the support mailbox.

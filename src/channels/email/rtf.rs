@@ -5,10 +5,15 @@
 //! `\htmlrtf`. A body written as RTF (WordPad-style Outlook "Rich Text") becomes its text. A mail
 //! whose only body is in `winmail.dat` otherwise reaches the helpdesk empty.
 //!
+//! 8-bit text is read in its font's character set (`\fcharset` in the font table: a Western
+//! Outlook writes Polish in a `\fcharset238` font, Windows-1250, under `\ansicpg1252`), else in
+//! the document's `\ansicpg`.
+//!
 //! Damaged input never panics: decompression stops where the data does, and reading RTF keeps
 //! what it read.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
 use mail_parser::decoders::charsets::map::charset_decoder;
 
@@ -173,6 +178,10 @@ struct State {
     fresh: bool,
     /// `\*` opened this group: an optional destination, skipped unless known.
     starred: bool,
+    /// Inside `{\fonttbl…}`, where fonts are defined.
+    font_table: bool,
+    /// `\fN`: the font of the text; `None` until one is named (`\deffN` then).
+    font: Option<i64>,
 }
 
 struct Reader {
@@ -182,24 +191,48 @@ struct Reader {
     out: String,
     /// 8-bit text not decoded yet (`\'hh` sequences of a multi-byte code page belong together).
     pending: Vec<u8>,
-    decode: fn(&[u8]) -> String,
+    /// The document's code page (`\ansicpg`), for text in a font without a character set.
+    ansi: fn(&[u8]) -> String,
+    /// The code page of each font the font table gives a character set (`\fcharset`, `\cpg`).
+    font_code_pages: HashMap<i64, fn(&[u8]) -> String>,
+    /// `\deffN`: the font of text before any `\fN`.
+    default_font: Option<i64>,
+    /// The font the font table is defining.
+    defining: Option<i64>,
     /// Characters still to drop after a `\uN`.
     to_skip: usize,
 }
 
 impl Reader {
     fn new(mode: Mode) -> Reader {
-        let state =
-            State { skip: false, html_tag: false, suppressed: false, unicode_skip: 1, fresh: true, starred: false };
+        let state = State {
+            skip: false,
+            html_tag: false,
+            suppressed: false,
+            unicode_skip: 1,
+            fresh: true,
+            starred: false,
+            font_table: false,
+            font: None,
+        };
         Reader {
             mode,
             stack: Vec::new(),
             state,
             out: String::new(),
             pending: Vec::new(),
-            decode: code_page(1252),
+            ansi: code_page(1252),
+            font_code_pages: HashMap::new(),
+            default_font: None,
+            defining: None,
             to_skip: 0,
         }
+    }
+
+    /// The decoder of 8-bit text in the current font.
+    fn decoder(&self) -> fn(&[u8]) -> String {
+        let font = self.state.font.or(self.default_font);
+        font.and_then(|f| self.font_code_pages.get(&f).copied()).unwrap_or(self.ansi)
     }
 
     fn emitting(&self) -> bool {
@@ -209,7 +242,7 @@ impl Reader {
 
     fn flush(&mut self) {
         if !self.pending.is_empty() {
-            let text = (self.decode)(&self.pending);
+            let text = (self.decoder())(&self.pending);
             self.out.push_str(&text);
             self.pending.clear();
         }
@@ -247,6 +280,7 @@ impl Reader {
                     at += 1;
                 }
                 b'}' => {
+                    self.flush(); // the group's text, in the group's font
                     match self.stack.pop() {
                         Some(outer) => self.state = outer,
                         None => return, // the document's last brace
@@ -326,8 +360,13 @@ impl Reader {
             }
             if self.state.starred || SKIPPED_DESTINATIONS.contains(&name) {
                 self.state.skip = true;
+                self.state.font_table = name == b"fonttbl";
                 return;
             }
+        }
+        if self.state.font_table {
+            self.define_font(name, parameter);
+            return;
         }
         if self.state.skip {
             return;
@@ -335,7 +374,16 @@ impl Reader {
         match name {
             b"ansicpg" => {
                 self.flush();
-                self.decode = code_page(parameter.unwrap_or(1252));
+                self.ansi = code_page(parameter.unwrap_or(1252));
+            }
+            b"deff" => self.default_font = parameter,
+            b"f" => {
+                self.flush();
+                self.state.font = parameter;
+            }
+            b"plain" => {
+                self.flush();
+                self.state.font = None;
             }
             b"htmlrtf" => self.state.suppressed = parameter != Some(0),
             b"uc" => self.state.unicode_skip = usize::try_from(parameter.unwrap_or(1)).unwrap_or(1),
@@ -363,9 +411,59 @@ impl Reader {
     }
 }
 
+impl Reader {
+    /// A control word of the font table: `\fN` starts a font's definition, `\fcharsetN` and
+    /// `\cpgN` give its code page.
+    fn define_font(&mut self, name: &[u8], parameter: Option<i64>) {
+        let code_page = match (name, parameter) {
+            (b"f", font) => {
+                self.defining = font;
+                return;
+            }
+            (b"fcharset", Some(charset)) => charset_code_page(charset),
+            (b"cpg", Some(number)) => Some(number),
+            _ => None,
+        };
+        let decoder = code_page.and_then(known_code_page);
+        if let (Some(font), Some(decoder)) = (self.defining, decoder) {
+            self.font_code_pages.insert(font, decoder);
+        }
+    }
+}
+
+/// The Windows code page of an RTF `\fcharsetN` (the RTF 1.9.1 specification's table); `None`
+/// for ANSI and default (the document's `\ansicpg`) and for symbol fonts.
+fn charset_code_page(charset: i64) -> Option<i64> {
+    Some(match charset {
+        77 => 10000,
+        128 => 932,
+        129 => 949,
+        130 => 1361,
+        134 => 936,
+        136 => 950,
+        161 => 1253,
+        162 => 1254,
+        163 => 1258,
+        177 => 1255,
+        178 => 1256,
+        186 => 1257,
+        204 => 1251,
+        222 => 874,
+        238 => 1250,
+        254 => 437,
+        255 => 850,
+        _ => return None,
+    })
+}
+
 /// The decoder of a Windows code page number (`\ansicpg`, `PR_INTERNET_CPID`), Windows-1252 for
 /// one mail-parser does not know.
 pub(super) fn code_page(number: i64) -> fn(&[u8]) -> String {
+    known_code_page(number).unwrap_or(super::mime::windows_1252)
+}
+
+/// The decoder of a Windows code page number, if mail-parser knows it.
+fn known_code_page(number: i64) -> Option<fn(&[u8]) -> String> {
     let name: Cow<'static, str> = match number {
         65001 => "utf-8".into(),
         932 => "shift_jis".into(),
@@ -380,7 +478,7 @@ pub(super) fn code_page(number: i64) -> fn(&[u8]) -> String {
         54936 => "gb18030".into(),
         n => format!("cp{n}").into(),
     };
-    charset_decoder(name.as_bytes()).unwrap_or(super::mime::windows_1252)
+    charset_decoder(name.as_bytes())
 }
 
 #[cfg(test)]
@@ -449,5 +547,19 @@ mod tests {
         assert_eq!(body(text), Some(Body::Text("Hello\n-- \nAnn\n".into())));
         assert_eq!(body(b"not rtf"), None);
         assert_eq!(body(br"{\rtf1{\fonttbl{\f0 Arial;}}}"), None);
+    }
+
+    #[test]
+    fn eight_bit_text_is_read_in_its_fonts_character_set() {
+        // A Western Outlook (ANSI code page 1252) writing Polish in a Central European font, and
+        // Russian in the default font (`\deff1`), which the font table makes Cyrillic.
+        let rtf = br"{\rtf1\ansi\ansicpg1252\deff1{\fonttbl{\f0\fswiss\fcharset0 Arial;}{\f1\fnil\fcharset204{\*\panose 020b0604020202020204}Arial Cyr;}
+{\f2\fswiss\fcharset238 Arial CE;}}\pard \'cf\'f0\'e8\'e2\'e5\'f2\par
+\f0 Caf\'e9 {\f2 Za\'bf\'f3\'b3\'e6 g\'ea\'9cl\'b9 ja\'9f\'f1}, caf\'e9\par
+\plain \'e4\'e0\par}";
+        assert_eq!(body(rtf), Some(Body::Text("Привет\nCafé Zażółć gęślą jaźń, café\nда\n".into())));
+        // A font's `\cpg` names its code page; a font without either is read in `\ansicpg`.
+        let rtf = br"{\rtf1\ansi\ansicpg1250{\fonttbl{\f0 Arial;}{\f1\cpg1253 Arial Greek;}}\f1 \'e1\'e2\f0 \'b9}";
+        assert_eq!(body(rtf), Some(Body::Text("αβą".into())));
     }
 }
