@@ -35,7 +35,9 @@ fn load_layers(text: &str, with_env: bool) -> Result<Config, Vec<Problem>> {
     }
     let mut figment = Figment::new().merge(Toml::string(DEFAULTS)).merge(Toml::string(text));
     if with_env {
-        let env = Env::prefixed("SWITCHBOARD_").split("__").filter(|key| key.as_str() != "config");
+        // SWITCHBOARD_CONFIG names the file (the systemd unit sets it); it is not a key. Keys
+        // keep the variable's case here: compared as `str`, "CONFIG" would pass as a key.
+        let env = Env::prefixed("SWITCHBOARD_").split("__").filter(|key| !key.as_str().eq_ignore_ascii_case("config"));
         figment = figment.merge(env);
     }
     let root: Dict = figment.extract().map_err(|e| vec![Problem::new("config", e.to_string())])?;

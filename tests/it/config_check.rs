@@ -135,6 +135,38 @@ fn environment_overrides_the_file() {
     assert!(out.contains("server.public_url: `gopher://nope`"), "{out}");
 }
 
+/// The systemd unit names the file with `SWITCHBOARD_CONFIG` (no `--config`): that variable
+/// names the file and is no config key.
+#[test]
+fn switchboard_config_names_the_file_and_is_no_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, example()).unwrap();
+    for command in ["check", "run"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .arg(command)
+            .env("SWITCHBOARD_CONFIG", &path)
+            .env("SWITCHBOARD_SERVER__LISTEN", format!("127.0.0.1:{}", crate::harness::free_port()))
+            .env("SWITCHBOARD_STORAGE__PATH", dir.path().join("var"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        if command == "run" {
+            // Running, not refused: still up after a moment, then stopped like systemd does.
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            assert!(child.try_wait().unwrap().is_none(), "`run` exited: {:?}", child.wait_with_output().unwrap());
+            Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{command}: {text}");
+        if command == "check" {
+            assert!(text.contains(&format!("{}: ok", path.display())), "{text}");
+        }
+    }
+}
+
 #[test]
 fn a_stray_environment_variable_is_named() {
     let (code, out) = check_with_env(&example(), &[("SWITCHBOARD_COLOUR", "blue")]);
