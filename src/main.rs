@@ -86,9 +86,12 @@ fn config_path(explicit: Option<PathBuf>) -> PathBuf {
 
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|problems| {
-        eprintln!("{}: {} problem(s):", path.display(), problems.len());
+        // Under systemd (`check` is the unit's ExecStartPre and ExecReload) each line is an
+        // error for the journal, so `journalctl -p err` says why a start or reload was refused.
+        let error = if std::env::var_os("JOURNAL_STREAM").is_some() { "<3>" } else { "" };
+        eprintln!("{error}{}: {} problem(s):", path.display(), problems.len());
         for p in &problems {
-            eprintln!("{p}");
+            eprintln!("{error}{p}");
         }
         ExitCode::from(1)
     })

@@ -2,8 +2,9 @@
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
 # first: Dovecot (IMAP + LMTP), Postfix (a real MTA's DSNs and bounces) and openssl (test
 # certificates) from Debian for the email channel's real mail servers, tnef (Debian's winmail.dat
-# decoder, a second reader for ours); lintian and debootstrap
-# for the package test (which builds a throwaway Debian root from the apt mirror), and
+# decoder, a second reader for ours); lintian, debootstrap and systemd-nspawn (systemd-container)
+# for the package test (which builds a throwaway Debian root from the apt mirror and boots it
+# with systemd to run the installed service), and
 # cargo-deb from crates.io; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator), werkzeug (an
 # HTTP library reading our download headers), RTFDE and striprtf (readers of Outlook's RTF
@@ -23,6 +24,7 @@ command -v file >/dev/null || need_apt+=(file)
 command -v readelf >/dev/null || need_apt+=(binutils)
 command -v lintian >/dev/null || need_apt+=(lintian)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v postfix >/dev/null || need_apt+=(postfix)
 command -v tnef >/dev/null || need_apt+=(tnef)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,7 +1,8 @@
 //! packaging/build.sh builds a static binary (no dynamic dependencies, no OpenSSL, the git
 //! revision in `switchboard version`) and the .deb; lintian finds no errors or warnings; the
 //! package holds what it should; and it installs, runs, upgrades, is removed and purged in a
-//! throwaway Debian root made with debootstrap. (Runs a release build in its own target dir.)
+//! throwaway Debian root made with debootstrap, then does the same as a service under a real
+//! systemd (that root booted with systemd-nspawn). (Runs a release build in its own target dir.)
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -78,23 +79,31 @@ fn build_script_makes_a_static_binary_and_a_clean_package_that_installs() {
     }
 
     install_in_a_throwaway_root(Path::new(&target), &deb);
+    run_under_systemd(Path::new(&target), &deb);
 }
 
-/// A minimal Debian (debootstrap minbase), made once and cached under target/, copied fresh for
-/// each run. The mirror is the one apt uses here unless SB_DEBIAN_MIRROR says otherwise.
-fn debian_root(target: &Path) -> PathBuf {
-    let cache = target.join("debootstrap-bookworm");
+/// A minimal Debian (debootstrap minbase) with the dependencies of the package `deb` and
+/// `extra` packages, made once and cached under target/ (one cache per package list), copied
+/// fresh for each run. The mirror is the one apt uses here unless SB_DEBIAN_MIRROR says otherwise.
+fn debian_root(target: &Path, deb: &str, extra: &[&str]) -> PathBuf {
+    let depends = ok("dpkg-deb", &["-f", deb, "Depends"]);
+    // "passwd, procps (>= 2)" → passwd, procps
+    let depends = depends.split(',').filter_map(|d| d.split_whitespace().next());
+    let packages: Vec<&str> = depends.chain(extra.iter().copied()).collect();
+    let packages = packages.join(",");
+    let cache = target.join(format!("debootstrap-bookworm-{}", packages.replace(',', "-")));
     if !cache.join(".complete").is_file() {
         let _ = std::fs::remove_dir_all(&cache);
         let mirror = std::env::var("SB_DEBIAN_MIRROR").unwrap_or_else(|_| "http://deb.debian.org/debian".to_owned());
-        ok("debootstrap", &["--variant=minbase", "bookworm", cache.to_str().unwrap(), &mirror]);
+        let include = format!("--include={packages}");
+        ok("debootstrap", &["--variant=minbase", &include, "bookworm", cache.to_str().unwrap(), &mirror]);
         std::fs::write(cache.join(".complete"), "").unwrap();
     }
     cache
 }
 
 fn install_in_a_throwaway_root(target: &Path, deb: &str) {
-    let cache = debian_root(target);
+    let cache = debian_root(target, deb, &[]);
     let scratch = tempfile::tempdir_in(target).unwrap();
     let root = scratch.path().join("root");
     ok("cp", &["-a", cache.to_str().unwrap(), root.to_str().unwrap()]);
@@ -161,13 +170,240 @@ fn install_in_a_throwaway_root(target: &Path, deb: &str) {
 
 /// A plain HTTP/1.1 GET over a TCP socket (this test is synchronous); `None` if nothing listens.
 fn http_get(url: &str) -> Option<String> {
+    http_request("GET", url, "Accept: */*", None)
+}
+
+/// An HTTP/1.1 request with one extra header line and an optional JSON body: the answer's
+/// status line, headers and body; `None` if nothing listens.
+fn http_request(method: &str, url: &str, header: &str, body: Option<&str>) -> Option<String> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://")?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".to_owned()));
     let mut stream = std::net::TcpStream::connect(host).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let body = body.unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{header}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).ok()?;
     Some(answer)
+}
+
+/// A Debian root booted with systemd-nspawn: its systemd is PID 1 there. It shares the host's
+/// network, so its services' ports answer on the host's loopback. Stopped when dropped.
+struct Booted {
+    nspawn: std::process::Child,
+    /// The container's init, seen from the host (for nsenter).
+    init: u32,
+    log: PathBuf,
+}
+
+impl Booted {
+    fn boot(root: &Path, log: PathBuf) -> Booted {
+        let nspawn = Command::new("systemd-nspawn")
+            .args(["--quiet", "--register=no", "--keep-unit", "--boot", "--console=passive", "-D"])
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::from(std::fs::File::options().append(true).open(&log).unwrap()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("systemd-nspawn cannot run ({e}); tests/run.sh installs systemd-container"));
+        let mut booted = Booted { nspawn, init: 0, log };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let state = loop {
+            booted.init = booted.init_pid().unwrap_or(0);
+            let state = if booted.init == 0 {
+                None
+            } else {
+                booted.run(&["systemctl", "is-system-running"]).1.lines().next().map(str::to_owned)
+            };
+            match state.as_deref() {
+                Some(state @ ("running" | "degraded")) => break state.to_owned(),
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(250)),
+                _ => panic!("the container did not boot ({state:?}):\n{}", booted.console()),
+            }
+        };
+        if state == "degraded" {
+            eprintln!("container degraded: {}", booted.run(&["systemctl", "--failed", "--no-legend"]).1);
+        }
+        booted
+    }
+
+    fn init_pid(&mut self) -> Option<u32> {
+        if let Some(status) = self.nspawn.try_wait().unwrap() {
+            panic!("systemd-nspawn exited ({status}):\n{}", self.console());
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.nspawn.id())).ok()?;
+        tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+            .find_map(|children| children.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Runs a command inside (all of the container's namespaces): success and output.
+    fn run(&self, command: &[&str]) -> (bool, String) {
+        let init = self.init.to_string();
+        run("nsenter", &[&["-t", init.as_str(), "-a"], command].concat())
+    }
+
+    fn ok(&self, command: &[&str]) -> String {
+        let (success, text) = self.run(command);
+        assert!(success, "{command:?} failed inside the container:\n{text}");
+        text
+    }
+
+    /// One property of a unit (`systemctl show -p`).
+    fn property(&self, unit: &str, name: &str) -> String {
+        self.ok(&["systemctl", "show", unit, "-p", name, "--value"]).trim().to_owned()
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Booted {
+    fn drop(&mut self) {
+        // SIGTERM asks nspawn to shut the container down in order; it is killed if it lingers.
+        let _ = Command::new("kill").args(["-TERM", &self.nspawn.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.nspawn.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.nspawn.kill();
+                let _ = self.nspawn.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Polls `f` for `what` (15 s at most).
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The package under a real systemd (PID 1 in a container): the installed unit starts
+/// (Type=notify: active only once ready) with its hardening in effect, pings the watchdog,
+/// reloads a changed config live and keeps the running one when the file is broken, logs with
+/// journal priorities, restarts on upgrade with its state kept, and stops cleanly.
+fn run_under_systemd(target: &Path, deb: &str) {
+    let cache = debian_root(target, deb, &["systemd", "systemd-sysv", "dbus"]);
+    let scratch = tempfile::tempdir_in(target).unwrap();
+    let root = scratch.path().join("root");
+    ok("cp", &["-a", cache.to_str().unwrap(), root.to_str().unwrap()]);
+    std::fs::copy(deb, root.join("root/switchboard.deb")).unwrap();
+    // The administrator's drop-in (as `systemctl edit` writes it): the test's port, and a short
+    // watchdog so that a missed ping would show within seconds.
+    let port = crate::harness::free_port();
+    let drop_in = root.join("etc/systemd/system/switchboard.service.d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::write(
+        drop_in.join("test.conf"),
+        format!("[Service]\nEnvironment=SWITCHBOARD_SERVER__LISTEN=127.0.0.1:{port}\nWatchdogSec=2s\n"),
+    )
+    .unwrap();
+    let container = Booted::boot(&root, scratch.path().join("console.log"));
+    let unit = "switchboard.service";
+    let journal = || container.ok(&["journalctl", "-u", unit, "--no-pager", "-o", "cat"]);
+
+    // Install: enabled and started; active means it told systemd it is ready.
+    container.ok(&["dpkg", "-i", "/root/switchboard.deb"]);
+    assert_eq!(container.property(unit, "UnitFileState"), "enabled");
+    wait_for("the service to be active", || (container.property(unit, "ActiveState") == "active").then_some(()));
+    let pid = container.property(unit, "MainPID");
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let health = http_get(&url("/healthz")).unwrap_or_else(|| panic!("no /healthz:\n{}", journal()));
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // The hardening is in effect for the running process.
+    let status = container.ok(&["cat", &format!("/proc/{pid}/status")]);
+    for line in ["NoNewPrivs:\t1", "CapEff:\t0000000000000000", "Seccomp:\t2"] {
+        assert!(status.lines().any(|l| l == line), "{line} expected:\n{status}");
+    }
+    let security = container.ok(&["systemd-analyze", "security", unit, "--no-pager"]);
+    let exposure: f64 = security
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for switchboard.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level:\n{security}"));
+    assert!(exposure <= 2.0, "exposure {exposure}:\n{security}");
+    // The watchdog (2 s) is pinged: five seconds later the same process still runs.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!((container.property(unit, "MainPID"), container.property(unit, "NRestarts")), (pid.clone(), "0".into()));
+
+    // Reload: a token and an api channel come in live, in the same process.
+    let token = "systemd-test-token-0001";
+    let auth = format!("Authorization: Bearer {token}");
+    assert!(http_request("GET", &url("/v1/events?after=0"), &auth, None).unwrap().starts_with("HTTP/1.1 401"));
+    let config = root.join("etc/switchboard/switchboard.toml");
+    let packaged = std::fs::read_to_string(&config).unwrap();
+    let added = format!(
+        "{packaged}\n[[tokens]]\nname = \"ops\"\ntoken = \"{token}\"\nscopes = [\"send\", \"read\", \"admin\"]\n\
+         [[channels]]\nid = \"web\"\ntype = \"api\"\n"
+    );
+    std::fs::write(&config, &added).unwrap();
+    container.ok(&["systemctl", "reload", unit]);
+    let body = r#"{"from": {"address": "visitor-1"}, "text": "Hello", "external_id": "x-1", "thread": "t-1"}"#;
+    let accepted = wait_for("the reloaded channel", || {
+        http_request("POST", &url("/v1/channels/web/inbound"), &auth, Some(body))
+            .filter(|a| a.starts_with("HTTP/1.1 202"))
+    });
+    let message_id = accepted.split("\"message_id\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    assert_eq!(container.property(unit, "MainPID"), pid, "a reload is not a restart");
+
+    // A broken file: `systemctl reload` refuses it (ExecReload checks first) and the service
+    // keeps running on the config it has. A SIGHUP past that check is refused by the gateway
+    // itself, logged as an error the journal's priority filter shows.
+    std::fs::write(&config, "[server\nlisten =").unwrap();
+    let (reloaded, said) = container.run(&["systemctl", "reload", unit]);
+    assert!(!reloaded, "a broken config must not reload: {said}");
+    let errors = || container.ok(&["journalctl", "-u", unit, "-p", "err", "--no-pager", "-o", "cat"]);
+    let refused = errors();
+    assert!(refused.contains("switchboard.toml: 1 problem(s):") && refused.contains("not valid TOML"), "{refused}");
+    container.ok(&["systemctl", "kill", "-s", "HUP", "--kill-whom=main", unit]);
+    wait_for("the gateway's own refusal in the journal", || {
+        errors().contains("configuration refused; the running configuration is kept").then_some(())
+    });
+    assert_eq!(container.property(unit, "ActiveState"), "active");
+    assert_eq!(container.property(unit, "MainPID"), pid);
+    let read = http_request("GET", &url(&format!("/v1/messages/{message_id}")), &auth, None).unwrap();
+    assert!(read.starts_with("HTTP/1.1 200"), "the running config is kept: {read}");
+    std::fs::write(&config, &added).unwrap();
+
+    // Upgrade (the same package again): restarted, and the state is still there.
+    container.ok(&["dpkg", "-i", "/root/switchboard.deb"]);
+    wait_for("the restarted service", || {
+        let restarted = container.property(unit, "MainPID");
+        (container.property(unit, "ActiveState") == "active" && restarted != pid && restarted != "0").then_some(())
+    });
+    let read = wait_for("the message after the upgrade", || {
+        http_request("GET", &url(&format!("/v1/messages/{message_id}")), &auth, None)
+            .filter(|a| a.starts_with("HTTP/1.1 200"))
+    });
+    assert!(read.contains("\"text\":\"Hello\""), "{read}");
+
+    // Stop: a clean exit (status 0, drained), not a kill at TimeoutStopSec.
+    container.ok(&["systemctl", "stop", unit]);
+    assert_eq!(container.property(unit, "ActiveState"), "inactive");
+    assert_eq!(
+        (container.property(unit, "Result"), container.property(unit, "ExecMainStatus")),
+        ("success".into(), "0".into())
+    );
+    assert!(journal().contains("shutting down: intake stopped, draining work in flight"), "{}", journal());
+    // Removing the package stops and disables the unit; the state stays.
+    container.ok(&["systemctl", "start", unit]);
+    container.ok(&["dpkg", "-r", "switchboard"]);
+    assert_eq!(container.property(unit, "ActiveState"), "inactive");
+    assert!(root.join("var/lib/switchboard/switchboard.db").is_file());
 }
