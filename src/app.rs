@@ -177,7 +177,8 @@ pub async fn run(config: Config, path: &Path) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 tracing::info!(config = %path.display(), "SIGHUP received: reloading the configuration");
                 crate::systemd::reloading();
-                server.reload_from(path).await;
+                let outcome = server.reload_from(path).await;
+                crate::systemd::reloaded(&outcome);
                 crate::systemd::ready(&server.addr.to_string());
             }
         }

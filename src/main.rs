@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -60,6 +61,11 @@ enum Command {
         config: Option<PathBuf>,
         dest: PathBuf,
     },
+    /// Ask the running gateway (PID; the systemd unit passes $MAINPID) to reload its
+    /// configuration, and wait for its verdict: exit 0 when applied, 1 with the problems when
+    /// refused (the running configuration is kept). The unit's ExecReload; needs
+    /// $RUNTIME_DIRECTORY, where the gateway reports. Elsewhere send SIGHUP and read the log.
+    Reload { pid: u32 },
     /// Print the version.
     Version,
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -84,11 +90,21 @@ fn config_path(explicit: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
 }
 
+/// `<3>` under journald (`JOURNAL_STREAM` set): the sd-daemon(3) prefix that makes a line an
+/// error for `journalctl -p err`; nothing on a terminal.
+fn journal_error_mark() -> &'static str {
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        "<3>"
+    } else {
+        ""
+    }
+}
+
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|problems| {
-        // Under systemd (`check` is the unit's ExecStartPre and ExecReload) each line is an
-        // error for the journal, so `journalctl -p err` says why a start or reload was refused.
-        let error = if std::env::var_os("JOURNAL_STREAM").is_some() { "<3>" } else { "" };
+        // Under systemd (`check` is the unit's ExecStartPre) each line is an error for the
+        // journal, so `journalctl -p err` says why a start was refused.
+        let error = journal_error_mark();
         eprintln!("{error}{}: {} problem(s):", path.display(), problems.len());
         for p in &problems {
             eprintln!("{error}{p}");
@@ -141,6 +157,22 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Reload { pid } => match switchboard::systemd::ask_reload(pid, Duration::from_secs(60)) {
+            Ok(switchboard::systemd::ReloadVerdict::Applied) => {
+                println!("configuration reloaded");
+                ExitCode::SUCCESS
+            }
+            Ok(switchboard::systemd::ReloadVerdict::Refused(problems)) => {
+                let error = journal_error_mark();
+                eprintln!("{error}configuration refused ({} problem(s)); the running one is kept:", problems.len());
+                problems.iter().for_each(|p| eprintln!("{error}{p}"));
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("{}switchboard: {e}", journal_error_mark());
+                ExitCode::from(2)
+            }
+        },
         Command::Version => {
             println!("switchboard {}", version());
             ExitCode::SUCCESS

@@ -30,14 +30,15 @@ pub struct Reloaded {
 
 impl Server {
     /// Reads and validates the file at `path`, then applies it; refuses it, keeping the running
-    /// config, when it has problems.
-    pub(super) async fn reload_from(&mut self, path: &Path) {
+    /// config, when it has problems (returned, one line each).
+    pub(super) async fn reload_from(&mut self, path: &Path) -> Result<(), Vec<String>> {
         let owned = path.to_owned();
         let loaded = tokio::task::spawn_blocking(move || config::load(&owned)).await;
         match loaded {
             Ok(Ok(config)) => {
                 self.reload(config).await;
                 metrics::counter!("switchboard_config_reloads_total", "result" => "applied").increment(1);
+                Ok(())
             }
             Ok(Err(problems)) => {
                 for problem in &problems {
@@ -49,8 +50,12 @@ impl Server {
                     "configuration refused; the running configuration is kept (see `switchboard check`)"
                 );
                 metrics::counter!("switchboard_config_reloads_total", "result" => "refused").increment(1);
+                Err(problems.iter().map(ToString::to_string).collect())
             }
-            Err(e) => tracing::error!(error = %e, "reading the configuration failed; the running one is kept"),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the configuration failed; the running one is kept");
+                Err(vec![format!("reading the configuration failed: {e}")])
+            }
         }
     }
 

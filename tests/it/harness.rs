@@ -382,10 +382,21 @@ pub struct Binary {
 
 /// Starts the binary with `run --config`, stderr appended to `log_path`, and waits for `/healthz`.
 pub async fn spawn(config_path: &std::path::Path, port: u16, log_path: &std::path::Path) -> Binary {
+    spawn_with_env(config_path, port, log_path, &[]).await
+}
+
+/// `spawn`, with environment variables set for the binary (as systemd sets them).
+pub async fn spawn_with_env(
+    config_path: &std::path::Path,
+    port: u16,
+    log_path: &std::path::Path,
+    envs: &[(&str, &std::path::Path)],
+) -> Binary {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(["run", "--config"])
         .arg(config_path)
+        .envs(envs.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(log)
         .spawn()

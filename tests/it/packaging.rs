@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::mail_servers::{self, MailServers, ANN, SUPPORT};
+
 fn run(program: &str, args: &[&str]) -> (bool, String) {
     let out = Command::new(program)
         .args(args)
@@ -252,7 +254,10 @@ impl Booted {
 
     fn ok(&self, command: &[&str]) -> String {
         let (success, text) = self.run(command);
-        assert!(success, "{command:?} failed inside the container:\n{text}");
+        if !success {
+            let journal = self.run(&["journalctl", "--no-pager", "-n", "40", "-o", "cat"]).1;
+            panic!("{command:?} failed inside the container:\n{text}\nthe journal's end:\n{journal}");
+        }
         text
     }
 
@@ -282,6 +287,12 @@ impl Drop for Booted {
     }
 }
 
+/// The JSON body of an HTTP answer (`Value::Null` if it has none).
+fn json_body(answer: &str) -> serde_json::Value {
+    let body = answer.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_default()
+}
+
 /// Polls `f` for `what` (15 s at most).
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -296,24 +307,34 @@ fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 
 /// The package under a real systemd (PID 1 in a container): the installed unit starts
 /// (Type=notify: active only once ready) with its hardening in effect, pings the watchdog,
-/// reloads a changed config live and keeps the running one when the file is broken, logs with
-/// journal priorities, restarts on upgrade with its state kept, and stops cleanly.
+/// reads a secret from LoadCredential=, reloads a changed config live (mail in and out from
+/// within its sandbox) and keeps the running one when the file is broken, failing `systemctl
+/// reload`, logs with journal priorities, restarts on upgrade with its state kept, and stops
+/// cleanly.
 fn run_under_systemd(target: &Path, deb: &str) {
     let cache = debian_root(target, deb, &["systemd", "systemd-sysv", "dbus"]);
     let scratch = tempfile::tempdir_in(target).unwrap();
     let root = scratch.path().join("root");
     ok("cp", &["-a", cache.to_str().unwrap(), root.to_str().unwrap()]);
     std::fs::copy(deb, root.join("root/switchboard.deb")).unwrap();
-    // The administrator's drop-in (as `systemctl edit` writes it): the test's port, and a short
-    // watchdog so that a missed ping would show within seconds.
+    // The administrator's drop-in (as `systemctl edit` writes it): the test's port, a short
+    // watchdog so that a missed ping would show within seconds, and a secret handed over as a
+    // credential (a root-only file the service user could not read itself), as the unit's
+    // comment suggests.
     let port = crate::harness::free_port();
     let drop_in = root.join("etc/systemd/system/switchboard.service.d");
     std::fs::create_dir_all(&drop_in).unwrap();
     std::fs::write(
         drop_in.join("test.conf"),
-        format!("[Service]\nEnvironment=SWITCHBOARD_SERVER__LISTEN=127.0.0.1:{port}\nWatchdogSec=2s\n"),
+        format!(
+            "[Service]\nEnvironment=SWITCHBOARD_SERVER__LISTEN=127.0.0.1:{port}\nWatchdogSec=2s\n\
+             LoadCredential=ops-token:/etc/ops.token\n"
+        ),
     )
     .unwrap();
+    let token = "systemd-test-token-0001";
+    std::fs::write(root.join("etc/ops.token"), format!("{token}\n")).unwrap();
+    ok("chmod", &["600", root.join("etc/ops.token").to_str().unwrap()]);
     let container = Booted::boot(&root, scratch.path().join("console.log"));
     let unit = "switchboard.service";
     let journal = || container.ok(&["journalctl", "-u", unit, "--no-pager", "-o", "cat"]);
@@ -342,15 +363,18 @@ fn run_under_systemd(target: &Path, deb: &str) {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!((container.property(unit, "MainPID"), container.property(unit, "NRestarts")), (pid.clone(), "0".into()));
 
-    // Reload: a token and an api channel come in live, in the same process.
-    let token = "systemd-test-token-0001";
+    // Reload: a token (from the credential), an api channel and a mail channel (a private Dovecot
+    // and SMTP server on the shared loopback) come in live, in the same process.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mail = runtime.block_on(MailServers::start());
     let auth = format!("Authorization: Bearer {token}");
     assert!(http_request("GET", &url("/v1/events?after=0"), &auth, None).unwrap().starts_with("HTTP/1.1 401"));
     let config = root.join("etc/switchboard/switchboard.toml");
     let packaged = std::fs::read_to_string(&config).unwrap();
     let added = format!(
-        "{packaged}\n[[tokens]]\nname = \"ops\"\ntoken = \"{token}\"\nscopes = [\"send\", \"read\", \"admin\"]\n\
-         [[channels]]\nid = \"web\"\ntype = \"api\"\n"
+        "{packaged}\n[[tokens]]\nname = \"ops\"\ntoken_file = \"$CREDENTIALS_DIRECTORY/ops-token\"\nscopes = [\"send\", \"read\", \"admin\"]\n\
+         [[channels]]\nid = \"web\"\ntype = \"api\"\n{}",
+        mail.channel("support", "")
     );
     std::fs::write(&config, &added).unwrap();
     container.ok(&["systemctl", "reload", unit]);
@@ -359,22 +383,40 @@ fn run_under_systemd(target: &Path, deb: &str) {
         http_request("POST", &url("/v1/channels/web/inbound"), &auth, Some(body))
             .filter(|a| a.starts_with("HTTP/1.1 202"))
     });
-    let message_id = accepted.split("\"message_id\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap().to_owned();
+    let message_id = json_body(&accepted)["message_id"].as_str().unwrap().to_owned();
     assert_eq!(container.property(unit, "MainPID"), pid, "a reload is not a restart");
+    // Mail in over IMAP and a reply out over SMTP, from within the unit's sandbox.
+    let written = mail_servers::mail(ANN.0, SUPPORT.0, "Under systemd", "systemd-1@example.org", "", "Hello from Ann");
+    runtime.block_on(mail.append(SUPPORT, &written));
+    let received = wait_for("the mail as an event", || {
+        let events = json_body(&http_request("GET", &url("/v1/events?after=0"), &auth, None)?);
+        let events = events["events"].as_array()?.clone();
+        events.into_iter().find(|e| e["type"] == "message.received" && e["data"]["subject"] == "Under systemd")
+    });
+    let reply = format!(
+        r#"{{"conversation_id": "{}", "text": "Hi Ann"}}"#,
+        received["data"]["conversation_id"].as_str().unwrap()
+    );
+    let queued = http_request("POST", &url("/v1/messages"), &auth, Some(&reply)).unwrap();
+    assert!(queued.starts_with("HTTP/1.1 202"), "{queued}");
+    wait_for("the reply in Ann's mailbox", || {
+        let inbox = runtime.block_on(mail.inbox(ANN));
+        inbox.iter().any(|(_, _, source)| String::from_utf8_lossy(source).contains("Hi Ann")).then_some(())
+    });
 
-    // A broken file: `systemctl reload` refuses it (ExecReload checks first) and the service
-    // keeps running on the config it has. A SIGHUP past that check is refused by the gateway
-    // itself, logged as an error the journal's priority filter shows.
+    // A broken file: the gateway refuses it and keeps running on the config it has, and
+    // `systemctl reload` fails; the journal's priority filter shows why.
     std::fs::write(&config, "[server\nlisten =").unwrap();
     let (reloaded, said) = container.run(&["systemctl", "reload", unit]);
     assert!(!reloaded, "a broken config must not reload: {said}");
-    let errors = || container.ok(&["journalctl", "-u", unit, "-p", "err", "--no-pager", "-o", "cat"]);
-    let refused = errors();
-    assert!(refused.contains("switchboard.toml: 1 problem(s):") && refused.contains("not valid TOML"), "{refused}");
-    container.ok(&["systemctl", "kill", "-s", "HUP", "--kill-whom=main", unit]);
-    wait_for("the gateway's own refusal in the journal", || {
-        errors().contains("configuration refused; the running configuration is kept").then_some(())
-    });
+    let errors = container.ok(&["journalctl", "-u", unit, "-p", "err", "--no-pager", "-o", "cat"]);
+    for line in [
+        "configuration refused; the running configuration is kept",
+        "configuration refused (1 problem(s)); the running one is kept:",
+        "not valid TOML",
+    ] {
+        assert!(errors.contains(line), "{line}:\n{errors}");
+    }
     assert_eq!(container.property(unit, "ActiveState"), "active");
     assert_eq!(container.property(unit, "MainPID"), pid);
     let read = http_request("GET", &url(&format!("/v1/messages/{message_id}")), &auth, None).unwrap();

@@ -188,6 +188,74 @@ async fn sighup_under_load_moves_webhooks_and_limits_without_loss_or_duplicates(
     assert!(child.wait().unwrap().success());
 }
 
+/// `switchboard reload PID`, the unit's ExecReload: it signals the gateway and answers with the
+/// gateway's own verdict (the gateway reads the file, with secrets an ExecReload= command may
+/// not be given): exit 0 when applied, 1 with the problems when refused, each answer the one to
+/// its own signal. Without `$RUNTIME_DIRECTORY` it says what to do instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchboard_reload_answers_with_the_gateways_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (config_path, log_path) = (dir.path().join("switchboard.toml"), dir.path().join("switchboard.log"));
+    let config = |extra: &str| config_text(dir.path(), &listen, &format!("{}{extra}", api_channel("web", None, "")));
+    std::fs::write(&config_path, config("")).unwrap();
+    let binary = spawn_with_env(&config_path, port, &log_path, &[("RUNTIME_DIRECTORY", &runtime)]).await;
+    let pid = binary.child.id().to_string();
+    let reload = |with_runtime: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"));
+        command.args(["reload", &pid]).env_remove("RUNTIME_DIRECTORY");
+        if with_runtime {
+            command.env("RUNTIME_DIRECTORY", &runtime);
+        }
+        let out = command.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let http = reqwest::Client::new();
+    let inbound = |channel: &str| {
+        let (http, base, path) = (http.clone(), binary.base.clone(), format!("/v1/channels/{channel}/inbound"));
+        async move { send(&http, &base, &path, json!({"from": {"address": "ann"}, "text": "hi", "thread": "t"})).await }
+    };
+
+    // A new channel: applied.
+    std::fs::write(&config_path, config(&api_channel("chat", None, ""))).unwrap();
+    let (code, said) = reload(true);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("configuration reloaded"), "{said}");
+    assert_eq!(inbound("chat").await.0, 202);
+
+    // A broken file: refused with its problem; the running configuration is kept.
+    let broken = format!("{}\n[[webhooks]]\nid = \"broken\"\nurl = \"not a url\"\n", api_channel("chat", None, ""));
+    std::fs::write(&config_path, config(&broken)).unwrap();
+    let (code, said) = reload(true);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("configuration refused (2 problem(s)); the running one is kept")
+            && said.contains("webhooks[0].url"),
+        "{said}"
+    );
+    assert_eq!(inbound("chat").await.0, 202);
+
+    // Mended and removed again: the answer is to this signal, not the refusal before it.
+    std::fs::write(&config_path, config("")).unwrap();
+    let (code, said) = reload(true);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(inbound("chat").await.0, 404);
+
+    // Outside systemd there is no place for the verdict: it says so and signals nothing.
+    let (code, said) = reload(false);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("RUNTIME_DIRECTORY is not set") && said.contains("kill -HUP"), "{said}");
+    assert_eq!(reloads(&http, &binary.base, "applied").await, 2);
+
+    binary.signal("-TERM");
+    let mut child = binary.child;
+    assert!(child.wait().unwrap().success());
+}
+
 async fn send(http: &reqwest::Client, base: &str, path: &str, body: Value) -> (u16, Value) {
     let r = http.post(format!("{base}{path}")).bearer_auth(TOKEN).json(&body).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
