@@ -64,8 +64,11 @@ fn credential_path(path: &Path) -> Result<std::path::PathBuf, String> {
     let Some(rest) = rest else { return Ok(path.to_owned()) };
     match std::env::var_os("CREDENTIALS_DIRECTORY") {
         Some(dir) => Ok(Path::new(&dir).join(rest)),
+        // An administrator's `switchboard check` outside the unit lands here: say where the
+        // secret is readable, and how to check the file with it.
         None => Err(format!(
-            "{text}: CREDENTIALS_DIRECTORY is not set (it is, under systemd, for a unit with LoadCredential=)"
+            "{text}: CREDENTIALS_DIRECTORY is not set: a systemd credential (LoadCredential=) is \
+             readable only inside the unit; `systemctl reload switchboard` checks the file with it"
         )),
     }
 }
