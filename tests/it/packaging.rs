@@ -423,17 +423,28 @@ fn run_under_systemd(target: &Path, deb: &str) {
     assert!(read.starts_with("HTTP/1.1 200"), "the running config is kept: {read}");
     std::fs::write(&config, &added).unwrap();
 
-    // Upgrade (the same package again): restarted, and the state is still there.
+    // Upgrade (the same package again): restarted, and the state is still there. Then a crash
+    // (SIGKILL): systemd starts it again (Restart=on-failure), and the state is still there.
+    let restarted_after = |what: &str, before: &str| {
+        wait_for(what, || {
+            let now = container.property(unit, "MainPID");
+            (container.property(unit, "ActiveState") == "active" && now != before && now != "0").then_some(now)
+        })
+    };
+    let still_there = |what: &str| {
+        let read = wait_for(what, || {
+            http_request("GET", &url(&format!("/v1/messages/{message_id}")), &auth, None)
+                .filter(|a| a.starts_with("HTTP/1.1 200"))
+        });
+        assert!(read.contains("\"text\":\"Hello\""), "{read}");
+    };
     container.ok(&["dpkg", "-i", "/root/switchboard.deb"]);
-    wait_for("the restarted service", || {
-        let restarted = container.property(unit, "MainPID");
-        (container.property(unit, "ActiveState") == "active" && restarted != pid && restarted != "0").then_some(())
-    });
-    let read = wait_for("the message after the upgrade", || {
-        http_request("GET", &url(&format!("/v1/messages/{message_id}")), &auth, None)
-            .filter(|a| a.starts_with("HTTP/1.1 200"))
-    });
-    assert!(read.contains("\"text\":\"Hello\""), "{read}");
+    let upgraded = restarted_after("the restarted service", &pid);
+    still_there("the message after the upgrade");
+    container.ok(&["systemctl", "kill", "-s", "KILL", "--kill-whom=main", unit]);
+    restarted_after("the service started again after a crash", &upgraded);
+    assert_eq!(container.property(unit, "NRestarts"), "1");
+    still_there("the message after the crash");
 
     // Stop: a clean exit (status 0, drained), not a kill at TimeoutStopSec.
     container.ok(&["systemctl", "stop", unit]);
