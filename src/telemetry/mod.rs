@@ -31,10 +31,17 @@ pub fn init_logging(config: &LogConfig) {
             .with_ansi(false)
             .event_format(JournalPriority(format().without_time().with_ansi(false).with_target(false)))
             .try_init(),
-        (LogFormat::Text, false) => builder.with_target(false).try_init(),
+        // Colour only on a terminal (and not with NO_COLOR): a log redirected to a file or a
+        // pipe stays plain text.
+        (LogFormat::Text, false) => builder.with_target(false).with_ansi(colour()).try_init(),
     };
     // A second init (tests start several servers in one process) keeps the first subscriber.
     let _ = result;
+}
+
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn format() -> format::Format {

@@ -161,6 +161,8 @@ async fn sigterm_drains_and_keeps_everything() {
     terminate_within_ten_seconds(binary);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("SIGTERM received") && text.contains("shutdown complete"), "{text}");
+    // A log written to a file (not a terminal) is plain text, without colour codes.
+    assert!(!text.contains('\x1b'), "terminal escape codes in a log file:\n{text:?}");
 
     let binary = spawn(&config_path, port, &log).await;
     let events = all_events(&binary.base).await;
