@@ -28,6 +28,8 @@ pub(super) fn commit(
     sender_limit: Option<u32>,
 ) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal;
+    // Only a sender limit refuses for the moment; with one, the item may have been held back.
+    let held_back = sender_limit.and(raw.dedup_key.clone()).map(|key| (raw.channel_id.clone(), key));
     let outcome = decide_and_store(conn, raw, stored, sender_limit)?;
     // A refusal taken in after all names the message it became (a second accept finds it again
     // as a duplicate).
@@ -35,6 +37,10 @@ pub(super) fn commit(
         (accepting, &outcome)
     {
         store::mail::mark_accepted(conn, id, message_id.as_str(), time::now_ms())?;
+    }
+    // So does a held-back item that came in by itself later (its caller's retry; a resync).
+    if let (Some((channel_id, key)), Outcome::Stored { message_id, .. }) = (held_back, &outcome) {
+        store::mail::settle_held_back(conn, &channel_id, &key, message_id.as_str(), time::now_ms())?;
     }
     Ok(outcome)
 }
@@ -249,10 +255,10 @@ fn reject(
     refuse(conn, raw, stored, reason, now_ms, true)
 }
 
-/// `reject`, or, not `remembered`, a refusal recorded and listed like any but not remembered by
-/// the item's dedup key: what a limit holds back (a limit judges the moment, not the item, so the
-/// same item offered again later — an api caller's retry, a mailbox read again — is decided
-/// again).
+/// `reject`, or, not `remembered`, a refusal recorded and listed like any but that does not
+/// decide the item's dedup key: what a limit holds back (a limit judges the moment, not the
+/// item, so the same item offered again later — an api caller's retry, a mailbox read again — is
+/// decided again, and if it comes in, the refusal names the message it became).
 fn refuse(
     conn: &Connection,
     raw: &RawInbound,
@@ -267,8 +273,15 @@ fn refuse(
     let source = stored.source.as_ref();
     let summary = json!({"from": raw.from, "subject": raw.subject, "provider_message_id": raw.provider_message_id,
         "source": source});
-    let key = raw.dedup_key.as_deref().filter(|_| remembered);
-    store::mail::reject(conn, &raw.channel_id, key, reason, &summary.to_string(), source, now_ms)?;
+    let summary = summary.to_string();
+    let refusal = store::mail::Refusal {
+        channel_id: &raw.channel_id,
+        dedup_key: raw.dedup_key.as_deref(),
+        remembered,
+        reason,
+        summary: &summary,
+    };
+    store::mail::reject(conn, &refusal, source, now_ms)?;
     tracing::info!(channel = %raw.channel_id, from = %raw.from.address, reason, "inbound item rejected");
     Ok(Outcome::Rejected { reason: reason.to_owned() })
 }

@@ -140,20 +140,26 @@ pub fn outbound_by_id(
         .optional()?)
 }
 
-/// Records an inbound item refused with a reason; `summary` is JSON for operators.
-pub fn reject(
-    conn: &Connection,
-    channel_id: &str,
-    dedup_key: Option<&str>,
-    reason: &str,
-    summary: &str,
-    source: Option<&Attachment>,
-    now: i64,
-) -> Result<(), StoreError> {
+/// What an inbound item was refused as: `remembered` decides the item (its dedup key) for good;
+/// otherwise it was the moment that was refused (a sender limit), and the item offered again
+/// is decided again.
+pub struct Refusal<'a> {
+    pub channel_id: &'a str,
+    pub dedup_key: Option<&'a str>,
+    pub remembered: bool,
+    pub reason: &'a str,
+    /// JSON for operators.
+    pub summary: &'a str,
+}
+
+/// Records an inbound item refused with a reason.
+pub fn reject(conn: &Connection, refusal: &Refusal<'_>, source: Option<&Attachment>, now: i64) -> Result<(), StoreError> {
+    let Refusal { channel_id, dedup_key, remembered, reason, summary } = refusal;
     conn.prepare_cached(
-        "INSERT INTO rejected_inbound (channel_id, dedup_key, reason, summary, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO rejected_inbound (channel_id, dedup_key, remembered, reason, summary, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
-    .execute(params![channel_id, dedup_key, reason, summary, now])?;
+    .execute(params![channel_id, dedup_key, remembered, reason, summary, now])?;
     // The refused mail's kept source stays downloadable like a message's, under a message id
     // that names the refusal: what a heuristic refused can be read in full.
     if let Some(a) = source {
@@ -224,10 +230,29 @@ pub fn mark_accepted(conn: &Connection, id: u64, message_id: &str, now: i64) -> 
     Ok(())
 }
 
-/// The reason an item with this dedup key was rejected before, if it was.
+/// The reason an item with this dedup key was rejected before for good, if it was.
 pub fn rejected(conn: &Connection, channel_id: &str, dedup_key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
-        .prepare_cached("SELECT reason FROM rejected_inbound WHERE channel_id = ?1 AND dedup_key = ?2 LIMIT 1")?
+        .prepare_cached(
+            "SELECT reason FROM rejected_inbound WHERE channel_id = ?1 AND dedup_key = ?2 AND remembered = 1 LIMIT 1",
+        )?
         .query_row([channel_id, dedup_key], |r| r.get(0))
         .optional()?)
+}
+
+/// An item refused for the moment (not remembered) came in later as `message_id`: its refusals
+/// name that message, as if an operator had taken it in.
+pub fn settle_held_back(
+    conn: &Connection,
+    channel_id: &str,
+    dedup_key: &str,
+    message_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE rejected_inbound SET accepted_message_id = ?3, accepted_at = ?4
+         WHERE channel_id = ?1 AND dedup_key = ?2 AND remembered = 0 AND accepted_message_id IS NULL",
+    )?
+    .execute(params![channel_id, dedup_key, message_id, now])?;
+    Ok(())
 }

@@ -181,6 +181,12 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE rejected_inbound ADD COLUMN accepted_message_id TEXT;
     ALTER TABLE rejected_inbound ADD COLUMN accepted_at INTEGER;
     "#,
+    // 7: a refusal that judged the moment (a sender limit) keeps the item's dedup key too, but
+    // does not decide the item when it is offered again (remembered = 0); when it comes in
+    // later, the refusal names the message it became.
+    r#"
+    ALTER TABLE rejected_inbound ADD COLUMN remembered INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -142,6 +142,10 @@ async fn a_sender_over_the_hourly_limit_is_refused_with_the_reason() {
     let (status, retried) = server.inbound("web", held_back).await;
     assert_eq!((status, &retried["duplicate"]), (202, &json!(false)), "{retried}");
     assert_eq!(server.inbound("web", from("bot", 3)).await.0, 202);
+    // The listed refusal names the message the held-back item became.
+    let (_, listed) = server.get("/v1/channels/web/rejected").await;
+    assert_eq!(listed["rejected"][0]["accepted_message_id"], retried["message_id"], "{listed}");
+    assert!(listed["rejected"][0]["accepted_at"].is_string(), "{listed}");
     server.stop().await;
 }
 
