@@ -75,7 +75,7 @@ pub async fn rejected(
                 "subject": summary["subject"],
                 "provider_message_id": summary["provider_message_id"],
                 "source": summary["source"],
-                "received_at": time::rfc3339(r.created_at),
+                "received_at": time::rfc3339(summary["received_at"].as_i64().unwrap_or(r.created_at)),
                 "accepted_message_id": accepted_message_id,
                 "accepted_at": accepted_at,
             })
@@ -128,6 +128,8 @@ pub async fn accept(
     // Parsing catches its own panics: only a runtime shutting down fails the task (503, retry).
     let mut raw = parsed.map_err(|_| crate::store::StoreError::Closed)?;
     raw.accepted_refusal = Some(rejected_id);
+    // When the mailbox got it, not when it was taken in.
+    raw.received_at = summary["received_at"].as_i64();
     let (message_id, conversation_id, duplicate) = match state.pipeline.ingest(raw).await? {
         Outcome::Stored { message_id, conversation_id } => (message_id, conversation_id, false),
         Outcome::Duplicate { message_id, conversation_id } => (message_id, conversation_id, true),

@@ -271,8 +271,10 @@ fn refuse(
         return Ok(Outcome::Rejected { reason: reason.to_owned() });
     }
     let source = stored.source.as_ref();
+    // `received_at`: when the provider got it (a mail's INTERNALDATE), which a later accept
+    // gives the message; absent, the refusal's own time.
     let summary = json!({"from": raw.from, "subject": raw.subject, "provider_message_id": raw.provider_message_id,
-        "source": source});
+        "source": source, "received_at": raw.received_at});
     let summary = summary.to_string();
     let refusal = store::mail::Refusal {
         channel_id: &raw.channel_id,

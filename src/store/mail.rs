@@ -153,7 +153,12 @@ pub struct Refusal<'a> {
 }
 
 /// Records an inbound item refused with a reason.
-pub fn reject(conn: &Connection, refusal: &Refusal<'_>, source: Option<&Attachment>, now: i64) -> Result<(), StoreError> {
+pub fn reject(
+    conn: &Connection,
+    refusal: &Refusal<'_>,
+    source: Option<&Attachment>,
+    now: i64,
+) -> Result<(), StoreError> {
     let Refusal { channel_id, dedup_key, remembered, reason, summary } = refusal;
     conn.prepare_cached(
         "INSERT INTO rejected_inbound (channel_id, dedup_key, remembered, reason, summary, created_at)

@@ -1279,7 +1279,9 @@ async fn an_operator_takes_in_a_refused_mail_once_and_it_stays_taken_in() {
     // gateway never sent; a mail from our own address to ourselves.
     let customer =
         mail_text("cleo@example.net", "Broken lid", "lid@example.net", "Auto-Submitted: auto-generated\n", "Cracked.");
-    mail.append(SUPPORT, &customer).await;
+    // The mailbox got it yesterday morning: taken in today, it keeps that time.
+    let yesterday = switchboard::model::time::rfc3339((switchboard::model::time::now_ms() - 86_400_000) / 1000 * 1000);
+    mail.append_received(SUPPORT, &customer, Some(&imap_date_time(&yesterday))).await;
     let bounce = "Return-Path: <>\nFrom: MAILER-DAEMON@mx.example.org\nTo: support@example.com\nSubject: Undelivered Mail Returned to Sender\nMessage-ID: <dsn-x@mx.example.org>\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\n--B\nContent-Type: text/plain\n\nSorry.\n--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\n\nFinal-Recipient: rfc822; old@example.org\nAction: failed\nStatus: 5.1.1\n\n--B\nContent-Type: text/rfc822-headers\n\nFrom: support@example.com\nTo: old@example.org\nMessage-ID: <written-in-thunderbird@example.com>\n\n--B--\n";
     mail.append(SUPPORT, bounce).await;
     mail.append(SUPPORT, &crate::mail_servers::mail(SUPPORT.0, SUPPORT.0, "Test", "self@example.com", "", "test"))
@@ -1296,6 +1298,7 @@ async fn an_operator_takes_in_a_refused_mail_once_and_it_stays_taken_in() {
         ]
     );
     assert_eq!((&items[0]["accepted_message_id"], &items[0]["accepted_at"]), (&Value::Null, &Value::Null));
+    assert_eq!(items[0]["received_at"], yesterday);
     assert_eq!(count(&server).await, 0);
     let accept = |id: &Value| format!("{listing}/{id}/accept");
 
@@ -1310,6 +1313,7 @@ async fn an_operator_takes_in_a_refused_mail_once_and_it_stays_taken_in() {
     );
     assert_eq!(message["from"]["address"], "cleo@example.net");
     assert_eq!(message["auto_reply"], true, "still what it is: only the refusal was overridden");
+    assert_eq!(message["received_at"], yesterday, "when the mailbox got it");
     assert_eq!(message["conversation_id"], taken["conversation_id"]);
     let all = server.all_events().await;
     let received: Vec<&Value> = all.iter().filter(|e| e["type"] == "message.received").collect();
