@@ -110,7 +110,9 @@ pub fn new_conversation(
 /// global (one person across channels); opaque addresses are scoped to their channel.
 pub fn identity_for(channel_type: &str, channel_id: &str, address: &str) -> String {
     match channel_type {
-        "email" => format!("email:{}", address.trim().to_lowercase()),
+        // One person whether an agent typed their domain in Unicode or their mail named it in
+        // A-labels.
+        "email" => format!("email:{}", crate::channels::email::ascii_domain(address.trim()).to_lowercase()),
         "sms" | "whatsapp" => format!("tel:{}", address.trim()),
         _ => format!("ext:{channel_id}:{address}"),
     }
@@ -149,6 +151,14 @@ mod tests {
             source: None,
             accepted_refusal: None,
         }
+    }
+
+    #[test]
+    fn a_mail_address_is_one_identity_in_unicode_and_in_a_labels() {
+        let typed = identity_for("email", "support", " Daria@Bücher.Example ");
+        assert_eq!(typed, "email:daria@xn--bcher-kva.example");
+        assert_eq!(identity_for("email", "support", "daria@xn--bcher-kva.example"), typed);
+        assert_eq!(identity_for("email", "support", "Ann@Example.org"), "email:ann@example.org");
     }
 
     #[test]

@@ -294,6 +294,47 @@ async fn first_received(server: &TestServer) -> Value {
     loop_until(|| async { server.all_events().await.into_iter().find(|e| e["type"] == "message.received") }).await
 }
 
+/// An agent writes to a customer whose domain is internationalised, typing it in Unicode: the
+/// mail goes out with the domain in A-labels (the test's SMTP server, aiosmtpd, offers no
+/// SMTPUTF8 and refuses it in Unicode, as many servers do) and reaches her; her answer, whose
+/// From names the domain in A-labels, is the same contact's and joins the conversation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_in_an_internationalised_domain_is_written_to_and_answered_as_one_person() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let (status, queued) = server
+        .post(
+            "/v1/messages",
+            json!({"channel": "support", "to": "Daria@Bücher.example", "subject": "Ihre Bestellung", "text": "Guten Tag"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let delivered = loop_until(|| async { mail.inbox(DARIA).await.pop() }).await;
+    let source = String::from_utf8_lossy(&delivered.2).into_owned();
+    assert!(source.contains("To: Daria@xn--bcher-kva.example"), "{source}");
+    let ours = source.lines().find_map(|l| l.strip_prefix("Message-ID: ")).unwrap().trim().to_owned();
+
+    let answer = crate::mail_servers::mail(
+        DARIA.0,
+        SUPPORT.0,
+        "Re: Ihre Bestellung",
+        "daria-1@xn--bcher-kva.example",
+        &format!("In-Reply-To: {ours}\n"),
+        "Danke",
+    );
+    mail.append(SUPPORT, &answer).await;
+    let received = first_received(&server).await;
+    let data = &received["data"];
+    assert_eq!(
+        (&data["conversation_id"], &data["contact_id"]),
+        (&sent["conversation_id"], &sent["contact_id"]),
+        "{data}"
+    );
+    assert_eq!(data["stitch"]["reason"], "in_reply_to");
+    server.stop().await;
+}
+
 /// The test mail servers with a private Postfix in front, and a gateway sending through it.
 /// Posts `body` to /v1/messages and waits until the message is sent and in Ann's mailbox;
 /// returns the accepted message and the mail as Ann's server stored it.

@@ -20,6 +20,8 @@ pub const STRANGER: (&str, &str) = ("stranger@example.net", "stranger-pass-1");
 pub const BEA: (&str, &str) = ("bea@example.org", "bea-pass-1");
 /// Someone copied blind.
 pub const CARL: (&str, &str) = ("carl@example.org", "carl-pass-1");
+/// A customer in an internationalised domain (bücher.example, as mail names it in A-labels).
+pub const DARIA: (&str, &str) = ("daria@xn--bcher-kva.example", "daria-pass-1");
 
 pub struct MailServers {
     pub dir: tempfile::TempDir,
@@ -231,7 +233,7 @@ impl MailServers {
             }
         }
         let users: String =
-            [SUPPORT, ANN, STRANGER, BEA, CARL].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
+            [SUPPORT, ANN, STRANGER, BEA, CARL, DARIA].iter().map(|(u, p)| format!("{u}:{{PLAIN}}{p}\n")).collect();
         std::fs::write(dir.path().join("users"), users).unwrap();
         let oauth2 = match introspection_url {
             Some(url) => {

@@ -21,3 +21,18 @@ mod smtp;
 mod tests;
 mod tls;
 pub mod tnef;
+
+use std::borrow::Cow;
+
+/// `address` with its domain in IDNA A-labels (`ann@Bücher.example` → `ann@xn--bcher-kva.example`):
+/// the form every mail server takes without SMTPUTF8, and the one a mail from that domain names
+/// its sender by. Unchanged when the domain is ASCII already or no valid IDN.
+pub fn ascii_domain(address: &str) -> Cow<'_, str> {
+    match address.rsplit_once('@') {
+        Some((local, domain)) if !domain.is_ascii() => match idna::domain_to_ascii(domain) {
+            Ok(domain) => Cow::Owned(format!("{local}@{domain}")),
+            Err(_) => Cow::Borrowed(address),
+        },
+        _ => Cow::Borrowed(address),
+    }
+}

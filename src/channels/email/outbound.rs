@@ -108,14 +108,16 @@ impl SmtpOutbound {
     async fn deliver(&self, out: &OutboundMessage) -> Result<Sent, SendError> {
         let permanent = |code: &str, reason: String| SendError::Permanent { code: code.to_owned(), reason };
         let m = &out.message;
-        let to: Mailbox =
-            out.recipient.parse().map_err(|e| permanent("bad_address", format!("`{}`: {e}", out.recipient)))?;
+        // An internationalised domain goes out in A-labels: a server without SMTPUTF8 refuses it
+        // in Unicode, and every server takes it this way.
+        let to: Mailbox = super::ascii_domain(&out.recipient)
+            .parse()
+            .map_err(|e| permanent("bad_address", format!("`{}`: {e}", out.recipient)))?;
         let mailboxes = |field: &str, parties: &[crate::model::Party]| {
             parties
                 .iter()
                 .map(|p| {
-                    let address = p
-                        .address
+                    let address = super::ascii_domain(&p.address)
                         .parse()
                         .map_err(|e| permanent("bad_address", format!("{field} `{}`: {e}", p.address)))?;
                     Ok(Mailbox::new(p.name.clone(), address))
