@@ -122,7 +122,9 @@ pub fn ask_reload(pid: u32, wait: Duration) -> Result<ReloadVerdict, String> {
     let path = reload_status_path()
         .ok_or("RUNTIME_DIRECTORY is not set (the systemd unit sets it); elsewhere send SIGHUP: kill -HUP PID")?;
     let before = read_verdict(&path, pid).map_or(0, |(n, _)| n);
-    let target = i32::try_from(pid).map_err(|_| format!("{pid} is no process id"))?;
+    // kill(2) takes 0 as "my process group" and 1 is init: neither is a gateway.
+    let target =
+        i32::try_from(pid).ok().filter(|p| *p > 1).ok_or_else(|| format!("{pid} is no gateway's process id"))?;
     // SAFETY: kill(2) with a plain signal number has no memory effects.
     if unsafe { libc::kill(target, libc::SIGHUP) } != 0 {
         return Err(format!("cannot signal process {pid}: {}", std::io::Error::last_os_error()));

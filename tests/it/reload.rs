@@ -245,6 +245,16 @@ async fn switchboard_reload_answers_with_the_gateways_verdict() {
     assert_eq!(code, Some(0), "{said}");
     assert_eq!(inbound("chat").await.0, 404);
 
+    // 0 (kill(2)'s own process group) and 1 (init) are refused, not signalled.
+    for pid in ["0", "1"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["reload", pid])
+            .env("RUNTIME_DIRECTORY", &runtime)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("is no gateway's process id"));
+    }
     // Outside systemd there is no place for the verdict: it says so and signals nothing.
     let (code, said) = reload(false);
     assert_eq!(code, Some(2), "{said}");
