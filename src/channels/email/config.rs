@@ -241,6 +241,12 @@ impl EmailChannelConfig {
         if !is_address(&self.address) {
             add("address", format!("`{}` is not a mail address", self.address));
         }
+        // Our addresses as mail names them (an internationalised domain in A-labels): what our
+        // From and Message-IDs say, and what incoming To and Cc are compared with.
+        self.address = super::ascii_domain(&self.address).into_owned();
+        for alias in &mut self.aliases {
+            *alias = super::ascii_domain(alias).into_owned();
+        }
         for (i, alias) in self.aliases.iter().enumerate() {
             if !is_address(alias) {
                 add(&format!("aliases[{i}]"), format!("`{alias}` is not a mail address"));

@@ -20,6 +20,18 @@ tls = "none"
 }
 
 #[test]
+fn our_addresses_in_an_internationalised_domain_are_kept_in_a_labels() {
+    let mut config = channel();
+    config.address = "support@bücher.example".into();
+    config.aliases = vec!["hilfe@bücher.example".into()];
+    assert_eq!(config.validate(), Vec::new());
+    assert_eq!(config.address, "support@xn--bcher-kva.example");
+    assert_eq!(config.aliases, ["hilfe@xn--bcher-kva.example"]);
+    assert_eq!(config.domain(), "xn--bcher-kva.example");
+    assert!(config.owns("Hilfe@xn--bcher-kva.example"));
+}
+
+#[test]
 fn a_plain_reply_translates() {
     let mail = b"From: Ann <Ann@Example.org>\r\nTo: support@example.com\r\nSubject: Re: Invoice 42\r\nMessage-ID: <a1@example.org>\r\nIn-Reply-To: <b2@example.com>\r\nReferences: <b1@example.com> <b2@example.com>\r\n\r\nThanks!\r\n\r\nOn Mon, Support wrote:\r\n> Hello\r\n";
     let raw = to_raw_inbound(&channel(), &mail[..]);
