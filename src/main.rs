@@ -30,11 +30,12 @@ over embedded defaults and under SWITCHBOARD_* environment variables. `switchboa
 lists every problem as `key.path: reason`.
 
 State: the directory named by storage.path (/var/lib/switchboard under systemd): SQLite \
-database and attachment blobs. Back it up while running with `sqlite3 switchboard.db \
-\".backup ...\"` or a copy of the directory; see the README.
+database and attachment blobs. Back it up while running with `switchboard backup DEST` (a plain \
+copy of the directory while it runs can miss committed messages).
 
 Signals: SIGHUP re-reads the configuration and applies it without dropping work (a config with \
-problems is refused and the running one kept); SIGTERM and SIGINT drain and stop.";
+problems is refused and the running one kept; under systemd, `systemctl reload switchboard` \
+does this and tells the outcome); SIGTERM and SIGINT drain and stop.";
 
 #[derive(Subcommand)]
 enum Command {

@@ -120,7 +120,7 @@ fn read_verdict(path: &Path, pid: u32) -> Option<(u64, ReloadVerdict)> {
 /// verdict on the reload it caused.
 pub fn ask_reload(pid: u32, wait: Duration) -> Result<ReloadVerdict, String> {
     let path = reload_status_path()
-        .ok_or("RUNTIME_DIRECTORY is not set (the systemd unit sets it); elsewhere send SIGHUP: kill -HUP PID")?;
+        .ok_or("RUNTIME_DIRECTORY is not set: this is the systemd unit's ExecReload, run by `systemctl reload switchboard`; without systemd, send SIGHUP (kill -HUP PID) and read the log")?;
     let before = read_verdict(&path, pid).map_or(0, |(n, _)| n);
     // kill(2) takes 0 as "my process group" and 1 is init: neither is a gateway.
     let target =
