@@ -409,12 +409,21 @@ fn run_under_systemd(target: &Path, deb: &str) {
     std::fs::write(&config, "[server\nlisten =").unwrap();
     let (reloaded, said) = container.run(&["systemctl", "reload", unit]);
     assert!(!reloaded, "a broken config must not reload: {said}");
-    let errors = container.ok(&["journalctl", "-u", unit, "-p", "err", "--no-pager", "-o", "cat"]);
-    for line in [
+    // journald takes the lines in asynchronously: read again until they are all there (15 s).
+    let lines = [
         "configuration refused; the running configuration is kept",
         "configuration refused (1 problem(s)); the running one is kept:",
         "not valid TOML",
-    ] {
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let errors = loop {
+        let errors = container.ok(&["journalctl", "-u", unit, "-p", "err", "--no-pager", "-o", "cat"]);
+        if lines.iter().all(|line| errors.contains(line)) || Instant::now() > deadline {
+            break errors;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    for line in lines {
         assert!(errors.contains(line), "{line}:\n{errors}");
     }
     assert_eq!(container.property(unit, "ActiveState"), "active");
@@ -453,7 +462,9 @@ fn run_under_systemd(target: &Path, deb: &str) {
         (container.property(unit, "Result"), container.property(unit, "ExecMainStatus")),
         ("success".into(), "0".into())
     );
-    assert!(journal().contains("shutting down: intake stopped, draining work in flight"), "{}", journal());
+    wait_for("the drain in the journal", || {
+        journal().contains("shutting down: intake stopped, draining work in flight").then_some(())
+    });
     // Removing the package stops and disables the unit; the state stays.
     container.ok(&["systemctl", "start", unit]);
     container.ok(&["dpkg", "-r", "switchboard"]);
