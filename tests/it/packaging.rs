@@ -317,17 +317,18 @@ fn run_under_systemd(target: &Path, deb: &str) {
     let root = scratch.path().join("root");
     ok("cp", &["-a", cache.to_str().unwrap(), root.to_str().unwrap()]);
     std::fs::copy(deb, root.join("root/switchboard.deb")).unwrap();
-    // The administrator's drop-in (as `systemctl edit` writes it): the test's port, a short
-    // watchdog so that a missed ping would show within seconds, and a secret handed over as a
-    // credential (a root-only file the service user could not read itself), as the unit's
-    // comment suggests.
+    // The administrator's drop-in (as `systemctl edit` writes it): the test's port; a shorter
+    // watchdog, so that missed pings show within the test (10 s: pings every 5 s, each after a
+    // durable write, which other tests' fsyncs may slow but not by seconds); and a secret handed
+    // over as a credential (a root-only file the service user could not read itself), as the
+    // unit's comment suggests.
     let port = crate::harness::free_port();
     let drop_in = root.join("etc/systemd/system/switchboard.service.d");
     std::fs::create_dir_all(&drop_in).unwrap();
     std::fs::write(
         drop_in.join("test.conf"),
         format!(
-            "[Service]\nEnvironment=SWITCHBOARD_SERVER__LISTEN=127.0.0.1:{port}\nWatchdogSec=2s\n\
+            "[Service]\nEnvironment=SWITCHBOARD_SERVER__LISTEN=127.0.0.1:{port}\nWatchdogSec=10s\n\
              LoadCredential=ops-token:/etc/ops.token\n"
         ),
     )
@@ -359,8 +360,8 @@ fn run_under_systemd(target: &Path, deb: &str) {
         .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level:\n{security}"));
     assert!(exposure <= 2.0, "exposure {exposure}:\n{security}");
-    // The watchdog (2 s) is pinged: five seconds later the same process still runs.
-    std::thread::sleep(Duration::from_secs(5));
+    // The watchdog (10 s) is pinged: twelve seconds later the same process still runs.
+    std::thread::sleep(Duration::from_secs(12));
     assert_eq!((container.property(unit, "MainPID"), container.property(unit, "NRestarts")), (pid.clone(), "0".into()));
 
     // Reload: a token (from the credential), an api channel and a mail channel (a private Dovecot
