@@ -223,7 +223,9 @@ impl EmailChannelConfig {
 
     /// The one of our addresses `address` is (perhaps with a `+token`), if it is one.
     pub fn own_address(&self, address: &str) -> Option<&str> {
-        self.our_addresses().find(|ours| crate::stitch::email::is_own_address(address.trim(), ours))
+        // Ours are kept in A-labels (see `validate`); a mail may name them in Unicode.
+        let address = super::ascii_domain(address.trim());
+        self.our_addresses().find(|ours| crate::stitch::email::is_own_address(&address, ours))
     }
 
     /// Whether `address` is ours: the channel's address or an alias, perhaps with a `+token`.

@@ -29,6 +29,7 @@ fn our_addresses_in_an_internationalised_domain_are_kept_in_a_labels() {
     assert_eq!(config.aliases, ["hilfe@xn--bcher-kva.example"]);
     assert_eq!(config.domain(), "xn--bcher-kva.example");
     assert!(config.owns("Hilfe@xn--bcher-kva.example"));
+    assert!(config.owns("hilfe+cnv_1@Bücher.example"), "named in Unicode, with a reply token");
 }
 
 #[test]
