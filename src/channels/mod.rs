@@ -163,8 +163,9 @@ pub struct ChannelLimits {
     /// messages are refused with that reason — listed under `/rejected`, where an operator can
     /// take them in, and decided again when offered again later — so that a flood (a broken
     /// script, a loop with a system that does not mark its mail automatic) cannot bury the
-    /// helpdesk. Only mail written within the hour counts and is counted: a backlog of older
-    /// mail comes in whole.
+    /// helpdesk. Only messages that reached the provider within the hour (`received_at`, a mail's
+    /// INTERNALDATE, not the Date its sender wrote) count and are counted: a backlog fetched
+    /// late comes in whole.
     pub inbound_per_sender_per_hour: Option<u32>,
 }
 

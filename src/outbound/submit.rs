@@ -158,7 +158,9 @@ pub async fn submit(
                 let contact = recipient_contact(conn, &request.target, &channel_ref, &recipient)?;
                 if let Some(contact) = contact {
                     let since = now_ms - 3_600_000;
-                    let sent = store::messages::automatic_sent_to_contact(conn, &channel_ref.id, &contact, since)?;
+                    let automatic = store::messages::ContactMessages::AutomaticSent;
+                    let sent =
+                        store::messages::contact_messages_since(conn, &channel_ref.id, &contact, automatic, since)?;
                     if sent >= limit {
                         tracing::warn!(channel = %channel_ref.id, %contact, sent, limit,
                             "automatic message refused: the contact's hourly limit is reached (a mail loop?)");

@@ -18,6 +18,7 @@ use crate::stitch::{self, Found, Plan};
 use crate::store::{self, StoreError};
 
 const HOUR_MS: i64 = 3_600_000;
+const ARRIVED: store::messages::ContactMessages = store::messages::ContactMessages::ArrivedInbound;
 
 /// One inbound item's outcome, written. `sender_limit`: the messages one sender may bring in an
 /// hour on its channel.
@@ -119,7 +120,8 @@ fn decide_and_store(
     if let (Some(limit), Some(contact), false) = (sender_limit, &contact, accepting) {
         let since = now_ms - HOUR_MS;
         if raw.received_at.unwrap_or(now_ms) >= since
-            && store::messages::recent_from_contact(conn, &raw.channel_id, contact.as_str(), since)? >= limit
+            && store::messages::contact_messages_since(conn, &raw.channel_id, contact.as_str(), ARRIVED, since)?
+                >= limit
         {
             tracing::warn!(channel = %raw.channel_id, from = %raw.from.address, limit, "sender over limits.inbound_per_sender_per_hour; refused");
             let reason = format!(

@@ -96,39 +96,42 @@ pub fn answered(conn: &Connection, conversation_id: &str, named: Option<&str>) -
     body.map(|b| serde_json::from_str(&b).map_err(StoreError::from)).transpose()
 }
 
-/// How many automatic messages (`auto_reply`) this channel accepted for one contact, in any of
-/// their conversations, since `since_ms`: a loop hops threads, so it is counted per contact.
-pub fn automatic_sent_to_contact(
-    conn: &Connection,
-    channel_id: &str,
-    contact_id: &str,
-    since_ms: i64,
-) -> Result<u32, StoreError> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "{CONTACT_MESSAGES_SINCE} AND m.direction = 'outbound' AND json_extract(m.body, '$.auto_reply') = 1"
-    ))?;
-    Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms], |r| r.get(0))?)
+/// Which of one contact's messages on a channel `contact_messages_since` counts.
+#[derive(Clone, Copy, Debug)]
+pub enum ContactMessages {
+    /// Automatic messages (`auto_reply`) we accepted for them, in any of their conversations:
+    /// a loop hops threads, so it is counted per contact.
+    AutomaticSent,
+    /// Messages they brought in that also reached their provider since then (`received_at`: a
+    /// mail's INTERNALDATE): what a flood is made of, not a backlog of older mail imported now.
+    ArrivedInbound,
 }
 
-/// Counts the messages in one contact's conversations on a channel (?1 contact, ?2 channel)
-/// stored since ?3 (ms); callers add which.
-const CONTACT_MESSAGES_SINCE: &str = "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
-     WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3";
-
-/// How many messages `contact_id` brought in on the channel since `since_ms` that also reached
-/// their provider since then (`received_at`: a mail's INTERNALDATE): what a flood is made of, not
-/// a backlog of older mail imported now.
-pub fn recent_from_contact(
+/// How many of `which` messages in `contact_id`'s conversations on the channel were stored
+/// since `since_ms`.
+pub fn contact_messages_since(
     conn: &Connection,
     channel_id: &str,
     contact_id: &str,
+    which: ContactMessages,
     since_ms: i64,
 ) -> Result<u32, StoreError> {
+    // ArrivedInbound compares a JSON timestamp: ?4 is the same moment as RFC 3339 text, which
+    // sorts by time.
+    let since_text = crate::model::time::rfc3339(since_ms);
+    let mut params: Vec<&dyn rusqlite::ToSql> = vec![&contact_id, &channel_id, &since_ms];
+    let which_sql = match which {
+        ContactMessages::AutomaticSent => "m.direction = 'outbound' AND json_extract(m.body, '$.auto_reply') = 1",
+        ContactMessages::ArrivedInbound => {
+            params.push(&since_text);
+            "m.direction = 'inbound' AND coalesce(json_extract(m.body, '$.received_at') >= ?4, 1)"
+        }
+    };
     let mut stmt = conn.prepare_cached(&format!(
-        "{CONTACT_MESSAGES_SINCE} AND m.direction = 'inbound' AND coalesce(json_extract(m.body, '$.received_at') >= ?4, 1)"
+        "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
+         WHERE c.contact_id = ?1 AND c.channel_id = ?2 AND m.created_at >= ?3 AND {which_sql}"
     ))?;
-    let since = crate::model::time::rfc3339(since_ms);
-    Ok(stmt.query_row(rusqlite::params![contact_id, channel_id, since_ms, since], |r| r.get(0))?)
+    Ok(stmt.query_row(params.as_slice(), |r| r.get(0))?)
 }
 
 /// Up to `limit` messages of a conversation in order, after message `after` when given.

@@ -382,7 +382,7 @@ fn relabelled(message: &Message<'_>, part: &MessagePart<'_>, decoded: &str) -> O
 }
 
 /// Whether a text says anything.
-fn readable(text: &str) -> bool {
+pub(super) fn readable(text: &str) -> bool {
     !text.trim().is_empty()
 }
 

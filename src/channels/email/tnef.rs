@@ -161,7 +161,7 @@ impl MessageAttributes {
             Some(rtf::Body::Text(t)) => text = text.or(Some(t)),
             None => {}
         }
-        let readable = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+        let readable = |s: Option<String>| s.filter(|s| super::mime::readable(s));
         (readable(text), readable(html))
     }
 }
