@@ -29,8 +29,12 @@ pub struct RawInbound {
     /// The provider's id for the message, shown as `provider.message_id`.
     pub provider_message_id: Option<String>,
     /// What identifies this item on this channel for deduplication (the api channel's
-    /// `external_id`; a mail's content hash). `None`: never a duplicate.
+    /// `external_id`; a mail's hash of what its author wrote, `email/dedup.rs`). `None`: never a
+    /// duplicate.
     pub dedup_key: Option<String>,
+    /// The key an earlier version gave this item, when it differs (a mail's whole-source hash,
+    /// before store migration 8): an item stored then is found by it too.
+    pub superseded_dedup_key: Option<String>,
     pub provider_thread_id: Option<String>,
     /// The channel's key for the conversation (chat id, `thread` field, ...).
     pub thread_key: String,

@@ -54,12 +54,15 @@ fn decide_and_store(
 ) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal.is_some();
     if let Some(key) = &raw.dedup_key {
-        if let Some((message_id, conversation_id)) = store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
-        {
-            return Ok(Outcome::Duplicate { message_id, conversation_id });
-        }
-        if let Some(reason) = store::mail::rejected(conn, &raw.channel_id, key)?.filter(|_| !accepting) {
-            return Ok(Outcome::Rejected { reason });
+        for key in std::iter::once(key.as_str()).chain(superseded_key(conn, &raw)?) {
+            if let Some((message_id, conversation_id)) =
+                store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
+            {
+                return Ok(Outcome::Duplicate { message_id, conversation_id });
+            }
+            if let Some(reason) = store::mail::rejected(conn, &raw.channel_id, key)?.filter(|_| !accepting) {
+                return Ok(Outcome::Rejected { reason });
+            }
         }
     }
     let now_ms = time::now_ms();
@@ -232,8 +235,18 @@ fn store_message(
     Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
 }
 
+/// The key an earlier version stored `raw` under, when it may have: the store held mail before
+/// the key changed, and the item reached the provider before then (a day's grace for the mail
+/// server's clock). Mail that came later was only ever stored under its current key, so new
+/// mail costs no second lookup.
+fn superseded_key<'r>(conn: &Connection, raw: &'r RawInbound) -> Result<Option<&'r str>, StoreError> {
+    let Some(key) = raw.superseded_dedup_key.as_deref() else { return Ok(None) };
+    let Some(changed_at) = store::mail::source_keys_before(conn)? else { return Ok(None) };
+    Ok(raw.received_at.is_none_or(|received| received < changed_at + 24 * HOUR_MS).then_some(key))
+}
+
 /// What a mail is known by among our messages: its Message-ID, else (a mail of ours written
-/// without one) its content hash, so that fetching it again finds it.
+/// without one) its dedup key, so that fetching it again finds it.
 fn known_by(raw: &RawInbound) -> Option<&str> {
     let mail = raw.mail.as_ref()?;
     mail.message_id.as_deref().or(raw.dedup_key.as_deref().filter(|_| raw.sent_by_us))

@@ -129,6 +129,7 @@ mod tests {
             channel_type: "api",
             provider_message_id: None,
             dedup_key: None,
+            superseded_dedup_key: None,
             provider_thread_id: None,
             thread_key: "chat-1".into(),
             from: Party { address: "v1".into(), name: Some("Ann".into()) },

@@ -245,6 +245,15 @@ pub fn rejected(conn: &Connection, channel_id: &str, dedup_key: &str) -> Result<
         .optional()?)
 }
 
+/// When store migration 8 ran, if the store held mail then: mail that reached the mailbox
+/// before it may be stored under its whole-source key (`RawInbound::superseded_dedup_key`).
+pub fn source_keys_before(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'mail_source_keys_before'")?
+        .query_row([], |r| r.get(0))
+        .optional()?)
+}
+
 /// An item refused for the moment (not remembered) came in later as `message_id`: its refusals
 /// name that message, as if an operator had taken it in.
 pub fn settle_held_back(

@@ -187,6 +187,19 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE rejected_inbound ADD COLUMN remembered INTEGER NOT NULL DEFAULT 1;
     "#,
+    // 8: mail is known for deduplication by what its author wrote (`mail-sha256:…`), no longer
+    // by its whole source (`sha256:…`), which differs between two deliveries of one mail. A
+    // store that may hold mail from before (a mail channel has a checkpoint) records when this
+    // ran: mail that reached the mailbox before then is looked up by its old key as well.
+    r#"
+    CREATE TABLE store_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO store_meta (key, value)
+        SELECT 'mail_source_keys_before', CAST(unixepoch('subsec') * 1000 AS INTEGER)
+        WHERE EXISTS (SELECT 1 FROM channel_state);
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -2298,6 +2298,98 @@ async fn a_stranger_reusing_a_message_id_is_kept_apart_and_both_mails_are_kept()
     server.stop().await;
 }
 
+/// One mail delivered twice into the mailbox (freescout#5485, #5638): written to us and Cc an
+/// alias that another system forwards here. Both copies pass the real Postfix and Dovecot's
+/// LMTP, which give each its own trace fields (Received, Return-Path, Delivered-To), and the
+/// forwarder added its own: two sources, one mail. The customer's message comes in once. A
+/// different mail reusing its Message-ID (another Date and text) still comes in
+/// (freescout#5591).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mail_delivered_twice_comes_in_once() {
+    let (mail, postfix, server) = through_postfix().await;
+    let written = mail_text(ANN.0, "Order 5", "ann-twice@example.org", "Cc: sales@example.net\n", "Where is it?")
+        .replace('\n', "\r\n");
+    submit(postfix.port, ANN.0, SUPPORT.0, &written).await;
+    let forwarded = format!(
+        "Received: from mx.example.org by fwd.example.net; Mon, 23 Nov 2026 10:00:05 +0000\r\nX-Forwarded-To: {}\r\n{written}",
+        SUPPORT.0
+    );
+    submit(postfix.port, "SRS0=x1=YZ=example.org=ann@fwd.example.net", SUPPORT.0, &forwarded).await;
+    let reused = written.replace("10:00:00", "11:30:00").replace("Where is it?", "Another mail, same Message-ID");
+    submit(postfix.port, ANN.0, SUPPORT.0, &reused).await;
+    let inbox = loop_until(|| async {
+        let inbox = mail.inbox(SUPPORT).await;
+        (inbox.len() == 3).then_some(inbox)
+    })
+    .await;
+    let (first, second) = (String::from_utf8_lossy(&inbox[0].2), String::from_utf8_lossy(&inbox[1].2));
+    assert!(first.contains("Delivered-To: support@example.com") && second.contains("fwd.example.net"), "{second}");
+    assert_ne!(first, second, "two deliveries, two sources");
+
+    // Everything before a last mail has been decided once that one is in.
+    mail.append(SUPPORT, &mail_text(BEA.0, "Last", "last@example.org", "", "Done")).await;
+    let received = loop_until(|| async {
+        let events = server.all_events().await;
+        let received: Vec<Value> = events.into_iter().filter(|e| e["type"] == "message.received").collect();
+        received.iter().any(|e| e["data"]["subject"] == "Last").then_some(received)
+    })
+    .await;
+    let texts: Vec<&str> = received.iter().map(|e| e["data"]["text"].as_str().unwrap().trim()).collect();
+    assert_eq!(texts, ["Where is it?", "Another mail, same Message-ID", "Done"]);
+    let (once, reuse) = (&received[0]["data"], &received[1]["data"]);
+    assert_eq!(once["provider"]["message_id"], reuse["provider"]["message_id"]);
+    // The copy kept is the first delivery, byte for byte.
+    let response = server.http.get(once["source"]["url"].as_str().unwrap()).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(response.bytes().await.unwrap().to_vec(), inbox[0].2);
+    server.stop().await;
+    drop(postfix);
+}
+
+/// A store written before mail was known by what its author wrote (schema version 7 kept each
+/// mail's whole-source hash): when the folder is read again after the upgrade (here a new
+/// UIDVALIDITY), the mail it holds is recognised by its old key, not imported a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_stored_before_the_dedup_key_changed_is_not_imported_again() {
+    let mail = MailServers::start().await;
+    for i in 0..2 {
+        let text = mail_text(ANN.0, &format!("Old {i}"), &format!("old-{i}@example.org"), "", "Stored long ago");
+        mail.append(SUPPORT, &text).await;
+    }
+    let config = mail.channel("support", "");
+    let server = TestServer::start(&config).await;
+    loop_until(|| async { (count(&server).await == 2).then_some(()) }).await;
+    let dir = server.stop().await;
+    // The store as version 7 left it: each mail under `sha256:` of its source, no store_meta.
+    let db = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
+    db.execute_batch(
+        "UPDATE messages SET provider_message_id = 'sha256:' || json_extract(body, '$.source.sha256')
+             WHERE direction = 'inbound';
+         DROP TABLE store_meta;
+         PRAGMA user_version = 7;",
+    )
+    .unwrap();
+    let old_keys: i64 = db
+        .query_row("SELECT count(*) FROM messages WHERE provider_message_id LIKE 'sha256:%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(old_keys, 2);
+    drop(db);
+    force_new_uidvalidity(&mail).await;
+    mail.append(SUPPORT, &mail_text(ANN.0, "New", "new@example.org", "", "After the upgrade")).await;
+    let server = TestServer::start_in(dir, &config).await;
+    loop_until(|| async { server.all_events().await.iter().any(|e| e["data"]["subject"] == "New").then_some(()) })
+        .await;
+    assert_eq!(received_subjects(&server).await, vec!["New", "Old 0", "Old 1"], "the resync recognised both");
+    server.stop().await;
+}
+
+/// Submits `mail` to the SMTP server on `port` as one transaction.
+async fn submit(port: u16, from: &str, to: &str, mail: &str) {
+    use lettre::AsyncTransport;
+    let smtp = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1").port(port).build();
+    let envelope = lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
+    smtp.send_raw(&envelope, mail.as_bytes()).await.unwrap();
+}
+
 /// chatwoot#15869: a customer renamed the thread mid-way ("Wrong size in order 5", answering our
 /// reply to "Order 5"). Our next reply answers the renamed subject, not the first one, and a
 /// later mail of hers on the new subject that lost its headers still finds the conversation.

@@ -70,6 +70,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         identity: crate::stitch::identity_for("api", channel_id, &address),
         thread_key: body.thread.unwrap_or_else(|| address.clone()),
         dedup_key: body.external_id.clone(),
+        superseded_dedup_key: None,
         provider_message_id: body.external_id,
         provider_thread_id: None,
         from: Party { address, name: body.from.name.filter(|n| !n.is_empty()) },

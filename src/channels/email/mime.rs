@@ -17,6 +17,7 @@ use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::config::EmailChannelConfig;
+use super::dedup::MailKeys;
 use super::reply::reply_text;
 use super::report;
 use super::tnef;
@@ -24,7 +25,6 @@ use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
 use crate::stitch::email::{body_token, normalize_subject, reply_token, MailThreading};
 use crate::stitch::identity_for;
-use crate::store::Blobs;
 
 /// Default per-attachment limit when the channel sets none.
 pub const DEFAULT_MAX_ATTACHMENT: usize = 25 * 1024 * 1024;
@@ -60,38 +60,30 @@ fn id_list(value: &HeaderValue<'_>) -> Vec<String> {
     }
 }
 
-/// The dedup key of a mail: its content hash. The same mail fetched twice (a UIDVALIDITY
-/// resync, a copy into another folder) is a duplicate; two different mails that share a
-/// Message-ID are not.
-pub fn dedup_key(bytes: &[u8]) -> String {
-    format!("sha256:{}", Blobs::hash(bytes))
-}
-
-/// The source as a blob (shares `bytes`, no copy); `key` is its dedup key, which holds its
-/// SHA-256.
-fn source_attachment(bytes: &Bytes, key: &str) -> RawAttachment {
+/// The source as a blob (shares `bytes`, no copy), named by the hash `keys` hold.
+fn source_attachment(bytes: &Bytes, keys: &MailKeys) -> RawAttachment {
     RawAttachment {
         filename: Some("message.eml".into()),
         content_id: None,
         content_type: "message/rfc822".into(),
         bytes: bytes.clone(),
-        sha256: key.strip_prefix("sha256:").map(str::to_owned),
+        sha256: Some(keys.source_sha256.clone()),
     }
 }
 
 /// `source`: the mail as fetched; kept as the message's `source` without being copied.
 pub fn to_raw_inbound(channel: &EmailChannelConfig, source: impl Into<Bytes>) -> RawInbound {
     let source: Bytes = source.into();
-    let key = dedup_key(&source);
-    guarded(channel, &source, key, translate)
+    let keys = MailKeys::of(&source);
+    guarded(channel, &source, keys, translate)
 }
 
 /// A mail over the channel's `max_mail_bytes`, of which only `header` was fetched: a message
 /// all the same (sender, subject, threading), its body listed under `attachments_skipped`.
 pub fn oversized_to_raw_inbound(channel: &EmailChannelConfig, header: impl Into<Bytes>, size: u64) -> RawInbound {
     let header: Bytes = header.into();
-    let key = dedup_key(&header);
-    let mut raw = guarded(channel, &header, key, translate);
+    let keys = MailKeys::of(&header);
+    let mut raw = guarded(channel, &header, keys, translate);
     // What a header-only parse keeps as a readable-nothing fallback is the header, not the mail.
     raw.attachments.clear();
     raw.source = None;
@@ -113,20 +105,20 @@ pub fn oversized_to_raw_inbound(channel: &EmailChannelConfig, header: impl Into<
 pub(super) fn guarded(
     channel: &EmailChannelConfig,
     source: &Bytes,
-    key: String,
-    translate: impl FnOnce(&EmailChannelConfig, &Bytes, String) -> RawInbound,
+    keys: MailKeys,
+    translate: impl FnOnce(&EmailChannelConfig, &Bytes, MailKeys) -> RawInbound,
 ) -> RawInbound {
-    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| translate(channel, source, key.clone())));
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| translate(channel, source, keys.clone())));
     attempt.unwrap_or_else(|_| {
-        tracing::error!(channel = %channel.id, key, "MIME parsing panicked on this mail (a parser bug); kept whole as an unparseable message");
-        unparseable(channel, source, key)
+        tracing::error!(channel = %channel.id, key = keys.dedup, "MIME parsing panicked on this mail (a parser bug); kept whole as an unparseable message");
+        unparseable(channel, source, keys)
     })
 }
 
-fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInbound {
+fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> RawInbound {
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let Some(message) = MessageParser::default().parse(bytes) else {
-        return unparseable(channel, bytes, key);
+        return unparseable(channel, bytes, keys);
     };
     let ours = |address: &str| channel.owns(address);
     let from =
@@ -214,7 +206,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
     let reply = text.as_deref().map(reply_text);
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
-        attachments.push(source_attachment(bytes, &key));
+        attachments.push(source_attachment(bytes, &keys));
     }
     let delivery_report = report::delivery_report(&message);
     let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message, ours);
@@ -240,9 +232,10 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         channel_id: channel.id.clone(),
         channel_type: "email",
         provider_message_id: message_id.clone(),
-        dedup_key: Some(key.clone()),
+        dedup_key: Some(keys.dedup.clone()),
+        superseded_dedup_key: keys.superseded(),
         provider_thread_id: None,
-        thread_key: format!("mail:{key}"),
+        thread_key: format!("mail:{}", keys.dedup),
         identity: identity_for("email", &channel.id, &owner),
         from,
         reply_to,
@@ -268,7 +261,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInb
         auto_reply,
         delivery_report,
         sent_by_us,
-        source: channel.keep_source.then(|| source_attachment(bytes, &key)),
+        source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
     }
 }
@@ -431,15 +424,16 @@ fn html_body_content(html: &str) -> &str {
 }
 
 /// A mail mail-parser cannot read at all: kept, with its source attached.
-fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawInbound {
+fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> RawInbound {
     let from = Party { address: "unknown@invalid".into(), name: None };
     RawInbound {
         channel_id: channel.id.clone(),
         channel_type: "email",
         provider_message_id: None,
-        dedup_key: Some(key.clone()),
+        dedup_key: Some(keys.dedup.clone()),
+        superseded_dedup_key: keys.superseded(),
         provider_thread_id: None,
-        thread_key: format!("mail:{key}"),
+        thread_key: format!("mail:{}", keys.dedup),
         identity: identity_for("email", &channel.id, &from.address),
         from,
         reply_to: None,
@@ -451,13 +445,13 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, key: String) -> RawI
         text: None,
         html: None,
         reply_text: None,
-        attachments: vec![source_attachment(bytes, &key)],
+        attachments: vec![source_attachment(bytes, &keys)],
         attachments_skipped: Vec::new(),
         mail: None,
         auto_reply: false,
         delivery_report: None,
         sent_by_us: false,
-        source: channel.keep_source.then(|| source_attachment(bytes, &key)),
+        source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
     }
 }

@@ -7,6 +7,7 @@
 //! `stitch::email`.
 
 pub mod config;
+mod dedup;
 pub mod inbound;
 pub mod mime;
 mod mutf7;

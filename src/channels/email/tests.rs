@@ -44,7 +44,10 @@ fn a_plain_reply_translates() {
     assert_eq!(m.in_reply_to, vec!["b2@example.com"]);
     assert_eq!(m.references, vec!["b1@example.com", "b2@example.com"]);
     assert_eq!(m.subject_key.as_deref(), Some("invoice 42"));
-    assert!(raw.dedup_key.unwrap().starts_with("sha256:"));
+    assert!(
+        raw.dedup_key.unwrap().starts_with("mail-sha256:"),
+        "a mail with a Message-ID is known by what its author wrote"
+    );
 }
 
 /// A parser panic on one mail (a bug some input triggers) keeps that mail whole, with its
@@ -52,10 +55,10 @@ fn a_plain_reply_translates() {
 #[test]
 fn a_parser_panic_keeps_the_mail_whole_instead_of_blocking_the_folder() {
     let source = bytes::Bytes::from_static(b"From: a@example.org\r\nSubject: poison\r\n\r\nbody\r\n");
-    let key = super::mime::dedup_key(&source);
-    let raw = super::mime::guarded(&channel(), &source, key.clone(), |_, _, _| panic!("a parser bug"));
+    let keys = super::dedup::MailKeys::of(&source);
+    let raw = super::mime::guarded(&channel(), &source, keys.clone(), |_, _, _| panic!("a parser bug"));
     assert_eq!(raw.subject.as_deref(), Some("(unparseable message)"));
-    assert_eq!(raw.dedup_key.as_deref(), Some(key.as_str()));
+    assert_eq!(raw.dedup_key.as_deref(), Some(keys.dedup.as_str()));
     assert_eq!(&raw.attachments[0].bytes[..], &source[..], "the mail, byte for byte");
     assert_eq!(&raw.source.expect("kept as the source too").bytes[..], &source[..]);
 }
