@@ -2,7 +2,8 @@
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
 # first: Dovecot (IMAP + LMTP), Postfix (a real MTA's DSNs and bounces) and openssl (test
 # certificates) from Debian for the email channel's real mail servers, tnef (Debian's winmail.dat
-# decoder, a second reader for ours); lintian, debootstrap and systemd-nspawn (systemd-container)
+# decoder, a second reader for ours), Sisimai (libsisimai-perl, a bounce parser our reading of
+# bounces is checked against); lintian, debootstrap and systemd-nspawn (systemd-container)
 # for the package test (which builds a throwaway Debian root from the apt mirror and boots it
 # with systemd to run the installed service), and
 # cargo-deb from crates.io; from PyPI
@@ -27,6 +28,7 @@ command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v postfix >/dev/null || need_apt+=(postfix)
 command -v tnef >/dev/null || need_apt+=(tnef)
+perl -MSisimai -e1 2>/dev/null || need_apt+=(libsisimai-perl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2

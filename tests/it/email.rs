@@ -1575,6 +1575,112 @@ async fn a_postfix_delay_notification_is_recorded_and_fails_nothing() {
     server.stop().await;
 }
 
+/// Our reading of every bounce in the fixture corpus agrees with Sisimai's (Debian's
+/// libsisimai-perl, the bounce parser senders classify returned mail with): the same failed
+/// recipients and original Message-ID, permanent where it reads a 5.x.x status and not where it
+/// reads 4.x.x. It also recognises the formats the fixtures are written in, qmail's and Yahoo's
+/// among them (plain-text bounces with no RFC 3464 report). A customer who pastes a bounce into
+/// their mail is no bounce to us, though Sisimai, which reads only bounce mailboxes, takes the
+/// text for one.
+#[test]
+fn every_bounce_in_the_corpus_reads_as_sisimai_reads_it() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/email");
+    let channel = support_channel_config();
+    let mut bounces: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("bounce-") && p.extension().unwrap() == "eml")
+        .collect();
+    bounces.sort();
+    assert!(bounces.len() >= 5, "{bounces:?}");
+    for path in &bounces {
+        let name = path.file_stem().unwrap().to_str().unwrap();
+        let raw = switchboard::channels::email::mime::to_raw_inbound(&channel, std::fs::read(path).unwrap());
+        let ours = raw.delivery_report.unwrap_or_else(|| panic!("{name}: not read as a bounce"));
+        let theirs = sisimai(path);
+        assert!(!theirs.is_empty(), "{name}: Sisimai finds no bounce");
+        let their_recipients: Vec<&str> = theirs.iter().map(|r| r["recipient"].as_str().unwrap()).collect();
+        let our_recipients = match ours.failed_recipients.is_empty() {
+            true => ours.recipient.iter().cloned().collect(),
+            false => ours.failed_recipients.clone(),
+        };
+        assert_eq!(our_recipients, their_recipients, "{name}");
+        for record in &theirs {
+            let permanent = record["deliverystatus"].as_str().unwrap().starts_with('5');
+            assert_eq!(ours.is_permanent_failure(), permanent, "{name}: {record}");
+            assert_eq!(ours.original_message_ids.first().map(String::as_str), record["messageid"].as_str(), "{name}");
+        }
+        let agent = theirs[0]["smtpagent"].as_str().unwrap();
+        match name {
+            "bounce-postfix" => assert_eq!(agent, "Postfix"),
+            "bounce-qmail" => assert_eq!(agent, "qmail"),
+            "bounce-yahoo" => assert_eq!(agent, "Yahoo"),
+            _ => {}
+        }
+    }
+    let pasted = dir.join("customer-pastes-a-qmail-bounce.eml");
+    assert_eq!(sisimai(&pasted)[0]["smtpagent"], "qmail");
+    let raw = switchboard::channels::email::mime::to_raw_inbound(&channel, std::fs::read(&pasted).unwrap());
+    assert!(raw.delivery_report.is_none() && !raw.auto_reply, "a customer's mail: {:?}", raw.delivery_report);
+}
+
+/// What Sisimai reads in the mail at `path`: one record per recipient it found bounced.
+fn sisimai(path: &std::path::Path) -> Vec<Value> {
+    let out = std::process::Command::new("perl")
+        .args(["-MSisimai", "-e", "print Sisimai->dump($ARGV[0], input => 'email')"])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("perl: {e} (apt-get install libsisimai-perl; tests/run.sh does)"));
+    assert!(
+        out.status.success(),
+        "Sisimai: {} (apt-get install libsisimai-perl)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The `support` mail channel's configuration, as the gateway reads it.
+fn support_channel_config() -> switchboard::channels::email::config::EmailChannelConfig {
+    let dir = tempfile::tempdir().unwrap();
+    let block = "[[channels]]\nid = \"support\"\ntype = \"email\"\naddress = \"support@example.com\"\n\
+                 [channels.smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n";
+    let config = switchboard::config::load_str(&config_text(dir.path(), "127.0.0.1:1", block)).unwrap();
+    config
+        .channels
+        .into_iter()
+        .find_map(|c| match c {
+            switchboard::channels::ChannelConfig::Email(email) => Some(email),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// A qmail-style bounce (no RFC 3464 report and no X-Failed-Recipients: qmail's own, Yahoo's)
+/// fails the message it quotes, with qmail's reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qmail_style_bounce_fails_the_message_it_quotes() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let (_, sent) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your order 5", "text": "Shipped."}))
+        .await;
+    let id = sent["id"].as_str().unwrap();
+    let header = server.wait_status(id, "sent").await["provider"]["message_id"].as_str().unwrap().to_owned();
+    let path = format!("{}/tests/fixtures/email/bounce-qmail.eml", env!("CARGO_MANIFEST_DIR"));
+    let bounce = std::fs::read_to_string(path)
+        .unwrap()
+        .replace("msg_01GGG.cnv_01HHH@example.com", &header)
+        .replace("gone@example.net", ANN.0);
+    mail.append(SUPPORT, &bounce).await;
+    let failed = server.wait_status(id, "failed").await;
+    assert_eq!(failed["error"]["code"], "bounce_5.1.1", "{failed}");
+    assert_eq!(failed["error"]["message"], "Sorry, no mailbox here by that name. (#5.1.1)");
+    let report = first_received(&server).await;
+    assert_eq!(report["data"]["conversation_id"], sent["conversation_id"], "{report}");
+    assert_eq!(report["data"]["stitch"]["reason"], "bounce");
+    server.stop().await;
+}
+
 /// Idle SMTP sessions end with QUIT, never a dropped socket: when a reload replaces the channel,
 /// after `idle_timeout`, and at shutdown. Postfix logs `quit=1` on each session's disconnect line
 /// only when the client said QUIT.

@@ -117,8 +117,9 @@ fn ids_in(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`, or a
-/// `X-Failed-Recipients` bounce from a mailer daemon without the standard report.
+/// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`, a
+/// `X-Failed-Recipients` bounce from a mailer daemon without the standard report, or a
+/// qmail-style bounce (`qmail_failures`).
 pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
     let is_report = message.content_type().is_some_and(|c| {
         c.ctype().eq_ignore_ascii_case("multipart")
@@ -126,7 +127,8 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
             && c.attribute("report-type").is_some_and(|t| t.to_ascii_lowercase().contains("delivery-status"))
     });
     let failed_header = header_text(message, "X-Failed-Recipients").map(str::to_owned);
-    if !is_report && failed_header.is_none() {
+    let qmail = if is_report || failed_header.is_some() { Vec::new() } else { qmail_failures(message) };
+    if !is_report && failed_header.is_none() && qmail.is_empty() {
         return None;
     }
     let failed_recipients: Vec<String> = failed_header
@@ -170,6 +172,7 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
             _ => {}
         }
     }
+    name_failures(&qmail, &mut report);
     if report.original_message_ids.is_empty() {
         // Non-standard bounces quote the original in the text.
         let body = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
@@ -221,6 +224,12 @@ fn read_delivery_status(text: &str, report: &mut DeliveryReport) {
             blocks.push(block);
         }
     }
+    name_failures(&blocks, report);
+}
+
+/// Names in `report` the first of `blocks` that failed for good (else the first), and lists
+/// every such one in `failed_recipients`. No blocks: `report` stays as it is.
+fn name_failures(blocks: &[RecipientStatus], report: &mut DeliveryReport) {
     let failed: Vec<String> =
         blocks.iter().filter(|b| b.is_permanent_failure()).filter_map(|b| b.recipient.clone()).collect();
     let Some(named) = blocks.iter().find(|b| b.is_permanent_failure()).or(blocks.first()) else { return };
@@ -235,6 +244,64 @@ fn read_delivery_status(text: &str, report: &mut DeliveryReport) {
     if !failed.is_empty() {
         report.failed_recipients = failed;
     }
+}
+
+/// The lines of a qmail-style bounce that end its account of the failures: what follows is the
+/// original mail, or its header.
+const QSBMF_BREAKS: [&str; 2] =
+    ["--- Below this line is a copy of the message", "--- Enclosed are the original headers of the message"];
+
+/// The failures of a bounce in the Qmail-Send Bounce Message Format (cr.yp.to/proto/qsbmf.txt),
+/// which qmail, its descendants and Yahoo Mail write instead of an RFC 3464 report: a plain-text
+/// mail whose paragraphs before the `QSBMF_BREAKS` line each begin with a failed recipient as
+/// `<address>:` and go on with why ("Remote host said: 550 5.1.1 …", "Sorry, no mailbox here by
+/// that name. (#5.1.1)"). qmail reports only what it gave up on, so each is `failed`; its status
+/// is the first RFC 3463 code in the text, else 5.0.0. Only a mail a mailer daemon sent (null
+/// Return-Path, or From MAILER-DAEMON or postmaster) is read so: a customer who pastes a bounce
+/// into their mail is writing to us, not bouncing.
+fn qmail_failures(message: &Message<'_>) -> Vec<RecipientStatus> {
+    let from_daemon = message.from().and_then(|f| f.first()).and_then(|a| a.address()).is_some_and(|address| {
+        let local = address.split('@').next().unwrap_or("");
+        local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
+    });
+    if !from_daemon && header_text(message, "Return-Path") != Some("<>") {
+        return Vec::new();
+    }
+    let body = message.body_text(0).map(|t| t.replace("\r\n", "\n")).unwrap_or_default();
+    let Some(end) = QSBMF_BREAKS.iter().filter_map(|b| body.find(&format!("\n{b}"))).min() else {
+        return Vec::new();
+    };
+    let mut failures = Vec::new();
+    for paragraph in body[..end].split("\n\n") {
+        let mut lines = paragraph.trim_start_matches('\n').lines();
+        let first = lines.next().unwrap_or("").trim_end();
+        let Some((address, rest)) = first.strip_prefix('<').and_then(|r| r.split_once(">:")) else { continue };
+        if !address.contains('@') {
+            continue;
+        }
+        let why: Vec<&str> = std::iter::once(rest).chain(lines).map(str::trim).filter(|l| !l.is_empty()).collect();
+        let diagnostic = why.join(" ");
+        failures.push(RecipientStatus {
+            recipient: Some(address.to_owned()),
+            action: Some("failed".into()),
+            status: Some(status_code_in(&diagnostic).unwrap_or("5.0.0").to_owned()),
+            diagnostic: (!diagnostic.is_empty()).then_some(diagnostic),
+        });
+    }
+    failures
+}
+
+/// The first RFC 3463 status code (`5.1.1`, `4.2.2`) standing alone in `text`, as an SMTP
+/// reply or qmail's `(#5.1.1)` writes it.
+fn status_code_in(text: &str) -> Option<&str> {
+    text.split(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '#' | '[' | ']' | ',' | ';' | ':'))
+        .map(|word| word.trim_end_matches('.'))
+        .find(|word| {
+            let parts: Vec<&str> = word.split('.').collect();
+            parts.len() == 3
+                && matches!(parts[0], "2" | "4" | "5")
+                && parts[1..].iter().all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+        })
 }
 
 /// An RFC 3461 xtext value (`+XX` stands for the byte 0xXX), as the envelope id travels; a
@@ -309,6 +376,22 @@ mod tests {
         assert_eq!(report.diagnostic.as_deref(), Some("550 5.1.1 unknown user"));
         assert_eq!(report.failed_recipients, ["gone@example.org", "new@example.org"]);
         assert_eq!(report.original_envelope_id.as_deref(), Some("msg_01JABC"));
+    }
+
+    #[test]
+    fn status_codes_are_found_where_servers_write_them() {
+        for (text, code) in [
+            ("Sorry, no mailbox here by that name. (#5.1.1)", Some("5.1.1")),
+            ("Remote host said: 552 5.2.2 <full@example.org>: Mailbox full", Some("5.2.2")),
+            ("550 5.1.10 RESOLVER.ADR.RecipientNotFound", Some("5.1.10")),
+            ("rejected by policy [4.7.1].", Some("4.7.1")),
+            ("This mailbox is disabled (554.30).", None),
+            ("192.0.2.25 does not like recipient.", None),
+            ("client 1.2.3 and 10.5.1.1", None),
+            ("", None),
+        ] {
+            assert_eq!(super::status_code_in(text), code, "{text}");
+        }
     }
 
     #[test]
