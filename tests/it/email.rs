@@ -1525,6 +1525,12 @@ async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
     assert_eq!(data["delivery_report"]["recipient"], "nobody@example.org");
     let log = postfix.log();
     assert!(log.contains("to=<nobody@example.org>") && log.contains("dsn=5.1.1"), "{log}");
+    // Sisimai reads Postfix's own DSN as we do.
+    let dsn = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(dsn.path(), &mail.inbox(SUPPORT).await[0].2).unwrap();
+    let theirs = sisimai(dsn.path());
+    assert_eq!((&theirs[0]["recipient"], &theirs[0]["smtpagent"]), (&json!("nobody@example.org"), &json!("Postfix")));
+    assert_eq!(theirs[0]["deliverystatus"], data["delivery_report"]["status"]);
 
     // Delivered through Postfix; then a notification that names it by envelope id alone.
     let (_, delivered) =
