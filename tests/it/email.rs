@@ -1584,8 +1584,8 @@ async fn a_postfix_delay_notification_is_recorded_and_fails_nothing() {
 /// Our reading of every bounce in the fixture corpus agrees with Sisimai's (Debian's
 /// libsisimai-perl, the bounce parser senders classify returned mail with): the same failed
 /// recipients and original Message-ID, permanent where it reads a 5.x.x status and not where it
-/// reads 4.x.x. It also recognises the formats the fixtures are written in, qmail's and Yahoo's
-/// among them (plain-text bounces with no RFC 3464 report). A customer who pastes a bounce into
+/// reads 4.x.x. It also recognises the formats the fixtures are written in, among them the
+/// plain-text bounces with no RFC 3464 report of qmail, Yahoo, GMX and 1&1. A customer who pastes a bounce into
 /// their mail is no bounce to us, though Sisimai, which reads only bounce mailboxes, takes the
 /// text for one.
 #[test]
@@ -1621,6 +1621,8 @@ fn every_bounce_in_the_corpus_reads_as_sisimai_reads_it() {
             "bounce-postfix" => assert_eq!(agent, "Postfix"),
             "bounce-qmail" => assert_eq!(agent, "qmail"),
             "bounce-yahoo" => assert_eq!(agent, "Yahoo"),
+            "bounce-gmx" => assert_eq!(agent, "GMX"),
+            "bounce-1und1" => assert_eq!(agent, "EinsUndEins"),
             _ => {}
         }
     }

@@ -119,7 +119,7 @@ fn ids_in(text: &str) -> Vec<String> {
 
 /// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`, a
 /// `X-Failed-Recipients` bounce from a mailer daemon without the standard report, or a
-/// qmail-style bounce (`qmail_failures`).
+/// plain-text bounce (`plain_text_failures`: qmail's, Yahoo's, GMX's, 1&1's).
 pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
     let is_report = message.content_type().is_some_and(|c| {
         c.ctype().eq_ignore_ascii_case("multipart")
@@ -127,8 +127,8 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
             && c.attribute("report-type").is_some_and(|t| t.to_ascii_lowercase().contains("delivery-status"))
     });
     let failed_header = header_text(message, "X-Failed-Recipients").map(str::to_owned);
-    let qmail = if is_report || failed_header.is_some() { Vec::new() } else { qmail_failures(message) };
-    if !is_report && failed_header.is_none() && qmail.is_empty() {
+    let plain = if is_report || failed_header.is_some() { Vec::new() } else { plain_text_failures(message) };
+    if !is_report && failed_header.is_none() && plain.is_empty() {
         return None;
     }
     let failed_recipients: Vec<String> = failed_header
@@ -172,7 +172,7 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
             _ => {}
         }
     }
-    name_failures(&qmail, &mut report);
+    name_failures(&plain, &mut report);
     if report.original_message_ids.is_empty() {
         // Non-standard bounces quote the original in the text.
         let body = message.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
@@ -246,20 +246,31 @@ fn name_failures(blocks: &[RecipientStatus], report: &mut DeliveryReport) {
     }
 }
 
-/// The lines of a qmail-style bounce that end its account of the failures: what follows is the
-/// original mail, or its header.
-const QSBMF_BREAKS: [&str; 2] =
-    ["--- Below this line is a copy of the message", "--- Enclosed are the original headers of the message"];
+/// The lines of a plain-text bounce that end its account of the failures: what follows is the
+/// original mail, or its header. qmail's (QSBMF) two, then GMX's and 1&1's.
+const ORIGINAL_FOLLOWS: [&str; 3] = [
+    "--- Below this line is a copy of the message",
+    "--- Enclosed are the original headers of the message",
+    "--- The header of the original message is following. ---",
+];
 
-/// The failures of a bounce in the Qmail-Send Bounce Message Format (cr.yp.to/proto/qsbmf.txt),
-/// which qmail, its descendants and Yahoo Mail write instead of an RFC 3464 report: a plain-text
-/// mail whose paragraphs before the `QSBMF_BREAKS` line each begin with a failed recipient as
-/// `<address>:` and go on with why ("Remote host said: 550 5.1.1 …", "Sorry, no mailbox here by
-/// that name. (#5.1.1)"). qmail reports only what it gave up on, so each is `failed`; its status
-/// is the first RFC 3463 code in the text, else 5.0.0. Only a mail a mailer daemon sent (null
+/// The failures of a bounce that carries no RFC 3464 report and no X-Failed-Recipients, but
+/// says in plain text who failed and why, before a line that introduces the original
+/// (`ORIGINAL_FOLLOWS`):
+///
+/// - the Qmail-Send Bounce Message Format (cr.yp.to/proto/qsbmf.txt) of qmail, its descendants
+///   and Yahoo Mail: `<ann@example.org>:` and then why ("Remote host said: 550 5.1.1 …",
+///   "Sorry, no mailbox here by that name. (#5.1.1)");
+/// - GMX's and 1&1's (web.de, IONOS): `"ann@example.org":` or a line holding just the address,
+///   then "SMTP error from remote server after RCPT command: … 5.1.1 …" or "For the following
+///   reason: Mail size limit exceeded".
+///
+/// A line naming only an address starts a recipient; the lines after it, up to the next, are
+/// why. These formats report only what the server gave up on, so each is `failed`; its status is
+/// the first RFC 3463 code in the text, else 5.0.0. Only a mail a mailer daemon sent (null
 /// Return-Path, or From MAILER-DAEMON or postmaster) is read so: a customer who pastes a bounce
 /// into their mail is writing to us, not bouncing.
-fn qmail_failures(message: &Message<'_>) -> Vec<RecipientStatus> {
+fn plain_text_failures(message: &Message<'_>) -> Vec<RecipientStatus> {
     let from_daemon = message.from().and_then(|f| f.first()).and_then(|a| a.address()).is_some_and(|address| {
         let local = address.split('@').next().unwrap_or("");
         local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
@@ -268,27 +279,54 @@ fn qmail_failures(message: &Message<'_>) -> Vec<RecipientStatus> {
         return Vec::new();
     }
     let body = message.body_text(0).map(|t| t.replace("\r\n", "\n")).unwrap_or_default();
-    let Some(end) = QSBMF_BREAKS.iter().filter_map(|b| body.find(&format!("\n{b}"))).min() else {
+    let Some(end) = ORIGINAL_FOLLOWS.iter().filter_map(|b| body.find(&format!("\n{b}"))).min() else {
         return Vec::new();
     };
-    let mut failures = Vec::new();
-    for paragraph in body[..end].split("\n\n") {
-        let mut lines = paragraph.trim_start_matches('\n').lines();
-        let first = lines.next().unwrap_or("").trim_end();
-        let Some((address, rest)) = first.strip_prefix('<').and_then(|r| r.split_once(">:")) else { continue };
-        if !address.contains('@') {
-            continue;
+    let mut failures: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in body[..end].lines().map(str::trim) {
+        match failed_recipient(line) {
+            Some((address, why)) => failures.push((address.to_owned(), vec![why])),
+            None => {
+                if let Some((_, why)) = failures.last_mut() {
+                    why.push(line);
+                }
+            }
         }
-        let why: Vec<&str> = std::iter::once(rest).chain(lines).map(str::trim).filter(|l| !l.is_empty()).collect();
-        let diagnostic = why.join(" ");
-        failures.push(RecipientStatus {
-            recipient: Some(address.to_owned()),
-            action: Some("failed".into()),
-            status: Some(status_code_in(&diagnostic).unwrap_or("5.0.0").to_owned()),
-            diagnostic: (!diagnostic.is_empty()).then_some(diagnostic),
-        });
     }
     failures
+        .into_iter()
+        .map(|(address, why)| {
+            let diagnostic = why.into_iter().filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+            RecipientStatus {
+                recipient: Some(address),
+                action: Some("failed".into()),
+                status: Some(status_code_in(&diagnostic).unwrap_or("5.0.0").to_owned()),
+                diagnostic: (!diagnostic.is_empty()).then_some(diagnostic),
+            }
+        })
+        .collect()
+}
+
+/// A plain-text bounce's line naming a failed recipient, and the rest of the line: `<address>:`
+/// (QSBMF, where text may follow the colon), `<address>`, `"address":`, `address:` or the bare
+/// address.
+fn failed_recipient(line: &str) -> Option<(&str, &str)> {
+    let (address, rest) = if let Some(quoted) = line.strip_prefix('<') {
+        let (address, rest) = quoted.split_once('>')?;
+        match rest.strip_prefix(':') {
+            Some(why) => (address, why.trim()),
+            None => (address, rest),
+        }
+    } else if let Some(quoted) = line.strip_prefix('"') {
+        let (address, rest) = quoted.split_once('"')?;
+        (address, rest.strip_prefix(':').unwrap_or(rest))
+    } else {
+        (line.strip_suffix(':').unwrap_or(line), "")
+    };
+    let (local, domain) = address.rsplit_once('@')?;
+    let plausible = !local.is_empty() && domain.contains('.') && !address.contains(char::is_whitespace);
+    // Only QSBMF's `<address>:` may carry text on its line; `<address>... User unknown` is why.
+    (plausible && (rest.is_empty() || line.starts_with('<') && line.contains(">:"))).then_some((address, rest))
 }
 
 /// The first RFC 3463 status code (`5.1.1`, `4.2.2`) standing alone in `text`, as an SMTP
@@ -376,6 +414,30 @@ mod tests {
         assert_eq!(report.diagnostic.as_deref(), Some("550 5.1.1 unknown user"));
         assert_eq!(report.failed_recipients, ["gone@example.org", "new@example.org"]);
         assert_eq!(report.original_envelope_id.as_deref(), Some("msg_01JABC"));
+    }
+
+    #[test]
+    fn a_plain_text_bounce_names_its_recipients_in_every_known_form() {
+        for (line, found) in [
+            ("<ann@example.org>:", Some(("ann@example.org", ""))),
+            (
+                "<ann@example.org>: Sorry, no mailbox here by that name.",
+                Some(("ann@example.org", "Sorry, no mailbox here by that name.")),
+            ),
+            ("<ann@example.org>", Some(("ann@example.org", ""))),
+            ("\"ann@example.org\":", Some(("ann@example.org", ""))),
+            ("ann@example.org:", Some(("ann@example.org", ""))),
+            ("ann@example.org", Some(("ann@example.org", ""))),
+            ("<ann@example.org>... User unknown", None),
+            ("550 5.1.1 <ann@example.org>... User unknown", None),
+            ("Hi. This is the qmail-send program at mail.example.net.", None),
+            ("host: mx.example.org", None),
+            ("<postmaster>:", None),
+            ("ann@localhost", None),
+            ("", None),
+        ] {
+            assert_eq!(super::failed_recipient(line), found, "{line}");
+        }
     }
 
     #[test]
