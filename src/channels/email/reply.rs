@@ -1,8 +1,8 @@
 //! `reply_text`: the new part of a mail, without quoted history or signature.
 //!
-//! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak, as
-//! Gmail, Apple Mail and Thunderbird write them, and Outlook's `From: … Sent: …` block in those
-//! languages), a forwarded/original-message separator, or a run of `>` quoted lines; then drops
+//! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak,
+//! Italian, Dutch, Portuguese and the Scandinavian languages, as Gmail, Apple Mail and
+//! Thunderbird write them, and Outlook's `From: … Sent: …` block in those languages), a forwarded/original-message separator, or a run of `>` quoted lines; then drops
 //! a `-- ` signature and "Sent from my phone" footers.
 //! When nothing precedes a quote, the answer was written below it or between its lines
 //! (bottom-posting, inline answers): then it is the lines that are not quoted.
@@ -25,6 +25,14 @@ const SEPARATORS: &[&str] = &[
     "-------- původní zpráva --------",
     "-----původní zpráva-----",
     "-------- pôvodná správa --------",
+    "-------- messaggio originale --------",
+    "-----messaggio originale-----",
+    "-------- oorspronkelijk bericht --------",
+    "-----oorspronkelijk bericht-----",
+    "-------- mensagem original --------",
+    "-----mensagem original-----",
+    "-------- ursprungligt meddelande --------",
+    "-----ursprungligt meddelande-----",
     "________________________________",
 ];
 
@@ -39,17 +47,34 @@ const ATTRIBUTIONS: &[(&str, &str)] = &[
     ("w dniu ", "napisał"),
     ("dne ", "napsal"),
     ("dňa ", "napísal"),
+    ("il ", "ha scritto"),
+    ("op ", "schreef"),
+    ("em ", "escreveu"),
+    ("den ", "skrev"),
 ];
 
 /// Verbs of reply headers that do not open with a fixed word: Gmail's in Polish, Czech and
 /// Slovak open with the weekday ("pt., 27 lis 2026 o 14:03 Ann <ann@…> napisał(a):"), Apple
 /// Mail's Polish with "Wiadomość napisana przez". Such a line counts when it also names an
 /// address and a clock time and ends with a colon, which a customer's own sentence does not.
-const ATTRIBUTION_VERBS: &[&str] =
-    &["wrote", "schrieb", "a écrit", "escribió", "napisał", "napisana przez", "pisze", "napsal", "napísal"];
+const ATTRIBUTION_VERBS: &[&str] = &[
+    "wrote",
+    "schrieb",
+    "a écrit",
+    "escribió",
+    "napisał",
+    "napisana przez",
+    "pisze",
+    "napsal",
+    "napísal",
+    "ha scritto",
+    "schreef",
+    "escreveu",
+    "skrev",
+];
 
 /// Outlook's header block: a "From:" line followed within three lines by a "Sent:"/"Date:" line.
-const OUTLOOK_FROM: &[&str] = &["from:", "von:", "de :", "de:", "od:"];
+const OUTLOOK_FROM: &[&str] = &["from:", "von:", "de :", "de:", "od:", "da:", "van:", "från:", "fra:"];
 const OUTLOOK_SENT: &[&str] = &[
     "sent:",
     "date:",
@@ -68,6 +93,12 @@ const OUTLOOK_SENT: &[&str] = &[
     "datum:",
     "odoslané:",
     "dátum:",
+    "inviato:",
+    "verzonden:",
+    "enviado em:",
+    "enviada em:",
+    "skickat:",
+    "sendt:",
 ];
 
 const FOOTERS: &[&str] = &[
@@ -81,6 +112,14 @@ const FOOTERS: &[&str] = &[
     "wysłano z ",
     "odesláno z ",
     "odoslané z ",
+    "inviato da ",
+    "inviato dal mio ",
+    "verzonden vanaf mijn ",
+    "verstuurd vanaf mijn ",
+    "enviado do meu ",
+    "enviado de meu ",
+    "skickat från min ",
+    "sendt fra min ",
 ];
 
 fn is_attribution(line: &str, next: Option<&str>) -> bool {
@@ -219,6 +258,21 @@ mod tests {
             ("Dzięki\n\nWiadomość napisana przez Example Support <support@example.com> w dniu 27.11.2026, o godz. 14:03:\n\n> x", "Dzięki"),
             ("Dzięki\n\nOd: Example Support <support@example.com>\nWysłane: piątek, 27 listopada 2026 14:03\nDo: Ann", "Dzięki"),
             ("Gracias\n\nDe: Example Support <support@example.com>\nEnviado el: viernes, 27 de noviembre de 2026 14:03\nPara: Ann", "Gracias"),
+            // Italian, Dutch, Portuguese and Scandinavian: Gmail, Apple Mail, Thunderbird, Outlook.
+            ("Grazie!\n\nIl giorno lun 23 nov 2026 alle ore 10:00 Example Support <support@example.com> ha scritto:\n\n> x", "Grazie!"),
+            ("Grazie!\n\nIl 23/11/2026 10:00, Example Support ha scritto:\n> x", "Grazie!"),
+            ("Grazie\n\nInviato da iPhone\n\nIl giorno 23 nov 2026, alle ore 10:00, Example Support <support@example.com> ha scritto:\n\n> x", "Grazie"),
+            ("Grazie\n\nDa: Example Support <support@example.com>\nInviato: lunedì 23 novembre 2026 10:00\nA: Anna", "Grazie"),
+            ("Bedankt!\n\nOp ma 23 nov 2026 om 10:00 schreef Example Support <support@example.com>:\n\n> x", "Bedankt!"),
+            ("Bedankt\n\nVan: Example Support <support@example.com>\nVerzonden: maandag 23 november 2026 10:00\nAan: Anna", "Bedankt"),
+            ("Bedankt\n\nVerzonden vanaf mijn iPhone", "Bedankt"),
+            ("Obrigado!\n\nEm seg., 23 de nov. de 2026 às 10:00, Example Support <support@example.com> escreveu:\n\n> x", "Obrigado!"),
+            ("Obrigado\n\nDe: Example Support <support@example.com>\nEnviado em: segunda-feira, 23 de novembro de 2026 10:00\nPara: Ana", "Obrigado"),
+            ("Obrigado\n\nEnviado do meu iPhone", "Obrigado"),
+            ("Tack!\n\nDen mån 23 nov. 2026 kl 10:00 skrev Example Support <support@example.com>:\n\n> x", "Tack!"),
+            ("Takk!\n\nman. 23. nov. 2026 kl. 10:00 skrev Example Support <support@example.com>:\n\n> x", "Takk!"),
+            ("Tack\n\nFrån: Example Support <support@example.com>\nSkickat: den 23 november 2026 10:00\nTill: Anna", "Tack"),
+            ("Vedi sotto\n\n-----Messaggio originale-----\nDa: x", "Vedi sotto"),
             // A customer quoting someone in her own words is not history.
             ("My neighbour jan@example.org wrote: the parcel is at his door.\nPlease check.", "My neighbour jan@example.org wrote: the parcel is at his door.\nPlease check."),
             // Nothing new (an answer that is only an attachment): not our own text instead.

@@ -36,6 +36,17 @@ const AUTO_SUBJECTS: &[&str] = &[
     "mimo kancelář",
     "automatická odpoveď",
     "autosvar",
+    "risposta automatica",
+    "fuori sede",
+    "fuori ufficio",
+    "automatisch antwoord",
+    "afwezig",
+    "resposta automática",
+    "fora do escritório",
+    "automatiskt svar",
+    "frånvaro",
+    "automatisk svar",
+    "fraværende",
 ];
 
 /// RFC 3834 and the common vendor headers. `ours` says whether an address is one of the
@@ -376,6 +387,11 @@ mod tests {
             "Automatyczna odpowiedź: zamówienie",
             "Automatická odpověď: objednávka",
             "  Vacation  ",
+            "Risposta automatica: ordine 42",
+            "Automatisch antwoord: bestelling 42",
+            "Resposta automática: pedido 42",
+            "Automatiskt svar: order 42",
+            "Fraværende",
         ] {
             assert!(super::is_auto_subject(auto), "{auto}");
         }
@@ -383,6 +399,8 @@ mod tests {
             "Question about my vacation booking",
             "Vacation rental 12 - is it free in May?",
             "Absence of the refund for order 42",
+            "Afwezigheid van terugbetaling",
+            "Fuori sede la consegna?",
             "Re: Out of office hours support?",
             "Why did I get an automatic reply?",
             "",
