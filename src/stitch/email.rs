@@ -131,15 +131,48 @@ pub fn body_token(text: &str) -> Option<ConversationId> {
     None
 }
 
-/// Reply and forward prefixes in the languages our users write in (lowercase, without colon).
+/// Reply and forward prefixes in the languages our users write in (lowercase, without colon;
+/// Turkish "İLT" lowercases with a combining dot).
 const PREFIXES: &[&str] = &[
-    "re", "fwd", "fw", "aw", "wg", "sv", "vs", "odp", "pd", "tr", "rv", "enc", "res", "antw", "doorst", "vl", "ynt",
-    "回复", "答复", "回覆", "转发", "fwd.", "r",
+    "re",
+    "fwd",
+    "fw",
+    "aw",
+    "wg",
+    "sv",
+    "vs",
+    "odp",
+    "pd",
+    "tr",
+    "rv",
+    "enc",
+    "res",
+    "antw",
+    "doorst",
+    "vl",
+    "ynt",
+    "回复",
+    "答复",
+    "回覆",
+    "转发",
+    "fwd.",
+    "r",
+    "rif",
+    "i",
+    "vb",
+    "vá",
+    "továbbítás",
+    "ilt",
+    "i\u{307}lt",
+    "απ",
+    "σχετ",
+    "πρθ",
 ];
 
 /// The reply prefixes among `PREFIXES` (the rest mark forwards, which a reply still prefixes).
-const REPLY_PREFIXES: &[&str] =
-    &["re", "aw", "sv", "vs", "odp", "r", "res", "antw", "rv", "ynt", "回复", "答复", "回覆"];
+const REPLY_PREFIXES: &[&str] = &[
+    "re", "aw", "sv", "vs", "odp", "r", "res", "antw", "rv", "ynt", "回复", "答复", "回覆", "rif", "vá", "απ", "σχετ",
+];
 
 /// Whether `subject` already starts with a reply prefix in any of our languages (`Re:`, `AW:`,
 /// `SV:`, `Odp:`, `Re[2]:` …), so that an answer need not add another.
@@ -229,6 +262,11 @@ mod tests {
             ("回复: Invoice 42", "invoice 42"),
             ("答复：Invoice 42", "invoice 42"),
             ("Re[2]: Invoice 42", "invoice 42"),
+            ("R: I: Fattura 42", "fattura 42"),
+            ("VB: SV: Faktura 42", "faktura 42"),
+            ("Vá: Továbbítás: Számla 42", "számla 42"),
+            ("ΑΠ: ΣΧΕΤ: Τιμολόγιο 42", "τιμολόγιο 42"),
+            ("YNT: İLT: Fatura 42", "fatura 42"),
             ("RE (3): Invoice  42", "invoice 42"),
             ("[Fwd: Invoice 42]", "invoice 42"),
             ("Invoice 42", "invoice 42"),
