@@ -1585,7 +1585,8 @@ async fn a_postfix_delay_notification_is_recorded_and_fails_nothing() {
 /// libsisimai-perl, the bounce parser senders classify returned mail with): the same failed
 /// recipients and original Message-ID, permanent where it reads a 5.x.x status and not where it
 /// reads 4.x.x. It also recognises the formats the fixtures are written in, among them the
-/// plain-text bounces with no RFC 3464 report of qmail, Yahoo, GMX and 1&1. A customer who pastes a bounce into
+/// plain-text bounces with no RFC 3464 report of qmail, Yahoo, GMX and 1&1, and OpenSMTPD's
+/// report inside `multipart/mixed`. A customer who pastes a bounce into
 /// their mail is no bounce to us, though Sisimai, which reads only bounce mailboxes, takes the
 /// text for one.
 #[test]
@@ -1614,7 +1615,10 @@ fn every_bounce_in_the_corpus_reads_as_sisimai_reads_it() {
         for record in &theirs {
             let permanent = record["deliverystatus"].as_str().unwrap().starts_with('5');
             assert_eq!(ours.is_permanent_failure(), permanent, "{name}: {record}");
-            assert_eq!(ours.original_message_ids.first().map(String::as_str), record["messageid"].as_str(), "{name}");
+            // Sisimai leaves it empty when it does not find it (OpenSMTPD's header part).
+            if let Some(id) = record["messageid"].as_str().filter(|id| !id.is_empty()) {
+                assert_eq!(ours.original_message_ids.first().map(String::as_str), Some(id), "{name}");
+            }
         }
         let agent = theirs[0]["smtpagent"].as_str().unwrap();
         match name {
@@ -1623,6 +1627,7 @@ fn every_bounce_in_the_corpus_reads_as_sisimai_reads_it() {
             "bounce-yahoo" => assert_eq!(agent, "Yahoo"),
             "bounce-gmx" => assert_eq!(agent, "GMX"),
             "bounce-1und1" => assert_eq!(agent, "EinsUndEins"),
+            "bounce-opensmtpd" => assert_eq!(agent, "OpenSMTPD"),
             _ => {}
         }
     }

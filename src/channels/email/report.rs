@@ -128,15 +128,39 @@ fn ids_in(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`, a
-/// `X-Failed-Recipients` bounce from a mailer daemon without the standard report, or a
+/// Whether a mail's own parts (not those of a mail it encloses) include a delivery-status report.
+fn has_status_part(message: &Message<'_>) -> bool {
+    message.parts.iter().any(|part| {
+        part.content_type().is_some_and(|c| {
+            c.ctype().eq_ignore_ascii_case("message")
+                && c.subtype().is_some_and(|s| {
+                    s.eq_ignore_ascii_case("delivery-status") || s.eq_ignore_ascii_case("global-delivery-status")
+                })
+        })
+    })
+}
+
+/// Whether a mail comes from a mailer daemon: a null Return-Path, or From MAILER-DAEMON or
+/// postmaster. What only a bounce's body says is believed of such a mail alone: a customer who
+/// pastes or attaches a bounce is writing to us, not bouncing.
+fn from_mailer_daemon(message: &Message<'_>) -> bool {
+    let daemon = message.from().and_then(|f| f.first()).and_then(|a| a.address()).is_some_and(|address| {
+        let local = address.split('@').next().unwrap_or("");
+        local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
+    });
+    daemon || header_text(message, "Return-Path") == Some("<>")
+}
+
+/// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`; a mailer
+/// daemon's mail with a delivery-status part under another type (OpenSMTPD's is
+/// `multipart/mixed`); a `X-Failed-Recipients` bounce without the standard report; or a
 /// plain-text bounce (`plain_text_failures`: qmail's, Yahoo's, GMX's, 1&1's).
 pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
     let is_report = message.content_type().is_some_and(|c| {
         c.ctype().eq_ignore_ascii_case("multipart")
             && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
             && c.attribute("report-type").is_some_and(|t| t.to_ascii_lowercase().contains("delivery-status"))
-    });
+    }) || (has_status_part(message) && from_mailer_daemon(message));
     let failed_header = header_text(message, "X-Failed-Recipients").map(str::to_owned);
     let plain = if is_report || failed_header.is_some() { Vec::new() } else { plain_text_failures(message) };
     if !is_report && failed_header.is_none() && plain.is_empty() {
@@ -278,15 +302,9 @@ const ORIGINAL_FOLLOWS: [&str; 3] = [
 ///
 /// A line naming only an address starts a recipient; the lines after it, up to the next, are
 /// why. These formats report only what the server gave up on, so each is `failed`; its status is
-/// the first RFC 3463 code in the text, else 5.0.0. Only a mail a mailer daemon sent (null
-/// Return-Path, or From MAILER-DAEMON or postmaster) is read so: a customer who pastes a bounce
-/// into their mail is writing to us, not bouncing.
+/// the first RFC 3463 code in the text, else 5.0.0. Only a mail `from_mailer_daemon` is read so.
 fn plain_text_failures(message: &Message<'_>) -> Vec<RecipientStatus> {
-    let from_daemon = message.from().and_then(|f| f.first()).and_then(|a| a.address()).is_some_and(|address| {
-        let local = address.split('@').next().unwrap_or("");
-        local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
-    });
-    if !from_daemon && header_text(message, "Return-Path") != Some("<>") {
+    if !from_mailer_daemon(message) {
         return Vec::new();
     }
     let body = message.body_text(0).map(|t| t.replace("\r\n", "\n")).unwrap_or_default();
@@ -472,6 +490,28 @@ mod tests {
         ] {
             assert_eq!(super::status_code_in(text), code, "{text}");
         }
+    }
+
+    /// A delivery-status part under `multipart/mixed` (OpenSMTPD's bounces) makes a report only
+    /// in a mailer daemon's mail: a customer attaching one is writing to us.
+    #[test]
+    fn a_status_part_outside_multipart_report_counts_in_a_mailer_daemons_mail_only() {
+        let mail = |from: &str| {
+            format!(
+                "From: {from}\r\nTo: support@example.com\r\nSubject: Delivery status notification: error\r\n\
+                 MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                 --b\r\nContent-Type: text/plain\r\n\r\nSee below.\r\n\
+                 --b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n\
+                 Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b--\r\n"
+            )
+        };
+        let daemon = mail("Mailer Daemon <MAILER-DAEMON@mx.example.net>");
+        let message = mail_parser::MessageParser::default().parse(daemon.as_bytes()).unwrap();
+        let report = super::delivery_report(&message).expect("a mailer daemon's report");
+        assert_eq!((report.recipient.as_deref(), report.status.as_str()), (Some("gone@example.org"), "5.1.1"));
+        let customer = mail("Ann <ann@example.org>");
+        let message = mail_parser::MessageParser::default().parse(customer.as_bytes()).unwrap();
+        assert_eq!(super::delivery_report(&message), None);
     }
 
     #[test]
