@@ -43,6 +43,9 @@ pub struct RawInbound {
     /// contact form sends From `noreply@…` with the customer in Reply-To). When set, the message
     /// is theirs: `identity`, the contact and where replies go.
     pub reply_to: Option<Party>,
+    /// A mail one of the channel's `forwarders` forwarded: the original sender, whose the
+    /// message is (as with `reply_to`, which it takes precedence over); `from` forwarded it.
+    pub forwarded_from: Option<Party>,
     /// The sender's identity, scheme-prefixed: `email:…`, `tel:+…`, `ext:<channel>:<address>`.
     pub identity: String,
     pub to: Vec<Party>,
@@ -80,6 +83,14 @@ pub struct RawInbound {
     /// (its `rejected_inbound` id). No refusal rule applies to it, and the refusal records the
     /// message it became. `None` for everything a provider delivers.
     pub accepted_refusal: Option<u64>,
+}
+
+impl RawInbound {
+    /// Whose the message is: the original sender of a forward, else the Reply-To party when
+    /// the mail names one, else the sender.
+    pub fn owner(&self) -> &Party {
+        self.forwarded_from.as_ref().or(self.reply_to.as_ref()).unwrap_or(&self.from)
+    }
 }
 
 #[derive(Clone, Debug)]

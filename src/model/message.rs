@@ -168,6 +168,10 @@ pub struct Message {
     /// its contact and the replies are theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<Party>,
+    /// Inbound mail one of the channel's `forwarders` forwarded: the original sender; the
+    /// message, its contact and the replies are theirs, and `from` is who forwarded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forwarded_from: Option<Party>,
     pub to: Vec<Party>,
     /// Mail: the Cc recipients (inbound as the mail named them; outbound as the request asked).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -72,6 +72,7 @@ mod tests {
             status: Status::Queued,
             from: Party { address: "web".into(), name: None },
             reply_to: None,
+            forwarded_from: None,
             to: vec![],
             cc: vec![],
             bcc: vec![],

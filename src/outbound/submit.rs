@@ -339,6 +339,7 @@ fn outbound_message(
         status: Status::Queued,
         from: sender,
         reply_to: None,
+        forwarded_from: None,
         to: vec![Party { address: recipient.to_owned(), name: None }],
         cc: request.cc.into_iter().map(|address| Party { address, name: None }).collect(),
         bcc: request.bcc.into_iter().map(|address| Party { address, name: None }).collect(),

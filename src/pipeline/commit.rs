@@ -403,6 +403,7 @@ fn normalize(
         status: Status::Received,
         from: raw.from,
         reply_to: raw.reply_to,
+        forwarded_from: raw.forwarded_from,
         to: raw.to,
         cc: raw.cc,
         bcc: Vec::new(),

@@ -169,15 +169,21 @@ const PREFIXES: &[&str] = &[
     "πρθ",
 ];
 
-/// The reply prefixes among `PREFIXES` (the rest mark forwards, which a reply still prefixes).
-const REPLY_PREFIXES: &[&str] = &[
-    "re", "aw", "sv", "vs", "odp", "r", "res", "antw", "rv", "ynt", "回复", "答复", "回覆", "rif", "vá", "απ", "σχετ",
-];
+/// The reply prefixes among `PREFIXES` (the rest mark forwards, which a reply still prefixes;
+/// Spanish Outlook's `RV:` is "reenviado").
+const REPLY_PREFIXES: &[&str] =
+    &["re", "aw", "sv", "vs", "odp", "r", "res", "antw", "ynt", "回复", "答复", "回覆", "rif", "vá", "απ", "σχετ"];
 
 /// Whether `subject` already starts with a reply prefix in any of our languages (`Re:`, `AW:`,
 /// `SV:`, `Odp:`, `Re[2]:` …), so that an answer need not add another.
 pub fn is_reply_subject(subject: &str) -> bool {
     leading_prefix(subject.trim()).is_some_and(|(word, _)| REPLY_PREFIXES.contains(&word.as_str()))
+}
+
+/// Whether `subject` starts with a forward prefix (`Fwd:`, `FW:`, `WG:`, `TR:`, `PD:`, `RV:` …).
+pub fn is_forward_subject(subject: &str) -> bool {
+    leading_prefix(subject.trim())
+        .is_some_and(|(word, _)| PREFIXES.contains(&word.as_str()) && !REPLY_PREFIXES.contains(&word.as_str()))
 }
 
 /// Tags that mail gateways put in front of the subject of mail from outside the organisation;

@@ -48,8 +48,7 @@ pub fn plan(
     conversation: Option<(Conversation, &str)>,
     now: &str,
 ) -> Plan {
-    // Whose the message is: the Reply-To party when the mail names one, else the sender.
-    let owner = raw.reply_to.as_ref().unwrap_or(&raw.from);
+    let owner = raw.owner();
     let contact = match contact {
         Some(id) => Found::Existing(id),
         None => Found::New(Contact {
@@ -134,6 +133,7 @@ mod tests {
             thread_key: "chat-1".into(),
             from: Party { address: "v1".into(), name: Some("Ann".into()) },
             reply_to: None,
+            forwarded_from: None,
             identity: "ext:web:v1".into(),
             to: vec![],
             cc: vec![],

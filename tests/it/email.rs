@@ -10,9 +10,14 @@ use crate::mail_servers::*;
 
 /// A gateway with the `support` mail channel and a helpdesk receiving its webhooks.
 async fn with_helpdesk(mail: &MailServers) -> (Receiver, TestServer) {
+    with_helpdesk_and(mail, "").await
+}
+
+/// `with_helpdesk`, with `extra` (TOML lines) in the channel's block.
+async fn with_helpdesk_and(mail: &MailServers, extra: &str) -> (Receiver, TestServer) {
     let helpdesk = Receiver::start().await;
     let server =
-        TestServer::start(&format!("{}{}", mail.channel("support", ""), webhook("h", &helpdesk, "[\"1s\"]"))).await;
+        TestServer::start(&format!("{}{}", mail.channel("support", extra), webhook("h", &helpdesk, "[\"1s\"]"))).await;
     (helpdesk, server)
 }
 
@@ -2507,6 +2512,65 @@ async fn submit(port: u16, from: &str, to: &str, mail: &str) {
     let smtp = lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::builder_dangerous("127.0.0.1").port(port).build();
     let envelope = lettre::address::Envelope::new(Some(from.parse().unwrap()), vec![to.parse().unwrap()]).unwrap();
     smtp.send_raw(&envelope, mail.as_bytes()).await.unwrap();
+}
+
+/// An agent (Bea, one of the channel's `forwarders`) forwards a customer's mail from her own
+/// mailbox with Gmail: the conversation is Ann's, the reply goes to Ann, and Ann's answer to it
+/// joins her conversation. The same forward from someone who is no forwarder stays theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_an_agent_forwards_is_the_customers() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk_and(&mail, &format!("forwarders = [\"{}\"]", BEA.0)).await;
+    let forwarded = "Could you take this one?\n\nBea\n\n---------- Forwarded message ---------\nFrom: Ann Smith <ann@example.org>\nDate: Mon, 23 Nov 2026 at 09:41\nSubject: Order 5\nTo: <bea@example.org>\n\n\nWhere is my order 5?\n";
+    mail.append(
+        SUPPORT,
+        &crate::mail_servers::mail(BEA.0, SUPPORT.0, "Fwd: Order 5", "fwd-1@example.org", "", forwarded),
+    )
+    .await;
+    let received = nth_received(&helpdesk, 0).await;
+    assert_eq!(received["from"]["address"], BEA.0, "{received}");
+    assert_eq!(received["forwarded_from"], json!({"address": "ann@example.org", "name": "Ann Smith"}));
+    assert!(received["reply_text"].as_str().unwrap().contains("Where is my order 5?"), "all of it is new to us");
+    let cnv = received["conversation_id"].as_str().unwrap();
+    let (_, conversation) = server.get(&format!("/v1/conversations/{cnv}")).await;
+    let (_, contact) = server.get(&format!("/v1/contacts/{}", conversation["contact_id"].as_str().unwrap())).await;
+    assert_eq!(contact["name"], "Ann Smith", "{contact}");
+    server.validate_contract(vec![json!({"schema": "Message", "instance": received})]).await;
+
+    // The reply goes to Ann, and her answer joins her conversation.
+    let (code, queued) = server.post("/v1/messages", json!({"conversation_id": cnv, "text": "On its way."})).await;
+    assert_eq!(code, 202, "{queued}");
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let delivered = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    assert!(String::from_utf8_lossy(&delivered.2).contains("On its way."));
+    let our_id = sent["provider"]["message_id"].as_str().unwrap();
+    mail.append(
+        SUPPORT,
+        &mail_text(
+            "Ann Smith <ann@example.org>",
+            "Re: Order 5",
+            "ann-2@example.org",
+            &format!("In-Reply-To: <{our_id}>\n"),
+            "Thanks!",
+        ),
+    )
+    .await;
+    let answer = nth_received(&helpdesk, 1).await;
+    assert_eq!(
+        (answer["conversation_id"].as_str(), answer["stitch"]["reason"].as_str()),
+        (Some(cnv), Some("in_reply_to"))
+    );
+
+    // Carl is no forwarder: his forward is his.
+    mail.append(
+        SUPPORT,
+        &crate::mail_servers::mail(CARL.0, SUPPORT.0, "Fwd: Order 5", "fwd-2@example.org", "", forwarded),
+    )
+    .await;
+    let carls = nth_received(&helpdesk, 2).await;
+    assert!(carls.get("forwarded_from").is_none(), "{carls}");
+    assert_ne!(carls["conversation_id"], cnv);
+    server.stop().await;
 }
 
 /// chatwoot#15869: a customer renamed the thread mid-way ("Wrong size in order 5", answering our

@@ -75,6 +75,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         provider_thread_id: None,
         from: Party { address, name: body.from.name.filter(|n| !n.is_empty()) },
         reply_to: None,
+        forwarded_from: None,
         to: Vec::new(),
         cc: Vec::new(),
         sent_at: None,

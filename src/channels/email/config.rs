@@ -30,6 +30,12 @@ pub struct EmailChannelConfig {
     /// the customer in Reply-To. `false`: always the From address.
     #[serde(default = "default_use_reply_to")]
     pub use_reply_to: bool,
+    /// Who forwards customers' mail to us (agents, colleagues): addresses, or domains for
+    /// everyone at one. A mail one of them forwarded (inline, or the original attached) is the
+    /// original sender's: contact, conversation and where replies go, as when the customer had
+    /// written to us; `from` stays who forwarded it.
+    #[serde(default)]
+    pub forwarders: Vec<String>,
     /// End each sent mail's text and HTML with `[ref:cnv_…]`, so a reply that quotes it finds
     /// its conversation even when a relay rewrote our Message-ID and the subject changed.
     #[serde(default)]
@@ -233,6 +239,13 @@ impl EmailChannelConfig {
         self.own_address(address).is_some()
     }
 
+    /// Whether `address` is one of `forwarders` (named, or at a named domain).
+    pub fn is_forwarder(&self, address: &str) -> bool {
+        let address = super::ascii_domain(address.trim()).to_ascii_lowercase();
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        self.forwarders.iter().any(|f| if f.contains('@') { *f == address } else { *f == domain })
+    }
+
     pub(crate) fn validate(&mut self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
         let mut add = |k: &str, r: String| problems.push((k.to_owned(), r));
@@ -254,6 +267,18 @@ impl EmailChannelConfig {
                 add(&format!("aliases[{i}]"), format!("`{alias}` is not a mail address"));
             } else if alias.contains('+') {
                 add(&format!("aliases[{i}]"), "must not contain `+` (that is how reply tokens are added)".into());
+            }
+        }
+        for (i, forwarder) in self.forwarders.iter_mut().enumerate() {
+            let trimmed = forwarder.trim();
+            *forwarder = match trimmed.contains('@') {
+                true => super::ascii_domain(trimmed).into_owned(),
+                false => idna::domain_to_ascii(trimmed).unwrap_or_else(|_| trimmed.to_owned()),
+            }
+            .to_ascii_lowercase();
+            let domain = forwarder.rsplit_once('@').map_or(forwarder.as_str(), |(_, d)| d);
+            if (forwarder.contains('@') && !is_address(forwarder)) || !domain.contains('.') || domain.contains(' ') {
+                add(&format!("forwarders[{i}]"), format!("`{forwarder}` is neither a mail address nor a domain"));
             }
         }
         if self.max_mail_bytes < 16 * 1024 {

@@ -18,6 +18,7 @@ use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, Mim
 
 use super::config::EmailChannelConfig;
 use super::dedup::MailKeys;
+use super::forward;
 use super::reply::reply_text;
 use super::report;
 use super::tnef;
@@ -139,7 +140,6 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
         .next()
         .filter(|r| channel.use_reply_to && !r.address.eq_ignore_ascii_case(&from.address))
         .filter(|r| !channel.owns(&r.address));
-    let owner = reply_to.as_ref().unwrap_or(&from).address.clone();
     // From us, and not a form that names its customer in Reply-To.
     let sent_by_us = reply_to.is_none() && channel.owns(&from.address);
     let subject = message.subject().map(str::to_owned);
@@ -202,8 +202,15 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
         }
     }
 
+    // A colleague's forward is the original sender's mail, all of it new to us (the
+    // colleague's note above it too).
+    let forwarded_from = channel
+        .is_forwarder(&from.address)
+        .then(|| forward::original_sender(&message, text.as_deref(), ours))
+        .flatten();
+    let owner = forwarded_from.as_ref().or(reply_to.as_ref()).unwrap_or(&from).address.clone();
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
-    let reply = text.as_deref().map(reply_text);
+    let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &keys));
@@ -239,6 +246,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
         identity: identity_for("email", &channel.id, &owner),
         from,
         reply_to,
+        forwarded_from,
         to,
         cc,
         sent_at,
@@ -437,6 +445,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         identity: identity_for("email", &channel.id, &from.address),
         from,
         reply_to: None,
+        forwarded_from: None,
         to: Vec::new(),
         cc: Vec::new(),
         sent_at: None,

@@ -8,6 +8,7 @@
 
 pub mod config;
 mod dedup;
+mod forward;
 pub mod inbound;
 pub mod mime;
 mod mutf7;

@@ -33,6 +33,20 @@ fn our_addresses_in_an_internationalised_domain_are_kept_in_a_labels() {
 }
 
 #[test]
+fn forwarders_are_addresses_or_domains_kept_in_a_labels() {
+    let mut config = channel();
+    config.forwarders = vec!["bea@Example.org".into(), " Partner.example ".into(), "bücher.example".into()];
+    assert_eq!(config.validate(), Vec::new());
+    assert_eq!(config.forwarders, ["bea@example.org", "partner.example", "xn--bcher-kva.example"]);
+    assert!(config.is_forwarder("Bea@example.org") && !config.is_forwarder("ann@example.org"));
+    assert!(config.is_forwarder("anyone@partner.example") && !config.is_forwarder("anyone@sub.partner.example"));
+    assert!(config.is_forwarder("hans@bücher.example"));
+    config.forwarders = vec!["not a domain".into(), "bea@".into(), "localhost".into()];
+    let problems: Vec<String> = config.validate().into_iter().map(|(key, _)| key).collect();
+    assert_eq!(problems, ["forwarders[0]", "forwarders[1]", "forwarders[2]"]);
+}
+
+#[test]
 fn a_plain_reply_translates() {
     let mail = b"From: Ann <Ann@Example.org>\r\nTo: support@example.com\r\nSubject: Re: Invoice 42\r\nMessage-ID: <a1@example.org>\r\nIn-Reply-To: <b2@example.com>\r\nReferences: <b1@example.com> <b2@example.com>\r\n\r\nThanks!\r\n\r\nOn Mon, Support wrote:\r\n> Hello\r\n";
     let raw = to_raw_inbound(&channel(), &mail[..]);

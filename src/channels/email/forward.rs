@@ -1,0 +1,156 @@
+//! Mail a colleague forwarded to us: who wrote it first.
+//!
+//! An agent who finds a customer's mail in their own mailbox forwards it to the support
+//! address; the helpdesk should see the customer's conversation, not the agent's (the
+//! "forwarded ticket" of every hosted helpdesk). A mail from one of the channel's `forwarders`
+//! whose subject says it is a forward (`Fwd:`, `FW:`, `WG:`, `TR:`, `PD:` …) is read for the
+//! original sender: the From of the mail it attaches (Outlook's "Forward as attachment"), else
+//! the From line of the forwarded header block its text quotes, as Gmail, Outlook, Apple Mail
+//! and Thunderbird write it in any of our languages. A reply that quotes a customer is no
+//! forward: its subject says `Re:`.
+
+use mail_parser::{Message, MessageParser, PartType};
+
+use crate::model::Party;
+use crate::stitch::email::is_forward_subject;
+
+/// Labels of the From line in forwarded header blocks, lowercase: English, German, French,
+/// Spanish, Portuguese, Polish, Czech, Slovak, Italian, Dutch, Scandinavian, Chinese.
+const FROM_LABELS: &[&str] =
+    &["from:", "von:", "de :", "de:", "od:", "da:", "van:", "från:", "fra:", "发件人:", "寄件者:", "发件人："];
+
+/// Lines that open a forwarded mail in the text: a run of dashes or underscores (with or
+/// without words, "---------- Forwarded message ---------", "-----Original Message-----",
+/// Outlook's "________________________________"), or Apple Mail's sentence.
+const FORWARD_OPENINGS: &[&str] = &[
+    "begin forwarded message:",
+    "anfang der weitergeleiteten nachricht:",
+    "début du message réexpédié :",
+    "début du message réexpédié:",
+    "inicio del mensaje reenviado:",
+    "início da mensagem reencaminhada:",
+    "początek przekazanej wiadomości:",
+    "začátek přeposlané zprávy:",
+    "inizio messaggio inoltrato:",
+    "begin doorgestuurd bericht:",
+];
+
+/// How many lines after the opening the forwarded header block may put its From line
+/// (Thunderbird puts Subject and Date first).
+const HEADER_BLOCK_LINES: usize = 8;
+
+/// The sender of the mail `message` forwards, when its subject says it is a forward and the
+/// original's sender can be read; `ours` tells our own addresses, which are never it.
+pub fn original_sender(message: &Message<'_>, text: Option<&str>, ours: impl Fn(&str) -> bool) -> Option<Party> {
+    if !is_forward_subject(message.subject()?) {
+        return None;
+    }
+    let attached = message.attachments().find_map(|part| match &part.body {
+        PartType::Message(original) => original.from()?.first().and_then(party),
+        _ => None,
+    });
+    attached.or_else(|| text.and_then(inline_sender)).filter(|p| !ours(&p.address))
+}
+
+/// The From of the first forwarded header block in `text`.
+fn inline_sender(text: &str) -> Option<Party> {
+    let lines: Vec<&str> = text.lines().collect();
+    let opening = lines.iter().position(|line| is_opening(line))?;
+    lines[opening + 1..]
+        .iter()
+        .map(|line| line.trim().trim_start_matches(['>', ' ', '*']))
+        .filter(|line| !line.is_empty())
+        .take(HEADER_BLOCK_LINES)
+        .find_map(|line| {
+            let lower = line.to_lowercase();
+            let label = FROM_LABELS.iter().find(|label| lower.starts_with(*label))?;
+            // Lowercasing keeps these labels' byte lengths.
+            sender_in(line[label.len()..].trim_start_matches('*'))
+        })
+}
+
+fn is_opening(line: &str) -> bool {
+    let line = line.trim().to_lowercase();
+    line.starts_with("-----") || line.starts_with("_____") || FORWARD_OPENINGS.contains(&line.as_str())
+}
+
+/// `Ann Smith <ann@example.org>`, `ann@example.org`, or Outlook's `Ann Smith
+/// [mailto:ann@example.org]`, as a party.
+fn sender_in(value: &str) -> Option<Party> {
+    let value = value.trim();
+    if let Some((name, rest)) = value.split_once("[mailto:") {
+        let address = rest.split(']').next()?.trim();
+        let name = name.trim().trim_matches('"').trim();
+        return plausible(address)
+            .then(|| Party { address: address.to_owned(), name: (!name.is_empty()).then(|| name.to_owned()) });
+    }
+    let header = format!("From: {value}\r\n\r\n");
+    let parsed = MessageParser::default().parse_headers(header.as_bytes())?;
+    parsed.from()?.first().and_then(party)
+}
+
+fn party(address: &mail_parser::Addr<'_>) -> Option<Party> {
+    let email = address.address()?.trim();
+    plausible(email).then(|| Party {
+        address: email.to_owned(),
+        name: address.name().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned),
+    })
+}
+
+fn plausible(address: &str) -> bool {
+    address.rsplit_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+        && !address.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender(subject: &str, body: &str) -> Option<(String, Option<String>)> {
+        let mail =
+            format!("From: Bea <bea@example.com>\r\nTo: support@example.com\r\nSubject: {subject}\r\n\r\n{body}");
+        let message = MessageParser::default().parse(mail.as_bytes()).unwrap();
+        let text = message.body_text(0).map(|t| t.into_owned());
+        original_sender(&message, text.as_deref(), |a| a == "support@example.com").map(|p| (p.address, p.name))
+    }
+
+    #[test]
+    fn the_original_sender_is_read_as_each_client_forwards() {
+        let ann = Some(("ann@example.org".to_owned(), Some("Ann Smith".to_owned())));
+        for (client, subject, body) in [
+            ("Gmail", "Fwd: Order 5", "Please take this.\r\n\r\n---------- Forwarded message ---------\r\nFrom: Ann Smith <ann@example.org>\r\nDate: Mon, 23 Nov 2026 at 10:00\r\nSubject: Order 5\r\nTo: <bea@example.com>\r\n\r\nWhere is it?\r\n"),
+            ("Gmail, German", "WG: Bestellung 5", "---------- Weitergeleitete Nachricht ---------\r\nVon: Ann Smith <ann@example.org>\r\nDate: Mo., 23. Nov. 2026 um 10:00 Uhr\r\n\r\nWo ist sie?\r\n"),
+            ("Outlook", "FW: Order 5", "FYI\r\n\r\n________________________________\r\nFrom: Ann Smith <ann@example.org>\r\nSent: Monday, November 23, 2026 10:00 AM\r\nTo: Bea\r\nSubject: Order 5\r\n\r\nWhere is it?\r\n"),
+            ("Outlook, plain text", "TR: Commande 5", "-----Message d'origine-----\r\nDe : Ann Smith [mailto:ann@example.org]\r\nEnvoyé : lundi 23 novembre 2026 10:00\r\n\r\nOù est-elle ?\r\n"),
+            ("Outlook, Polish, bold labels", "PD: Zamówienie 5", "________________________________\r\n*Od:* Ann Smith <ann@example.org>\r\n*Wysłane:* poniedziałek\r\n\r\nGdzie jest?\r\n"),
+            ("Apple Mail", "Fwd: Order 5", "Begin forwarded message:\r\n\r\nFrom: Ann Smith <ann@example.org>\r\nSubject: Order 5\r\nDate: 23 November 2026 at 10:00:00 CET\r\n\r\nWhere is it?\r\n"),
+            ("Thunderbird", "Fwd: Order 5", "\r\n\r\n-------- Forwarded Message --------\r\nSubject: \tOrder 5\r\nDate: \tMon, 23 Nov 2026 10:00:00 +0100\r\nFrom: \tAnn Smith <ann@example.org>\r\nTo: \tbea@example.com\r\n\r\nWhere is it?\r\n"),
+        ] {
+            assert_eq!(sender(subject, body), ann, "{client}");
+        }
+    }
+
+    #[test]
+    fn only_a_forward_with_a_readable_original_sender_counts() {
+        let quoted = "Sure.\r\n\r\n________________________________\r\nFrom: Ann Smith <ann@example.org>\r\nSent: Monday\r\n\r\nWhere is it?\r\n";
+        assert_eq!(sender("RE: Order 5", quoted), None, "a reply quoting the customer");
+        assert_eq!(sender("Order 5", quoted), None, "no forward in the subject");
+        assert_eq!(sender("Fwd: Order 5", "Just my own text.\r\n"), None, "nothing forwarded in it");
+        assert_eq!(sender("Fwd: Order 5", "-----Original Message-----\r\nFrom: Ann Smith\r\n"), None, "no address");
+        let ours = "---------- Forwarded message ---------\r\nFrom: Support <support@example.com>\r\n\r\nx\r\n";
+        assert_eq!(sender("Fwd: Our answer", ours), None, "our own mail forwarded back");
+    }
+
+    #[test]
+    fn an_attached_original_names_its_sender() {
+        let mail = "From: Bea <bea@example.com>\r\nTo: support@example.com\r\nSubject: FW: Order 5\r\n\
+                    MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
+                    --b\r\nContent-Type: text/plain\r\n\r\nSee the attached mail.\r\n\
+                    --b\r\nContent-Type: message/rfc822\r\n\r\n\
+                    From: Ann Smith <ann@example.org>\r\nTo: bea@example.com\r\nSubject: Order 5\r\n\r\nWhere is it?\r\n\
+                    --b--\r\n";
+        let message = MessageParser::default().parse(mail.as_bytes()).unwrap();
+        let found = original_sender(&message, Some("See the attached mail."), |_| false).unwrap();
+        assert_eq!((found.address.as_str(), found.name.as_deref()), ("ann@example.org", Some("Ann Smith")));
+    }
+}
