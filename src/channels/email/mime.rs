@@ -203,9 +203,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     }
 
     // A colleague's forward is the original sender's mail, all of it new to us (the
-    // colleague's note above it too).
-    let forwarded_from = channel
-        .is_forwarder(&from.address)
+    // colleague's note above it too). Our own forwards (the watched Sent folder) stay ours.
+    let forwarded_from = (channel.is_forwarder(&from.address) && !sent_by_us)
         .then(|| forward::original_sender(&message, text.as_deref(), ours))
         .flatten();
     let owner = forwarded_from.as_ref().or(reply_to.as_ref()).unwrap_or(&from).address.clone();

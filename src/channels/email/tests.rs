@@ -41,6 +41,18 @@ fn forwarders_are_addresses_or_domains_kept_in_a_labels() {
     assert!(config.is_forwarder("Bea@example.org") && !config.is_forwarder("ann@example.org"));
     assert!(config.is_forwarder("anyone@partner.example") && !config.is_forwarder("anyone@sub.partner.example"));
     assert!(config.is_forwarder("hans@bücher.example"));
+    // Our own forward of a customer's mail (the watched Sent folder) stays ours.
+    let mut ours = channel();
+    ours.forwarders = vec!["example.com".into()];
+    let forward = "From: support@example.com\r\nTo: warehouse@example.net\r\nSubject: FW: Order 5\r\n\r\n\
+                   ________________________________\r\nFrom: Ann <ann@example.org>\r\nSent: Monday\r\n\r\nWhere is it?\r\n";
+    let raw = to_raw_inbound(&ours, forward.as_bytes());
+    assert!(raw.sent_by_us && raw.forwarded_from.is_none(), "{:?}", raw.forwarded_from);
+    let colleague = forward.replace("From: support@", "From: bea@");
+    assert_eq!(
+        to_raw_inbound(&ours, colleague.into_bytes()).forwarded_from.map(|p| p.address).as_deref(),
+        Some("ann@example.org")
+    );
     config.forwarders = vec!["not a domain".into(), "bea@".into(), "localhost".into()];
     let problems: Vec<String> = config.validate().into_iter().map(|(key, _)| key).collect();
     assert_eq!(problems, ["forwarders[0]", "forwarders[1]", "forwarders[2]"]);
