@@ -7,12 +7,14 @@
 //! original sender: the From of the mail it attaches (Outlook's "Forward as attachment"), else
 //! the From line of the forwarded header block its text quotes, as Gmail, Outlook, Apple Mail
 //! and Thunderbird write it in any of our languages. A reply that quotes a customer is no
-//! forward: its subject says `Re:`.
+//! forward: its subject says `Re:`, and Outlook opens a quoted reply and a forward alike. When
+//! the agent took `Fwd:` out of the subject, only an opening that says "forwarded" in so many
+//! words counts (Gmail's, Apple Mail's, Thunderbird's).
 
 use mail_parser::{Message, MessageParser, PartType};
 
 use crate::model::Party;
-use crate::stitch::email::is_forward_subject;
+use crate::stitch::email::{is_forward_subject, is_reply_subject};
 
 /// Labels of the From line in forwarded header blocks, lowercase: English, German, French,
 /// Spanish, Portuguese, Polish, Czech, Slovak, Italian, Dutch, Scandinavian, Chinese.
@@ -35,28 +37,54 @@ const FORWARD_OPENINGS: &[&str] = &[
     "begin doorgestuurd bericht:",
 ];
 
+/// What the dashed opening of a forward says, lowercase: Gmail's ("---------- Forwarded message
+/// ---------") and Thunderbird's ("-------- Forwarded Message --------") in our languages.
+const FORWARD_WORDS: &[&str] = &[
+    "forwarded message",
+    "weitergeleitete nachricht",
+    "message transféré",
+    "mensaje reenviado",
+    "przekazana wiadomość",
+    "přeposlaná zpráva",
+    "preposlaná správa",
+    "messaggio inoltrato",
+    "doorgestuurd bericht",
+    "mensagem encaminhada",
+    "vidarebefordrat meddelande",
+    "videresendt meddelelse",
+    "videresendt melding",
+];
+
 /// How many lines after the opening the forwarded header block may put its From line
 /// (Thunderbird puts Subject and Date first).
 const HEADER_BLOCK_LINES: usize = 8;
 
-/// The sender of the mail `message` forwards, when its subject says it is a forward and the
-/// original's sender can be read; `ours` tells our own addresses, which are never it.
+/// The sender of the mail `message` forwards, when it is a forward and the original's sender
+/// can be read; `ours` tells our own addresses, which are never it.
 pub fn original_sender(message: &Message<'_>, text: Option<&str>, ours: impl Fn(&str) -> bool) -> Option<Party> {
-    if !is_forward_subject(message.subject()?) {
+    let subject = message.subject().unwrap_or("");
+    // A reply quotes what it answers, a forwarded header block too (Outlook quotes without `>`).
+    if is_reply_subject(subject) {
         return None;
     }
-    let attached = message.attachments().find_map(|part| match &part.body {
-        PartType::Message(original) => original.from()?.first().and_then(party),
-        _ => None,
-    });
-    attached.or_else(|| text.and_then(inline_sender)).filter(|p| !ours(&p.address))
+    let found = if is_forward_subject(subject) {
+        let attached = message.attachments().find_map(|part| match &part.body {
+            PartType::Message(original) => original.from()?.first().and_then(party),
+            _ => None,
+        });
+        attached.or_else(|| text.and_then(inline_sender).map(|(sender, _)| sender))
+    } else {
+        text.and_then(inline_sender).filter(|(_, says_forwarded)| *says_forwarded).map(|(sender, _)| sender)
+    };
+    found.filter(|p| !ours(&p.address))
 }
 
-/// The From of the first forwarded header block in `text`.
-fn inline_sender(text: &str) -> Option<Party> {
+/// The From of the first forwarded header block in `text`, and whether its opening says
+/// "forwarded" in words.
+fn inline_sender(text: &str) -> Option<(Party, bool)> {
     let lines: Vec<&str> = text.lines().collect();
-    let opening = lines.iter().position(|line| is_opening(line))?;
-    lines[opening + 1..]
+    let (opening, says_forwarded) = lines.iter().enumerate().find_map(|(i, line)| Some((i, opening(line)?)))?;
+    let sender = lines[opening + 1..]
         .iter()
         .map(|line| line.trim().trim_start_matches(['>', ' ', '*']))
         .filter(|line| !line.is_empty())
@@ -66,12 +94,18 @@ fn inline_sender(text: &str) -> Option<Party> {
             let label = FROM_LABELS.iter().find(|label| lower.starts_with(*label))?;
             // Lowercasing keeps these labels' byte lengths.
             sender_in(line[label.len()..].trim_start_matches('*'))
-        })
+        })?;
+    Some((sender, says_forwarded))
 }
 
-fn is_opening(line: &str) -> bool {
+/// Whether `line` opens a forwarded or quoted mail, and if so whether it says "forwarded".
+fn opening(line: &str) -> Option<bool> {
     let line = line.trim().to_lowercase();
-    line.starts_with("-----") || line.starts_with("_____") || FORWARD_OPENINGS.contains(&line.as_str())
+    if FORWARD_OPENINGS.contains(&line.as_str()) {
+        return Some(true);
+    }
+    let dashed = line.starts_with("-----") || line.starts_with("_____");
+    dashed.then(|| FORWARD_WORDS.iter().any(|words| line.contains(words)))
 }
 
 /// `Ann Smith <ann@example.org>`, `ann@example.org`, or Outlook's `Ann Smith
@@ -134,7 +168,14 @@ mod tests {
     fn only_a_forward_with_a_readable_original_sender_counts() {
         let quoted = "Sure.\r\n\r\n________________________________\r\nFrom: Ann Smith <ann@example.org>\r\nSent: Monday\r\n\r\nWhere is it?\r\n";
         assert_eq!(sender("RE: Order 5", quoted), None, "a reply quoting the customer");
+        let history = "Done.\r\n\r\n________________________________\r\nFrom: Carl\r\n\r\n---------- Forwarded message ---------\r\nFrom: Ann Smith <ann@example.org>\r\n\r\nx\r\n";
+        assert_eq!(sender("RE: Fwd: Order 5", history), None, "a reply to a forward quotes its opening");
         assert_eq!(sender("Order 5", quoted), None, "no forward in the subject");
+        // With `Fwd:` taken out, an opening that says "forwarded" still tells.
+        let gmail = "Over to you.\r\n\r\n---------- Weitergeleitete Nachricht ---------\r\nVon: Ann Smith <ann@example.org>\r\n\r\nx\r\n";
+        assert_eq!(sender("Bestellung 5", gmail).map(|(address, _)| address).as_deref(), Some("ann@example.org"));
+        let apple = "Begin forwarded message:\r\n\r\nFrom: Ann Smith <ann@example.org>\r\n\r\nx\r\n";
+        assert_eq!(sender("Order 5", apple).map(|(address, _)| address).as_deref(), Some("ann@example.org"));
         assert_eq!(sender("Fwd: Order 5", "Just my own text.\r\n"), None, "nothing forwarded in it");
         assert_eq!(sender("Fwd: Order 5", "-----Original Message-----\r\nFrom: Ann Smith\r\n"), None, "no address");
         let ours = "---------- Forwarded message ---------\r\nFrom: Support <support@example.com>\r\n\r\nx\r\n";
