@@ -1,6 +1,9 @@
 //! OAuth2 for mail (XOAUTH2, as Gmail and Microsoft 365 require): access tokens from a refresh
 //! token, refreshed a minute before they expire. A rotated refresh token is persisted at once,
-//! before it is used (losing it is why Zammad users must re-authorise every 90 days).
+//! before it is used (losing it is why Zammad users must re-authorise every 90 days), with a
+//! fingerprint of the configured token it descends from: when the grant dies anyway (revoked,
+//! a password change, a provider's expiry) and the operator puts a new refresh token in the
+//! config, that one is used, not the stored descendant of the old.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -21,7 +24,8 @@ pub struct OAuth2Config {
     /// The provider's token endpoint (Google: https://oauth2.googleapis.com/token; Microsoft:
     /// https://login.microsoftonline.com/<tenant>/oauth2/v2.0/token).
     pub token_url: String,
-    /// The initial refresh token; once rotated, the stored one is used instead.
+    /// The initial refresh token; once rotated, the stored one is used instead, until this one
+    /// changes (a new grant).
     pub refresh_token: Option<Secret>,
     pub refresh_token_file: Option<PathBuf>,
     pub refresh_token_env: Option<String>,
@@ -97,11 +101,7 @@ impl TokenSource {
         // provider that revokes a refresh token when it rotates it would refuse the second of
         // two concurrent refreshes with the same token. The next one reads the rotated token.
         let _grant = self.state.lock(&self.key).await;
-        let stored = self.state.get(&self.key).await.map_err(|e| e.to_string())?;
-        let refresh = match stored {
-            Some(token) => token,
-            None => self.config.refresh_token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default(),
-        };
+        let refresh = self.current_refresh_token().await?;
         let mut form = vec![
             ("grant_type", "refresh_token".to_owned()),
             ("refresh_token", refresh.clone()),
@@ -131,15 +131,55 @@ impl TokenSource {
             serde_json::from_str(&text).map_err(|e| format!("token endpoint sent no token: {e}"))?;
         if let Some(rotated) = token.refresh_token.filter(|r| *r != refresh) {
             // Persist before anything else: the old refresh token may already be dead.
-            self.state
-                .set(&self.key, &rotated)
-                .await
-                .map_err(|e| format!("cannot store the rotated refresh token: {e}"))?;
+            let stored = async {
+                self.state.set(&self.key, &rotated).await?;
+                self.state.set(&self.origin_key(), &self.configured_fingerprint()).await
+            };
+            stored.await.map_err(|e| format!("cannot store the rotated refresh token: {e}"))?;
             tracing::info!(channel = %self.state.channel_id(), "OAuth2 refresh token rotated and stored");
         }
         let until = Instant::now() + Duration::from_secs(token.expires_in.unwrap_or(3600));
         *cached = Some((token.access_token.clone(), until));
         Ok(token.access_token)
+    }
+}
+
+impl TokenSource {
+    /// The refresh token to present: the stored rotation of the configured token, or the
+    /// configured token when none is stored or the configured one changed since (a new grant).
+    async fn current_refresh_token(&self) -> Result<String, String> {
+        let configured = self.config.refresh_token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
+        let stored = self.state.get(&self.key).await.map_err(|e| e.to_string())?;
+        let origin = self.state.get(&self.origin_key()).await.map_err(|e| e.to_string())?;
+        let fingerprint = self.configured_fingerprint();
+        match (stored, origin) {
+            (None, _) => Ok(configured),
+            (Some(rotated), Some(origin)) if origin == fingerprint => Ok(rotated),
+            // Stored before origins were: taken to descend from the configured token, which is
+            // recorded now so that a later change of it is seen.
+            (Some(rotated), None) => {
+                self.state.set(&self.origin_key(), &fingerprint).await.map_err(|e| e.to_string())?;
+                Ok(rotated)
+            }
+            (Some(_), Some(_)) => {
+                // The new grant replaces the old one's stored rotation, once.
+                self.state.set(&self.key, &configured).await.map_err(|e| e.to_string())?;
+                self.state.set(&self.origin_key(), &fingerprint).await.map_err(|e| e.to_string())?;
+                tracing::info!(channel = %self.state.channel_id(), "the configured OAuth2 refresh token changed: it replaces the stored rotation of the previous one");
+                Ok(configured)
+            }
+        }
+    }
+
+    /// Where the fingerprint of the configured token the stored one descends from is kept.
+    fn origin_key(&self) -> String {
+        format!("{}:origin", self.key)
+    }
+
+    /// A fingerprint of the configured refresh token (never the token itself in the store).
+    fn configured_fingerprint(&self) -> String {
+        let configured = self.config.refresh_token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
+        crate::store::Blobs::hash(configured.as_bytes())[..16].to_owned()
     }
 }
 
@@ -181,7 +221,14 @@ mod tests {
     /// A token endpoint that rotates the refresh token on every use and revokes the one used,
     /// answering after 50 ms (so two refreshes overlap unless something orders them).
     async fn rotating_token_endpoint() -> String {
+        rotating_token_endpoint_with_grant().await.0
+    }
+
+    /// `rotating_token_endpoint`, and its live refresh token, which a test may replace (a new
+    /// grant: the user authorised again).
+    async fn rotating_token_endpoint_with_grant() -> (String, Arc<Mutex<String>>) {
         let current = Arc::new(Mutex::new("rt-0".to_owned()));
+        let grant = current.clone();
         let app = axum::Router::new().route(
             "/token",
             axum::routing::post(move |body: String| {
@@ -205,7 +252,64 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/token", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        url
+        (url, grant)
+    }
+
+    fn grant(token_url: String, refresh_token: &str) -> OAuth2Config {
+        OAuth2Config {
+            client_id: "switchboard".into(),
+            client_secret: None,
+            client_secret_file: None,
+            client_secret_env: None,
+            token_url,
+            refresh_token: Some(Secret::new(refresh_token)),
+            refresh_token_file: None,
+            refresh_token_env: None,
+            scopes: Vec::new(),
+        }
+    }
+
+    /// The grant died (revoked, a password change) after its token was rotated and stored; the
+    /// operator authorised again and put the new refresh token in the config. That one is used,
+    /// not the stored rotation of the dead grant; and once rotated in turn, its rotation is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_refresh_token_in_the_config_replaces_the_stored_rotation_of_a_dead_grant() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let state = ChannelState::new(store.clone(), "support");
+        let (url, live) = rotating_token_endpoint_with_grant().await;
+        let first = TokenSource::new(grant(url.clone(), "rt-0"), state.clone());
+        assert_eq!(first.access_token().await.unwrap(), "at-0");
+        assert_eq!(state.get(&first.key).await.unwrap().as_deref(), Some("rt-1"));
+        // A restart on the same config uses the stored rotation (rt-0 is dead).
+        let again = TokenSource::new(grant(url.clone(), "rt-0"), state.clone());
+        assert_eq!(again.access_token().await.unwrap(), "at-1");
+
+        *live.lock().unwrap() = "rt-50".into();
+        let stale = TokenSource::new(grant(url.clone(), "rt-0"), state.clone());
+        assert!(stale.access_token().await.unwrap_err().contains("invalid_grant"), "the old grant is dead");
+        let renewed = TokenSource::new(grant(url.clone(), "rt-50"), state.clone());
+        assert_eq!(renewed.access_token().await.unwrap(), "at-50");
+        assert_eq!(state.get(&renewed.key).await.unwrap().as_deref(), Some("rt-51"));
+        let restarted = TokenSource::new(grant(url, "rt-50"), state.clone());
+        assert_eq!(restarted.access_token().await.unwrap(), "at-51", "rt-50 is dead now: its rotation is used");
+        store.close();
+    }
+
+    /// A rotation stored before its origin was kept is taken to descend from the configured
+    /// token, which is recorded then.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotation_stored_without_its_origin_is_still_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let state = ChannelState::new(store.clone(), "support");
+        let (url, live) = rotating_token_endpoint_with_grant().await;
+        *live.lock().unwrap() = "rt-7".into();
+        let source = TokenSource::new(grant(url, "rt-0"), state.clone());
+        state.set(&source.key, "rt-7").await.unwrap();
+        assert_eq!(source.access_token().await.unwrap(), "at-7");
+        assert_eq!(state.get(&source.origin_key()).await.unwrap(), Some(source.configured_fingerprint()));
+        store.close();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
