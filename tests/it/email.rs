@@ -451,6 +451,46 @@ async fn a_uidvalidity_change_resyncs_without_duplicates() {
     assert_eq!(searches, 2, "the first import and the resync both read the folder from UID 1");
 }
 
+/// The channel is pointed at another mailbox (its IMAP username changed) whose INBOX has the
+/// UIDVALIDITY of the old one's, as servers that number UIDVALIDITY give many mailboxes: the old
+/// mailbox's checkpoint would have skipped as many of the new one's mails, silently. The folder
+/// is read again from the start, and a mail already imported from the old one is recognised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_pointed_at_another_mailbox_reads_it_whole() {
+    let mail = MailServers::start().await;
+    let shared = mail_text("a@example.org", "Both", "both@example.org", "", "In both mailboxes");
+    mail.append(SUPPORT, &shared).await;
+    for i in 0..3 {
+        mail.append(SUPPORT, &mail_text("a@example.org", &format!("Old {i}"), &format!("old{i}@example.org"), "", "x"))
+            .await;
+    }
+    let config = mail.channel("support", "");
+    let server = TestServer::start(&config).await;
+    loop_until(|| async { (count(&server).await == 4).then_some(()) }).await;
+    let dir = server.stop().await;
+
+    mail.append(ANN, &shared).await;
+    for i in 0..3 {
+        mail.append(ANN, &mail_text("b@example.org", &format!("New {i}"), &format!("new{i}@example.org"), "", "y"))
+            .await;
+    }
+    mail.set_uid_validity(ANN, mail.uid_validity(SUPPORT).await);
+    assert_eq!(mail.uid_validity(ANN).await, mail.uid_validity(SUPPORT).await);
+    let support_login = format!("username = \"{}\"\npassword = \"{}\"", SUPPORT.0, SUPPORT.1);
+    let ann_login = format!("username = \"{}\"\npassword = \"{}\"", ANN.0, ANN.1);
+    let moved = config.replacen(&support_login, &ann_login, 1);
+    assert_ne!(moved, config);
+    let server = TestServer::start_in(dir, &moved).await;
+    loop_until(|| async { (count(&server).await >= 7).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        received_subjects(&server).await,
+        ["Both", "New 0", "New 1", "New 2", "Old 0", "Old 1", "Old 2"],
+        "Ann's three new mails, and the shared one once"
+    );
+    server.stop().await;
+}
+
 /// A server that accepts the connection and then says nothing (a hung server, a stalled proxy):
 /// the channel gives up after `[channels.imap] timeout`, reports it (`imap_timeout`) and tries
 /// again, instead of waiting for ever with /readyz none the wiser; `check --connect` says the

@@ -509,6 +509,26 @@ maillog_file_prefixes = /dev/stdout
         session.logout().await.unwrap();
     }
 
+    /// Gives `account`'s INBOX the UIDVALIDITY `validity` (doveadm, as a migration would).
+    pub fn set_uid_validity(&self, account: (&str, &str), validity: u32) {
+        let conf = self.dir.path().join("dovecot.conf");
+        let out = Command::new("doveadm")
+            .arg("-c")
+            .arg(&conf)
+            .args(["mailbox", "update", "-u", account.0, "--uid-validity", &validity.to_string(), "INBOX"])
+            .output()
+            .unwrap_or_else(|e| panic!("doveadm: {e} (apt-get install dovecot-core)"));
+        assert!(out.status.success(), "doveadm mailbox update: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `account`'s INBOX UIDVALIDITY.
+    pub async fn uid_validity(&self, account: (&str, &str)) -> u32 {
+        let mut session = self.login(account).await;
+        let validity = session.select("INBOX").await.unwrap().uid_validity.unwrap();
+        session.logout().await.unwrap();
+        validity
+    }
+
     /// The maildir file of `account`'s mail whose source contains `needle` (to damage it).
     pub fn mail_file(&self, account: (&str, &str), needle: &str) -> std::path::PathBuf {
         let maildir = self.dir.path().join("mail").join(account.0);

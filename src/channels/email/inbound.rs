@@ -251,6 +251,35 @@ pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Re
     Ok(session)
 }
 
+/// Whether the folder's checkpoint belongs to another mailbox (the channel's IMAP `host`,
+/// `port` or `username` changed since it was stored): then it is set back to the start and
+/// the folder is read again, as after a UIDVALIDITY change (duplicates are recognised). Many
+/// servers give every mailbox's INBOX the same UIDVALIDITY (those that number them, and
+/// mailboxes created in the same second), and the old mailbox's last UID would skip as many of
+/// the new one's mails, silently. A checkpoint stored before the mailbox was recorded with it
+/// is taken to be this mailbox's.
+async fn read_elsewhere_before(
+    imap: &ImapConfig,
+    folder: &str,
+    validity: u32,
+    cx: &InboundContext,
+) -> Result<bool, ImapError> {
+    let mailbox = format!("{}@{}:{}", imap.username, imap.host, imap.port);
+    let mailbox_key = format!("imap-mailbox:{folder}");
+    let recorded = cx.checkpoint(&mailbox_key).await?;
+    let moved = recorded.as_ref().is_some_and(|r| *r != mailbox);
+    if moved {
+        tracing::warn!(channel = %cx.channel_id, folder, before = recorded.as_deref(), now = mailbox, "the channel reads another mailbox than before; re-reading the folder (duplicates are recognised)");
+        // Back to the start first: a crash before the mailbox is recorded repeats this.
+        cx.state().set(&checkpoint_key(folder), &format!("{validity}:0")).await?;
+        cx.state().set(&unfetchable_key(folder), "0:").await?;
+    }
+    if recorded.as_deref() != Some(mailbox.as_str()) {
+        cx.state().set(&mailbox_key, &mailbox).await?;
+    }
+    Ok(moved)
+}
+
 /// Parses a checkpoint `"<uidvalidity>:<last uid>"`.
 fn parse_checkpoint(value: Option<&str>) -> Option<(u32, u32)> {
     let (validity, uid) = value?.split_once(':')?;
@@ -278,6 +307,9 @@ async fn session(
     let validity = mailbox.uid_validity.unwrap_or(0);
     let key = checkpoint_key(folder);
     let mut stored = cx.checkpoint(&key).await?;
+    if read_elsewhere_before(imap, folder, validity, cx).await? {
+        stored = Some(format!("{validity}:0"));
+    }
     // Set when the folder was first opened with `import_existing = false`: the IMAP date before
     // which mail was left alone on purpose.
     let since_key = format!("imap-since:{folder}");
