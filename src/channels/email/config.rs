@@ -297,8 +297,26 @@ impl EmailChannelConfig {
             if imap.folders.is_empty() {
                 add("imap.folders", "must list at least one folder".into());
             }
-            if imap.after_import().is_none() {
-                add("imap.after_import", format!("`{}` must be keep, seen or move:<folder>", imap.after_import));
+            // INBOX is case-insensitive (RFC 3501 §5.1); other names are the server's.
+            let same_folder =
+                |a: &str, b: &str| a == b || (a.eq_ignore_ascii_case("inbox") && b.eq_ignore_ascii_case("inbox"));
+            for (i, folder) in imap.folders.iter().enumerate() {
+                if imap.folders[..i].iter().any(|earlier| same_folder(earlier, folder)) {
+                    // Two sessions would import it, each moving the one checkpoint.
+                    add(&format!("imap.folders[{i}]"), format!("`{folder}` is listed twice"));
+                }
+            }
+            match imap.after_import() {
+                None => {
+                    add("imap.after_import", format!("`{}` must be keep, seen or move:<folder>", imap.after_import))
+                }
+                Some(AfterImport::Move(target)) if imap.folders.iter().any(|f| same_folder(f, &target)) => add(
+                    "imap.after_import",
+                    format!(
+                        "moves mail into `{target}`, which the channel reads: every mail would be moved from it again"
+                    ),
+                ),
+                Some(_) => {}
             }
             let source = SecretSource { inline: &imap.password, file: &imap.password_file, env: &imap.password_env };
             match (config::resolve_secret("imap.password", source), &mut imap.oauth2) {

@@ -59,6 +59,35 @@ fn forwarders_are_addresses_or_domains_kept_in_a_labels() {
 }
 
 #[test]
+fn a_folder_read_twice_or_moved_into_is_refused() {
+    let toml = r#"
+id = "support"
+address = "support@example.com"
+[imap]
+host = "127.0.0.1"
+tls = "none"
+username = "support@example.com"
+password = "secret-pass-1"
+folders = ["INBOX", "Support", "inbox", "Support"]
+after_import = "move:Support"
+"#;
+    let value: figment::value::Value =
+        figment::Figment::from(figment::providers::Serialized::defaults(toml::from_str::<toml::Value>(toml).unwrap()))
+            .extract()
+            .unwrap();
+    let mut config: EmailChannelConfig = value.deserialize().unwrap();
+    let problems: Vec<String> = config.validate().into_iter().map(|(key, reason)| format!("{key}: {reason}")).collect();
+    assert_eq!(
+        problems,
+        [
+            "imap.folders[2]: `inbox` is listed twice",
+            "imap.folders[3]: `Support` is listed twice",
+            "imap.after_import: moves mail into `Support`, which the channel reads: every mail would be moved from it again",
+        ]
+    );
+}
+
+#[test]
 fn a_plain_reply_translates() {
     let mail = b"From: Ann <Ann@Example.org>\r\nTo: support@example.com\r\nSubject: Re: Invoice 42\r\nMessage-ID: <a1@example.org>\r\nIn-Reply-To: <b2@example.com>\r\nReferences: <b1@example.com> <b2@example.com>\r\n\r\nThanks!\r\n\r\nOn Mon, Support wrote:\r\n> Hello\r\n";
     let raw = to_raw_inbound(&channel(), &mail[..]);
