@@ -1,9 +1,10 @@
 //! The `email` channel: IMAP IDLE in, SMTP out, RFC 5322 threading.
 //!
 //! `inbound.rs` keeps one IMAP session per folder and hands each new mail, translated by
-//! `mime.rs` (with `reply.rs` for the new part of a reply, and `tnef.rs` and `rtf.rs` for
-//! Outlook's `winmail.dat`), to the pipeline; `outbound.rs` sends
-//! through SMTP with Message-IDs that encode the conversation. Threading decisions are in
+//! `mime.rs` (with `reply.rs` for the new part of a reply, `report.rs` for auto-replies and
+//! bounces, `forward.rs` for a colleague's forward, `dedup.rs` for what makes two fetched mails
+//! one, and `tnef.rs` and `rtf.rs` for Outlook's `winmail.dat`), to the pipeline; `outbound.rs`
+//! sends through SMTP with Message-IDs that encode the conversation. Threading decisions are in
 //! `stitch::email`.
 
 pub mod config;
