@@ -91,21 +91,11 @@ fn config_path(explicit: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH))
 }
 
-/// `<3>` under journald (`JOURNAL_STREAM` set): the sd-daemon(3) prefix that makes a line an
-/// error for `journalctl -p err`; nothing on a terminal.
-fn journal_error_mark() -> &'static str {
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        "<3>"
-    } else {
-        ""
-    }
-}
-
 fn load(path: &std::path::Path) -> Result<config::Config, ExitCode> {
     config::load(path).map_err(|problems| {
         // Under systemd (`check` is the unit's ExecStartPre) each line is an error for the
         // journal, so `journalctl -p err` says why a start was refused.
-        let error = journal_error_mark();
+        let error = switchboard::telemetry::error_line_mark();
         eprintln!("{error}{}: {} problem(s):", path.display(), problems.len());
         for p in &problems {
             eprintln!("{error}{p}");
@@ -164,13 +154,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok(switchboard::systemd::ReloadVerdict::Refused(problems)) => {
-                let error = journal_error_mark();
+                let error = switchboard::telemetry::error_line_mark();
                 eprintln!("{error}configuration refused ({} problem(s)); the running one is kept:", problems.len());
                 problems.iter().for_each(|p| eprintln!("{error}{p}"));
                 ExitCode::from(1)
             }
             Err(e) => {
-                eprintln!("{}switchboard: {e}", journal_error_mark());
+                eprintln!("{}switchboard: {e}", switchboard::telemetry::error_line_mark());
                 ExitCode::from(2)
             }
         },

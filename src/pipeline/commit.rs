@@ -20,18 +20,26 @@ use crate::store::{self, StoreError};
 const HOUR_MS: i64 = 3_600_000;
 const ARRIVED: store::messages::ContactMessages = store::messages::ContactMessages::ArrivedInbound;
 
-/// One inbound item's outcome, written. `sender_limit`: the messages one sender may bring in an
-/// hour on its channel.
+/// What an item's channel and store decide it by, besides the item itself.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Rules {
+    /// The messages one sender may bring in an hour on the channel.
+    pub sender_limit: Option<u32>,
+    /// `Store::mail_source_keys_before`: when mail stopped being known by its whole source.
+    pub source_keys_before: Option<i64>,
+}
+
+/// One inbound item's outcome, written.
 pub(super) fn commit(
     conn: &Connection,
     raw: RawInbound,
     stored: StoredParts,
-    sender_limit: Option<u32>,
+    rules: Rules,
 ) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal;
     // Only a sender limit refuses for the moment; with one, the item may have been held back.
-    let held_back = sender_limit.and(raw.dedup_key.clone()).map(|key| (raw.channel_id.clone(), key));
-    let outcome = decide_and_store(conn, raw, stored, sender_limit)?;
+    let held_back = rules.sender_limit.and(raw.dedup_key.clone()).map(|key| (raw.channel_id.clone(), key));
+    let outcome = decide_and_store(conn, raw, stored, rules)?;
     // A refusal taken in after all names the message it became (a second accept finds it again
     // as a duplicate).
     if let (Some(id), Outcome::Stored { message_id, .. } | Outcome::Duplicate { message_id, .. }) =
@@ -50,11 +58,12 @@ fn decide_and_store(
     conn: &Connection,
     raw: RawInbound,
     stored: StoredParts,
-    sender_limit: Option<u32>,
+    rules: Rules,
 ) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal.is_some();
+    let sender_limit = rules.sender_limit;
     if let Some(key) = &raw.dedup_key {
-        for key in std::iter::once(key.as_str()).chain(superseded_key(conn, &raw)?) {
+        for key in std::iter::once(key.as_str()).chain(superseded_key(&raw, rules.source_keys_before)) {
             if let Some((message_id, conversation_id)) =
                 store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
             {
@@ -236,13 +245,12 @@ fn store_message(
 }
 
 /// The key an earlier version stored `raw` under, when it may have: the store held mail before
-/// the key changed, and the item reached the provider before then (a day's grace for the mail
-/// server's clock). Mail that came later was only ever stored under its current key, so new
-/// mail costs no second lookup.
-fn superseded_key<'r>(conn: &Connection, raw: &'r RawInbound) -> Result<Option<&'r str>, StoreError> {
-    let Some(key) = raw.superseded_dedup_key.as_deref() else { return Ok(None) };
-    let Some(changed_at) = store::mail::source_keys_before(conn)? else { return Ok(None) };
-    Ok(raw.received_at.is_none_or(|received| received < changed_at + 24 * HOUR_MS).then_some(key))
+/// the key changed (`changed_at`), and the item reached the provider before then (a day's grace
+/// for the mail server's clock). Mail that came later was only ever stored under its current
+/// key, so new mail costs no second lookup.
+fn superseded_key(raw: &RawInbound, changed_at: Option<i64>) -> Option<&str> {
+    let (key, changed_at) = (raw.superseded_dedup_key.as_deref()?, changed_at?);
+    raw.received_at.is_none_or(|received| received < changed_at + 24 * HOUR_MS).then_some(key)
 }
 
 /// What a mail is known by among our messages: its Message-ID, else (a mail of ours written

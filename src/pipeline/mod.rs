@@ -73,9 +73,13 @@ impl Pipeline {
         Pipeline { store, public_url: public_url.trim_end_matches('/').to_owned(), channels }
     }
 
-    /// The messages one sender may bring in an hour on `channel` (`limits.inbound_per_sender_per_hour`).
-    fn sender_limit(&self, channel: &str) -> Option<u32> {
-        self.channels.load().get(channel)?.config.sender_limit()
+    /// What items of `channel` are decided by: its sender limit
+    /// (`limits.inbound_per_sender_per_hour`), and the store's.
+    fn rules(&self, channel: &str) -> commit::Rules {
+        commit::Rules {
+            sender_limit: self.channels.load().get(channel).and_then(|c| c.config.sender_limit()),
+            source_keys_before: self.store.mail_source_keys_before(),
+        }
     }
 
     pub async fn ingest(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
@@ -125,7 +129,7 @@ impl Pipeline {
         checkpoint: Checkpoint,
     ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
         let channel = batch.items.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
-        let limit = self.sender_limit(&channel);
+        let rules = self.rules(&channel);
         let committed = self.store.submit(move |conn| {
             let c = &checkpoint;
             let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
@@ -139,7 +143,7 @@ impl Pipeline {
             let outcomes = batch
                 .items
                 .into_iter()
-                .map(|(raw, stored)| commit::commit(conn, raw, stored, limit))
+                .map(|(raw, stored)| commit::commit(conn, raw, stored, rules))
                 .collect::<Result<Vec<_>, _>>()?;
             store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
             Ok(outcomes)
@@ -157,11 +161,11 @@ impl Pipeline {
     async fn ingest_inner(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
         let PreparedBatch { mut items, new_blobs } = self.prepare_batch(vec![raw]).await?;
         let (raw, stored) = items.pop().expect("one item in, one out");
-        let limit = self.sender_limit(&raw.channel_id);
+        let rules = self.rules(&raw.channel_id);
         self.store
             .write(move |conn| {
                 store::blobs::index(conn, &new_blobs)?;
-                commit::commit(conn, raw, stored, limit)
+                commit::commit(conn, raw, stored, rules)
             })
             .await
     }

@@ -245,8 +245,7 @@ pub fn rejected(conn: &Connection, channel_id: &str, dedup_key: &str) -> Result<
         .optional()?)
 }
 
-/// When store migration 8 ran, if the store held mail then: mail that reached the mailbox
-/// before it may be stored under its whole-source key (`RawInbound::superseded_dedup_key`).
+/// When store migration 8 ran, if the store held mail then (`Store::mail_source_keys_before`).
 pub fn source_keys_before(conn: &Connection) -> Result<Option<i64>, StoreError> {
     Ok(conn
         .prepare_cached("SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'mail_source_keys_before'")?

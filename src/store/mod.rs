@@ -94,6 +94,9 @@ struct Inner {
     named_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The open lock file that keeps other processes off this storage until `close`.
     lock: Mutex<Option<std::fs::File>>,
+    /// When store migration 8 changed how mail is known for deduplication, if the store held
+    /// mail then (read once: only that migration writes it).
+    mail_source_keys_before: Option<i64>,
 }
 
 const IDLE_READERS: usize = 8;
@@ -117,6 +120,7 @@ impl Store {
              PRAGMA cache_size = -16384;",
         )?;
         migrations::migrate(&mut conn)?;
+        let mail_source_keys_before = mail::source_keys_before(&conn)?;
         let checkpointer = Connection::open(&db_path)?;
         // Until it has read the database, a connection does not know it is in WAL mode (and
         // a checkpoint would silently do nothing).
@@ -155,6 +159,7 @@ impl Store {
                 blobs,
                 named_locks: Mutex::default(),
                 lock: Mutex::new(Some(lock)),
+                mail_source_keys_before,
             }),
         })
     }
@@ -223,6 +228,12 @@ impl Store {
     /// Highest committed event `seq`; changes after every commit that appended events.
     pub fn last_seq(&self) -> watch::Receiver<u64> {
         self.inner.last_seq.clone()
+    }
+
+    /// When store migration 8 ran, if the store held mail then: mail that reached its mailbox
+    /// before may be stored under its whole-source key (`RawInbound::superseded_dedup_key`).
+    pub fn mail_source_keys_before(&self) -> Option<i64> {
+        self.inner.mail_source_keys_before
     }
 
     pub fn blobs(&self) -> &Blobs {

@@ -23,7 +23,7 @@ use crate::config::{LogConfig, LogFormat};
 /// start with the sd-daemon priority (`<3>` error … `<7>` debug), so `journalctl -p` works.
 pub fn init_logging(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let journald = under_journald();
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let result = match (config.format, journald) {
         (LogFormat::Json, _) => builder.json().flatten_event(true).with_current_span(false).try_init(),
@@ -37,6 +37,21 @@ pub fn init_logging(config: &LogConfig) {
     };
     // A second init (tests start several servers in one process) keeps the first subscriber.
     let _ = result;
+}
+
+/// Whether stderr goes to the journal (systemd sets `JOURNAL_STREAM` for a unit's output).
+fn under_journald() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// What begins a line written straight to stderr (outside the log) that is an error: under
+/// journald the sd-daemon(3) priority `<3>`, so `journalctl -p err` shows it; else nothing.
+pub fn error_line_mark() -> &'static str {
+    if under_journald() {
+        "<3>"
+    } else {
+        ""
+    }
 }
 
 fn colour() -> bool {

@@ -241,6 +241,10 @@ impl EmailChannelConfig {
 
     /// Whether `address` is one of `forwarders` (named, or at a named domain).
     pub fn is_forwarder(&self, address: &str) -> bool {
+        // Asked of every mail: most channels name no forwarders.
+        if self.forwarders.is_empty() {
+            return false;
+        }
         let address = super::ascii_domain(address.trim()).to_ascii_lowercase();
         let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
         self.forwarders.iter().any(|f| if f.contains('@') { *f == address } else { *f == domain })

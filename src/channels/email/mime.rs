@@ -207,7 +207,6 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     let forwarded_from = (channel.is_forwarder(&from.address) && !sent_by_us)
         .then(|| forward::original_sender(&message, text.as_deref(), ours))
         .flatten();
-    let owner = forwarded_from.as_ref().or(reply_to.as_ref()).unwrap_or(&from).address.clone();
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
     if text.is_none() && html.is_none() && attachments.is_empty() {
@@ -234,7 +233,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
         .map(|p| identity_for("email", &channel.id, &p.address))
         .collect();
 
-    RawInbound {
+    let mut raw = RawInbound {
         channel_id: channel.id.clone(),
         channel_type: "email",
         provider_message_id: message_id.clone(),
@@ -242,7 +241,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
         superseded_dedup_key: keys.superseded(),
         provider_thread_id: None,
         thread_key: format!("mail:{}", keys.dedup),
-        identity: identity_for("email", &channel.id, &owner),
+        // Set below, from whose the message is.
+        identity: String::new(),
         from,
         reply_to,
         forwarded_from,
@@ -270,7 +270,9 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
         sent_by_us,
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
-    }
+    };
+    raw.identity = identity_for("email", &channel.id, &raw.owner().address);
+    raw
 }
 
 /// A mail forwarded as an attachment (message/rfc822) rarely has a file name: it is named after

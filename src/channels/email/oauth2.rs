@@ -131,56 +131,58 @@ impl TokenSource {
             serde_json::from_str(&text).map_err(|e| format!("token endpoint sent no token: {e}"))?;
         if let Some(rotated) = token.refresh_token.filter(|r| *r != refresh) {
             // Persist before anything else: the old refresh token may already be dead.
-            let stored = async {
-                self.state.set(&self.key, &rotated).await?;
-                self.state.set(&self.origin_key(), &self.configured_fingerprint()).await
-            };
-            stored.await.map_err(|e| format!("cannot store the rotated refresh token: {e}"))?;
+            self.store_current(&rotated).await.map_err(|e| format!("cannot store the rotated refresh token: {e}"))?;
             tracing::info!(channel = %self.state.channel_id(), "OAuth2 refresh token rotated and stored");
         }
         let until = Instant::now() + Duration::from_secs(token.expires_in.unwrap_or(3600));
         *cached = Some((token.access_token.clone(), until));
         Ok(token.access_token)
     }
-}
 
-impl TokenSource {
     /// The refresh token to present: the stored rotation of the configured token, or the
     /// configured token when none is stored or the configured one changed since (a new grant).
     async fn current_refresh_token(&self) -> Result<String, String> {
-        let configured = self.config.refresh_token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
+        let configured = self.configured();
         let stored = self.state.get(&self.key).await.map_err(|e| e.to_string())?;
         let origin = self.state.get(&self.origin_key()).await.map_err(|e| e.to_string())?;
-        let fingerprint = self.configured_fingerprint();
         match (stored, origin) {
-            (None, _) => Ok(configured),
-            (Some(rotated), Some(origin)) if origin == fingerprint => Ok(rotated),
+            (None, _) => Ok(configured.to_owned()),
+            (Some(rotated), Some(origin)) if origin == fingerprint(configured) => Ok(rotated),
             // Stored before origins were: taken to descend from the configured token, which is
             // recorded now so that a later change of it is seen.
             (Some(rotated), None) => {
-                self.state.set(&self.origin_key(), &fingerprint).await.map_err(|e| e.to_string())?;
+                self.store_current(&rotated).await.map_err(|e| e.to_string())?;
                 Ok(rotated)
             }
             (Some(_), Some(_)) => {
                 // The new grant replaces the old one's stored rotation, once.
-                self.state.set(&self.key, &configured).await.map_err(|e| e.to_string())?;
-                self.state.set(&self.origin_key(), &fingerprint).await.map_err(|e| e.to_string())?;
+                self.store_current(configured).await.map_err(|e| e.to_string())?;
                 tracing::info!(channel = %self.state.channel_id(), "the configured OAuth2 refresh token changed: it replaces the stored rotation of the previous one");
-                Ok(configured)
+                Ok(configured.to_owned())
             }
         }
+    }
+
+    /// Stores `token` as the grant's current refresh token, descended from the configured one.
+    async fn store_current(&self, token: &str) -> Result<(), crate::store::StoreError> {
+        self.state.set(&self.key, token).await?;
+        self.state.set(&self.origin_key(), &fingerprint(self.configured())).await
+    }
+
+    fn configured(&self) -> &str {
+        self.config.refresh_token.as_ref().map_or("", |s| s.expose())
     }
 
     /// Where the fingerprint of the configured token the stored one descends from is kept.
     fn origin_key(&self) -> String {
         format!("{}:origin", self.key)
     }
+}
 
-    /// A fingerprint of the configured refresh token (never the token itself in the store).
-    fn configured_fingerprint(&self) -> String {
-        let configured = self.config.refresh_token.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
-        crate::store::Blobs::hash(configured.as_bytes())[..16].to_owned()
-    }
+/// A refresh token's fingerprint: what the store keeps of the configured token (never the
+/// token itself).
+fn fingerprint(token: &str) -> String {
+    crate::store::Blobs::hash(token.as_bytes())[..16].to_owned()
 }
 
 fn percent_encode(value: &str) -> String {
@@ -308,7 +310,7 @@ mod tests {
         let source = TokenSource::new(grant(url, "rt-0"), state.clone());
         state.set(&source.key, "rt-7").await.unwrap();
         assert_eq!(source.access_token().await.unwrap(), "at-7");
-        assert_eq!(state.get(&source.origin_key()).await.unwrap(), Some(source.configured_fingerprint()));
+        assert_eq!(state.get(&source.origin_key()).await.unwrap(), Some(super::fingerprint("rt-0")));
         store.close();
     }
 
@@ -317,17 +319,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(dir.path()).unwrap();
         let state = ChannelState::new(store.clone(), "support");
-        let config = OAuth2Config {
-            client_id: "switchboard".into(),
-            client_secret: None,
-            client_secret_file: None,
-            client_secret_env: None,
-            token_url: rotating_token_endpoint().await,
-            refresh_token: Some(Secret::new("rt-0")),
-            refresh_token_file: None,
-            refresh_token_env: None,
-            scopes: Vec::new(),
-        };
+        let config = grant(rotating_token_endpoint().await, "rt-0");
         let imap = TokenSource::new(config.clone(), state.clone());
         let smtp = TokenSource::new(config, state.clone());
         let (a, b) = tokio::join!(imap.access_token(), smtp.access_token());

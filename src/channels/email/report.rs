@@ -64,7 +64,7 @@ pub fn is_auto_reply(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool
     if ["X-Autoreply", "X-Autorespond", "X-Auto-Response-Suppress"].iter().any(|h| header_text(message, h).is_some()) {
         return true;
     }
-    if header_text(message, "Return-Path").is_some_and(|v| v == "<>") {
+    if null_return_path(message) {
         return true;
     }
     is_auto_subject(message.subject().unwrap_or(""))
@@ -148,7 +148,13 @@ fn from_mailer_daemon(message: &Message<'_>) -> bool {
         let local = address.split('@').next().unwrap_or("");
         local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
     });
-    daemon || header_text(message, "Return-Path") == Some("<>")
+    daemon || null_return_path(message)
+}
+
+/// Whether the mail was sent with a null envelope sender (`Return-Path: <>`), as automatic mail
+/// and bounces are (RFC 3834 §3.3, RFC 5321 §4.5.5).
+fn null_return_path(message: &Message<'_>) -> bool {
+    header_text(message, "Return-Path") == Some("<>")
 }
 
 /// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`; a mailer

@@ -5,13 +5,19 @@ use super::config::EmailChannelConfig;
 use super::mime::to_raw_inbound;
 
 fn channel() -> EmailChannelConfig {
-    let toml = r#"
+    channel_from(
+        r#"
 id = "support"
 address = "support@example.com"
 [smtp]
 host = "127.0.0.1"
 tls = "none"
-"#;
+"#,
+    )
+}
+
+/// A channel block (TOML, without `type`) read as the config loader reads it.
+fn channel_from(toml: &str) -> EmailChannelConfig {
     let value: figment::value::Value =
         figment::Figment::from(figment::providers::Serialized::defaults(toml::from_str::<toml::Value>(toml).unwrap()))
             .extract()
@@ -60,7 +66,8 @@ fn forwarders_are_addresses_or_domains_kept_in_a_labels() {
 
 #[test]
 fn a_folder_read_twice_or_moved_into_is_refused() {
-    let toml = r#"
+    let mut config = channel_from(
+        r#"
 id = "support"
 address = "support@example.com"
 [imap]
@@ -70,12 +77,8 @@ username = "support@example.com"
 password = "secret-pass-1"
 folders = ["INBOX", "Support", "inbox", "Support"]
 after_import = "move:Support"
-"#;
-    let value: figment::value::Value =
-        figment::Figment::from(figment::providers::Serialized::defaults(toml::from_str::<toml::Value>(toml).unwrap()))
-            .extract()
-            .unwrap();
-    let mut config: EmailChannelConfig = value.deserialize().unwrap();
+"#,
+    );
     let problems: Vec<String> = config.validate().into_iter().map(|(key, reason)| format!("{key}: {reason}")).collect();
     assert_eq!(
         problems,
