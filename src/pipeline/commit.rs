@@ -62,35 +62,17 @@ fn decide_and_store(
 ) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal.is_some();
     let sender_limit = rules.sender_limit;
-    if let Some(key) = &raw.dedup_key {
-        for key in std::iter::once(key.as_str()).chain(superseded_key(&raw, rules.source_keys_before)) {
-            if let Some((message_id, conversation_id)) =
-                store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
-            {
-                return Ok(Outcome::Duplicate { message_id, conversation_id });
-            }
-            if let Some(reason) = store::mail::rejected(conn, &raw.channel_id, key)?.filter(|_| !accepting) {
-                return Ok(Outcome::Rejected { reason });
-            }
-        }
+    if let Some(outcome) = already_decided(conn, &raw, rules)? {
+        return Ok(outcome);
+    }
+    if stored.source_withheld {
+        return Err(StoreError::Stale(format!(
+            "a mail on {} was known when its blobs were stored and is not now: its batch is read again",
+            raw.channel_id
+        )));
     }
     let now_ms = time::now_ms();
     let now = time::rfc3339(now_ms);
-
-    // One of our own outbound messages come back into the mailbox (a copy of a mail this gateway
-    // sent: a Bcc to ourselves, the watched Sent folder; a mail written in the mailbox, fetched
-    // again): it is that message already. Taking it as a customer's would open a conversation
-    // with ourselves, and invite a mail loop.
-    if let Some(header) = known_by(&raw) {
-        if raw.sent_by_us || stitch::email::own_conversation(header).is_some() {
-            if let Some((message_id, conversation_id)) = store::mail::outbound_by_header(conn, &raw.channel_id, header)?
-            {
-                let (message_id, conversation_id) =
-                    (MessageId::from_stored(message_id), ConversationId::from_stored(conversation_id));
-                return Ok(Outcome::Duplicate { message_id, conversation_id });
-            }
-        }
-    }
     if raw.sent_by_us {
         return sent_outside(conn, raw, stored, now_ms);
     }
@@ -242,6 +224,45 @@ fn store_message(
     // The event's data is the message as stored: serialized once for both.
     store::events::append_json(conn, EventType::MessageReceived, message.conversation_id.as_str(), body)?;
     Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
+}
+
+/// What the store decided about `raw` before, if anything: the message it duplicates (its dedup
+/// key seen, under the current or an earlier version's key), the refusal it had, or the
+/// outbound message of ours it is a copy of. Read-only: `prepare_batch` asks it ahead of the
+/// transaction (to store no blob for an item that needs none), and the transaction asks again.
+pub(super) fn already_decided(
+    conn: &Connection,
+    raw: &RawInbound,
+    rules: Rules,
+) -> Result<Option<Outcome>, StoreError> {
+    let accepting = raw.accepted_refusal.is_some();
+    if let Some(key) = &raw.dedup_key {
+        for key in std::iter::once(key.as_str()).chain(superseded_key(raw, rules.source_keys_before)) {
+            if let Some((message_id, conversation_id)) =
+                store::messages::inbound_by_dedup_key(conn, &raw.channel_id, key)?
+            {
+                return Ok(Some(Outcome::Duplicate { message_id, conversation_id }));
+            }
+            if let Some(reason) = store::mail::rejected(conn, &raw.channel_id, key)?.filter(|_| !accepting) {
+                return Ok(Some(Outcome::Rejected { reason }));
+            }
+        }
+    }
+    // One of our own outbound messages come back into the mailbox (a copy of a mail this gateway
+    // sent: a Bcc to ourselves, the watched Sent folder; a mail written in the mailbox, fetched
+    // again): it is that message already. Taking it as a customer's would open a conversation
+    // with ourselves, and invite a mail loop.
+    if let Some(header) = known_by(raw) {
+        if raw.sent_by_us || stitch::email::own_conversation(header).is_some() {
+            if let Some((message_id, conversation_id)) = store::mail::outbound_by_header(conn, &raw.channel_id, header)?
+            {
+                let (message_id, conversation_id) =
+                    (MessageId::from_stored(message_id), ConversationId::from_stored(conversation_id));
+                return Ok(Some(Outcome::Duplicate { message_id, conversation_id }));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The key an earlier version stored `raw` under, when it may have: the store held mail before

@@ -12,7 +12,9 @@ mod mail;
 
 pub use context::{ChannelState, Health, InboundContext};
 
-use crate::channels::{RawInbound, Registry};
+use std::collections::HashMap;
+
+use crate::channels::{RawAttachment, RawInbound, Registry};
 use crate::live::Live;
 use crate::model::{Attachment, AttachmentId, ConversationId, MessageId};
 use crate::store::{self, Store, StoreError};
@@ -38,6 +40,10 @@ pub struct PreparedBatch {
 struct StoredParts {
     attachments: Vec<Attachment>,
     source: Option<Attachment>,
+    /// The item's source was not stored: the store had decided the item before (a second
+    /// delivery of a mail, a copy of our own), so the transaction need not keep it. Should the
+    /// transaction find it undecided after all, the batch fails and is read again.
+    source_withheld: bool,
 }
 
 /// What became of an inbound item.
@@ -97,7 +103,7 @@ impl Pipeline {
     /// blob (in one trip to the blocking pool) and described. Blobs are content-addressed, so
     /// storing them ahead of a commit that then fails leaves nothing wrong behind.
     pub async fn prepare_batch(&self, raws: Vec<RawInbound>) -> Result<PreparedBatch, StoreError> {
-        let mut raws = raws;
+        let (mut raws, withheld) = self.sources_to_keep(raws).await?;
         let bytes = raws
             .iter()
             .flat_map(|r| r.attachments.iter().chain(&r.source).map(|a| (a.bytes.clone(), a.sha256.clone())))
@@ -109,12 +115,51 @@ impl Pipeline {
             self.describe_attachment(a.filename, a.content_id, a.content_type, a.bytes.len() as u64, sha256)
         };
         let mut prepared = Vec::with_capacity(raws.len());
-        for mut raw in raws.drain(..) {
+        for (mut raw, source_withheld) in raws.drain(..).zip(withheld) {
             let attachments = std::mem::take(&mut raw.attachments).into_iter().map(&mut describe).collect();
             let source = raw.source.take().map(&mut describe);
-            prepared.push((raw, StoredParts { attachments, source }));
+            prepared.push((raw, StoredParts { attachments, source, source_withheld }));
         }
         Ok(PreparedBatch { items: prepared, new_blobs: stored.packed })
+    }
+
+    /// Keeps a source only where one may be needed. Each delivery of a mail has its own bytes
+    /// (its own trace fields), so a mail delivered twice — To us and Cc an alias forwarded here,
+    /// a list that names us — would leave the second delivery's source in a pack, referred to by
+    /// nothing, were it stored before the transaction finds the mail a duplicate. So an item the
+    /// store decided before (`commit::already_decided`, asked of the read pool in one trip) has
+    /// its source withheld (the `bool`), and a later copy of a mail within the batch shares the
+    /// first copy's source. An item taken in after a refusal brings the source it was kept
+    /// with.
+    async fn sources_to_keep(&self, raws: Vec<RawInbound>) -> Result<(Vec<RawInbound>, Vec<bool>), StoreError> {
+        fn may_share(raw: &RawInbound) -> bool {
+            raw.source.is_some() && raw.dedup_key.is_some() && raw.accepted_refusal.is_none()
+        }
+        let Some(first) = raws.iter().find(|r| may_share(r)) else {
+            let none = vec![false; raws.len()];
+            return Ok((raws, none));
+        };
+        let rules = self.rules(&first.channel_id);
+        let (mut raws, decided) = self
+            .store
+            .read(move |conn| {
+                let decided = raws
+                    .iter()
+                    .map(|r| Ok(may_share(r) && commit::already_decided(conn, r, rules)?.is_some()))
+                    .collect::<Result<Vec<bool>, StoreError>>()?;
+                Ok((raws, decided))
+            })
+            .await?;
+        let mut first_copies: HashMap<String, RawAttachment> = HashMap::new();
+        for (raw, decided) in raws.iter_mut().zip(&decided) {
+            if *decided {
+                raw.source = None;
+            } else if let (true, Some(key), Some(source)) = (may_share(raw), &raw.dedup_key, &raw.source) {
+                let first = first_copies.entry(key.clone()).or_insert_with(|| source.clone());
+                raw.source = Some(first.clone());
+            }
+        }
+        Ok((raws, decided))
     }
 
     /// Queues a prepared batch for one transaction at once (batches commit in the order they

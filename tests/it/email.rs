@@ -2474,6 +2474,8 @@ async fn one_mail_delivered_twice_comes_in_once() {
     let written = mail_text(ANN.0, "Order 5", "ann-twice@example.org", "Cc: sales@example.net\n", "Where is it?")
         .replace('\n', "\r\n");
     submit(postfix.port, ANN.0, SUPPORT.0, &written).await;
+    // The second delivery comes after the first is stored: the store knows the mail already.
+    first_received(&server).await;
     let forwarded = format!(
         "Received: from mx.example.org by fwd.example.net; Mon, 23 Nov 2026 10:00:05 +0000\r\nX-Forwarded-To: {}\r\n{written}",
         SUPPORT.0
@@ -2505,8 +2507,38 @@ async fn one_mail_delivered_twice_comes_in_once() {
     // The copy kept is the first delivery, byte for byte.
     let response = server.http.get(once["source"]["url"].as_str().unwrap()).bearer_auth(TOKEN).send().await.unwrap();
     assert_eq!(response.bytes().await.unwrap().to_vec(), inbox[0].2);
-    server.stop().await;
+    let dir = server.stop().await;
+    assert_eq!(blobs_kept_for_nothing(dir.path()), Vec::<String>::new(), "the second delivery's source was not kept");
     drop(postfix);
+}
+
+/// The same mail delivered twice lands in one batch (both copies were in the mailbox before
+/// the gateway read it): one message, and only the first copy's source kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_delivered_twice_into_one_batch_keeps_one_source() {
+    let mail = MailServers::start().await;
+    let written = mail_text(ANN.0, "Order 6", "ann-batch@example.org", "", "Where is it?");
+    mail.append(SUPPORT, &format!("Delivered-To: {}\n{written}", SUPPORT.0)).await;
+    mail.append(SUPPORT, &format!("Delivered-To: sales@example.net\n{written}")).await;
+    mail.append(SUPPORT, &mail_text(BEA.0, "Last", "last-batch@example.org", "", "Done")).await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    loop_until(|| async { (count(&server).await == 2).then_some(()) }).await;
+    let received = received_subjects(&server).await;
+    assert_eq!(received, ["Last", "Order 6"]);
+    let first = first_received(&server).await;
+    let url = first["data"]["source"]["url"].as_str().unwrap();
+    let kept = server.http.get(url).bearer_auth(TOKEN).send().await.unwrap().bytes().await.unwrap();
+    assert!(String::from_utf8_lossy(&kept).starts_with("Delivered-To: support@example.com"));
+    let dir = server.stop().await;
+    assert_eq!(blobs_kept_for_nothing(dir.path()), Vec::<String>::new(), "the second copy's source was not kept");
+}
+
+/// The blobs of the store in `dir` that no message, refusal or attachment refers to.
+fn blobs_kept_for_nothing(dir: &std::path::Path) -> Vec<String> {
+    let db = rusqlite::Connection::open(dir.join("switchboard.db")).unwrap();
+    let mut query =
+        db.prepare("SELECT sha256 FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM attachments)").unwrap();
+    query.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
 }
 
 /// A store written before mail was known by what its author wrote (schema version 7 kept each
@@ -3192,5 +3224,7 @@ async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversati
     assert_eq!(directions, ["inbound", "outbound", "outbound", "inbound"], "{messages}");
     let all = server.all_events().await;
     server.validate_contract(all.into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
-    server.stop().await;
+    let dir = server.stop().await;
+    // The copies in Sent of what the gateway sent are its messages: their sources are not kept.
+    assert_eq!(blobs_kept_for_nothing(dir.path()), Vec::<String>::new());
 }
