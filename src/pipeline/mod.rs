@@ -9,6 +9,7 @@
 mod commit;
 mod context;
 mod mail;
+pub mod rekey;
 
 pub use context::{ChannelState, Health, InboundContext};
 

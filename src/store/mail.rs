@@ -269,3 +269,92 @@ pub fn settle_held_back(
     .execute(params![channel_id, dedup_key, message_id, now])?;
     Ok(())
 }
+
+/// An inbound mail stored under its whole source's hash (`sha256:…`, the dedup key before
+/// migration 8), whose kept source is that very source: what can be re-keyed
+/// (`pipeline::rekey`).
+#[derive(Clone, Debug)]
+pub struct SourceKeyed {
+    pub rowid: i64,
+    pub key: String,
+    pub source_sha256: String,
+    pub source_size: u64,
+}
+
+/// Where stored mail keeps its dedup key: inbound messages, and refusals (whose kept source is
+/// in their summary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyedBy {
+    Messages,
+    Refusals,
+}
+
+impl KeyedBy {
+    /// The `store_meta` key that remembers how far re-keying went.
+    pub fn progress_key(self) -> &'static str {
+        match self {
+            KeyedBy::Messages => "mail_rekeyed_messages_through",
+            KeyedBy::Refusals => "mail_rekeyed_refusals_through",
+        }
+    }
+}
+
+/// Up to `limit` mails of `table` after `after` (a rowid) still under their source key.
+pub fn source_keyed(
+    conn: &Connection,
+    table: KeyedBy,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<SourceKeyed>, StoreError> {
+    let sql = match table {
+        KeyedBy::Messages => {
+            "SELECT rowid, provider_message_id, json_extract(body, '$.source.sha256'), json_extract(body, '$.source.size')
+             FROM messages WHERE rowid > ?1 AND direction = 'inbound' AND provider_message_id LIKE 'sha256:%'
+               AND provider_message_id = 'sha256:' || json_extract(body, '$.source.sha256')
+             ORDER BY rowid LIMIT ?2"
+        }
+        KeyedBy::Refusals => {
+            "SELECT rowid, dedup_key, json_extract(summary, '$.source.sha256'), json_extract(summary, '$.source.size')
+             FROM rejected_inbound WHERE rowid > ?1 AND dedup_key LIKE 'sha256:%'
+               AND dedup_key = 'sha256:' || json_extract(summary, '$.source.sha256')
+             ORDER BY rowid LIMIT ?2"
+        }
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(params![after, limit as i64], |r| {
+        Ok(SourceKeyed {
+            rowid: r.get(0)?,
+            key: r.get(1)?,
+            source_sha256: r.get(2)?,
+            source_size: r.get::<_, i64>(3)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Stores the mail at `rowid` under `key` instead of `before`. A message whose new key another
+/// message of its channel holds already (the same mail stored twice while copies were told
+/// apart by their bytes) keeps its old one: the first copy answers for both. Whether it was
+/// re-keyed.
+pub fn rekey(conn: &Connection, table: KeyedBy, rowid: i64, before: &str, key: &str) -> Result<bool, StoreError> {
+    let sql = match table {
+        KeyedBy::Messages => {
+            "UPDATE OR IGNORE messages SET provider_message_id = ?3 WHERE rowid = ?1 AND provider_message_id = ?2"
+        }
+        KeyedBy::Refusals => "UPDATE rejected_inbound SET dedup_key = ?3 WHERE rowid = ?1 AND dedup_key = ?2",
+    };
+    Ok(conn.prepare_cached(sql)?.execute(params![rowid, before, key])? > 0)
+}
+
+/// A value of the store's own bookkeeping (`store_meta`).
+pub fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn.prepare_cached("SELECT value FROM store_meta WHERE key = ?1")?.query_row([key], |r| r.get(0)).optional()?)
+}
+
+pub fn set_meta(conn: &Connection, key: &str, value: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO store_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute([key, value])?;
+    Ok(())
+}

@@ -13,6 +13,10 @@
 //! one, freescout#5591) differ in their Date or body and stay two. A mail without a Message-ID
 //! is known by its whole source, as before: nothing says that two such deliveries are one mail
 //! (a script's identical alerts are each wanted).
+//!
+//! Mail stored by a version before this one is re-keyed from its kept source once, in the
+//! background (`pipeline/rekey.rs`); until then, and for mail kept without its source, it is
+//! also looked up by its old key (`MailKeys::superseded`).
 
 use sha2::{Digest, Sha256};
 

@@ -8,7 +8,7 @@
 //! `stitch::email`.
 
 pub mod config;
-mod dedup;
+pub mod dedup;
 mod forward;
 pub mod inbound;
 pub mod mime;
