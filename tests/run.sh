@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
-# first: Dovecot (IMAP + LMTP), Postfix (a real MTA's DSNs and bounces) and openssl (test
+# first: Dovecot (IMAP + LMTP), Postfix and Exim (real MTAs' DSNs and bounces; Exim unpacked, not
+# installed, since it conflicts with Postfix) and openssl (test
 # certificates) from Debian for the email channel's real mail servers, tnef (Debian's winmail.dat
 # decoder, a second reader for ours), Sisimai (libsisimai-perl, a bounce parser our reading of
 # bounces is checked against); lintian, debootstrap and systemd-nspawn (systemd-container)
@@ -39,6 +40,35 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   # The tests start private Postfix instances; the system's own stays unconfigured (and off).
   echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# Exim (Debian's exim4-daemon-light), a second real MTA whose bounces and delay warnings the
+# email tests read. Its package conflicts with Postfix's, so it is not installed: it is unpacked
+# into target/test-data/exim4 and run from there, and what its package would bring is added here
+# (the libraries it links, the Debian-exim user it delivers as).
+exim_dir=target/test-data/exim4
+if [ ! -x "$exim_dir/usr/sbin/exim4" ]; then
+  echo "unpacking Debian's exim4-daemon-light into $exim_dir" >&2
+  rm -rf "$exim_dir-deb" && mkdir -p "$exim_dir-deb"
+  if ! (cd "$exim_dir-deb" && apt-get download -qq exim4-daemon-light 2>/dev/null); then
+    apt-get update -q >/dev/null
+    (cd "$exim_dir-deb" && apt-get download -qq exim4-daemon-light)
+  fi
+  dpkg-deb -x "$exim_dir"-deb/exim4-daemon-light_*.deb "$exim_dir"
+fi
+exim_libs=()
+for dep in $(dpkg-deb -f "$exim_dir"-deb/exim4-daemon-light_*.deb Depends | tr ',' '\n' | awk '$1 ~ /^lib/ {print $1}'); do
+  dpkg -s "$dep" >/dev/null 2>&1 || exim_libs+=("$dep")
+done
+if [ ${#exim_libs[@]} -gt 0 ] || ! id Debian-exim >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || { echo "Exim needs ${exim_libs[*]} and the Debian-exim user (run as root)" >&2; exit 1; }
+  if [ ${#exim_libs[@]} -gt 0 ]; then
+    echo "installing from Debian for Exim: ${exim_libs[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${exim_libs[@]}" >/dev/null
+  fi
+  getent group Debian-exim >/dev/null || groupadd --system Debian-exim
+  id Debian-exim >/dev/null 2>&1 \
+    || useradd --system --gid Debian-exim --home-dir /var/spool/exim4 --shell /usr/sbin/nologin Debian-exim
 fi
 
 # cargo-deb builds the .deb (packaging/build.sh); pinned so the package test is repeatable.

@@ -354,7 +354,7 @@ async fn send_to_ann(server: &TestServer, mail: &MailServers, body: Value) -> (V
 async fn through_postfix() -> (MailServers, Postfix, TestServer) {
     let mail = MailServers::start().await;
     let postfix = mail.start_postfix().await;
-    let server = TestServer::start(&mail.channel_via_postfix("support", &postfix)).await;
+    let server = TestServer::start(&mail.channel_via_mta("support", postfix.port)).await;
     (mail, postfix, server)
 }
 
@@ -1598,6 +1598,68 @@ async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
     server.stop().await;
 }
 
+/// Exim, the MTA of Debian and of much shared hosting, accepts a mail it then cannot deliver
+/// and returns it to the sender in a bounce of its own. It offers no DSN extension, so the
+/// bounce carries no envelope id of ours: it is matched by the returned original's Message-ID,
+/// fails the message, and Sisimai reads it as we do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exim_bounce_fails_the_message_it_returns() {
+    let mail = MailServers::start().await;
+    let exim = mail.start_exim().await;
+    let server = TestServer::start(&mail.channel_via_mta("support", exim.port)).await;
+    let (status, lost) = server
+        .post("/v1/messages", json!({"channel": "support", "to": "nobody@example.net", "subject": "Lost", "text": "1"}))
+        .await;
+    assert_eq!(status, 202, "{lost}");
+    let lost_id = lost["id"].as_str().unwrap();
+    let bounce = first_received(&server).await;
+    let data = &bounce["data"];
+    let failed = server.wait_status(lost_id, "failed").await;
+    assert_eq!(failed["error"]["permanent"], true, "{failed}");
+    assert_eq!(data["stitch"]["reason"], "bounce");
+    assert_eq!(data["auto_reply"], true);
+    assert_eq!(data["conversation_id"], lost["conversation_id"]);
+    assert_eq!(data["delivery_report"]["recipient"], "nobody@example.net", "{data}");
+    assert!(data["delivery_report"]["original_envelope_id"].is_null(), "Exim offered no DSN: {data}");
+    let log = exim.log();
+    assert!(log.contains("** nobody@example.net"), "{log}");
+    // Sisimai reads Exim's bounce as we do.
+    let dsn = tempfile::NamedTempFile::new().unwrap();
+    let inbox = mail.inbox(SUPPORT).await;
+    std::fs::write(dsn.path(), &inbox[0].2).unwrap();
+    let theirs = sisimai(dsn.path());
+    assert_eq!((&theirs[0]["recipient"], &theirs[0]["smtpagent"]), (&json!("nobody@example.net"), &json!("Exim")));
+    assert_eq!(theirs[0]["deliverystatus"], data["delivery_report"]["status"]);
+    assert_eq!(failed["error"]["code"], format!("bounce_{}", theirs[0]["deliverystatus"].as_str().unwrap()));
+    server.stop().await;
+}
+
+/// Exim's delay warning, sent whether or not it was asked for: recorded on the message's
+/// conversation, and the message stays sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exim_delay_warning_is_recorded_and_fails_nothing() {
+    let mail = MailServers::start().await;
+    let exim = mail.start_exim().await;
+    let server = TestServer::start(&mail.channel_via_mta("support", exim.port)).await;
+    let (_, waiting) = server
+        .post(
+            "/v1/messages",
+            json!({"channel": "support", "to": "ann@slow.example.org", "subject": "Slow", "text": "1"}),
+        )
+        .await;
+    let waiting_id = waiting["id"].as_str().unwrap();
+    server.wait_status(waiting_id, "sent").await;
+    let report = first_received(&server).await;
+    let data = &report["data"];
+    assert_eq!(data["delivery_report"]["action"], "delayed", "{data}");
+    assert!(data["delivery_report"]["status"].as_str().unwrap().starts_with("4."), "{data}");
+    assert_eq!(data["conversation_id"], waiting["conversation_id"]);
+    assert_eq!(data["auto_reply"], true);
+    let (_, still) = server.get(&format!("/v1/messages/{waiting_id}")).await;
+    assert_eq!(still["status"], "sent", "a delay fails nothing: {still}");
+    server.stop().await;
+}
+
 /// A real MTA's delay notification (we ask for them with NOTIFY=DELAY): Postfix cannot reach
 /// slow.example.org and tells the sender; the report is recorded on the message's conversation
 /// and the message stays sent, since it may yet arrive.
@@ -1745,7 +1807,7 @@ async fn a_qmail_style_bounce_fails_the_message_it_quotes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_smtp_sessions_end_with_quit_on_reload_after_idle_timeout_and_at_shutdown() {
     let (mail, postfix, mut server) = through_postfix().await;
-    let default_idle = mail.channel_via_postfix("support", &postfix);
+    let default_idle = mail.channel_via_mta("support", postfix.port);
     // The channel's [channels.smtp] table is the block's last.
     let short_idle = format!("{default_idle}idle_timeout = \"1s\"\n");
     let quits = || {

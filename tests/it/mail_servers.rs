@@ -1,6 +1,6 @@
 //! A private Dovecot (IMAP + LMTP) and a real SMTP server (aiosmtpd relaying into that Dovecot
 //! over LMTP), started per test on loopback ports in a temp dir; on demand also a private Postfix
-//! in front of the same Dovecot, for what only a real MTA does (DSN, bounces). Missing software
+//! or Exim in front of the same Dovecot, for what only a real MTA does (DSN, bounces). Missing software
 //! fails the test with what to install; it never skips.
 
 use std::io::{BufRead, BufReader};
@@ -363,9 +363,10 @@ service stats {{
         self.channel_sending(id, extra, &smtp)
     }
 
-    /// `channel`, sending through `postfix` (no login: it relays for loopback clients).
-    pub fn channel_via_postfix(&self, id: &str, postfix: &Postfix) -> String {
-        self.channel_sending(id, "", &format!("port = {}\ntls = \"none\"\n", postfix.port))
+    /// `channel`, sending through the MTA on `port` (the private Postfix or Exim; no login: they
+    /// relay for loopback clients).
+    pub fn channel_via_mta(&self, id: &str, port: u16) -> String {
+        self.channel_sending(id, "", &format!("port = {port}\ntls = \"none\"\n"))
     }
 
     /// The channel block with `smtp` (TOML lines after `host`) as its `[channels.smtp]` table.
@@ -487,6 +488,101 @@ maillog_file_prefixes = /dev/stdout
         panic!("postfix did not listen on {port}:\n{}", postfix.log());
     }
 
+    /// A private Exim (Debian's exim4-daemon-light 4.96, which cannot be installed beside
+    /// Postfix: `tests/run.sh` unpacks it into `target/test-data/exim4` and adds the
+    /// `Debian-exim` user its package would) on a loopback port. Mail for example.com and
+    /// example.org goes into this Dovecot over LMTP; nobody exists at example.net, so mail to
+    /// example.net fails after Exim accepted it, and the sender gets Exim's own bounce; mail for
+    /// slow.example.org cannot be delivered and waits, and its sender gets Exim's delay warning
+    /// after about a second. Needs
+    /// root (Exim drops to `Debian-exim` for deliveries).
+    pub async fn start_exim(&self) -> Exim {
+        assert_eq!(id("-u", ""), "0", "Exim can only be started as root");
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/exim4/usr/sbin/exim4");
+        assert!(bin.exists(), "no Exim at {}: tests/run.sh unpacks Debian's exim4-daemon-light there", bin.display());
+        let port = free_port();
+        let dir = self.dir.path().join("exim");
+        let d = dir.display();
+        for sub in ["spool", "log"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+            Command::new("chown").args(["Debian-exim:Debian-exim", &format!("{d}/{sub}")]).status().unwrap();
+        }
+        std::fs::write(
+            dir.join("exim.conf"),
+            format!(
+                "exim_path = {bin}
+primary_hostname = mx.example.net
+qualify_domain = example.net
+spool_directory = {d}/spool
+log_file_path = {d}/log/%slog
+pid_file_path = {d}/exim.pid
+daemon_smtp_ports = {port}
+local_interfaces = 127.0.0.1
+host_lookup =
+rfc1413_hosts =
+acl_smtp_rcpt = check_rcpt
+delay_warning = 1s
+
+begin acl
+check_rcpt:
+  accept hosts = 127.0.0.1
+
+begin routers
+into_dovecot:
+  driver = manualroute
+  domains = example.com : example.org
+  route_list = * 127.0.0.1
+  transport = dovecot_lmtp
+  self = send
+# Nothing listens on port 9: mail for slow.example.org waits in the queue, and its sender gets
+# Exim's delay warning after a second instead of a day.
+to_slow:
+  driver = manualroute
+  domains = slow.example.org
+  route_list = * 127.0.0.1
+  transport = to_port_9
+  self = send
+nobody_at_example_net:
+  driver = redirect
+  domains = example.net
+  allow_fail
+  data = :fail: Unrouteable address
+
+begin transports
+dovecot_lmtp:
+  driver = smtp
+  protocol = lmtp
+  port = {lmtp}
+  hosts_avoid_tls = *
+to_port_9:
+  driver = smtp
+  port = 9
+
+begin retry
+* * F,10m,1s
+",
+                bin = bin.display(),
+                lmtp = self.lmtp_port
+            ),
+        )
+        .unwrap();
+        let child = Command::new(&bin)
+            .args(["-C", &format!("{d}/exim.conf"), "-bdf", "-q1s"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr")).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} ({e})", bin.display()));
+        let exim = Exim { port, dir, child };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return exim;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("exim did not listen on {port}:\n{}", exim.log());
+    }
+
     /// A test-side IMAP session (a mail client of the test's own).
     pub async fn login(&self, (user, password): (&str, &str)) -> Session<TcpStream> {
         let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await.unwrap();
@@ -601,6 +697,31 @@ impl Drop for Postfix {
     fn drop(&mut self) {
         let conf = self.dir.join("conf");
         let _ = Command::new("postfix").arg("-c").arg(&conf).arg("stop").output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private Exim started by `MailServers::start_exim`; stopped when dropped.
+pub struct Exim {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl Exim {
+    /// What Exim logged (its main and panic logs, and what it wrote to stderr).
+    pub fn log(&self) -> String {
+        ["log/mainlog", "log/paniclog", "stderr"]
+            .iter()
+            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Exim {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
