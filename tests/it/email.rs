@@ -1727,6 +1727,9 @@ fn every_bounce_in_the_corpus_reads_as_sisimai_reads_it() {
             "bounce-gmx" => assert_eq!(agent, "GMX"),
             "bounce-1und1" => assert_eq!(agent, "EinsUndEins"),
             "bounce-opensmtpd" => assert_eq!(agent, "OpenSMTPD"),
+            // Captured from Exim 4.96 (`an_exim_bounce_fails_the_message_it_returns` and
+            // `an_exim_delay_warning_is_recorded_and_fails_nothing` deliver them).
+            "bounce-exim-4.96-failed" | "bounce-exim-4.96-delayed" => assert_eq!(agent, "Exim"),
             _ => {}
         }
     }
