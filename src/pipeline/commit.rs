@@ -164,6 +164,7 @@ fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms:
     message.received_at = None;
     message.sent_at = Some(time::rfc3339(sent_at));
     let body = store::messages::insert(conn, &message, now_ms, header.as_deref())?;
+    record_unseen_references(conn, &channel_id, &mail, conversation.id.as_str(), message.id.as_str(), now_ms)?;
     if let Some(header) = header {
         store::mail::record_header(conn, &channel_id, &header, conversation.id.as_str(), message.id.as_str(), now_ms)?;
     }
@@ -212,12 +213,17 @@ fn store_message(
         record_participants(conn, &raw.identity, mail, conversation, raw.delivery_report.is_none())?;
     }
     let dedup_key = raw.dedup_key.clone();
+    // A report's references are to our own messages.
+    let answers = raw.mail.clone().filter(|_| raw.delivery_report.is_none());
     let mail_id = raw.mail.as_ref().and_then(|m| m.message_id.clone());
     let channel_id = raw.channel_id.clone();
     let contact_id = plan.contact_id().clone();
     let mut message = normalize(raw, stored, contact_id, conversation.id.clone(), plan.stitch.clone(), &now);
     message.in_reply_to = in_reply_to;
     let body = store::messages::insert(conn, &message, now_ms, dedup_key.as_deref())?;
+    if let Some(mail) = &answers {
+        record_unseen_references(conn, &channel_id, mail, conversation.id.as_str(), message.id.as_str(), now_ms)?;
+    }
     if let Some(header) = mail_id {
         store::mail::record_header(conn, &channel_id, &header, conversation.id.as_str(), message.id.as_str(), now_ms)?;
     }
@@ -263,6 +269,42 @@ pub(super) fn already_decided(
         }
     }
     Ok(None)
+}
+
+/// How many of a mail's References, the newest, `record_unseen_references` considers.
+const UNSEEN_REFERENCES: usize = 10;
+
+/// Records for `conversation_id` the Message-IDs `mail` answers (In-Reply-To, the newest
+/// References) that no mail on the channel has: the start of a thread written before the
+/// helpdesk was copied in (zammad#5716: a customer and a colleague write to each other, and
+/// from a reply on, Cc us). Another reply into that thread then finds the conversation by them,
+/// as if we had seen its start — the sender guard still decides who may join —, and our replies
+/// carry them in References. Recorded before the mail's own Message-ID, oldest first, so
+/// References keep the thread's order; under `ref:<message id>`, so they are never taken for
+/// the Message-ID of the message that named them. Our own Message-IDs are known by their form.
+fn record_unseen_references(
+    conn: &Connection,
+    channel_id: &str,
+    mail: &stitch::email::MailThreading,
+    conversation_id: &str,
+    message_id: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let newest = &mail.references[mail.references.len().saturating_sub(UNSEEN_REFERENCES)..];
+    let mut recorded: Vec<&String> = Vec::new();
+    for id in newest.iter().chain(&mail.in_reply_to) {
+        if recorded.contains(&id)
+            || mail.message_id.as_ref() == Some(id)
+            || stitch::email::own_conversation(id).is_some()
+        {
+            continue;
+        }
+        if !store::mail::header_known(conn, channel_id, id)? {
+            store::mail::record_header(conn, channel_id, id, conversation_id, &format!("ref:{message_id}"), now_ms)?;
+            recorded.push(id);
+        }
+    }
+    Ok(())
 }
 
 /// The key an earlier version stored `raw` under, when it may have: the store held mail before

@@ -18,6 +18,17 @@ pub fn conversations_by_header(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Whether a mail on the channel has this Message-ID (or one of its mails answered it).
+pub fn header_known(conn: &Connection, channel_id: &str, header_id: &str) -> Result<bool, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM mail_ids WHERE channel_id = ?1 AND header_id = ?2 LIMIT 1")?
+        .query_row([channel_id, header_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Records that `header_id` belongs to `conversation_id`: the Message-ID of `message_id`, or,
+/// with `message_id` = `ref:<id>`, one that message answered and no mail of the channel had.
 pub fn record_header(
     conn: &Connection,
     channel_id: &str,

@@ -2016,6 +2016,56 @@ async fn move_without_the_move_extension_copies_and_expunges_only_what_was_impor
     }
 }
 
+/// zammad#5716: Ann and her colleague Bea write to each other, and Bea copies us into her
+/// reply. Ann then answers the first mail of the thread (which we never saw) with us in Cc: it
+/// joins the conversation Bea's reply opened, since both answer the same mail, and our reply
+/// carries the thread's start in References. A stranger answering that first mail is not let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thread_we_were_copied_into_late_stays_one_conversation() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let answering_the_start =
+        |cc: &str| format!("Cc: {cc}\nIn-Reply-To: <start@example.org>\nReferences: <start@example.org>\n");
+    let headers = answering_the_start(SUPPORT.0);
+    let bea = crate::mail_servers::mail(BEA.0, ANN.0, "Re: Project", "bea-1@example.org", &headers, "Copying support.");
+    mail.append(SUPPORT, &bea).await;
+    let opened = first_received(&server).await["data"].clone();
+    assert_eq!(opened["stitch"]["reason"], "new");
+    let cnv = opened["conversation_id"].as_str().unwrap().to_owned();
+
+    let ann = crate::mail_servers::mail(ANN.0, BEA.0, "Re: Project", "ann-2@example.org", &headers, "My answer.");
+    mail.append(SUPPORT, &ann).await;
+    let carl_headers = answering_the_start(SUPPORT.0);
+    let carl = crate::mail_servers::mail(CARL.0, SUPPORT.0, "Re: Project", "carl-1@example.org", &carl_headers, "Me?");
+    mail.append(SUPPORT, &carl).await;
+    let received = loop_until(|| async {
+        let events = server.all_events().await;
+        let received: Vec<Value> =
+            events.into_iter().filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect();
+        (received.len() == 3).then_some(received)
+    })
+    .await;
+    assert_eq!(
+        (received[1]["conversation_id"].as_str(), received[1]["stitch"]["reason"].as_str()),
+        (Some(cnv.as_str()), Some("in_reply_to")),
+        "Ann's answer to the thread's start joins it"
+    );
+    assert_ne!(received[2]["conversation_id"].as_str(), Some(cnv.as_str()), "a stranger starts his own");
+
+    // Our reply names the whole thread, its start first.
+    let (_, reply) = server.post("/v1/messages", json!({"conversation_id": cnv, "text": "On it."})).await;
+    server.wait_status(reply["id"].as_str().unwrap(), "sent").await;
+    let sent = loop_until(|| async { mail.inbox(BEA).await.pop() }).await;
+    let sent = String::from_utf8_lossy(&sent.2).replace("\r\n ", " ").replace("\r\n\t", " ");
+    let references = sent.lines().find(|l| l.starts_with("References:")).unwrap_or_default().to_owned();
+    let order: Vec<usize> = ["start@example.org", "bea-1@example.org", "ann-2@example.org"]
+        .iter()
+        .map(|id| references.find(id).unwrap_or_else(|| panic!("{id} not in {references}\n{sent}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{references}");
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn newsletter_replies_stay_apart_and_a_reply_reopens_a_closed_conversation() {
     let mail = MailServers::start().await;
