@@ -254,18 +254,23 @@ pub(super) fn already_decided(
             }
         }
     }
-    // One of our own outbound messages come back into the mailbox (a copy of a mail this gateway
+    // One of our own outbound messages come back into a mailbox (a copy of a mail this gateway
     // sent: a Bcc to ourselves, the watched Sent folder; a mail written in the mailbox, fetched
     // again): it is that message already. Taking it as a customer's would open a conversation
-    // with ourselves, and invite a mail loop.
-    if let Some(header) = known_by(raw) {
-        if raw.sent_by_us || stitch::email::own_conversation(header).is_some() {
-            if let Some((message_id, conversation_id)) = store::mail::outbound_by_header(conn, &raw.channel_id, header)?
-            {
-                let (message_id, conversation_id) =
-                    (MessageId::from_stored(message_id), ConversationId::from_stored(conversation_id));
-                return Ok(Some(Outcome::Duplicate { message_id, conversation_id }));
-            }
+    // with ourselves, and invite a mail loop. That holds for a mail another of our channels
+    // sent too, with this channel's address in Cc (freescout#5284, #5368): its Message-ID names
+    // the message.
+    let Some(header) = known_by(raw) else { return Ok(None) };
+    if let Some((message_id, conversation_id)) = stitch::email::own_message(header) {
+        if store::messages::is_outbound_of(conn, message_id.as_str(), conversation_id.as_str())? {
+            return Ok(Some(Outcome::Duplicate { message_id, conversation_id }));
+        }
+    }
+    if raw.sent_by_us {
+        if let Some((message_id, conversation_id)) = store::mail::outbound_by_header(conn, &raw.channel_id, header)? {
+            let (message_id, conversation_id) =
+                (MessageId::from_stored(message_id), ConversationId::from_stored(conversation_id));
+            return Ok(Some(Outcome::Duplicate { message_id, conversation_id }));
         }
     }
     Ok(None)

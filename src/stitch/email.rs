@@ -10,7 +10,7 @@
 //!
 //! Pure: the store is reached through the `MailLookup` trait.
 
-use crate::model::ConversationId;
+use crate::model::{ConversationId, MessageId};
 
 /// The threading facts of one inbound mail.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -77,10 +77,14 @@ pub fn find_conversation<L: MailLookup>(
 
 /// Our outbound Message-IDs look like `msg_….cnv_…@domain`; this reads the conversation back.
 pub fn own_conversation(header_id: &str) -> Option<ConversationId> {
+    own_message(header_id).map(|(_, conversation)| conversation)
+}
+
+/// The message and conversation one of our outbound Message-IDs names.
+pub fn own_message(header_id: &str) -> Option<(MessageId, ConversationId)> {
     let local = header_id.split('@').next()?;
     let (message, conversation) = local.split_once('.')?;
-    message.strip_prefix("msg_")?;
-    ConversationId::parse(conversation)
+    Some((MessageId::parse(message)?, ConversationId::parse(conversation)?))
 }
 
 /// The Message-ID we give an outbound mail.

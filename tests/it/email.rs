@@ -2016,6 +2016,43 @@ async fn move_without_the_move_extension_copies_and_expunges_only_what_was_impor
     }
 }
 
+/// freescout#5284, #5368: one of our channels answers a customer and copies the address of
+/// another of our channels. The copy that mailbox gets is the message the first channel sent,
+/// not a mail to the second from one of our addresses: no conversation with ourselves opens
+/// there (whose answers would bounce between the two channels).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_our_mail_in_another_of_our_mailboxes_is_that_message() {
+    let mail = MailServers::start().await;
+    // Sales reads and sends as Bea's mailbox.
+    let sales = mail.channel("sales", "").replace(SUPPORT.0, BEA.0).replace(SUPPORT.1, BEA.1);
+    let server = TestServer::start(&format!("{}{sales}", mail.channel("support", ""))).await;
+    let quote = crate::mail_servers::mail(ANN.0, BEA.0, "Quote", "quote-1@example.org", "", "A quote, please.");
+    mail.append(BEA, &quote).await;
+    let asked = first_received(&server).await["data"].clone();
+    assert_eq!(asked["channel"]["id"], "sales");
+    let cnv = asked["conversation_id"].as_str().unwrap();
+    let body = json!({"conversation_id": cnv, "text": "Here it is.", "cc": [SUPPORT.0]});
+    let (_, reply) = server.post("/v1/messages", body).await;
+    server.wait_status(reply["id"].as_str().unwrap(), "sent").await;
+    loop_until(|| async { (!mail.inbox(SUPPORT).await.is_empty()).then_some(()) }).await;
+
+    // Everything before a last mail has been decided once that one is in.
+    mail.append(SUPPORT, &mail_text(CARL.0, "Last", "last-copy@example.org", "", "Done")).await;
+    let received = loop_until(|| async {
+        let events = server.all_events().await;
+        let received: Vec<Value> =
+            events.into_iter().filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect();
+        received.iter().any(|m| m["subject"] == "Last").then_some(received)
+    })
+    .await;
+    let seen: Vec<(&str, &str)> = received
+        .iter()
+        .map(|m| (m["channel"]["id"].as_str().unwrap(), m["from"]["address"].as_str().unwrap()))
+        .collect();
+    assert_eq!(seen, [("sales", ANN.0), ("support", CARL.0)], "the copy made no message on support");
+    server.stop().await;
+}
+
 /// zammad#5716: Ann and her colleague Bea write to each other, and Bea copies us into her
 /// reply. Ann then answers the first mail of the thread (which we never saw) with us in Cc: it
 /// joins the conversation Bea's reply opened, since both answer the same mail, and our reply
