@@ -309,3 +309,43 @@ async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
     assert_eq!(stored, 2, "only the first batch is stored");
     store.close();
 }
+
+/// A second delivery of a stored mail (its own trace fields, so its own bytes) is decided
+/// before its batch stores anything: no pack is written for its source. Should the store no
+/// longer know the mail when the batch commits, the batch fails and is read again, rather than
+/// store a message without its source.
+#[tokio::test]
+async fn a_second_delivery_stores_no_source_and_fails_its_batch_if_the_first_is_gone() {
+    use crate::pipeline::{Health, InboundContext, Pipeline};
+    use crate::store::StoreError;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(dir.path()).unwrap();
+    let cx = InboundContext::new(
+        "support",
+        "email",
+        Pipeline::new(store.clone(), "http://127.0.0.1", crate::live::Live::default()),
+        Health::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    let delivery = |to: &str| {
+        let bytes = format!(
+            "Delivered-To: {to}\r\nFrom: ann@example.org\r\nTo: support@example.com\r\nCc: sales@example.net\r\n\
+             Message-ID: <twice@example.org>\r\nSubject: Order\r\n\r\nWhere is it?\r\n"
+        );
+        to_raw_inbound(&channel(), bytes.into_bytes())
+    };
+    let packs = || std::fs::read_dir(dir.path().join("blobs/packs")).unwrap().count();
+    let key = "imap:INBOX";
+    let first = cx.prepare_batch(vec![delivery("support@example.com")]).await.unwrap();
+    cx.submit_batch(first, key, None, "7:1").await.unwrap();
+    assert_eq!(packs(), 1);
+
+    let second = cx.prepare_batch(vec![delivery("sales@example.net")]).await.unwrap();
+    assert_eq!(packs(), 1, "the second delivery's source was not written");
+    store.write(|c| Ok(c.execute("DELETE FROM messages", [])?)).await.unwrap();
+    let result = cx.submit_batch(second, key, Some("7:1".into()), "7:2").await;
+    assert!(matches!(result, Err(StoreError::Stale(_))), "{result:?}");
+    assert_eq!(cx.checkpoint(key).await.unwrap().as_deref(), Some("7:1"), "read again from where it was");
+    store.close();
+}
