@@ -107,6 +107,14 @@ fn decide_and_store(
     if raw.auto_reply && conversation.is_none() && !accepting {
         return reject(conn, &raw, &stored, "an automatic reply outside any conversation", now_ms);
     }
+    // A reply-all into another channel's conversation: that channel has its own copy, and one
+    // conversation stays one (freescout#5284), rather than one per mailbox copied.
+    if let (None, false, Some((conversation, channel))) =
+        (&conversation, accepting, answered_on_another_channel(conn, &raw)?)
+    {
+        let reason = format!("an answer in conversation {conversation} of channel {channel}, which it was sent to too");
+        return reject(conn, &raw, &stored, &reason, now_ms);
+    }
     // A flood from one sender: messages that reached the provider within the hour, beyond what
     // one sender may bring in an hour. A backlog (mail the mailbox got earlier, fetched late)
     // neither counts nor is counted; a Date the sender wrote decides nothing, since a flood can
@@ -442,6 +450,24 @@ fn find_conversation(
     };
     let Some((id, reason)) = stitch::email::find_conversation(mail, &mut lookup)? else { return Ok(None) };
     Ok(store::conversations::get(conn, &id)?.map(|c| (c, reason)))
+}
+
+/// The conversation of another of our channels that `raw` answers (it replies to one of our
+/// messages there), when `raw` was also sent to the address that message came from, so that
+/// channel gets a copy of its own: `(conversation, channel)`. Asked only of a mail that found
+/// no conversation on its own channel.
+fn answered_on_another_channel(conn: &Connection, raw: &RawInbound) -> Result<Option<(String, String)>, StoreError> {
+    let Some(mail) = &raw.mail else { return Ok(None) };
+    let sent_there = |address: &str| raw.to.iter().chain(&raw.cc).any(|p| p.address.eq_ignore_ascii_case(address));
+    for id in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
+        let Some((message_id, _)) = stitch::email::own_message(id) else { continue };
+        let Some(ours) = store::messages::get(conn, message_id.as_str())? else { continue };
+        if ours.direction == Direction::Outbound && ours.channel.id != raw.channel_id && sent_there(&ours.from.address)
+        {
+            return Ok(Some((ours.conversation_id.to_string(), ours.channel.id)));
+        }
+    }
+    Ok(None)
 }
 
 /// The participants of a mail's conversation. A bounce's sender (the mailer daemon) does not

@@ -2019,9 +2019,10 @@ async fn move_without_the_move_extension_copies_and_expunges_only_what_was_impor
 /// freescout#5284, #5368: one of our channels answers a customer and copies the address of
 /// another of our channels. The copy that mailbox gets is the message the first channel sent,
 /// not a mail to the second from one of our addresses: no conversation with ourselves opens
-/// there (whose answers would bounce between the two channels).
+/// there (whose answers would bounce between the two channels). The customer's answer to all
+/// stays in the first channel's conversation instead of opening one in each mailbox.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_copy_of_our_mail_in_another_of_our_mailboxes_is_that_message() {
+async fn a_copy_of_our_mail_in_another_of_our_mailboxes_and_the_answer_to_all_stay_one_conversation() {
     let mail = MailServers::start().await;
     // Sales reads and sends as Bea's mailbox.
     let sales = mail.channel("sales", "").replace(SUPPORT.0, BEA.0).replace(SUPPORT.1, BEA.1);
@@ -2035,6 +2036,25 @@ async fn a_copy_of_our_mail_in_another_of_our_mailboxes_is_that_message() {
     let (_, reply) = server.post("/v1/messages", body).await;
     server.wait_status(reply["id"].as_str().unwrap(), "sent").await;
     loop_until(|| async { (!mail.inbox(SUPPORT).await.is_empty()).then_some(()) }).await;
+    let ours = loop_until(|| async { mail.inbox(ANN).await.pop() }).await;
+    let ours = String::from_utf8_lossy(&ours.2).into_owned();
+    let ours = ours.lines().find_map(|l| l.strip_prefix("Message-ID: ")).unwrap().to_owned();
+
+    // Ann answers all: Bea's (sales') copy joins the conversation; support leaves its copy to
+    // sales. What she writes to support alone about it is support's.
+    let answering = |cc: &str| format!("{cc}In-Reply-To: {ours}\nReferences: <quote-1@example.org> {ours}\n");
+    let all = crate::mail_servers::mail(
+        ANN.0,
+        BEA.0,
+        "Re: Quote",
+        "ann-all@example.org",
+        &answering("Cc: support@example.com\n"),
+        "Thanks!",
+    );
+    mail.append(BEA, &all).await;
+    mail.append(SUPPORT, &all).await;
+    let alone = mail_text(ANN.0, "Re: Quote", "ann-alone@example.org", &answering(""), "Can support help?");
+    mail.append(SUPPORT, &alone).await;
 
     // Everything before a last mail has been decided once that one is in.
     mail.append(SUPPORT, &mail_text(CARL.0, "Last", "last-copy@example.org", "", "Done")).await;
@@ -2042,14 +2062,32 @@ async fn a_copy_of_our_mail_in_another_of_our_mailboxes_is_that_message() {
         let events = server.all_events().await;
         let received: Vec<Value> =
             events.into_iter().filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect();
-        received.iter().any(|m| m["subject"] == "Last").then_some(received)
+        let last = received.iter().any(|m| m["subject"] == "Last");
+        (last && received.iter().filter(|m| m["channel"]["id"] == "sales").count() == 2).then_some(received)
     })
     .await;
-    let seen: Vec<(&str, &str)> = received
-        .iter()
-        .map(|m| (m["channel"]["id"].as_str().unwrap(), m["from"]["address"].as_str().unwrap()))
-        .collect();
-    assert_eq!(seen, [("sales", ANN.0), ("support", CARL.0)], "the copy made no message on support");
+    let on = |channel: &str| -> Vec<(String, String)> {
+        let of = received.iter().filter(|m| m["channel"]["id"] == channel);
+        of.map(|m| {
+            (
+                m["provider"]["message_id"].as_str().unwrap().to_owned(),
+                m["stitch"]["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+    };
+    let pair = |id: &str, reason: &str| (id.to_owned(), reason.to_owned());
+    assert_eq!(on("sales"), [pair("quote-1@example.org", "new"), pair("ann-all@example.org", "in_reply_to")]);
+    assert_eq!(
+        on("support"),
+        [pair("ann-alone@example.org", "new"), pair("last-copy@example.org", "new")],
+        "the copy of our mail made no message on support, nor did Ann's answer to all"
+    );
+    let (_, refused) = server.get("/v1/channels/support/rejected").await;
+    let refused = refused["rejected"].as_array().unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let reason = refused[0]["reason"].as_str().unwrap();
+    assert!(reason.starts_with(&format!("an answer in conversation {cnv} of channel sales")), "{reason}");
     server.stop().await;
 }
 
