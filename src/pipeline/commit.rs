@@ -21,12 +21,14 @@ const HOUR_MS: i64 = 3_600_000;
 const ARRIVED: store::messages::ContactMessages = store::messages::ContactMessages::ArrivedInbound;
 
 /// What an item's channel and store decide it by, besides the item itself.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub(super) struct Rules {
     /// The messages one sender may bring in an hour on the channel.
     pub sender_limit: Option<u32>,
     /// `Store::mail_source_keys_before`: when mail stopped being known by its whole source.
     pub source_keys_before: Option<i64>,
+    /// The channels as configured when the item's batch was prepared.
+    pub channels: std::sync::Arc<crate::channels::Registry>,
 }
 
 /// One inbound item's outcome, written.
@@ -34,7 +36,7 @@ pub(super) fn commit(
     conn: &Connection,
     raw: RawInbound,
     stored: StoredParts,
-    rules: Rules,
+    rules: &Rules,
 ) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal;
     // Only a sender limit refuses for the moment; with one, the item may have been held back.
@@ -58,7 +60,7 @@ fn decide_and_store(
     conn: &Connection,
     raw: RawInbound,
     stored: StoredParts,
-    rules: Rules,
+    rules: &Rules,
 ) -> Result<Outcome, StoreError> {
     let accepting = raw.accepted_refusal.is_some();
     let sender_limit = rules.sender_limit;
@@ -110,7 +112,7 @@ fn decide_and_store(
     // A reply-all into another channel's conversation: that channel has its own copy, and one
     // conversation stays one (freescout#5284), rather than one per mailbox copied.
     if let (None, false, Some((conversation, channel))) =
-        (&conversation, accepting, answered_on_another_channel(conn, &raw)?)
+        (&conversation, accepting, answered_on_another_channel(conn, &raw, &rules.channels)?)
     {
         let reason = format!("an answer in conversation {conversation} of channel {channel}, which it was sent to too");
         return reject(conn, &raw, &stored, &reason, now_ms);
@@ -247,7 +249,7 @@ fn store_message(
 pub(super) fn already_decided(
     conn: &Connection,
     raw: &RawInbound,
-    rules: Rules,
+    rules: &Rules,
 ) -> Result<Option<Outcome>, StoreError> {
     let accepting = raw.accepted_refusal.is_some();
     if let Some(key) = &raw.dedup_key {
@@ -454,16 +456,20 @@ fn find_conversation(
 
 /// The conversation of another of our channels that `raw` answers (it replies to one of our
 /// messages there), when `raw` was also sent to the address that message came from, so that
-/// channel gets a copy of its own: `(conversation, channel)`. Asked only of a mail that found
-/// no conversation on its own channel.
-fn answered_on_another_channel(conn: &Connection, raw: &RawInbound) -> Result<Option<(String, String)>, StoreError> {
+/// channel, still configured, gets a copy of its own: `(conversation, channel)`. Asked only of
+/// a mail that found no conversation on its own channel.
+fn answered_on_another_channel(
+    conn: &Connection,
+    raw: &RawInbound,
+    channels: &crate::channels::Registry,
+) -> Result<Option<(String, String)>, StoreError> {
     let Some(mail) = &raw.mail else { return Ok(None) };
     let sent_there = |address: &str| raw.to.iter().chain(&raw.cc).any(|p| p.address.eq_ignore_ascii_case(address));
     for id in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
         let Some((message_id, _)) = stitch::email::own_message(id) else { continue };
         let Some(ours) = store::messages::get(conn, message_id.as_str())? else { continue };
-        if ours.direction == Direction::Outbound && ours.channel.id != raw.channel_id && sent_there(&ours.from.address)
-        {
+        let elsewhere = ours.channel.id != raw.channel_id && channels.get(&ours.channel.id).is_some();
+        if ours.direction == Direction::Outbound && elsewhere && sent_there(&ours.from.address) {
             return Ok(Some((ours.conversation_id.to_string(), ours.channel.id)));
         }
     }

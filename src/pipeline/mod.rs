@@ -81,11 +81,13 @@ impl Pipeline {
     }
 
     /// What items of `channel` are decided by: its sender limit
-    /// (`limits.inbound_per_sender_per_hour`), and the store's.
+    /// (`limits.inbound_per_sender_per_hour`), the channels configured now, and the store's.
     fn rules(&self, channel: &str) -> commit::Rules {
+        let channels = self.channels.load();
         commit::Rules {
-            sender_limit: self.channels.load().get(channel).and_then(|c| c.config.sender_limit()),
+            sender_limit: channels.get(channel).and_then(|c| c.config.sender_limit()),
             source_keys_before: self.store.mail_source_keys_before(),
+            channels,
         }
     }
 
@@ -146,7 +148,7 @@ impl Pipeline {
             .read(move |conn| {
                 let decided = raws
                     .iter()
-                    .map(|r| Ok(may_share(r) && commit::already_decided(conn, r, rules)?.is_some()))
+                    .map(|r| Ok(may_share(r) && commit::already_decided(conn, r, &rules)?.is_some()))
                     .collect::<Result<Vec<bool>, StoreError>>()?;
                 Ok((raws, decided))
             })
@@ -189,7 +191,7 @@ impl Pipeline {
             let outcomes = batch
                 .items
                 .into_iter()
-                .map(|(raw, stored)| commit::commit(conn, raw, stored, rules))
+                .map(|(raw, stored)| commit::commit(conn, raw, stored, &rules))
                 .collect::<Result<Vec<_>, _>>()?;
             store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
             Ok(outcomes)
@@ -211,7 +213,7 @@ impl Pipeline {
         self.store
             .write(move |conn| {
                 store::blobs::index(conn, &new_blobs)?;
-                commit::commit(conn, raw, stored, rules)
+                commit::commit(conn, raw, stored, &rules)
             })
             .await
     }

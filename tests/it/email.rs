@@ -2088,6 +2088,19 @@ async fn a_copy_of_our_mail_in_another_of_our_mailboxes_and_the_answer_to_all_st
     assert_eq!(refused.len(), 1, "{refused:?}");
     let reason = refused[0]["reason"].as_str().unwrap();
     assert!(reason.starts_with(&format!("an answer in conversation {cnv} of channel sales")), "{reason}");
+
+    // With sales no longer configured, support keeps such an answer: no one else would.
+    let mut server = server;
+    server.reload(&mail.channel("support", "")).await;
+    // (Answering only our mail, under a new subject: nothing on support threads it.)
+    let headers = format!("Cc: support@example.com\nIn-Reply-To: {ours}\nReferences: {ours}\n");
+    let again = crate::mail_servers::mail(ANN.0, BEA.0, "Another order", "ann-all-2@example.org", &headers, "More.");
+    mail.append(SUPPORT, &again).await;
+    loop_until(|| async {
+        let events = server.all_events().await;
+        events.iter().any(|e| e["data"]["provider"]["message_id"] == "ann-all-2@example.org").then_some(())
+    })
+    .await;
     server.stop().await;
 }
 
