@@ -272,18 +272,10 @@ fn check(raw: &crate::channels::RawInbound, bytes: &[u8], expected: &serde_json:
 /// batch is fetched again instead of being skipped.
 #[tokio::test]
 async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
-    use crate::pipeline::{Health, InboundContext, Pipeline};
     use crate::store::StoreError;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::Store::open(dir.path()).unwrap();
-    let cx = InboundContext::new(
-        "support",
-        "email",
-        Pipeline::new(store.clone(), "http://127.0.0.1", crate::live::Live::default()),
-        Health::default(),
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let (store, cx) = pull_context(dir.path());
     let mail = |n: u32| {
         let bytes =
             format!("From: c{n}@example.org\r\nTo: support@example.com\r\nSubject: Order {n}\r\n\r\nHello {n}\r\n");
@@ -316,18 +308,10 @@ async fn a_batch_queued_behind_a_failed_one_is_not_committed() {
 /// store a message without its source.
 #[tokio::test]
 async fn a_second_delivery_stores_no_source_and_fails_its_batch_if_the_first_is_gone() {
-    use crate::pipeline::{Health, InboundContext, Pipeline};
     use crate::store::StoreError;
 
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::Store::open(dir.path()).unwrap();
-    let cx = InboundContext::new(
-        "support",
-        "email",
-        Pipeline::new(store.clone(), "http://127.0.0.1", crate::live::Live::default()),
-        Health::default(),
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let (store, cx) = pull_context(dir.path());
     let delivery = |to: &str| {
         let bytes = format!(
             "Delivered-To: {to}\r\nFrom: ann@example.org\r\nTo: support@example.com\r\nCc: sales@example.net\r\n\
@@ -348,4 +332,18 @@ async fn a_second_delivery_stores_no_source_and_fails_its_batch_if_the_first_is_
     assert!(matches!(result, Err(StoreError::Stale(_))), "{result:?}");
     assert_eq!(cx.checkpoint(key).await.unwrap().as_deref(), Some("7:1"), "read again from where it was");
     store.close();
+}
+
+/// A store in `dir` and the support channel's context over it, as a pull loop gets it.
+fn pull_context(dir: &std::path::Path) -> (crate::store::Store, crate::pipeline::InboundContext) {
+    use crate::pipeline::{Health, InboundContext, Pipeline};
+    let store = crate::store::Store::open(dir).unwrap();
+    let cx = InboundContext::new(
+        "support",
+        "email",
+        Pipeline::new(store.clone(), "http://127.0.0.1", crate::live::Live::default()),
+        Health::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    (store, cx)
 }
