@@ -381,6 +381,17 @@ mod tests {
     }
 
     #[test]
+    fn our_message_id_names_its_message_and_conversation() {
+        let (msg, cnv) = (MessageId::new(), ConversationId::new());
+        let ours = own_message_id(msg.as_str(), cnv.as_str(), "example.com");
+        assert_eq!(own_message(&ours), Some((msg, cnv.clone())));
+        assert_eq!(own_conversation(&ours), Some(cnv));
+        for other in ["ann-1@example.org", "msg_.cnv_1@x", "msg_1.x_2@x", "x_1.cnv_2@x", "msg_1@x", "msg_1.cnv_2-3@x"] {
+            assert_eq!(own_message(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn own_message_id_and_token_find_the_conversation() {
         let cnv = ConversationId::new();
         let mut fake = Fake::default();
