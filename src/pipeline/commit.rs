@@ -271,10 +271,8 @@ pub(super) fn already_decided(
     // sent too, with this channel's address in Cc (freescout#5284, #5368): its Message-ID names
     // the message.
     let Some(header) = known_by(raw) else { return Ok(None) };
-    if let Some((message_id, conversation_id)) = stitch::email::own_message(header) {
-        if store::messages::is_outbound_of(conn, message_id.as_str(), conversation_id.as_str())? {
-            return Ok(Some(Outcome::Duplicate { message_id, conversation_id }));
-        }
+    if let Some(ours) = our_outbound_message(conn, header)? {
+        return Ok(Some(Outcome::Duplicate { message_id: ours.id, conversation_id: ours.conversation_id }));
     }
     if raw.sent_by_us {
         if let Some((message_id, conversation_id)) = store::mail::outbound_by_header(conn, &raw.channel_id, header)? {
@@ -284,6 +282,13 @@ pub(super) fn already_decided(
         }
     }
     Ok(None)
+}
+
+/// The outbound message, on any of our channels, that a Message-ID of our form names.
+fn our_outbound_message(conn: &Connection, header_id: &str) -> Result<Option<Message>, StoreError> {
+    let Some((message_id, conversation_id)) = stitch::email::own_message(header_id) else { return Ok(None) };
+    let ours = store::messages::get(conn, message_id.as_str())?;
+    Ok(ours.filter(|m| m.direction == Direction::Outbound && m.conversation_id == conversation_id))
 }
 
 /// How many of a mail's References, the newest, `record_unseen_references` considers.
@@ -466,10 +471,9 @@ fn answered_on_another_channel(
     let Some(mail) = &raw.mail else { return Ok(None) };
     let sent_there = |address: &str| raw.to.iter().chain(&raw.cc).any(|p| p.address.eq_ignore_ascii_case(address));
     for id in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
-        let Some((message_id, _)) = stitch::email::own_message(id) else { continue };
-        let Some(ours) = store::messages::get(conn, message_id.as_str())? else { continue };
+        let Some(ours) = our_outbound_message(conn, id)? else { continue };
         let elsewhere = ours.channel.id != raw.channel_id && channels.get(&ours.channel.id).is_some();
-        if ours.direction == Direction::Outbound && elsewhere && sent_there(&ours.from.address) {
+        if elsewhere && sent_there(&ours.from.address) {
             return Ok(Some((ours.conversation_id.to_string(), ours.channel.id)));
         }
     }

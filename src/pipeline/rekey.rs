@@ -123,7 +123,7 @@ mod tests {
         store
             .write(move |c| {
                 blobs::index(c, &packed)?;
-                mail::set_meta(c, "mail_source_keys_before", "1")?;
+                mail::set_meta(c, mail::SOURCE_KEYS_BEFORE, "1")?;
                 c.execute_batch(
                     "INSERT INTO contacts (id, created_at, updated_at) VALUES ('ct_1', 0, 0);
                      INSERT INTO conversations (id, channel_id, channel_type, thread_key, contact_id, peer_address,

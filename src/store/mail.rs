@@ -256,12 +256,12 @@ pub fn rejected(conn: &Connection, channel_id: &str, dedup_key: &str) -> Result<
         .optional()?)
 }
 
+/// The `store_meta` key migration 8 writes: when it ran, if the store held mail then.
+pub const SOURCE_KEYS_BEFORE: &str = "mail_source_keys_before";
+
 /// When store migration 8 ran, if the store held mail then (`Store::mail_source_keys_before`).
 pub fn source_keys_before(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT CAST(value AS INTEGER) FROM store_meta WHERE key = 'mail_source_keys_before'")?
-        .query_row([], |r| r.get(0))
-        .optional()?)
+    Ok(meta(conn, SOURCE_KEYS_BEFORE)?.and_then(|ms| ms.parse().ok()))
 }
 
 /// An item refused for the moment (not remembered) came in later as `message_id`: its refusals

@@ -64,15 +64,6 @@ pub fn update(conn: &Connection, m: &Message) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Whether `id` is an outbound message of `conversation_id` (on any channel).
-pub fn is_outbound_of(conn: &Connection, id: &str, conversation_id: &str) -> Result<bool, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT 1 FROM messages WHERE id = ?1 AND conversation_id = ?2 AND direction = 'outbound'")?
-        .query_row([id, conversation_id], |_| Ok(()))
-        .optional()?
-        .is_some())
-}
-
 pub fn get(conn: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
     let body: Option<String> =
         conn.prepare_cached("SELECT body FROM messages WHERE id = ?1")?.query_row([id], |r| r.get(0)).optional()?;

@@ -1105,7 +1105,13 @@ async fn smtp_refusals_fail_the_message_permanently() {
 }
 
 async fn count(server: &TestServer) -> usize {
-    server.all_events().await.iter().filter(|e| e["type"] == "message.received").count()
+    received(server).await.len()
+}
+
+/// The messages the gateway announced as received, in order.
+async fn received(server: &TestServer) -> Vec<Value> {
+    let events = server.all_events().await.into_iter();
+    events.filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect()
 }
 
 fn mail_text(from: &str, subject: &str, message_id: &str, headers: &str, body: &str) -> String {
@@ -2059,9 +2065,7 @@ async fn a_copy_of_our_mail_in_another_of_our_mailboxes_and_the_answer_to_all_st
     // Everything before a last mail has been decided once that one is in.
     mail.append(SUPPORT, &mail_text(CARL.0, "Last", "last-copy@example.org", "", "Done")).await;
     let received = loop_until(|| async {
-        let events = server.all_events().await;
-        let received: Vec<Value> =
-            events.into_iter().filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect();
+        let received = received(&server).await;
         let last = received.iter().any(|m| m["subject"] == "Last");
         (last && received.iter().filter(|m| m["channel"]["id"] == "sales").count() == 2).then_some(received)
     })
@@ -2127,9 +2131,7 @@ async fn a_thread_we_were_copied_into_late_stays_one_conversation() {
     let carl = crate::mail_servers::mail(CARL.0, SUPPORT.0, "Re: Project", "carl-1@example.org", &carl_headers, "Me?");
     mail.append(SUPPORT, &carl).await;
     let received = loop_until(|| async {
-        let events = server.all_events().await;
-        let received: Vec<Value> =
-            events.into_iter().filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect();
+        let received = received(&server).await;
         (received.len() == 3).then_some(received)
     })
     .await;
@@ -2690,14 +2692,13 @@ async fn one_mail_delivered_twice_comes_in_once() {
     // Everything before a last mail has been decided once that one is in.
     mail.append(SUPPORT, &mail_text(BEA.0, "Last", "last@example.org", "", "Done")).await;
     let received = loop_until(|| async {
-        let events = server.all_events().await;
-        let received: Vec<Value> = events.into_iter().filter(|e| e["type"] == "message.received").collect();
-        received.iter().any(|e| e["data"]["subject"] == "Last").then_some(received)
+        let received = received(&server).await;
+        received.iter().any(|m| m["subject"] == "Last").then_some(received)
     })
     .await;
-    let texts: Vec<&str> = received.iter().map(|e| e["data"]["text"].as_str().unwrap().trim()).collect();
+    let texts: Vec<&str> = received.iter().map(|m| m["text"].as_str().unwrap().trim()).collect();
     assert_eq!(texts, ["Where is it?", "Another mail, same Message-ID", "Done"]);
-    let (once, reuse) = (&received[0]["data"], &received[1]["data"]);
+    let (once, reuse) = (&received[0], &received[1]);
     assert_eq!(once["provider"]["message_id"], reuse["provider"]["message_id"]);
     // The copy kept is the first delivery, byte for byte.
     let response = server.http.get(once["source"]["url"].as_str().unwrap()).bearer_auth(TOKEN).send().await.unwrap();

@@ -257,6 +257,14 @@ mod tests {
         (url, grant)
     }
 
+    /// A fresh store (in the returned directory) and the support channel's state in it.
+    fn channel_state() -> (tempfile::TempDir, crate::store::Store, ChannelState) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let state = ChannelState::new(store.clone(), "support");
+        (dir, store, state)
+    }
+
     fn grant(token_url: String, refresh_token: &str) -> OAuth2Config {
         OAuth2Config {
             client_id: "switchboard".into(),
@@ -276,9 +284,7 @@ mod tests {
     /// not the stored rotation of the dead grant; and once rotated in turn, its rotation is.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_new_refresh_token_in_the_config_replaces_the_stored_rotation_of_a_dead_grant() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
-        let state = ChannelState::new(store.clone(), "support");
+        let (_dir, store, state) = channel_state();
         let (url, live) = rotating_token_endpoint_with_grant().await;
         let first = TokenSource::new(grant(url.clone(), "rt-0"), state.clone());
         assert_eq!(first.access_token().await.unwrap(), "at-0");
@@ -302,9 +308,7 @@ mod tests {
     /// token, which is recorded then.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rotation_stored_without_its_origin_is_still_used() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
-        let state = ChannelState::new(store.clone(), "support");
+        let (_dir, store, state) = channel_state();
         let (url, live) = rotating_token_endpoint_with_grant().await;
         *live.lock().unwrap() = "rt-7".into();
         let source = TokenSource::new(grant(url, "rt-0"), state.clone());
@@ -316,9 +320,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn imap_and_smtp_refreshing_one_grant_at_once_both_get_a_token() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path()).unwrap();
-        let state = ChannelState::new(store.clone(), "support");
+        let (_dir, store, state) = channel_state();
         let config = grant(rotating_token_endpoint().await, "rt-0");
         let imap = TokenSource::new(config.clone(), state.clone());
         let smtp = TokenSource::new(config, state.clone());
