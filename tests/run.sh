@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
-# first: Dovecot (IMAP + LMTP), Postfix and Exim (real MTAs' DSNs and bounces; Exim unpacked, not
-# installed, since it conflicts with Postfix) and openssl (test
+# first: Dovecot (IMAP + LMTP), Cyrus IMAP (a second IMAP server; unpacked, not installed, since
+# it conflicts with Dovecot), Postfix and Exim (real MTAs' DSNs and bounces; Exim unpacked, since
+# it conflicts with Postfix) and openssl (test
 # certificates) from Debian for the email channel's real mail servers, tnef (Debian's winmail.dat
 # decoder, a second reader for ours), Sisimai (libsisimai-perl, a bounce parser our reading of
 # bounces is checked against); lintian, debootstrap and systemd-nspawn (systemd-container)
@@ -42,34 +43,49 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# Servers whose packages conflict with the ones installed above are unpacked, not installed,
+# into target/test-data/<name> and run from there; the libraries they link are installed.
+# unpack DIR FILE PACKAGE...: unpacks the packages into DIR unless DIR/FILE is there.
+unpack() {
+  local dir=$1 file=$2; shift 2
+  if [ ! -e "$dir/$file" ]; then
+    echo "unpacking Debian's $* into $dir" >&2
+    rm -rf "$dir-deb" "$dir" && mkdir -p "$dir-deb"
+    if ! (cd "$dir-deb" && apt-get download -qq "$@" 2>/dev/null); then
+      apt-get update -q >/dev/null
+      (cd "$dir-deb" && apt-get download -qq "$@")
+    fi
+    for deb in "$dir"-deb/*.deb; do dpkg-deb -x "$deb" "$dir"; done
+  fi
+  local libs=()
+  for deb in "$dir"-deb/*.deb; do
+    for dep in $(dpkg-deb -f "$deb" Depends | tr ',' '\n' | awk '$1 ~ /^lib/ {print $1}'); do
+      dpkg -s "$dep" >/dev/null 2>&1 || libs+=("$dep")
+    done
+  done
+  if [ ${#libs[@]} -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || { echo "$* need ${libs[*]} (run as root)" >&2; exit 1; }
+    echo "installing from Debian for $*: ${libs[*]}" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${libs[@]}" >/dev/null
+  fi
+}
+# system_user NAME HOME: the user (and group) a server's package would add, for it to drop to.
+system_user() {
+  id "$1" >/dev/null 2>&1 && return
+  [ "$(id -u)" = 0 ] || { echo "the tests need a system user $1 (run as root)" >&2; exit 1; }
+  getent group "$1" >/dev/null || groupadd --system "$1"
+  useradd --system --gid "$1" --no-create-home --home-dir "$2" --shell /usr/sbin/nologin "$1"
+}
+
 # Exim (Debian's exim4-daemon-light), a second real MTA whose bounces and delay warnings the
-# email tests read. Its package conflicts with Postfix's, so it is not installed: it is unpacked
-# into target/test-data/exim4 and run from there, and what its package would bring is added here
-# (the libraries it links, the Debian-exim user it delivers as).
-exim_dir=target/test-data/exim4
-if [ ! -x "$exim_dir/usr/sbin/exim4" ]; then
-  echo "unpacking Debian's exim4-daemon-light into $exim_dir" >&2
-  rm -rf "$exim_dir-deb" && mkdir -p "$exim_dir-deb"
-  if ! (cd "$exim_dir-deb" && apt-get download -qq exim4-daemon-light 2>/dev/null); then
-    apt-get update -q >/dev/null
-    (cd "$exim_dir-deb" && apt-get download -qq exim4-daemon-light)
-  fi
-  dpkg-deb -x "$exim_dir"-deb/exim4-daemon-light_*.deb "$exim_dir"
-fi
-exim_libs=()
-for dep in $(dpkg-deb -f "$exim_dir"-deb/exim4-daemon-light_*.deb Depends | tr ',' '\n' | awk '$1 ~ /^lib/ {print $1}'); do
-  dpkg -s "$dep" >/dev/null 2>&1 || exim_libs+=("$dep")
-done
-if [ ${#exim_libs[@]} -gt 0 ] || ! id Debian-exim >/dev/null 2>&1; then
-  [ "$(id -u)" = 0 ] || { echo "Exim needs ${exim_libs[*]} and the Debian-exim user (run as root)" >&2; exit 1; }
-  if [ ${#exim_libs[@]} -gt 0 ]; then
-    echo "installing from Debian for Exim: ${exim_libs[*]}" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${exim_libs[@]}" >/dev/null
-  fi
-  getent group Debian-exim >/dev/null || groupadd --system Debian-exim
-  id Debian-exim >/dev/null 2>&1 \
-    || useradd --system --gid Debian-exim --home-dir /var/spool/exim4 --shell /usr/sbin/nologin Debian-exim
-fi
+# email tests read; its package conflicts with Postfix's.
+unpack target/test-data/exim4 usr/sbin/exim4 exim4-daemon-light
+system_user Debian-exim /var/spool/exim4
+
+# Cyrus IMAP (Debian's cyrus-imapd), a second real IMAP server the email channel is run against;
+# its package conflicts with Dovecot's. sasl2-bin brings saslpasswd2, for its test users.
+unpack target/test-data/cyrus usr/lib/cyrus/bin/imapd cyrus-imapd cyrus-common sasl2-bin
+system_user cyrus /var/lib/cyrus
 
 # cargo-deb builds the .deb (packaging/build.sh); pinned so the package test is repeatable.
 if ! cargo deb --version >/dev/null 2>&1; then

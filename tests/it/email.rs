@@ -1104,12 +1104,12 @@ async fn smtp_refusals_fail_the_message_permanently() {
     server.stop().await;
 }
 
-async fn count(server: &TestServer) -> usize {
+pub(crate) async fn count(server: &TestServer) -> usize {
     received(server).await.len()
 }
 
 /// The messages the gateway announced as received, in order.
-async fn received(server: &TestServer) -> Vec<Value> {
+pub(crate) async fn received(server: &TestServer) -> Vec<Value> {
     let events = server.all_events().await.into_iter();
     events.filter(|e| e["type"] == "message.received").map(|e| e["data"].clone()).collect()
 }
@@ -1222,7 +1222,7 @@ async fn append_fixture(mail: &MailServers, name: &str) {
 
 /// Polls `f` until it yields a value (30 s at most: on two busy cores a first login can meet
 /// Dovecot's auth still starting, and the reconnect backoff then takes seconds).
-async fn loop_until<T, F, Fut>(f: F) -> T
+pub(crate) async fn loop_until<T, F, Fut>(f: F) -> T
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,

@@ -584,11 +584,8 @@ begin retry
     }
 
     /// A test-side IMAP session (a mail client of the test's own).
-    pub async fn login(&self, (user, password): (&str, &str)) -> Session<TcpStream> {
-        let tcp = TcpStream::connect(("127.0.0.1", self.imap_port)).await.unwrap();
-        let mut client = async_imap::Client::new(tcp);
-        client.read_response().await.unwrap();
-        client.login(user, password).await.map_err(|(e, _)| e).unwrap()
+    pub async fn login(&self, account: (&str, &str)) -> Session<TcpStream> {
+        imap_login(self.imap_port, account).await
     }
 
     /// Puts a mail into a user's INBOX with IMAP APPEND.
@@ -643,16 +640,9 @@ begin retry
     /// Every mail in a user's INBOX as (uid, flags, raw bytes).
     pub async fn inbox(&self, account: (&str, &str)) -> Vec<(u32, Vec<String>, Vec<u8>)> {
         let mut session = self.login(account).await;
-        session.select("INBOX").await.unwrap();
-        let fetches: Vec<_> =
-            session.uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])").await.unwrap().try_collect().await.unwrap_or_default();
-        let mut out: Vec<_> = fetches
-            .iter()
-            .filter_map(|f| Some((f.uid?, f.flags().map(|fl| format!("{fl:?}")).collect(), f.body()?.to_vec())))
-            .collect();
-        out.sort_by_key(|(uid, _, _)| *uid);
+        let (mails, _) = mails_in(&mut session, "INBOX").await;
         session.logout().await.unwrap();
-        out
+        mails
     }
 
     /// Deletes every mail in a user's INBOX (flag and expunge).
@@ -672,6 +662,28 @@ impl Drop for MailServers {
         let _ = self.smtp.kill();
         let _ = self.smtp.wait();
     }
+}
+
+/// A test-side IMAP session (a mail client of the test's own) with the server on `port`.
+pub async fn imap_login(port: u16, (user, password): (&str, &str)) -> Session<TcpStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut client = async_imap::Client::new(tcp);
+    client.read_response().await.unwrap();
+    client.login(user, password).await.map_err(|(e, _)| e).unwrap()
+}
+
+/// Every mail in `folder` (selected in `session`) as (uid, flags, raw bytes), and the folder's
+/// UIDVALIDITY.
+pub async fn mails_in(session: &mut Session<TcpStream>, folder: &str) -> (Vec<(u32, Vec<String>, Vec<u8>)>, u32) {
+    let validity = session.select(folder).await.unwrap().uid_validity.unwrap();
+    let fetches: Vec<_> =
+        session.uid_fetch("1:*", "(UID FLAGS BODY.PEEK[])").await.unwrap().try_collect().await.unwrap_or_default();
+    let mut mails: Vec<_> = fetches
+        .iter()
+        .filter_map(|f| Some((f.uid?, f.flags().map(|fl| format!("{fl:?}")).collect(), f.body()?.to_vec())))
+        .collect();
+    mails.sort_by_key(|(uid, _, _)| *uid);
+    (mails, validity)
 }
 
 /// A mail as a client would write it.
