@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
-# first: Dovecot (IMAP + LMTP), Cyrus IMAP (a second IMAP server; unpacked, not installed, since
+# first: Dovecot (IMAP + LMTP + Sieve), Cyrus IMAP (a second IMAP server; unpacked, not installed, since
 # it conflicts with Dovecot), Postfix and Exim (real MTAs' DSNs and bounces; Exim unpacked, since
 # it conflicts with Postfix) and openssl (test
 # certificates) from Debian for the email channel's real mail servers, tnef (Debian's winmail.dat
@@ -11,7 +11,8 @@
 # cargo-deb from crates.io; from PyPI
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator), werkzeug (an
 # HTTP library reading our download headers), RTFDE and striprtf (readers of Outlook's RTF
-# bodies) and aiosmtpd, the real SMTP server the tests send through. Fails — never skips — when something cannot be
+# bodies), flufl.bounce (GNU Mailman's bounce detector, with its corpus of real bounces) and
+# aiosmtpd, the real SMTP server the tests send through. Fails — never skips — when something cannot be
 # installed.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
@@ -21,6 +22,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v dovecot >/dev/null || need_apt+=(dovecot-imapd)
 [ -x /usr/lib/dovecot/lmtp ] || need_apt+=(dovecot-lmtpd)
+[ -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ] || need_apt+=(dovecot-sieve)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 command -v file >/dev/null || need_apt+=(file)
@@ -105,6 +107,7 @@ declare -A wanted=(
   [werkzeug]="werkzeug>=3.0"
   [RTFDE]="RTFDE==0.1.2.2"
   [striprtf]="striprtf==0.0.35"
+  [flufl.bounce]="flufl.bounce==6.0.0"
 )
 missing=()
 for module in "${!wanted[@]}"; do
@@ -132,5 +135,17 @@ if [ ! -d "$tnef_samples" ]; then
   tar -xzf target/test-data/tnefparse-1.4.0.tar.gz -C target/test-data
 fi
 export SB_TNEF_SAMPLES="$PWD/$tnef_samples"
+
+# Real bounces from many mail servers: the test data in flufl.bounce's (GNU Mailman's bounce
+# detector) source distribution on PyPI. The email tests read each as flufl.bounce does.
+bounce_samples=target/test-data/flufl_bounce-6.0.0/tests/data
+if [ ! -d "$bounce_samples" ]; then
+  echo "downloading bounce samples (flufl.bounce 6.0.0 sdist) from PyPI" >&2
+  mkdir -p target/test-data
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    flufl.bounce==6.0.0 -d target/test-data
+  tar -xzf target/test-data/flufl_bounce-6.0.0.tar.gz -C target/test-data
+fi
+export SB_FLUFL_BOUNCE_SAMPLES="$PWD/$bounce_samples"
 
 cargo test --locked "$@"

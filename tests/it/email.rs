@@ -1604,6 +1604,36 @@ async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
     server.stop().await;
 }
 
+/// The recipient's own mail server refuses a mail it had accepted: Dovecot runs Ann's Sieve
+/// script, which rejects it (RFC 5429), and sends the sender its rejection notice — not a DSN
+/// but a message disposition notification (RFC 8098) with the disposition `deleted`, as
+/// Dovecot's delivery agent also sends over quota. It names and fails the message it refuses,
+/// with Ann's reason; Sisimai reads Dovecot's notice as a bounce for Ann too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sieve_rejection_by_the_recipients_server_fails_the_message() {
+    let script = "require \"reject\";\nreject \"I do not take mail from shops. Ann\";\n";
+    let mail = MailServers::start_with_sieve(ANN, script).await;
+    let server = TestServer::start(&mail.channel("support", "")).await;
+    let (_, sent) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Offer", "text": "Buy!"}))
+        .await;
+    let id = sent["id"].as_str().unwrap();
+    let failed = server.wait_status(id, "failed").await;
+    assert_eq!(failed["error"]["permanent"], true, "{failed}");
+    assert!(failed["error"]["message"].as_str().unwrap().contains("I do not take mail from shops"), "{failed}");
+    let notice = first_received(&server).await;
+    let data = &notice["data"];
+    assert_eq!((data["auto_reply"].as_bool(), data["stitch"]["reason"].as_str()), (Some(true), Some("bounce")));
+    assert_eq!(data["conversation_id"], sent["conversation_id"]);
+    assert_eq!(data["delivery_report"]["recipient"], ANN.0, "{data}");
+    assert!(mail.inbox(ANN).await.is_empty(), "Ann's server kept nothing");
+    let rejection = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rejection.path(), &mail.inbox(SUPPORT).await[0].2).unwrap();
+    let theirs = sisimai(rejection.path());
+    assert_eq!(theirs[0]["recipient"], ANN.0, "{theirs:?}");
+    server.stop().await;
+}
+
 /// Exim, the MTA of Debian and of much shared hosting, accepts a mail it then cannot deliver
 /// and returns it to the sender in a bounce of its own. It offers no DSN extension, so the
 /// bounce carries no envelope id of ours: it is matched by the returned original's Message-ID,
@@ -1736,6 +1766,8 @@ fn every_bounce_in_the_corpus_reads_as_sisimai_reads_it() {
             // Captured from Exim 4.96 (`an_exim_bounce_fails_the_message_it_returns` and
             // `an_exim_delay_warning_is_recorded_and_fails_nothing` deliver them).
             "bounce-exim-4.96-failed" | "bounce-exim-4.96-delayed" => assert_eq!(agent, "Exim"),
+            // Captured from Dovecot 2.3 (`a_sieve_rejection_by_the_recipients_server_fails_the_message`).
+            "bounce-dovecot-2.3-sieve-reject" => assert_eq!(agent, "dovecot"),
             _ => {}
         }
     }
@@ -3459,4 +3491,82 @@ async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversati
     let dir = server.stop().await;
     // The copies in Sent of what the gateway sent are its messages: their sources are not kept.
     assert_eq!(blobs_kept_for_nothing(dir.path()), Vec::<String>::new());
+}
+
+/// Mailman's corpus of real bounces (flufl.bounce's test data: 117 mails from sendmail,
+/// Exchange, GroupWise, Netscape, SMTP32, qmail, Yahoo, AOL, Postfix before DSNs, Exim, Dovecot
+/// and more) read by us and by flufl.bounce, GNU Mailman's own bounce detector: where it finds
+/// recipients failed, we read a delivery report that fails the same recipients, for good or
+/// not as it says; where it finds none, we find none. Except where we read a bounce differently
+/// on purpose, or not at all (`KNOWN_DIFFERENCES`, each with why) — and those must still differ,
+/// so that the list is only ever as long as it needs to be.
+#[test]
+fn every_bounce_in_mailmans_corpus_reads_as_flufl_bounce_reads_it() {
+    const NOT_FROM_A_MAILER_DAEMON: &str =
+        "signed neither MAILER-DAEMON nor postmaster, with a sender's Return-Path: a customer writing";
+    const ONLY_IN_PROSE: &str = "the recipient is named only in prose or in the returned original";
+    const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
+        ("bounce_02.txt", NOT_FROM_A_MAILER_DAEMON),
+        ("microsoft_03.txt", NOT_FROM_A_MAILER_DAEMON),
+        ("simple_15.txt", NOT_FROM_A_MAILER_DAEMON),
+        ("simple_20.txt", NOT_FROM_A_MAILER_DAEMON),
+        ("simple_22.txt", NOT_FROM_A_MAILER_DAEMON),
+        ("simple_36.txt", NOT_FROM_A_MAILER_DAEMON),
+        ("aol_01.txt", "names the recipient without its domain (an AOL screen name)"),
+        ("bounce_03.txt", ONLY_IN_PROSE),
+        ("llnl_01.txt", ONLY_IN_PROSE),
+        ("simple_14.txt", ONLY_IN_PROSE),
+        ("simple_16.txt", ONLY_IN_PROSE),
+        ("simple_23.txt", ONLY_IN_PROSE),
+        ("simple_26.txt", ONLY_IN_PROSE),
+        ("simple_39.txt", ONLY_IN_PROSE),
+        ("yahoo_12.txt", ONLY_IN_PROSE),
+        ("yale_01.txt", ONLY_IN_PROSE),
+        ("dsn_15.txt", "a postmaster forwarding someone else's DSN as an attachment"),
+        ("sendmail_01.txt", "flufl.bounce also names the alias's target; we name the address our mail was sent to"),
+    ];
+    let dir = std::path::PathBuf::from(
+        std::env::var("SB_FLUFL_BOUNCE_SAMPLES").expect("SB_FLUFL_BOUNCE_SAMPLES (tests/run.sh sets it)"),
+    );
+    let mut samples: Vec<std::path::PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e} (tests/run.sh downloads flufl.bounce's test data)", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "txt"))
+        .collect();
+    samples.sort();
+    assert!(samples.len() >= 100, "{samples:?}");
+    let args: Vec<&str> = samples.iter().map(|p| p.to_str().unwrap()).collect();
+    let theirs: Value = serde_json::from_str(&python("flufl_bounce.py", &args, &Value::Null)).unwrap();
+    let channel = support_channel_config();
+    let (mut differences, mut agreed) = (Vec::new(), 0);
+    for path in &samples {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let addresses = |key: &str| -> Vec<String> {
+            theirs[name][key].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+        };
+        let expected = match (addresses("permanent"), addresses("temporary")) {
+            (permanent, _) if !permanent.is_empty() => Some((true, permanent)),
+            (_, temporary) if !temporary.is_empty() => Some((false, temporary)),
+            _ => None,
+        };
+        let raw = switchboard::channels::email::mime::to_raw_inbound(&channel, std::fs::read(path).unwrap());
+        let ours = raw.delivery_report.as_ref().map(|r| {
+            let mut recipients: Vec<String> = match r.failed_recipients.is_empty() {
+                true => r.recipient.iter().cloned().collect(),
+                false => r.failed_recipients.clone(),
+            };
+            recipients.iter_mut().for_each(|a| *a = a.to_lowercase());
+            recipients.sort();
+            (r.is_permanent_failure(), recipients)
+        });
+        let known = KNOWN_DIFFERENCES.iter().any(|(known, _)| *known == name);
+        match (ours == expected, known) {
+            (true, false) => agreed += 1,
+            (false, true) => {}
+            (true, true) => differences.push(format!("{name}: now read as flufl.bounce reads it; off the list")),
+            (false, false) => differences.push(format!("{name}: ours {ours:?}, flufl.bounce {expected:?}")),
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert_eq!(agreed + KNOWN_DIFFERENCES.len(), samples.len());
 }

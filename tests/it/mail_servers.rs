@@ -139,6 +139,32 @@ impl MailServers {
         Self::launch(false, None, &capabilities, None).await
     }
 
+    /// Dovecot running `account`'s Sieve script (Pigeonhole) on every mail LMTP delivers to it,
+    /// and sending what the script sends (a `reject` notice, a vacation reply) back into its
+    /// own mailboxes over LMTP (`tests/python/lmtp_sendmail.py` as its sendmail).
+    pub async fn start_with_sieve(account: (&str, &str), script: &str) -> MailServers {
+        assert!(
+            std::path::Path::new("/usr/lib/dovecot/modules/lib90_sieve_plugin.so").exists(),
+            "Dovecot's Sieve plugin is missing: apt-get install dovecot-sieve (tests/run.sh does)"
+        );
+        let injector = format!("{}/tests/python/lmtp_sendmail.py", env!("CARGO_MANIFEST_DIR"));
+        // `{lmtp_port}` is filled in by `launch`, which chooses the port.
+        let config = format!(
+            "protocol lmtp {{\n  mail_plugins = $mail_plugins sieve\n}}\n\
+             plugin {{\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}}\n\
+             sendmail_path = /usr/bin/python3 {injector} {{lmtp_port}}\n"
+        );
+        let mail = Self::launch(false, None, &config, None).await;
+        let home = mail.dir.path().join("mail").join(account.0);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::write(home.join(".dovecot.sieve"), script).unwrap();
+        let owner = format!("{}:{}", id("-u", "dovecot"), id("-g", "dovecot"));
+        if id("-u", "") == "0" {
+            Command::new("chown").args(["-R", &owner]).arg(&home).status().unwrap();
+        }
+        mail
+    }
+
     /// Every command IMAP clients sent so far (Dovecot's rawlog of each session, `*.in`).
     pub fn client_commands(&self) -> String {
         self.rawlog("in")
@@ -249,6 +275,7 @@ impl MailServers {
         let mechanisms = if introspection_url.is_some() { "plain login xoauth2 oauthbearer" } else { "plain login" };
         let internal =
             if root { String::new() } else { format!("default_internal_user = {user}\ndefault_login_user = {user}\n") };
+        let extra_config = extra_config.replace("{lmtp_port}", &lmtp_port.to_string());
         let config = format!(
             r#"protocols = imap lmtp
 listen = 127.0.0.1

@@ -1,8 +1,11 @@
-//! Auto-replies (RFC 3834) and delivery status notifications (RFC 3464, RFC 6522).
+//! Auto-replies (RFC 3834) and bounces: delivery status notifications (RFC 3464, RFC 6522),
+//! delivery agents' refusal notices (RFC 8098), and the plain-text bounces mail servers wrote
+//! before DSNs and many still write.
 //!
 //! Pure functions over a parsed mail. An auto-reply is flagged and never opens a conversation;
 //! a bounce is matched to the outbound message it reports on (the embedded original's
-//! Message-ID, or the original envelope id) so a permanent failure fails that message.
+//! Message-ID, or the original envelope id) so a permanent failure fails that message. What
+//! only a bounce's text says is believed of a mailer daemon's mail alone.
 
 use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
 
@@ -113,9 +116,18 @@ fn fields(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// `rfc822;ann@example.org` → `ann@example.org`.
+/// `rfc822;ann@example.org` → `ann@example.org` (also `rfc822; <ann@example.org>`, and an
+/// address given without its type).
 fn strip_type(value: &str) -> String {
-    value.split_once(';').map_or(value, |(_, v)| v).trim().to_owned()
+    let value = value.split_once(';').map_or(value, |(_, v)| v).trim();
+    value.strip_prefix('<').and_then(|v| v.strip_suffix('>')).unwrap_or(value).trim().to_owned()
+}
+
+/// Whether a recipient field's value is an Internet mail address (`rfc822;…`, or untyped), not
+/// another system's (`x400; /S=ann/…`).
+fn is_mail_address(value: &str) -> bool {
+    value.split_once(';').is_none_or(|(kind, _)| kind.trim().eq_ignore_ascii_case("rfc822"))
+        && strip_type(value).contains('@')
 }
 
 fn ids_in(text: &str) -> Vec<String> {
@@ -140,35 +152,43 @@ fn has_status_part(message: &Message<'_>) -> bool {
     })
 }
 
-/// Whether a mail comes from a mailer daemon: a null Return-Path, or From MAILER-DAEMON or
-/// postmaster. What only a bounce's body says is believed of such a mail alone: a customer who
-/// pastes or attaches a bounce is writing to us, not bouncing.
+/// Whether a mail comes from a mailer daemon: a null Return-Path, or From MAILER-DAEMON,
+/// postmaster or MDaemon (the mail server of that name signs its bounces so). What only a
+/// bounce's body says is believed of such a mail alone: a customer who pastes or attaches a
+/// bounce is writing to us, not bouncing.
 fn from_mailer_daemon(message: &Message<'_>) -> bool {
     let daemon = message.from().and_then(|f| f.first()).and_then(|a| a.address()).is_some_and(|address| {
         let local = address.split('@').next().unwrap_or("");
-        local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster")
+        ["mailer-daemon", "postmaster", "mdaemon"].iter().any(|daemon| local.eq_ignore_ascii_case(daemon))
     });
     daemon || null_return_path(message)
 }
 
 /// Whether the mail was sent with a null envelope sender (`Return-Path: <>`), as automatic mail
-/// and bounces are (RFC 3834 §3.3, RFC 5321 §4.5.5).
+/// and bounces are (RFC 3834 §3.3, RFC 5321 §4.5.5). sendmail and the delivery agents of its
+/// lineage write the null sender as `<MAILER-DAEMON>`, or `<MAILER-DAEMON@host>`.
 fn null_return_path(message: &Message<'_>) -> bool {
-    header_text(message, "Return-Path") == Some("<>")
+    header_text(message, "Return-Path").is_some_and(|path| {
+        let path = path.trim_matches(['<', '>']);
+        path.is_empty() || path.split('@').next().is_some_and(|local| local.eq_ignore_ascii_case("mailer-daemon"))
+    })
 }
 
 /// A DSN, if this mail is one: `multipart/report; report-type=delivery-status`; a mailer
 /// daemon's mail with a delivery-status part under another type (OpenSMTPD's is
-/// `multipart/mixed`); a `X-Failed-Recipients` bounce without the standard report; or a
-/// plain-text bounce (`plain_text_failures`: qmail's, Yahoo's, GMX's, 1&1's).
+/// `multipart/mixed`); a delivery agent's refusal notice (`rejection_notice`); a
+/// `X-Failed-Recipients` bounce without the standard report; or a plain-text bounce
+/// (`plain_text_failures`), whose text also names who failed where a report part names no one.
 pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
     let is_report = message.content_type().is_some_and(|c| {
         c.ctype().eq_ignore_ascii_case("multipart")
             && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
             && c.attribute("report-type").is_some_and(|t| t.to_ascii_lowercase().contains("delivery-status"))
     }) || (has_status_part(message) && from_mailer_daemon(message));
+    let rejection = rejection_notice(message);
+    let is_report = is_report || rejection.is_some();
     let failed_header = header_text(message, "X-Failed-Recipients").map(str::to_owned);
-    let plain = if is_report || failed_header.is_some() { Vec::new() } else { plain_text_failures(message) };
+    let plain = if is_report || failed_header.is_some() { Vec::new() } else { plain_text_failures(message, false) };
     if !is_report && failed_header.is_none() && plain.is_empty() {
         return None;
     }
@@ -213,6 +233,13 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
             _ => {}
         }
     }
+    if let Some(notice) = rejection {
+        read_rejection(&notice, message, &mut report);
+    }
+    if is_report && report.recipient.is_none() && report.failed_recipients.is_empty() {
+        // A report part naming no one (empty, or not in RFC 3464's form): the text may.
+        name_failures(&plain_text_failures(message, true), &mut report);
+    }
     name_failures(&plain, &mut report);
     if report.original_message_ids.is_empty() {
         // Non-standard bounces quote the original in the text.
@@ -225,6 +252,49 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
         }
     }
     Some(report)
+}
+
+/// The `message/disposition-notification` part (RFC 8098) with which a delivery agent refuses
+/// a mail it had accepted — Dovecot's LDA and LMTP over quota, a Sieve `reject` (RFC 5429) —
+/// if this is one: a mailer daemon's notice that the mail was `deleted` (or `failed`). A
+/// person's read receipt is none: it does not come from a mailer daemon.
+fn rejection_notice(message: &Message<'_>) -> Option<String> {
+    if !from_mailer_daemon(message) {
+        return None;
+    }
+    let part = message.parts.iter().find(|part| {
+        part.content_type().is_some_and(|c| {
+            c.ctype().eq_ignore_ascii_case("message")
+                && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("disposition-notification"))
+        })
+    })?;
+    let text = String::from_utf8_lossy(part.contents()).into_owned();
+    let disposition = fields(&text).into_iter().find(|(name, _)| name == "disposition")?.1.to_ascii_lowercase();
+    let refused =
+        disposition.split_once(';').is_some_and(|(_, kind)| kind.contains("deleted") || kind.contains("failed"));
+    refused.then_some(text)
+}
+
+/// Reads a refusal notice (`rejection_notice`) into `report`: its recipient failed, for the
+/// reason the notice's text gives (Dovecot: "Your message to <ann@example.org> was automatically
+/// rejected: Quota exceeded"), about the mail its Original-Message-ID names.
+fn read_rejection(notice: &str, message: &Message<'_>, report: &mut DeliveryReport) {
+    let fields = fields(notice);
+    let field = |name: &str| fields.iter().find(|(n, v)| n == name && is_mail_address(v)).map(|(_, v)| strip_type(v));
+    let reason = message.body_text(0).map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "));
+    let block = RecipientStatus {
+        recipient: field("original-recipient").or_else(|| field("final-recipient")),
+        action: Some("failed".into()),
+        status: Some(reason.as_deref().and_then(status_code_in).unwrap_or("5.0.0").to_owned()),
+        diagnostic: reason.filter(|r| !r.is_empty()),
+    };
+    name_failures(&[block], report);
+    let original = fields.iter().find(|(name, _)| name == "original-message-id");
+    if let Some(id) = original.map(|(_, id)| id.trim().trim_matches(['<', '>'])) {
+        if !report.original_message_ids.iter().any(|known| known == id) {
+            report.original_message_ids.push(id.to_owned());
+        }
+    }
 }
 
 /// One recipient's block of a delivery-status part.
@@ -250,12 +320,17 @@ fn read_delivery_status(text: &str, report: &mut DeliveryReport) {
     let mut blocks: Vec<RecipientStatus> = Vec::new();
     for paragraph in text.replace("\r\n", "\n").split("\n\n") {
         let mut block = RecipientStatus::default();
-        for (name, value) in fields(paragraph) {
+        let fields = fields(paragraph);
+        let has_original = fields.iter().any(|(name, value)| name == "original-recipient" && is_mail_address(value));
+        for (name, value) in fields {
             match name.as_str() {
                 "action" => block.action = Some(value.to_ascii_lowercase()),
                 "status" => block.status = Some(value.split_whitespace().next().unwrap_or("").to_owned()),
-                "final-recipient" => block.recipient = Some(strip_type(&value)),
-                "original-recipient" if block.recipient.is_none() => block.recipient = Some(strip_type(&value)),
+                // The address as our mail named it (RFC 3464 2.3.1: ORCPT), where the report
+                // gives it, rather than what the receiving system made of it (an alias's
+                // target, an X.400 name).
+                "original-recipient" if is_mail_address(&value) => block.recipient = Some(strip_type(&value)),
+                "final-recipient" if !has_original => block.recipient = Some(strip_type(&value)),
                 "diagnostic-code" => block.diagnostic = Some(strip_type(&value)),
                 "original-envelope-id" => report.original_envelope_id = Some(xtext_decode(&value)),
                 _ => {}
@@ -271,8 +346,12 @@ fn read_delivery_status(text: &str, report: &mut DeliveryReport) {
 /// Names in `report` the first of `blocks` that failed for good (else the first), and lists
 /// every such one in `failed_recipients`. No blocks: `report` stays as it is.
 fn name_failures(blocks: &[RecipientStatus], report: &mut DeliveryReport) {
-    let failed: Vec<String> =
-        blocks.iter().filter(|b| b.is_permanent_failure()).filter_map(|b| b.recipient.clone()).collect();
+    let mut failed: Vec<String> = Vec::new();
+    for recipient in blocks.iter().filter(|b| b.is_permanent_failure()).filter_map(|b| b.recipient.as_ref()) {
+        if !failed.iter().any(|f| f.eq_ignore_ascii_case(recipient)) {
+            failed.push(recipient.clone());
+        }
+    }
     let Some(named) = blocks.iter().find(|b| b.is_permanent_failure()).or(blocks.first()) else { return };
     if let Some(action) = &named.action {
         report.action = action.clone();
@@ -287,39 +366,93 @@ fn name_failures(blocks: &[RecipientStatus], report: &mut DeliveryReport) {
     }
 }
 
-/// The lines of a plain-text bounce that end its account of the failures: what follows is the
-/// original mail, or its header. qmail's (QSBMF) two, then GMX's and 1&1's.
-const ORIGINAL_FOLLOWS: [&str; 3] = [
-    "--- Below this line is a copy of the message",
-    "--- Enclosed are the original headers of the message",
-    "--- The header of the original message is following. ---",
+/// Lines that end a plain-text bounce's account of its failures: what follows is the original
+/// mail, its header, or a transcript of the SMTP session. Compared with a line's start, after
+/// the dashes or bars that frame it, ignoring case: qmail's (QSBMF) two, GMX's and 1&1's,
+/// Yahoo's, sendmail's and others'.
+const ACCOUNT_ENDS: &[&str] = &[
+    "below this line is a copy of the message",
+    "enclosed are the original headers of the message",
+    "the header of the original message is following",
+    "original message follows",
+    "transcript of session follows",
+    "message header follows",
+    "message body suppressed",
+    "start of returned message",
+    "returned mail",
+    "message text follows",
 ];
 
-/// The failures of a bounce that carries no RFC 3464 report and no X-Failed-Recipients, but
-/// says in plain text who failed and why, before a line that introduces the original
-/// (`ORIGINAL_FOLLOWS`):
+/// Words with which a mailer daemon's plain text says a mail arrived: no failure to read.
+const DELIVERED: &[&str] = &["was successfully delivered", "has been delivered", "delivery succeeded"];
+
+/// Words with which a plain-text bounce says it gave up; they outweigh `STILL_TRYING` ("delayed
+/// too long; I'm not going to try again").
+const GIVEN_UP: &[&str] = &["not going to try again", "giving up", "given up", "gave up", "permanent", "too long"];
+
+/// Words with which a plain-text bounce says it only warns: the mail may still arrive.
+const STILL_TRYING: &[&str] = &[
+    "not yet been delivered",
+    "have not yet received",
+    "will continue",
+    "will keep trying",
+    "still trying",
+    "action: delayed",
+    "message delayed",
+    "delivery delayed",
+    "has been delayed",
+    "warning: message",
+];
+
+/// Labels a plain-text bounce writes before the address that failed (HotPOP's, and others'). A
+/// label with a word of `FAILURE_WORDS` in it counts too ("Unknown user:", "Delivery failed 20
+/// attempts:", "User's mailbox is full:", and without the colon "undeliverable to").
+const RECIPIENT_LABELS: &[&str] = &["intended recipient:", "error-for:", "failed recipient:", "recipient:"];
+
+/// Words of a label that says the address after it failed.
+const FAILURE_WORDS: &[&str] =
+    &["fail", "undeliver", "unknown", "invalid", "not reach", "could not", "unable", "full", "rejected"];
+
+/// The failures a mailer daemon's bounce writes in plain text (it carries no RFC 3464 report
+/// and no X-Failed-Recipients, or a report that names no one): in its first text part, before a
+/// line that introduces the original (`ACCOUNT_ENDS`) — or all of it, if the mail shows itself a
+/// bounce another way (the original in a part of its own, a bounce's subject); none in a text
+/// that says the mail was delivered (`DELIVERED`). A line naming an address starts a recipient
+/// (`failed_recipient`: QSBMF's `<ann@example.org>:` of qmail and Yahoo Mail, Postfix's before
+/// it wrote DSNs, GMX's `"ann@example.org":`, sendmail's address alone, Exchange's and
+/// GroupWise's `ann@example.org on <date>`, ...); the lines after it, up to the next, are why.
+/// A sendmail-style `ann@example.org... User unknown` starts only the first (later, it is the
+/// why of a recipient already named). `(expanded from: <address>)` names the address the mail
+/// was sent to, which is the one reported.
 ///
-/// - the Qmail-Send Bounce Message Format (cr.yp.to/proto/qsbmf.txt) of qmail, its descendants
-///   and Yahoo Mail: `<ann@example.org>:` and then why ("Remote host said: 550 5.1.1 …",
-///   "Sorry, no mailbox here by that name. (#5.1.1)");
-/// - GMX's and 1&1's (web.de, IONOS): `"ann@example.org":` or a line holding just the address,
-///   then "SMTP error from remote server after RCPT command: … 5.1.1 …" or "For the following
-///   reason: Mail size limit exceeded".
-///
-/// A line naming only an address starts a recipient; the lines after it, up to the next, are
-/// why. These formats report only what the server gave up on, so each is `failed`; its status is
-/// the first RFC 3463 code in the text, else 5.0.0. Only a mail `from_mailer_daemon` is read so.
-fn plain_text_failures(message: &Message<'_>) -> Vec<RecipientStatus> {
+/// Each is `failed` with the first RFC 3463 code in its text, else 5.0.0 — unless the text says
+/// the server still tries (`STILL_TRYING`, not `GIVEN_UP`): then `delayed`, 4.0.0 unless it
+/// gives a 5.x.x code. Only a mail `from_mailer_daemon` is read so.
+fn plain_text_failures(message: &Message<'_>, is_report: bool) -> Vec<RecipientStatus> {
     if !from_mailer_daemon(message) {
         return Vec::new();
     }
     let body = message.body_text(0).map(|t| t.replace("\r\n", "\n")).unwrap_or_default();
-    let Some(end) = ORIGINAL_FOLLOWS.iter().filter_map(|b| body.find(&format!("\n{b}"))).min() else {
+    let lines: Vec<&str> = body.lines().collect();
+    let end = lines.iter().position(|line| {
+        let line = line.trim().trim_start_matches(['-', '|', '=', '*', ' ']).to_ascii_lowercase();
+        ACCOUNT_ENDS.iter().any(|marker| line.starts_with(marker))
+    });
+    // Without such a line, only a mail that shows itself a bounce another way (a report part
+    // that named no one, too) is read whole: a postmaster writing to us in person is not
+    // bouncing.
+    if end.is_none() && !is_report && !encloses_original(message) && !bounce_subject(message) {
         return Vec::new();
-    };
+    }
+    let account = &lines[..end.unwrap_or(lines.len())];
+    let text = account.join("\n").to_ascii_lowercase();
+    if DELIVERED.iter().any(|p| text.contains(p)) {
+        return Vec::new();
+    }
     let mut failures: Vec<(String, Vec<&str>)> = Vec::new();
-    for line in body[..end].lines().map(str::trim) {
-        match failed_recipient(line) {
+    for line in account.iter().map(|l| l.trim()) {
+        let named = failed_recipient(line).or_else(|| failures.is_empty().then(|| first_failure(line)).flatten());
+        match named {
             Some((address, why)) => failures.push((address.to_owned(), vec![why])),
             None => {
                 if let Some((_, why)) = failures.last_mut() {
@@ -328,40 +461,135 @@ fn plain_text_failures(message: &Message<'_>) -> Vec<RecipientStatus> {
             }
         }
     }
+    let still_trying = !GIVEN_UP.iter().any(|p| text.contains(p)) && STILL_TRYING.iter().any(|p| text.contains(p));
     failures
         .into_iter()
         .map(|(address, why)| {
             let diagnostic = why.into_iter().filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+            let address = expanded_from(&diagnostic).map_or(address, str::to_owned);
+            let code = status_code_in(&diagnostic);
+            let delayed = still_trying && !code.is_some_and(|c| c.starts_with('5'));
+            let status = code.unwrap_or(if delayed { "4.0.0" } else { "5.0.0" });
             RecipientStatus {
                 recipient: Some(address),
-                action: Some("failed".into()),
-                status: Some(status_code_in(&diagnostic).unwrap_or("5.0.0").to_owned()),
+                action: Some(if delayed { "delayed" } else { "failed" }.into()),
+                status: Some(status.to_owned()),
                 diagnostic: (!diagnostic.is_empty()).then_some(diagnostic),
             }
         })
         .collect()
 }
 
-/// A plain-text bounce's line naming a failed recipient, and the rest of the line: `<address>:`
-/// (QSBMF, where text may follow the colon), `<address>`, `"address":`, `address:` or the bare
-/// address.
+/// Whether the mail carries the original (or its header) in a part of its own.
+fn encloses_original(message: &Message<'_>) -> bool {
+    message.parts.iter().any(|part| {
+        part.content_type().is_some_and(|c| {
+            let subtype = c.subtype().unwrap_or("").to_ascii_lowercase();
+            (c.ctype().eq_ignore_ascii_case("message") && matches!(subtype.as_str(), "rfc822" | "global"))
+                || subtype == "rfc822-headers"
+        })
+    })
+}
+
+/// Words of a bounce's subject ("Undeliverable: …", "Returned mail: …", "Delivery Status
+/// Notification (Failure)", "Mail delivery failed", "Warning: message … delayed 24 hours").
+const BOUNCE_SUBJECT_WORDS: &[&str] =
+    &["deliver", "delayed", "failure", "failed", "returned mail", "rejected", "bounce", "unzustellbar", "non remis"];
+
+fn bounce_subject(message: &Message<'_>) -> bool {
+    let subject = message.subject().unwrap_or("").to_lowercase();
+    BOUNCE_SUBJECT_WORDS.iter().any(|word| subject.contains(word))
+}
+
+/// A plain-text bounce's line naming a failed recipient, and the rest of the line. The address
+/// comes first — `<ann@example.org>`, `"ann@example.org"`, `"Ann" <ann@example.org>` or bare,
+/// after a `>` quoting the line, or a label (`RECIPIENT_LABELS`) — followed by nothing, a colon
+/// and why (QSBMF; bare: GMX), a `;` (`; Action: Delayed`), a parenthesis
+/// (`(failed: Bad destination mailbox address)`) or `on <date>` (Exchange, GroupWise).
+/// Exchange's X.400 form names it as `SMTP=ann@example.org;`.
 fn failed_recipient(line: &str) -> Option<(&str, &str)> {
-    let (address, rest) = if let Some(quoted) = line.strip_prefix('<') {
-        let (address, rest) = quoted.split_once('>')?;
-        match rest.strip_prefix(':') {
-            Some(why) => (address, why.trim()),
-            None => (address, rest),
+    let line = without_bullet(line);
+    let lower = line.to_ascii_lowercase();
+    // Exchange's `dda:SMTP=ann@example.org;` (X.400) and `Recipient: [SMTP:ann@example.org]`.
+    let tagged = lower.find("smtp=").map(|at| at + 5).or_else(|| lower.find("[smtp:").map(|at| at + 6));
+    if let Some(start) = tagged {
+        let rest = &line[start..];
+        let (address, why) = rest.split_at(rest.find([';', ']', ' ']).unwrap_or(rest.len()));
+        return plausible_address(address).then_some((address, why.trim_start_matches([';', ']']).trim()));
+    }
+    if let Some((label, address)) = line.rsplit_once(": ").or_else(|| line.rsplit_once(" to ")) {
+        let label = label.to_ascii_lowercase();
+        let labelled = RECIPIENT_LABELS.iter().any(|l| label.trim_end() == l.trim_end_matches(':'))
+            || FAILURE_WORDS.iter().any(|w| label.contains(w));
+        let address = address.trim().trim_matches(['<', '>']);
+        if labelled && plausible_address(address) {
+            return Some((address, ""));
         }
-    } else if let Some(quoted) = line.strip_prefix('"') {
-        let (address, rest) = quoted.split_once('"')?;
-        (address, rest.strip_prefix(':').unwrap_or(rest))
+    }
+    let (address, rest) = leading_address(line)?;
+    let why = if rest.is_empty() || rest.starts_with('(') || rest.starts_with("on ") {
+        rest
+    } else if let Some(why) = rest.strip_prefix(':').or_else(|| rest.strip_prefix(';')).or(rest.strip_prefix("- ")) {
+        why.trim()
     } else {
-        (line.strip_suffix(':').unwrap_or(line), "")
+        return None;
     };
-    let (local, domain) = address.rsplit_once('@')?;
-    let plausible = !local.is_empty() && domain.contains('.') && !address.contains(char::is_whitespace);
-    // Only QSBMF's `<address>:` may carry text on its line; `<address>... User unknown` is why.
-    (plausible && (rest.is_empty() || line.starts_with('<') && line.contains(">:"))).then_some((address, rest))
+    plausible_address(address).then_some((address, why))
+}
+
+/// `line` without what marks it as quoted or as an item of a list (`> `, `* `, `-- `, tabs).
+fn without_bullet(line: &str) -> &str {
+    line.trim_start_matches(['>', '*', '-', ' ', '\t'])
+}
+
+/// A sendmail-style failure, `ann@example.org... User unknown` or `<ann@example.org> ...
+/// unknown host`: taken for a recipient only where none was named before (after one, such a
+/// line is usually the remote server's answer quoted as why).
+fn first_failure(line: &str) -> Option<(&str, &str)> {
+    let (address, rest) = leading_address(without_bullet(line))?;
+    let why = rest.strip_prefix("...")?.trim();
+    plausible_address(address).then_some((address, why))
+}
+
+/// The address a line starts with (`<…>`, `"…"`, `"Name" <…>`, or up to a space, `:`, `;` or
+/// `...`), and the rest of the line, trimmed.
+fn leading_address(line: &str) -> Option<(&str, &str)> {
+    if let Some(bracketed) = line.strip_prefix('[') {
+        let (address, rest) = bracketed.split_once(']')?;
+        return Some((address, rest.trim()));
+    }
+    if let Some(bracketed) = line.strip_prefix('<') {
+        let (address, rest) = bracketed.split_once('>')?;
+        return Some((address, rest.trim()));
+    }
+    if let Some(quoted) = line.strip_prefix('"') {
+        let (quoted, rest) = quoted.split_once('"')?;
+        let rest = rest.trim();
+        // `"Ann" <ann@example.org>`: the address is in the brackets.
+        if let Some(bracketed) = rest.strip_prefix('<') {
+            let (address, rest) = bracketed.split_once('>')?;
+            return Some((address, rest.trim()));
+        }
+        return Some((quoted, rest));
+    }
+    let end = line.find([' ', '\t', ':', ';']).unwrap_or(line.len());
+    let end = line[..end].find("...").unwrap_or(end);
+    Some((&line[..end], line[end..].trim()))
+}
+
+/// Whether `address` looks like a mail address a bounce reports (a dotted domain, no spaces).
+fn plausible_address(address: &str) -> bool {
+    address.rsplit_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty() && domain.contains('.') && !domain.ends_with('.') && !address.contains(char::is_whitespace)
+    })
+}
+
+/// The address in sendmail's `(expanded from: <ann@example.org>)`: the one the mail was sent to.
+fn expanded_from(why: &str) -> Option<&str> {
+    let at = why.to_ascii_lowercase().find("(expanded from:")?;
+    let rest = why[at + "(expanded from:".len()..].trim_start();
+    let address = rest.split(')').next()?.trim().trim_matches(['<', '>']);
+    plausible_address(address).then_some(address)
 }
 
 /// The first RFC 3463 status code (`5.1.1`, `4.2.2`) standing alone in `text`, as an SMTP
@@ -434,7 +662,8 @@ mod tests {
     }
 
     /// One report about two recipients of a mail (To and Cc): the first that failed for good is
-    /// the one named, every failed one is listed, a delayed one is not.
+    /// the one named, every failed one is listed (once, as our mail named it: its
+    /// Original-Recipient), a delayed one is not.
     #[test]
     fn a_report_on_several_recipients_lists_each_that_failed() {
         let status = "Reporting-MTA: dns; mx.example.com\r\nOriginal-Envelope-Id: msg_01JABC\r\n\r\n\
@@ -442,7 +671,10 @@ mod tests {
                       Final-Recipient: rfc822; gone@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\
                       Diagnostic-Code: smtp; 550 5.1.1 unknown user\r\n\r\n\
                       Original-Recipient: rfc822; Old@Example.org\r\nFinal-Recipient: rfc822; new@example.org\r\n\
-                      Action: failed\r\nStatus: 5.2.1\r\n";
+                      Action: failed\r\nStatus: 5.2.1\r\n\r\n\
+                      Final-Recipient: rfc822; <GONE@example.org>\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
+                      Original-Recipient: rfc822; x400@example.org\r\nFinal-Recipient: x400; /S=x400/C=GB/\r\n\
+                      Action: failed\r\nStatus: 5.1.1\r\n";
         let mail = format!(
             "From: MAILER-DAEMON@example.com\r\nTo: support@example.com\r\nSubject: Undelivered\r\n\
              MIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n\
@@ -454,7 +686,7 @@ mod tests {
         assert_eq!((report.action.as_str(), report.status.as_str()), ("failed", "5.1.1"));
         assert_eq!(report.recipient.as_deref(), Some("gone@example.org"));
         assert_eq!(report.diagnostic.as_deref(), Some("550 5.1.1 unknown user"));
-        assert_eq!(report.failed_recipients, ["gone@example.org", "new@example.org"]);
+        assert_eq!(report.failed_recipients, ["gone@example.org", "Old@Example.org", "x400@example.org"]);
         assert_eq!(report.original_envelope_id.as_deref(), Some("msg_01JABC"));
     }
 
@@ -470,8 +702,33 @@ mod tests {
             ("\"ann@example.org\":", Some(("ann@example.org", ""))),
             ("ann@example.org:", Some(("ann@example.org", ""))),
             ("ann@example.org", Some(("ann@example.org", ""))),
+            ("ann@example.org: Domain does not exist", Some(("ann@example.org", "Domain does not exist"))),
+            ("> ann@example.org", Some(("ann@example.org", ""))),
+            ("\"Ann Smith\" <ann@example.org>", Some(("ann@example.org", ""))),
+            (
+                "<ann@example.org> (failed: Bad destination mailbox address)",
+                Some(("ann@example.org", "(failed: Bad destination mailbox address)")),
+            ),
+            ("ann@example.org on Fri, 20 Jul 2001 11:08:59", Some(("ann@example.org", "on Fri, 20 Jul 2001 11:08:59"))),
+            ("ann@example.org; Action: Delayed", Some(("ann@example.org", "Action: Delayed"))),
+            ("c=US;a= ;p=ACME;dda:SMTP=ann@example.org; on Fri", Some(("ann@example.org", "on Fri"))),
+            ("Undeliverable Address: ann@example.org", Some(("ann@example.org", ""))),
+            ("Delivery failed 20 attempts: ann@example.org", Some(("ann@example.org", ""))),
+            ("User's mailbox is full: <ann@example.org>", Some(("ann@example.org", ""))),
+            ("Recipient: [SMTP:ann@example.org]", Some(("ann@example.org", ""))),
+            ("   * ann@example.org", Some(("ann@example.org", ""))),
+            ("-- ann@example.org", Some(("ann@example.org", ""))),
+            ("* [ann@example.org]: 550 over quota", Some(("ann@example.org", "550 over quota"))),
+            ("ann@example.org - no such user here.", Some(("ann@example.org", "no such user here."))),
+            ("undeliverable  to ann@example.org", Some(("ann@example.org", ""))),
+            ("Reason: Remote host said: 550 unknown user <ann@example.org>", None),
+            ("Please reply to ann@example.org", None),
+            ("Final-Recipient: rfc822; ann@example.org", None),
             ("<ann@example.org>... User unknown", None),
+            ("ann@example.org ... unknown host", None),
             ("550 5.1.1 <ann@example.org>... User unknown", None),
+            ("To: ann@example.org", None),
+            ("Please contact <postmaster@example.org> for help", None),
             ("Hi. This is the qmail-send program at mail.example.net.", None),
             ("host: mx.example.org", None),
             ("<postmaster>:", None),
@@ -480,6 +737,48 @@ mod tests {
         ] {
             assert_eq!(super::failed_recipient(line), found, "{line}");
         }
+    }
+
+    /// sendmail's `address... why` names a recipient only where none was named before; its
+    /// `(expanded from: …)` names the address the mail was sent to.
+    #[test]
+    fn a_sendmail_style_line_names_only_the_first_recipient() {
+        assert_eq!(super::first_failure("ann@example.org ... unknown host"), Some(("ann@example.org", "unknown host")));
+        assert_eq!(
+            super::first_failure("<ann@example.org>... User unknown"),
+            Some(("ann@example.org", "User unknown"))
+        );
+        assert_eq!(super::first_failure("Mailbox ... full"), None);
+        assert_eq!(super::expanded_from("(expanded from: <Ann@Example.org>)"), Some("Ann@Example.org"));
+        assert_eq!(super::expanded_from("User unknown"), None);
+    }
+
+    /// A plain-text bounce without a line that introduces the original is read whole only when
+    /// it shows itself a bounce another way; a postmaster writing in person, or a server saying
+    /// a mail arrived, reports no failure.
+    #[test]
+    fn a_mailer_daemons_plain_text_is_a_bounce_only_when_it_says_so() {
+        let mail = |subject: &str, body: &str| {
+            format!("From: postmaster@example.net\r\nTo: support@example.com\r\nSubject: {subject}\r\n\r\n{body}")
+        };
+        let read = |text: String| {
+            let message = mail_parser::MessageParser::default().parse(text.as_bytes()).unwrap();
+            super::delivery_report(&message).map(|r| (r.recipient.clone(), r.is_permanent_failure()))
+        };
+        let failure = "Delivery to the following recipients failed permanently:\r\n\r\n   * ann@example.org\r\n";
+        assert_eq!(
+            read(mail("Delivery Status Notification (Failure)", failure)),
+            Some((Some("ann@example.org".into()), true))
+        );
+        let delay = "The message has not yet been delivered to the following addresses:\r\n\r\n  <ann@example.org>\r\n";
+        assert_eq!(
+            read(mail("Warning: message delayed 4 hours", delay)),
+            Some((Some("ann@example.org".into()), false))
+        );
+        let in_person = "Hello, our user cannot log in to your shop:\r\n\r\nann@example.org\r\n\r\nCan you help?\r\n";
+        assert_eq!(read(mail("Question about a customer", in_person)), None);
+        let delivered = "Your message was successfully delivered to:\r\n\r\nann@example.org\r\n";
+        assert_eq!(read(mail("Delivery Status Notification (Success)", delivered)), None);
     }
 
     #[test]
