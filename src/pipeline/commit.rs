@@ -134,8 +134,28 @@ fn decide_and_store(
             return refuse(conn, &raw, &stored, &reason, now_ms, false);
         }
     }
+    let answered = match &conversation {
+        Some((found, _)) => answered_message(conn, &raw, found.id.as_str())?,
+        None => None,
+    };
     let plan = stitch::plan(&raw, contact, conversation, &now);
-    store_message(conn, raw, stored, plan, None, now_ms)
+    store_message(conn, raw, stored, plan, answered, now_ms)
+}
+
+/// The message of `conversation_id` that a mail answers (its `in_reply_to`): the one its
+/// In-Reply-To names, else the newest of its References the conversation holds.
+fn answered_message(
+    conn: &Connection,
+    raw: &RawInbound,
+    conversation_id: &str,
+) -> Result<Option<MessageId>, StoreError> {
+    let Some(mail) = &raw.mail else { return Ok(None) };
+    for header in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
+        if let Some(id) = store::mail::message_by_header(conn, &raw.channel_id, conversation_id, header)? {
+            return Ok(Some(MessageId::from_stored(id)));
+        }
+    }
+    Ok(None)
 }
 
 /// A mail written in the mailbox itself (`RawInbound::sent_by_us`: an agent answering from the
@@ -163,12 +183,14 @@ fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms:
     };
     store::conversations::touch(conn, &conversation.id, now_ms)?;
     record_participants(conn, &raw.identity, &mail, &conversation, false)?;
+    let answered = answered_message(conn, &raw, conversation.id.as_str())?;
     let now = time::rfc3339(now_ms);
     let header = known_by(&raw).map(str::to_owned);
     let sent_at = raw.sent_at.unwrap_or(now_ms);
     let (channel_id, conversation_id) = (raw.channel_id.clone(), conversation.id.clone());
     let stitch = StitchInfo { reason: reason.to_owned() };
     let mut message = normalize(raw, stored, conversation.contact_id.clone(), conversation_id, stitch, &now);
+    message.in_reply_to = answered;
     message.direction = Direction::Outbound;
     message.status = Status::Sent;
     message.received_at = None;

@@ -18,6 +18,23 @@ pub fn conversations_by_header(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// The message of `conversation_id` on the channel whose Message-ID header is `header_id` (not
+/// one its mails only answered), the newest if several share it.
+pub fn message_by_header(
+    conn: &Connection,
+    channel_id: &str,
+    conversation_id: &str,
+    header_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT message_id FROM mail_ids WHERE channel_id = ?1 AND header_id = ?2 AND conversation_id = ?3
+             AND message_id NOT LIKE 'ref:%' ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        )?
+        .query_row([channel_id, header_id, conversation_id], |r| r.get(0))
+        .optional()?)
+}
+
 /// Whether a mail on the channel has this Message-ID (or one of its mails answered it).
 pub fn header_known(conn: &Connection, channel_id: &str, header_id: &str) -> Result<bool, StoreError> {
     Ok(conn

@@ -129,6 +129,8 @@ async fn mail_in_reply_out_and_the_thread_holds() {
     assert_eq!(second["conversation_id"], cnv);
     assert_eq!(second["stitch"]["reason"], "in_reply_to");
     assert_eq!(second["reply_text"], "Thanks!");
+    assert_eq!(second["in_reply_to"], queued["id"], "the message it answers, by our id");
+    assert_eq!(first["in_reply_to"], Value::Null);
 
     // A client that drops In-Reply-To but keeps References.
     mail.append(
@@ -147,6 +149,7 @@ async fn mail_in_reply_out_and_the_thread_holds() {
         (third["conversation_id"].as_str(), third["stitch"]["reason"].as_str()),
         (Some(cnv), Some("references"))
     );
+    assert_eq!(third["in_reply_to"], queued["id"], "the newest of its References");
 
     // A stranger replying to the same thread (a forward) starts their own conversation.
     mail.append(
@@ -169,6 +172,7 @@ async fn mail_in_reply_out_and_the_thread_holds() {
         .await;
     let fifth = nth_received(&helpdesk, 4).await;
     assert_eq!((fifth["conversation_id"].as_str(), fifth["stitch"]["reason"].as_str()), (Some(cnv), Some("subject")));
+    assert_eq!((fourth["in_reply_to"].clone(), fifth["in_reply_to"].clone()), (Value::Null, Value::Null));
     server.stop().await;
 }
 
@@ -3092,6 +3096,36 @@ async fn automatic_sends_are_marked_and_never_answer_an_automatic_message() {
     server.stop().await;
 }
 
+/// The same against a real responder: Ann's Sieve vacation (Dovecot's Pigeonhole, RFC 5230)
+/// leaves our acknowledgement unanswered, as RFC 3834 asks of it for mail marked automatic, and
+/// answers the agent's own reply once; its notice joins the conversation, flagged automatic,
+/// in reply to the agent's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_vacation_responder_answers_the_agent_and_not_our_automatic_mail() {
+    let script = "require \"vacation\";\nvacation :days 1 :subject \"Away\" \"I am away until Monday. Ann\";\n";
+    let mail = MailServers::start_with_sieve(ANN, script).await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    mail.append(SUPPORT, &mail_text(ANN.0, "Order 12", "order12@example.org", "", "Is it shipped?")).await;
+    let first = nth_received(&helpdesk, 0).await;
+    let cnv = first["conversation_id"].as_str().unwrap();
+    let ack =
+        json!({"conversation_id": cnv, "text": "We got your mail.", "auto_reply": true, "in_reply_to": first["id"]});
+    send_to_ann(&server, &mail, ack).await;
+    let person = json!({"conversation_id": cnv, "text": "It ships today.", "in_reply_to": first["id"]});
+    let (status, reply) = server.post("/v1/messages", person).await;
+    assert_eq!(status, 202, "{reply}");
+    let notice = nth_received(&helpdesk, 1).await;
+    assert_eq!((notice["subject"].as_str(), notice["auto_reply"].as_bool()), (Some("Away"), Some(true)), "{notice}");
+    assert_eq!(
+        (notice["conversation_id"].as_str(), notice["in_reply_to"].as_str()),
+        (Some(cnv), reply["id"].as_str()),
+        "{notice}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(&server).await, 2, "one notice: none for our acknowledgement");
+    server.stop().await;
+}
+
 /// The loop the rule above cannot see: a responder that does not mark its mail automatic (a
 /// supplier's ticket system acknowledging each of our acknowledgements with a new ticket, a new
 /// thread each time). Automatic sends to one contact are limited per hour (default 3), counted
@@ -3432,6 +3466,7 @@ async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversati
     assert_eq!((agent["direction"].as_str(), agent["status"].as_str()), (Some("outbound"), Some("sent")));
     assert_eq!(agent["from"]["address"], SUPPORT.0);
     assert_eq!(agent["sent_at"], "2026-11-23T10:00:00.000Z");
+    assert_eq!(agent["in_reply_to"], first["id"], "the customer's mail it answers");
 
     // Ann answers the agent's mail: it threads by that mail's Message-ID.
     let answer =
@@ -3442,6 +3477,7 @@ async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversati
         (second["conversation_id"].as_str(), second["stitch"]["reason"].as_str()),
         (Some(cnv.as_str()), Some("in_reply_to"))
     );
+    assert_eq!(second["in_reply_to"], agent["id"]);
 
     // A fresh mail from the client to someone new opens their conversation.
     put_in_sent(crate::mail_servers::mail(SUPPORT.0, BEA.0, "Your offer", "outlook-2@example.com", "", "Here it is."))
