@@ -611,6 +611,135 @@ async fn a_server_that_stalls_in_the_middle_of_a_fetch_is_given_up_and_the_mail_
     server.stop().await;
 }
 
+/// A proxy in front of the test Dovecot that holds the gateway's first body FETCH until
+/// `release`: what another client does meanwhile happens between the gateway's SEARCH and its
+/// FETCH.
+struct FetchHold {
+    port: u16,
+    held: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: std::sync::Arc<tokio::sync::Notify>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FetchHold {
+    async fn start(dovecot: u16) -> FetchHold {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = proxy.local_addr().unwrap().port();
+        let (held_tx, held) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (release, connections) = (Arc::new(tokio::sync::Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let (released, counted) = (release.clone(), connections.clone());
+        tokio::spawn(async move {
+            let held_once = Arc::new(AtomicUsize::new(0));
+            while let Ok((client, _)) = proxy.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let server = tokio::net::TcpStream::connect(("127.0.0.1", dovecot)).await.unwrap();
+                let ((mut client_read, mut client_write), (mut server_read, mut server_write)) =
+                    (client.into_split(), server.into_split());
+                let (held_tx, released, held_once) = (held_tx.clone(), released.clone(), held_once.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(n @ 1..) = client_read.read(&mut buf).await {
+                        let asks_bodies = String::from_utf8_lossy(&buf[..n]).contains("BODY.PEEK[])");
+                        if asks_bodies && held_once.fetch_add(1, Ordering::SeqCst) == 0 {
+                            let _ = held_tx.send(());
+                            released.notified().await;
+                        }
+                        if server_write.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+            }
+        });
+        FetchHold { port, held, release, connections }
+    }
+
+    /// Waits until the gateway's first body FETCH is held.
+    async fn holding(&mut self) {
+        tokio::time::timeout(Duration::from_secs(15), self.held.recv()).await.expect("the gateway fetches").unwrap();
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The gateway with the `support` channel reading the test Dovecot through `hold`, and a helpdesk.
+async fn through_hold(mail: &MailServers, hold: &FetchHold) -> (Receiver, TestServer) {
+    let dovecot = format!("port = {}\n", mail.imap_port);
+    let channel = mail.channel("support", "").replace(&dovecot, &format!("port = {}\n", hold.port));
+    let helpdesk = Receiver::start().await;
+    let server = TestServer::start(&format!("{channel}{}", webhook("h", &helpdesk, "[\"1s\"]"))).await;
+    (helpdesk, server)
+}
+
+/// Another client deletes a mail between the gateway's SEARCH and its FETCH (an Outlook rule
+/// moving mail as it arrives, an agent deleting spam): Dovecot answers the FETCH with that mail's
+/// body as NIL. The mail is gone, not broken: the others of the batch come in, nothing is
+/// reported, the session stays, and the mail is not asked for again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_deleted_by_another_client_while_it_is_fetched_is_passed_over_quietly() {
+    let mail = MailServers::start().await;
+    let mut hold = FetchHold::start(mail.imap_port).await;
+    for (subject, id) in [("Kept 1", "k1@example.org"), ("Spam", "spam@example.org"), ("Kept 2", "k2@example.org")] {
+        mail.append(SUPPORT, &mail_text(ANN.0, subject, id, "", "x")).await;
+    }
+    let (helpdesk, server) = through_hold(&mail, &hold).await;
+    hold.holding().await;
+    let mut other = mail.login(SUPPORT).await;
+    other.select("INBOX").await.unwrap();
+    let _: Vec<_> = futures_util::TryStreamExt::try_collect(other.uid_store("2", "+FLAGS (\\Deleted)").await.unwrap())
+        .await
+        .unwrap();
+    let _: Vec<_> = futures_util::TryStreamExt::try_collect(other.expunge().await.unwrap()).await.unwrap();
+    other.logout().await.unwrap();
+    hold.release.notify_one();
+    nth_received(&helpdesk, 1).await;
+    // Two conversations: the helpdesk may get them in either order.
+    let mut subjects: Vec<String> = received(&server).await.iter().map(|m| m["subject"].to_string()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["\"Kept 1\"", "\"Kept 2\""]);
+    assert!(mail.server_responses().contains("BODY[] NIL"), "Dovecot answered the deleted mail's body as NIL");
+    mail.append(SUPPORT, &mail_text(ANN.0, "Later", "later@example.org", "", "x")).await;
+    assert_eq!(nth_received(&helpdesk, 2).await["subject"], "Later");
+    assert_eq!(helpdesk.events_of("channel.error"), Vec::<Value>::new());
+    assert_eq!(hold.connections(), 1, "the session stayed");
+    assert_eq!(count(&server).await, 3);
+    server.stop().await;
+}
+
+/// New mail arrives while the gateway fetches what its SEARCH found, and an agent reads a mail
+/// of the shared mailbox meanwhile: the server tells of both in answer to that FETCH (the flag
+/// change, and an EXISTS), before the session waits in IDLE, and does not tell again in IDLE.
+/// The gateway looks again before it waits: the mail comes at once, not with the next mail or
+/// the next IDLE renewal (up to 29 minutes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_told_of_while_a_fetch_runs_is_not_left_waiting_for_the_next_idle() {
+    let mail = MailServers::start().await;
+    let mut hold = FetchHold::start(mail.imap_port).await;
+    mail.append(SUPPORT, &mail_text(ANN.0, "First", "first@example.org", "", "x")).await;
+    mail.append(SUPPORT, &mail_text(BEA.0, "Read", "read@example.org", "", "x")).await;
+    let (helpdesk, server) = through_hold(&mail, &hold).await;
+    hold.holding().await;
+    let mut agent = mail.login(SUPPORT).await;
+    agent.select("INBOX").await.unwrap();
+    let _: Vec<_> =
+        futures_util::TryStreamExt::try_collect(agent.uid_store("2", "+FLAGS (\\Seen)").await.unwrap()).await.unwrap();
+    agent.logout().await.unwrap();
+    mail.append(SUPPORT, &mail_text(CARL.0, "During", "during@example.org", "", "x")).await;
+    hold.release.notify_one();
+    nth_received(&helpdesk, 2).await;
+    let mut subjects: Vec<String> = received(&server).await.iter().map(|m| m["subject"].to_string()).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["\"During\"", "\"First\"", "\"Read\""]);
+    assert_eq!(hold.connections(), 1, "on the same session, without a reconnect");
+    server.stop().await;
+}
+
 /// `switchboard check --connect` (the real binary) on a config with `channel`: its exit status
 /// and what it printed.
 fn check_connect(channel: &str) -> (i32, String) {

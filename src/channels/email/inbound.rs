@@ -351,6 +351,11 @@ async fn session(
             let _ = session.logout().await;
             return Ok(());
         }
+        if idle && told_of_new_mail(&session) {
+            // The server told of new mail in answer to a command of the import (an EXISTS
+            // during a FETCH or NOOP); it will not tell again in IDLE: look again first.
+            continue;
+        }
         if idle {
             // Silence is what IDLE waits through (up to `idle_timeout`): the transport's bound
             // on it is lifted meanwhile, and the commands around it are bounded as a whole.
@@ -379,6 +384,16 @@ async fn session(
             session.noop().await?;
         }
     }
+}
+
+/// Whether, among the responses the server sent unasked since this was last asked (async-imap
+/// keeps them aside while a command runs), one told of new mail (`EXISTS`).
+fn told_of_new_mail(session: &ImapSession) -> bool {
+    let mut told = false;
+    while let Ok(response) = session.unsolicited_responses.try_recv() {
+        told |= matches!(response, async_imap::types::UnsolicitedResponse::Exists(_));
+    }
+    told
 }
 
 /// A selected folder: what stays the same for as long as its session lasts.
@@ -666,10 +681,22 @@ async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fet
         })
         .collect();
     // Other FETCH responses may come unasked (another client changed a mail's flags); one of
-    // ours without its body, and none with it, is not such a one.
-    let bodiless = fetches.iter().filter_map(|f| f.uid.filter(|_| f.body().is_none()));
-    if let Some(uid) = bodiless.filter(|uid| asked.contains(uid)).find(|uid| !mails.iter().any(|m| m.uid == *uid)) {
-        return Err(ImapError::Protocol(format!("the server sent UID {uid} without its body")));
+    // ours without its body, and none with it, is not such a one: either the mail was deleted
+    // by another client after our SEARCH (Dovecot answers its body as NIL until it may tell
+    // us of the EXPUNGE), or the server cannot deliver it.
+    let bodiless: Vec<u32> = fetches
+        .iter()
+        .filter_map(|f| f.uid.filter(|uid| f.body().is_none() && asked.contains(uid)))
+        .filter(|uid| !mails.iter().any(|m| m.uid == *uid))
+        .collect();
+    if !bodiless.is_empty() {
+        // NOOP lets the server report the expunge; a deleted mail is then no longer found.
+        session.noop().await.map_err(imap_error)?;
+        let still_there = session.uid_search(format!("UID {}", uid_set(&bodiless))).await.map_err(imap_error)?;
+        if let Some(uid) = bodiless.iter().find(|uid| still_there.contains(uid)) {
+            return Err(ImapError::Protocol(format!("the server sent UID {uid} without its body")));
+        }
+        tracing::info!(uids = %uid_set(&bodiless), "mail deleted on the server before it was fetched; passed over");
     }
     mails.sort_by_key(|m| m.uid);
     Ok(mails)
