@@ -2124,14 +2124,27 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
     server.stop().await;
 
     // move:Archive on a fresh store: everything is imported again (a new gateway), then moved.
+    // 150 mails: the server's answers to the moves (an EXPUNGE each) are more than async-imap
+    // keeps aside (100), which the IDLE loop takes as "look again" once, and then settles.
+    for i in 3..150 {
+        let id = format!("a{i}@example.org");
+        mail.append(SUPPORT, &mail_text("a@example.org", &format!("A{i}"), &id, "", "x")).await;
+    }
     let moving = mail.channel_with_imap("support", "after_import = \"move:Archive\"");
     let server = TestServer::start(&moving).await;
-    loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
+    loop_until(|| async { (count(&server).await == 150).then_some(()) }).await;
     loop_until(|| async { mail.inbox(SUPPORT).await.is_empty().then_some(()) }).await;
     let mut session = mail.login(SUPPORT).await;
     let archive = session.select("Archive").await.unwrap();
-    assert_eq!(archive.exists, 3, "moved, not deleted");
+    assert_eq!(archive.exists, 150, "moved, not deleted");
     session.logout().await.unwrap();
+    mail.append(SUPPORT, &mail_text("a@example.org", "After the move", "after-move@example.org", "", "x")).await;
+    loop_until(|| async { (count(&server).await == 151).then_some(()) }).await;
+    let moving_session = mail.client_sessions().into_iter().filter(|s| s.contains(" UID MOVE ")).collect::<Vec<_>>();
+    assert_eq!(moving_session.len(), 1, "one session moved them all");
+    assert!(moving_session[0].contains(" IDLE\r\n"), "and settled in IDLE");
+    let before_idle = &moving_session[0][..moving_session[0].find(" IDLE\r\n").unwrap()];
+    assert_eq!(before_idle.matches(" UID SEARCH ").count(), 2, "looked again once, then waited: {before_idle}");
     server.stop().await;
 }
 

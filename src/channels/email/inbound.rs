@@ -387,10 +387,13 @@ async fn session(
 }
 
 /// Whether, among the responses the server sent unasked since this was last asked (async-imap
-/// keeps them aside while a command runs), one told of new mail (`EXISTS`).
+/// keeps them aside while a command runs), one told of new mail (`EXISTS`) — or may have: the
+/// place they are kept in holds 100 and drops what comes after (the EXPUNGEs of a large
+/// `after_import` move fill it), so a full one counts as told.
 fn told_of_new_mail(session: &ImapSession) -> bool {
-    let mut told = false;
-    while let Ok(response) = session.unsolicited_responses.try_recv() {
+    let kept = &session.unsolicited_responses;
+    let mut told = kept.capacity().is_some_and(|capacity| kept.len() >= capacity);
+    while let Ok(response) = kept.try_recv() {
         told |= matches!(response, async_imap::types::UnsolicitedResponse::Exists(_));
     }
     told
