@@ -611,18 +611,18 @@ async fn a_server_that_stalls_in_the_middle_of_a_fetch_is_given_up_and_the_mail_
     server.stop().await;
 }
 
-/// A proxy in front of the test Dovecot that holds the gateway's first body FETCH until
-/// `release`: what another client does meanwhile happens between the gateway's SEARCH and its
-/// FETCH.
-struct FetchHold {
+/// A proxy in front of the test Dovecot that holds the gateway's first command containing
+/// `needle` (its first body FETCH, its first MOVE) until `release`: what another client does
+/// meanwhile happens just before that command.
+struct CommandHold {
     port: u16,
     held: tokio::sync::mpsc::UnboundedReceiver<()>,
     release: std::sync::Arc<tokio::sync::Notify>,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl FetchHold {
-    async fn start(dovecot: u16) -> FetchHold {
+impl CommandHold {
+    async fn start(dovecot: u16, needle: &'static str) -> CommandHold {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -642,8 +642,8 @@ impl FetchHold {
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 65536];
                     while let Ok(n @ 1..) = client_read.read(&mut buf).await {
-                        let asks_bodies = String::from_utf8_lossy(&buf[..n]).contains("BODY.PEEK[])");
-                        if asks_bodies && held_once.fetch_add(1, Ordering::SeqCst) == 0 {
+                        let asked = String::from_utf8_lossy(&buf[..n]).contains(needle);
+                        if asked && held_once.fetch_add(1, Ordering::SeqCst) == 0 {
                             let _ = held_tx.send(());
                             released.notified().await;
                         }
@@ -655,12 +655,12 @@ impl FetchHold {
                 tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
             }
         });
-        FetchHold { port, held, release, connections }
+        CommandHold { port, held, release, connections }
     }
 
-    /// Waits until the gateway's first body FETCH is held.
+    /// Waits until the gateway's command is held.
     async fn holding(&mut self) {
-        tokio::time::timeout(Duration::from_secs(15), self.held.recv()).await.expect("the gateway fetches").unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.held.recv()).await.expect("the gateway sends it").unwrap();
     }
 
     fn connections(&self) -> usize {
@@ -668,10 +668,11 @@ impl FetchHold {
     }
 }
 
-/// The gateway with the `support` channel reading the test Dovecot through `hold`, and a helpdesk.
-async fn through_hold(mail: &MailServers, hold: &FetchHold) -> (Receiver, TestServer) {
+/// The gateway with the `support` channel (`imap`: more of its IMAP settings) reading the test
+/// Dovecot through `hold`, and a helpdesk.
+async fn through_hold(mail: &MailServers, hold: &CommandHold, imap: &str) -> (Receiver, TestServer) {
     let dovecot = format!("port = {}\n", mail.imap_port);
-    let channel = mail.channel("support", "").replace(&dovecot, &format!("port = {}\n", hold.port));
+    let channel = mail.channel_with_imap("support", imap).replace(&dovecot, &format!("port = {}\n", hold.port));
     let helpdesk = Receiver::start().await;
     let server = TestServer::start(&format!("{channel}{}", webhook("h", &helpdesk, "[\"1s\"]"))).await;
     (helpdesk, server)
@@ -684,11 +685,11 @@ async fn through_hold(mail: &MailServers, hold: &FetchHold) -> (Receiver, TestSe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_deleted_by_another_client_while_it_is_fetched_is_passed_over_quietly() {
     let mail = MailServers::start().await;
-    let mut hold = FetchHold::start(mail.imap_port).await;
+    let mut hold = CommandHold::start(mail.imap_port, "BODY.PEEK[])").await;
     for (subject, id) in [("Kept 1", "k1@example.org"), ("Spam", "spam@example.org"), ("Kept 2", "k2@example.org")] {
         mail.append(SUPPORT, &mail_text(ANN.0, subject, id, "", "x")).await;
     }
-    let (helpdesk, server) = through_hold(&mail, &hold).await;
+    let (helpdesk, server) = through_hold(&mail, &hold, "").await;
     hold.holding().await;
     let mut other = mail.login(SUPPORT).await;
     other.select("INBOX").await.unwrap();
@@ -720,10 +721,10 @@ async fn a_mail_deleted_by_another_client_while_it_is_fetched_is_passed_over_qui
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_told_of_while_a_fetch_runs_is_not_left_waiting_for_the_next_idle() {
     let mail = MailServers::start().await;
-    let mut hold = FetchHold::start(mail.imap_port).await;
+    let mut hold = CommandHold::start(mail.imap_port, "BODY.PEEK[])").await;
     mail.append(SUPPORT, &mail_text(ANN.0, "First", "first@example.org", "", "x")).await;
     mail.append(SUPPORT, &mail_text(BEA.0, "Read", "read@example.org", "", "x")).await;
-    let (helpdesk, server) = through_hold(&mail, &hold).await;
+    let (helpdesk, server) = through_hold(&mail, &hold, "").await;
     hold.holding().await;
     let mut agent = mail.login(SUPPORT).await;
     agent.select("INBOX").await.unwrap();
@@ -737,6 +738,39 @@ async fn mail_told_of_while_a_fetch_runs_is_not_left_waiting_for_the_next_idle()
     subjects.sort();
     assert_eq!(subjects, ["\"During\"", "\"First\"", "\"Read\""]);
     assert_eq!(hold.connections(), 1, "on the same session, without a reconnect");
+    server.stop().await;
+}
+
+/// Another client deletes a mail after the gateway fetched it and before `after_import` moves
+/// it: Dovecot refuses the MOVE (`NO [EXPUNGEISSUED]`). The deleted mail needs no moving: once
+/// the session has heard of the deletion, the rest are moved, nothing is reported, and the
+/// session stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_deleted_before_it_is_moved_does_not_stop_the_move_of_the_rest() {
+    let mail = MailServers::start().await;
+    let mut session = mail.login(SUPPORT).await;
+    session.create("Archive").await.unwrap();
+    session.logout().await.unwrap();
+    let mut hold = CommandHold::start(mail.imap_port, "UID MOVE").await;
+    for (subject, id) in [("Deleted", "deleted@example.org"), ("Moved", "moved@example.org")] {
+        mail.append(SUPPORT, &mail_text(ANN.0, subject, id, "", "x")).await;
+    }
+    let (helpdesk, server) = through_hold(&mail, &hold, "after_import = \"move:Archive\"").await;
+    hold.holding().await;
+    mail.delete_all_but(SUPPORT, "moved@example.org").await;
+    hold.release.notify_one();
+    nth_received(&helpdesk, 1).await;
+    loop_until(|| async { mail.inbox(SUPPORT).await.is_empty().then_some(()) }).await;
+    let mut session = mail.login(SUPPORT).await;
+    let (archived, _) = mails_in(&mut session, "Archive").await;
+    session.logout().await.unwrap();
+    assert_eq!(archived.len(), 1);
+    assert!(String::from_utf8_lossy(&archived[0].2).contains("moved@example.org"));
+    assert!(mail.server_responses().contains("EXPUNGEISSUED"), "Dovecot refused the first MOVE");
+    mail.append(SUPPORT, &mail_text(ANN.0, "Later", "later@example.org", "", "x")).await;
+    nth_received(&helpdesk, 2).await;
+    assert_eq!(helpdesk.events_of("channel.error"), Vec::<Value>::new());
+    assert_eq!(hold.connections(), 1, "the session stayed");
     server.stop().await;
 }
 

@@ -672,6 +672,23 @@ begin retry
         mails
     }
 
+    /// Deletes every mail in a user's INBOX but the one with Message-ID `<keep>` (flag and
+    /// expunge), as another mail client would.
+    pub async fn delete_all_but(&self, account: (&str, &str), keep: &str) {
+        let mut session = self.login(account).await;
+        let (mails, _) = mails_in(&mut session, "INBOX").await;
+        let keep = format!("Message-ID: <{keep}>");
+        let doomed: Vec<String> = mails
+            .iter()
+            .filter(|(_, _, bytes)| !String::from_utf8_lossy(bytes).contains(&keep))
+            .map(|(uid, _, _)| uid.to_string())
+            .collect();
+        let _: Vec<_> =
+            session.uid_store(doomed.join(","), "+FLAGS (\\Deleted)").await.unwrap().try_collect().await.unwrap();
+        let _: Vec<_> = session.expunge().await.unwrap().try_collect().await.unwrap();
+        session.logout().await.unwrap();
+    }
+
     /// Deletes every mail in a user's INBOX (flag and expunge).
     pub async fn delete_all(&self, account: (&str, &str)) {
         let mut session = self.login(account).await;

@@ -665,8 +665,9 @@ fn imap_error(e: async_imap::error::Error) -> ImapError {
 }
 
 /// The mails of a UID set, in UID order (a mail gone from the server is simply absent). A mail
-/// the server lists without its body is an error, never skipped: the checkpoint would pass it
-/// (Dovecot sends `* 2 FETCH (UID 2)` and then BYE when it cannot read a mail's file).
+/// the server lists without its body is an error, never skipped, unless the server then shows
+/// it gone (another client deleted it after our SEARCH): the checkpoint would pass it (Dovecot
+/// sends `* 2 FETCH (UID 2)` and then BYE when it cannot read a mail's file).
 async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
     let fetches: Vec<_> = session
         .uid_fetch(uid_set(uids), "(UID INTERNALDATE BODY.PEEK[])")
@@ -913,22 +914,42 @@ impl OnServer {
     }
 
     async fn apply(&self, session: &mut ImapSession, set: &str) -> Result<(), ImapError> {
+        match self.apply_once(session, set).await {
+            // Another client deleted or moved some of these mails since we fetched them, and the
+            // server refuses the command for it (Dovecot: `NO [EXPUNGEISSUED]`, RFC 5530). Once
+            // the session has heard of it (NOOP), the command acts on the mails still there.
+            Err(ImapError::Refused(reason)) if reason.contains("EXPUNGEISSUED") => {
+                tracing::info!(set, "some imported mail was deleted or moved by another client; acting on the rest");
+                session.noop().await.map_err(imap_error)?;
+                self.apply_once(session, set).await
+            }
+            done => done,
+        }
+    }
+
+    async fn apply_once(&self, session: &mut ImapSession, set: &str) -> Result<(), ImapError> {
         if set.is_empty() {
             return Ok(());
         }
         match self {
             OnServer::Keep => {}
             OnServer::Seen => {
-                session.uid_store(set, "+FLAGS.SILENT (\\Seen)").await?.try_collect::<Vec<_>>().await?;
+                session
+                    .uid_store(set, "+FLAGS.SILENT (\\Seen)")
+                    .await
+                    .map_err(imap_error)?
+                    .try_collect::<Vec<_>>()
+                    .await?;
             }
-            OnServer::Move(target) => session.uid_mv(set, super::mutf7::encode(target)).await?,
+            OnServer::Move(target) => session.uid_mv(set, super::mutf7::encode(target)).await.map_err(imap_error)?,
             OnServer::CopyAndExpunge(target) | OnServer::CopyAndFlagDeleted(target) => {
                 // Copied before flagged: a failure in between leaves a copy too many, never a
                 // mail lost.
-                session.uid_copy(set, super::mutf7::encode(target)).await?;
-                session.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await?.try_collect::<Vec<_>>().await?;
+                session.uid_copy(set, super::mutf7::encode(target)).await.map_err(imap_error)?;
+                let flagged = session.uid_store(set, "+FLAGS.SILENT (\\Deleted)").await.map_err(imap_error)?;
+                flagged.try_collect::<Vec<_>>().await?;
                 if matches!(self, OnServer::CopyAndExpunge(_)) {
-                    session.uid_expunge(set).await?.try_collect::<Vec<_>>().await?;
+                    session.uid_expunge(set).await.map_err(imap_error)?.try_collect::<Vec<_>>().await?;
                 }
             }
         }
