@@ -748,9 +748,7 @@ async fn mail_told_of_while_a_fetch_runs_is_not_left_waiting_for_the_next_idle()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_deleted_before_it_is_moved_does_not_stop_the_move_of_the_rest() {
     let mail = MailServers::start().await;
-    let mut session = mail.login(SUPPORT).await;
-    session.create("Archive").await.unwrap();
-    session.logout().await.unwrap();
+    create_folders(mail.imap_port, SUPPORT, &["Archive"]).await;
     let mut hold = CommandHold::start(mail.imap_port, "UID MOVE").await;
     for (subject, id) in [("Deleted", "deleted@example.org"), ("Moved", "moved@example.org")] {
         mail.append(SUPPORT, &mail_text(ANN.0, subject, id, "", "x")).await;
@@ -1207,12 +1205,7 @@ async fn an_rtf_body_is_read_in_the_character_set_of_each_font() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_connect_tries_every_login_and_folder_and_names_what_fails() {
     let mail = MailServers::start().await;
-    {
-        let mut session = mail.login(SUPPORT).await;
-        session.create("Sent").await.unwrap();
-        session.create("Archive").await.unwrap();
-        session.logout().await.unwrap();
-    }
+    create_folders(mail.imap_port, SUPPORT, &["Sent", "Archive"]).await;
     mail.append(SUPPORT, &mail_text(ANN.0, "Waiting", "waiting@example.org", "", "Still here")).await;
     let imap = "sent_folder = \"Sent\"\nafter_import = \"move:Archive\"";
     let (code, out) = check_connect(&mail.channel_with_imap("support", imap));
@@ -2136,11 +2129,7 @@ async fn tls_implicit_and_starttls_with_a_private_ca() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_import_marks_seen_or_moves_to_a_folder() {
     let mail = MailServers::start().await;
-    {
-        let mut session = mail.login(SUPPORT).await;
-        session.create("Archive").await.unwrap();
-        session.logout().await.unwrap();
-    }
+    create_folders(mail.imap_port, SUPPORT, &["Archive"]).await;
     for i in 0..3 {
         mail.append(SUPPORT, &mail_text("a@example.org", &format!("A{i}"), &format!("a{i}@example.org"), "", "x"))
             .await;
@@ -2773,11 +2762,7 @@ async fn an_html_only_reply_also_goes_out_as_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     let mail = MailServers::start().await;
-    {
-        let mut session = mail.login(SUPPORT).await;
-        session.create("Sent").await.unwrap();
-        session.logout().await.unwrap();
-    }
+    create_folders(mail.imap_port, SUPPORT, &["Sent"]).await;
     let config = mail.channel_with_imap("support", "sent_folder = \"Sent\"");
     let server = TestServer::start(&config).await;
     let mut headers = Vec::new();
@@ -3230,6 +3215,21 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
     server.stop().await;
 }
 
+/// Ann writes in ("Order 12") and the helpdesk acknowledges it automatically: her message, the
+/// acknowledgement as queued, and the acknowledgement as it reached her mailbox.
+async fn ann_asks_and_is_acknowledged(
+    mail: &MailServers,
+    helpdesk: &Receiver,
+    server: &TestServer,
+) -> (Value, Value, Vec<u8>) {
+    mail.append(SUPPORT, &mail_text(ANN.0, "Order 12", "order12@example.org", "", "Is it shipped?")).await;
+    let first = nth_received(helpdesk, 0).await;
+    let ack = json!({"conversation_id": first["conversation_id"], "text": "We got your mail.", "auto_reply": true,
+                     "in_reply_to": first["id"]});
+    let (queued, delivered) = send_to_ann(server, mail, ack).await;
+    (first, queued, delivered)
+}
+
 /// The classic helpdesk mail loop: an acknowledgement answers a customer, her vacation notice
 /// answers the acknowledgement, the next acknowledgement answers the notice... An automatic send
 /// (`auto_reply: true`) goes out marked for her automatons (RFC 3834 Auto-Submitted, Exchange's
@@ -3239,12 +3239,8 @@ async fn cc_is_kept_on_mail_in_and_copied_on_replies_and_a_cc_failure_is_told_ap
 async fn automatic_sends_are_marked_and_never_answer_an_automatic_message() {
     let mail = MailServers::start().await;
     let (helpdesk, server) = with_helpdesk(&mail).await;
-    mail.append(SUPPORT, &mail_text(ANN.0, "Order 12", "order12@example.org", "", "Is it shipped?")).await;
-    let first = nth_received(&helpdesk, 0).await;
+    let (first, queued, delivered) = ann_asks_and_is_acknowledged(&mail, &helpdesk, &server).await;
     let cnv = first["conversation_id"].as_str().unwrap();
-    let ack =
-        json!({"conversation_id": cnv, "text": "We got your mail.", "auto_reply": true, "in_reply_to": first["id"]});
-    let (queued, delivered) = send_to_ann(&server, &mail, ack).await;
     let raw = String::from_utf8_lossy(&delivered).to_string();
     assert!(raw.contains("Auto-Submitted: auto-replied\r\n"), "{raw}");
     assert!(raw.contains("X-Auto-Response-Suppress: All\r\n"), "{raw}");
@@ -3281,12 +3277,8 @@ async fn a_real_vacation_responder_answers_the_agent_and_not_our_automatic_mail(
     let script = "require \"vacation\";\nvacation :days 1 :subject \"Away\" \"I am away until Monday. Ann\";\n";
     let mail = MailServers::start_with_sieve(ANN, script).await;
     let (helpdesk, server) = with_helpdesk(&mail).await;
-    mail.append(SUPPORT, &mail_text(ANN.0, "Order 12", "order12@example.org", "", "Is it shipped?")).await;
-    let first = nth_received(&helpdesk, 0).await;
+    let (first, _, _) = ann_asks_and_is_acknowledged(&mail, &helpdesk, &server).await;
     let cnv = first["conversation_id"].as_str().unwrap();
-    let ack =
-        json!({"conversation_id": cnv, "text": "We got your mail.", "auto_reply": true, "in_reply_to": first["id"]});
-    send_to_ann(&server, &mail, ack).await;
     let person = json!({"conversation_id": cnv, "text": "It ships today.", "in_reply_to": first["id"]});
     let (status, reply) = server.post("/v1/messages", person).await;
     assert_eq!(status, 202, "{reply}");
@@ -3593,9 +3585,7 @@ async fn folder_names_with_non_ascii_characters_work_as_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_written_in_the_mail_client_are_our_messages_in_their_conversations() {
     let mail = MailServers::start().await;
-    let mut session = mail.login(SUPPORT).await;
-    session.create("Sent").await.unwrap();
-    session.logout().await.unwrap();
+    create_folders(mail.imap_port, SUPPORT, &["Sent"]).await;
     let put_in_sent = |text: String| {
         let mail = &mail;
         async move {

@@ -57,9 +57,7 @@ async fn distinct_message_ids(server: &TestServer) -> (usize, usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_cyrus_a_backlog_and_new_mail_come_in_once_across_restarts_and_are_moved() {
     let cyrus = Cyrus::start().await;
-    let mut session = cyrus.login(CYRUS_SUPPORT).await;
-    session.create("Archive").await.unwrap();
-    session.logout().await.unwrap();
+    create_folders(cyrus.imap_port, CYRUS_SUPPORT, &["Archive"]).await;
     let pdf: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
     cyrus
         .append(CYRUS_SUPPORT, "INBOX", &mail_with_attachment("ann@example.org", "Faktura", "pdf@example.org", &pdf))
@@ -123,9 +121,7 @@ async fn on_cyrus_a_backlog_and_new_mail_come_in_once_across_restarts_and_are_mo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_cyrus_a_folder_recreated_under_a_new_uidvalidity_brings_only_new_mail() {
     let cyrus = Cyrus::start().await;
-    let mut session = cyrus.login(CYRUS_SUPPORT).await;
-    session.create(CUSTOMERS).await.unwrap();
-    session.logout().await.unwrap();
+    create_folders(cyrus.imap_port, CYRUS_SUPPORT, &[CUSTOMERS]).await;
     for i in 0..3 {
         cyrus.append(CYRUS_SUPPORT, CUSTOMERS, &question(i)).await;
     }
@@ -159,9 +155,7 @@ async fn on_cyrus_a_folder_recreated_under_a_new_uidvalidity_brings_only_new_mai
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_cyrus_a_copy_of_each_sent_mail_lands_in_the_sent_folder() {
     let (cyrus, mail) = (Cyrus::start().await, MailServers::start().await);
-    let mut session = cyrus.login(CYRUS_SUPPORT).await;
-    session.create("Sent").await.unwrap();
-    session.logout().await.unwrap();
+    create_folders(cyrus.imap_port, CYRUS_SUPPORT, &["Sent"]).await;
     let smtp = format!(
         "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\npassword = \"{}\"\n",
         mail.smtp_port, SUPPORT.0, SUPPORT.1

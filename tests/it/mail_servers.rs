@@ -716,6 +716,16 @@ pub async fn imap_login(port: u16, (user, password): (&str, &str)) -> Session<Tc
     client.login(user, password).await.map_err(|(e, _)| e).unwrap()
 }
 
+/// Creates `folders` (their names as IMAP sends them: modified UTF-7) in `account`'s mailbox on
+/// the server on `port`, as a mail client would.
+pub async fn create_folders(port: u16, account: (&str, &str), folders: &[&str]) {
+    let mut session = imap_login(port, account).await;
+    for folder in folders {
+        session.create(folder).await.unwrap();
+    }
+    session.logout().await.unwrap();
+}
+
 /// Every mail in `folder` (selected in `session`) as (uid, flags, raw bytes), and the folder's
 /// UIDVALIDITY.
 pub async fn mails_in(session: &mut Session<TcpStream>, folder: &str) -> (Vec<(u32, Vec<String>, Vec<u8>)>, u32) {
