@@ -2,7 +2,8 @@
 //!
 //! `inbound.rs` keeps one IMAP session per folder and hands each new mail, translated by
 //! `mime.rs` (with `reply.rs` for the new part of a reply, `report.rs` for auto-replies and
-//! bounces, `forward.rs` for a colleague's forward, `dedup.rs` for what makes two fetched mails
+//! bounces — `plain_bounce.rs` for those without a standard report —, `forward.rs` for a
+//! colleague's forward, `dedup.rs` for what makes two fetched mails
 //! one, and `tnef.rs` and `rtf.rs` for Outlook's `winmail.dat`), to the pipeline; `outbound.rs`
 //! sends through SMTP with Message-IDs that encode the conversation. Threading decisions are in
 //! `stitch::email`.
@@ -15,6 +16,7 @@ pub mod mime;
 mod mutf7;
 pub mod oauth2;
 pub mod outbound;
+mod plain_bounce;
 pub mod probe;
 pub mod reply;
 pub mod report;
