@@ -2165,6 +2165,9 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
     loop_until(|| async { (count(&server).await == 151).then_some(()) }).await;
     let moving_session = mail.client_sessions().into_iter().filter(|s| s.contains(" UID MOVE ")).collect::<Vec<_>>();
     assert_eq!(moving_session.len(), 1, "one session moved them all");
+    // Consecutive UIDs go as ranges (`1:50`), not a thousand numbers on one command line.
+    let moves: Vec<&str> = moving_session[0].lines().filter(|l| l.contains(" UID MOVE ")).collect();
+    assert!(moves.iter().all(|l| l.len() < 60) && moves.iter().any(|l| l.contains(':')), "{moves:?}");
     assert!(moving_session[0].contains(" IDLE\r\n"), "and settled in IDLE");
     let before_idle = &moving_session[0][..moving_session[0].find(" IDLE\r\n").unwrap()];
     assert_eq!(before_idle.matches(" UID SEARCH ").count(), 2, "looked again once, then waited: {before_idle}");

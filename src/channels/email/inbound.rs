@@ -561,7 +561,8 @@ impl OpenFolder<'_> {
     }
 
     fn unfetchable_value(&self, uids: &BTreeSet<u32>) -> String {
-        format!("{}:{}", self.validity, uid_set(&uids.iter().copied().collect::<Vec<_>>()))
+        let listed: Vec<String> = uids.iter().map(u32::to_string).collect();
+        format!("{}:{}", self.validity, listed.join(","))
     }
 
     /// Records a mail the server cannot deliver (before the checkpoint may pass it), and
@@ -722,8 +723,23 @@ async fn fetch_header(session: &mut ImapSession, uid: u32, size: u64) -> Result<
         .collect())
 }
 
+/// An IMAP sequence set naming exactly `uids`, consecutive runs written as ranges (`1:500,502`):
+/// a backlog's UIDs are mostly consecutive, and a command line naming a thousand UIDs one by one
+/// outgrows the ~8 KB that servers are asked to accept (RFC 7162 §4).
 fn uid_set(uids: &[u32]) -> String {
-    uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut runs = sorted.iter().peekable();
+    while let Some(&first) = runs.next() {
+        let mut last = first;
+        while runs.peek().is_some_and(|&&next| next == last + 1) {
+            last = *runs.next().expect("peeked");
+        }
+        parts.push(if last == first { first.to_string() } else { format!("{first}:{last}") });
+    }
+    parts.join(",")
 }
 
 /// The `channel_state` key of a folder's unfetchable mails: `"<uidvalidity>:<uid>,<uid>…"`.
@@ -960,6 +976,17 @@ impl OnServer {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    #[test]
+    fn uid_sets_name_exactly_the_uids_with_runs_as_ranges() {
+        assert_eq!(super::uid_set(&[1, 2, 3, 4, 6, 8, 9]), "1:4,6,8:9");
+        assert_eq!(super::uid_set(&[7]), "7");
+        assert_eq!(super::uid_set(&[5, 3, 4, 3]), "3:5");
+        assert_eq!(super::uid_set(&[u32::MAX - 1, u32::MAX]), format!("{}:{}", u32::MAX - 1, u32::MAX));
+        assert_eq!(super::uid_set(&[]), "");
+        let backlog: Vec<u32> = (100_000..101_000).collect();
+        assert_eq!(super::uid_set(&backlog), "100000:100999");
+    }
 
     /// IMAP connections ask the kernel to probe a silent peer, so a connection that died
     /// without a word (NAT state forgotten) ends a FETCH or IDLE read instead of hanging it.
