@@ -22,7 +22,7 @@ async fn with_helpdesk_and(mail: &MailServers, extra: &str) -> (Receiver, TestSe
 }
 
 /// The n-th message.received (0-based) the helpdesk got.
-async fn nth_received(helpdesk: &Receiver, n: usize) -> Value {
+pub(crate) async fn nth_received(helpdesk: &Receiver, n: usize) -> Value {
     helpdesk
         .wait_until(Duration::from_secs(15), &format!("message.received #{n}"), |r| {
             r.iter().filter(|c| c.answered == 200 && c.event_type() == "message.received").count() > n
@@ -614,15 +614,15 @@ async fn a_server_that_stalls_in_the_middle_of_a_fetch_is_given_up_and_the_mail_
 /// A proxy in front of the test Dovecot that holds the gateway's first command containing
 /// `needle` (its first body FETCH, its first MOVE) until `release`: what another client does
 /// meanwhile happens just before that command.
-struct CommandHold {
-    port: u16,
+pub(crate) struct CommandHold {
+    pub(crate) port: u16,
     held: tokio::sync::mpsc::UnboundedReceiver<()>,
-    release: std::sync::Arc<tokio::sync::Notify>,
+    pub(crate) release: std::sync::Arc<tokio::sync::Notify>,
     connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CommandHold {
-    async fn start(dovecot: u16, needle: &'static str) -> CommandHold {
+    pub(crate) async fn start(dovecot: u16, needle: &'static str) -> CommandHold {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::sync::Arc;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -659,11 +659,11 @@ impl CommandHold {
     }
 
     /// Waits until the gateway's command is held.
-    async fn holding(&mut self) {
+    pub(crate) async fn holding(&mut self) {
         tokio::time::timeout(Duration::from_secs(15), self.held.recv()).await.expect("the gateway sends it").unwrap();
     }
 
-    fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::cyrus::*;
-use crate::email::{count, loop_until, received};
+use crate::email::{count, loop_until, nth_received, received, CommandHold};
 use crate::harness::*;
 use crate::mail_servers::*;
 
@@ -214,5 +214,43 @@ async fn on_cyrus_a_mail_over_max_mail_bytes_comes_in_from_its_header_and_stays_
         (seen == [false, true]).then_some(())
     })
     .await;
+    server.stop().await;
+}
+
+/// The races with another client of the mailbox, on Cyrus: while the gateway's FETCH is held,
+/// an agent reads one mail, deletes another, and a new one arrives. Cyrus still sends the
+/// deleted mail's body (it was there when the gateway searched) and tells of the new one in
+/// answer to the FETCH, not again in IDLE (before this session's fix the new mail waited for
+/// the next IDLE wake-up, as with Dovecot); every mail comes in once, without an error or a
+/// reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cyrus_mail_deleted_read_and_arriving_while_a_fetch_runs_all_come_in_once() {
+    let cyrus = Cyrus::start().await;
+    let mut hold = CommandHold::start(cyrus.imap_port, "BODY.PEEK[])").await;
+    for i in 0..3 {
+        cyrus.append(CYRUS_SUPPORT, "INBOX", &question(i)).await;
+    }
+    let helpdesk = Receiver::start().await;
+    let channel = cyrus
+        .channel("support", "", "")
+        .replace(&format!("port = {}\n", cyrus.imap_port), &format!("port = {}\n", hold.port));
+    let server = TestServer::start(&format!("{channel}{}", webhook("h", &helpdesk, "[\"1s\"]"))).await;
+    hold.holding().await;
+    let mut agent = cyrus.login(CYRUS_SUPPORT).await;
+    agent.select("INBOX").await.unwrap();
+    let _: Vec<_> =
+        futures_util::TryStreamExt::try_collect(agent.uid_store("1", "+FLAGS (\\Seen)").await.unwrap()).await.unwrap();
+    let _: Vec<_> = futures_util::TryStreamExt::try_collect(agent.uid_store("2", "+FLAGS (\\Deleted)").await.unwrap())
+        .await
+        .unwrap();
+    let _: Vec<_> = futures_util::TryStreamExt::try_collect(agent.expunge().await.unwrap()).await.unwrap();
+    agent.logout().await.unwrap();
+    cyrus.append(CYRUS_SUPPORT, "INBOX", &question(3)).await;
+    hold.release.notify_one();
+    nth_received(&helpdesk, 3).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(distinct_message_ids(&server).await, (4, 4), "each once, the deleted one too");
+    assert_eq!(helpdesk.events_of("channel.error"), Vec::<Value>::new());
+    assert_eq!(hold.connections(), 1, "the session stayed");
     server.stop().await;
 }
