@@ -458,7 +458,7 @@ impl OpenFolder<'_> {
                 }
                 let fetch = match oversized.get(&batch[0]).filter(|_| batch.len() == 1) {
                     Some(&size) => fetch_header(session, batch[0], size).await,
-                    None => fetch_bodies(session, &batch).await,
+                    None => fetch_bodies(self, session, &batch).await,
                 };
                 let (mails, refused) = match fetch {
                     Ok(mails) => {
@@ -620,7 +620,7 @@ impl OpenFolder<'_> {
         }
         let (mut mails, mut still) = (Vec::new(), BTreeSet::new());
         for uid in &uids {
-            match fetch_bodies(session, &[*uid]).await {
+            match fetch_bodies(self, session, &[*uid]).await {
                 Ok(mail) => mails.extend(mail),
                 Err(ImapError::Refused(_)) => {
                     still.insert(*uid);
@@ -635,7 +635,7 @@ impl OpenFolder<'_> {
         let prepared = prepare(self.channel.clone(), self.cx.clone(), mails).await?;
         let key = unfetchable_key(self.name);
         self.cx.submit_batch(prepared, &key, stored, &self.unfetchable_value(&still)).await?;
-        self.after.apply(session, &uid_set(&fetched)).await?;
+        self.after.apply(self, session, &uid_set(&fetched)).await?;
         for uid in uids.difference(&still) {
             tracing::info!(channel = %self.cx.channel_id, folder = self.name, uid, imported = fetched.contains(uid), "a mail the server refused before is no longer refused");
             self.cx.for_part(&unfetchable_part(self.name, *uid)).report_ok();
@@ -669,7 +669,11 @@ fn imap_error(e: async_imap::error::Error) -> ImapError {
 /// the server lists without its body is an error, never skipped, unless the server then shows
 /// it gone (another client deleted it after our SEARCH): the checkpoint would pass it (Dovecot
 /// sends `* 2 FETCH (UID 2)` and then BYE when it cannot read a mail's file).
-async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fetched>, ImapError> {
+async fn fetch_bodies(
+    folder: &OpenFolder<'_>,
+    session: &mut ImapSession,
+    uids: &[u32],
+) -> Result<Vec<Fetched>, ImapError> {
     let fetches: Vec<_> = session
         .uid_fetch(uid_set(uids), "(UID INTERNALDATE BODY.PEEK[])")
         .await
@@ -706,7 +710,8 @@ async fn fetch_bodies(session: &mut ImapSession, uids: &[u32]) -> Result<Vec<Fet
         if let Some(uid) = bodiless.iter().find(|uid| still_there.contains(uid)) {
             return Err(ImapError::Protocol(format!("the server sent UID {uid} without its body")));
         }
-        tracing::info!(uids = %uid_set(&bodiless), "mail deleted on the server before it was fetched; passed over");
+        let (channel, folder) = (&folder.cx.channel_id, folder.name);
+        tracing::info!(%channel, folder, uids = %uid_set(&bodiless), "mail deleted on the server before it was fetched; passed over");
     }
     mails.sort_by_key(|m| m.uid);
     Ok(mails)
@@ -903,7 +908,7 @@ impl Committing {
         let outcomes = self.commit.await?;
         tracing::debug!(channel = %folder.cx.channel_id, folder = folder.name, mails = outcomes.len(), last_uid = self.last, "mails imported");
         // Everything up to `last` is committed, and the checkpoint with it: act on the server.
-        folder.after.apply(session, &self.set).await?;
+        folder.after.apply(folder, session, &self.set).await?;
         Ok(self.last)
     }
 }
@@ -934,13 +939,15 @@ impl OnServer {
         }
     }
 
-    async fn apply(&self, session: &mut ImapSession, set: &str) -> Result<(), ImapError> {
+    /// Acts on the mails `set` of `folder`'s session once they are committed.
+    async fn apply(&self, folder: &OpenFolder<'_>, session: &mut ImapSession, set: &str) -> Result<(), ImapError> {
         match self.apply_once(session, set).await {
             // Another client deleted or moved some of these mails since we fetched them, and the
             // server refuses the command for it (Dovecot: `NO [EXPUNGEISSUED]`, RFC 5530). Once
             // the session has heard of it (NOOP), the command acts on the mails still there.
             Err(ImapError::Refused(reason)) if reason.contains("EXPUNGEISSUED") => {
-                tracing::info!(set, "some imported mail was deleted or moved by another client; acting on the rest");
+                let (channel, folder) = (&folder.cx.channel_id, folder.name);
+                tracing::info!(%channel, folder, set, "some imported mail was deleted or moved by another client; acting on the rest");
                 session.noop().await.map_err(imap_error)?;
                 self.apply_once(session, set).await
             }
