@@ -105,7 +105,7 @@ fn decide_and_store(
     }
 
     let contact = store::conversations::contact_by_identity(conn, &raw.identity)?;
-    let conversation = find_conversation(conn, &raw, contact.as_ref(), now_ms)?;
+    let (conversation, answered) = find_conversation(conn, &raw, contact.as_ref(), now_ms)?;
     if raw.auto_reply && conversation.is_none() && !accepting {
         return reject(conn, &raw, &stored, "an automatic reply outside any conversation", now_ms);
     }
@@ -134,28 +134,8 @@ fn decide_and_store(
             return refuse(conn, &raw, &stored, &reason, now_ms, false);
         }
     }
-    let answered = match &conversation {
-        Some((found, _)) => answered_message(conn, &raw, found.id.as_str())?,
-        None => None,
-    };
     let plan = stitch::plan(&raw, contact, conversation, &now);
     store_message(conn, raw, stored, plan, answered, now_ms)
-}
-
-/// The message of `conversation_id` that a mail answers (its `in_reply_to`): the one its
-/// In-Reply-To names, else the newest of its References the conversation holds.
-fn answered_message(
-    conn: &Connection,
-    raw: &RawInbound,
-    conversation_id: &str,
-) -> Result<Option<MessageId>, StoreError> {
-    let Some(mail) = &raw.mail else { return Ok(None) };
-    for header in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
-        if let Some(id) = store::mail::message_by_header(conn, &raw.channel_id, conversation_id, header)? {
-            return Ok(Some(MessageId::from_stored(id)));
-        }
-    }
-    Ok(None)
 }
 
 /// A mail written in the mailbox itself (`RawInbound::sent_by_us`: an agent answering from the
@@ -166,7 +146,8 @@ fn answered_message(
 fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms: i64) -> Result<Outcome, StoreError> {
     let mail = raw.mail.clone().unwrap_or_default();
     // No contact of ours to match a subject for: headers and token only.
-    let (conversation, reason) = match find_conversation(conn, &raw, None, now_ms)? {
+    let (conversation, answered) = find_conversation(conn, &raw, None, now_ms)?;
+    let (conversation, reason) = match conversation {
         Some(found) => found,
         None => {
             // `participants` are the recipients that are not ours.
@@ -183,7 +164,6 @@ fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms:
     };
     store::conversations::touch(conn, &conversation.id, now_ms)?;
     record_participants(conn, &raw.identity, &mail, &conversation, false)?;
-    let answered = answered_message(conn, &raw, conversation.id.as_str())?;
     let now = time::rfc3339(now_ms);
     let header = known_by(&raw).map(str::to_owned);
     let sent_at = raw.sent_at.unwrap_or(now_ms);
@@ -459,14 +439,21 @@ fn reported_message(
 
 /// The conversation an inbound item joins, with the reason: by mail threading for mail, else by
 /// the channel's thread key.
+/// A conversation an item joins, and why (`stitch.reason`).
+type FoundConversation = (Conversation, &'static str);
+
+/// The conversation `raw` joins and why, and the message of it that `raw` answers (its
+/// `in_reply_to`): the one whose Message-ID the threading headers joined by, when the
+/// conversation holds it (not a `ref:` row, the unseen start of a thread).
 fn find_conversation(
     conn: &Connection,
     raw: &RawInbound,
     contact: Option<&ContactId>,
     now_ms: i64,
-) -> Result<Option<(Conversation, &'static str)>, StoreError> {
+) -> Result<(Option<FoundConversation>, Option<MessageId>), StoreError> {
     let Some(mail) = &raw.mail else {
-        return Ok(store::conversations::by_thread(conn, &raw.channel_id, &raw.thread_key)?.map(|c| (c, "thread")));
+        let found = store::conversations::by_thread(conn, &raw.channel_id, &raw.thread_key)?;
+        return Ok((found.map(|c| (c, "thread")), None));
     };
     let mut lookup = mail::StoreLookup {
         conn,
@@ -477,8 +464,13 @@ fn find_conversation(
         // Our own mail needs no sender guard.
         any_sender: raw.sent_by_us,
     };
-    let Some((id, reason)) = stitch::email::find_conversation(mail, &mut lookup)? else { return Ok(None) };
-    Ok(store::conversations::get(conn, &id)?.map(|c| (c, reason)))
+    let Some(joined) = stitch::email::find_conversation(mail, &mut lookup)? else { return Ok((None, None)) };
+    let answered = match &joined.header {
+        Some(header) => store::mail::message_by_header(conn, &raw.channel_id, &joined.conversation, header)?,
+        None => None,
+    };
+    let conversation = store::conversations::get(conn, &joined.conversation)?;
+    Ok((conversation.map(|c| (c, joined.reason)), answered.map(MessageId::from_stored)))
 }
 
 /// The conversation of another of our channels that `raw` answers (it replies to one of our

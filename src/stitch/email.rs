@@ -41,11 +41,17 @@ pub trait MailLookup {
     fn by_subject(&mut self, subject_key: &str) -> Result<Option<String>, Self::Error>;
 }
 
-/// The conversation to join and the `stitch.reason`, or `None` for a new conversation.
-pub fn find_conversation<L: MailLookup>(
-    mail: &MailThreading,
-    lookup: &mut L,
-) -> Result<Option<(String, &'static str)>, L::Error> {
+/// A conversation a mail joins: which, why (`stitch.reason`), and, when its threading headers
+/// decided, the Message-ID that did (the message the mail answers, if the conversation holds it).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub conversation: String,
+    pub reason: &'static str,
+    pub header: Option<String>,
+}
+
+/// The conversation to join, or `None` for a new conversation.
+pub fn find_conversation<L: MailLookup>(mail: &MailThreading, lookup: &mut L) -> Result<Option<Joined>, L::Error> {
     let references: Vec<&String> = mail.references.iter().rev().collect();
     for (reason, ids) in [("in_reply_to", mail.in_reply_to.iter().collect::<Vec<_>>()), ("references", references)] {
         for id in ids {
@@ -57,19 +63,19 @@ pub fn find_conversation<L: MailLookup>(
             }
             for candidate in candidates {
                 if lookup.sender_allowed(&candidate)? {
-                    return Ok(Some((candidate, reason)));
+                    return Ok(Some(Joined { conversation: candidate, reason, header: Some(id.clone()) }));
                 }
             }
         }
     }
     if let Some(token) = &mail.reply_token {
         if lookup.exists(token.as_str())? && lookup.sender_allowed(token.as_str())? {
-            return Ok(Some((token.to_string(), "token")));
+            return Ok(Some(Joined { conversation: token.to_string(), reason: "token", header: None }));
         }
     }
     if let Some(key) = mail.subject_key.as_deref().filter(|k| !k.is_empty()) {
         if let Some(candidate) = lookup.by_subject(key)? {
-            return Ok(Some((candidate, "subject")));
+            return Ok(Some(Joined { conversation: candidate, reason: "subject", header: None }));
         }
     }
     Ok(None)
@@ -358,6 +364,10 @@ mod tests {
         MailThreading { subject_key: Some("invoice".into()), ..Default::default() }
     }
 
+    fn joined(conversation: &str, reason: &'static str, header: Option<&str>) -> Joined {
+        Joined { conversation: conversation.to_owned(), reason, header: header.map(str::to_owned) }
+    }
+
     #[test]
     fn lookup_order_and_sender_guard() {
         let mut fake = Fake::default();
@@ -367,13 +377,13 @@ mod tests {
         fake.subjects.insert("invoice".into(), "cnv_S".into());
 
         let m = MailThreading { in_reply_to: vec!["a@x".into()], references: vec!["b@x".into()], ..mail() };
-        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(("cnv_A".into(), "in_reply_to"))));
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined("cnv_A", "in_reply_to", Some("a@x")))));
         // A client that drops In-Reply-To: the newest reference wins.
         let m = MailThreading { references: vec!["a@x".into(), "b@x".into()], ..mail() };
-        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(("cnv_B".into(), "references"))));
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined("cnv_B", "references", Some("b@x")))));
         // Nothing known: the subject, from the same contact.
         let m = MailThreading { in_reply_to: vec!["unknown@x".into()], ..mail() };
-        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(("cnv_S".into(), "subject"))));
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined("cnv_S", "subject", None))));
         // A stranger's reply to a known mail does not join it.
         fake.allowed.remove("cnv_A");
         let m = MailThreading { in_reply_to: vec!["a@x".into()], subject_key: None, ..mail() };
@@ -398,9 +408,9 @@ mod tests {
         fake.existing.insert(cnv.to_string());
         fake.allowed.insert(cnv.to_string());
         let ours = own_message_id("msg_01X", cnv.as_str(), "example.com");
-        let m = MailThreading { references: vec![ours], subject_key: None, ..mail() };
-        assert_eq!(find_conversation(&m, &mut fake), Ok(Some((cnv.to_string(), "references"))));
+        let m = MailThreading { references: vec![ours.clone()], subject_key: None, ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined(cnv.as_str(), "references", Some(&ours)))));
         let m = MailThreading { reply_token: Some(cnv.clone()), subject_key: None, ..mail() };
-        assert_eq!(find_conversation(&m, &mut fake), Ok(Some((cnv.to_string(), "token"))));
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined(cnv.as_str(), "token", None))));
     }
 }

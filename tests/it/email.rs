@@ -2344,6 +2344,7 @@ async fn a_thread_we_were_copied_into_late_stays_one_conversation() {
         (Some(cnv.as_str()), Some("in_reply_to")),
         "Ann's answer to the thread's start joins it"
     );
+    assert_eq!(received[1]["in_reply_to"], Value::Null, "it answers the start, which we never saw");
     assert_ne!(received[2]["conversation_id"].as_str(), Some(cnv.as_str()), "a stranger starts his own");
 
     // Our reply names the whole thread, its start first.
