@@ -7,9 +7,9 @@
 //! us. Checked against GNU Mailman's corpus of real bounces and its own detector
 //! (`tests/it/email.rs`, `every_bounce_in_mailmans_corpus_reads_as_flufl_bounce_reads_it`).
 
-use mail_parser::{Message, MimeHeaders};
+use mail_parser::Message;
 
-use super::report::{from_mailer_daemon, RecipientStatus};
+use super::report::{from_mailer_daemon, message_part, RecipientStatus};
 
 /// Lines that end a plain-text bounce's account of its failures: what follows is the original
 /// mail, its header, or a transcript of the SMTP session. Compared with a line's start, after
@@ -127,13 +127,7 @@ pub(super) fn plain_text_failures(message: &Message<'_>, is_report: bool) -> Vec
 
 /// Whether the mail carries the original (or its header) in a part of its own.
 fn encloses_original(message: &Message<'_>) -> bool {
-    message.parts.iter().any(|part| {
-        part.content_type().is_some_and(|c| {
-            let subtype = c.subtype().unwrap_or("").to_ascii_lowercase();
-            (c.ctype().eq_ignore_ascii_case("message") && matches!(subtype.as_str(), "rfc822" | "global"))
-                || subtype == "rfc822-headers"
-        })
-    })
+    message_part(message, &["rfc822", "global", "rfc822-headers"]).is_some()
 }
 
 /// Words of a bounce's subject ("Undeliverable: …", "Returned mail: …", "Delivery Status

@@ -142,16 +142,24 @@ fn ids_in(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether a mail's own parts (not those of a mail it encloses) include a delivery-status report.
-fn has_status_part(message: &Message<'_>) -> bool {
-    message.parts.iter().any(|part| {
+/// The first of a mail's own parts (not those of a mail it encloses) of type `message/<one of
+/// subtypes>`, or for `text/rfc822-headers` of that type too.
+pub(super) fn message_part<'a, 'm>(
+    message: &'a Message<'m>,
+    subtypes: &[&str],
+) -> Option<&'a mail_parser::MessagePart<'m>> {
+    message.parts.iter().find(|part| {
         part.content_type().is_some_and(|c| {
-            c.ctype().eq_ignore_ascii_case("message")
-                && c.subtype().is_some_and(|s| {
-                    s.eq_ignore_ascii_case("delivery-status") || s.eq_ignore_ascii_case("global-delivery-status")
-                })
+            let subtype = c.subtype().unwrap_or("");
+            let wanted = subtypes.iter().any(|s| s.eq_ignore_ascii_case(subtype));
+            wanted && (c.ctype().eq_ignore_ascii_case("message") || subtype.eq_ignore_ascii_case("rfc822-headers"))
         })
     })
+}
+
+/// Whether a mail's own parts include a delivery-status report.
+fn has_status_part(message: &Message<'_>) -> bool {
+    message_part(message, &["delivery-status", "global-delivery-status"]).is_some()
 }
 
 /// Whether a mail comes from a mailer daemon: a null Return-Path, or From MAILER-DAEMON,
@@ -260,28 +268,22 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
 /// a mail it had accepted — Dovecot's LDA and LMTP over quota, a Sieve `reject` (RFC 5429) —
 /// if this is one: a mailer daemon's notice that the mail was `deleted` (or `failed`). A
 /// person's read receipt is none: it does not come from a mailer daemon.
-fn rejection_notice(message: &Message<'_>) -> Option<String> {
+fn rejection_notice(message: &Message<'_>) -> Option<Vec<(String, String)>> {
     if !from_mailer_daemon(message) {
         return None;
     }
-    let part = message.parts.iter().find(|part| {
-        part.content_type().is_some_and(|c| {
-            c.ctype().eq_ignore_ascii_case("message")
-                && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("disposition-notification"))
-        })
-    })?;
-    let text = String::from_utf8_lossy(part.contents()).into_owned();
-    let disposition = fields(&text).into_iter().find(|(name, _)| name == "disposition")?.1.to_ascii_lowercase();
+    let part = message_part(message, &["disposition-notification"])?;
+    let fields = fields(&String::from_utf8_lossy(part.contents()));
+    let disposition = fields.iter().find(|(name, _)| name == "disposition")?.1.to_ascii_lowercase();
     let refused =
         disposition.split_once(';').is_some_and(|(_, kind)| kind.contains("deleted") || kind.contains("failed"));
-    refused.then_some(text)
+    refused.then_some(fields)
 }
 
-/// Reads a refusal notice (`rejection_notice`) into `report`: its recipient failed, for the
-/// reason the notice's text gives (Dovecot: "Your message to <ann@example.org> was automatically
-/// rejected: Quota exceeded"), about the mail its Original-Message-ID names.
-fn read_rejection(notice: &str, message: &Message<'_>, report: &mut DeliveryReport) {
-    let fields = fields(notice);
+/// Reads a refusal notice (the `fields` of its `rejection_notice`) into `report`: its recipient
+/// failed, for the reason the notice's text gives (Dovecot: "Your message to <ann@example.org>
+/// was automatically rejected: Quota exceeded"), about the mail its Original-Message-ID names.
+fn read_rejection(fields: &[(String, String)], message: &Message<'_>, report: &mut DeliveryReport) {
     let field = |name: &str| fields.iter().find(|(n, v)| n == name && is_mail_address(v)).map(|(_, v)| strip_type(v));
     let reason = message.body_text(0).map(|t| t.split_whitespace().collect::<Vec<_>>().join(" "));
     let block = RecipientStatus {
