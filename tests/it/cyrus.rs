@@ -13,7 +13,7 @@ use async_imap::Session;
 use tokio::net::TcpStream;
 
 use crate::harness::free_port;
-use crate::mail_servers::{imap_login, mails_in};
+use crate::mail_servers::{imap_login, listening, mails_in};
 
 /// Cyrus's users: a mailbox name without a domain (Cyrus without virtual domains).
 pub const CYRUS_SUPPORT: (&str, &str) = ("support", "support-pass-1");
@@ -109,13 +109,9 @@ notifysocket: {d}/conf/socket/notify
         .unwrap_or_else(|e| panic!("cannot start Cyrus's master ({e})"));
         let cyrus = Cyrus { dir, imap_port, master };
         // Listening, and idled up (without it Cyrus checks for new mail in IDLE once a minute).
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", imap_port)).await.is_ok()
-                && cyrus.dir.path().join("conf/socket/idle").exists()
-            {
-                return cyrus;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let idled = cyrus.dir.path().join("conf/socket/idle");
+        if listening(imap_port, || idled.exists()).await {
+            return cyrus;
         }
         panic!(
             "Cyrus did not start on port {imap_port} (it logs to syslog only):\n{}",

@@ -692,11 +692,7 @@ async fn a_mail_deleted_by_another_client_while_it_is_fetched_is_passed_over_qui
     let (helpdesk, server) = through_hold(&mail, &hold, "").await;
     hold.holding().await;
     let mut other = mail.login(SUPPORT).await;
-    other.select("INBOX").await.unwrap();
-    let _: Vec<_> = futures_util::TryStreamExt::try_collect(other.uid_store("2", "+FLAGS (\\Deleted)").await.unwrap())
-        .await
-        .unwrap();
-    let _: Vec<_> = futures_util::TryStreamExt::try_collect(other.expunge().await.unwrap()).await.unwrap();
+    delete(&mut other, "INBOX", "2").await;
     other.logout().await.unwrap();
     hold.release.notify_one();
     nth_received(&helpdesk, 1).await;
@@ -1737,9 +1733,7 @@ async fn a_postfix_bounce_names_and_fails_the_message_by_its_envelope_id() {
     let log = postfix.log();
     assert!(log.contains("to=<nobody@example.org>") && log.contains("dsn=5.1.1"), "{log}");
     // Sisimai reads Postfix's own DSN as we do.
-    let dsn = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(dsn.path(), &mail.inbox(SUPPORT).await[0].2).unwrap();
-    let theirs = sisimai(dsn.path());
+    let theirs = sisimai_on_first_mail(&mail).await;
     assert_eq!((&theirs[0]["recipient"], &theirs[0]["smtpagent"]), (&json!("nobody@example.org"), &json!("Postfix")));
     assert_eq!(theirs[0]["deliverystatus"], data["delivery_report"]["status"]);
 
@@ -1787,9 +1781,7 @@ async fn a_sieve_rejection_by_the_recipients_server_fails_the_message() {
     assert_eq!(data["conversation_id"], sent["conversation_id"]);
     assert_eq!(data["delivery_report"]["recipient"], ANN.0, "{data}");
     assert!(mail.inbox(ANN).await.is_empty(), "Ann's server kept nothing");
-    let rejection = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(rejection.path(), &mail.inbox(SUPPORT).await[0].2).unwrap();
-    let theirs = sisimai(rejection.path());
+    let theirs = sisimai_on_first_mail(&mail).await;
     assert_eq!(theirs[0]["recipient"], ANN.0, "{theirs:?}");
     server.stop().await;
 }
@@ -1820,10 +1812,7 @@ async fn an_exim_bounce_fails_the_message_it_returns() {
     let log = exim.log();
     assert!(log.contains("** nobody@example.net"), "{log}");
     // Sisimai reads Exim's bounce as we do.
-    let dsn = tempfile::NamedTempFile::new().unwrap();
-    let inbox = mail.inbox(SUPPORT).await;
-    std::fs::write(dsn.path(), &inbox[0].2).unwrap();
-    let theirs = sisimai(dsn.path());
+    let theirs = sisimai_on_first_mail(&mail).await;
     assert_eq!((&theirs[0]["recipient"], &theirs[0]["smtpagent"]), (&json!("nobody@example.net"), &json!("Exim")));
     assert_eq!(theirs[0]["deliverystatus"], data["delivery_report"]["status"]);
     assert_eq!(failed["error"]["code"], format!("bounce_{}", theirs[0]["deliverystatus"].as_str().unwrap()));
@@ -1935,6 +1924,13 @@ fn every_bounce_in_the_corpus_reads_as_sisimai_reads_it() {
     assert_eq!(sisimai(&pasted)[0]["smtpagent"], "qmail");
     let raw = switchboard::channels::email::mime::to_raw_inbound(&channel, std::fs::read(&pasted).unwrap());
     assert!(raw.delivery_report.is_none() && !raw.auto_reply, "a customer's mail: {:?}", raw.delivery_report);
+}
+
+/// What Sisimai reads in the first mail of the support INBOX (the bounce a real server sent).
+async fn sisimai_on_first_mail(mail: &MailServers) -> Vec<Value> {
+    let first = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(first.path(), &mail.inbox(SUPPORT).await[0].2).unwrap();
+    sisimai(first.path())
 }
 
 /// What Sisimai reads in the mail at `path`: one record per recipient it found bounced.
@@ -2135,12 +2131,12 @@ async fn after_import_marks_seen_or_moves_to_a_folder() {
             .await;
     }
     // seen: flagged \Seen after the commit, still in INBOX.
-    let seen = mail.channel_with_imap("support", "after_import = \"seen\"");
-    let server = TestServer::start(&seen).await;
+    let marking = mail.channel_with_imap("support", "after_import = \"seen\"");
+    let server = TestServer::start(&marking).await;
     loop_until(|| async { (count(&server).await == 3).then_some(()) }).await;
     let inbox = loop_until(|| async {
         let inbox = mail.inbox(SUPPORT).await;
-        inbox.iter().all(|(_, flags, _)| flags.iter().any(|f| f.contains("Seen"))).then_some(inbox)
+        seen(&inbox).iter().all(|read| *read).then_some(inbox)
     })
     .await;
     assert_eq!(inbox.len(), 3);
@@ -3532,8 +3528,7 @@ async fn a_mail_over_max_mail_bytes_comes_in_from_its_header_alone() {
     // Only the small one was marked seen.
     loop_until(|| async {
         let inbox = mail.inbox(SUPPORT).await;
-        let seen: Vec<bool> = inbox.iter().map(|(_, flags, _)| flags.iter().any(|f| f.contains("Seen"))).collect();
-        (seen == [false, true]).then_some(())
+        (seen(&inbox) == [false, true]).then_some(())
     })
     .await;
     server.stop().await;

@@ -50,12 +50,20 @@ fn id(flag: &str, user: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-async fn wait_for_port(port: u16, what: &str, log: &std::path::Path) {
-    for _ in 0..100 {
-        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return;
+/// Whether a server comes to listen on `port` (and `ready` holds) within 10 s.
+pub async fn listening(port: u16, ready: impl Fn() -> bool) -> bool {
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).await.is_ok() && ready() {
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn wait_for_port(port: u16, what: &str, log: &std::path::Path) {
+    if listening(port, || true).await {
+        return;
     }
     let stderr = log.with_file_name("dovecot.stderr");
     panic!(
@@ -506,11 +514,8 @@ maillog_file_prefixes = /dev/stdout
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start postfix ({e}): apt-get install postfix (tests/run.sh does)"));
         let postfix = Postfix { port, dir, child };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return postfix;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if listening(port, || true).await {
+            return postfix;
         }
         panic!("postfix did not listen on {port}:\n{}", postfix.log());
     }
@@ -601,11 +606,8 @@ begin retry
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} ({e})", bin.display()));
         let exim = Exim { port, dir, child };
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return exim;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if listening(port, || true).await {
+            return exim;
         }
         panic!("exim did not listen on {port}:\n{}", exim.log());
     }
@@ -683,18 +685,14 @@ begin retry
             .filter(|(_, _, bytes)| !String::from_utf8_lossy(bytes).contains(&keep))
             .map(|(uid, _, _)| uid.to_string())
             .collect();
-        let _: Vec<_> =
-            session.uid_store(doomed.join(","), "+FLAGS (\\Deleted)").await.unwrap().try_collect().await.unwrap();
-        let _: Vec<_> = session.expunge().await.unwrap().try_collect().await.unwrap();
+        delete(&mut session, "INBOX", &doomed.join(",")).await;
         session.logout().await.unwrap();
     }
 
     /// Deletes every mail in a user's INBOX (flag and expunge).
     pub async fn delete_all(&self, account: (&str, &str)) {
         let mut session = self.login(account).await;
-        session.select("INBOX").await.unwrap();
-        let _: Vec<_> = session.store("1:*", "+FLAGS (\\Deleted)").await.unwrap().try_collect().await.unwrap();
-        let _: Vec<_> = session.expunge().await.unwrap().try_collect().await.unwrap();
+        delete(&mut session, "INBOX", "1:*").await;
         session.logout().await.unwrap();
     }
 }
@@ -738,6 +736,19 @@ pub async fn mails_in(session: &mut Session<TcpStream>, folder: &str) -> (Vec<(u
         .collect();
     mails.sort_by_key(|(uid, _, _)| *uid);
     (mails, validity)
+}
+
+/// Deletes the mails with UIDs `uids` (an IMAP set) from `folder`, as a mail client does:
+/// flagged `\Deleted`, then expunged.
+pub async fn delete(session: &mut Session<TcpStream>, folder: &str, uids: &str) {
+    session.select(folder).await.unwrap();
+    let _: Vec<_> = session.uid_store(uids, "+FLAGS (\\Deleted)").await.unwrap().try_collect().await.unwrap();
+    let _: Vec<_> = session.expunge().await.unwrap().try_collect().await.unwrap();
+}
+
+/// For each of `mails` (as `mails_in` lists them), whether it is marked read.
+pub fn seen(mails: &[(u32, Vec<String>, Vec<u8>)]) -> Vec<bool> {
+    mails.iter().map(|(_, flags, _)| flags.iter().any(|f| f.contains("Seen"))).collect()
 }
 
 /// A mail as a client would write it.
