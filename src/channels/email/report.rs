@@ -13,7 +13,7 @@ use super::plain_bounce::{plain_text_failures, status_code_in};
 
 pub use crate::model::DeliveryReport;
 
-pub(super) fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
+fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
     message.header_raw(name).map(str::trim)
 }
 
