@@ -12,8 +12,9 @@
 # the official verifiers (standardwebhooks, jsonschema, openapi-spec-validator), werkzeug (an
 # HTTP library reading our download headers), RTFDE and striprtf (readers of Outlook's RTF
 # bodies), flufl.bounce (GNU Mailman's bounce detector, with its corpus of real bounces) and
-# aiosmtpd, the real SMTP server the tests send through. Fails — never skips — when something cannot be
-# installed.
+# aiosmtpd, the real SMTP server the tests send through; from npm oidc-provider, a real OAuth 2.0
+# authorization server for the XOAUTH2 tests (Node.js from Debian if missing). Fails — never
+# skips — when something cannot be installed.
 # Extra arguments go to `cargo test` (e.g. a test name filter).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +34,8 @@ command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v postfix >/dev/null || need_apt+=(postfix)
 command -v tnef >/dev/null || need_apt+=(tnef)
 perl -MSisimai -e1 2>/dev/null || need_apt+=(libsisimai-perl)
+command -v node >/dev/null || need_apt+=(nodejs)
+command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2
@@ -147,5 +150,20 @@ if [ ! -d "$bounce_samples" ]; then
   tar -xzf target/test-data/flufl_bounce-6.0.0.tar.gz -C target/test-data
 fi
 export SB_FLUFL_BOUNCE_SAMPLES="$PWD/$bounce_samples"
+
+# Peers from npm, pinned by tests/node/package-lock.json: oidc-provider, a real OAuth 2.0
+# authorization server (rotating refresh tokens, RFC 7662 introspection, RFC 7009 revocation)
+# the XOAUTH2 tests take their tokens from (tests/node/oauth_provider.mjs).
+node_peers=target/test-data/node
+if ! cmp -s tests/node/package-lock.json "$node_peers/package-lock.json" \
+    || [ ! -d "$node_peers/node_modules/oidc-provider" ]; then
+  echo "installing test peers from npm: oidc-provider" >&2
+  rm -rf "$node_peers" && mkdir -p "$node_peers"
+  cp tests/node/package.json tests/node/package-lock.json "$node_peers/"
+  (cd "$node_peers" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+node -e "import('$PWD/$node_peers/node_modules/oidc-provider/lib/index.js')" \
+  || { echo "cannot load oidc-provider after installing it" >&2; exit 1; }
+export SB_OIDC_PROVIDER="$PWD/$node_peers"
 
 cargo test --locked "$@"

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::harness::*;
 use crate::mail_servers::*;
+use crate::oauth_provider::OAuthProvider;
 
 /// A gateway with the `support` mail channel and a helpdesk receiving its webhooks.
 async fn with_helpdesk(mail: &MailServers) -> (Receiver, TestServer) {
@@ -2437,115 +2438,97 @@ async fn newsletter_replies_stay_apart_and_a_reply_reopens_a_closed_conversation
     server.stop().await;
 }
 
-/// A fake OAuth2 provider: a token endpoint that rotates the refresh token on every use (the old
-/// one dies at once) and an RFC 7662 introspection endpoint Dovecot asks about access tokens.
-struct FakeProvider {
-    receiver: Receiver,
-    /// Refresh tokens presented to the token endpoint, in order.
-    presented: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl FakeProvider {
-    async fn start() -> FakeProvider {
-        use std::sync::{Arc, Mutex};
-        let receiver = Receiver::start().await;
-        let presented = Arc::new(Mutex::new(Vec::<String>::new()));
-        let state = Arc::new(Mutex::new(("rt-0".to_owned(), String::new(), 0u32)));
-        let (log, st) = (presented.clone(), state.clone());
-        receiver.respond_with(move |c| {
-            let form: std::collections::HashMap<String, String> = String::from_utf8_lossy(&c.body)
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_owned(), v.replace("%2D", "-").replace('+', " ")))
-                .collect();
-            let json = |body: Value| Reply { status: 200, headers: vec![("content-type", "application/json".into())], body: body.to_string() };
-            let mut state = st.lock().unwrap();
-            match c.path.as_str() {
-                "/token" => {
-                    let presented = form.get("refresh_token").cloned().unwrap_or_default();
-                    log.lock().unwrap().push(presented.clone());
-                    if presented != state.0 || form.get("grant_type").map(String::as_str) != Some("refresh_token") {
-                        return Reply { status: 400, headers: vec![("content-type", "application/json".into())], body: r#"{"error":"invalid_grant"}"#.into() };
-                    }
-                    state.2 += 1;
-                    state.0 = format!("rt-{}", state.2);
-                    state.1 = format!("at-{}", state.2);
-                    json(json!({"access_token": state.1, "token_type": "Bearer", "expires_in": 3600, "refresh_token": state.0}))
-                }
-                _ => {
-                    let active = form.get("token").is_some_and(|t| *t == state.1 && !t.is_empty());
-                    json(json!({"active": active, "username": SUPPORT.0}))
-                }
-            }
-        });
-        FakeProvider { receiver, presented }
-    }
-}
-
+/// XOAUTH2 against a real authorization server (oidc-provider) as strict as Microsoft's: every
+/// refresh rotates the refresh token, and presenting a used one again revokes the whole grant.
+/// IMAP and SMTP share one grant; a restart must use the rotation it stored, not the config's
+/// token (presenting that one again would kill the grant: Zammad's users re-authorise every 90
+/// days for less).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn xoauth2_login_and_a_rotated_refresh_token_survives_a_restart() {
-    let provider = FakeProvider::start().await;
-    let mail = MailServers::start_oauth2(&format!("{}/introspect", provider.receiver.url)).await;
-    let password = format!("password = \"{}\"\n[channels.smtp]", SUPPORT.1);
-    let oauth = format!(
-        "[channels.imap.oauth2]\nclient_id = \"switchboard\"\nclient_secret = \"s3cret\"\ntoken_url = \"{}/token\"\nrefresh_token = \"rt-0\"\nscopes = [\"https://mail.example/\"]\n[channels.smtp]",
-        provider.receiver.url
-    );
-    let smtp_password = format!("password = \"{}\"\n", SUPPORT.1);
-    let smtp_oauth = format!(
-        "[channels.smtp.oauth2]\nclient_id = \"switchboard\"\ntoken_url = \"{}/token\"\nrefresh_token = \"rt-0\"\n",
-        provider.receiver.url
-    );
-    let config = mail.channel("support", "").replacen(&password, &oauth, 1);
-    // The SMTP password is the last line of the block.
-    let at = config.rfind(&smtp_password).unwrap();
-    let config = format!("{}{}{}", &config[..at], &config[at + smtp_password.len()..], smtp_oauth);
-    assert!(
-        config.contains("[channels.imap.oauth2]")
-            && !config[..config.find("[channels.smtp]").unwrap()].contains(SUPPORT.1)
-    );
+async fn xoauth2_on_a_real_provider_and_a_rotated_refresh_token_survives_a_restart() {
+    let provider = OAuthProvider::start(SUPPORT.0).await;
+    let mail = MailServers::start_oauth2(&provider.introspection_url()).await;
+    let config = mail.channel_on_oauth2("support", &provider.grant(&provider.refresh_token));
+    assert!(!config.contains(SUPPORT.1), "no password anywhere: {config}");
 
     let server = TestServer::start(&config).await;
     mail.append(SUPPORT, &mail_text("ann@example.org", "Via XOAUTH2", "oauth-1@example.org", "", "hello")).await;
     loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    let reply = json!({"channel": "support", "to": ANN.0, "subject": "OAuth", "text": "sent with XOAUTH2"});
+    let (_, delivered) = send_to_ann(&server, &mail, reply).await;
+    assert!(String::from_utf8_lossy(&delivered).contains("sent with XOAUTH2"));
+    assert_eq!(mail.smtp_log().matches("AUTH XOAUTH2 ok support@example.com").count(), 1, "{}", mail.smtp_log());
+    // One refresh for IMAP's login, one for SMTP's; each token is kept until it nears expiry.
+    assert_eq!(provider.refreshes().await, (2, 0), "{:?}", provider.grants().await);
     let dir = server.stop().await;
-    assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0"]);
-    let introspected: Vec<String> = provider
-        .receiver
-        .requests()
-        .iter()
-        .filter(|c| c.path == "/introspect")
-        .map(|c| String::from_utf8_lossy(&c.body).into_owned())
-        .collect();
-    assert!(introspected.iter().any(|b| b.contains("at-1")), "Dovecot validated our access token: {introspected:?}");
 
-    // rt-0 is dead now. A restart must use the rotated token it stored, not the config's.
     let server = TestServer::start_in(dir, &config).await;
     mail.append(SUPPORT, &mail_text("ann@example.org", "After restart", "oauth-2@example.org", "", "again")).await;
     loop_until(|| async { (count(&server).await == 2).then_some(()) }).await;
-    assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0", "rt-1"]);
+    let reply = json!({"channel": "support", "to": ANN.0, "subject": "OAuth again", "text": "after a restart"});
+    let (_, delivered) = send_to_ann(&server, &mail, reply).await;
+    assert!(String::from_utf8_lossy(&delivered).contains("after a restart"));
+    assert_eq!(provider.refreshes().await, (4, 0), "no token presented twice: {:?}", provider.grants().await);
+    assert!(!provider.grants().await.iter().any(|g| g["revoked"] == true));
     let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
     assert_eq!(code, 200, "{ready}");
     server.stop().await;
 }
 
+/// Servers end open sessions now and then (Gmail and Exchange close IDLE sessions on their own
+/// schedule, an administrator kicks clients, a restart): the channel reconnects at once, and a
+/// session that comes back is no `channel.error` for the helpdesk nor a 503 for the monitor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn smtp_xoauth2_sends_with_a_fresh_token() {
-    let provider = FakeProvider::start().await;
-    let mail = MailServers::start_oauth2(&format!("{}/introspect", provider.receiver.url)).await;
-    let smtp_password = format!("password = \"{}\"\n", SUPPORT.1);
-    let config = mail.channel("support", "");
-    let at = config.rfind(&smtp_password).unwrap();
-    let oauth = format!(
-        "[channels.smtp.oauth2]\nclient_id = \"switchboard\"\ntoken_url = \"{}/token\"\nrefresh_token = \"rt-0\"\n",
-        provider.receiver.url
-    );
-    let config = format!("{}{}{}", &config[..at], &config[at + smtp_password.len()..], oauth);
-    let server = TestServer::start(&config).await;
-    let oauth2_mail = json!({"channel": "support", "to": ANN.0, "subject": "OAuth", "text": "sent with XOAUTH2"});
-    let (_, delivered) = send_to_ann(&server, &mail, oauth2_mail).await;
-    assert!(String::from_utf8_lossy(&delivered).contains("sent with XOAUTH2"));
-    assert_eq!(*provider.presented.lock().unwrap(), vec!["rt-0"], "one refresh; the token was cached");
+async fn a_session_the_server_ends_comes_back_at_once_without_a_channel_error() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let idling = || mail.client_sessions().iter().filter(|s| s.contains(" IDLE\r\n")).count();
+    loop_until(|| async { (idling() == 1).then_some(()) }).await;
+    mail.kick(SUPPORT.0);
+    loop_until(|| async { (idling() == 2).then_some(()) }).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "After a kick", "kicked@example.org", "", "x")).await;
+    assert_eq!(nth_received(&helpdesk, 0).await["subject"], "After a kick");
+    let errors: Vec<Value> = server.all_events().await.into_iter().filter(|e| e["type"] == "channel.error").collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 200, "{ready}");
+    server.stop().await;
+}
+
+/// The grant dies at the provider (the user removed the app's access, an admin revoked it, a
+/// password change). The access token the gateway holds dies with it: the next login is
+/// refused, and the gateway must not keep presenting that token until it would have expired
+/// (an hour of "AUTHENTICATE failed") but ask the provider, and say plainly what to do. A new
+/// refresh token in the config, reloaded, brings the channel back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_revoked_at_the_provider_is_reported_and_a_new_refresh_token_brings_the_channel_back() {
+    let provider = OAuthProvider::start(SUPPORT.0).await;
+    let mail = MailServers::start_oauth2(&provider.introspection_url()).await;
+    let helpdesk = Receiver::start().await;
+    let hook = webhook("h", &helpdesk, "[\"1s\"]");
+    let config =
+        |refresh_token: &str| format!("{}{hook}", mail.channel_on_oauth2("support", &provider.grant(refresh_token)));
+    let mut server = TestServer::start(&config(&provider.refresh_token)).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Before", "revoke-1@example.org", "", "x")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+
+    provider.revoke(&provider.refresh_token).await;
+    mail.kick(SUPPORT.0);
+    // The first report is the provider's answer, not the mail server's bare refusal.
+    let event = helpdesk.expect_event("channel.error").await;
+    let message = event["data"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid_grant") && message.contains("authorise"), "{event}");
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    let check = ready["checks"]["channel:support"].as_str().unwrap();
+    assert!(check.starts_with("error: imap_auth: ") && check.contains("invalid_grant"), "{ready}");
+    assert!(provider.refreshes().await.1 >= 1, "the provider was asked: {:?}", provider.grants().await);
+
+    let renewed = provider.authorise_again().await;
+    server.reload(&config(&renewed)).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "After", "revoke-2@example.org", "", "y")).await;
+    loop_until(|| async { (count(&server).await == 2).then_some(()) }).await;
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 200, "{ready}");
     server.stop().await;
 }
 

@@ -213,7 +213,8 @@ impl MailServers {
         logs.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
     }
 
-    /// Dovecot also accepting XOAUTH2, validating tokens at `introspection_url` (RFC 7662).
+    /// Dovecot also accepting XOAUTH2, validating tokens at `introspection_url` (RFC 7662; the
+    /// token's `sub` is the mailbox), and so does the SMTP server.
     pub async fn start_oauth2(introspection_url: &str) -> MailServers {
         Self::launch(false, Some(introspection_url), "", None).await
     }
@@ -273,7 +274,7 @@ impl MailServers {
             Some(url) => {
                 std::fs::write(
                     dir.path().join("oauth2.conf.ext"),
-                    format!("introspection_mode = post\nintrospection_url = {url}\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n"),
+                    format!("introspection_mode = post\nintrospection_url = {url}\nusername_attribute = sub\nactive_attribute = active\nactive_value = true\n"),
                 )
                 .unwrap();
                 format!("passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = {d}/oauth2.conf.ext\n}}\n")
@@ -396,6 +397,19 @@ service stats {{
             self.smtp_port, SUPPORT.0, SUPPORT.1
         );
         self.channel_sending(id, extra, &smtp)
+    }
+
+    /// `channel`, logging in to IMAP and SMTP with XOAUTH2 on one OAuth2 grant (`grant`: the
+    /// lines of an `oauth2` table) instead of the password.
+    pub fn channel_on_oauth2(&self, id: &str, grant: &str) -> String {
+        let smtp = format!(
+            "port = {}\ntls = \"none\"\nusername = \"{}\"\n[channels.smtp.oauth2]\n{grant}",
+            self.smtp_port, SUPPORT.0
+        );
+        let password = format!("password = \"{}\"\n[channels.smtp]", SUPPORT.1);
+        let config = self.channel_sending(id, "", &smtp);
+        assert!(config.contains(&password));
+        config.replacen(&password, &format!("[channels.imap.oauth2]\n{grant}[channels.smtp]"), 1)
     }
 
     /// `channel`, sending through the MTA on `port` (the private Postfix or Exim; no login: they

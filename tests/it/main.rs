@@ -14,6 +14,7 @@ mod email_on_cyrus;
 mod events;
 mod inbound;
 mod mail_servers;
+mod oauth_provider;
 mod outbound;
 mod packaging;
 mod reload;

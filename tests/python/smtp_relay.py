@@ -4,7 +4,8 @@ Usage: smtp_relay.py SMTP_PORT LMTP_PORT USERS_FILE [CERT KEY SMTPS_PORT]
 With CERT and KEY the server offers STARTTLS on SMTP_PORT and requires it before AUTH, and a
 second listener on SMTPS_PORT speaks TLS from the first byte (implicit TLS, as on port 465). With
 INTROSPECTION_URL in the environment it also accepts AUTH XOAUTH2, validating the bearer token
-there (RFC 7662), as Dovecot's oauth2 passdb does. With SMTP_AUTH_ONLY=LOGIN (or PLAIN) it offers
+there (RFC 7662; client credentials in the URL go as HTTP Basic) and taking the token's `sub` as
+the mailbox, as Dovecot's oauth2 passdb does. With SMTP_AUTH_ONLY=LOGIN (or PLAIN) it offers
 only that password mechanism. Every login is logged to stderr as `AUTH <mechanism> ok|refused <user>`.
 USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
 listening; runs until stdin closes. Unknown recipients are refused with 550 by Dovecot and
@@ -47,9 +48,16 @@ class Relay:
         fields = dict(part.split("=", 1) for part in raw.split("\x01") if "=" in part)
         token = fields.get("auth", "").removeprefix("Bearer ")
         body = urllib.parse.urlencode({"token": token}).encode()
-        with urllib.request.urlopen(urllib.request.Request(url, data=body)) as response:
+        parts = urllib.parse.urlsplit(url)
+        headers = {}
+        if parts.username:
+            basic = f"{parts.username}:{parts.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(basic).decode()
+            url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers)) as response:
             answer = json.load(response)
-        ok = answer.get("active") is True and answer.get("username") == fields.get("user")
+        ok = answer.get("active") is True and answer.get("sub") == fields.get("user")
+        print(f"AUTH XOAUTH2 {'ok' if ok else 'refused'} {fields.get('user')}", file=sys.stderr, flush=True)
         return AuthResult(success=ok, handled=False)
 
     async def handle_DATA(self, server, session, envelope):

@@ -81,6 +81,8 @@ struct FolderMemory {
     suspects: HashMap<u32, u32>,
     /// When the unfetchable mails are asked for again.
     next_retry: Instant,
+    /// Whether the current session got the folder open.
+    opened: bool,
 }
 
 pub(super) type ImapSession = Session<Watched>;
@@ -94,6 +96,9 @@ pub(super) enum ImapError {
     Auth(String),
     #[error("IMAP error: {0}")]
     Protocol(String),
+    /// The connection ended under the session (the server closed it, or it broke).
+    #[error("connection lost: {0}")]
+    Dropped(String),
     /// The server answered NO: it refuses this command, the session itself still stands.
     #[error("refused: {0}")]
     Refused(String),
@@ -107,7 +112,7 @@ pub(super) enum ImapError {
 impl ImapError {
     fn code(&self) -> &'static str {
         match self {
-            ImapError::Connect(_) => "imap_connect",
+            ImapError::Connect(_) | ImapError::Dropped(_) => "imap_connect",
             ImapError::Timeout(_) => "imap_timeout",
             ImapError::Auth(_) => "imap_auth",
             ImapError::Protocol(_) | ImapError::Refused(_) => "imap_protocol",
@@ -123,6 +128,8 @@ impl From<async_imap::error::Error> for ImapError {
             async_imap::error::Error::Io(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                 ImapError::Timeout(e.to_string())
             }
+            async_imap::error::Error::Io(e) => ImapError::Dropped(e.to_string()),
+            async_imap::error::Error::ConnectionLost => ImapError::Dropped("the server closed the connection".into()),
             other => ImapError::Protocol(other.to_string()),
         }
     }
@@ -163,12 +170,26 @@ async fn run_folder(
     tokens: Option<Arc<TokenSource>>,
 ) {
     let mut backoff = Backoff::default();
-    let memory = Mutex::new(FolderMemory { suspects: HashMap::new(), next_retry: Instant::now() });
+    let memory = Mutex::new(FolderMemory { suspects: HashMap::new(), next_retry: Instant::now(), opened: false });
+    let mut reconnected_at_once = false;
     while !cx.shutdown.is_cancelled() {
         let started = Instant::now();
         match session(&channel, &imap, &folder, &cx, tokens.as_deref(), &memory).await {
             Ok(()) => return,
             Err(e) => {
+                let opened = std::mem::take(&mut memory.lock().expect("folder memory").opened);
+                // Servers close open sessions now and then (Gmail and Exchange end IDLE sessions
+                // on their own schedule, an administrator kicks clients, a server restarts): a
+                // session that comes back at once is no failure to report or to wait for. At
+                // once only once in a row, unless the session had stood a while, so that a
+                // server that drops every session at once still gets the backoff and a report.
+                let stood = !reconnected_at_once || started.elapsed() >= STOOD_BEFORE_IT_DROPPED;
+                if matches!(e, ImapError::Dropped(_)) && opened && stood {
+                    tracing::info!(channel = %cx.channel_id, folder, error = %e, "the IMAP session ended; reconnecting");
+                    reconnected_at_once = true;
+                    continue;
+                }
+                reconnected_at_once = false;
                 cx.report_error(e.code(), &format!("{folder}: {e}")).await;
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.after(started.elapsed())) => {}
@@ -178,6 +199,9 @@ async fn run_folder(
         }
     }
 }
+
+/// How long a session must have stood for a second drop in a row to be reconnected at once.
+const STOOD_BEFORE_IT_DROPPED: Duration = Duration::from_secs(60);
 
 /// How soon a connection whose peer vanished (a NAT or firewall forgetting it, a server that
 /// died without a word) is known dead: TCP keepalive probes after this much silence, then every
@@ -230,25 +254,48 @@ async fn connect(imap: &ImapConfig) -> Result<Client<Watched>, ImapError> {
     Ok(client)
 }
 
-/// Connects and authenticates (password or XOAUTH2), all within `imap.timeout`.
+/// Connects and authenticates (password or XOAUTH2), each attempt within `imap.timeout`.
 pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Result<ImapSession, ImapError> {
-    let token = match tokens {
-        Some(tokens) => Some(tokens.access_token().await.map_err(ImapError::Auth)?),
-        None => None,
-    };
-    let mut session = within(imap, "connecting and logging in", async {
-        let client = connect(imap).await?;
-        if let Some(token) = token {
-            let auth = XOAuth2(xoauth2(&imap.username, &token));
-            return client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| ImapError::Auth(e.to_string()));
+    let mut session = match tokens {
+        None => {
+            let password = imap.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
+            within(imap, "connecting and logging in", async {
+                let client = connect(imap).await?;
+                client.login(&imap.username, &password).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
+            })
+            .await?
         }
-        let password = imap.password.as_ref().map(|p| p.expose().to_owned()).unwrap_or_default();
-        client.login(&imap.username, &password).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
-    })
-    .await?;
+        Some(tokens) => {
+            let token = tokens.access_token().await.map_err(ImapError::Auth)?;
+            match xoauth2_login(imap, tokens, &token).await {
+                // A token can die before its time (its grant revoked at the provider, the
+                // password changed): the provider is asked again at once, and its answer —
+                // a new token, or why there is none — is what counts.
+                Err(ImapError::Auth(_)) => {
+                    let token = tokens.access_token().await.map_err(ImapError::Auth)?;
+                    xoauth2_login(imap, tokens, &token).await?
+                }
+                other => other?,
+            }
+        }
+    };
     // The login was bounded as a whole; from here on, silence within each answer is.
     session.get_mut().set_limit(Some(imap.timeout.0));
     Ok(session)
+}
+
+/// One XOAUTH2 login with `token`; a refused token is not handed out again.
+async fn xoauth2_login(imap: &ImapConfig, tokens: &TokenSource, token: &str) -> Result<ImapSession, ImapError> {
+    let logged_in = within(imap, "connecting and logging in", async {
+        let client = connect(imap).await?;
+        let auth = XOAuth2(xoauth2(&imap.username, token));
+        client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
+    })
+    .await;
+    if let Err(ImapError::Auth(_)) = &logged_in {
+        tokens.refused(token).await;
+    }
+    logged_in
 }
 
 /// Whether the folder's checkpoint belongs to another mailbox (the channel's IMAP `host`,
@@ -338,6 +385,7 @@ async fn session(
     // first start on: were the filter dropped after a round that found nothing, the next round
     // would read the old mail.
     cx.report_ok();
+    memory.lock().expect("folder memory").opened = true;
     tracing::info!(channel = %cx.channel_id, folder, idle, last_uid, "IMAP folder open");
     if let OnServer::CopyAndFlagDeleted(target) = &after {
         tracing::warn!(channel = %cx.channel_id, folder, target, "the server has neither MOVE nor UIDPLUS: imported mail is copied and flagged \\Deleted, but not expunged (a plain EXPUNGE would also remove mail others flagged)");

@@ -125,7 +125,7 @@ impl TokenSource {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(format!("token endpoint answered {status}: {}", text.chars().take(300).collect::<String>()));
+            return Err(refusal(status, &text));
         }
         let token: TokenResponse =
             serde_json::from_str(&text).map_err(|e| format!("token endpoint sent no token: {e}"))?;
@@ -137,6 +137,17 @@ impl TokenSource {
         let until = Instant::now() + Duration::from_secs(token.expires_in.unwrap_or(3600));
         *cached = Some((token.access_token.clone(), until));
         Ok(token.access_token)
+    }
+
+    /// The mail server refused `token`: it is not handed out again. A grant revoked at the
+    /// provider (the user removed the app's access, a password change) takes its access tokens
+    /// with it long before they would expire; the next login asks the provider, whose answer
+    /// says whether the grant still stands and, if not, what to do.
+    pub async fn refused(&self, token: &str) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|(held, _)| held == token) {
+            *cached = None;
+        }
     }
 
     /// The refresh token to present: the stored rotation of the configured token, or the
@@ -177,6 +188,35 @@ impl TokenSource {
     fn origin_key(&self) -> String {
         format!("{}:origin", self.key)
     }
+}
+
+/// What a token endpoint's refusal means for the operator: RFC 6749 §5.2's `error` (and its
+/// description, which Microsoft fills with an AADSTS code), with what to do about the usual ones.
+fn refusal(status: reqwest::StatusCode, body: &str) -> String {
+    #[derive(Deserialize)]
+    struct Refusal {
+        error: String,
+        error_description: Option<String>,
+    }
+    let Ok(refusal) = serde_json::from_str::<Refusal>(body) else {
+        return format!("token endpoint answered {status}: {}", body.chars().take(300).collect::<String>());
+    };
+    let what_to_do = match refusal.error.as_str() {
+        "invalid_grant" => {
+            "; the refresh token was revoked, expired or already used: authorise the app for this mailbox again and put the new refresh_token in the config, then reload"
+        }
+        "invalid_client" | "unauthorized_client" => {
+            "; check client_id and client_secret, and that the app may use refresh tokens"
+        }
+        "invalid_scope" => "; scopes must be among those the mailbox's owner granted",
+        _ => "",
+    };
+    let description = refusal.error_description.map(|d| format!(" ({})", d.chars().take(300).collect::<String>()));
+    format!(
+        "the token endpoint refused the refresh ({status}): {}{}{what_to_do}",
+        refusal.error,
+        description.unwrap_or_default()
+    )
 }
 
 /// A refresh token's fingerprint: what the store keeps of the configured token (never the
@@ -330,6 +370,23 @@ mod tests {
         assert_eq!(tokens, ["at-0", "at-1"], "the second refresh used the token the first one rotated");
         assert_eq!(state.get(&imap.key).await.unwrap().as_deref(), Some("rt-2"));
         store.close();
+    }
+
+    #[test]
+    fn a_refusal_says_what_the_provider_said_and_what_to_do() {
+        use reqwest::StatusCode;
+        let microsoft = r#"{"error":"invalid_grant","error_description":"AADSTS700082: The refresh token has expired due to inactivity. The token was issued on 2026-08-01T10:00:00Z and was inactive for 90.00:00:00.","error_codes":[700082]}"#;
+        let said = super::refusal(StatusCode::BAD_REQUEST, microsoft);
+        assert!(said.starts_with("the token endpoint refused the refresh (400 Bad Request): invalid_grant (AADSTS700082: The refresh token has expired due to inactivity."), "{said}");
+        assert!(said.ends_with("put the new refresh_token in the config, then reload"), "{said}");
+        let google = r#"{"error": "invalid_client", "error_description": "Unauthorized"}"#;
+        let said = super::refusal(StatusCode::UNAUTHORIZED, google);
+        assert!(said.contains("invalid_client (Unauthorized); check client_id and client_secret"), "{said}");
+        let proxy = "<html><body>502 Bad Gateway</body></html>";
+        assert_eq!(
+            super::refusal(StatusCode::BAD_GATEWAY, proxy),
+            format!("token endpoint answered 502 Bad Gateway: {proxy}")
+        );
     }
 
     #[test]

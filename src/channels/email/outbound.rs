@@ -245,8 +245,16 @@ impl SmtpOutbound {
             ),
             None => self.settings.password.clone(),
         };
-        let login = smtp::login(self.settings.username.as_deref(), secret, self.settings.tokens.is_some());
-        let session = Session::open(&self.settings.server, login).await.map_err(|e| classify(&e))?;
+        let login = smtp::login(self.settings.username.as_deref(), secret.clone(), self.settings.tokens.is_some());
+        let session = Session::open(&self.settings.server, login).await.map_err(|e| classify(&e));
+        if let (Err(SendError::Unavailable { code, .. }), Some(tokens), Some(token)) =
+            (&session, &self.settings.tokens, &secret)
+        {
+            if code.starts_with("smtp_53") {
+                tokens.refused(token).await;
+            }
+        }
+        let session = session?;
         tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
         Ok(session)
     }
