@@ -62,6 +62,28 @@ enum Command {
         config: Option<PathBuf>,
         dest: PathBuf,
     },
+    /// Authorise the app for a mail channel's mailbox (OAuth2: Gmail, Microsoft 365) and keep
+    /// the refresh token: in the oauth2 table's refresh_token_file, in --write FILE, or on
+    /// stdout. Prints an address to open in a browser (or, with --device, a code to enter at
+    /// the provider's page), then waits for the sign-in. Reload afterwards to use the token.
+    Oauth2 {
+        /// The channel's id.
+        channel: String,
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The device flow (RFC 8628): a code to enter on any device (Microsoft; not Gmail).
+        #[arg(long)]
+        device: bool,
+        /// The [channels.smtp.oauth2] table's grant, when SMTP has one of its own.
+        #[arg(long)]
+        smtp: bool,
+        /// The loopback port the browser is sent back to (for an SSH tunnel); default: any.
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// Write the refresh token to this file instead (owned and permitted like the config).
+        #[arg(long)]
+        write: Option<PathBuf>,
+    },
     /// Ask the running gateway (PID; the systemd unit passes $MAINPID) to reload its
     /// configuration, and wait for its verdict: exit 0 when applied, 1 with the problems when
     /// refused (the running configuration is kept). The unit's ExecReload; needs
@@ -164,6 +186,28 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Oauth2 { channel, config, device, smtp, port, write } => {
+            let request = switchboard::channels::email::authorise::Request {
+                config: config_path(config),
+                channel,
+                smtp,
+                device,
+                port,
+                write,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            match runtime.block_on(switchboard::channels::email::authorise::run(&request)) {
+                Ok(switchboard::channels::email::authorise::Kept::File { configured: true, .. }) => {
+                    eprintln!("Reload to use it (systemctl reload switchboard): it replaces the stored token of the old grant.");
+                    ExitCode::SUCCESS
+                }
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{}switchboard: {e}", switchboard::telemetry::error_line_mark());
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Version => {
             println!("switchboard {}", version());
             ExitCode::SUCCESS

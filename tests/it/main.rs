@@ -10,6 +10,7 @@ mod contract;
 mod crash;
 mod cyrus;
 mod email;
+mod email_oauth2;
 mod email_on_cyrus;
 mod events;
 mod inbound;

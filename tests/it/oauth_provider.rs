@@ -59,10 +59,6 @@ impl OAuthProvider {
         }
     }
 
-    pub fn token_url(&self) -> String {
-        format!("{}/token", self.issuer)
-    }
-
     /// The RFC 7662 endpoint, with the mail servers' client credentials in the URL (Basic).
     pub fn introspection_url(&self) -> String {
         let host = self.issuer.trim_start_matches("http://");
@@ -71,10 +67,34 @@ impl OAuthProvider {
 
     /// The lines of a `[channels.*.oauth2]` table for the grant whose refresh token is given.
     pub fn grant(&self, refresh_token: &str) -> String {
+        self.grant_with(&format!("refresh_token = \"{refresh_token}\""))
+    }
+
+    /// The lines of a `[channels.*.oauth2]` table with `refresh_token` (a line naming it, or
+    /// none) and the provider's authorization and device endpoints.
+    pub fn grant_with(&self, refresh_token: &str) -> String {
+        let issuer = &self.issuer;
         format!(
-            "client_id = \"switchboard\"\nclient_secret = \"switchboard-secret\"\ntoken_url = \"{}\"\nrefresh_token = \"{refresh_token}\"\nscopes = [\"openid\", \"offline_access\", \"mail\"]\n",
-            self.token_url()
+            "client_id = \"switchboard\"\nclient_secret = \"switchboard-secret\"\ntoken_url = \"{issuer}/token\"\n{refresh_token}\nscopes = [\"openid\", \"offline_access\", \"mail\"]\nauthorize_url = \"{issuer}/auth\"\ndevice_url = \"{issuer}/device/auth\"\n"
         )
+    }
+
+    /// The user's browser opening `url` (see the script): signs in, enters `user_code` if a
+    /// device code is asked for, consents (or cancels, with `deny`). `{"location": …}` at the
+    /// redirect back to the app, or `{"page": …}` where the provider's pages end.
+    pub async fn browse(&self, url: &str, user_code: Option<&str>, deny: bool) -> Value {
+        let mut query = vec![("url", url)];
+        query.extend(user_code.map(|c| ("user_code", c)));
+        if deny {
+            query.push(("deny", "1"));
+        }
+        let encoded: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))
+            .collect();
+        let answer = self.http.get(format!("{}/_test/browse?{}", self.issuer, encoded.join("&"))).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        answer.json().await.unwrap()
     }
 
     /// What the token endpoint did, in order: `{"grant_type", "ok", "error", "detail"}`, and

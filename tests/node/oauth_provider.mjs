@@ -16,10 +16,15 @@
 // the provider's own login and consent pages (its development interactions), with the scopes
 // `openid offline_access mail`. It then prints one JSON line on stdout:
 // `{"issuer": "http://127.0.0.1:<port>", "refresh_token": "..."}` and serves until killed.
-// Two paths are this script's, not the provider's: `GET /_test/authorise` walks the flow again
-// and answers `{"refresh_token": "..."}`, a new grant (the operator authorising again after a
-// revocation); `GET /_test/grants` lists what the token endpoint did, in order
-// (`{"grant_type", "ok", "error"}`, and `{"revoked": true}` when a grant was revoked).
+// Paths under /_test/ are this script's, not the provider's: `GET /_test/authorise` walks the
+// flow again and answers `{"refresh_token": "..."}`, a new grant (the operator authorising again
+// after a revocation); `GET /_test/grants` lists what the token endpoint did, in order
+// (`{"grant_type", "ok", "error"}`, and `{"revoked": true}` when a grant was revoked);
+// `GET /_test/browse?url=U[&user_code=C][&deny]` is the user's browser opening U (an
+// authorization request, or the device page with C to enter), signing in and consenting (or
+// cancelling): `{"location": "<redirect away from the provider>"}` or `{"page": "<html>"}`.
+// The client may also use the device flow (RFC 8628, `/device/auth`) and loopback redirects on
+// any port.
 //
 // Usage: node oauth_provider.mjs ACCOUNT   (SB_OIDC_PROVIDER: the npm prefix holding
 // node_modules/oidc-provider, installed by tests/run.sh from tests/node/package-lock.json)
@@ -51,9 +56,12 @@ const provider = new Provider(issuer, {
     {
       client_id: 'switchboard',
       client_secret: 'switchboard-secret',
-      grant_types: ['authorization_code', 'refresh_token'],
+      grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
       response_types: ['code'],
-      redirect_uris: [redirect],
+      // A native (installed) app: any port on the loopback address is its own (RFC 8252 §7.3),
+      // as at Google and Microsoft; `switchboard oauth2` listens on one for the redirect.
+      application_type: 'native',
+      redirect_uris: [redirect, 'http://127.0.0.1/'],
       // As Microsoft's and Google's token endpoints take it: the secret in the form body.
       token_endpoint_auth_method: 'client_secret_post',
     },
@@ -69,6 +77,7 @@ const provider = new Provider(issuer, {
   findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
   features: {
     devInteractions: { enabled: true },
+    deviceFlow: { enabled: true },
     introspection: { enabled: true },
     revocation: { enabled: true },
   },
@@ -82,18 +91,17 @@ const provider = new Provider(issuer, {
   },
 });
 
-/** The authorization-code flow as a browser walks it: cookies kept, redirects followed by hand. */
-async function authorise() {
+/**
+ * The user's browser: opens `url`, follows the provider's redirects, signs in as `account`,
+ * enters `userCode` where a device code is asked for, and consents — or, with `deny`, cancels
+ * at the consent page. Returns `{ location }` at the first redirect away from the provider (to
+ * the app's redirect URI, with the code or the error), or `{ page }` where no form is left
+ * (the device flow's "you can close this page").
+ */
+async function browse(url, { userCode, deny } = {}) {
   const cookies = new Map();
-  const remember = (response) => {
-    for (const line of response.headers.getSetCookie()) {
-      const [pair] = line.split(';');
-      const at = pair.indexOf('=');
-      cookies.set(pair.slice(0, at), pair.slice(at + 1));
-    }
-  };
-  const go = async (url, form) => {
-    const response = await fetch(new URL(url, issuer), {
+  const go = async (target, form) => {
+    const response = await fetch(target, {
       method: form ? 'POST' : 'GET',
       redirect: 'manual',
       headers: {
@@ -102,9 +110,43 @@ async function authorise() {
       },
       body: form ? new URLSearchParams(form) : undefined,
     });
-    remember(response);
+    for (const line of response.headers.getSetCookie()) {
+      const [pair] = line.split(';');
+      const at = pair.indexOf('=');
+      cookies.set(pair.slice(0, at), pair.slice(at + 1));
+    }
     return response;
   };
+  let response = await go(new URL(url, issuer));
+  for (let steps = 0; steps < 20; steps += 1) {
+    const location = response.headers.get('location');
+    if (location) {
+      const next = new URL(location, issuer);
+      if (next.origin !== issuer) return { location: next.href };
+      response = await go(next);
+      continue;
+    }
+    const page = await response.text();
+    const form = /<form[^>]*action="([^"]*)"[^>]*>([\s\S]*?)<\/form>/.exec(page);
+    if (!form) return { page };
+    const action = new URL(form[1].replace(/&amp;/g, '&'), issuer);
+    const fields = {};
+    for (const input of form[2].matchAll(/<input[^>]*name="([^"]*)"[^>]*>/g)) {
+      fields[input[1]] = /value="([^"]*)"/.exec(input[0])?.[1] ?? '';
+    }
+    if ('login' in fields) Object.assign(fields, { login: account, password: 'any' });
+    if ('user_code' in fields && !fields.user_code) fields.user_code = userCode;
+    if (fields.prompt === 'consent' && deny) {
+      response = await go(new URL(`${action.pathname}/abort`, issuer));
+      continue;
+    }
+    response = await go(action, fields);
+  }
+  throw new Error(`the browser went round in circles from ${url}`);
+}
+
+/** The operator authorising the client once: the authorization-code flow, to a refresh token. */
+async function authorise() {
   const start = new URL('/auth', issuer);
   start.search = new URLSearchParams({
     client_id: 'switchboard',
@@ -113,39 +155,23 @@ async function authorise() {
     scope: 'openid offline_access mail',
     prompt: 'consent',
   });
-  let response = await go(start);
-  for (let steps = 0; steps < 12; steps += 1) {
-    const location = response.headers.get('location');
-    if (!location) {
-      throw new Error(`authorisation stopped at ${response.status}: ${await response.text()}`);
-    }
-    if (location.startsWith(redirect)) {
-      const code = new URL(location).searchParams.get('code');
-      if (!code) throw new Error(`no code in ${location}`);
-      const token = await fetch(new URL('/token', issuer), {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded' },
-        body: new URLSearchParams({
-          grant_type: 'authorization_code',
-          code,
-          redirect_uri: redirect,
-          client_id: 'switchboard',
-          client_secret: 'switchboard-secret',
-        }),
-      });
-      const answer = await token.json();
-      if (!answer.refresh_token) throw new Error(`no refresh token: ${JSON.stringify(answer)}`);
-      return answer.refresh_token;
-    }
-    response = await go(location);
-    const uid = /^\/interaction\/([^/?]+)$/.exec(new URL(location, issuer).pathname)?.[1];
-    if (uid && response.status === 200) {
-      const page = await response.text();
-      const prompt = page.includes('name="login"') ? { prompt: 'login', login: account, password: 'x' } : { prompt: 'consent' };
-      response = await go(`/interaction/${uid}`, prompt);
-    }
-  }
-  throw new Error('authorisation did not end');
+  const { location } = await browse(start);
+  const code = location && new URL(location).searchParams.get('code');
+  if (!code) throw new Error(`no code: ${location}`);
+  const token = await fetch(new URL('/token', issuer), {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: new URLSearchParams({
+      grant_type: 'authorization_code',
+      code,
+      redirect_uri: redirect,
+      client_id: 'switchboard',
+      client_secret: 'switchboard-secret',
+    }),
+  });
+  const answer = await token.json();
+  if (!answer.refresh_token) throw new Error(`no refresh token: ${JSON.stringify(answer)}`);
+  return answer.refresh_token;
 }
 
 // What the token endpoint did, in order, for the tests to count refreshes and see refusals.
@@ -166,6 +192,13 @@ server.on('request', (request, response) => {
     );
   } else if (request.url === '/_test/grants') {
     answer(response, grants);
+  } else if (request.url.startsWith('/_test/browse?')) {
+    const query = new URL(request.url, issuer).searchParams;
+    const options = { userCode: query.get('user_code'), deny: query.has('deny') };
+    browse(query.get('url'), options).then(
+      (result) => answer(response, result),
+      (error) => response.writeHead(500).end(String(error.stack)),
+    );
   } else {
     handle(request, response);
   }

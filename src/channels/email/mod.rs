@@ -5,9 +5,11 @@
 //! bounces — `plain_bounce.rs` for those without a standard report —, `forward.rs` for a
 //! colleague's forward, `dedup.rs` for what makes two fetched mails
 //! one, and `tnef.rs` and `rtf.rs` for Outlook's `winmail.dat`), to the pipeline; `outbound.rs`
-//! sends through SMTP with Message-IDs that encode the conversation. Threading decisions are in
+//! sends through SMTP with Message-IDs that encode the conversation; `authorise.rs` is
+//! `switchboard oauth2`, which obtains an OAuth2 grant's refresh token. Threading decisions are in
 //! `stitch::email`.
 
+pub mod authorise;
 pub mod config;
 pub mod dedup;
 mod forward;

@@ -31,14 +31,21 @@ pub struct OAuth2Config {
     pub refresh_token_env: Option<String>,
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// For `switchboard oauth2` only: the provider's authorization endpoint (known for Google's
+    /// and Microsoft's token endpoints) and its device authorization endpoint (RFC 8628).
+    pub authorize_url: Option<String>,
+    pub device_url: Option<String>,
 }
 
 impl OAuth2Config {
     /// Problems relative to the table; resolves secret files and variables.
     pub fn validate(&mut self) -> Vec<(String, String)> {
         let mut problems = Vec::new();
-        if let Err(reason) = config::check_http_url(&self.token_url) {
-            problems.push(("token_url".to_owned(), reason));
+        let urls = [("token_url", Some(&self.token_url)), ("authorize_url", self.authorize_url.as_ref())];
+        for (key, url) in urls.into_iter().chain([("device_url", self.device_url.as_ref())]) {
+            if let Some(Err(reason)) = url.map(|u| config::check_http_url(u)) {
+                problems.push((key.to_owned(), reason));
+            }
         }
         let source =
             SecretSource { inline: &self.client_secret, file: &self.client_secret_file, env: &self.client_secret_env };
@@ -57,13 +64,82 @@ impl OAuth2Config {
         }
         problems
     }
+
+    /// Where the user authorises the app: `authorize_url`, or Google's or Microsoft's, known
+    /// from their token endpoints.
+    pub fn authorize_endpoint(&self) -> Option<String> {
+        self.authorize_url.clone().or_else(|| match self.known_provider()? {
+            Known::Google => Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned()),
+            Known::Microsoft(base) => Some(format!("{base}/authorize")),
+        })
+    }
+
+    /// Where a device code is asked for (RFC 8628): `device_url`, or Google's or Microsoft's.
+    pub fn device_endpoint(&self) -> Option<String> {
+        self.device_url.clone().or_else(|| match self.known_provider()? {
+            Known::Google => Some("https://oauth2.googleapis.com/device/code".to_owned()),
+            Known::Microsoft(base) => Some(format!("{base}/devicecode")),
+        })
+    }
+
+    fn known_provider(&self) -> Option<Known> {
+        let url = self.token_url.trim_end_matches('/');
+        if ["https://oauth2.googleapis.com/token", "https://accounts.google.com/o/oauth2/token"].contains(&url) {
+            return Some(Known::Google);
+        }
+        let base = url.strip_suffix("/token")?;
+        (url.starts_with("https://login.microsoftonline.com/") && base.ends_with("/oauth2/v2.0"))
+            .then(|| Known::Microsoft(base.to_owned()))
+    }
+
+    /// The client's credentials as a token endpoint takes them in its form (RFC 6749 §2.3.1:
+    /// Microsoft and Google take the secret in the body).
+    pub(super) fn client_fields(&self) -> Vec<(&'static str, String)> {
+        let mut fields = vec![("client_id", self.client_id.clone())];
+        if let Some(secret) = &self.client_secret {
+            fields.push(("client_secret", secret.expose().to_owned()));
+        }
+        fields
+    }
+}
+
+enum Known {
+    Google,
+    /// Microsoft's endpoints under `https://login.microsoftonline.com/<tenant>/oauth2/v2.0`.
+    Microsoft(String),
+}
+
+/// POSTs `fields` as a form; the answer's status and text.
+pub(super) async fn post_form(
+    client: &reqwest::Client,
+    url: &str,
+    fields: &[(&str, String)],
+) -> Result<(reqwest::StatusCode, String), String> {
+    let body = fields.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect::<Vec<_>>().join("&");
+    let response = client
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {}", crate::http_out::describe(&e)))?;
+    let status = response.status();
+    Ok((status, response.text().await.unwrap_or_default()))
 }
 
 #[derive(Deserialize)]
-struct TokenResponse {
-    access_token: String,
-    expires_in: Option<u64>,
-    refresh_token: Option<String>,
+pub(super) struct TokenResponse {
+    pub access_token: String,
+    pub expires_in: Option<u64>,
+    pub refresh_token: Option<String>,
+}
+
+/// A token endpoint's answer: the tokens, or why there are none.
+pub(super) fn token_response((status, text): (reqwest::StatusCode, String)) -> Result<TokenResponse, String> {
+    if !status.is_success() {
+        return Err(refusal(status, &text));
+    }
+    serde_json::from_str(&text).map_err(|e| format!("token endpoint sent no token: {e}"))
 }
 
 /// Hands out valid access tokens for one account.
@@ -102,33 +178,12 @@ impl TokenSource {
         // two concurrent refreshes with the same token. The next one reads the rotated token.
         let _grant = self.state.lock(&self.key).await;
         let refresh = self.current_refresh_token().await?;
-        let mut form = vec![
-            ("grant_type", "refresh_token".to_owned()),
-            ("refresh_token", refresh.clone()),
-            ("client_id", self.config.client_id.clone()),
-        ];
-        if let Some(secret) = &self.config.client_secret {
-            form.push(("client_secret", secret.expose().to_owned()));
-        }
+        let mut form = vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", refresh.clone())];
+        form.extend(self.config.client_fields());
         if !self.config.scopes.is_empty() {
             form.push(("scope", self.config.scopes.join(" ")));
         }
-        let body = form.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect::<Vec<_>>().join("&");
-        let response = self
-            .client
-            .post(&self.config.token_url)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| format!("token endpoint: {}", crate::http_out::describe(&e)))?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            return Err(refusal(status, &text));
-        }
-        let token: TokenResponse =
-            serde_json::from_str(&text).map_err(|e| format!("token endpoint sent no token: {e}"))?;
+        let token = token_response(post_form(&self.client, &self.config.token_url, &form).await?)?;
         if let Some(rotated) = token.refresh_token.filter(|r| *r != refresh) {
             // Persist before anything else: the old refresh token may already be dead.
             self.store_current(&rotated).await.map_err(|e| format!("cannot store the rotated refresh token: {e}"))?;
@@ -192,7 +247,7 @@ impl TokenSource {
 
 /// What a token endpoint's refusal means for the operator: RFC 6749 §5.2's `error` (and its
 /// description, which Microsoft fills with an AADSTS code), with what to do about the usual ones.
-fn refusal(status: reqwest::StatusCode, body: &str) -> String {
+pub(super) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
     #[derive(Deserialize)]
     struct Refusal {
         error: String,
@@ -316,6 +371,8 @@ mod tests {
             refresh_token_file: None,
             refresh_token_env: None,
             scopes: Vec::new(),
+            authorize_url: None,
+            device_url: None,
         }
     }
 
