@@ -189,7 +189,6 @@ async fn by_browser(
         None
     })
     .await;
-    server.abort();
     let answer = answer
         .map_err(|_| format!("no answer from the browser within {} minutes", PATIENCE.as_secs() / 60))?
         .ok_or("no answer from the browser")?;
@@ -205,7 +204,10 @@ async fn by_browser(
         ("code_verifier", verifier),
     ];
     fields.extend(grant.client_fields());
-    refresh_token_in(post_form(client, &grant.token_url, &fields).await?)
+    let exchanged = post_form(client, &grant.token_url, &fields).await;
+    // Only now: the browser's page has been answered meanwhile.
+    server.abort();
+    refresh_token_in(exchanged?)
 }
 
 #[derive(Deserialize)]
