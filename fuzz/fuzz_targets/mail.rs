@@ -1,0 +1,37 @@
+//! Any bytes as a fetched mail, through everything the email channel does to a mail before the
+//! store sees it: MIME parsing, the new part of a reply, bounce and auto-reply reading (standard
+//! reports, refusal notices, plain-text bounces), forwards, TNEF and RTF bodies, the keys that
+//! make two fetches one mail. In the gateway a panic there makes the mail a stored, unparsed
+//! message (`mime::guarded`); here libFuzzer's panic hook stops at it, and a slow input (a
+//! quadratic loop: a folder stuck on one mail) is reported by `-timeout`.
+
+#![no_main]
+
+use std::sync::LazyLock;
+
+use libfuzzer_sys::fuzz_target;
+use switchboard::channels::email::config::EmailChannelConfig;
+use switchboard::channels::email::{mime, reply};
+
+static CHANNEL: LazyLock<EmailChannelConfig> = LazyLock::new(|| {
+    toml::from_str(
+        r#"
+id = "support"
+address = "support@example.com"
+aliases = ["help@example.com"]
+reply_token = true
+[smtp]
+host = "127.0.0.1"
+tls = "none"
+"#,
+    )
+    .expect("the fuzz channel's config")
+});
+
+fuzz_target!(|data: &[u8]| {
+    let raw = mime::to_raw_inbound(&CHANNEL, data.to_vec());
+    std::hint::black_box(raw);
+    if let Ok(text) = std::str::from_utf8(data) {
+        std::hint::black_box(reply::reply_text(text));
+    }
+});
