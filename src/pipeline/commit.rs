@@ -484,7 +484,7 @@ fn answered_on_another_channel(
 ) -> Result<Option<(String, String)>, StoreError> {
     let Some(mail) = &raw.mail else { return Ok(None) };
     let sent_there = |address: &str| raw.to.iter().chain(&raw.cc).any(|p| p.address.eq_ignore_ascii_case(address));
-    for id in mail.in_reply_to.iter().chain(mail.references.iter().rev()) {
+    for (_, id) in stitch::email::threading_ids(mail) {
         let Some(ours) = our_outbound_message(conn, id)? else { continue };
         let elsewhere = ours.channel.id != raw.channel_id && channels.get(&ours.channel.id).is_some();
         if elsewhere && sent_there(&ours.from.address) {

@@ -50,21 +50,33 @@ pub struct Joined {
     pub header: Option<String>,
 }
 
+/// How many Message-IDs of In-Reply-To, and of References (the newest; the thread's start is
+/// looked up as well), are looked up. Real threads name a few dozen; a hostile mail can name a
+/// million, each a lookup in the store's one writer, which every channel waits for.
+const IDS_LOOKED_UP: usize = 100;
+
+/// The Message-IDs a mail is threaded by, in the order they are looked up, each with the
+/// `stitch.reason` it gives: In-Reply-To, then References newest first — at most
+/// `IDS_LOOKED_UP` of each, and the thread's start when References names more.
+pub fn threading_ids(mail: &MailThreading) -> impl Iterator<Item = (&'static str, &String)> {
+    let newest = mail.references.iter().rev().take(IDS_LOOKED_UP);
+    let start = mail.references.first().filter(|_| mail.references.len() > IDS_LOOKED_UP);
+    let in_reply_to = mail.in_reply_to.iter().take(IDS_LOOKED_UP).map(|id| ("in_reply_to", id));
+    in_reply_to.chain(newest.chain(start).map(|id| ("references", id)))
+}
+
 /// The conversation to join, or `None` for a new conversation.
 pub fn find_conversation<L: MailLookup>(mail: &MailThreading, lookup: &mut L) -> Result<Option<Joined>, L::Error> {
-    let references: Vec<&String> = mail.references.iter().rev().collect();
-    for (reason, ids) in [("in_reply_to", mail.in_reply_to.iter().collect::<Vec<_>>()), ("references", references)] {
-        for id in ids {
-            let mut candidates = lookup.by_header(id)?;
-            if let Some(own) = own_conversation(id) {
-                if lookup.exists(own.as_str())? && !candidates.iter().any(|c| c == own.as_str()) {
-                    candidates.push(own.to_string());
-                }
+    for (reason, id) in threading_ids(mail) {
+        let mut candidates = lookup.by_header(id)?;
+        if let Some(own) = own_conversation(id) {
+            if lookup.exists(own.as_str())? && !candidates.iter().any(|c| c == own.as_str()) {
+                candidates.push(own.to_string());
             }
-            for candidate in candidates {
-                if lookup.sender_allowed(&candidate)? {
-                    return Ok(Some(Joined { conversation: candidate, reason, header: Some(id.clone()) }));
-                }
+        }
+        for candidate in candidates {
+            if lookup.sender_allowed(&candidate)? {
+                return Ok(Some(Joined { conversation: candidate, reason, header: Some(id.clone()) }));
             }
         }
     }
@@ -354,6 +366,7 @@ mod tests {
 
     #[derive(Default)]
     struct Fake {
+        looked_up: usize,
         headers: HashMap<String, Vec<String>>,
         allowed: HashSet<String>,
         subjects: HashMap<String, String>,
@@ -363,6 +376,7 @@ mod tests {
     impl MailLookup for Fake {
         type Error = ();
         fn by_header(&mut self, h: &str) -> Result<Vec<String>, ()> {
+            self.looked_up += 1;
             Ok(self.headers.get(h).cloned().unwrap_or_default())
         }
         fn exists(&mut self, c: &str) -> Result<bool, ()> {
@@ -404,6 +418,23 @@ mod tests {
         fake.allowed.remove("cnv_A");
         let m = MailThreading { in_reply_to: vec!["a@x".into()], subject_key: None, ..mail() };
         assert_eq!(find_conversation(&m, &mut fake), Ok(None));
+    }
+
+    #[test]
+    fn a_mail_naming_a_hundred_thousand_references_costs_a_hundred_lookups() {
+        let mut fake = Fake::default();
+        fake.allowed.insert("cnv_R".into());
+        let references: Vec<String> = (0..100_000).map(|i| format!("ref-{i}@x")).collect();
+        let m = MailThreading { references: references.clone(), subject_key: None, ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(None));
+        assert_eq!(fake.looked_up, 101, "the newest hundred and the thread's start");
+        // The thread's start still joins a long thread.
+        fake.headers.insert("ref-0@x".into(), vec!["cnv_R".into()]);
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined("cnv_R", "references", Some("ref-0@x")))));
+        let m = MailThreading { in_reply_to: references, subject_key: None, ..mail() };
+        let mut unknown = Fake::default();
+        assert_eq!(find_conversation(&m, &mut unknown), Ok(None));
+        assert_eq!(unknown.looked_up, 100);
     }
 
     #[test]
