@@ -134,7 +134,7 @@ impl Authorising {
         // The reader thread ends with the pipe; give it the last lines.
         let stderr = loop_until(|| async {
             let lines = self.lines.lock().unwrap().join("\n");
-            (std::sync::Arc::strong_count(&self.lines) == 1).then_some(lines)
+            (Arc::strong_count(&self.lines) == 1).then_some(lines)
         })
         .await;
         (status.success(), stdout, stderr)

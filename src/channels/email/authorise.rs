@@ -30,7 +30,7 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::Digest;
 
-use super::oauth2::{post_form, refusal, token_response, OAuth2Config};
+use super::oauth2::{form, post_form, refusal, token_response, OAuth2Config};
 
 /// What `switchboard oauth2` was asked to do.
 pub struct Request {
@@ -285,9 +285,8 @@ fn keep(token: &str, path: &Path, config: &Path) -> std::io::Result<()> {
     let written = (|| {
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary)?;
         file.write_all(format!("{token}\n").as_bytes())?;
-        if std::os::unix::fs::chown(&temporary, Some(like.uid()), Some(like.gid())).is_err() {
-            // Not root: the file stays ours, as the config presumably is.
-        }
+        // Fails when not root: the file stays ours, as the config presumably is.
+        let _ = std::os::unix::fs::chown(&temporary, Some(like.uid()), Some(like.gid()));
         file.set_permissions(std::fs::Permissions::from_mode(like.mode() & 0o640))?;
         file.sync_all()?;
         std::fs::rename(&temporary, path)?;
@@ -304,10 +303,6 @@ fn random_token(bytes: usize) -> String {
     let mut raw = vec![0u8; bytes];
     getrandom::fill(&mut raw).expect("the system's random source");
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
-}
-
-fn form(fields: &[(&str, String)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter().map(|(k, v)| (k, v))).finish()
 }
 
 #[cfg(test)]

@@ -109,17 +109,22 @@ enum Known {
     Microsoft(String),
 }
 
+/// `fields` as `application/x-www-form-urlencoded`: a token endpoint's body, and an
+/// authorization request's query.
+pub(super) fn form(fields: &[(&str, String)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new()).extend_pairs(fields.iter().map(|(k, v)| (k, v))).finish()
+}
+
 /// POSTs `fields` as a form; the answer's status and text.
 pub(super) async fn post_form(
     client: &reqwest::Client,
     url: &str,
     fields: &[(&str, String)],
 ) -> Result<(reqwest::StatusCode, String), String> {
-    let body = fields.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect::<Vec<_>>().join("&");
     let response = client
         .post(url)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(body)
+        .body(form(fields))
         .send()
         .await
         .map_err(|e| format!("{url}: {}", crate::http_out::describe(&e)))?;
@@ -280,16 +285,6 @@ fn fingerprint(token: &str) -> String {
     crate::store::Blobs::hash(token.as_bytes())[..16].to_owned()
 }
 
-fn percent_encode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The SASL XOAUTH2 initial response: `user=U\x01auth=Bearer T\x01\x01`.
 pub fn xoauth2(user: &str, token: &str) -> String {
     format!("user={user}\x01auth=Bearer {token}\x01\x01")
@@ -447,6 +442,12 @@ mod tests {
     }
 
     #[test]
+    fn a_form_escapes_what_would_end_its_field() {
+        let fields = [("scope", "a b/c+d".to_owned()), ("refresh_token", "rt=1&x".to_owned())];
+        assert_eq!(super::form(&fields), "scope=a+b%2Fc%2Bd&refresh_token=rt%3D1%26x");
+    }
+
+    #[test]
     fn xoauth2_matches_the_google_test_vector() {
         use base64::Engine;
         let raw = super::xoauth2("someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg");
@@ -454,6 +455,5 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(raw),
             "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
         );
-        assert_eq!(super::percent_encode("a b/c+d"), "a%20b%2Fc%2Bd");
     }
 }
