@@ -65,7 +65,9 @@ enum Command {
     /// Authorise the app for a mail channel's mailbox (OAuth2: Gmail, Microsoft 365) and keep
     /// the refresh token: in the oauth2 table's refresh_token_file, in --write FILE, or on
     /// stdout. Prints an address to open in a browser (or, with --device, a code to enter at
-    /// the provider's page), then waits for the sign-in. Reload afterwards to use the token.
+    /// the provider's page), then waits for the sign-in. The new grant logs in to the mail
+    /// servers first: if they refuse it (signed in as another account), nothing is kept.
+    /// Reload afterwards to use the token.
     Oauth2 {
         /// The channel's id.
         channel: String,

@@ -192,6 +192,11 @@ async fn switchboard_oauth2_authorises_in_a_browser_and_the_gateway_logs_in_with
         stderr.contains(&format!("The refresh token is in {}.", token_file.display())) && stderr.contains("Reload"),
         "{stderr}"
     );
+    // Checked before it was kept: both servers the grant serves take the token it came with.
+    let imap = format!("With the new token, imap 127.0.0.1:{}: ok, logged in as {}", mail.imap_port, SUPPORT.0);
+    let smtp = format!("With the new token, smtp 127.0.0.1:{}: ok, logged in as {}", mail.smtp_port, SUPPORT.0);
+    assert!(stderr.contains(&imap) && stderr.contains(&smtp), "{stderr}");
+    assert!(stderr.contains("With the new token, imap folder \"INBOX\": ok"), "{stderr}");
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "as the config file: readable by its group (the service), never by others");
 
@@ -267,4 +272,40 @@ async fn switchboard_oauth2_reports_a_refusal_pasted_from_another_machines_brows
     );
     assert!(!token_file.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the config: no temporary file left");
+}
+
+/// The commonest mistake: the browser was already signed in to the provider as someone else (an
+/// admin, a personal account), and the grant is that account's. The provider is content; the
+/// mail server refuses the token for the mailbox. The command logs in with the token before it
+/// keeps it, says whom to sign in as, and leaves the working token in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchboard_oauth2_keeps_no_grant_of_another_account_than_the_mailboxs() {
+    let provider = OAuthProvider::start(SUPPORT.0).await;
+    let mail = MailServers::start_oauth2(&provider.introspection_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("support.token");
+    std::fs::write(&token_file, format!("{}\n", provider.refresh_token)).unwrap();
+    let (_, path) =
+        config_file(dir.path(), &mail, &provider, &format!("refresh_token_file = \"{}\"", token_file.display()));
+    let cli = Authorising::start(&["oauth2", "support", "--config", &path]);
+    let address = cli.line(|l| l.starts_with("http://")).await;
+    let back = provider.browse_as(&address, "admin@example.com").await;
+    let location = back["location"].as_str().unwrap();
+    assert!(location.contains("code="), "the provider granted access: {back}");
+    assert_eq!(reqwest::get(location).await.unwrap().status(), 200);
+    let (ok, stdout, stderr) = cli.end().await;
+    assert!(!ok, "{stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    let refused = format!("imap 127.0.0.1:{} refused the new token: login refused", mail.imap_port);
+    assert!(stderr.contains(&refused), "{stderr}");
+    assert!(
+        stderr.contains(&format!("sign in as {}", SUPPORT.0)) && stderr.contains("Nothing was written"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&token_file).unwrap().trim(),
+        provider.refresh_token,
+        "the old grant's token stays"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "the config and the token: no temporary file");
 }

@@ -88,6 +88,16 @@ impl OAuthProvider {
         if deny {
             query.push(("deny", "1"));
         }
+        self.browser(&query).await
+    }
+
+    /// The user's browser opening the authorization request `url`, signed in to the provider
+    /// as `account` (not necessarily the mailbox's), and consenting.
+    pub async fn browse_as(&self, url: &str, account: &str) -> Value {
+        self.browser(&[("url", url), ("as", account)]).await
+    }
+
+    async fn browser(&self, query: &[(&str, &str)]) -> Value {
         let encoded: Vec<String> = query
             .iter()
             .map(|(k, v)| format!("{k}={}", url::form_urlencoded::byte_serialize(v.as_bytes()).collect::<String>()))

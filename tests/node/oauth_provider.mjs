@@ -20,9 +20,10 @@
 // flow again and answers `{"refresh_token": "..."}`, a new grant (the operator authorising again
 // after a revocation); `GET /_test/grants` lists what the token endpoint did, in order
 // (`{"grant_type", "ok", "error"}`, and `{"revoked": true}` when a grant was revoked);
-// `GET /_test/browse?url=U[&user_code=C][&deny]` is the user's browser opening U (an
-// authorization request, or the device page with C to enter), signing in and consenting (or
-// cancelling): `{"location": "<redirect away from the provider>"}` or `{"page": "<html>"}`.
+// `GET /_test/browse?url=U[&user_code=C][&deny][&as=A]` is the user's browser opening U (an
+// authorization request, or the device page with C to enter), signing in (as A, else as
+// ACCOUNT) and consenting (or cancelling): `{"location": "<redirect away from the provider>"}`
+// or `{"page": "<html>"}`.
 // The client may also use the device flow (RFC 8628, `/device/auth`) and loopback redirects on
 // any port.
 //
@@ -92,13 +93,13 @@ const provider = new Provider(issuer, {
 });
 
 /**
- * The user's browser: opens `url`, follows the provider's redirects, signs in as `account`,
+ * The user's browser: opens `url`, follows the provider's redirects, signs in as `as`,
  * enters `userCode` where a device code is asked for, and consents — or, with `deny`, cancels
  * at the consent page. Returns `{ location }` at the first redirect away from the provider (to
  * the app's redirect URI, with the code or the error), or `{ page }` where no form is left
  * (the device flow's "you can close this page").
  */
-async function browse(url, { userCode, deny } = {}) {
+async function browse(url, { userCode, deny, as = account } = {}) {
   const cookies = new Map();
   const go = async (target, form) => {
     const response = await fetch(target, {
@@ -134,7 +135,7 @@ async function browse(url, { userCode, deny } = {}) {
     for (const input of form[2].matchAll(/<input[^>]*name="([^"]*)"[^>]*>/g)) {
       fields[input[1]] = /value="([^"]*)"/.exec(input[0])?.[1] ?? '';
     }
-    if ('login' in fields) Object.assign(fields, { login: account, password: 'any' });
+    if ('login' in fields) Object.assign(fields, { login: as, password: 'any' });
     if ('user_code' in fields && !fields.user_code) fields.user_code = userCode;
     if (fields.prompt === 'consent' && deny) {
       response = await go(new URL(`${action.pathname}/abort`, issuer));
@@ -194,7 +195,7 @@ server.on('request', (request, response) => {
     answer(response, grants);
   } else if (request.url.startsWith('/_test/browse?')) {
     const query = new URL(request.url, issuer).searchParams;
-    const options = { userCode: query.get('user_code'), deny: query.has('deny') };
+    const options = { userCode: query.get('user_code'), deny: query.has('deny'), as: query.get('as') ?? account };
     browse(query.get('url'), options).then(
       (result) => answer(response, result),
       (error) => response.writeHead(500).end(String(error.stack)),

@@ -13,6 +13,11 @@
 //!   on any device; this command polls the token endpoint until they have. Microsoft offers it
 //!   for mail; Google does not allow its mail scope in this flow.
 //!
+//! Before the refresh token is kept, the access token it came with logs in to the channel's
+//! servers that use the grant (`probe.rs`'s checks): the provider grants access to whichever
+//! account the browser was signed in as, and only the mail server knows that is not the
+//! mailbox. A refused login keeps nothing, so a working token is never replaced by a wrong one.
+//!
 //! The refresh token goes into the table's `refresh_token_file` (or `--write FILE`), written
 //! whole or not at all, with the config file's owner and permissions (never readable by
 //! others); or, with neither, to stdout. A reload then puts it to use: a configured token that
@@ -30,7 +35,9 @@ use base64::Engine;
 use serde::Deserialize;
 use sha2::Digest;
 
-use super::oauth2::{form, post_form, refusal, token_response, OAuth2Config};
+use super::config::{ImapConfig, SmtpConfig};
+use super::oauth2::{form, post_form, refusal, token_response, OAuth2Config, TokenResponse};
+use super::probe::{check_imap, check_smtp, Credential, Finding};
 
 /// What `switchboard oauth2` was asked to do.
 pub struct Request {
@@ -57,13 +64,20 @@ const PATIENCE: Duration = Duration::from_secs(15 * 60);
 pub async fn run(request: &Request) -> Result<Kept, String> {
     let text = std::fs::read_to_string(&request.config)
         .map_err(|e| format!("cannot read {}: {e}", request.config.display()))?;
-    let (table, grant, username) = grant_in(&text, &request.channel, request.smtp)?;
+    let Grant { table, oauth2: grant, username, channel } = grant_in(&text, &request.channel, request.smtp)?;
     let client = crate::http_out::client(Duration::from_secs(30));
-    let refresh_token = if request.device {
+    let tokens = if request.device {
         by_device(&client, &grant, &username).await?
     } else {
         by_browser(&client, &grant, &username, request.port).await?
     };
+    let refresh_token = tokens.refresh_token.ok_or_else(|| {
+        "the provider granted access but gave no refresh token: Microsoft needs the scope \
+         offline_access; Google gives one only at the first consent (remove the app's access \
+         in the Google account and run this again)"
+            .to_owned()
+    })?;
+    check_token(&channel, &grant, &username, &tokens.access_token).await?;
     let configured =
         grant.refresh_token_file.clone().filter(|p| !p.to_string_lossy().contains("CREDENTIALS_DIRECTORY"));
     match request.write.clone().or(configured.clone()) {
@@ -85,9 +99,21 @@ pub async fn run(request: &Request) -> Result<Kept, String> {
     }
 }
 
-/// The channel's `[channels.imap.oauth2]` (or smtp's) table as written in `config`, its client
-/// secret resolved, with the table's name and the mailbox's user name.
-fn grant_in(config: &str, channel: &str, smtp: bool) -> Result<(String, OAuth2Config, String), String> {
+/// The grant to authorise, as the config file has it.
+#[derive(Debug)]
+struct Grant {
+    /// The table's key path, `channels.imap.oauth2` or `channels.smtp.oauth2`.
+    table: String,
+    /// The table, its client secret resolved (its refresh token may be missing).
+    oauth2: OAuth2Config,
+    /// The mailbox's user name (as the server logs it in).
+    username: String,
+    /// The channel's whole table.
+    channel: toml::Value,
+}
+
+/// The channel's `[channels.imap.oauth2]` (or smtp's) table as written in `config`.
+fn grant_in(config: &str, channel: &str, smtp: bool) -> Result<Grant, String> {
     let root: toml::Table = config.parse().map_err(|e| format!("not valid TOML: {e}"))?;
     let channels = root.get("channels").and_then(toml::Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let found = channels.iter().find(|c| c.get("id").and_then(toml::Value::as_str) == Some(channel));
@@ -112,7 +138,53 @@ fn grant_in(config: &str, channel: &str, smtp: bool) -> Result<(String, OAuth2Co
         return Err(problems.join("\n"));
     }
     let username = found.get(side).and_then(|t| t.get("username")).and_then(toml::Value::as_str).unwrap_or_default();
-    Ok((name, grant, username.to_owned()))
+    Ok(Grant { table: name, oauth2: grant, username: username.to_owned(), channel: found.clone() })
+}
+
+/// Logs in to the channel's servers that use this grant with the access token it came with.
+/// The provider cannot know which mailbox the token is meant for: a browser signed in as
+/// another account than the mailbox's (the commonest mistake) gives a valid grant the mail
+/// server refuses. Then nothing is kept, so a working token is never replaced by a wrong one. A
+/// server that cannot be reached from here does not stop the token being kept.
+async fn check_token(channel: &toml::Value, grant: &OAuth2Config, username: &str, token: &str) -> Result<(), String> {
+    // The same grant as the service sees it: the same client at the same token endpoint.
+    let uses_grant = |side: &str| {
+        let oauth2 = channel.get(side)?.get("oauth2")?;
+        let theirs = OAuth2Config::deserialize(oauth2.clone()).ok()?;
+        (theirs.client_id == grant.client_id && theirs.token_url == grant.token_url).then_some(())
+    };
+    let mut findings = Vec::new();
+    if let (Some(()), Some(table)) = (uses_grant("imap"), channel.get("imap")) {
+        match ImapConfig::deserialize(table.clone()) {
+            Ok(imap) => findings.extend(check_imap(&imap, Credential::AccessToken(token)).await),
+            Err(e) => findings.push(("imap".to_owned(), Finding::NotTried(format!("[channels.imap]: {e}")))),
+        }
+    }
+    if let (Some(()), Some(table)) = (uses_grant("smtp"), channel.get("smtp")) {
+        match SmtpConfig::deserialize(table.clone()) {
+            Ok(smtp) => findings.push(check_smtp(&smtp, Credential::AccessToken(token)).await),
+            Err(e) => findings.push(("smtp".to_owned(), Finding::NotTried(format!("[channels.smtp]: {e}")))),
+        }
+    }
+    let mut refused = None;
+    for (what, finding) in findings {
+        match finding {
+            Finding::Ok(detail) => eprintln!("With the new token, {what}: ok, {detail}"),
+            Finding::Failed(detail) => {
+                eprintln!("With the new token, {what}: not checked, {detail} (the token is kept all the same)")
+            }
+            Finding::NotTried(detail) => eprintln!("With the new token, {what}: not checked, {detail}"),
+            Finding::Refused(detail) => refused = refused.or(Some(format!("{what} refused the new token: {detail}"))),
+        }
+    }
+    match refused {
+        None => Ok(()),
+        Some(refusal) => Err(format!(
+            "{refusal}. The provider granted access to the account signed in at its page; the mail \
+             server takes it only for {username}: sign in as {username} (or fix the username in \
+             the config, or the scopes). Nothing was written: run this again."
+        )),
+    }
 }
 
 /// The authorization-code flow with PKCE and a loopback redirect.
@@ -121,7 +193,7 @@ async fn by_browser(
     grant: &OAuth2Config,
     username: &str,
     port: u16,
-) -> Result<String, String> {
+) -> Result<TokenResponse, String> {
     let authorize = grant.authorize_endpoint().ok_or(
         "the provider's authorization endpoint is not known from token_url: set authorize_url in the oauth2 table",
     )?;
@@ -207,7 +279,7 @@ async fn by_browser(
     let exchanged = post_form(client, &grant.token_url, &fields).await;
     // Only now: the browser's page has been answered meanwhile.
     server.abort();
-    refresh_token_in(exchanged?)
+    token_response(exchanged?)
 }
 
 #[derive(Deserialize)]
@@ -222,7 +294,7 @@ struct DeviceCode {
 }
 
 /// The device authorization grant (RFC 8628).
-async fn by_device(client: &reqwest::Client, grant: &OAuth2Config, username: &str) -> Result<String, String> {
+async fn by_device(client: &reqwest::Client, grant: &OAuth2Config, username: &str) -> Result<TokenResponse, String> {
     let endpoint = grant
         .device_endpoint()
         .ok_or("the provider's device endpoint is not known from token_url: set device_url in the oauth2 table")?;
@@ -251,7 +323,7 @@ async fn by_device(client: &reqwest::Client, grant: &OAuth2Config, username: &st
         }
         let (status, text) = post_form(client, &grant.token_url, &fields).await?;
         if status.is_success() {
-            return refresh_token_in((status, text));
+            return token_response((status, text));
         }
         let error =
             serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_owned));
@@ -262,15 +334,6 @@ async fn by_device(client: &reqwest::Client, grant: &OAuth2Config, username: &st
             _ => return Err(refusal(status, &text)),
         }
     }
-}
-
-fn refresh_token_in(answer: (reqwest::StatusCode, String)) -> Result<String, String> {
-    token_response(answer)?.refresh_token.ok_or_else(|| {
-        "the provider granted access but gave no refresh token: Microsoft needs the scope \
-         offline_access; Google gives one only at the first consent (remove the app's access \
-         in the Google account and run this again)"
-            .to_owned()
-    })
 }
 
 /// Writes `token` to `path` whole or not at all (a temporary file, fsynced, renamed, the
@@ -323,7 +386,7 @@ token_url = "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token
 refresh_token_file = "/nonexistent/support.token"
 scopes = ["offline_access"]
 "#;
-        let (table, grant, username) = grant_in(config, "support", false).unwrap();
+        let super::Grant { table, oauth2: grant, username, .. } = grant_in(config, "support", false).unwrap();
         assert_eq!((table.as_str(), username.as_str()), ("channels.imap.oauth2", "support@example.com"));
         let base = "https://login.microsoftonline.com/contoso.example/oauth2/v2.0";
         assert_eq!(grant.authorize_endpoint(), Some(format!("{base}/authorize")));
@@ -338,9 +401,9 @@ scopes = ["offline_access"]
             "https://login.microsoftonline.com/contoso.example/oauth2/v2.0/token",
             "https://oauth2.googleapis.com/token",
         );
-        let (_, grant, _) = grant_in(&google, "support", false).unwrap();
+        let grant = grant_in(&google, "support", false).unwrap().oauth2;
         assert_eq!(grant.authorize_endpoint().as_deref(), Some("https://accounts.google.com/o/oauth2/v2/auth"));
         let elsewhere = config.replace("login.microsoftonline.com/contoso.example/oauth2/v2.0", "id.example/oauth");
-        assert_eq!(grant_in(&elsewhere, "support", false).unwrap().1.authorize_endpoint(), None);
+        assert_eq!(grant_in(&elsewhere, "support", false).unwrap().oauth2.authorize_endpoint(), None);
     }
 }

@@ -286,16 +286,21 @@ pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Re
 
 /// One XOAUTH2 login with `token`; a refused token is not handed out again.
 async fn xoauth2_login(imap: &ImapConfig, tokens: &TokenSource, token: &str) -> Result<ImapSession, ImapError> {
-    let logged_in = within(imap, "connecting and logging in", async {
-        let client = connect(imap).await?;
-        let auth = XOAuth2(xoauth2(&imap.username, token));
-        client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
-    })
-    .await;
+    let logged_in = login_with_token(imap, token).await;
     if let Err(ImapError::Auth(_)) = &logged_in {
         tokens.refused(token).await;
     }
     logged_in
+}
+
+/// One XOAUTH2 login with an access token as it is (`switchboard oauth2` checks a new grant's).
+pub(super) async fn login_with_token(imap: &ImapConfig, token: &str) -> Result<ImapSession, ImapError> {
+    within(imap, "connecting and logging in", async {
+        let client = connect(imap).await?;
+        let auth = XOAuth2(xoauth2(&imap.username, token));
+        client.authenticate("XOAUTH2", auth).await.map_err(|(e, _)| ImapError::Auth(e.to_string()))
+    })
+    .await
 }
 
 /// Whether the folder's checkpoint belongs to another mailbox (the channel's IMAP `host`,

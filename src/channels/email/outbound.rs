@@ -354,8 +354,7 @@ fn refused_recipient(e: &lettre::transport::smtp::Error, address: &Address) -> S
 fn classify(e: &lettre::transport::smtp::Error) -> SendError {
     let code = e.status().map(|c| c.to_string()).unwrap_or_default();
     let reason = e.to_string();
-    // 530/534/535/538: authentication required, too weak, refused, needs encryption.
-    if code.starts_with("53") {
+    if smtp::login_refused(e) {
         return SendError::Unavailable { code: format!("smtp_{code}"), reason: format!("login refused: {reason}") };
     }
     if e.is_tls() {

@@ -73,6 +73,12 @@ pub fn login(
     Some((Credentials::new(username?.to_owned(), secret?), mechanisms))
 }
 
+/// Whether the server refused the login itself (530/534/535/538: authentication required, too
+/// weak, refused, needs encryption), not the connection or the mail.
+pub(super) fn login_refused(e: &Error) -> bool {
+    e.status().is_some_and(|code| code.to_string().starts_with("53"))
+}
+
 impl Session {
     /// Connects (implicit TLS or STARTTLS as configured), learns whether the server offers DSN,
     /// and logs in when `login` is given.
