@@ -50,7 +50,8 @@ enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
         /// Also log in to each mail channel's IMAP and SMTP servers (folders opened read-only,
-        /// nothing sent; OAuth2 logins not tried) and exit 1 if one fails.
+        /// nothing sent) and exit 1 if one fails. On OAuth2 the servers are only reached (the
+        /// service owns the grant) and the token endpoint is asked whether it takes the client.
         #[arg(long)]
         connect: bool,
     },

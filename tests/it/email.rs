@@ -770,7 +770,7 @@ async fn a_mail_deleted_before_it_is_moved_does_not_stop_the_move_of_the_rest() 
 
 /// `switchboard check --connect` (the real binary) on a config with `channel`: its exit status
 /// and what it printed.
-fn check_connect(channel: &str) -> (i32, String) {
+pub(crate) fn check_connect(channel: &str) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchboard.toml");
     std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", channel)).unwrap();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::email::{count, loop_until, mail_text, send_to_ann};
+use crate::email::{check_connect, count, loop_until, mail_text, send_to_ann};
 use crate::harness::*;
 use crate::mail_servers::*;
 use crate::oauth_provider::OAuthProvider;
@@ -308,4 +308,63 @@ async fn switchboard_oauth2_keeps_no_grant_of_another_account_than_the_mailboxs(
         "the old grant's token stays"
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "the config and the token: no temporary file");
+}
+
+/// `switchboard check --connect` on a channel on OAuth2 runs beside the service that owns the
+/// grant, so it must not refresh it (a rotation it did not store would kill the grant). It
+/// reaches both servers without logging in, sees that SMTP offers XOAUTH2, and asks the token
+/// endpoint to refresh a made-up token: `invalid_grant` shows the client taken; a wrong client
+/// secret (Azure's expire) is named. The real grant is untouched: the gateway logs in after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_connect_on_oauth2_asks_about_the_client_and_leaves_the_grant_alone() {
+    let provider = OAuthProvider::start(SUPPORT.0).await;
+    let mail = MailServers::start_oauth2(&provider.introspection_url()).await;
+    let config = mail.channel_on_oauth2("support", &provider.grant(&provider.refresh_token));
+    let (code, out) = check_connect(&config);
+    assert_eq!(code, 0, "{out}");
+    let token_url = format!("{}/token", provider.issuer);
+    for line in [
+        format!("support: imap 127.0.0.1:{}: ok, reached; XOAUTH2 login not tried: the running service refreshes and stores its tokens", mail.imap_port),
+        format!("support: smtp 127.0.0.1:{}: ok, reached, offers XOAUTH2; XOAUTH2 login not tried", mail.smtp_port),
+        format!("support: oauth2 {token_url}: ok, client switchboard not refused"),
+    ] {
+        assert!(out.contains(&line), "no {line:?} in:\n{out}");
+    }
+    assert_eq!(out.matches("support: oauth2 ").count(), 1, "IMAP and SMTP share the grant: one question: {out}");
+    let asked: Vec<_> =
+        provider.grants().await.into_iter().filter(|g| g["grant_type"] != "authorization_code").collect();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(
+        (asked[0]["grant_type"].as_str(), asked[0]["error"].as_str()),
+        (Some("refresh_token"), Some("invalid_grant"))
+    );
+
+    let wrong_secret = config.replace("client_secret = \"switchboard-secret\"", "client_secret = \"expired-secret\"");
+    let (code, out) = check_connect(&wrong_secret);
+    assert_eq!(code, 1, "{out}");
+    let line = out.lines().find(|l| l.starts_with("support: oauth2 ")).unwrap_or_default();
+    assert!(
+        line.contains(": FAILED, ")
+            && line.contains("invalid_client")
+            && line.contains("check client_id and client_secret"),
+        "{out}"
+    );
+
+    let server = TestServer::start(&config).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "After the check", "check-1@example.org", "", "x")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    assert_eq!(provider.refreshes().await.0, 1, "the grant refreshed once, by the gateway");
+    assert!(!provider.grants().await.iter().any(|g| g["revoked"] == true));
+    server.stop().await;
+
+    let login_only = MailServers::start_with_smtp_auth("LOGIN").await;
+    let (code, out) = check_connect(&login_only.channel_on_oauth2("support", &provider.grant(&provider.refresh_token)));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "support: smtp 127.0.0.1:{}: FAILED, reached, but it does not offer AUTH XOAUTH2",
+            login_only.smtp_port
+        )),
+        "{out}"
+    );
 }

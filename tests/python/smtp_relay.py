@@ -6,7 +6,7 @@ second listener on SMTPS_PORT speaks TLS from the first byte (implicit TLS, as o
 INTROSPECTION_URL in the environment it also accepts AUTH XOAUTH2, validating the bearer token
 there (RFC 7662; client credentials in the URL go as HTTP Basic) and taking the token's `sub` as
 the mailbox, as Dovecot's oauth2 passdb does. With SMTP_AUTH_ONLY=LOGIN (or PLAIN) it offers
-only that password mechanism. Every login is logged to stderr as `AUTH <mechanism> ok|refused <user>`.
+only that mechanism (no XOAUTH2 either). Every login is logged to stderr as `AUTH <mechanism> ok|refused <user>`.
 USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
 listening; runs until stdin closes. Unknown recipients are refused with 550 by Dovecot and
 that answer is passed through, so senders see real permanent failures.
@@ -77,7 +77,7 @@ class Relay:
 
 
 only = os.environ.get("SMTP_AUTH_ONLY")
-exclude = [m for m in ("PLAIN", "LOGIN") if only and m != only]
+exclude = [m for m in ("PLAIN", "LOGIN", "XOAUTH2") if only and m != only]
 tls = {}
 controllers = []
 if len(sys.argv) > 6:

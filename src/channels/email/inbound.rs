@@ -227,7 +227,7 @@ pub(super) async fn within<T>(
     })
 }
 
-async fn connect(imap: &ImapConfig) -> Result<Client<Watched>, ImapError> {
+pub(super) async fn connect(imap: &ImapConfig) -> Result<Client<Watched>, ImapError> {
     let tcp = TcpStream::connect((imap.host.as_str(), imap.port))
         .await
         .map_err(|e| ImapError::Connect(format!("{}:{}: {e}", imap.host, imap.port)))?;

@@ -279,6 +279,30 @@ pub(super) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
     )
 }
 
+/// Whether the token endpoint takes the client, without touching the grant (`switchboard check
+/// --connect`, beside a running service that owns the grant's rotation): a refresh of a
+/// made-up token must be refused as `invalid_grant`. That answer shows the endpoint reachable
+/// and the client not refused; `invalid_client` (a wrong or expired client secret — Azure's
+/// expire within two years) or `unauthorized_client` would stop the service at its next
+/// refresh. Some providers look at the token before the client, so `Ok` does not prove the
+/// secret.
+pub(super) async fn check_client(config: &OAuth2Config) -> Result<(), String> {
+    let client = crate::http_out::client(Duration::from_secs(30));
+    let mut form =
+        vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", "switchboard-check-not-a-token".to_owned())];
+    form.extend(config.client_fields());
+    let (status, text) = post_form(&client, &config.token_url, &form).await?;
+    let error =
+        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_owned));
+    match error.as_deref() {
+        Some("invalid_grant") if status.is_client_error() => Ok(()),
+        _ if status.is_success() => Err(format!(
+            "answered {status} to a made-up refresh token without refusing it: is token_url the provider's token endpoint?"
+        )),
+        _ => Err(refusal(status, &text)),
+    }
+}
+
 /// A refresh token's fingerprint: what the store keeps of the configured token (never the
 /// token itself).
 fn fingerprint(token: &str) -> String {

@@ -5,17 +5,21 @@
 //! is sent, and each session ends with LOGOUT or QUIT.
 //!
 //! OAuth2 logins are not tried: getting an access token may rotate the refresh token, and the
-//! running service, which stores the rotation, would then hold a revoked one. (`switchboard
-//! oauth2` runs the same checks with the access token a new grant comes with.)
+//! running service, which stores the rotation, would then hold a revoked one. For such a
+//! channel the servers are reached without logging in (TLS, greeting; SMTP must offer XOAUTH2),
+//! and the token endpoint is asked whether it takes the client (`oauth2::check_client`).
+//! (`switchboard oauth2` runs the logins with the access token a new grant comes with.)
 
 use super::config::{AfterImport, EmailChannelConfig, ImapConfig, SmtpConfig};
-use super::inbound::{login, login_with_token, within, ImapError};
+use super::inbound::{connect, login, login_with_token, within, ImapError};
 use super::mutf7;
+use super::oauth2::{check_client, OAuth2Config};
 use super::outbound::server;
 use super::smtp::{login as smtp_login, login_refused, Session};
+use lettre::transport::smtp::authentication::Mechanism;
 
 /// Why OAuth2 logins are left out (see the module doc).
-const OAUTH2_NOT_TRIED: &str = "OAuth2: the running service refreshes and stores its tokens";
+const OAUTH2_NOT_TRIED: &str = "XOAUTH2 login not tried: the running service refreshes and stores its tokens";
 
 /// What one check found.
 #[derive(Debug, PartialEq, Eq)]
@@ -41,19 +45,70 @@ pub async fn probe(channel: &EmailChannelConfig) -> Vec<(String, Finding)> {
     let mut findings = Vec::new();
     if let Some(imap) = &channel.imap {
         if imap.oauth2.is_some() {
-            findings.push((imap_at(imap), Finding::NotTried(OAUTH2_NOT_TRIED.into())));
+            findings.push(reach_imap(imap).await);
         } else {
             findings.extend(check_imap(imap, Credential::Password).await);
         }
     }
     if let Some(smtp) = &channel.smtp {
         if smtp.oauth2.is_some() {
-            findings.push((smtp_at(smtp), Finding::NotTried(OAUTH2_NOT_TRIED.into())));
+            findings.push(reach_smtp(smtp).await);
         } else {
             findings.push(check_smtp(smtp, Credential::Password).await);
         }
     }
+    let grants =
+        [channel.imap.as_ref().and_then(|i| i.oauth2.as_ref()), channel.smtp.as_ref().and_then(|s| s.oauth2.as_ref())];
+    let mut checked: Vec<&OAuth2Config> = Vec::new();
+    for grant in grants.into_iter().flatten() {
+        // IMAP and SMTP usually share one grant: its client is asked about once.
+        if checked.iter().any(|c| c.client_id == grant.client_id && c.token_url == grant.token_url) {
+            continue;
+        }
+        checked.push(grant);
+        let finding = match check_client(grant).await {
+            Ok(()) => Finding::Ok(format!(
+                "client {} not refused (it refused a made-up refresh token, as it should; the grant itself is not tried)",
+                grant.client_id
+            )),
+            Err(e) => Finding::Failed(e),
+        };
+        findings.push((format!("oauth2 {}", grant.token_url), finding));
+    }
     findings
+}
+
+/// A channel on OAuth2: its IMAP server reached (TLS, greeting) without logging in.
+async fn reach_imap(imap: &ImapConfig) -> (String, Finding) {
+    let finding = match within(imap, "connecting", connect(imap)).await {
+        Ok(mut client) => {
+            let _ = within(imap, "LOGOUT", async { Ok(client.run_command_and_check_ok("LOGOUT", None).await?) }).await;
+            Finding::Ok(format!("reached; {OAUTH2_NOT_TRIED}"))
+        }
+        Err(e) => Finding::Failed(e.to_string()),
+    };
+    (imap_at(imap), finding)
+}
+
+/// A channel on OAuth2: its SMTP server reached (TLS, EHLO), without logging in, and offering
+/// XOAUTH2.
+async fn reach_smtp(smtp: &SmtpConfig) -> (String, Finding) {
+    let finding = match server(smtp) {
+        Err(e) => Finding::Failed(format!("TLS setup: {e}")),
+        Ok(server) => match Session::open(&server, None).await {
+            Err(e) => Finding::Failed(e.to_string()),
+            Ok(session) => {
+                let xoauth2 = session.offers_auth(Mechanism::Xoauth2);
+                session.quit().await;
+                if xoauth2 {
+                    Finding::Ok(format!("reached, offers XOAUTH2; {OAUTH2_NOT_TRIED}"))
+                } else {
+                    Finding::Failed("reached, but it does not offer AUTH XOAUTH2 (on this port, after TLS)".to_owned())
+                }
+            }
+        },
+    };
+    (smtp_at(smtp), finding)
 }
 
 fn imap_at(imap: &ImapConfig) -> String {

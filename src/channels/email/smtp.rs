@@ -172,6 +172,11 @@ impl Session {
         self.dsn
     }
 
+    /// Whether the server offers `mechanism` for AUTH (as it said after TLS).
+    pub fn offers_auth(&self, mechanism: Mechanism) -> bool {
+        self.conn.server_info().supports_auth_mechanism(mechanism)
+    }
+
     /// Ends the session with QUIT (given `QUIT_TIMEOUT`).
     pub async fn quit(mut self) {
         let _ = tokio::time::timeout(QUIT_TIMEOUT, self.conn.quit()).await;
