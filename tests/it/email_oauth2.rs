@@ -368,3 +368,36 @@ async fn check_connect_on_oauth2_asks_about_the_client_and_leaves_the_grant_alon
         "{out}"
     );
 }
+
+/// A refresh_token_file under `$CREDENTIALS_DIRECTORY` is a systemd credential: a copy the unit
+/// gets at start, not a file the command can write. The token goes to stdout, with where it
+/// belongs and that a restart (not a reload) takes it in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchboard_oauth2_says_where_a_systemd_credentials_token_goes() {
+    let provider = OAuthProvider::start(SUPPORT.0).await;
+    let mail = MailServers::start_oauth2(&provider.introspection_url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) =
+        config_file(dir.path(), &mail, &provider, "refresh_token_file = \"$CREDENTIALS_DIRECTORY/support-token\"");
+    let cli = Authorising::start(&["oauth2", "support", "--device", "--config", &path]);
+    let line = cli.line(|l| l.contains(" and enter the code ")).await;
+    let (page, code) = line.split_once(" and enter the code ").unwrap();
+    let page = page.trim_start_matches("Open ").split(' ').next().unwrap();
+    provider.browse(page, Some(code.trim()), false).await;
+    let (ok, stdout, stderr) = cli.end().await;
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "is a systemd credential: put the refresh token that follows into the file its LoadCredential= line names"
+        ) && stderr.contains("systemctl restart switchboard"),
+        "{stderr}"
+    );
+    let token = stdout.trim();
+    assert!(!token.is_empty() && !token.contains(char::is_whitespace), "one token on stdout: {stdout:?}");
+    let config = mail.channel_on_oauth2("support", &provider.grant(token));
+    let server = TestServer::start(&config).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "From the credential", "cred-1@example.org", "", "x")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    server.stop().await;
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing written beside the config");
+}

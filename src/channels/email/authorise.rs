@@ -78,8 +78,13 @@ pub async fn run(request: &Request) -> Result<Kept, String> {
             .to_owned()
     })?;
     check_token(&channel, &grant, &username, &tokens.access_token).await?;
-    let configured =
-        grant.refresh_token_file.clone().filter(|p| !p.to_string_lossy().contains("CREDENTIALS_DIRECTORY"));
+    // A systemd credential is a copy the unit gets at start, not a file to write here.
+    let (credential, configured): (Vec<_>, Vec<_>) = grant
+        .refresh_token_file
+        .clone()
+        .into_iter()
+        .partition(|p| p.to_string_lossy().contains("CREDENTIALS_DIRECTORY"));
+    let configured = configured.into_iter().next();
     match request.write.clone().or(configured.clone()) {
         Some(path) => {
             keep(&refresh_token, &path, &request.config)
@@ -92,7 +97,18 @@ pub async fn run(request: &Request) -> Result<Kept, String> {
             Ok(Kept::File { path, configured })
         }
         None => {
-            eprintln!("The refresh token follows; put it in [{table}] as refresh_token (or in a file named by refresh_token_file).");
+            match credential.first() {
+                Some(path) => eprintln!(
+                    "[{table}] refresh_token_file = \"{}\" is a systemd credential: put the refresh \
+                     token that follows into the file its LoadCredential= line names (systemctl cat \
+                     switchboard), then systemctl restart switchboard (a reload does not renew \
+                     credentials). Or run this again with --write FILE.",
+                    path.display()
+                ),
+                None => eprintln!(
+                    "The refresh token follows; put it in [{table}] as refresh_token (or in a file named by refresh_token_file)."
+                ),
+            }
             println!("{refresh_token}");
             Ok(Kept::Stdout)
         }
