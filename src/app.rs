@@ -72,7 +72,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let registry = Live::new(Registry::build(&config.channels, config.outbound.timeout.0, &store));
-    let pipeline = Pipeline::new(store.clone(), &config.server.public_url, registry.clone());
+    store.use_public_url(&config.server.public_url).await.context("cannot record server.public_url in the store")?;
+    let pipeline = Pipeline::new(store.clone(), registry.clone());
 
     let health = Health::default();
     let outbound = OutboundEngine::new(store.clone(), registry.clone(), config.outbound.clone(), health.clone());

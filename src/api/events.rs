@@ -52,11 +52,12 @@ pub async fn list(
     // The envelopes are already JSON: join them rather than re-serialise.
     let mut body = String::with_capacity(events.iter().map(|e| e.data.len() + 160).sum::<usize>() + 40);
     body.push_str(r#"{"events":["#);
+    let urls = state.store.attachment_urls();
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             body.push(',');
         }
-        body.push_str(&e.envelope_json());
+        body.push_str(&e.envelope_json(&urls));
     }
     body.push_str(&format!(r#"],"next_after":{}}}"#, scanned_to.max(after)));
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
@@ -96,7 +97,7 @@ fn event_stream(
     stream::unfold(cursor, |mut cur| async move {
         loop {
             if let Some(e) = cur.buffer.pop_front() {
-                let event = Event::default().id(e.seq.to_string()).data(e.envelope_json());
+                let event = Event::default().id(e.seq.to_string()).data(e.envelope_json(&cur.store.attachment_urls()));
                 return Some((Ok(event), cur));
             }
             if cur.shutdown.is_cancelled() {

@@ -63,10 +63,11 @@ pub async fn rejected(
     let (after, limit) = (page.after(), page.limit());
     let rows = state.store.read(move |c| store::mail::rejected_list(c, &channel_id, after, limit)).await?;
     let next_after = page.next_after(rows.len(), rows.last().map(|r| r.id));
+    let urls = state.store.attachment_urls();
     let items: Vec<_> = rows
         .into_iter()
         .map(|r| {
-            let summary: serde_json::Value = serde_json::from_str(&r.summary).unwrap_or_default();
+            let summary: serde_json::Value = serde_json::from_str(&urls.rebase_json(&r.summary)).unwrap_or_default();
             let (accepted_message_id, accepted_at) = r.accepted.map(|(m, at)| (m, time::rfc3339(at))).unzip();
             json!({
                 "id": r.id,

@@ -24,8 +24,10 @@ pub async fn message(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     authorize(&state.tokens.load(), &headers, Scope::Read)?;
-    let message = state.store.read(move |c| store::messages::get(c, &id)).await?;
-    Ok(Json(message.ok_or_else(|| ApiError::not_found("message"))?).into_response())
+    let mut message = state.store.read(move |c| store::messages::get(c, &id)).await?;
+    let message = message.as_mut().ok_or_else(|| ApiError::not_found("message"))?;
+    state.store.attachment_urls().rebase(message);
+    Ok(Json(message).into_response())
 }
 
 pub async fn conversation(
@@ -52,7 +54,7 @@ pub async fn conversation_messages(
 ) -> Result<Response, ApiError> {
     authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let limit = page.limit.unwrap_or(100).clamp(1, 1000);
-    let (found, messages) = state
+    let (found, mut messages) = state
         .store
         .read(move |c| {
             let found = store::conversations::get(c, &id)?.is_some();
@@ -62,6 +64,8 @@ pub async fn conversation_messages(
     if !found {
         return Err(ApiError::not_found("conversation"));
     }
+    let urls = state.store.attachment_urls();
+    messages.iter_mut().for_each(|m| urls.rebase(m));
     let next_after = (messages.len() == limit).then(|| messages.last().map(|m| m.id.clone())).flatten();
     Ok(Json(json!({"messages": messages, "next_after": next_after})).into_response())
 }

@@ -60,7 +60,8 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the HTTP server binds.
     pub listen: SocketAddr,
-    /// How providers and consumers reach us (attachment URLs are built from it).
+    /// How providers and consumers reach us (attachment URLs are built from it; the store
+    /// remembers former ones and gives their URLs out under this one).
     pub public_url: String,
     /// Largest request body accepted, in bytes (413 above it).
     pub max_body_bytes: usize,

@@ -2,6 +2,8 @@
 //!
 //! Its JSON shape is public (docs/schemas/message.json); add fields, never rename them.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use super::ids::{AttachmentId, ContactId, ConversationId, MessageId};
@@ -90,6 +92,59 @@ pub struct Attachment {
     pub size: u64,
     pub sha256: String,
     pub url: String,
+}
+
+/// Where stored files are downloaded: `{server.public_url}/v1/attachments/{id}`.
+///
+/// A message and its events keep the URL they were built with, and `public_url` changes in an
+/// appliance's life (a reverse proxy put in front, a new host name). Whatever is read out again
+/// — the event log's replays and pages, the message API, the rejected listing — carries the
+/// current base: the former ones the store remembers are rewritten on the way out, and the
+/// log itself is never changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AttachmentUrls {
+    base: String,
+    former: Vec<String>,
+}
+
+impl AttachmentUrls {
+    pub fn new(public_url: &str, former: &[String]) -> AttachmentUrls {
+        let base = public_url.trim_end_matches('/').to_owned();
+        let former = former.iter().map(|f| f.trim_end_matches('/').to_owned()).filter(|f| *f != base).collect();
+        AttachmentUrls { base, former }
+    }
+
+    /// The download address of the file `id`.
+    pub fn url(&self, id: &AttachmentId) -> String {
+        format!("{}/v1/attachments/{id}", self.base)
+    }
+
+    /// `json` (a stored message, event data or summary) with every attachment URL under a
+    /// former base moved to the current one. Only a `"url":"` key followed by a former base
+    /// and `/v1/attachments/` matches: within a JSON string every quote is escaped, so text a
+    /// customer wrote never does.
+    pub fn rebase_json<'a>(&self, json: &'a str) -> Cow<'a, str> {
+        let mut rebased = Cow::Borrowed(json);
+        for former in &self.former {
+            let from = format!("\"url\":\"{former}/v1/attachments/");
+            if rebased.contains(&from) {
+                let to = format!("\"url\":\"{}/v1/attachments/", self.base);
+                rebased = Cow::Owned(rebased.replace(&from, &to));
+            }
+        }
+        rebased
+    }
+
+    /// The message's attachments and source under the current base.
+    pub fn rebase(&self, message: &mut Message) {
+        for attachment in message.attachments.iter_mut().chain(message.source.as_mut()) {
+            if let Some(id) = self.former.iter().find_map(|f| {
+                attachment.url.strip_prefix(f.as_str())?.strip_prefix("/v1/attachments/").map(str::to_owned)
+            }) {
+                attachment.url = format!("{}/v1/attachments/{id}", self.base);
+            }
+        }
+    }
 }
 
 /// An attachment that was not stored, and why (invariant 4: nothing disappears silently).
@@ -219,6 +274,42 @@ pub struct Message {
 #[cfg(test)]
 mod tests {
     use super::Status::*;
+
+    #[test]
+    fn attachment_urls_under_a_former_base_move_to_the_current_one() {
+        let urls = super::AttachmentUrls::new(
+            "https://gw.example.com/switchboard/",
+            &["http://127.0.0.1:8080".to_owned(), "https://gw.example.com/switchboard".to_owned()],
+        );
+        let stored = r#"{"attachments":[{"id":"att_1","url":"http://127.0.0.1:8080/v1/attachments/att_1"}],"source":{"url":"http://127.0.0.1:8080/v1/attachments/att_2"},"text":"see \"url\":\"http://127.0.0.1:8080/v1/attachments/att_3\"","meta":{"url":"http://127.0.0.1:8080/elsewhere"},"other":{"url":"http://127.0.0.1:80801/v1/attachments/att_4"}}"#;
+        let rebased = urls.rebase_json(stored);
+        assert_eq!(
+            rebased,
+            stored
+                .replace(
+                    "\"url\":\"http://127.0.0.1:8080/v1/attachments/att_1",
+                    "\"url\":\"https://gw.example.com/switchboard/v1/attachments/att_1"
+                )
+                .replace(
+                    "\"url\":\"http://127.0.0.1:8080/v1/attachments/att_2",
+                    "\"url\":\"https://gw.example.com/switchboard/v1/attachments/att_2"
+                )
+        );
+        assert!(
+            rebased.contains(r#"see \"url\":\"http://127.0.0.1:8080/v1/attachments/att_3"#),
+            "a customer's text is theirs"
+        );
+        let current = r#"{"url":"https://gw.example.com/switchboard/v1/attachments/att_5"}"#;
+        assert!(matches!(urls.rebase_json(current), std::borrow::Cow::Borrowed(_)), "nothing to do, nothing copied");
+        assert_eq!(
+            urls.url(&super::AttachmentId::parse("att_6").unwrap()),
+            "https://gw.example.com/switchboard/v1/attachments/att_6"
+        );
+        assert!(matches!(
+            super::AttachmentUrls::new("http://a", &[]).rebase_json(stored),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn status_only_moves_forward() {

@@ -252,7 +252,9 @@ async fn send_one(inner: &Inner, job: Job) -> Result<(), StoreError> {
                 retry_after: None,
             })
         }
-        (Some((message, thread_refs, in_reply_to_ref, files)), Some(adapter)) => {
+        (Some((mut message, thread_refs, in_reply_to_ref, files)), Some(adapter)) => {
+            // Queued before a restart under another `server.public_url`: sent with the current.
+            inner.store.attachment_urls().rebase(&mut message);
             let outbound =
                 OutboundMessage { message, recipient: job.recipient.clone(), thread_refs, in_reply_to_ref, files };
             let limit = config.timeout.0 + Duration::from_secs(5);

@@ -70,14 +70,13 @@ pub enum Outcome {
 #[derive(Clone)]
 pub struct Pipeline {
     pub(crate) store: Store,
-    public_url: String,
     /// The channels as configured now (a reload replaces them): their inbound limits.
     channels: Live<Registry>,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, public_url: &str, channels: Live<Registry>) -> Pipeline {
-        Pipeline { store, public_url: public_url.trim_end_matches('/').to_owned(), channels }
+    pub fn new(store: Store, channels: Live<Registry>) -> Pipeline {
+        Pipeline { store, channels }
     }
 
     /// What items of `channel` are decided by: its sender limit
@@ -218,7 +217,8 @@ impl Pipeline {
             .await
     }
 
-    /// The public description of a stored blob; its URL is under `server.public_url`.
+    /// The public description of a stored blob; its URL is under `server.public_url`
+    /// (`Store::use_public_url`).
     pub fn describe_attachment(
         &self,
         filename: Option<String>,
@@ -228,7 +228,7 @@ impl Pipeline {
         sha256: String,
     ) -> Attachment {
         let id = AttachmentId::new();
-        let url = format!("{}/v1/attachments/{id}", self.public_url);
+        let url = self.store.attachment_urls().url(&id);
         Attachment { id, filename, content_id, content_type, size, sha256, url }
     }
 }

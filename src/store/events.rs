@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::StoreError;
 use crate::model::event::selects;
-use crate::model::{time, EventId, EventType};
+use crate::model::{time, AttachmentUrls, EventId, EventType};
 
 /// One row of the log.
 #[derive(Clone, Debug)]
@@ -22,15 +22,16 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// `{"id","seq","type","timestamp","data"}`, the public envelope.
-    pub fn envelope_json(&self) -> String {
+    /// `{"id","seq","type","timestamp","data"}`, the public envelope, with attachment URLs
+    /// under the current `server.public_url` (`Store::attachment_urls`).
+    pub fn envelope_json(&self, urls: &AttachmentUrls) -> String {
         format!(
             r#"{{"id":"{}","seq":{},"type":"{}","timestamp":"{}","data":{}}}"#,
             self.id,
             self.seq,
             self.kind,
             time::rfc3339(self.created_at),
-            self.data
+            urls.rebase_json(&self.data)
         )
     }
 

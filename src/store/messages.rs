@@ -174,3 +174,45 @@ pub fn attachment(conn: &Connection, id: &str) -> Result<Option<StoredFile>, Sto
         })
         .optional()?)
 }
+
+/// The `store_meta` key of the `server.public_url`s the store has known (a JSON array).
+const PUBLIC_URLS: &str = "public_urls";
+/// How many former `public_url`s are remembered.
+const MAX_PUBLIC_URLS: usize = 32;
+
+/// The `server.public_url`s attachment URLs in this store were built under, other than
+/// `current`, which is remembered from now on. A store from before they were remembered gives
+/// the base of its newest attachment URL (looked for among its last 10,000 messages).
+pub fn former_public_urls(conn: &Connection, current: &str) -> Result<Vec<String>, StoreError> {
+    let current = current.trim_end_matches('/').to_owned();
+    let mut known: Vec<String> = match super::mail::meta(conn, PUBLIC_URLS)? {
+        Some(list) => serde_json::from_str(&list)?,
+        None => newest_attachment_base(conn)?.into_iter().collect(),
+    };
+    if known.last() != Some(&current) {
+        known.retain(|k| *k != current);
+        known.push(current.clone());
+        let excess = known.len().saturating_sub(MAX_PUBLIC_URLS + 1);
+        known.drain(..excess);
+        super::mail::set_meta(conn, PUBLIC_URLS, &serde_json::to_string(&known)?)?;
+    }
+    Ok(known.into_iter().filter(|k| *k != current).collect())
+}
+
+fn newest_attachment_base(conn: &Connection) -> Result<Option<String>, StoreError> {
+    const PATH: &str = "/v1/attachments/att_";
+    let body: Option<String> = conn
+        .query_row(
+            "SELECT body FROM messages WHERE rowid > (SELECT max(rowid) - 10000 FROM messages)
+             AND body LIKE '%\"url\":\"%/v1/attachments/att_%' ORDER BY rowid DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(body.and_then(|body| {
+        body.split("\"url\":\"").skip(1).find_map(|rest| {
+            let url = rest.split_once('"')?.0;
+            url.find(PATH).map(|at| url[..at].to_owned())
+        })
+    }))
+}

@@ -97,6 +97,8 @@ struct Inner {
     /// When store migration 8 changed how mail is known for deduplication, if the store held
     /// mail then (read once: only that migration writes it).
     mail_source_keys_before: Option<i64>,
+    /// Where stored files are downloaded now, and the bases stored URLs may still name.
+    attachment_urls: std::sync::RwLock<Arc<crate::model::AttachmentUrls>>,
 }
 
 const IDLE_READERS: usize = 8;
@@ -160,6 +162,7 @@ impl Store {
                 named_locks: Mutex::default(),
                 lock: Mutex::new(Some(lock)),
                 mail_source_keys_before,
+                attachment_urls: std::sync::RwLock::default(),
             }),
         })
     }
@@ -234,6 +237,24 @@ impl Store {
     /// before may be stored under its whole-source key (`RawInbound::superseded_dedup_key`).
     pub fn mail_source_keys_before(&self) -> Option<i64> {
         self.inner.mail_source_keys_before
+    }
+
+    /// Makes `public_url` the base of new attachment URLs, and remembers it, so that URLs stored
+    /// under it are rewritten on the way out once it changes (`model::AttachmentUrls`).
+    pub async fn use_public_url(&self, public_url: &str) -> Result<(), StoreError> {
+        let current = public_url.to_owned();
+        let former = self.write(move |c| messages::former_public_urls(c, &current)).await?;
+        if !former.is_empty() {
+            tracing::info!(former = ?former, now = public_url, "attachment URLs under a former server.public_url are given out under the current one");
+        }
+        let urls = Arc::new(crate::model::AttachmentUrls::new(public_url, &former));
+        *self.inner.attachment_urls.write().unwrap_or_else(|e| e.into_inner()) = urls;
+        Ok(())
+    }
+
+    /// Where stored files are downloaded (`use_public_url`; until then, paths alone).
+    pub fn attachment_urls(&self) -> Arc<crate::model::AttachmentUrls> {
+        self.inner.attachment_urls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn blobs(&self) -> &Blobs {
@@ -341,6 +362,47 @@ fn lock_storage(dir: &Path) -> Result<std::fs::File, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_store_remembers_the_public_urls_its_attachment_urls_were_built_under() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let former = |url: &'static str| {
+            let store = store.clone();
+            async move { store.write(move |c| messages::former_public_urls(c, url)).await.unwrap() }
+        };
+        // A store from before they were remembered: its newest attachment URL names its base.
+        store
+            .write(|c| {
+                c.execute_batch(
+                    r#"INSERT INTO contacts (id, created_at, updated_at) VALUES ('ctc_1', 0, 0);
+                       INSERT INTO conversations (id, channel_id, channel_type, thread_key, contact_id,
+                       peer_address, status, created_at, updated_at)
+                       VALUES ('cnv_1', 'web', 'api', 'k', 'ctc_1', 'a', 'open', 0, 0);
+                       INSERT INTO messages (id, conversation_id, channel_id, direction, status, created_at, body)
+                       VALUES ('msg_1', 'cnv_1', 'web', 'inbound', 'received', 0,
+                       '{"meta":{"url":"https://elsewhere.example/x"},"attachments":[{"url":"http://old:8080/v1/attachments/att_1"}]}');"#,
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(former("http://new/").await, vec!["http://old:8080"]);
+        assert_eq!(former("http://new").await, vec!["http://old:8080"], "the same again: nothing new");
+        assert_eq!(former("http://newer").await, vec!["http://old:8080", "http://new"]);
+        assert_eq!(former("http://old:8080").await, vec!["http://new", "http://newer"], "back to an old one");
+        store.use_public_url("https://gw.example/").await.unwrap();
+        let urls = store.attachment_urls();
+        assert_eq!(
+            urls.url(&crate::model::AttachmentId::parse("att_2").unwrap()),
+            "https://gw.example/v1/attachments/att_2"
+        );
+        assert_eq!(
+            urls.rebase_json(r#"{"url":"http://newer/v1/attachments/att_3"}"#),
+            r#"{"url":"https://gw.example/v1/attachments/att_3"}"#
+        );
+        store.close();
+    }
 
     #[tokio::test]
     async fn a_second_process_cannot_open_the_storage_and_unindexed_packs_are_swept_at_open() {

@@ -194,11 +194,12 @@ impl Worker {
         let full = events.len() == room;
         let now = time::now_ms();
         let keep_bodies = self.schedule.len() < BODY_CACHE_LIMIT;
+        let urls = self.store.attachment_urls();
         let owed: Vec<(Delivery, Option<Arc<String>>)> = events
             .into_iter()
             .filter(|e| selects(&self.config.events, &e.kind))
             .map(|e| {
-                let body = keep_bodies.then(|| Arc::new(e.envelope_json()));
+                let body = keep_bodies.then(|| Arc::new(e.envelope_json(&urls)));
                 let delivery = Delivery {
                     seq: e.seq,
                     event_id: e.id,
@@ -466,7 +467,10 @@ async fn body_for(store: &Store, delivery: &Delivery, cached: Option<Arc<String>
     }
     let seq = delivery.seq;
     let event = store.read(move |c| store::events::by_seq(c, seq)).await?;
-    event.map(|e| Arc::new(e.envelope_json())).ok_or_else(|| StoreError::Corrupt(format!("event seq {seq} is missing")))
+    let urls = store.attachment_urls();
+    event
+        .map(|e| Arc::new(e.envelope_json(&urls)))
+        .ok_or_else(|| StoreError::Corrupt(format!("event seq {seq} is missing")))
 }
 
 #[cfg(test)]

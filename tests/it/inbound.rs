@@ -196,3 +196,90 @@ async fn same_sender_and_thread_join_one_conversation_and_contact() {
     assert_eq!(contact["identities"], json!(["ext:web:v1"]));
     server.stop().await;
 }
+
+/// `server.public_url` changes in an appliance's life (a reverse proxy put in front, a new host
+/// name; every test server restart here listens on a new port, so its public URL changes too).
+/// Whatever is read out after the restart carries the current one: the message API, the event
+/// log, a webhook replay, and a reply queued before the restart and sent after it. The log
+/// itself is not rewritten.
+#[tokio::test]
+async fn attachment_urls_follow_server_public_url_across_a_restart() {
+    let helpdesk = Receiver::start().await;
+    let backend = Receiver::start().await;
+    backend.respond_with(|_| Reply::status(503));
+    let config =
+        format!("{}{}", api_channel("web", Some(&backend), ""), webhook("h", &helpdesk, "[\"50ms\", \"50ms\"]"));
+    let server = TestServer::start(&config).await;
+    let file = json!([{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}]);
+    let (_, inbound) =
+        server.inbound("web", json!({"from": {"address": "visitor-7"}, "text": "Hi", "attachments": file})).await;
+    let message_id = inbound["message_id"].as_str().unwrap().to_owned();
+    let (code, reply) = server
+        .post(
+            "/v1/messages",
+            json!({"conversation_id": inbound["conversation_id"], "text": "See", "attachments": file}),
+        )
+        .await;
+    assert_eq!(code, 202, "{reply}");
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
+    backend.wait_until(Duration::from_secs(10), "a refused attempt", |r| !r.is_empty()).await;
+    let before = format!("{}/v1/attachments/", server.base);
+    let (_, message) = server.get(&format!("/v1/messages/{message_id}")).await;
+    assert!(message["attachments"][0]["url"].as_str().unwrap().starts_with(&before), "{message}");
+    helpdesk
+        .wait_until(Duration::from_secs(10), "the first round", |r| {
+            r.iter().any(|c| c.event_type() == "message.queued")
+        })
+        .await;
+    let dir = server.stop().await;
+
+    backend.respond_with(|_| Reply::ok());
+    let server = TestServer::start_in(dir, &config).await;
+    let now = format!("{}/v1/attachments/", server.base);
+    assert_ne!(now, before, "the restart changed public_url");
+    let (_, message) = server.get(&format!("/v1/messages/{message_id}")).await;
+    let url = message["attachments"][0]["url"].as_str().unwrap().to_owned();
+    assert!(url.starts_with(&now), "{message}");
+    let download = server.http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(download.text().await.unwrap(), "hello");
+    let (_, listed) =
+        server.get(&format!("/v1/conversations/{}/messages", inbound["conversation_id"].as_str().unwrap())).await;
+    assert!(
+        listed["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["attachments"][0]["url"].as_str().unwrap().starts_with(&now)),
+        "{listed}"
+    );
+    let events = server.all_events().await;
+    let attached: Vec<&str> = events.iter().filter_map(|e| e["data"]["attachments"][0]["url"].as_str()).collect();
+    assert!(!attached.is_empty() && attached.iter().all(|u| u.starts_with(&now)), "{attached:?}");
+
+    let posts = backend
+        .wait_until(Duration::from_secs(20), "the reply, sent after the restart", |r| {
+            r.iter().any(|c| c.answered == 200)
+        })
+        .await;
+    let sent = posts.iter().rev().find(|c| c.answered == 200).unwrap().json();
+    assert_eq!(sent["id"], reply_id.as_str());
+    assert!(sent["attachments"][0]["url"].as_str().unwrap().starts_with(&now), "{sent}");
+
+    let delivered = helpdesk.accepted().len();
+    let (code, _) = server.post("/v1/webhooks/h/replay", json!({"after_seq": 0})).await;
+    assert_eq!(code, 202);
+    let replayed = helpdesk
+        .wait_until(Duration::from_secs(10), "the replay", |r| {
+            r[delivered.min(r.len())..].iter().any(|c| c.event_type() == "message.received")
+        })
+        .await;
+    let again = replayed[delivered..].iter().find(|c| c.event_type() == "message.received").unwrap();
+    assert!(verify_signature(SECRET, again));
+    assert!(again.json()["data"]["attachments"][0]["url"].as_str().unwrap().starts_with(&now), "{}", again.json());
+
+    let db = rusqlite::Connection::open(server.dir.path().join("switchboard.db")).unwrap();
+    let stored: String =
+        db.query_row("SELECT data FROM events WHERE type = 'message.received'", [], |r| r.get(0)).unwrap();
+    assert!(stored.contains(&before), "the log keeps what it recorded: {stored}");
+    server.stop().await;
+}

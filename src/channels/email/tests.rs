@@ -341,7 +341,7 @@ fn pull_context(dir: &std::path::Path) -> (crate::store::Store, crate::pipeline:
     let cx = InboundContext::new(
         "support",
         "email",
-        Pipeline::new(store.clone(), "http://127.0.0.1", crate::live::Live::default()),
+        Pipeline::new(store.clone(), crate::live::Live::default()),
         Health::default(),
         tokio_util::sync::CancellationToken::new(),
     );
