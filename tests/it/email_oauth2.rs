@@ -401,3 +401,22 @@ async fn switchboard_oauth2_says_where_a_systemd_credentials_token_goes() {
     server.stop().await;
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing written beside the config");
 }
+
+/// A mail server that refuses every token (here: the channel's username is not the grant's
+/// account) gets one new token per attempt, not two: a token the provider has just issued that
+/// the server refuses is not a reason to ask the provider again at once, as a held token that
+/// died before its time is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refusing_every_token_costs_one_refresh_per_attempt() {
+    let provider = OAuthProvider::start("admin@example.com").await;
+    let mail = MailServers::start_oauth2(&provider.introspection_url()).await;
+    let helpdesk = Receiver::start().await;
+    let hook = webhook_for("h", &helpdesk, "[\"1s\"]", "[\"channel.*\"]");
+    let config = format!("{}{hook}", mail.channel_on_oauth2("support", &provider.grant(&provider.refresh_token)));
+    let server = TestServer::start(&config).await;
+    let first = helpdesk.expect_event("channel.error").await;
+    let message = first["data"]["error"]["message"].as_str().unwrap();
+    assert!(message.contains("login refused"), "{first}");
+    assert_eq!(provider.refreshes().await, (1, 0), "one token for the first attempt: {:?}", provider.grants().await);
+    server.stop().await;
+}

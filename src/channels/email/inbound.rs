@@ -266,12 +266,14 @@ pub(super) async fn login(imap: &ImapConfig, tokens: Option<&TokenSource>) -> Re
             .await?
         }
         Some(tokens) => {
-            let token = tokens.access_token().await.map_err(ImapError::Auth)?;
+            let (token, new) = tokens.access_token_telling_if_new().await.map_err(ImapError::Auth)?;
             match xoauth2_login(imap, tokens, &token).await {
                 // A token can die before its time (its grant revoked at the provider, the
                 // password changed): the provider is asked again at once, and its answer —
-                // a new token, or why there is none — is what counts.
-                Err(ImapError::Auth(_)) => {
+                // a new token, or why there is none — is what counts. Not when the refused
+                // token is new: asking again would only repeat it (a server refusing every
+                // token, a username that is not the grant's account).
+                Err(ImapError::Auth(_)) if !new => {
                     let token = tokens.access_token().await.map_err(ImapError::Auth)?;
                     xoauth2_login(imap, tokens, &token).await?
                 }

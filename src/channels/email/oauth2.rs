@@ -172,10 +172,16 @@ impl TokenSource {
 
     /// A token valid for at least another minute.
     pub async fn access_token(&self) -> Result<String, String> {
+        Ok(self.access_token_telling_if_new().await?.0)
+    }
+
+    /// `access_token`, and whether the provider issued it just now (rather than it being held
+    /// from before): a server's refusal of a token just issued is no reason to ask again.
+    pub async fn access_token_telling_if_new(&self) -> Result<(String, bool), String> {
         let mut cached = self.cached.lock().await;
         if let Some((token, until)) = cached.as_ref() {
             if *until > Instant::now() + Duration::from_secs(60) {
-                return Ok(token.clone());
+                return Ok((token.clone(), false));
             }
         }
         // One refresh of the grant at a time across its users (IMAP, SMTP, the Sent copy): a
@@ -196,7 +202,7 @@ impl TokenSource {
         }
         let until = Instant::now() + Duration::from_secs(token.expires_in.unwrap_or(3600));
         *cached = Some((token.access_token.clone(), until));
-        Ok(token.access_token)
+        Ok((token.access_token, true))
     }
 
     /// The mail server refused `token`: it is not handed out again. A grant revoked at the
