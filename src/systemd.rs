@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 fn send(states: &[NotifyState<'_>]) {
     if let Err(e) = sd_notify::notify(states) {
@@ -43,24 +43,45 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping: draining work in flight")]);
 }
 
-/// Pings the watchdog while the store takes writes, until `shutdown`.
+/// Pings the watchdog while the store's writer answers, until `shutdown`. A writer that hangs
+/// or is gone gets no ping, and systemd restarts the service. One that answers with an error —
+/// above all a full disk — still gets it: a restart would not free space, and a gateway that
+/// refuses writes with 503 and takes them again by itself once space is freed is better than
+/// one systemd gives up on after its start limit.
 pub fn spawn_watchdog(store: Store, shutdown: CancellationToken) {
     let Some(period) = sd_notify::watchdog_enabled() else { return };
     let interval = (period / 2).max(Duration::from_millis(100));
     tracing::info!(every_ms = interval.as_millis() as u64, "systemd watchdog enabled");
     tokio::spawn(async move {
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}
                 _ = shutdown.cancelled() => return,
             }
-            match tokio::time::timeout(interval, store.probe_write()).await {
-                Ok(Ok(())) => send(&[NotifyState::Watchdog]),
-                Ok(Err(e)) => tracing::error!(error = %e, "store write failed; withholding the watchdog ping"),
-                Err(_) => tracing::error!("store write hung; withholding the watchdog ping"),
+            let probe = tokio::time::timeout(interval, store.probe_write()).await.ok();
+            match &probe {
+                Some(Ok(())) if std::mem::take(&mut failing) => tracing::info!("the store takes writes again"),
+                Some(Err(e)) if !matches!(e, StoreError::Closed) && !std::mem::replace(&mut failing, true) => {
+                    tracing::error!(error = %e, full = e.is_storage_full(), "the store refuses writes; requests are refused until it takes them again")
+                }
+                Some(Err(StoreError::Closed)) => {
+                    tracing::error!("the store's writer is gone; withholding the watchdog ping")
+                }
+                None => tracing::error!("store write hung; withholding the watchdog ping"),
+                _ => {}
+            }
+            if writer_answers(&probe) {
+                send(&[NotifyState::Watchdog]);
             }
         }
     });
+}
+
+/// Whether a write probe (`None`: it did not finish in time) shows the store's writer alive: it
+/// answered, even if with an error such as a full disk.
+fn writer_answers(probe: &Option<Result<(), StoreError>>) -> bool {
+    matches!(probe, Some(result) if !matches!(result, Err(StoreError::Closed)))
 }
 
 /// Where the gateway leaves each reload's verdict: `$RUNTIME_DIRECTORY` (the unit's
@@ -140,5 +161,19 @@ pub fn ask_reload(pid: u32, wait: Duration) -> Result<ReloadVerdict, String> {
             return Err(format!("process {pid} did not report the reload within {}s; see its log", wait.as_secs()));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{writer_answers, StoreError};
+
+    #[test]
+    fn a_full_disk_still_feeds_the_watchdog_a_hung_or_gone_writer_does_not() {
+        assert!(writer_answers(&Some(Ok(()))));
+        assert!(writer_answers(&Some(Err(StoreError::Commit("database or disk is full".into())))));
+        assert!(writer_answers(&Some(Err(StoreError::Io("No space left on device (os error 28)".into())))));
+        assert!(!writer_answers(&Some(Err(StoreError::Closed))));
+        assert!(!writer_answers(&None), "hung");
     }
 }

@@ -14,11 +14,18 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
+    /// Seconds for `Retry-After` on a 503 or 429 (default 1).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after: None }
+    }
+
+    pub fn retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn field(mut self, field: impl Into<String>) -> ApiError {
@@ -57,6 +64,15 @@ impl From<InputError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_storage_full() {
+            tracing::error!(error = %e, "storage full: a request was refused (503); free space under storage.path");
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_full",
+                "the server's storage is full; nothing was kept, retry later",
+            )
+            .retry_after(60);
+        }
         tracing::error!(error = %e, "store error while serving a request");
         let status = match e {
             StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
@@ -74,7 +90,8 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, axum::Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::SERVICE_UNAVAILABLE || self.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            let seconds = HeaderValue::from(self.retry_after.unwrap_or(1));
+            response.headers_mut().insert(header::RETRY_AFTER, seconds);
         }
         response
     }

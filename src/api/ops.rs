@@ -20,6 +20,7 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let store = match tokio::time::timeout(Duration::from_secs(2), state.store.probe_write()).await {
         Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) if e.is_storage_full() => format!("error: storage full (free space under storage.path): {e}"),
         Ok(Err(e)) => format!("error: {e}"),
         Err(_) => "error: write did not complete within 2 s".to_owned(),
     };

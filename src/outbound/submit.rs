@@ -144,6 +144,7 @@ pub async fn submit(
         })
         .collect();
 
+    let packed = new_blobs.clone();
     let accepted = store
         .write(move |conn| {
             if let Some(key) = &submission.idempotency_key {
@@ -230,8 +231,15 @@ pub async fn submit(
             }
             Ok(Ok(Accepted { status: 202, body, queued: true }))
         })
-        .await??;
-    Ok(accepted)
+        .await;
+    // Only a send stored now indexed the attachments: a refusal or an idempotent replay left
+    // its new packs to nothing.
+    match &accepted {
+        Err(e) => crate::pipeline::discard_unless_unknown(store, e, &packed).await,
+        Ok(Ok(Accepted { queued: true, .. })) => {}
+        Ok(_) => store.discard_packs(&packed).await,
+    }
+    accepted?
 }
 
 fn replay(stored: IdempotentResponse, request_sha256: &str) -> Result<Accepted, SubmitError> {

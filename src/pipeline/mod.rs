@@ -177,6 +177,7 @@ impl Pipeline {
     ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
         let channel = batch.items.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
         let rules = self.rules(&channel);
+        let (store, packed) = (self.store.clone(), batch.new_blobs.clone());
         let committed = self.store.submit(move |conn| {
             let c = &checkpoint;
             let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
@@ -199,7 +200,10 @@ impl Pipeline {
             let result = committed.await;
             match &result {
                 Ok(outcomes) => outcomes.iter().for_each(|o| count(&channel, Ok(o))),
-                Err(_) => count(&channel, Err(())),
+                Err(e) => {
+                    count(&channel, Err(()));
+                    discard_unless_unknown(&store, e, &packed).await;
+                }
             }
             result
         }
@@ -209,12 +213,18 @@ impl Pipeline {
         let PreparedBatch { mut items, new_blobs } = self.prepare_batch(vec![raw]).await?;
         let (raw, stored) = items.pop().expect("one item in, one out");
         let rules = self.rules(&raw.channel_id);
-        self.store
+        let packed = new_blobs.clone();
+        let result = self
+            .store
             .write(move |conn| {
                 store::blobs::index(conn, &new_blobs)?;
                 commit::commit(conn, raw, stored, &rules)
             })
-            .await
+            .await;
+        if let Err(e) = &result {
+            discard_unless_unknown(&self.store, e, &packed).await;
+        }
+        result
     }
 
     /// The public description of a stored blob; its URL is under `server.public_url`
@@ -230,6 +240,14 @@ impl Pipeline {
         let id = AttachmentId::new();
         let url = self.store.attachment_urls().url(&id);
         Attachment { id, filename, content_id, content_type, size, sha256, url }
+    }
+}
+
+/// After a transaction that was to index `packed` failed: its packs go, unless the writer is gone
+/// and whether it committed is unknown (the next start sweeps what nothing indexes).
+pub(crate) async fn discard_unless_unknown(store: &Store, error: &StoreError, packed: &[store::Packed]) {
+    if !matches!(error, StoreError::Closed) {
+        store.discard_packs(packed).await;
     }
 }
 

@@ -82,18 +82,32 @@ impl Blobs {
         let pack = format!("{}.pack", crate::model::ids::ulid());
         let dir = self.root.join(PACKS);
         let file = File::options().write(true).create_new(true).open(dir.join(&pack))?;
-        let mut out = BufWriter::with_capacity(1 << 20, file);
-        let mut packed = Vec::with_capacity(blobs.len());
-        let mut offset = 0;
-        for (sha256, bytes) in blobs {
-            out.write_all(bytes)?;
-            let size = bytes.len() as u64;
-            packed.push(Packed { sha256: sha256.clone(), location: Location { pack: pack.clone(), offset, size } });
-            offset += size;
+        let written = (|| {
+            let mut out = BufWriter::with_capacity(1 << 20, file);
+            let mut packed = Vec::with_capacity(blobs.len());
+            let mut offset = 0;
+            for (sha256, bytes) in blobs {
+                out.write_all(bytes)?;
+                let size = bytes.len() as u64;
+                packed.push(Packed { sha256: sha256.clone(), location: Location { pack: pack.clone(), offset, size } });
+                offset += size;
+            }
+            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            File::open(&dir)?.sync_all()?;
+            Ok(packed)
+        })();
+        // A pack cut short (a full disk) is of no use, and its space is wanted.
+        if written.is_err() {
+            self.remove_pack(&pack);
         }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        File::open(&dir)?.sync_all()?;
-        Ok(packed)
+        written
+    }
+
+    /// Removes `pack`, which nothing refers to.
+    pub(super) fn remove_pack(&self, pack: &str) {
+        if let Err(e) = fs::remove_file(self.root.join(PACKS).join(pack)) {
+            tracing::warn!(pack, error = %e, "cannot remove an unused blob pack; the next start removes it");
+        }
     }
 
     /// Removes the packs not in `indexed` (left by batches that never committed); returns how

@@ -49,6 +49,21 @@ pub enum StoreError {
     Corrupt(String),
 }
 
+impl StoreError {
+    /// The disk (or the database's size limit) is full: nothing was stored, and a retry once
+    /// space is freed will do.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            StoreError::Sqlite(e) | StoreError::Commit(e) | StoreError::Io(e) => {
+                e.contains("database or disk is full")
+                    || e.contains("No space left on device")
+                    || e.contains("os error 28")
+            }
+            _ => false,
+        }
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         StoreError::Sqlite(e.to_string())
@@ -265,6 +280,19 @@ impl Store {
     /// new pack. Returns every hash in order, and the new blobs, which the transaction that
     /// refers to them must `blobs::index`. A blob may come with its SHA-256 (hex) already known,
     /// which is then not computed again.
+    /// Removes the packs a `put_blobs` wrote for a transaction that failed (it rolled back, so
+    /// nothing refers to them): on a full disk, every retry would otherwise leave one more
+    /// until the next start sweeps them.
+    pub async fn discard_packs(&self, packed: &[Packed]) {
+        let mut packs: Vec<String> = packed.iter().map(|p| p.location.pack.clone()).collect();
+        packs.dedup();
+        if packs.is_empty() {
+            return;
+        }
+        let files = self.inner.blobs.clone();
+        let _ = tokio::task::spawn_blocking(move || packs.iter().for_each(|p| files.remove_pack(p))).await;
+    }
+
     pub async fn put_blobs(&self, all: Vec<(bytes::Bytes, Option<String>)>) -> Result<StoredBlobs, StoreError> {
         if all.is_empty() {
             return Ok(StoredBlobs::default());

@@ -34,7 +34,7 @@ where
         let finish: Finisher = Box::new(move |commit_error| {
             let _ = tx.send(match commit_error {
                 None => result,
-                Some(e) => Err(StoreError::Commit(e.to_string())),
+                Some(e) => Err(e.clone()),
             });
         });
         (ok, finish)

@@ -19,5 +19,6 @@ mod oauth_provider;
 mod outbound;
 mod packaging;
 mod reload;
+mod storage_full;
 mod systemd;
 mod webhooks;

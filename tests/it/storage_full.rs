@@ -1,0 +1,149 @@
+//! A full disk under `storage.path` (a small tmpfs mounted over the test's storage directory;
+//! the tests run as root, as tests/run.sh does): requests are refused with 503 `storage_full`
+//! and nothing of them is kept — no message, no event, no blob pack eating the space the next
+//! retry needs — `/readyz` says so, and once space is freed the gateway takes writes again by
+//! itself, without a restart, and everything it acknowledged survives one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+/// A tmpfs of `size` mounted on `path` until dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("mount(8) (util-linux)");
+        assert!(
+            out.status.success(),
+            "cannot mount a tmpfs (the tests need root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Fills the filesystem under `dir` to the last byte with `dir`/filler.
+fn fill(dir: &Path) -> PathBuf {
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 16 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let mut byte = [0u8; 1];
+    while file.write_all(&byte).is_ok() {
+        byte[0] = 1;
+    }
+    path
+}
+
+fn packs(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("blobs/packs")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn with_file(from: &str, kilobytes: usize) -> Value {
+    let bytes: Vec<u8> = (0..kilobytes * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    use base64::Engine;
+    let content = base64::engine::general_purpose::STANDARD.encode(bytes);
+    json!({"from": {"address": from}, "text": format!("from {from}"),
+           "attachments": [{"filename": "scan.bin", "content_type": "application/octet-stream", "content_base64": content}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_with_503_keeps_nothing_and_recovers_without_a_restart() {
+    let helpdesk = Receiver::start().await;
+    let backend = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Tmpfs::mount(dir.path(), "4m");
+    let config = format!(
+        "{}{}",
+        api_channel("web", Some(&backend), ""),
+        webhook("h", &helpdesk, "[\"100ms\", \"200ms\", \"500ms\", \"1s\", \"2s\"]")
+    );
+    let server = TestServer::start_in(dir, &config).await;
+    let root = server.dir.path().to_owned();
+    let (code, first) = server.inbound("web", with_file("before@example.com", 8)).await;
+    assert_eq!(code, 202, "{first}");
+    helpdesk
+        .wait_until(Duration::from_secs(10), "the first message", |r| {
+            r.iter().any(|c| c.event_type() == "message.received")
+        })
+        .await;
+    let packs_before = packs(&root);
+
+    let filler = fill(&root);
+    for n in 0..5 {
+        let response = server
+            .http
+            .post(format!("{}/v1/channels/web/inbound", server.base))
+            .bearer_auth(TOKEN)
+            .json(&with_file(&format!("refused-{n}@example.com"), 12))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "60");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "storage_full", "{body}");
+    }
+    let (code, refused) = server
+        .post("/v1/messages", json!({"conversation_id": first["conversation_id"], "text": "A file", "attachments": [{"filename": "a.bin", "content_type": "application/octet-stream", "content_base64": "aGVsbG8gd29ybGQ="}]}))
+        .await;
+    assert_eq!((code, refused["error"]["code"].as_str()), (503, Some("storage_full")), "{refused}");
+    assert_eq!(packs(&root), packs_before, "no pack left by the refused requests");
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    let store = ready["checks"]["store"].as_str().unwrap();
+    assert!(
+        store.starts_with("error: storage full (free space under storage.path): ")
+            && !store.contains("commit failed: commit failed"),
+        "{ready}"
+    );
+
+    std::fs::remove_file(&filler).unwrap();
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 200, "{ready}");
+    let (code, after) = server.inbound("web", with_file("after@example.com", 8)).await;
+    assert_eq!(code, 202, "{after}");
+    let (code, _) =
+        server.post("/v1/messages", json!({"conversation_id": first["conversation_id"], "text": "Now"})).await;
+    assert_eq!(code, 202);
+    backend.wait_until(Duration::from_secs(10), "the reply", |r| !r.is_empty()).await;
+
+    let received: Vec<Value> = server
+        .all_events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "message.received")
+        .map(|e| e["data"]["from"]["address"].clone())
+        .collect();
+    assert_eq!(received, vec![json!("before@example.com"), json!("after@example.com")], "nothing of the refused ones");
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, &config).await;
+    let (code, message) = server.get(&format!("/v1/messages/{}", after["message_id"].as_str().unwrap())).await;
+    assert_eq!(code, 200, "{message}");
+    let url = message["attachments"][0]["url"].as_str().unwrap();
+    let download = server.http.get(url).bearer_auth(TOKEN).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(download.len(), 8 * 1024);
+    helpdesk
+        .wait_until(Duration::from_secs(10), "both messages delivered", |r| {
+            r.iter().filter(|c| c.event_type() == "message.received").count() >= 2
+        })
+        .await;
+    server.stop().await;
+    drop(mounted);
+}
