@@ -147,3 +147,52 @@ async fn a_full_disk_refuses_with_503_keeps_nothing_and_recovers_without_a_resta
     server.stop().await;
     drop(mounted);
 }
+
+/// Mail arriving while the disk is full waits on the IMAP server (its checkpoint does not move)
+/// and comes in once space is freed, once, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_waits_on_the_server_while_the_disk_is_full_and_comes_in_once_after() {
+    use crate::email::{count, loop_until, mail_text};
+    use crate::mail_servers::*;
+    let mail = MailServers::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Tmpfs::mount(dir.path(), "4m");
+    let server = TestServer::start_in(dir, &mail.channel("support", "")).await;
+    let root = server.dir.path().to_owned();
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Before", "full-1@example.org", "", "x")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+
+    let filler = fill(&root);
+    let big = "a line of a long mail, long enough to need room of its own\r\n".repeat(300);
+    for n in 2..5 {
+        let text = mail_text("ann@example.org", &format!("While full {n}"), &format!("full-{n}@example.org"), "", &big);
+        mail.append(SUPPORT, &text).await;
+    }
+    // The folder's session fails at its first store write and comes back with the backoff:
+    // between attempts the channel reports the store's error.
+    let ready = loop_until(|| async {
+        let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+        let channel = ready["checks"]["channel:support"].as_str().unwrap_or_default().to_owned();
+        (code == 503 && channel.contains("No space left on device")).then_some(ready)
+    })
+    .await;
+    let store = ready["checks"]["store"].as_str().unwrap();
+    assert!(store.starts_with("error: storage full (free space under storage.path)"), "{ready}");
+    assert_eq!(count(&server).await, 1);
+
+    std::fs::remove_file(&filler).unwrap();
+    loop_until(|| async { (count(&server).await == 4).then_some(()) }).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count(&server).await, 4, "each once");
+    let ready = loop_until(|| async {
+        let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+        (code == 200).then_some(ready)
+    })
+    .await;
+    assert_eq!(ready["status"], "ready");
+    let db = rusqlite::Connection::open(root.join("switchboard.db")).unwrap();
+    let indexed: i64 = db.query_row("SELECT count(DISTINCT pack) FROM blobs", [], |r| r.get(0)).unwrap();
+    assert_eq!(packs(&root) as i64, indexed, "no pack of a failed batch is left");
+    server.stop().await;
+    drop(mounted);
+}
