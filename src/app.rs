@@ -72,7 +72,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let registry = Live::new(Registry::build(&config.channels, config.outbound.timeout.0, &store));
-    store.use_public_url(&config.server.public_url).await.context("cannot record server.public_url in the store")?;
+    store.use_public_url(&config.server.public_url).await;
     let pipeline = Pipeline::new(store.clone(), registry.clone());
 
     let health = Health::default();

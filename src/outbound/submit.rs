@@ -145,6 +145,8 @@ pub async fn submit(
         .collect();
 
     let packed = new_blobs.clone();
+    let unrecorded = store.unrecorded_public_url();
+    let recording = unrecorded.is_some();
     let accepted = store
         .write(move |conn| {
             if let Some(key) = &submission.idempotency_key {
@@ -199,7 +201,7 @@ pub async fn submit(
             };
             let copies: Vec<String> = request.cc.iter().chain(&request.bcc).cloned().collect();
             let message = outbound_message(request, subject, sender, attachments, &conversation, &recipient, now_ms);
-            store::blobs::index(conn, &new_blobs)?;
+            store::messages::index_attachments(conn, &new_blobs, unrecorded.as_deref())?;
             store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
                 conn,
@@ -236,6 +238,7 @@ pub async fn submit(
     // its new packs to nothing.
     match &accepted {
         Err(e) => crate::pipeline::discard_unless_unknown(store, e, &packed).await,
+        Ok(Ok(Accepted { queued: true, .. })) if recording => store.public_url_recorded(),
         Ok(Ok(Accepted { queued: true, .. })) => {}
         Ok(_) => store.discard_packs(&packed).await,
     }

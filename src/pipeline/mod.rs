@@ -178,6 +178,8 @@ impl Pipeline {
         let channel = batch.items.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
         let rules = self.rules(&channel);
         let (store, packed) = (self.store.clone(), batch.new_blobs.clone());
+        let unrecorded = self.store.unrecorded_public_url();
+        let recording = unrecorded.is_some();
         let committed = self.store.submit(move |conn| {
             let c = &checkpoint;
             let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
@@ -187,7 +189,7 @@ impl Pipeline {
                     c.key, c.previous
                 )));
             }
-            store::blobs::index(conn, &batch.new_blobs)?;
+            store::messages::index_attachments(conn, &batch.new_blobs, unrecorded.as_deref())?;
             let outcomes = batch
                 .items
                 .into_iter()
@@ -199,7 +201,12 @@ impl Pipeline {
         async move {
             let result = committed.await;
             match &result {
-                Ok(outcomes) => outcomes.iter().for_each(|o| count(&channel, Ok(o))),
+                Ok(outcomes) => {
+                    outcomes.iter().for_each(|o| count(&channel, Ok(o)));
+                    if recording {
+                        store.public_url_recorded();
+                    }
+                }
                 Err(e) => {
                     count(&channel, Err(()));
                     discard_unless_unknown(&store, e, &packed).await;
@@ -214,15 +221,19 @@ impl Pipeline {
         let (raw, stored) = items.pop().expect("one item in, one out");
         let rules = self.rules(&raw.channel_id);
         let packed = new_blobs.clone();
+        let unrecorded = self.store.unrecorded_public_url();
+        let recording = unrecorded.is_some();
         let result = self
             .store
             .write(move |conn| {
-                store::blobs::index(conn, &new_blobs)?;
+                store::messages::index_attachments(conn, &new_blobs, unrecorded.as_deref())?;
                 commit::commit(conn, raw, stored, &rules)
             })
             .await;
-        if let Err(e) = &result {
-            discard_unless_unknown(&self.store, e, &packed).await;
+        match &result {
+            Err(e) => discard_unless_unknown(&self.store, e, &packed).await,
+            Ok(_) if recording => self.store.public_url_recorded(),
+            Ok(_) => {}
         }
         result
     }

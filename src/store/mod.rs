@@ -114,6 +114,8 @@ struct Inner {
     mail_source_keys_before: Option<i64>,
     /// Where stored files are downloaded now, and the bases stored URLs may still name.
     attachment_urls: std::sync::RwLock<Arc<crate::model::AttachmentUrls>>,
+    /// The current `server.public_url`, until the store has recorded it (see `use_public_url`).
+    unrecorded_public_url: Mutex<Option<String>>,
 }
 
 const IDLE_READERS: usize = 8;
@@ -178,6 +180,7 @@ impl Store {
                 lock: Mutex::new(Some(lock)),
                 mail_source_keys_before,
                 attachment_urls: std::sync::RwLock::default(),
+                unrecorded_public_url: Mutex::default(),
             }),
         })
     }
@@ -256,15 +259,35 @@ impl Store {
 
     /// Makes `public_url` the base of new attachment URLs, and remembers it, so that URLs stored
     /// under it are rewritten on the way out once it changes (`model::AttachmentUrls`).
-    pub async fn use_public_url(&self, public_url: &str) -> Result<(), StoreError> {
+    /// A store that cannot take the write (a full disk) still starts: then the first
+    /// transaction that stores an attachment URL records it (`unrecorded_public_url`), and the
+    /// former bases are known from the next start.
+    pub async fn use_public_url(&self, public_url: &str) {
         let current = public_url.to_owned();
-        let former = self.write(move |c| messages::former_public_urls(c, &current)).await?;
+        let former = match self.write(move |c| messages::former_public_urls(c, &current)).await {
+            Ok(former) => former,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record server.public_url in the store yet; the first attachment stored will");
+                *self.inner.unrecorded_public_url.lock().expect("public url lock") = Some(public_url.to_owned());
+                Vec::new()
+            }
+        };
         if !former.is_empty() {
             tracing::info!(former = ?former, now = public_url, "attachment URLs under a former server.public_url are given out under the current one");
         }
         let urls = Arc::new(crate::model::AttachmentUrls::new(public_url, &former));
         *self.inner.attachment_urls.write().unwrap_or_else(|e| e.into_inner()) = urls;
-        Ok(())
+    }
+
+    /// The current `server.public_url` when `use_public_url` could not record it yet: a
+    /// transaction that stores attachment URLs records it (`messages::former_public_urls`) and,
+    /// once committed, says so with `public_url_recorded`.
+    pub fn unrecorded_public_url(&self) -> Option<String> {
+        self.inner.unrecorded_public_url.lock().expect("public url lock").clone()
+    }
+
+    pub fn public_url_recorded(&self) {
+        *self.inner.unrecorded_public_url.lock().expect("public url lock") = None;
     }
 
     /// Where stored files are downloaded (`use_public_url`; until then, paths alone).
@@ -419,7 +442,7 @@ mod tests {
         assert_eq!(former("http://new").await, vec!["http://old:8080"], "the same again: nothing new");
         assert_eq!(former("http://newer").await, vec!["http://old:8080", "http://new"]);
         assert_eq!(former("http://old:8080").await, vec!["http://new", "http://newer"], "back to an old one");
-        store.use_public_url("https://gw.example/").await.unwrap();
+        store.use_public_url("https://gw.example/").await;
         let urls = store.attachment_urls();
         assert_eq!(
             urls.url(&crate::model::AttachmentId::parse("att_2").unwrap()),

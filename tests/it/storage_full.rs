@@ -113,6 +113,12 @@ async fn a_full_disk_refuses_with_503_keeps_nothing_and_recovers_without_a_resta
             && !store.contains("commit failed: commit failed"),
         "{ready}"
     );
+    // A restart on the full disk (systemd's, an administrator's): the gateway starts, and says so.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, &config).await;
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready["checks"]["store"].as_str().unwrap().contains("storage full"), "{ready}");
 
     std::fs::remove_file(&filler).unwrap();
     let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;

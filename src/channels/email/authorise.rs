@@ -187,7 +187,7 @@ async fn check_token(channel: &toml::Value, grant: &OAuth2Config, username: &str
         match finding {
             Finding::Ok(detail) => eprintln!("With the new token, {what}: ok, {detail}"),
             Finding::Failed(detail) => {
-                eprintln!("With the new token, {what}: not checked, {detail} (the token is kept all the same)")
+                eprintln!("With the new token, {what}: FAILED, {detail} (not the token's doing: it is kept)")
             }
             Finding::NotTried(detail) => eprintln!("With the new token, {what}: not checked, {detail}"),
             Finding::Refused(detail) => refused = refused.or(Some(format!("{what} refused the new token: {detail}"))),
