@@ -10,13 +10,14 @@
 //! and the token endpoint is asked whether it takes the client (`oauth2::check_client`).
 //! (`switchboard oauth2` runs the logins with the access token a new grant comes with.)
 
+use lettre::transport::smtp::authentication::Mechanism;
+
 use super::config::{AfterImport, EmailChannelConfig, ImapConfig, SmtpConfig};
 use super::inbound::{connect, login, login_with_token, within, ImapError};
 use super::mutf7;
 use super::oauth2::{check_client, OAuth2Config};
 use super::outbound::server;
 use super::smtp::{login as smtp_login, login_refused, Session};
-use lettre::transport::smtp::authentication::Mechanism;
 
 /// Why OAuth2 logins are left out (see the module doc).
 const OAUTH2_NOT_TRIED: &str = "XOAUTH2 login not tried: the running service refreshes and stores its tokens";
