@@ -1,6 +1,7 @@
 //! The `email` channel: IMAP IDLE in, SMTP out, RFC 5322 threading.
 //!
-//! `inbound.rs` keeps one IMAP session per folder and hands each new mail, translated by
+//! `inbound.rs` keeps one IMAP session per folder (`imap.rs` connects and logs in) and hands
+//! each new mail, translated by
 //! `mime.rs` (with `reply.rs` for the new part of a reply, `report.rs` for auto-replies and
 //! bounces — `plain_bounce.rs` for those without a standard report —, `forward.rs` for a
 //! colleague's forward, `dedup.rs` for what makes two fetched mails
@@ -13,6 +14,7 @@ pub mod authorise;
 pub mod config;
 pub mod dedup;
 mod forward;
+mod imap;
 pub mod inbound;
 pub mod mime;
 mod mutf7;

@@ -20,7 +20,7 @@ use lettre::Address;
 use mail_parser::decoders::html::html_to_text;
 
 use super::config::{EmailChannelConfig, ImapConfig, SmtpConfig, TlsMode};
-use super::inbound::ImapSession;
+use super::imap::ImapSession;
 use super::oauth2::TokenSource;
 use super::smtp::{self, Envelope, Pool, Session};
 use crate::channels::{Outbound, OutboundMessage, SendError, Sent};
@@ -301,9 +301,9 @@ impl SentCopy {
             }
         }
         let fresh = async {
-            let mut session = super::inbound::login(&self.imap, self.tokens.as_ref()).await?;
+            let mut session = super::imap::login(&self.imap, self.tokens.as_ref()).await?;
             session.append(&self.mailbox, Some("(\\Seen)"), None, bytes).await?;
-            Ok::<_, super::inbound::ImapError>(session)
+            Ok::<_, super::imap::ImapError>(session)
         };
         match fresh.await {
             Ok(session) => *kept = Some(session),

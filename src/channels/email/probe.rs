@@ -13,7 +13,7 @@
 use lettre::transport::smtp::authentication::Mechanism;
 
 use super::config::{AfterImport, EmailChannelConfig, ImapConfig, SmtpConfig};
-use super::inbound::{connect, login, login_with_token, within, ImapError};
+use super::imap::{connect, login, login_with_token, within, ImapError};
 use super::mutf7;
 use super::oauth2::{check_client, OAuth2Config};
 use super::outbound::server;
