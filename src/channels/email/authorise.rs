@@ -198,7 +198,8 @@ async fn check_token(channel: &toml::Value, grant: &OAuth2Config, username: &str
         Some(refusal) => Err(format!(
             "{refusal}. The provider granted access to the account signed in at its page; the mail \
              server takes it only for {username}: sign in as {username} (or fix the username in \
-             the config, or the scopes). Nothing was written: run this again."
+             the config, or the scopes; or the mailbox has IMAP or authenticated SMTP turned off, \
+             as Microsoft 365 and Gmail allow). Nothing was written: run this again."
         )),
     }
 }
