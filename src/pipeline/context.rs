@@ -151,6 +151,9 @@ impl ChannelState {
     }
 }
 
+/// How often a pull channel waiting for a full store asks whether it takes writes again.
+const STORAGE_PROBE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone)]
 pub struct InboundContext {
     pub channel_id: String,
@@ -217,6 +220,22 @@ impl InboundContext {
 
     pub async fn checkpoint(&self, key: &str) -> Result<Option<String>, StoreError> {
         self.state().get(key).await
+    }
+
+    /// Waits until the store takes a write again (a full disk freed), asking every
+    /// `STORAGE_PROBE`; `false` at shutdown. A pull channel waits here instead of reconnecting
+    /// to its provider only to fail at the first write, and comes back as soon as space is
+    /// freed rather than after a backoff grown meanwhile.
+    pub async fn wait_for_storage(&self) -> bool {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(STORAGE_PROBE) => {}
+                _ = self.shutdown.cancelled() => return false,
+            }
+            if self.pipeline.store.probe_write().await.is_ok() {
+                return true;
+            }
+        }
     }
 
     /// The channel works (again).

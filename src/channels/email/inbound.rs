@@ -141,6 +141,16 @@ async fn run_folder(
                 }
                 reconnected_at_once = false;
                 cx.report_error(e.code(), &format!("{folder}: {e}")).await;
+                // A full disk: a new session would only fail at its first write again. The
+                // mail waits on the server; the folder comes back once the store takes writes.
+                if matches!(&e, ImapError::Store(s) if s.is_storage_full()) {
+                    tracing::warn!(channel = %cx.channel_id, folder, "storage full: the folder waits for free space under storage.path");
+                    if !cx.wait_for_storage().await {
+                        return;
+                    }
+                    backoff = Backoff::default();
+                    continue;
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff.after(started.elapsed())) => {}
                     _ = cx.shutdown.cancelled() => return,
