@@ -133,7 +133,7 @@ pub async fn submit(
         }
     }
     let blobs = store.put_blobs(request.attachments.iter().map(|a| (a.bytes.clone(), None)).collect()).await?;
-    let new_blobs = blobs.packed;
+    let new_blobs = store.new_attachments(blobs.packed);
     let attachments: Vec<_> = request
         .attachments
         .iter()
@@ -144,9 +144,7 @@ pub async fn submit(
         })
         .collect();
 
-    let packed = new_blobs.clone();
-    let unrecorded = store.unrecorded_public_url();
-    let recording = unrecorded.is_some();
+    let settling = new_blobs.clone();
     let accepted = store
         .write(move |conn| {
             if let Some(key) = &submission.idempotency_key {
@@ -201,7 +199,7 @@ pub async fn submit(
             };
             let copies: Vec<String> = request.cc.iter().chain(&request.bcc).cloned().collect();
             let message = outbound_message(request, subject, sender, attachments, &conversation, &recipient, now_ms);
-            store::messages::index_attachments(conn, &new_blobs, unrecorded.as_deref())?;
+            new_blobs.write(conn)?;
             store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
                 conn,
@@ -234,14 +232,9 @@ pub async fn submit(
             Ok(Ok(Accepted { status: 202, body, queued: true }))
         })
         .await;
-    // Only a send stored now indexed the attachments: a refusal or an idempotent replay left
-    // its new packs to nothing.
-    match &accepted {
-        Err(e) => crate::pipeline::discard_unless_unknown(store, e, &packed).await,
-        Ok(Ok(Accepted { queued: true, .. })) if recording => store.public_url_recorded(),
-        Ok(Ok(Accepted { queued: true, .. })) => {}
-        Ok(_) => store.discard_packs(&packed).await,
-    }
+    // Only a send stored now wrote the attachments: a refusal or an idempotent replay did not.
+    let written = accepted.as_ref().map(|a| matches!(a, Ok(Accepted { queued: true, .. })));
+    settling.settle(store, written).await;
     accepted?
 }
 

@@ -34,7 +34,7 @@ pub struct Checkpoint {
 /// also indexes the blobs new to the store).
 pub struct PreparedBatch {
     items: Vec<(RawInbound, StoredParts)>,
-    new_blobs: Vec<store::Packed>,
+    new_blobs: store::NewAttachments,
 }
 
 /// An inbound item's blobs, stored and described: its attachments and its kept source.
@@ -122,7 +122,7 @@ impl Pipeline {
             let source = raw.source.take().map(&mut describe);
             prepared.push((raw, StoredParts { attachments, source, source_withheld }));
         }
-        Ok(PreparedBatch { items: prepared, new_blobs: stored.packed })
+        Ok(PreparedBatch { items: prepared, new_blobs: self.store.new_attachments(stored.packed) })
     }
 
     /// Keeps a source only where one may be needed. Each delivery of a mail has its own bytes
@@ -177,9 +177,7 @@ impl Pipeline {
     ) -> impl std::future::Future<Output = Result<Vec<Outcome>, StoreError>> + Send + 'static {
         let channel = batch.items.first().map(|(r, _)| r.channel_id.clone()).unwrap_or_default();
         let rules = self.rules(&channel);
-        let (store, packed) = (self.store.clone(), batch.new_blobs.clone());
-        let unrecorded = self.store.unrecorded_public_url();
-        let recording = unrecorded.is_some();
+        let (store, new_blobs) = (self.store.clone(), batch.new_blobs.clone());
         let committed = self.store.submit(move |conn| {
             let c = &checkpoint;
             let current = store::mail::checkpoint(conn, &c.channel_id, &c.key)?;
@@ -189,7 +187,7 @@ impl Pipeline {
                     c.key, c.previous
                 )));
             }
-            store::messages::index_attachments(conn, &batch.new_blobs, unrecorded.as_deref())?;
+            batch.new_blobs.write(conn)?;
             let outcomes = batch
                 .items
                 .into_iter()
@@ -201,17 +199,10 @@ impl Pipeline {
         async move {
             let result = committed.await;
             match &result {
-                Ok(outcomes) => {
-                    outcomes.iter().for_each(|o| count(&channel, Ok(o)));
-                    if recording {
-                        store.public_url_recorded();
-                    }
-                }
-                Err(e) => {
-                    count(&channel, Err(()));
-                    discard_unless_unknown(&store, e, &packed).await;
-                }
+                Ok(outcomes) => outcomes.iter().for_each(|o| count(&channel, Ok(o))),
+                Err(_) => count(&channel, Err(())),
             }
+            new_blobs.settle(&store, result.as_ref().map(|_| true)).await;
             result
         }
     }
@@ -220,21 +211,15 @@ impl Pipeline {
         let PreparedBatch { mut items, new_blobs } = self.prepare_batch(vec![raw]).await?;
         let (raw, stored) = items.pop().expect("one item in, one out");
         let rules = self.rules(&raw.channel_id);
-        let packed = new_blobs.clone();
-        let unrecorded = self.store.unrecorded_public_url();
-        let recording = unrecorded.is_some();
+        let settling = new_blobs.clone();
         let result = self
             .store
             .write(move |conn| {
-                store::messages::index_attachments(conn, &new_blobs, unrecorded.as_deref())?;
+                new_blobs.write(conn)?;
                 commit::commit(conn, raw, stored, &rules)
             })
             .await;
-        match &result {
-            Err(e) => discard_unless_unknown(&self.store, e, &packed).await,
-            Ok(_) if recording => self.store.public_url_recorded(),
-            Ok(_) => {}
-        }
+        settling.settle(&self.store, result.as_ref().map(|_| true)).await;
         result
     }
 
@@ -251,14 +236,6 @@ impl Pipeline {
         let id = AttachmentId::new();
         let url = self.store.attachment_urls().url(&id);
         Attachment { id, filename, content_id, content_type, size, sha256, url }
-    }
-}
-
-/// After a transaction that was to index `packed` failed: its packs go, unless the writer is gone
-/// and whether it committed is unknown (the next start sweeps what nothing indexes).
-pub(crate) async fn discard_unless_unknown(store: &Store, error: &StoreError, packed: &[store::Packed]) {
-    if !matches!(error, StoreError::Closed) {
-        store.discard_packs(packed).await;
     }
 }
 

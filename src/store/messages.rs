@@ -175,20 +175,6 @@ pub fn attachment(conn: &Connection, id: &str) -> Result<Option<StoredFile>, Sto
         .optional()?)
 }
 
-/// Indexes a transaction's new blobs (`blobs::index`) and, when given, records the
-/// `server.public_url` the attachment URLs it stores are built under
-/// (`Store::unrecorded_public_url`).
-pub fn index_attachments(
-    conn: &Connection,
-    packed: &[super::Packed],
-    unrecorded_public_url: Option<&str>,
-) -> Result<(), StoreError> {
-    if let Some(public_url) = unrecorded_public_url {
-        former_public_urls(conn, public_url)?;
-    }
-    super::blobs::index(conn, packed)
-}
-
 /// The `store_meta` key of the `server.public_url`s the store has known (a JSON array).
 const PUBLIC_URLS: &str = "public_urls";
 /// How many former `public_url`s are remembered.

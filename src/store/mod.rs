@@ -55,9 +55,8 @@ impl StoreError {
     pub fn is_storage_full(&self) -> bool {
         match self {
             StoreError::Sqlite(e) | StoreError::Commit(e) | StoreError::Io(e) => {
-                e.contains("database or disk is full")
-                    || e.contains("No space left on device")
-                    || e.contains("os error 28")
+                // SQLite's SQLITE_FULL, and ENOSPC as std::io::Error shows it.
+                e.contains("database or disk is full") || e.contains("(os error 28)")
             }
             _ => false,
         }
@@ -89,6 +88,50 @@ pub struct StoredBlobs {
     pub names: Vec<String>,
     /// The blobs new to the store, to index with what refers to them.
     pub packed: Vec<Packed>,
+}
+
+/// The store's side of a transaction that stores attachments (an inbound item or batch, a
+/// send): the blobs `put_blobs` packed for it, which it indexes, and the `server.public_url` it
+/// records when `Store::use_public_url` could not. One mechanism for every such transaction.
+#[derive(Clone, Debug, Default)]
+pub struct NewAttachments {
+    packed: Vec<Packed>,
+    unrecorded_public_url: Option<String>,
+}
+
+impl NewAttachments {
+    /// Inside the transaction.
+    pub fn write(&self, conn: &Connection) -> Result<(), StoreError> {
+        if let Some(public_url) = &self.unrecorded_public_url {
+            messages::former_public_urls(conn, public_url)?;
+        }
+        blobs::index(conn, &self.packed)
+    }
+
+    /// After it: `Ok(true)` if it committed having written these, `Ok(false)` if it committed
+    /// without them (a refusal, an idempotent replay), `Err` if it failed. Packs nothing refers
+    /// to are removed at once (on a full disk every retry would otherwise leave one more until
+    /// the next start sweeps them), unless the writer is gone and whether it committed is
+    /// unknown; a recorded URL is noted.
+    pub async fn settle(self, store: &Store, written: Result<bool, &StoreError>) {
+        match written {
+            Ok(true) => {
+                if self.unrecorded_public_url.is_some() {
+                    *store.inner.unrecorded_public_url.lock().expect("public url lock") = None;
+                }
+            }
+            Err(StoreError::Closed) => {}
+            Ok(false) | Err(_) => {
+                let mut packs: Vec<String> = self.packed.into_iter().map(|p| p.location.pack).collect();
+                packs.dedup();
+                if packs.is_empty() {
+                    return;
+                }
+                let files = store.inner.blobs.clone();
+                let _ = tokio::task::spawn_blocking(move || packs.iter().for_each(|p| files.remove_pack(p))).await;
+            }
+        }
+    }
 }
 
 /// A cheap handle; clone it freely.
@@ -260,8 +303,8 @@ impl Store {
     /// Makes `public_url` the base of new attachment URLs, and remembers it, so that URLs stored
     /// under it are rewritten on the way out once it changes (`model::AttachmentUrls`).
     /// A store that cannot take the write (a full disk) still starts: then the first
-    /// transaction that stores an attachment URL records it (`unrecorded_public_url`), and the
-    /// former bases are known from the next start.
+    /// transaction that stores attachment URLs records it (`NewAttachments`), and the former
+    /// bases are known from the next start.
     pub async fn use_public_url(&self, public_url: &str) {
         let current = public_url.to_owned();
         let former = match self.write(move |c| messages::former_public_urls(c, &current)).await {
@@ -279,17 +322,6 @@ impl Store {
         *self.inner.attachment_urls.write().unwrap_or_else(|e| e.into_inner()) = urls;
     }
 
-    /// The current `server.public_url` when `use_public_url` could not record it yet: a
-    /// transaction that stores attachment URLs records it (`messages::former_public_urls`) and,
-    /// once committed, says so with `public_url_recorded`.
-    pub fn unrecorded_public_url(&self) -> Option<String> {
-        self.inner.unrecorded_public_url.lock().expect("public url lock").clone()
-    }
-
-    pub fn public_url_recorded(&self) {
-        *self.inner.unrecorded_public_url.lock().expect("public url lock") = None;
-    }
-
     /// Where stored files are downloaded (`use_public_url`; until then, paths alone).
     pub fn attachment_urls(&self) -> Arc<crate::model::AttachmentUrls> {
         self.inner.attachment_urls.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -299,23 +331,17 @@ impl Store {
         &self.inner.blobs
     }
 
-    /// Stores blobs durably: the new ones (not indexed, not from before packs, each once) in one
-    /// new pack. Returns every hash in order, and the new blobs, which the transaction that
-    /// refers to them must `blobs::index`. A blob may come with its SHA-256 (hex) already known,
-    /// which is then not computed again.
-    /// Removes the packs a `put_blobs` wrote for a transaction that failed (it rolled back, so
-    /// nothing refers to them): on a full disk, every retry would otherwise leave one more
-    /// until the next start sweeps them.
-    pub async fn discard_packs(&self, packed: &[Packed]) {
-        let mut packs: Vec<String> = packed.iter().map(|p| p.location.pack.clone()).collect();
-        packs.dedup();
-        if packs.is_empty() {
-            return;
-        }
-        let files = self.inner.blobs.clone();
-        let _ = tokio::task::spawn_blocking(move || packs.iter().for_each(|p| files.remove_pack(p))).await;
+    /// What a transaction that stores the attachments `packed` by `put_blobs` must write with
+    /// them (`NewAttachments::write`), and settle after it.
+    pub fn new_attachments(&self, packed: Vec<Packed>) -> NewAttachments {
+        let unrecorded_public_url = self.inner.unrecorded_public_url.lock().expect("public url lock").clone();
+        NewAttachments { packed, unrecorded_public_url }
     }
 
+    /// Stores blobs durably: the new ones (not indexed, not from before packs, each once) in one
+    /// new pack. Returns every hash in order, and the new blobs, which the transaction that
+    /// refers to them must index (`new_attachments`). A blob may come with its SHA-256 (hex)
+    /// already known, which is then not computed again.
     pub async fn put_blobs(&self, all: Vec<(bytes::Bytes, Option<String>)>) -> Result<StoredBlobs, StoreError> {
         if all.is_empty() {
             return Ok(StoredBlobs::default());

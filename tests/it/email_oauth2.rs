@@ -118,6 +118,15 @@ impl Authorising {
         loop_until(|| async { self.lines.lock().unwrap().iter().find(|l| wanted(l)).cloned() }).await
     }
 
+    /// The user, on another device, entering the code the device flow printed at the page it
+    /// names; the provider's last page.
+    async fn enter_device_code(&self, provider: &OAuthProvider) -> serde_json::Value {
+        let line = self.line(|l| l.contains(" and enter the code ")).await;
+        let (page, code) = line.split_once(" and enter the code ").unwrap();
+        let page = page.trim_start_matches("Open ").split(' ').next().unwrap();
+        provider.browse(page, Some(code.trim()), false).await
+    }
+
     /// Its exit status, stdout and stderr, once it has ended.
     async fn end(mut self) -> (bool, String, String) {
         let ended = tokio::time::timeout(std::time::Duration::from_secs(60), async {
@@ -139,6 +148,15 @@ impl Authorising {
         .await;
         (status.success(), stdout, stderr)
     }
+}
+
+/// The gateway started on `config`, once it has imported a mail appended to the mailbox: its
+/// logins work.
+async fn gateway_imports_a_mail(mail: &MailServers, config: &str, subject: &str, message_id: &str) -> TestServer {
+    let server = TestServer::start(config).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", subject, message_id, "", "x")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    server
 }
 
 /// The config of a channel on XOAUTH2 whose grant names `refresh_token` (a line), written to
@@ -200,9 +218,7 @@ async fn switchboard_oauth2_authorises_in_a_browser_and_the_gateway_logs_in_with
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640, "as the config file: readable by its group (the service), never by others");
 
-    let server = TestServer::start(&config).await;
-    mail.append(SUPPORT, &mail_text("ann@example.org", "After authorising", "cli-1@example.org", "", "x")).await;
-    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    let server = gateway_imports_a_mail(&mail, &config, "After authorising", "cli-1@example.org").await;
     let exchanges: Vec<_> = provider.grants().await.into_iter().filter(|g| g["ok"] == true).collect();
     assert_eq!(exchanges.iter().filter(|g| g["grant_type"] == "authorization_code").count(), 2, "{exchanges:?}");
     assert!(exchanges.iter().any(|g| g["grant_type"] == "refresh_token"), "{exchanges:?}");
@@ -221,10 +237,7 @@ async fn switchboard_oauth2_device_flow_writes_a_token_the_gateway_logs_in_with(
     let token_file = dir.path().join("device.token");
     let written = token_file.display().to_string();
     let cli = Authorising::start(&["oauth2", "support", "--device", "--config", &path, "--write", &written]);
-    let line = cli.line(|l| l.contains(" and enter the code ")).await;
-    let (page, code) = line.split_once(" and enter the code ").unwrap();
-    let page = page.trim_start_matches("Open ").split(' ').next().unwrap();
-    let done = provider.browse(page, Some(code.trim()), false).await;
+    let done = cli.enter_device_code(&provider).await;
     assert!(done["page"].as_str().unwrap().contains("Sign-in Success"), "{done}");
     let (ok, _, stderr) = cli.end().await;
     assert!(ok, "{stderr}");
@@ -235,9 +248,7 @@ async fn switchboard_oauth2_device_flow_writes_a_token_the_gateway_logs_in_with(
 
     let config =
         mail.channel_on_oauth2("support", &provider.grant_with(&format!("refresh_token_file = \"{written}\"")));
-    let server = TestServer::start(&config).await;
-    mail.append(SUPPORT, &mail_text("ann@example.org", "After the device flow", "cli-2@example.org", "", "x")).await;
-    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    let server = gateway_imports_a_mail(&mail, &config, "After the device flow", "cli-2@example.org").await;
     let grants = provider.grants().await;
     assert!(
         grants.iter().any(|g| g["grant_type"] == "urn:ietf:params:oauth:grant-type:device_code" && g["ok"] == true),
@@ -350,9 +361,7 @@ async fn check_connect_on_oauth2_asks_about_the_client_and_leaves_the_grant_alon
         "{out}"
     );
 
-    let server = TestServer::start(&config).await;
-    mail.append(SUPPORT, &mail_text("ann@example.org", "After the check", "check-1@example.org", "", "x")).await;
-    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    let server = gateway_imports_a_mail(&mail, &config, "After the check", "check-1@example.org").await;
     assert_eq!(provider.refreshes().await.0, 1, "the grant refreshed once, by the gateway");
     assert!(!provider.grants().await.iter().any(|g| g["revoked"] == true));
     server.stop().await;
@@ -380,10 +389,7 @@ async fn switchboard_oauth2_says_where_a_systemd_credentials_token_goes() {
     let (_, path) =
         config_file(dir.path(), &mail, &provider, "refresh_token_file = \"$CREDENTIALS_DIRECTORY/support-token\"");
     let cli = Authorising::start(&["oauth2", "support", "--device", "--config", &path]);
-    let line = cli.line(|l| l.contains(" and enter the code ")).await;
-    let (page, code) = line.split_once(" and enter the code ").unwrap();
-    let page = page.trim_start_matches("Open ").split(' ').next().unwrap();
-    provider.browse(page, Some(code.trim()), false).await;
+    cli.enter_device_code(&provider).await;
     let (ok, stdout, stderr) = cli.end().await;
     assert!(ok, "{stderr}");
     assert!(
@@ -395,9 +401,7 @@ async fn switchboard_oauth2_says_where_a_systemd_credentials_token_goes() {
     let token = stdout.trim();
     assert!(!token.is_empty() && !token.contains(char::is_whitespace), "one token on stdout: {stdout:?}");
     let config = mail.channel_on_oauth2("support", &provider.grant(token));
-    let server = TestServer::start(&config).await;
-    mail.append(SUPPORT, &mail_text("ann@example.org", "From the credential", "cred-1@example.org", "", "x")).await;
-    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    let server = gateway_imports_a_mail(&mail, &config, "From the credential", "cred-1@example.org").await;
     server.stop().await;
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing written beside the config");
 }

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use sha2::Digest;
 
 use super::config::{ImapConfig, SmtpConfig};
-use super::oauth2::{form, post_form, refusal, token_response, OAuth2Config, TokenResponse};
+use super::oauth2::{error_code, form, post_form, refusal, token_response, OAuth2Config, TokenResponse};
 use super::probe::{check_imap, check_smtp, Credential, Finding};
 
 /// What `switchboard oauth2` was asked to do.
@@ -342,9 +342,7 @@ async fn by_device(client: &reqwest::Client, grant: &OAuth2Config, username: &st
         if status.is_success() {
             return token_response((status, text));
         }
-        let error =
-            serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_owned));
-        match error.as_deref() {
+        match error_code(&text).as_deref() {
             Some("authorization_pending") => {}
             // RFC 8628 §3.5: five seconds more for this and every later request.
             Some("slow_down") => interval += Duration::from_secs(5),

@@ -92,6 +92,16 @@ impl OAuth2Config {
             .then(|| Known::Microsoft(base.to_owned()))
     }
 
+    /// A refresh of `refresh_token` as the token endpoint takes it.
+    fn refresh_form(&self, refresh_token: &str) -> Vec<(&'static str, String)> {
+        let mut form = vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", refresh_token.to_owned())];
+        form.extend(self.client_fields());
+        if !self.scopes.is_empty() {
+            form.push(("scope", self.scopes.join(" ")));
+        }
+        form
+    }
+
     /// The client's credentials as a token endpoint takes them in its form (RFC 6749 §2.3.1:
     /// Microsoft and Google take the secret in the body).
     pub(super) fn client_fields(&self) -> Vec<(&'static str, String)> {
@@ -189,11 +199,7 @@ impl TokenSource {
         // two concurrent refreshes with the same token. The next one reads the rotated token.
         let _grant = self.state.lock(&self.key).await;
         let refresh = self.current_refresh_token().await?;
-        let mut form = vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", refresh.clone())];
-        form.extend(self.config.client_fields());
-        if !self.config.scopes.is_empty() {
-            form.push(("scope", self.config.scopes.join(" ")));
-        }
+        let form = self.config.refresh_form(&refresh);
         let token = token_response(post_form(&self.client, &self.config.token_url, &form).await?)?;
         if let Some(rotated) = token.refresh_token.filter(|r| *r != refresh) {
             // Persist before anything else: the old refresh token may already be dead.
@@ -294,19 +300,20 @@ pub(super) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
 /// secret.
 pub(super) async fn check_client(config: &OAuth2Config) -> Result<(), String> {
     let client = crate::http_out::client(Duration::from_secs(30));
-    let mut form =
-        vec![("grant_type", "refresh_token".to_owned()), ("refresh_token", "switchboard-check-not-a-token".to_owned())];
-    form.extend(config.client_fields());
+    let form = config.refresh_form("switchboard-check-not-a-token");
     let (status, text) = post_form(&client, &config.token_url, &form).await?;
-    let error =
-        serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"].as_str().map(str::to_owned));
-    match error.as_deref() {
+    match error_code(&text).as_deref() {
         Some("invalid_grant") if status.is_client_error() => Ok(()),
         _ if status.is_success() => Err(format!(
             "answered {status} to a made-up refresh token without refusing it: is token_url the provider's token endpoint?"
         )),
         _ => Err(refusal(status, &text)),
     }
+}
+
+/// The RFC 6749 §5.2 `error` of a token endpoint's answer, if it names one.
+pub(super) fn error_code(body: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| v["error"].as_str().map(str::to_owned))
 }
 
 /// A refresh token's fingerprint: what the store keeps of the configured token (never the
