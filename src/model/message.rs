@@ -116,6 +116,10 @@ impl AttachmentUrls {
 
     /// The download address of the file `id`.
     pub fn url(&self, id: &AttachmentId) -> String {
+        self.url_of(id.as_str())
+    }
+
+    fn url_of(&self, id: &str) -> String {
         format!("{}/v1/attachments/{id}", self.base)
     }
 
@@ -138,10 +142,12 @@ impl AttachmentUrls {
     /// The message's attachments and source under the current base.
     pub fn rebase(&self, message: &mut Message) {
         for attachment in message.attachments.iter_mut().chain(message.source.as_mut()) {
-            if let Some(id) = self.former.iter().find_map(|f| {
-                attachment.url.strip_prefix(f.as_str())?.strip_prefix("/v1/attachments/").map(str::to_owned)
-            }) {
-                attachment.url = format!("{}/v1/attachments/{id}", self.base);
+            let id = self
+                .former
+                .iter()
+                .find_map(|f| attachment.url.strip_prefix(f.as_str())?.strip_prefix("/v1/attachments/"));
+            if let Some(url) = id.map(|id| self.url_of(id)) {
+                attachment.url = url;
             }
         }
     }
