@@ -2,9 +2,9 @@
 # Runs the whole test suite on a fresh Debian machine with Rust, installing what the tests need
 # first: Dovecot (IMAP + LMTP + Sieve), Cyrus IMAP (a second IMAP server; unpacked, not installed, since
 # it conflicts with Dovecot), Postfix and Exim (real MTAs' DSNs and bounces; Exim unpacked, since
-# it conflicts with Postfix) and openssl (test
-# certificates) from Debian for the email channel's real mail servers, tnef (Debian's winmail.dat
-# decoder, a second reader for ours), Sisimai (libsisimai-perl, a bounce parser our reading of
+# it conflicts with Postfix) and openssl (test certificates) from Debian for the email channel's
+# real mail servers, nginx (a reverse proxy in front of a webhook consumer; unpacked), tnef
+# (Debian's winmail.dat decoder, a second reader for ours), Sisimai (libsisimai-perl, a bounce parser our reading of
 # bounces is checked against); lintian, debootstrap and systemd-nspawn (systemd-container)
 # for the package test (which builds a throwaway Debian root from the apt mirror and boots it
 # with systemd to run the installed service), and
@@ -91,6 +91,11 @@ system_user Debian-exim /var/spool/exim4
 # its package conflicts with Dovecot's. sasl2-bin brings saslpasswd2, for its test users.
 unpack target/test-data/cyrus usr/lib/cyrus/bin/imapd cyrus-imapd cyrus-common sasl2-bin
 system_user cyrus /var/lib/cyrus
+
+# nginx (Debian's), the reverse proxy a helpdesk sits behind in the webhook tests: its default
+# request body limit is what large events must fit. Unpacked, since its package would start a
+# system-wide nginx on port 80.
+unpack target/test-data/nginx usr/sbin/nginx nginx
 
 # cargo-deb builds the .deb (packaging/build.sh); pinned so the package test is repeatable.
 if ! cargo deb --version >/dev/null 2>&1; then

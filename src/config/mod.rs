@@ -104,6 +104,8 @@ pub struct DeliveryConfig {
     pub retry_schedule: Vec<ConfigDuration>,
     /// Upper bound on a consumer's `Retry-After`.
     pub max_retry_after: ConfigDuration,
+    /// Largest webhook body sent; a larger event is cut to fit (`webhooks::body`).
+    pub max_body_bytes: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -170,6 +172,7 @@ pub struct WebhookConfig {
     pub timeout: Option<ConfigDuration>,
     pub max_in_flight: Option<usize>,
     pub retry_schedule: Option<Vec<ConfigDuration>>,
+    pub max_body_bytes: Option<usize>,
 }
 
 impl Config {

@@ -57,7 +57,21 @@ pub(super) fn workers(delivery: &DeliveryConfig, outbound: &OutboundConfig, prob
             add(key.into(), "must be at least 1".into());
         }
     }
+    if let Err(reason) = webhook_body_limit(delivery.max_body_bytes) {
+        add("delivery.max_body_bytes".into(), reason);
+    }
 }
+
+/// A consumer's `max_body_bytes`: room for an event's ids, addresses and timestamps, which are
+/// never cut.
+fn webhook_body_limit(bytes: usize) -> Result<(), String> {
+    if bytes < MIN_WEBHOOK_BODY_BYTES {
+        return Err(format!("must be at least {MIN_WEBHOOK_BODY_BYTES}"));
+    }
+    Ok(())
+}
+
+const MIN_WEBHOOK_BODY_BYTES: usize = 4096;
 
 pub(super) fn tokens(tokens: &mut [(usize, TokenConfig)], problems: &mut Vec<Problem>) {
     let mut add = adder(problems);
@@ -156,6 +170,9 @@ pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], problems: &mut V
         }
         if hook.retry_schedule.as_ref().is_some_and(|s| s.is_empty()) {
             add(format!("{key}.retry_schedule"), "must list at least one wait".into());
+        }
+        if let Some(Err(reason)) = hook.max_body_bytes.map(webhook_body_limit) {
+            add(format!("{key}.max_body_bytes"), reason);
         }
     }
 }

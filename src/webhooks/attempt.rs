@@ -38,6 +38,15 @@ pub async fn deliver(
     match status {
         200..=299 => AttemptOutcome::Delivered,
         410 => AttemptOutcome::Gone,
+        413 => AttemptOutcome::Failed {
+            error: format!(
+                "HTTP 413: the consumer refused a body of {} bytes as too large; set this webhook's \
+                 max_body_bytes (now {}) below its limit, and larger events are cut to fit",
+                body.len(),
+                config.max_body_bytes
+            ),
+            retry_after: None,
+        },
         _ => {
             let retry_after = http_out::retry_after(&response);
             AttemptOutcome::Failed { error: format!("HTTP {status}"), retry_after }

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{self, AttemptOutcome};
+use super::body;
 use super::queue::Schedule;
 use super::ConsumerConfig;
 use crate::model::event::selects;
@@ -236,7 +237,10 @@ impl Worker {
             let done = done.clone();
             tokio::spawn(async move {
                 let outcome = match body_for(&store, &delivery, body).await {
-                    Ok(body) => attempt::deliver(&client, &config, &delivery.event_id, body).await,
+                    Ok(body) => {
+                        let body = within_limit(&config, &delivery, body);
+                        attempt::deliver(&client, &config, &delivery.event_id, body).await
+                    }
                     Err(e) => {
                         AttemptOutcome::Failed { error: format!("cannot read the event: {e}"), retry_after: None }
                     }
@@ -355,9 +359,9 @@ impl Worker {
                     self.client = crate::http_out::client(config.timeout);
                 }
                 tracing::info!(consumer = %config.id, url = %config.url, "webhook consumer reconfigured; attempts in flight finish as they started");
-                if config.url != self.config.url {
-                    // Deliveries waiting for a retry go at once to the new URL: the reason for
-                    // the wait may have been the old one.
+                if config.url != self.config.url || config.max_body_bytes != self.config.max_body_bytes {
+                    // Deliveries waiting for a retry go at once to the new URL or with the new
+                    // body limit: the reason for the wait may have been the old one (a 413).
                     self.schedule.heads_due_now(time::now_ms());
                 }
                 self.config = config;
@@ -460,6 +464,23 @@ impl Worker {
     }
 }
 
+/// The body to send: the envelope, cut to the consumer's `max_body_bytes` when it is larger.
+fn within_limit(config: &ConsumerConfig, delivery: &Delivery, envelope: Arc<String>) -> Arc<String> {
+    let Some(cut) = body::fit(&envelope, config.max_body_bytes) else { return envelope };
+    if delivery.attempts == 0 {
+        metrics::counter!("switchboard_webhook_bodies_cut_total", "consumer" => config.id.clone()).increment(1);
+        tracing::info!(
+            consumer = %config.id,
+            event = %delivery.event_id,
+            bytes = envelope.len(),
+            sent_bytes = cut.body.len(),
+            truncated = %cut.truncated.join(","),
+            "event larger than the consumer's max_body_bytes; sending it cut (the API has it whole)"
+        );
+    }
+    Arc::new(cut.body)
+}
+
 /// The envelope to send: the cached one, or read back from the log.
 async fn body_for(store: &Store, delivery: &Delivery, cached: Option<Arc<String>>) -> Result<Arc<String>, StoreError> {
     if let Some(body) = cached {
@@ -530,6 +551,7 @@ mod tests {
             max_in_flight: 2,
             schedule: vec![Duration::from_millis(100)],
             max_retry_after: Duration::from_secs(1),
+            max_body_bytes: 1 << 20,
         });
         let mut worker = Worker::start(config, store.clone()).await.unwrap();
         worker.max_owed = 4;

@@ -5,10 +5,13 @@
 //! durable cursor. Standard Webhooks headers (`signing.rs`), the envelope as body; 2xx = done,
 //! 410 = consumer disabled (kept in status, resumed by `enable`), anything else retried on the
 //! schedule with jitter and `Retry-After`, then dead-lettered (listed, retryable). Per consumer,
-//! one event per conversation is in flight at a time; conversations proceed concurrently.
+//! one event per conversation is in flight at a time; conversations proceed concurrently. A body
+//! over the consumer's `max_body_bytes` is cut to fit (`body.rs`), since the 413 of a proxy in
+//! front of the consumer would never go away.
 //! Invariant: webhooks only read the log; they never change messages or conversations.
 
 mod attempt;
+pub mod body;
 mod consumer;
 mod queue;
 pub mod signing;
@@ -39,6 +42,8 @@ pub struct ConsumerConfig {
     pub max_in_flight: usize,
     pub schedule: Vec<Duration>,
     pub max_retry_after: Duration,
+    /// Larger events are cut to fit (`body.rs`).
+    pub max_body_bytes: usize,
 }
 
 impl ConsumerConfig {
@@ -58,6 +63,7 @@ impl ConsumerConfig {
             max_in_flight: hook.max_in_flight.unwrap_or(defaults.max_in_flight),
             schedule: hook.retry_schedule.as_ref().unwrap_or(&defaults.retry_schedule).iter().map(|d| d.0).collect(),
             max_retry_after: defaults.max_retry_after.0,
+            max_body_bytes: hook.max_body_bytes.unwrap_or(defaults.max_body_bytes),
         }
     }
 }

@@ -70,6 +70,7 @@ id = "h"
 url = "not a url"
 secret = "whsec_tooshort"
 events = ["message.recieved"]
+max_body_bytes = 1000
 "#;
     let (code, out) = check(broken);
     assert_eq!(code, 1, "{out}");
@@ -91,6 +92,7 @@ events = ["message.recieved"]
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",
+        "webhooks[0].max_body_bytes: must be at least 4096",
     ] {
         assert!(out.lines().any(|l| l.starts_with(expected)), "missing `{expected}` in:\n{out}");
     }

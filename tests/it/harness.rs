@@ -154,6 +154,72 @@ impl Receiver {
     }
 }
 
+/// nginx (Debian's, unpacked by tests/run.sh into `target/test-data/nginx`) as the reverse proxy
+/// a helpdesk sits behind, on a port of its own, passing everything to `upstream`. Its request
+/// body limit is nginx's default (`client_max_body_size 1m`) except in the `locations` given
+/// (extra `location` blocks, each with its own `proxy_pass {upstream}`).
+pub struct Nginx {
+    pub url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    pub async fn start(upstream: &Receiver, locations: &str) -> Nginx {
+        let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/nginx/usr/sbin/nginx");
+        assert!(bin.exists(), "{} is missing: tests/run.sh unpacks Debian's nginx there", bin.display());
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let port = free_port();
+        let conf = format!(
+            r#"daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log {d}/access.log;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ proxy_pass {upstream}; }}
+    {locations}
+  }}
+}}
+"#,
+            upstream = upstream.url
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new(&bin)
+            .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut nginx = Nginx { url: format!("http://127.0.0.1:{port}"), child, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(nginx._dir.path().join("error.log")).unwrap_or_default();
+                panic!("nginx exited with {status}: {log}");
+            }
+            assert!(Instant::now() < deadline, "nginx did not listen on port {port} within 10 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A gateway started in-process on 127.0.0.1:0 with a temp storage dir.
 pub struct TestServer {
     pub base: String,
@@ -196,10 +262,21 @@ impl TestServer {
 
     /// Starts on an existing storage dir (a restart).
     pub async fn start_in(dir: tempfile::TempDir, extra: &str) -> TestServer {
+        Self::start_adjusted(dir, extra, |_| {}).await
+    }
+
+    /// Starts with the loaded config changed by `adjust` first: for `[server]` keys, which
+    /// `extra` cannot repeat.
+    pub async fn start_adjusted(
+        dir: tempfile::TempDir,
+        extra: &str,
+        adjust: impl FnOnce(&mut config::Config),
+    ) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let listen = listener.local_addr().unwrap().to_string();
-        let config = config::load_str(&config_text(dir.path(), &listen, extra))
+        let mut config = config::load_str(&config_text(dir.path(), &listen, extra))
             .unwrap_or_else(|p| panic!("test config refused: {p:?}"));
+        adjust(&mut config);
         let server = app::start(config, listener).await.expect("server starts");
         TestServer { base: format!("http://{listen}"), dir, server: Some(server), http: reqwest::Client::new() }
     }

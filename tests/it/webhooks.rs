@@ -230,3 +230,122 @@ async fn replay_redelivers_after_a_sequence_number() {
     assert_eq!(code, 404);
     server.stop().await;
 }
+
+/// A helpdesk behind nginx with its default body limit (1 MiB), and one behind a 100 kB limit
+/// (Express's `express.json()` default): an event larger than a consumer's `max_body_bytes`
+/// arrives cut to fit, signed, naming what was cut, instead of a 413 retried for days. The
+/// API still has the whole message.
+#[tokio::test]
+async fn large_events_reach_a_consumer_behind_nginx_cut_to_its_body_limit() {
+    let helpdesk = Receiver::start().await;
+    let proxy = Nginx::start(
+        &helpdesk,
+        &format!("location /small {{ client_max_body_size 100k; proxy_pass {}; }}", helpdesk.url),
+    )
+    .await;
+    let hooks = |small_limit: &str| {
+        format!(
+            r#"
+[[webhooks]]
+id = "big"
+url = "{url}/events"
+secret = "{SECRET}"
+events = ["message.received"]
+retry_schedule = ["200ms"]
+
+[[webhooks]]
+id = "small"
+url = "{url}/small"
+secret = "{SECRET}"
+events = ["message.received"]
+retry_schedule = ["1h"]
+{small_limit}
+"#,
+            url = proxy.url
+        )
+    };
+    let config = format!("{}{}", api_channel("web", None, ""), hooks(""));
+    let mut server = TestServer::start_adjusted(tempfile::tempdir().unwrap(), &config, |c| {
+        c.server.max_body_bytes = 4 << 20;
+    })
+    .await;
+
+    // 420 kB of text and 900 kB of HTML: 1.3 MB of event.
+    let text = "Zażółć gęślą jaźń, \"dzień dobry\".\n".repeat(10_000);
+    let html = format!("<html><body>{}</body></html>", "<p>Zażółć gęślą jaźń</p>".repeat(30_000));
+    let (code, sent) = server.inbound("web", json!({"from": {"address": "ann"}, "text": text, "html": html})).await;
+    assert_eq!(code, 202, "{sent}");
+    let (_, whole) = server.get(&format!("/v1/messages/{}", sent["message_id"].as_str().unwrap())).await;
+    assert_eq!(whole["html"], html.as_str(), "the API has the whole message");
+
+    // Behind nginx's default limit: the HTML is left out, the text is whole.
+    let big = helpdesk
+        .wait_until(Duration::from_secs(10), "the event through nginx", |r| {
+            r.iter().any(|c| c.path == "/events" && c.answered == 200)
+        })
+        .await
+        .into_iter()
+        .find(|c| c.path == "/events" && c.answered == 200)
+        .unwrap();
+    assert!(big.body.len() <= 1 << 20, "{} bytes", big.body.len());
+    let event = big.json();
+    assert_eq!(event["truncated"], json!(["html"]));
+    assert_eq!(event["data"]["html"], Value::Null);
+    assert_eq!(event["data"]["text"], text.as_str());
+    assert_eq!(event["data"]["id"], sent["message_id"]);
+
+    // Behind 100 kB with the default 1 MiB: nginx answers 413, and the status says what to do.
+    let small_refused = |r: &[Captured]| r.iter().any(|c| c.path == "/small");
+    assert!(!small_refused(&helpdesk.requests()), "nginx passes no body over its limit on");
+    let mut status = json!(null);
+    for _ in 0..100 {
+        status = server.get("/v1/webhooks/small").await.1;
+        if !status["last_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("HTTP 413") && error.contains("max_body_bytes (now 1048576)"), "{status}");
+
+    // Setting the consumer's limit sends the waiting event at once (not after its 1 h retry),
+    // cut to 100 kB: the HTML left out, the beginnings of the text and of the reply text (the
+    // whole text, on an api channel) kept, about half of the room each.
+    server.reload(&format!("{}{}", api_channel("web", None, ""), hooks("max_body_bytes = 102400"))).await;
+    let small = helpdesk
+        .wait_until(Duration::from_secs(10), "the event through the 100 kB limit", |r| small_refused(r))
+        .await
+        .into_iter()
+        .find(|c| c.path == "/small")
+        .unwrap();
+    assert_eq!(small.answered, 200);
+    assert!(small.body.len() <= 102_400, "{} bytes", small.body.len());
+    let cut = small.json();
+    assert_eq!(cut["truncated"], json!(["html", "reply_text", "text"]));
+    for field in ["text", "reply_text"] {
+        let kept = cut["data"][field].as_str().unwrap();
+        assert!(kept.len() > 40_000 && text.starts_with(kept), "{field}: kept {} bytes", kept.len());
+    }
+    assert_eq!(small.header("webhook-id"), big.header("webhook-id"));
+
+    // Cut bodies are signed like any other (checked with the official library) and keep to the
+    // published envelope schema.
+    let deliveries: Vec<Value> = [&big, &small]
+        .iter()
+        .map(|d| {
+            json!({
+                "headers": {
+                    "webhook-id": d.header("webhook-id"),
+                    "webhook-timestamp": d.header("webhook-timestamp"),
+                    "webhook-signature": d.header("webhook-signature"),
+                },
+                "body": String::from_utf8(d.body.clone()).unwrap(),
+            })
+        })
+        .collect();
+    let out = python("verify_webhooks.py", &[], &json!({"secret": SECRET, "deliveries": deliveries}));
+    assert!(out.contains("verified 2"), "{out}");
+    let items = [event, cut].into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect();
+    server.validate_contract(items).await;
+    server.stop().await;
+}
