@@ -1,18 +1,35 @@
 //! Outgoing HTTP shared by webhook delivery and HTTP-based channels: the client, and reading a
 //! response into "done / retry later / give up" terms.
 
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-/// A rustls client with a per-request timeout; redirects are not followed (a 3xx is a failure,
-/// as the Standard Webhooks spec asks).
-pub fn client(timeout: Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// A rustls client with a per-request timeout, trusting the webpki roots and the certificates of
+/// `ca_pem` (a `ca_file`, read by [`read_ca_file`]); redirects are not followed (a 3xx is a
+/// failure, as the Standard Webhooks spec asks).
+pub fn client(timeout: Duration, ca_pem: Option<&[u8]>) -> reqwest::Client {
+    let extra_roots = ca_pem.and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok()).unwrap_or_default();
+    extra_roots
+        .into_iter()
+        .fold(reqwest::Client::builder(), |builder, cert| builder.add_root_certificate(cert))
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the TLS backend initialises")
+}
+
+/// Reads a `ca_file`: PEM certificates trusted besides the webpki roots, for a peer whose
+/// certificate a private CA signed. Read when the config is loaded, so `switchboard check` names
+/// a file that cannot be read or holds no certificate, and a reload takes in a renewed CA.
+pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
+        Err(e) => Err(format!("{} holds a certificate that cannot be read: {e}", path.display())),
+    }
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date, relative to `now`.
@@ -31,12 +48,24 @@ pub fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     parse_retry_after(value, SystemTime::now())
 }
 
-/// A short description of a transport error for logs and `last_error`.
+/// A short description of a transport error for logs and `last_error`. A failed connection
+/// keeps its cause, which says what to mend: refused, no such host, or a certificate no root
+/// vouches for (`ca_file`).
 pub fn describe(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         "timed out".to_owned()
     } else if error.is_connect() {
-        "connection failed".to_owned()
+        let mut cause = std::error::Error::source(error);
+        while let Some(deeper) = cause.and_then(|c| c.source()) {
+            cause = Some(deeper);
+        }
+        match cause.map(|c| c.to_string()) {
+            Some(cause) if cause.contains("UnknownIssuer") => {
+                format!("connection failed: {cause} (a certificate of a private CA needs ca_file)")
+            }
+            Some(cause) => format!("connection failed: {cause}"),
+            None => "connection failed".to_owned(),
+        }
     } else {
         let mut text = error.to_string();
         let mut source = std::error::Error::source(error);

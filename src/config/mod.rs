@@ -173,6 +173,11 @@ pub struct WebhookConfig {
     pub max_in_flight: Option<usize>,
     pub retry_schedule: Option<Vec<ConfigDuration>>,
     pub max_body_bytes: Option<usize>,
+    /// A PEM file of extra trusted CA certificates, for a consumer behind a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Filled by validation: the certificates of `ca_file`.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl Config {

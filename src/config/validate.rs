@@ -10,6 +10,7 @@ use super::{
     secret, DeliveryConfig, LogConfig, OutboundConfig, Problem, ServerConfig, StorageConfig, TokenConfig, WebhookConfig,
 };
 use crate::channels::ChannelConfig;
+use crate::http_out;
 use crate::model::event::{glob_matches, EventType};
 
 fn adder(problems: &mut Vec<Problem>) -> impl FnMut(String, String) + '_ {
@@ -173,6 +174,11 @@ pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], problems: &mut V
         }
         if let Some(Err(reason)) = hook.max_body_bytes.map(webhook_body_limit) {
             add(format!("{key}.max_body_bytes"), reason);
+        }
+        match hook.ca_file.as_deref().map(http_out::read_ca_file) {
+            Some(Ok(pem)) => hook.ca_pem = Some(pem),
+            Some(Err(reason)) => add(format!("{key}.ca_file"), reason),
+            None => {}
         }
     }
 }

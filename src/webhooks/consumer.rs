@@ -106,7 +106,7 @@ impl Worker {
         for d in pending {
             schedule.push(d, None);
         }
-        let client = crate::http_out::client(config.timeout);
+        let client = crate::http_out::client(config.timeout, config.ca_pem.as_deref());
         Ok(Worker {
             config,
             store,
@@ -355,13 +355,15 @@ impl Worker {
                 let _ = reply.send(self.retry_dead(event_ids).await);
             }
             Command::Reconfigure { config, done } => {
-                if config.timeout != self.config.timeout {
-                    self.client = crate::http_out::client(config.timeout);
+                if config.timeout != self.config.timeout || config.ca_pem != self.config.ca_pem {
+                    self.client = crate::http_out::client(config.timeout, config.ca_pem.as_deref());
                 }
                 tracing::info!(consumer = %config.id, url = %config.url, "webhook consumer reconfigured; attempts in flight finish as they started");
-                if config.url != self.config.url || config.max_body_bytes != self.config.max_body_bytes {
-                    // Deliveries waiting for a retry go at once to the new URL or with the new
-                    // body limit: the reason for the wait may have been the old one (a 413).
+                let reached_anew = config.url != self.config.url || config.ca_pem != self.config.ca_pem;
+                if reached_anew || config.max_body_bytes != self.config.max_body_bytes {
+                    // Deliveries waiting for a retry go at once to the new URL, trusting the new
+                    // CA or with the new body limit: the reason for the wait may have been the
+                    // old one (a refused connection or certificate, a 413).
                     self.schedule.heads_due_now(time::now_ms());
                 }
                 self.config = config;
@@ -552,6 +554,7 @@ mod tests {
             schedule: vec![Duration::from_millis(100)],
             max_retry_after: Duration::from_secs(1),
             max_body_bytes: 1 << 20,
+            ca_pem: None,
         });
         let mut worker = Worker::start(config, store.clone()).await.unwrap();
         worker.max_owed = 4;

@@ -44,6 +44,8 @@ pub struct ConsumerConfig {
     pub max_retry_after: Duration,
     /// Larger events are cut to fit (`body.rs`).
     pub max_body_bytes: usize,
+    /// Certificates trusted besides the webpki roots (`ca_file`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl ConsumerConfig {
@@ -64,6 +66,7 @@ impl ConsumerConfig {
             schedule: hook.retry_schedule.as_ref().unwrap_or(&defaults.retry_schedule).iter().map(|d| d.0).collect(),
             max_retry_after: defaults.max_retry_after.0,
             max_body_bytes: hook.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            ca_pem: hook.ca_pem.clone(),
         }
     }
 }

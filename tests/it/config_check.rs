@@ -65,12 +65,14 @@ max_mail_bytes = 1000
 [channels.smtp]
 host = "smtp.example.com"
 idle_timeout = "10m"
+ca_file = "/etc/hostname"
 [[webhooks]]
 id = "h"
 url = "not a url"
 secret = "whsec_tooshort"
 events = ["message.recieved"]
 max_body_bytes = 1000
+ca_file = "/nonexistent/ca.pem"
 "#;
     let (code, out) = check(broken);
     assert_eq!(code, 1, "{out}");
@@ -93,6 +95,8 @@ max_body_bytes = 1000
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",
         "webhooks[0].max_body_bytes: must be at least 4096",
+        "webhooks[0].ca_file: cannot read /nonexistent/ca.pem",
+        "channels[2].smtp.ca_file: /etc/hostname holds no PEM certificate",
     ] {
         assert!(out.lines().any(|l| l.starts_with(expected)), "missing `{expected}` in:\n{out}");
     }

@@ -154,10 +154,67 @@ impl Receiver {
     }
 }
 
+/// A test CA (`ca.pem`) and a certificate for `localhost`/127.0.0.1 signed by it (`server.pem`,
+/// `server.key`) in `dir`, made with the openssl CLI.
+pub fn make_certificates(dir: &std::path::Path) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e} (apt-get install openssl)"));
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=switchboard test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+}
+
 /// nginx (Debian's, unpacked by tests/run.sh into `target/test-data/nginx`) as the reverse proxy
 /// a helpdesk sits behind, on a port of its own, passing everything to `upstream`. Its request
 /// body limit is nginx's default (`client_max_body_size 1m`) except in the `locations` given
-/// (extra `location` blocks, each with its own `proxy_pass {upstream}`).
+/// (extra `location` blocks, each with its own `proxy_pass {upstream}`). `start_tls` serves
+/// HTTPS with a certificate of `make_certificates`.
 pub struct Nginx {
     pub url: String,
     child: std::process::Child,
@@ -166,11 +223,26 @@ pub struct Nginx {
 
 impl Nginx {
     pub async fn start(upstream: &Receiver, locations: &str) -> Nginx {
+        Self::start_with(upstream, locations, None).await
+    }
+
+    pub async fn start_tls(upstream: &Receiver, certificates: &std::path::Path) -> Nginx {
+        Self::start_with(upstream, "", Some(certificates)).await
+    }
+
+    async fn start_with(upstream: &Receiver, locations: &str, certificates: Option<&std::path::Path>) -> Nginx {
         let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/nginx/usr/sbin/nginx");
         assert!(bin.exists(), "{} is missing: tests/run.sh unpacks Debian's nginx there", bin.display());
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display();
         let port = free_port();
+        let (listen, scheme) = match certificates {
+            Some(c) => {
+                let c = c.display();
+                (format!("{port} ssl; ssl_certificate {c}/server.pem; ssl_certificate_key {c}/server.key"), "https")
+            }
+            None => (port.to_string(), "http"),
+        };
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -186,7 +258,7 @@ http {{
   uwsgi_temp_path {d}/uwsgi;
   scgi_temp_path {d}/scgi;
   server {{
-    listen 127.0.0.1:{port};
+    listen 127.0.0.1:{listen};
     location / {{ proxy_pass {upstream}; }}
     {locations}
   }}
@@ -199,7 +271,7 @@ http {{
             .args(["-p", &d.to_string(), "-e", &format!("{d}/error.log"), "-c", &format!("{d}/nginx.conf")])
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let mut nginx = Nginx { url: format!("http://127.0.0.1:{port}"), child, _dir: dir };
+        let mut nginx = Nginx { url: format!("{scheme}://127.0.0.1:{port}"), child, _dir: dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             if let Ok(Some(status)) = nginx.child.try_wait() {

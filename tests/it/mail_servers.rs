@@ -11,7 +11,7 @@ use async_imap::Session;
 use futures_util::TryStreamExt;
 use tokio::net::TcpStream;
 
-use crate::harness::free_port;
+use crate::harness::{free_port, make_certificates};
 
 pub const SUPPORT: (&str, &str) = ("support@example.com", "support-pass-1");
 pub const ANN: (&str, &str) = ("ann@example.org", "ann-pass-1");
@@ -71,61 +71,6 @@ async fn wait_for_port(port: u16, what: &str, log: &std::path::Path) {
         std::fs::read_to_string(log).unwrap_or_default(),
         std::fs::read_to_string(stderr).unwrap_or_default()
     );
-}
-
-/// A test CA and a certificate for `localhost`/127.0.0.1 signed by it, made with the openssl CLI.
-fn make_certificates(dir: &std::path::Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("openssl: {e} (apt-get install openssl)"));
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-    run(&[
-        &["req", "-x509"][..],
-        &ec,
-        &[
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=switchboard test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    ]
-    .concat());
-    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-    ]);
 }
 
 impl MailServers {

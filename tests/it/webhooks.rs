@@ -349,3 +349,65 @@ retry_schedule = ["1h"]
     server.validate_contract(items).await;
     server.stop().await;
 }
+
+/// A helpdesk served over HTTPS (nginx in front) with a certificate of a private CA. Without
+/// `ca_file` the consumer's status names the certificate as the problem; once a reload sets it,
+/// the waiting event goes at once, not after its retry wait. An api channel's replies reach an
+/// `outbound_url` behind the same CA with the channel's own `ca_file`.
+#[tokio::test]
+async fn a_consumer_behind_a_private_ca_is_reached_once_its_ca_file_is_set() {
+    let certificates = tempfile::tempdir().unwrap();
+    make_certificates(certificates.path());
+    let ca = certificates.path().join("ca.pem");
+    let helpdesk = Receiver::start().await;
+    let proxy = Nginx::start_tls(&helpdesk, certificates.path()).await;
+    let config = |consumer_ca: &str| {
+        format!(
+            r#"
+[[channels]]
+id = "web"
+type = "api"
+outbound_url = "{url}/replies"
+secret = "{SECRET}"
+ca_file = "{ca}"
+
+[[webhooks]]
+id = "h"
+url = "{url}/events"
+secret = "{SECRET}"
+events = ["message.received"]
+retry_schedule = ["1h"]
+{consumer_ca}
+"#,
+            url = proxy.url,
+            ca = ca.display()
+        )
+    };
+    let mut server = TestServer::start(&config("")).await;
+    let (code, sent) = server.inbound("web", json!({"from": {"address": "ann"}, "text": "hello"})).await;
+    assert_eq!(code, 202, "{sent}");
+
+    let mut status = json!(null);
+    for _ in 0..100 {
+        status = server.get("/v1/webhooks/h").await.1;
+        if !status["last_error"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let error = status["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(error.contains("connection failed: invalid peer certificate: UnknownIssuer"), "{status}");
+    assert!(error.contains("needs ca_file"), "{status}");
+    assert!(helpdesk.requests().is_empty(), "nothing passed the TLS handshake");
+
+    server.reload(&config(&format!("ca_file = \"{}\"", ca.display()))).await;
+    let event = helpdesk.expect_event("message.received").await;
+    assert_eq!(event["data"]["id"], sent["message_id"]);
+
+    // The reply goes out through the same proxy, trusting the channel's ca_file.
+    let (code, reply) = server.post("/v1/messages", json!({"channel": "web", "to": "ann", "text": "hi"})).await;
+    assert_eq!(code, 202, "{reply}");
+    server.wait_status(reply["id"].as_str().unwrap(), "sent").await;
+    assert!(helpdesk.accepted().iter().any(|c| c.path == "/replies"));
+    server.stop().await;
+}

@@ -19,6 +19,11 @@ pub struct ApiChannelConfig {
     pub secret_file: Option<PathBuf>,
     /// ... or the name of an environment variable holding it.
     pub secret_env: Option<String>,
+    /// A PEM file of extra trusted CA certificates, for an `outbound_url` behind a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Filled by validation: the certificates of `ca_file`.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
     #[serde(default)]
     pub limits: ChannelLimits,
 }
@@ -43,6 +48,11 @@ impl ApiChannelConfig {
                 .push(("secret".to_owned(), "is required with outbound_url (a whsec_… signing secret)".to_owned())),
             Ok(None) => {}
             Err((key, reason)) => problems.push((key, reason)),
+        }
+        match self.ca_file.as_deref().map(crate::http_out::read_ca_file) {
+            Some(Ok(pem)) => self.ca_pem = Some(pem),
+            Some(Err(reason)) => problems.push(("ca_file".to_owned(), reason)),
+            None => {}
         }
         problems
     }

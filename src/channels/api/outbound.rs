@@ -24,7 +24,7 @@ impl ApiOutbound {
     pub fn new(config: &ApiChannelConfig, timeout: Duration) -> Option<ApiOutbound> {
         let url = config.outbound_url.clone()?;
         let keys = config.secret.iter().filter_map(|s| SigningKey::parse(s.expose())).collect();
-        Some(ApiOutbound { client: http_out::client(timeout), url, keys })
+        Some(ApiOutbound { client: http_out::client(timeout, config.ca_pem.as_deref()), url, keys })
     }
 
     async fn post(&self, message: &OutboundMessage) -> Result<Sent, SendError> {

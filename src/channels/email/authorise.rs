@@ -65,7 +65,7 @@ pub async fn run(request: &Request) -> Result<Kept, String> {
     let text = std::fs::read_to_string(&request.config)
         .map_err(|e| format!("cannot read {}: {e}", request.config.display()))?;
     let Grant { table, oauth2: grant, username, channel } = grant_in(&text, &request.channel, request.smtp)?;
-    let client = crate::http_out::client(Duration::from_secs(30));
+    let client = crate::http_out::client(Duration::from_secs(30), None);
     let tokens = if request.device {
         by_device(&client, &grant, &username).await?
     } else {

@@ -361,6 +361,15 @@ impl EmailChannelConfig {
                 add("smtp.username", "is required with a password or oauth2".into());
             }
         }
+        let ca_files = [
+            ("imap.ca_file", self.imap.as_ref().and_then(|imap| imap.ca_file.as_deref())),
+            ("smtp.ca_file", self.smtp.as_ref().and_then(|smtp| smtp.ca_file.as_deref())),
+        ];
+        for (key, ca_file) in ca_files {
+            if let Some(Err(reason)) = ca_file.map(crate::http_out::read_ca_file) {
+                add(key, reason);
+            }
+        }
         problems
     }
 }

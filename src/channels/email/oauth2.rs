@@ -175,7 +175,7 @@ impl TokenSource {
             key: format!("oauth2:{}@{}:refresh_token", config.client_id, config.token_url),
             config,
             state,
-            client: crate::http_out::client(Duration::from_secs(30)),
+            client: crate::http_out::client(Duration::from_secs(30), None),
             cached: Mutex::new(None),
         }
     }
@@ -299,7 +299,7 @@ pub(super) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
 /// refresh. Some providers look at the token before the client, so `Ok` does not prove the
 /// secret.
 pub(super) async fn check_client(config: &OAuth2Config) -> Result<(), String> {
-    let client = crate::http_out::client(Duration::from_secs(30));
+    let client = crate::http_out::client(Duration::from_secs(30), None);
     let form = config.refresh_form("switchboard-check-not-a-token");
     let (status, text) = post_form(&client, &config.token_url, &form).await?;
     match error_code(&text).as_deref() {
