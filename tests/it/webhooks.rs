@@ -231,6 +231,18 @@ async fn replay_redelivers_after_a_sequence_number() {
     server.stop().await;
 }
 
+/// The `last_error` a consumer's status shows first (waiting up to 5 s for one).
+async fn first_error(server: &TestServer, consumer: &str) -> String {
+    for _ in 0..100 {
+        let (_, status) = server.get(&format!("/v1/webhooks/{consumer}")).await;
+        if let Some(message) = status["last_error"]["message"].as_str() {
+            return message.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("consumer {consumer} shows no last_error after 5 s");
+}
+
 /// A helpdesk behind nginx with its default body limit (1 MiB), and one behind a 100 kB limit
 /// (Express's `express.json()` default): an event larger than a consumer's `max_body_bytes`
 /// arrives cut to fit, signed, naming what was cut, instead of a 413 retried for days. The
@@ -297,16 +309,8 @@ retry_schedule = ["1h"]
     // Behind 100 kB with the default 1 MiB: nginx answers 413, and the status says what to do.
     let small_refused = |r: &[Captured]| r.iter().any(|c| c.path == "/small");
     assert!(!small_refused(&helpdesk.requests()), "nginx passes no body over its limit on");
-    let mut status = json!(null);
-    for _ in 0..100 {
-        status = server.get("/v1/webhooks/small").await.1;
-        if !status["last_error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let error = status["last_error"]["message"].as_str().unwrap_or_default();
-    assert!(error.contains("HTTP 413") && error.contains("max_body_bytes (now 1048576)"), "{status}");
+    let error = first_error(&server, "small").await;
+    assert!(error.contains("HTTP 413") && error.contains("max_body_bytes (now 1048576)"), "{error}");
 
     // Setting the consumer's limit sends the waiting event at once (not after its 1 h retry),
     // cut to 100 kB: the HTML left out, the beginnings of the text and of the reply text (the
@@ -387,17 +391,9 @@ retry_schedule = ["1h"]
     let (code, sent) = server.inbound("web", json!({"from": {"address": "ann"}, "text": "hello"})).await;
     assert_eq!(code, 202, "{sent}");
 
-    let mut status = json!(null);
-    for _ in 0..100 {
-        status = server.get("/v1/webhooks/h").await.1;
-        if !status["last_error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let error = status["last_error"]["message"].as_str().unwrap_or_default();
-    assert!(error.contains("connection failed: invalid peer certificate: UnknownIssuer"), "{status}");
-    assert!(error.contains("needs ca_file"), "{status}");
+    let error = first_error(&server, "h").await;
+    assert!(error.contains("connection failed: invalid peer certificate: UnknownIssuer"), "{error}");
+    assert!(error.contains("needs ca_file"), "{error}");
     assert!(helpdesk.requests().is_empty(), "nothing passed the TLS handshake");
 
     server.reload(&config(&format!("ca_file = \"{}\"", ca.display()))).await;
