@@ -27,6 +27,7 @@
 //! - `telemetry`  logging and the metrics recorder
 //! - `retry`      the retry schedule function shared by webhooks and outbound
 //! - `http_out`   the outgoing HTTP client and response helpers
+//! - `check`      `check --connect`: reach every peer the config names, change nothing
 //! - `json_input` request-body parsing with errors that name the field
 //! - `live`       `Live<T>`: settings a reload swaps while work in flight keeps its own
 //! - `docs`       the OpenAPI document and JSON Schemas served to consumers
@@ -34,6 +35,7 @@
 pub mod api;
 pub mod app;
 pub mod channels;
+pub mod check;
 pub mod config;
 pub mod docs;
 pub mod http_out;

@@ -49,9 +49,11 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Also log in to each mail channel's IMAP and SMTP servers (folders opened read-only,
-        /// nothing sent) and exit 1 if one fails. On OAuth2 the servers are only reached (the
-        /// service owns the grant) and the token endpoint is asked whether it takes the client.
+        /// Also reach every peer and exit 1 if one fails: log in to each mail channel's IMAP and
+        /// SMTP servers (folders opened read-only, nothing sent; on OAuth2 the servers are only
+        /// reached, since the service owns the grant, and the token endpoint is asked whether it
+        /// takes the client); send one HEAD request to each webhook consumer's url and api
+        /// channel's outbound_url, over TLS with its ca_file (no event is sent).
         #[arg(long)]
         connect: bool,
     },
@@ -230,7 +232,7 @@ fn main() -> ExitCode {
                         return ExitCode::SUCCESS;
                     }
                     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-                    let (lines, all_ok) = runtime.block_on(switchboard::channels::email::probe::report(&c.channels));
+                    let (lines, all_ok) = runtime.block_on(switchboard::check::connect_report(&c));
                     lines.iter().for_each(|line| println!("{line}"));
                     if all_ok {
                         ExitCode::SUCCESS

@@ -768,21 +768,6 @@ async fn a_mail_deleted_before_it_is_moved_does_not_stop_the_move_of_the_rest() 
     server.stop().await;
 }
 
-/// `switchboard check --connect` (the real binary) on a config with `channel`: its exit status
-/// and what it printed.
-pub(crate) fn check_connect(channel: &str) -> (i32, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("switchboard.toml");
-    std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", channel)).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
-        .args(["check", "--connect", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap(), text)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_credentials_are_reported_and_do_not_stop_other_channels() {
     let mail = MailServers::start().await;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::email::{check_connect, count, loop_until, mail_text, send_to_ann};
+use crate::email::{count, loop_until, mail_text, send_to_ann};
 use crate::harness::*;
 use crate::mail_servers::*;
 use crate::oauth_provider::OAuthProvider;

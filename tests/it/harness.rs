@@ -38,8 +38,10 @@ impl Captured {
     pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
+    /// The event type of a delivered event; empty for a request without one (a HEAD).
     pub fn event_type(&self) -> String {
-        self.json()["type"].as_str().unwrap_or("").to_owned()
+        let event: Option<Value> = serde_json::from_slice(&self.body).ok();
+        event.and_then(|e| e["type"].as_str().map(str::to_owned)).unwrap_or_default()
     }
 }
 
@@ -124,7 +126,7 @@ impl Receiver {
 
     /// Accepted event envelopes of the given type.
     pub fn events_of(&self, kind: &str) -> Vec<Value> {
-        self.accepted().iter().map(Captured::json).filter(|e| e["type"] == kind).collect()
+        self.accepted().iter().filter(|c| c.event_type() == kind).map(Captured::json).collect()
     }
 
     /// Waits until `done` holds for the requests so far; panics after `timeout` with what came.
@@ -152,6 +154,21 @@ impl Receiver {
         .await;
         self.events_of(kind).remove(0)
     }
+}
+
+/// `switchboard check --connect` (the real binary) on the test config with `extra`: its exit status
+/// and what it printed.
+pub fn check_connect(extra: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchboard.toml");
+    std::fs::write(&path, config_text(dir.path(), "127.0.0.1:1", extra)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(["check", "--connect", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap(), text)
 }
 
 /// A test CA (`ca.pem`) and a certificate for `localhost`/127.0.0.1 signed by it (`server.pem`,

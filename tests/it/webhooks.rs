@@ -355,10 +355,11 @@ retry_schedule = ["1h"]
 }
 
 /// A helpdesk served over HTTPS (nginx in front) with a certificate of a private CA. Without
-/// `ca_file` the consumer's status names the certificate as the problem; once a reload sets it,
+/// `ca_file`, `check --connect` and the consumer's status name the certificate as the problem;
+/// once a reload sets it,
 /// the waiting event goes at once, not after its retry wait. An api channel's replies reach an
 /// `outbound_url` behind the same CA with the channel's own `ca_file`.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_behind_a_private_ca_is_reached_once_its_ca_file_is_set() {
     let certificates = tempfile::tempdir().unwrap();
     make_certificates(certificates.path());
@@ -387,6 +388,21 @@ retry_schedule = ["1h"]
             ca = ca.display()
         )
     };
+    // `check --connect` reaches both through the proxy before the service runs, and says why
+    // the consumer cannot be reached yet.
+    let (code, out) = check_connect(&config(""));
+    assert_eq!(code, 1, "{out}");
+    let url = &proxy.url;
+    assert!(out.contains(&format!("web: outbound_url {url}/replies: ok, reached (HTTP ")), "{out}");
+    let refused =
+        format!("webhooks.h: {url}/events: FAILED, connection failed: invalid peer certificate: UnknownIssuer");
+    assert!(out.contains(&refused), "{out}");
+    let with_ca = config(&format!("ca_file = \"{}\"", ca.display()));
+    let (code, out) = check_connect(&with_ca);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("webhooks.h: {url}/events: ok, reached (HTTP ")), "{out}");
+    assert!(helpdesk.accepted().iter().all(|c| c.body.is_empty()), "nothing was delivered");
+
     let mut server = TestServer::start(&config("")).await;
     let (code, sent) = server.inbound("web", json!({"from": {"address": "ann"}, "text": "hello"})).await;
     assert_eq!(code, 202, "{sent}");
@@ -394,9 +410,9 @@ retry_schedule = ["1h"]
     let error = first_error(&server, "h").await;
     assert!(error.contains("connection failed: invalid peer certificate: UnknownIssuer"), "{error}");
     assert!(error.contains("needs ca_file"), "{error}");
-    assert!(helpdesk.requests().is_empty(), "nothing passed the TLS handshake");
+    assert!(helpdesk.requests().iter().all(|c| c.body.is_empty()), "no event passed the TLS handshake");
 
-    server.reload(&config(&format!("ca_file = \"{}\"", ca.display()))).await;
+    server.reload(&with_ca).await;
     let event = helpdesk.expect_event("message.received").await;
     assert_eq!(event["data"]["id"], sent["message_id"]);
 

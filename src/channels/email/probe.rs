@@ -1,7 +1,7 @@
-//! `switchboard check --connect`: logs in to each mail channel's IMAP and SMTP servers as the
-//! service would, before it runs — so a sysadmin learns of a wrong password, a misspelt folder or
-//! a certificate the server does not match from the command line, not from `/readyz` after a
-//! restart. Nothing is changed on the servers: folders are opened read-only (EXAMINE), no mail
+//! The mail part of `switchboard check --connect` (`crate::check`): logs in to each mail
+//! channel's IMAP and SMTP servers as the service would, before it runs — so a sysadmin learns of
+//! a wrong password, a misspelt folder or a certificate the server does not match from the
+//! command line, not from `/readyz` after a restart. Nothing is changed on the servers: folders are opened read-only (EXAMINE), no mail
 //! is sent, and each session ends with LOGOUT or QUIT.
 //!
 //! OAuth2 logins are not tried: getting an access token may rotate the refresh token, and the
@@ -174,26 +174,4 @@ pub(super) async fn check_smtp(smtp: &SmtpConfig, credential: Credential<'_>) ->
         },
     };
     (smtp_at(smtp), finding)
-}
-
-/// Every mail channel's checks as lines to print (`channel: what: ok|FAILED|not tried, detail`),
-/// and whether none failed.
-pub async fn report(channels: &[crate::channels::ChannelConfig]) -> (Vec<String>, bool) {
-    let mut lines = Vec::new();
-    let mut all_ok = true;
-    for channel in channels {
-        let crate::channels::ChannelConfig::Email(mail) = channel else { continue };
-        for (what, finding) in probe(mail).await {
-            let (word, detail) = match finding {
-                Finding::Ok(detail) => ("ok", detail),
-                Finding::Failed(detail) | Finding::Refused(detail) => {
-                    all_ok = false;
-                    ("FAILED", detail)
-                }
-                Finding::NotTried(detail) => ("not tried", detail),
-            };
-            lines.push(format!("{}: {what}: {word}, {detail}", mail.id));
-        }
-    }
-    (lines, all_ok)
 }
