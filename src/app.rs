@@ -109,6 +109,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     let running =
         Running { config, pipeline, health, registry, tokens, outbound, webhooks, pull_loops: HashMap::new() };
     tasks.spawn(crate::pipeline::rekey::run(store.clone(), shutdown.clone()));
+    tasks.spawn(crate::store::space::watch(running.config.storage.path.clone(), shutdown.clone()));
     let mut server = Server { addr, shutdown, http, tasks, store, running };
     let channels = server.running.config.channels.clone();
     for channel in &channels {

@@ -14,6 +14,7 @@ pub mod mail;
 pub mod messages;
 mod migrations;
 pub mod outbound;
+pub mod space;
 pub mod webhooks;
 mod writer;
 

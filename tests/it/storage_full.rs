@@ -209,3 +209,70 @@ async fn mail_waits_on_the_server_while_the_disk_is_full_and_comes_in_once_after
     server.stop().await;
     drop(mounted);
 }
+
+/// The gauge's value for this storage directory in a Prometheus text exposition.
+fn available_bytes(metrics: &str, path: &Path) -> Option<f64> {
+    let series = format!("switchboard_storage_available_bytes{{path=\"{}\"}} ", path.display());
+    metrics.lines().find_map(|line| line.strip_prefix(&series)).and_then(|v| v.trim().parse().ok())
+}
+
+/// A disk filling up is told before it is full: a warning in the log (as journald would keep
+/// it, at warning priority) and `switchboard_storage_available_bytes` to alert on, which
+/// follows the space as it is freed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filling_disk_is_warned_of_before_it_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("state");
+    std::fs::create_dir(&storage).unwrap();
+    let _mounted = Tmpfs::mount(&storage, "16m");
+    // 15 MiB used of 16: under the low mark of 1.6 MiB, and not full.
+    let filler = storage.join("filler");
+    std::fs::write(&filler, vec![1u8; 15 << 20]).unwrap();
+    let port = free_port();
+    let config = config_text(&storage, &format!("127.0.0.1:{port}"), &api_channel("web", None, ""));
+    let config_path = dir.path().join("switchboard.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let log_path = dir.path().join("switchboard.log");
+    let binary = spawn(&config_path, port, &log_path).await;
+    let http = reqwest::Client::new();
+    let metrics = || async { http.get(format!("{}/metrics", binary.base)).send().await.unwrap().text().await.unwrap() };
+
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = std::fs::read_to_string(&log_path).unwrap();
+        if log.contains("little free space") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let warning = log.lines().find(|l| l.contains("little free space")).unwrap_or_else(|| panic!("no warning:\n{log}"));
+    assert!(warning.contains("WARN") && warning.contains("low_mark=1 MiB"), "{warning}");
+    let low = available_bytes(&metrics().await, &storage).expect("the gauge for this storage.path");
+    assert!(low < (2 << 20) as f64, "{low} bytes available");
+    // The gateway still takes messages: low is not full.
+    let accepted = http
+        .post(format!("{}/v1/channels/web/inbound", binary.base))
+        .bearer_auth(TOKEN)
+        .json(&json!({"from": {"address": "ann"}, "text": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+
+    // Space freed: the gauge follows within a check (10 s), and no second warning comes.
+    std::fs::remove_file(&filler).unwrap();
+    let mut freed = low;
+    for _ in 0..150 {
+        freed = available_bytes(&metrics().await, &storage).unwrap();
+        if freed > (10 << 20) as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed > (10 << 20) as f64, "{freed} bytes available after freeing 15 MiB");
+    binary.signal("-TERM");
+    let mut child = binary.child;
+    assert!(child.wait().unwrap().success());
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(log.matches("little free space").count(), 1, "{log}");
+}
