@@ -2,7 +2,8 @@
 //! the tests run as root, as tests/run.sh does): requests are refused with 503 `storage_full`
 //! and nothing of them is kept — no message, no event, no blob pack eating the space the next
 //! retry needs — `/readyz` says so, and once space is freed the gateway takes writes again by
-//! itself, without a restart, and everything it acknowledged survives one.
+//! itself, without a restart, and everything it acknowledged survives one. Before it is full, a
+//! filling disk is warned of in the log and shown at `/metrics`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
