@@ -81,7 +81,8 @@ fn load_layers(text: &str, with_env: bool) -> Result<Config, Vec<Problem>> {
     }
     validate::tokens(&mut tokens, &mut problems);
     validate::channels(&mut channels, &mut problems);
-    validate::webhooks(&mut webhooks, &mut problems);
+    let channel_ids: Vec<&str> = channels.iter().map(|(_, c)| c.id()).collect();
+    validate::webhooks(&mut webhooks, &channel_ids, &mut problems);
 
     match (server, storage, log, delivery, outbound) {
         (Some(server), Some(storage), Some(log), Some(delivery), Some(outbound)) if problems.is_empty() => Ok(Config {

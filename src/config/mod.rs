@@ -169,6 +169,10 @@ pub struct WebhookConfig {
     /// Event type globs (`message.*`); empty or absent means all events.
     #[serde(default)]
     pub events: Vec<String>,
+    /// Channel ids whose events the consumer takes; empty or absent means every channel's. A
+    /// consumer with a list gets no `contact.*` events (a contact belongs to no one channel).
+    #[serde(default)]
+    pub channels: Vec<String>,
     pub timeout: Option<ConfigDuration>,
     pub max_in_flight: Option<usize>,
     pub retry_schedule: Option<Vec<ConfigDuration>>,

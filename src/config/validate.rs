@@ -132,7 +132,7 @@ pub(super) fn channels(channels: &mut [(usize, ChannelConfig)], problems: &mut V
     }
 }
 
-pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], problems: &mut Vec<Problem>) {
+pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], channel_ids: &[&str], problems: &mut Vec<Problem>) {
     let mut add = adder(problems);
     let mut webhook_ids = HashSet::new();
     for (i, hook) in webhooks.iter_mut() {
@@ -164,6 +164,11 @@ pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], problems: &mut V
         for (j, pattern) in hook.events.iter().enumerate() {
             if !EventType::ALL.iter().any(|t| glob_matches(pattern, t.as_str())) {
                 add(format!("{key}.events[{j}]"), format!("`{pattern}` matches no event type"));
+            }
+        }
+        for (j, channel) in hook.channels.iter().enumerate() {
+            if !channel_ids.contains(&channel.as_str()) {
+                add(format!("{key}.channels[{j}]"), format!("no channel `{channel}` is configured"));
             }
         }
         if hook.max_in_flight == Some(0) {

@@ -76,6 +76,20 @@ pub fn glob_matches(pattern: &str, event_type: &str) -> bool {
     go(pattern.as_bytes(), event_type.as_bytes())
 }
 
+/// The channel an event's data belongs to (`data.channel.id`: messages, conversations,
+/// `channel.error`); `None` for contacts, which may write on several channels.
+pub fn channel_of(data: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Data {
+        channel: Option<Channel>,
+    }
+    #[derive(Deserialize)]
+    struct Channel {
+        id: String,
+    }
+    serde_json::from_str::<Data>(data).ok()?.channel.map(|c| c.id)
+}
+
 /// An event type filter: empty means everything.
 pub fn selects(patterns: &[String], event_type: &str) -> bool {
     patterns.is_empty() || patterns.iter().any(|p| glob_matches(p, event_type))
@@ -101,5 +115,13 @@ mod tests {
         }
         assert!(selects(&[], "anything"));
         assert!(selects(&["a.*".into(), "message.*".into()], "message.read"));
+    }
+
+    #[test]
+    fn an_events_channel_is_read_from_its_data() {
+        let message = r#"{"id":"msg_1","channel":{"id":"support","type":"email"},"text":"{\"channel\":1}"}"#;
+        assert_eq!(channel_of(message).as_deref(), Some("support"));
+        assert_eq!(channel_of(r#"{"id":"ctc_1","identities":["email:ann@example.org"]}"#), None);
+        assert_eq!(channel_of("not json"), None);
     }
 }

@@ -16,7 +16,6 @@ use super::attempt::{self, AttemptOutcome};
 use super::body;
 use super::queue::Schedule;
 use super::ConsumerConfig;
-use crate::model::event::selects;
 use crate::model::time;
 use crate::retry;
 use crate::store::webhooks::{AttemptRecord, ConsumerState, Delivery};
@@ -56,6 +55,8 @@ pub struct ConsumerStatus {
     pub id: String,
     pub url: String,
     pub events: Vec<String>,
+    /// Channel ids whose events it takes; empty: every channel's.
+    pub channels: Vec<String>,
     /// Every event with `seq <= cursor` is delivered or dead-lettered.
     pub cursor: u64,
     /// Events owed to the consumer (fanned out and not yet delivered, plus not yet fanned out).
@@ -198,7 +199,7 @@ impl Worker {
         let urls = self.store.attachment_urls();
         let owed: Vec<(Delivery, Option<Arc<String>>)> = events
             .into_iter()
-            .filter(|e| selects(&self.config.events, &e.kind))
+            .filter(|e| self.config.takes(e))
             .map(|e| {
                 let body = keep_bodies.then(|| Arc::new(e.envelope_json(&urls)));
                 let delivery = Delivery {
@@ -390,6 +391,7 @@ impl Worker {
             id: self.config.id.clone(),
             url: self.config.url.clone(),
             events: self.config.events.clone(),
+            channels: self.config.channels.clone(),
             cursor,
             backlog: self.schedule.len() as u64 + last_seq.saturating_sub(self.state.scan_seq),
             in_flight: self.schedule.in_flight(),
@@ -419,7 +421,7 @@ impl Worker {
             cursor = last;
             let rows: Vec<Delivery> = events
                 .into_iter()
-                .filter(|e| e.seq <= self.state.scan_seq && selects(&self.config.events, &e.kind))
+                .filter(|e| e.seq <= self.state.scan_seq && self.config.takes(e))
                 .filter(|e| !self.schedule.contains(&e.ordering_key, e.seq))
                 .map(|e| Delivery {
                     seq: e.seq,
@@ -549,6 +551,7 @@ mod tests {
             url,
             keys: vec![super::super::signing::SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
             events: vec!["message.received".into()],
+            channels: Vec::new(),
             timeout: Duration::from_secs(5),
             max_in_flight: 2,
             schedule: vec![Duration::from_millis(100)],

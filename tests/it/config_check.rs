@@ -73,6 +73,7 @@ secret = "whsec_tooshort"
 events = ["message.recieved"]
 max_body_bytes = 1000
 ca_file = "/nonexistent/ca.pem"
+channels = ["mail", "nope"]
 "#;
     let (code, out) = check(broken);
     assert_eq!(code, 1, "{out}");
@@ -96,6 +97,7 @@ ca_file = "/nonexistent/ca.pem"
         "webhooks[0].events[0]: `message.recieved` matches no event type",
         "webhooks[0].max_body_bytes: must be at least 4096",
         "webhooks[0].ca_file: cannot read /nonexistent/ca.pem",
+        "webhooks[0].channels[1]: no channel `nope` is configured",
         "channels[2].smtp.ca_file: /etc/hostname holds no PEM certificate",
     ] {
         assert!(out.lines().any(|l| l.starts_with(expected)), "missing `{expected}` in:\n{out}");

@@ -423,3 +423,48 @@ retry_schedule = ["1h"]
     assert!(helpdesk.accepted().iter().any(|c| c.path == "/replies"));
     server.stop().await;
 }
+
+/// Two channels and two consumers: the one with `channels = ["sales"]` gets that channel's
+/// conversations and messages only, no contact events, also on a replay; the one without a
+/// list gets everything.
+#[tokio::test]
+async fn a_consumer_with_channels_gets_only_those_channels_events() {
+    let crm = Receiver::start().await;
+    let helpdesk = Receiver::start().await;
+    let config = format!(
+        "{}{}{}channels = [\"sales\"]\n{}",
+        api_channel("support", None, ""),
+        api_channel("sales", None, ""),
+        webhook("crm", &crm, "[\"100ms\"]"),
+        webhook("helpdesk", &helpdesk, "[\"100ms\"]"),
+    );
+    let server = TestServer::start(&config).await;
+    let (_, _) = server.inbound("support", json!({"from": {"address": "ann"}, "text": "my order?"})).await;
+    let (code, sale) = server.inbound("sales", json!({"from": {"address": "bob"}, "text": "a quote, please"})).await;
+    assert_eq!(code, 202, "{sale}");
+
+    // Each: contact.created, conversation.created, message.received.
+    helpdesk.wait_until(Duration::from_secs(10), "6 events", |r| r.len() == 6).await;
+    crm.wait_until(Duration::from_secs(10), "2 events", |r| r.len() == 2).await;
+    let taken: Vec<(String, Value)> =
+        crm.accepted().iter().map(|c| (c.event_type(), c.json()["data"]["channel"]["id"].clone())).collect();
+    assert_eq!(
+        taken,
+        [("conversation.created".to_owned(), json!("sales")), ("message.received".to_owned(), json!("sales"))]
+    );
+    assert_eq!(crm.events_of("message.received")[0]["data"]["id"], sale["message_id"]);
+
+    let (_, status) = server.get("/v1/webhooks/crm").await;
+    assert_eq!(status["channels"], json!(["sales"]));
+    for _ in 0..100 {
+        if server.get("/v1/webhooks/crm").await.1["in_flight"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, replayed) = server.post("/v1/webhooks/crm/replay", json!({"after_seq": 0})).await;
+    assert_eq!((code, replayed["queued"].as_u64()), (202, Some(2)), "{replayed}");
+    crm.wait_until(Duration::from_secs(10), "2 replayed", |r| r.len() == 4).await;
+    assert!(crm.accepted().iter().all(|c| c.json()["data"]["channel"]["id"] == "sales"));
+    server.stop().await;
+}
