@@ -58,7 +58,7 @@ impl ConsumerConfig {
     pub fn takes(&self, event: &StoredEvent) -> bool {
         selects(&self.events, &event.kind)
             && (self.channels.is_empty()
-                || channel_of(&event.data).is_some_and(|channel| self.channels.iter().any(|c| *c == channel)))
+                || channel_of(&event.data).is_some_and(|channel| self.channels.contains(&channel)))
     }
 
     pub fn new(hook: &WebhookConfig, defaults: &DeliveryConfig) -> ConsumerConfig {
