@@ -15,6 +15,7 @@ use super::auth::authorize;
 use super::error::ApiError;
 use super::AppState;
 use crate::config::Scope;
+use crate::model::event::EventFilter;
 use crate::store::events::StoredEvent;
 use crate::store::{self, Store};
 
@@ -24,13 +25,21 @@ pub struct EventQuery {
     limit: Option<usize>,
     /// Comma-separated type globs.
     types: Option<String>,
+    /// Comma-separated channel ids.
+    channels: Option<String>,
 }
 
-fn type_filter(types: &Option<String>) -> Vec<String> {
-    types.as_deref().unwrap_or("").split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect()
+impl EventQuery {
+    fn filter(&self) -> EventFilter {
+        let list = |items: &Option<String>| -> Vec<String> {
+            let items = items.as_deref().unwrap_or("").split(',').map(str::trim);
+            items.filter(|t| !t.is_empty()).map(str::to_owned).collect()
+        };
+        EventFilter { types: list(&self.types), channels: list(&self.channels) }
+    }
 }
 
-/// Scans at most this many log rows per request when filtering by type.
+/// Scans at most this many log rows per request when filtering.
 const SCAN_LIMIT: usize = 10_000;
 
 pub async fn list(
@@ -46,9 +55,9 @@ pub async fn list(
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", "limit must be 1-1000").field("limit")
         );
     }
-    let types = type_filter(&q.types);
+    let filter = q.filter();
     let (events, scanned_to) =
-        state.store.read(move |c| store::events::after_matching(c, after, limit, &types, SCAN_LIMIT)).await?;
+        state.store.read(move |c| store::events::after_matching(c, after, limit, &filter, SCAN_LIMIT)).await?;
     // The envelopes are already JSON: join them rather than re-serialise.
     let mut body = String::with_capacity(events.iter().map(|e| e.data.len() + 160).sum::<usize>() + 40);
     body.push_str(r#"{"events":["#);
@@ -72,15 +81,14 @@ pub async fn stream(
     authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let after = resume.or(q.after).unwrap_or(0);
-    let types = type_filter(&q.types);
-    let stream = event_stream(state.store.clone(), after, types, state.shutdown.clone());
+    let stream = event_stream(state.store.clone(), after, q.filter(), state.shutdown.clone());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
 }
 
 struct Cursor {
     store: Store,
     after: u64,
-    types: Vec<String>,
+    filter: EventFilter,
     buffer: VecDeque<StoredEvent>,
     last_seq: tokio::sync::watch::Receiver<u64>,
     shutdown: tokio_util::sync::CancellationToken,
@@ -89,11 +97,11 @@ struct Cursor {
 fn event_stream(
     store: Store,
     after: u64,
-    types: Vec<String>,
+    filter: EventFilter,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let last_seq = store.last_seq();
-    let cursor = Cursor { store, after, types, buffer: VecDeque::new(), last_seq, shutdown };
+    let cursor = Cursor { store, after, filter, buffer: VecDeque::new(), last_seq, shutdown };
     stream::unfold(cursor, |mut cur| async move {
         loop {
             if let Some(e) = cur.buffer.pop_front() {
@@ -104,8 +112,8 @@ fn event_stream(
                 return None;
             }
             if *cur.last_seq.borrow_and_update() > cur.after {
-                let (after, types) = (cur.after, cur.types.clone());
-                match cur.store.read(move |c| store::events::after_matching(c, after, 500, &types, SCAN_LIMIT)).await {
+                let (after, filter) = (cur.after, cur.filter.clone());
+                match cur.store.read(move |c| store::events::after_matching(c, after, 500, &filter, SCAN_LIMIT)).await {
                     Ok((events, scanned_to)) => {
                         cur.after = scanned_to.max(cur.after);
                         cur.buffer.extend(events);

@@ -76,6 +76,26 @@ pub fn glob_matches(pattern: &str, event_type: &str) -> bool {
     go(pattern.as_bytes(), event_type.as_bytes())
 }
 
+/// Which events a reader takes: a webhook consumer's `events` and `channels`, or `/v1/events`'s
+/// `types` and `channels`. Empty lists take everything; with channels, only events of those
+/// channels (`contact.*` events belong to none: a contact may write on several channels).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Event type globs (`message.*`).
+    pub types: Vec<String>,
+    /// Channel ids.
+    pub channels: Vec<String>,
+}
+
+impl EventFilter {
+    /// Whether an event of type `kind` with `data` (its JSON) is taken. The data is read only
+    /// when there is a channel list.
+    pub fn takes(&self, kind: &str, data: &str) -> bool {
+        selects(&self.types, kind)
+            && (self.channels.is_empty() || channel_of(data).is_some_and(|channel| self.channels.contains(&channel)))
+    }
+}
+
 /// The channel an event's data belongs to (`data.channel.id`: messages, conversations,
 /// `channel.error`); `None` for contacts, which may write on several channels.
 pub fn channel_of(data: &str) -> Option<String> {
@@ -120,8 +140,16 @@ mod tests {
     #[test]
     fn an_events_channel_is_read_from_its_data() {
         let message = r#"{"id":"msg_1","channel":{"id":"support","type":"email"},"text":"{\"channel\":1}"}"#;
+        let contact = r#"{"id":"ctc_1","identities":["email:ann@example.org"]}"#;
         assert_eq!(channel_of(message).as_deref(), Some("support"));
-        assert_eq!(channel_of(r#"{"id":"ctc_1","identities":["email:ann@example.org"]}"#), None);
+        assert_eq!(channel_of(contact), None);
         assert_eq!(channel_of("not json"), None);
+
+        let sales = EventFilter { types: vec!["message.*".into()], channels: vec!["sales".into()] };
+        assert!(!sales.takes("message.received", message));
+        let support = EventFilter { types: Vec::new(), channels: vec!["support".into()] };
+        assert!(support.takes("message.received", message));
+        assert!(!support.takes("contact.created", contact));
+        assert!(EventFilter::default().takes("contact.created", contact));
     }
 }

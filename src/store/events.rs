@@ -7,7 +7,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 use super::StoreError;
-use crate::model::event::selects;
+use crate::model::event::EventFilter;
 use crate::model::{time, AttachmentUrls, EventId, EventType};
 
 /// One row of the log.
@@ -81,13 +81,12 @@ pub fn after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<StoredEv
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Up to `limit` events after `after` whose type matches `types` (globs; empty = all). Scans at
-/// most `scan_limit` rows; also returns the last seq scanned so a paging client skips the rest.
+/// Up to `limit` events after `after` that `filter` takes. Scans at most `scan_limit` rows; also returns the last seq scanned so a paging client skips the rest.
 pub fn after_matching(
     conn: &Connection,
     after: u64,
     limit: usize,
-    types: &[String],
+    filter: &EventFilter,
     scan_limit: usize,
 ) -> Result<(Vec<StoredEvent>, u64), StoreError> {
     let mut out = Vec::new();
@@ -101,7 +100,7 @@ pub fn after_matching(
         scanned += chunk.len();
         for event in chunk {
             cursor = event.seq;
-            if selects(types, &event.kind) {
+            if filter.takes(&event.kind, &event.data) {
                 out.push(event);
                 if out.len() == limit {
                     break;

@@ -199,7 +199,7 @@ impl Worker {
         let urls = self.store.attachment_urls();
         let owed: Vec<(Delivery, Option<Arc<String>>)> = events
             .into_iter()
-            .filter(|e| self.config.takes(e))
+            .filter(|e| self.config.filter.takes(&e.kind, &e.data))
             .map(|e| {
                 let body = keep_bodies.then(|| Arc::new(e.envelope_json(&urls)));
                 let delivery = Delivery {
@@ -390,8 +390,8 @@ impl Worker {
         ConsumerStatus {
             id: self.config.id.clone(),
             url: self.config.url.clone(),
-            events: self.config.events.clone(),
-            channels: self.config.channels.clone(),
+            events: self.config.filter.types.clone(),
+            channels: self.config.filter.channels.clone(),
             cursor,
             backlog: self.schedule.len() as u64 + last_seq.saturating_sub(self.state.scan_seq),
             in_flight: self.schedule.in_flight(),
@@ -421,7 +421,7 @@ impl Worker {
             cursor = last;
             let rows: Vec<Delivery> = events
                 .into_iter()
-                .filter(|e| e.seq <= self.state.scan_seq && self.config.takes(e))
+                .filter(|e| e.seq <= self.state.scan_seq && self.config.filter.takes(&e.kind, &e.data))
                 .filter(|e| !self.schedule.contains(&e.ordering_key, e.seq))
                 .map(|e| Delivery {
                     seq: e.seq,
@@ -550,8 +550,7 @@ mod tests {
             id: "bounded".into(),
             url,
             keys: vec![super::super::signing::SigningKey::parse("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
-            events: vec!["message.received".into()],
-            channels: Vec::new(),
+            filter: crate::model::event::EventFilter { types: vec!["message.received".into()], channels: Vec::new() },
             timeout: Duration::from_secs(5),
             max_in_flight: 2,
             schedule: vec![Duration::from_millis(100)],

@@ -29,8 +29,7 @@ use consumer::{Command, Worker};
 use signing::SigningKey;
 
 use crate::config::{DeliveryConfig, WebhookConfig};
-use crate::model::event::{channel_of, selects};
-use crate::store::events::StoredEvent;
+use crate::model::event::EventFilter;
 use crate::store::{Store, StoreError};
 
 /// A consumer's settings with defaults applied and secrets decoded.
@@ -39,9 +38,8 @@ pub struct ConsumerConfig {
     pub id: String,
     pub url: String,
     pub keys: Vec<SigningKey>,
-    pub events: Vec<String>,
-    /// Channel ids; empty means every channel's events (`ConsumerConfig::takes`).
-    pub channels: Vec<String>,
+    /// Its `events` globs and `channels` list.
+    pub filter: EventFilter,
     pub timeout: Duration,
     pub max_in_flight: usize,
     pub schedule: Vec<Duration>,
@@ -53,14 +51,6 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
-    /// Whether the consumer is owed `event`: its type is selected and, with a channel list, it
-    /// is an event of one of those channels (`contact.*` events belong to none).
-    pub fn takes(&self, event: &StoredEvent) -> bool {
-        selects(&self.events, &event.kind)
-            && (self.channels.is_empty()
-                || channel_of(&event.data).is_some_and(|channel| self.channels.contains(&channel)))
-    }
-
     pub fn new(hook: &WebhookConfig, defaults: &DeliveryConfig) -> ConsumerConfig {
         let keys = hook
             .secret
@@ -72,8 +62,7 @@ impl ConsumerConfig {
             id: hook.id.clone(),
             url: hook.url.clone(),
             keys,
-            events: hook.events.clone(),
-            channels: hook.channels.clone(),
+            filter: EventFilter { types: hook.events.clone(), channels: hook.channels.clone() },
             timeout: hook.timeout.unwrap_or(defaults.timeout).0,
             max_in_flight: hook.max_in_flight.unwrap_or(defaults.max_in_flight),
             schedule: hook.retry_schedule.as_ref().unwrap_or(&defaults.retry_schedule).iter().map(|d| d.0).collect(),

@@ -426,7 +426,7 @@ retry_schedule = ["1h"]
 
 /// Two channels and two consumers: the one with `channels = ["sales"]` gets that channel's
 /// conversations and messages only, no contact events, also on a replay; the one without a
-/// list gets everything.
+/// list gets everything. `GET /v1/events?channels=` filters alike.
 #[tokio::test]
 async fn a_consumer_with_channels_gets_only_those_channels_events() {
     let crm = Receiver::start().await;
@@ -466,5 +466,15 @@ async fn a_consumer_with_channels_gets_only_those_channels_events() {
     assert_eq!((code, replayed["queued"].as_u64()), (202, Some(2)), "{replayed}");
     crm.wait_until(Duration::from_secs(10), "2 replayed", |r| r.len() == 4).await;
     assert!(crm.accepted().iter().all(|c| c.json()["data"]["channel"]["id"] == "sales"));
+
+    // The pull API takes the same filter.
+    let (_, page) = server.get("/v1/events?channels=sales&types=message.*,conversation.*").await;
+    let pulled: Vec<(&str, &str)> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["type"].as_str().unwrap(), e["data"]["channel"]["id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(pulled, [("conversation.created", "sales"), ("message.received", "sales")]);
     server.stop().await;
 }
