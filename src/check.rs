@@ -51,10 +51,14 @@ pub async fn connect_report(config: &Config) -> (Vec<String>, bool) {
     (lines, all_ok)
 }
 
-/// One HEAD request to `url`: reached with any HTTP answer.
+/// One HEAD request to `url`: reached with any HTTP answer but a redirect, which deliveries
+/// would not follow.
 async fn reach(url: &str, timeout: Duration, ca_pem: Option<&[u8]>) -> Finding {
     let client = crate::http_out::client(timeout, ca_pem);
     match client.head(url).send().await {
+        Ok(response) if response.status().is_redirection() => {
+            Finding::Failed(crate::http_out::redirect_error(&response))
+        }
         Ok(response) => Finding::Ok(format!("reached (HTTP {} to HEAD; nothing sent)", response.status().as_u16())),
         Err(e) => Finding::Failed(crate::http_out::describe(&e)),
     }

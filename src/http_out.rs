@@ -48,6 +48,20 @@ pub fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     parse_retry_after(value, SystemTime::now())
 }
 
+/// What a 3xx answer means here: redirects are not followed (a POST redirected would arrive as
+/// a GET without its body, or not at all), so the URL must be the one it points to — often
+/// `https://` for `http://`, or a trailing slash.
+pub fn redirect_error(response: &reqwest::Response) -> String {
+    let status = response.status().as_u16();
+    let target = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok());
+    match target.map(|location| response.url().join(location)) {
+        Some(Ok(target)) => {
+            format!("HTTP {status}: redirects to {target}, and redirects are not followed; set the url to it")
+        }
+        _ => format!("HTTP {status}: a redirect, which is not followed"),
+    }
+}
+
 /// A short description of a transport error for logs and `last_error`. A failed connection
 /// keeps its cause, which says what to mend: refused, no such host, or a certificate no root
 /// vouches for (`ca_file`).

@@ -47,6 +47,7 @@ pub async fn deliver(
             ),
             retry_after: None,
         },
+        300..=399 => AttemptOutcome::Failed { error: http_out::redirect_error(&response), retry_after: None },
         _ => {
             let retry_after = http_out::retry_after(&response);
             AttemptOutcome::Failed { error: format!("HTTP {status}"), retry_after }

@@ -478,3 +478,28 @@ async fn a_consumer_with_channels_gets_only_those_channels_events() {
     assert_eq!(pulled, [("conversation.created", "sales"), ("message.received", "sales")]);
     server.stop().await;
 }
+
+/// A URL that redirects (here nginx's `return 301`, as for http → https or a missing slash):
+/// redirects are not followed, since a redirected POST arrives without its body, so the
+/// consumer's status and `check --connect` name where it points.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_url_is_reported_with_where_it_points() {
+    let helpdesk = Receiver::start().await;
+    let proxy = Nginx::start(&helpdesk, "location = /old { return 301 /events; }").await;
+    let config = format!(
+        "{}\n[[webhooks]]\nid = \"h\"\nurl = \"{}/old\"\nsecret = \"{SECRET}\"\nretry_schedule = [\"1h\"]\n",
+        api_channel("web", None, ""),
+        proxy.url
+    );
+    let (code, out) = check_connect(&config);
+    assert_eq!(code, 1, "{out}");
+    let expected = format!("HTTP 301: redirects to {}/events, and redirects are not followed", proxy.url);
+    assert!(out.contains(&format!("webhooks.h: {}/old: FAILED, {expected}", proxy.url)), "{out}");
+
+    let server = TestServer::start(&config).await;
+    server.inbound("web", json!({"from": {"address": "ann"}, "text": "hello"})).await;
+    let error = first_error(&server, "h").await;
+    assert!(error.contains(&expected), "{error}");
+    assert!(helpdesk.requests().is_empty(), "nothing followed the redirect");
+    server.stop().await;
+}

@@ -49,7 +49,10 @@ impl ApiOutbound {
                 .and_then(|v| v.get("id").and_then(|id| id.as_str().map(str::to_owned)));
             return Ok(Sent { provider_message_id, thread_ref: None });
         }
-        let reason = format!("{} answered HTTP {status}", self.url);
+        let reason = match status {
+            300..=399 => format!("{}: {}", self.url, http_out::redirect_error(&response)),
+            _ => format!("{} answered HTTP {status}", self.url),
+        };
         let code = format!("http_{status}");
         if status == 408 || status == 429 || status >= 500 {
             Err(SendError::Temporary { code, reason, retry_after })
