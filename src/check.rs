@@ -9,9 +9,19 @@
 
 use std::time::Duration;
 
-use crate::channels::email::probe::{self, Finding};
+use crate::channels::email::probe;
 use crate::channels::ChannelConfig;
 use crate::config::Config;
+
+/// What one check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Finding {
+    Ok(String),
+    Failed(String),
+    /// The server refused the login itself: the credentials, not the way to the server.
+    Refused(String),
+    NotTried(String),
+}
 
 /// Every check as a line to print (`who: what: ok|FAILED|not tried, detail`), and whether none
 /// failed.

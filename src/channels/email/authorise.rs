@@ -37,7 +37,8 @@ use sha2::Digest;
 
 use super::config::{ImapConfig, SmtpConfig};
 use super::oauth2::{error_code, form, post_form, refusal, token_response, OAuth2Config, TokenResponse};
-use super::probe::{check_imap, check_smtp, Credential, Finding};
+use super::probe::{check_imap, check_smtp, Credential};
+use crate::check::Finding;
 
 /// What `switchboard oauth2` was asked to do.
 pub struct Request {

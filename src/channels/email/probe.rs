@@ -18,19 +18,10 @@ use super::mutf7;
 use super::oauth2::{check_client, OAuth2Config};
 use super::outbound::server;
 use super::smtp::{login as smtp_login, login_refused, Session};
+use crate::check::Finding;
 
 /// Why OAuth2 logins are left out (see the module doc).
 const OAUTH2_NOT_TRIED: &str = "XOAUTH2 login not tried: the running service refreshes and stores its tokens";
-
-/// What one check found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Finding {
-    Ok(String),
-    Failed(String),
-    /// The server refused the login itself: the credentials, not the way to the server.
-    Refused(String),
-    NotTried(String),
-}
 
 /// What a check logs in with.
 #[derive(Clone, Copy)]
