@@ -12,6 +12,7 @@ use std::time::Duration;
 use crate::channels::email::probe;
 use crate::channels::ChannelConfig;
 use crate::config::Config;
+use crate::webhooks::ConsumerConfig;
 
 /// What one check found.
 #[derive(Debug, PartialEq, Eq)]
@@ -42,8 +43,9 @@ pub async fn connect_report(config: &Config) -> (Vec<String>, bool) {
         }
     }
     for hook in &config.webhooks {
-        let timeout = hook.timeout.unwrap_or(config.delivery.timeout).0;
-        let finding = reach(&hook.url, timeout, hook.ca_pem.as_deref()).await;
+        // As the consumer's worker will reach it: its timeout, or the [delivery] one.
+        let consumer = ConsumerConfig::new(hook, &config.delivery);
+        let finding = reach(&consumer.url, consumer.timeout, consumer.ca_pem.as_deref()).await;
         findings.push((format!("webhooks.{}", hook.id), hook.url.clone(), finding));
     }
     let all_ok = !findings.iter().any(|(_, _, f)| matches!(f, Finding::Failed(_) | Finding::Refused(_)));

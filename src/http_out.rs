@@ -1,11 +1,10 @@
 //! Outgoing HTTP shared by webhook delivery and HTTP-based channels: the client, and reading a
 //! response into "done / retry later / give up" terms.
 
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 /// A rustls client with a per-request timeout, trusting the webpki roots and the certificates of
-/// `ca_pem` (a `ca_file`, read by [`read_ca_file`]); redirects are not followed (a 3xx is a
+/// `ca_pem` (a `ca_file`, read by `config::read_ca_file`); redirects are not followed (a 3xx is a
 /// failure, as the Standard Webhooks spec asks).
 pub fn client(timeout: Duration, ca_pem: Option<&[u8]>) -> reqwest::Client {
     let extra_roots = ca_pem.and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok()).unwrap_or_default();
@@ -18,18 +17,6 @@ pub fn client(timeout: Duration, ca_pem: Option<&[u8]>) -> reqwest::Client {
         .user_agent(concat!("switchboard/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the TLS backend initialises")
-}
-
-/// Reads a `ca_file`: PEM certificates trusted besides the webpki roots, for a peer whose
-/// certificate a private CA signed. Read when the config is loaded, so `switchboard check` names
-/// a file that cannot be read or holds no certificate, and a reload takes in a renewed CA.
-pub fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    match reqwest::Certificate::from_pem_bundle(&pem) {
-        Ok(certs) if !certs.is_empty() => Ok(pem),
-        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
-        Err(e) => Err(format!("{} holds a certificate that cannot be read: {e}", path.display())),
-    }
 }
 
 /// `Retry-After` as delta-seconds or an HTTP-date, relative to `now`.

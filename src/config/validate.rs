@@ -2,6 +2,7 @@
 //! collected; secret files are read here so `check` catches an unreadable credential.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
@@ -10,7 +11,6 @@ use super::{
     secret, DeliveryConfig, LogConfig, OutboundConfig, Problem, ServerConfig, StorageConfig, TokenConfig, WebhookConfig,
 };
 use crate::channels::ChannelConfig;
-use crate::http_out;
 use crate::model::event::{glob_matches, EventType};
 
 fn adder(problems: &mut Vec<Problem>) -> impl FnMut(String, String) + '_ {
@@ -180,11 +180,23 @@ pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], channel_ids: &[&
         if let Some(Err(reason)) = hook.max_body_bytes.map(webhook_body_limit) {
             add(format!("{key}.max_body_bytes"), reason);
         }
-        match hook.ca_file.as_deref().map(http_out::read_ca_file) {
+        match hook.ca_file.as_deref().map(ca_file) {
             Some(Ok(pem)) => hook.ca_pem = Some(pem),
             Some(Err(reason)) => add(format!("{key}.ca_file"), reason),
             None => {}
         }
+    }
+}
+
+/// Reads a `ca_file`: PEM certificates trusted besides the webpki roots, for a peer whose
+/// certificate a private CA signed. Read when the config is loaded, so `switchboard check` names
+/// a file that cannot be read or holds no certificate, and a reload takes in a renewed CA.
+pub fn ca_file(path: &Path) -> Result<Vec<u8>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match reqwest::Certificate::from_pem_bundle(&pem) {
+        Ok(certs) if !certs.is_empty() => Ok(pem),
+        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
+        Err(e) => Err(format!("{} holds a certificate that cannot be read: {e}", path.display())),
     }
 }
 

@@ -81,7 +81,8 @@ pub fn after(conn: &Connection, after: u64, limit: usize) -> Result<Vec<StoredEv
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
-/// Up to `limit` events after `after` that `filter` takes. Scans at most `scan_limit` rows; also returns the last seq scanned so a paging client skips the rest.
+/// Up to `limit` events after `after` that `filter` takes. Scans at most `scan_limit` rows;
+/// also returns the last seq scanned so a paging client skips the rest.
 pub fn after_matching(
     conn: &Connection,
     after: u64,

@@ -485,16 +485,13 @@ pub fn webhook(id: &str, receiver: &Receiver, schedule: &str) -> String {
 
 /// A `[[webhooks]]` block taking the event types in `events` (a TOML array of globs).
 pub fn webhook_for(id: &str, receiver: &Receiver, schedule: &str, events: &str) -> String {
+    webhook_at(id, &format!("{}/events", receiver.url), schedule, &format!("events = {events}"))
+}
+
+/// A `[[webhooks]]` block POSTing to `url` (behind a proxy, say), with `extra` lines of its own.
+pub fn webhook_at(id: &str, url: &str, schedule: &str, extra: &str) -> String {
     format!(
-        r#"
-[[webhooks]]
-id = "{id}"
-url = "{}/events"
-secret = "{SECRET}"
-events = {events}
-retry_schedule = {schedule}
-"#,
-        receiver.url
+        "\n[[webhooks]]\nid = \"{id}\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\nretry_schedule = {schedule}\n{extra}\n"
     )
 }
 

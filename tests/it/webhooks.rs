@@ -255,26 +255,11 @@ async fn large_events_reach_a_consumer_behind_nginx_cut_to_its_body_limit() {
         &format!("location /small {{ client_max_body_size 100k; proxy_pass {}; }}", helpdesk.url),
     )
     .await;
+    let received = "events = [\"message.received\"]";
     let hooks = |small_limit: &str| {
-        format!(
-            r#"
-[[webhooks]]
-id = "big"
-url = "{url}/events"
-secret = "{SECRET}"
-events = ["message.received"]
-retry_schedule = ["200ms"]
-
-[[webhooks]]
-id = "small"
-url = "{url}/small"
-secret = "{SECRET}"
-events = ["message.received"]
-retry_schedule = ["1h"]
-{small_limit}
-"#,
-            url = proxy.url
-        )
+        let big = webhook_at("big", &format!("{}/events", proxy.url), "[\"200ms\"]", received);
+        let small = webhook_at("small", &format!("{}/small", proxy.url), "[\"1h\"]", received);
+        format!("{big}{small}{small_limit}\n")
     };
     let config = format!("{}{}", api_channel("web", None, ""), hooks(""));
     let mut server = TestServer::start_adjusted(tempfile::tempdir().unwrap(), &config, |c| {
@@ -366,27 +351,14 @@ async fn a_consumer_behind_a_private_ca_is_reached_once_its_ca_file_is_set() {
     let ca = certificates.path().join("ca.pem");
     let helpdesk = Receiver::start().await;
     let proxy = Nginx::start_tls(&helpdesk, certificates.path()).await;
+    let channel = format!(
+        "[[channels]]\nid = \"web\"\ntype = \"api\"\noutbound_url = \"{}/replies\"\nsecret = \"{SECRET}\"\nca_file = \"{}\"\n",
+        proxy.url,
+        ca.display()
+    );
     let config = |consumer_ca: &str| {
-        format!(
-            r#"
-[[channels]]
-id = "web"
-type = "api"
-outbound_url = "{url}/replies"
-secret = "{SECRET}"
-ca_file = "{ca}"
-
-[[webhooks]]
-id = "h"
-url = "{url}/events"
-secret = "{SECRET}"
-events = ["message.received"]
-retry_schedule = ["1h"]
-{consumer_ca}
-"#,
-            url = proxy.url,
-            ca = ca.display()
-        )
+        let events = format!("events = [\"message.received\"]\n{consumer_ca}");
+        format!("{channel}{}", webhook_at("h", &format!("{}/events", proxy.url), "[\"1h\"]", &events))
     };
     // `check --connect` reaches both through the proxy before the service runs, and says why
     // the consumer cannot be reached yet.
@@ -486,11 +458,8 @@ async fn a_consumer_with_channels_gets_only_those_channels_events() {
 async fn a_redirecting_url_is_reported_with_where_it_points() {
     let helpdesk = Receiver::start().await;
     let proxy = Nginx::start(&helpdesk, "location = /old { return 301 /events; }").await;
-    let config = format!(
-        "{}\n[[webhooks]]\nid = \"h\"\nurl = \"{}/old\"\nsecret = \"{SECRET}\"\nretry_schedule = [\"1h\"]\n",
-        api_channel("web", None, ""),
-        proxy.url
-    );
+    let redirecting = format!("{}/old", proxy.url);
+    let config = format!("{}{}", api_channel("web", None, ""), webhook_at("h", &redirecting, "[\"1h\"]", ""));
     let (code, out) = check_connect(&config);
     assert_eq!(code, 1, "{out}");
     let expected = format!("HTTP 301: redirects to {}/events, and redirects are not followed", proxy.url);

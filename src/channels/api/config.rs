@@ -49,7 +49,7 @@ impl ApiChannelConfig {
             Ok(None) => {}
             Err((key, reason)) => problems.push((key, reason)),
         }
-        match self.ca_file.as_deref().map(crate::http_out::read_ca_file) {
+        match self.ca_file.as_deref().map(config::read_ca_file) {
             Some(Ok(pem)) => self.ca_pem = Some(pem),
             Some(Err(reason)) => problems.push(("ca_file".to_owned(), reason)),
             None => {}

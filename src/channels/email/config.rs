@@ -366,7 +366,7 @@ impl EmailChannelConfig {
             ("smtp.ca_file", self.smtp.as_ref().and_then(|smtp| smtp.ca_file.as_deref())),
         ];
         for (key, ca_file) in ca_files {
-            if let Some(Err(reason)) = ca_file.map(crate::http_out::read_ca_file) {
+            if let Some(Err(reason)) = ca_file.map(config::read_ca_file) {
                 add(key, reason);
             }
         }
