@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 /// A rustls client with a per-request timeout, trusting the webpki roots and the certificates of
-/// `ca_pem` (a `ca_file`, read by `config::read_ca_file`); redirects are not followed (a 3xx is a
+/// `ca_pem` (a `ca_file`, read by `config::load_ca_file`); redirects are not followed (a 3xx is a
 /// failure, as the Standard Webhooks spec asks).
 pub fn client(timeout: Duration, ca_pem: Option<&[u8]>) -> reqwest::Client {
     let extra_roots = ca_pem.and_then(|pem| reqwest::Certificate::from_pem_bundle(pem).ok()).unwrap_or_default();

@@ -191,4 +191,4 @@ impl Config {
 }
 
 pub use secret::{resolve as resolve_secret, SecretSource};
-pub use validate::{ca_file as read_ca_file, http_url as check_http_url, signing_secret as check_signing_secret};
+pub use validate::{http_url as check_http_url, load_ca_file, signing_secret as check_signing_secret};

@@ -180,18 +180,22 @@ pub(super) fn webhooks(webhooks: &mut [(usize, WebhookConfig)], channel_ids: &[&
         if let Some(Err(reason)) = hook.max_body_bytes.map(webhook_body_limit) {
             add(format!("{key}.max_body_bytes"), reason);
         }
-        match hook.ca_file.as_deref().map(ca_file) {
-            Some(Ok(pem)) => hook.ca_pem = Some(pem),
-            Some(Err(reason)) => add(format!("{key}.ca_file"), reason),
-            None => {}
+        if let Err(reason) = load_ca_file(hook.ca_file.as_deref(), &mut hook.ca_pem) {
+            add(format!("{key}.ca_file"), reason);
         }
     }
+}
+
+/// Reads a `ca_file` (if one is set) into `ca_pem`, its table's field for the certificates.
+pub fn load_ca_file(ca_file: Option<&Path>, ca_pem: &mut Option<Vec<u8>>) -> Result<(), String> {
+    *ca_pem = ca_file.map(read_ca_file).transpose()?;
+    Ok(())
 }
 
 /// Reads a `ca_file`: PEM certificates trusted besides the webpki roots, for a peer whose
 /// certificate a private CA signed. Read when the config is loaded, so `switchboard check` names
 /// a file that cannot be read or holds no certificate, and a reload takes in a renewed CA.
-pub fn ca_file(path: &Path) -> Result<Vec<u8>, String> {
+fn read_ca_file(path: &Path) -> Result<Vec<u8>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     match reqwest::Certificate::from_pem_bundle(&pem) {
         Ok(certs) if !certs.is_empty() => Ok(pem),

@@ -378,6 +378,59 @@ async fn check_connect_on_oauth2_asks_about_the_client_and_leaves_the_grant_alon
     );
 }
 
+/// A self-hosted identity provider (Keycloak, Authentik, an ADFS) often has a certificate of the
+/// organisation's own CA. Without `ca_file` in the grant's table, `check --connect` and the
+/// channel's status name the certificate as the problem; with it, reloaded, the gateway
+/// refreshes over TLS through that CA and logs in. The provider sits behind nginx serving HTTPS
+/// with a certificate of a test CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_behind_a_private_ca_is_reached_with_the_grants_ca_file() {
+    let provider = OAuthProvider::start(SUPPORT.0).await;
+    let mail = MailServers::start_oauth2(&provider.introspection_url()).await;
+    let certificates = tempfile::tempdir().unwrap();
+    make_certificates(certificates.path());
+    let proxy = Nginx::start_tls(&provider.issuer, certificates.path()).await;
+    let token_url = format!("{}/token", proxy.url);
+    let config = |ca_line: &str| {
+        let direct = format!("token_url = \"{}/token\"\n", provider.issuer);
+        let grant = provider.grant(&provider.refresh_token);
+        assert!(grant.contains(&direct), "{grant}");
+        mail.channel_on_oauth2("support", &grant.replace(&direct, &format!("token_url = \"{token_url}\"\n{ca_line}")))
+    };
+    let without_ca = config("");
+    let with_ca = config(&format!("ca_file = \"{}\"\n", certificates.path().join("ca.pem").display()));
+
+    let (code, out) = check_connect(&without_ca);
+    assert_eq!(code, 1, "{out}");
+    let line = out.lines().find(|l| l.starts_with("support: oauth2 ")).unwrap_or_default();
+    assert!(
+        line.starts_with(&format!("support: oauth2 {token_url}: FAILED, ")) && line.contains("needs ca_file"),
+        "{out}"
+    );
+    let (code, out) = check_connect(&with_ca);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("support: oauth2 {token_url}: ok, client switchboard not refused")), "{out}");
+
+    let mut server = TestServer::start(&without_ca).await;
+    let status = loop_until(|| async {
+        let (_, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+        let check = ready["checks"]["channel:support"].as_str().unwrap_or_default().to_owned();
+        check.starts_with("error: ").then_some(check)
+    })
+    .await;
+    assert!(status.contains("UnknownIssuer") && status.contains("needs ca_file"), "{status}");
+    // The one refused refresh is the check's made-up token; the gateway's never reached it.
+    assert_eq!(provider.refreshes().await, (0, 1), "{:?}", provider.grants().await);
+
+    server.reload(&with_ca).await;
+    mail.append(SUPPORT, &mail_text("ann@example.org", "Through the CA", "ca-1@example.org", "", "x")).await;
+    loop_until(|| async { (count(&server).await == 1).then_some(()) }).await;
+    assert_eq!(provider.refreshes().await, (1, 1), "{:?}", provider.grants().await);
+    let (code, ready) = server.request(reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(code, 200, "{ready}");
+    server.stop().await;
+}
+
 /// A refresh_token_file under `$CREDENTIALS_DIRECTORY` is a systemd credential: a copy the unit
 /// gets at start, not a file the command can write. The token goes to stdout, with where it
 /// belongs and that a restart (not a reload) takes it in.

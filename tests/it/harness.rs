@@ -231,7 +231,7 @@ pub fn make_certificates(dir: &std::path::Path) {
 /// a helpdesk sits behind, on a port of its own, passing everything to `upstream`. Its request
 /// body limit is nginx's default (`client_max_body_size 1m`) except in the `locations` given
 /// (extra `location` blocks, each with its own `proxy_pass {upstream}`). `start_tls` serves
-/// HTTPS with a certificate of `make_certificates`.
+/// HTTPS with a certificate of `make_certificates`, in front of any HTTP server's `upstream` URL.
 pub struct Nginx {
     pub url: String,
     child: std::process::Child,
@@ -240,14 +240,14 @@ pub struct Nginx {
 
 impl Nginx {
     pub async fn start(upstream: &Receiver, locations: &str) -> Nginx {
-        Self::start_with(upstream, locations, None).await
+        Self::start_with(&upstream.url, locations, None).await
     }
 
-    pub async fn start_tls(upstream: &Receiver, certificates: &std::path::Path) -> Nginx {
+    pub async fn start_tls(upstream: &str, certificates: &std::path::Path) -> Nginx {
         Self::start_with(upstream, "", Some(certificates)).await
     }
 
-    async fn start_with(upstream: &Receiver, locations: &str, certificates: Option<&std::path::Path>) -> Nginx {
+    async fn start_with(upstream: &str, locations: &str, certificates: Option<&std::path::Path>) -> Nginx {
         let bin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-data/nginx/usr/sbin/nginx");
         assert!(bin.exists(), "{} is missing: tests/run.sh unpacks Debian's nginx there", bin.display());
         let dir = tempfile::tempdir().unwrap();
@@ -280,8 +280,7 @@ http {{
     {locations}
   }}
 }}
-"#,
-            upstream = upstream.url
+"#
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
         let child = std::process::Command::new(&bin)

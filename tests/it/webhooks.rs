@@ -350,7 +350,7 @@ async fn a_consumer_behind_a_private_ca_is_reached_once_its_ca_file_is_set() {
     make_certificates(certificates.path());
     let ca = certificates.path().join("ca.pem");
     let helpdesk = Receiver::start().await;
-    let proxy = Nginx::start_tls(&helpdesk, certificates.path()).await;
+    let proxy = Nginx::start_tls(&helpdesk.url, certificates.path()).await;
     let channel = format!(
         "[[channels]]\nid = \"web\"\ntype = \"api\"\noutbound_url = \"{}/replies\"\nsecret = \"{SECRET}\"\nca_file = \"{}\"\n",
         proxy.url,

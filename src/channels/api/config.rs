@@ -49,10 +49,8 @@ impl ApiChannelConfig {
             Ok(None) => {}
             Err((key, reason)) => problems.push((key, reason)),
         }
-        match self.ca_file.as_deref().map(config::read_ca_file) {
-            Some(Ok(pem)) => self.ca_pem = Some(pem),
-            Some(Err(reason)) => problems.push(("ca_file".to_owned(), reason)),
-            None => {}
+        if let Err(reason) = config::load_ca_file(self.ca_file.as_deref(), &mut self.ca_pem) {
+            problems.push(("ca_file".to_owned(), reason));
         }
         problems
     }

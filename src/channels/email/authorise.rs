@@ -66,7 +66,7 @@ pub async fn run(request: &Request) -> Result<Kept, String> {
     let text = std::fs::read_to_string(&request.config)
         .map_err(|e| format!("cannot read {}: {e}", request.config.display()))?;
     let Grant { table, oauth2: grant, username, channel } = grant_in(&text, &request.channel, request.smtp)?;
-    let client = crate::http_out::client(Duration::from_secs(30), None);
+    let client = grant.http_client();
     let tokens = if request.device {
         by_device(&client, &grant, &username).await?
     } else {
@@ -172,13 +172,15 @@ async fn check_token(channel: &toml::Value, grant: &OAuth2Config, username: &str
     };
     let mut findings = Vec::new();
     if let (Some(()), Some(table)) = (uses_grant("imap"), channel.get("imap")) {
-        match ImapConfig::deserialize(table.clone()) {
+        let imap = ImapConfig::deserialize(table.clone()).map_err(|e| e.to_string());
+        match imap.and_then(|mut imap| imap.load_ca_file().map(|()| imap)) {
             Ok(imap) => findings.extend(check_imap(&imap, Credential::AccessToken(token)).await),
             Err(e) => findings.push(("imap".to_owned(), Finding::NotTried(format!("[channels.imap]: {e}")))),
         }
     }
     if let (Some(()), Some(table)) = (uses_grant("smtp"), channel.get("smtp")) {
-        match SmtpConfig::deserialize(table.clone()) {
+        let smtp = SmtpConfig::deserialize(table.clone()).map_err(|e| e.to_string());
+        match smtp.and_then(|mut smtp| smtp.load_ca_file().map(|()| smtp)) {
             Ok(smtp) => findings.push(check_smtp(&smtp, Credential::AccessToken(token)).await),
             Err(e) => findings.push(("smtp".to_owned(), Finding::NotTried(format!("[channels.smtp]: {e}")))),
         }

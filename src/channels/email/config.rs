@@ -127,6 +127,9 @@ pub struct ImapConfig {
     pub timeout: ConfigDuration,
     /// A PEM file of extra trusted CA certificates (private or test servers).
     pub ca_file: Option<PathBuf>,
+    /// Filled by validation: the certificates of `ca_file`.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
     /// After each send, append a copy of the mail to this folder (e.g. "Sent"), so it shows in
     /// the mailbox like mail sent from a mail client.
     pub sent_folder: Option<String>,
@@ -155,6 +158,16 @@ pub struct SmtpConfig {
     pub idle_timeout: ConfigDuration,
     /// A PEM file of extra trusted CA certificates.
     pub ca_file: Option<PathBuf>,
+    /// Filled by validation: the certificates of `ca_file`.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl SmtpConfig {
+    /// Reads `ca_file` into `ca_pem` (validation; `switchboard oauth2` reads the table alone).
+    pub fn load_ca_file(&mut self) -> Result<(), String> {
+        config::load_ca_file(self.ca_file.as_deref(), &mut self.ca_pem)
+    }
 }
 
 fn default_imap_port() -> u16 {
@@ -203,6 +216,11 @@ pub enum AfterImport {
 }
 
 impl ImapConfig {
+    /// Reads `ca_file` into `ca_pem` (validation; `switchboard oauth2` reads the table alone).
+    pub fn load_ca_file(&mut self) -> Result<(), String> {
+        config::load_ca_file(self.ca_file.as_deref(), &mut self.ca_pem)
+    }
+
     pub fn after_import(&self) -> Option<AfterImport> {
         match self.after_import.as_str() {
             "keep" => Some(AfterImport::Keep),
@@ -361,14 +379,11 @@ impl EmailChannelConfig {
                 add("smtp.username", "is required with a password or oauth2".into());
             }
         }
-        let ca_files = [
-            ("imap.ca_file", self.imap.as_ref().and_then(|imap| imap.ca_file.as_deref())),
-            ("smtp.ca_file", self.smtp.as_ref().and_then(|smtp| smtp.ca_file.as_deref())),
-        ];
-        for (key, ca_file) in ca_files {
-            if let Some(Err(reason)) = ca_file.map(config::read_ca_file) {
-                add(key, reason);
-            }
+        if let Some(Err(reason)) = self.imap.as_mut().map(ImapConfig::load_ca_file) {
+            add("imap.ca_file", reason);
+        }
+        if let Some(Err(reason)) = self.smtp.as_mut().map(SmtpConfig::load_ca_file) {
+            add("smtp.ca_file", reason);
         }
         problems
     }

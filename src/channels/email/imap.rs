@@ -96,7 +96,7 @@ pub(super) async fn connect(imap: &ImapConfig) -> Result<Client<Watched>, ImapEr
     if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive) {
         tracing::warn!(host = %imap.host, error = %e, "cannot turn on TCP keepalive for IMAP");
     }
-    let tls_config = || tls::client_config(imap.ca_file.as_deref()).map_err(ImapError::Connect);
+    let tls_config = || tls::client_config(imap.ca_pem.as_deref()).map_err(ImapError::Connect);
     let mut client = match imap.tls {
         TlsMode::None => Client::new(Watched::new(Transport::Plain(tcp))),
         TlsMode::Implicit => Client::new(Watched::new(Transport::Tls(Box::new(

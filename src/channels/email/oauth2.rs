@@ -35,6 +35,12 @@ pub struct OAuth2Config {
     /// and Microsoft's token endpoints) and its device authorization endpoint (RFC 8628).
     pub authorize_url: Option<String>,
     pub device_url: Option<String>,
+    /// A PEM file of extra trusted CA certificates, for a token endpoint behind a private CA (a
+    /// self-hosted identity provider).
+    pub ca_file: Option<PathBuf>,
+    /// Filled by validation: the certificates of `ca_file`.
+    #[serde(skip)]
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 impl OAuth2Config {
@@ -62,7 +68,15 @@ impl OAuth2Config {
             }
             Err(p) => problems.push(p),
         }
+        if let Err(reason) = config::load_ca_file(self.ca_file.as_deref(), &mut self.ca_pem) {
+            problems.push(("ca_file".to_owned(), reason));
+        }
         problems
+    }
+
+    /// The client for the provider's endpoints, trusting `ca_file` too.
+    pub(super) fn http_client(&self) -> reqwest::Client {
+        crate::http_out::client(Duration::from_secs(30), self.ca_pem.as_deref())
     }
 
     /// Where the user authorises the app: `authorize_url`, or Google's or Microsoft's, known
@@ -173,9 +187,9 @@ impl TokenSource {
     pub fn new(config: OAuth2Config, state: ChannelState) -> TokenSource {
         TokenSource {
             key: format!("oauth2:{}@{}:refresh_token", config.client_id, config.token_url),
+            client: config.http_client(),
             config,
             state,
-            client: crate::http_out::client(Duration::from_secs(30), None),
             cached: Mutex::new(None),
         }
     }
@@ -299,7 +313,7 @@ pub(super) fn refusal(status: reqwest::StatusCode, body: &str) -> String {
 /// refresh. Some providers look at the token before the client, so `Ok` does not prove the
 /// secret.
 pub(super) async fn check_client(config: &OAuth2Config) -> Result<(), String> {
-    let client = crate::http_out::client(Duration::from_secs(30), None);
+    let client = config.http_client();
     let form = config.refresh_form("switchboard-check-not-a-token");
     let (status, text) = post_form(&client, &config.token_url, &form).await?;
     match error_code(&text).as_deref() {
@@ -405,6 +419,8 @@ mod tests {
             scopes: Vec::new(),
             authorize_url: None,
             device_url: None,
+            ca_file: None,
+            ca_pem: None,
         }
     }
 

@@ -41,11 +41,11 @@ pub struct SmtpOutbound {
     aliases: Vec<String>,
 }
 
-fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsParameters, String> {
+/// TLS for `host`, trusting the webpki roots and the certificates of a `ca_file` (`ca_pem`).
+fn tls_parameters(host: &str, ca_pem: Option<&[u8]>) -> Result<TlsParameters, String> {
     let mut builder = TlsParameters::builder(host.to_owned());
-    if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        builder = builder.add_root_certificate(Certificate::from_pem(&pem).map_err(|e| e.to_string())?);
+    if let Some(pem) = ca_pem {
+        builder = builder.add_root_certificate(Certificate::from_pem(pem).map_err(|e| e.to_string())?);
     }
     builder.build_rustls().map_err(|e| e.to_string())
 }
@@ -54,8 +54,8 @@ fn tls_parameters(host: &str, ca_file: Option<&std::path::Path>) -> Result<TlsPa
 pub(super) fn server(smtp: &SmtpConfig) -> Result<smtp::Server, String> {
     let tls = match smtp.tls {
         TlsMode::None => Tls::None,
-        TlsMode::Implicit => Tls::Wrapper(tls_parameters(&smtp.host, smtp.ca_file.as_deref())?),
-        TlsMode::Starttls => Tls::Required(tls_parameters(&smtp.host, smtp.ca_file.as_deref())?),
+        TlsMode::Implicit => Tls::Wrapper(tls_parameters(&smtp.host, smtp.ca_pem.as_deref())?),
+        TlsMode::Starttls => Tls::Required(tls_parameters(&smtp.host, smtp.ca_pem.as_deref())?),
     };
     Ok(smtp::Server { host: smtp.host.clone(), port: smtp.port, timeout: smtp.timeout.0, tls })
 }

@@ -3,7 +3,6 @@
 //! in the middle of an answer.
 
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,15 +16,13 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-/// A rustls client config trusting the webpki roots and the certificates in `ca_file`.
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String> {
+/// A rustls client config trusting the webpki roots and the certificates of a `ca_file`
+/// (`ca_pem`, read when the config was loaded).
+pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, String> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if let Some(path) = ca_file {
-        let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| format!("unusable certificate in {}: {e}", path.display()))?;
-        }
+    for cert in ca_pem.map(CertificateDer::pem_slice_iter).into_iter().flatten() {
+        let cert = cert.map_err(|e| format!("bad certificate in ca_file: {e}"))?;
+        roots.add(cert).map_err(|e| format!("unusable certificate in ca_file: {e}"))?;
     }
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
