@@ -27,6 +27,17 @@ pub fn imap_date(ms: i64) -> String {
     format!("{d}-{}-{y:04}", MONTHS[m as usize - 1])
 }
 
+/// Howard Hinnant's days_from_civil: (year, month, day) → days since 1970-01-01.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Howard Hinnant's civil_from_days: days since 1970-01-01 → (year, month, day).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -53,5 +64,15 @@ mod tests {
         assert_eq!(rfc3339(1_795_461_600_500), "2026-11-23T19:20:00.500Z");
         assert_eq!(imap_date(1_795_461_600_500), "23-Nov-2026");
         assert_eq!(imap_date(951_782_400_000), "29-Feb-2000");
+    }
+
+    #[test]
+    fn days_from_civil_is_civil_from_days_backwards() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 2, 29), 11_016);
+        for days in (-800_000..800_000).step_by(997) {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
     }
 }

@@ -2924,6 +2924,7 @@ async fn a_mail_an_agent_forwards_is_the_customers() {
     let received = nth_received(&helpdesk, 0).await;
     assert_eq!(received["from"]["address"], BEA.0, "{received}");
     assert_eq!(received["forwarded_from"], json!({"address": "ann@example.org", "name": "Ann Smith"}));
+    assert_eq!(received["sent_at"], "2026-11-23T09:41:00.000Z", "when Ann wrote it, not when Bea forwarded it");
     assert!(received["reply_text"].as_str().unwrap().contains("Where is my order 5?"), "all of it is new to us");
     let cnv = received["conversation_id"].as_str().unwrap();
     let (_, conversation) = server.get(&format!("/v1/conversations/{cnv}")).await;

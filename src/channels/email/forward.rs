@@ -10,9 +10,14 @@
 //! forward: its subject says `Re:`, and Outlook opens a quoted reply and a forward alike. When
 //! the agent took `Fwd:` out of the subject, only an opening that says "forwarded" in so many
 //! words counts (Gmail's, Apple Mail's, Thunderbird's).
+//!
+//! The original's time is read the same way: the attached mail's `Date`, or the block's date
+//! line (`Date:`, `Sent:`, `Gesendet:` …, see `written_date`), so the helpdesk sees when the
+//! customer wrote, not when the colleague passed it on.
 
 use mail_parser::{Message, MessageParser, PartType};
 
+use super::written_date;
 use crate::model::Party;
 use crate::stitch::email::{is_forward_subject, is_reply_subject};
 
@@ -55,47 +60,99 @@ const FORWARD_WORDS: &[&str] = &[
     "videresendt melding",
 ];
 
+/// Labels of the date line in forwarded header blocks, lowercase, in the same languages.
+const DATE_LABELS: &[&str] = &[
+    "date:",
+    "date :",
+    "datum:",
+    "sent:",
+    "gesendet:",
+    "envoyé :",
+    "envoyé:",
+    "fecha:",
+    "enviado:",
+    "enviada:",
+    "data:",
+    "inviato:",
+    "wysłane:",
+    "wysłano:",
+    "odesláno:",
+    "odoslané:",
+    "verzonden:",
+    "skickat:",
+    "sendt:",
+];
+
 /// How many lines after the opening the forwarded header block may put its From line
 /// (Thunderbird puts Subject and Date first).
 const HEADER_BLOCK_LINES: usize = 8;
 
-/// The sender of the mail `message` forwards, when it is a forward and the original's sender
-/// can be read; `ours` tells our own addresses, which are never it.
-pub fn original_sender(message: &Message<'_>, text: Option<&str>, ours: impl Fn(&str) -> bool) -> Option<Party> {
+/// The mail a colleague forwarded: who wrote it, and when (ms), if its date can be read.
+#[derive(Debug, PartialEq)]
+pub struct Original {
+    pub sender: Party,
+    pub sent_at: Option<i64>,
+}
+
+/// The mail `message` forwards, when it is a forward and the original's sender can be read;
+/// `ours` tells our own addresses, which are never it.
+pub fn original(message: &Message<'_>, text: Option<&str>, ours: impl Fn(&str) -> bool) -> Option<Original> {
     let subject = message.subject().unwrap_or("");
     // A reply quotes what it answers, a forwarded header block too (Outlook quotes without `>`).
     if is_reply_subject(subject) {
         return None;
     }
+    // A time written without a zone is the forwarding client's local time, the zone of the
+    // forward's own Date.
+    let local_offset = message.date().filter(|d| d.is_valid()).map(|d| {
+        let offset = i64::from(d.tz_hour) * 3600 + i64::from(d.tz_minute) * 60;
+        if d.tz_before_gmt {
+            -offset
+        } else {
+            offset
+        }
+    });
+    let inline = || text.and_then(|text| inline_original(text, local_offset));
     let found = if is_forward_subject(subject) {
         let attached = message.attachments().find_map(|part| match &part.body {
-            PartType::Message(original) => original.from()?.first().and_then(party),
+            PartType::Message(original) => Some(Original {
+                sender: original.from()?.first().and_then(party)?,
+                sent_at: original.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000),
+            }),
             _ => None,
         });
-        attached.or_else(|| text.and_then(inline_sender).map(|(sender, _)| sender))
+        attached.or_else(|| inline().map(|(original, _)| original))
     } else {
-        text.and_then(inline_sender).filter(|(_, says_forwarded)| *says_forwarded).map(|(sender, _)| sender)
+        inline().filter(|(_, says_forwarded)| *says_forwarded).map(|(original, _)| original)
     };
-    found.filter(|p| !ours(&p.address))
+    found.filter(|o| !ours(&o.sender.address))
 }
 
-/// The From of the first forwarded header block in `text`, and whether its opening says
-/// "forwarded" in words.
-fn inline_sender(text: &str) -> Option<(Party, bool)> {
+/// The From (and date) of the first forwarded header block in `text`, and whether its opening
+/// says "forwarded" in words.
+fn inline_original(text: &str, local_offset: Option<i64>) -> Option<(Original, bool)> {
     let lines: Vec<&str> = text.lines().collect();
     let (opening, says_forwarded) = lines.iter().enumerate().find_map(|(i, line)| Some((i, opening(line)?)))?;
-    let sender = lines[opening + 1..]
+    let block: Vec<&str> = lines[opening + 1..]
         .iter()
         .map(|line| line.trim().trim_start_matches(['>', ' ', '*']))
         .filter(|line| !line.is_empty())
         .take(HEADER_BLOCK_LINES)
-        .find_map(|line| {
-            let lower = line.to_lowercase();
-            let label = FROM_LABELS.iter().find(|label| lower.starts_with(*label))?;
-            // Lowercasing keeps these labels' byte lengths.
-            sender_in(line[label.len()..].trim_start_matches('*'))
-        })?;
-    Some((sender, says_forwarded))
+        .collect();
+    let sender = labelled(&block, FROM_LABELS, sender_in)?;
+    let sent_at = labelled(&block, DATE_LABELS, |value| written_date::parse(value.trim(), local_offset));
+    Some((Original { sender, sent_at }, says_forwarded))
+}
+
+/// What `read` makes of the value of the first line of `block` that starts with one of
+/// `labels` and reads.
+fn labelled<T>(block: &[&str], labels: &[&str], read: impl Fn(&str) -> Option<T>) -> Option<T> {
+    block.iter().find_map(|line| {
+        let lower = line.to_lowercase();
+        let label = labels.iter().find(|label| lower.starts_with(*label))?;
+        // Lowercasing keeps these labels' byte lengths.
+        read(line[label.len()..].trim_start_matches('*'))
+    })
 }
 
 /// Whether `line` opens a forwarded or quoted mail, and if so whether it says "forwarded".
@@ -140,12 +197,20 @@ fn plausible(address: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn sender(subject: &str, body: &str) -> Option<(String, Option<String>)> {
-        let mail =
-            format!("From: Bea <bea@example.com>\r\nTo: support@example.com\r\nSubject: {subject}\r\n\r\n{body}");
+    /// What a forward from Bea, whose client is an hour east of UTC, with `subject` and `body`
+    /// forwards.
+    fn forwarded(subject: &str, body: &str) -> Option<Original> {
+        let mail = format!(
+            "From: Bea <bea@example.com>\r\nTo: support@example.com\r\nSubject: {subject}\r\n\
+             Date: Mon, 30 Nov 2026 09:00:00 +0100\r\n\r\n{body}"
+        );
         let message = MessageParser::default().parse(mail.as_bytes()).unwrap();
         let text = message.body_text(0).map(|t| t.into_owned());
-        original_sender(&message, text.as_deref(), |a| a == "support@example.com").map(|p| (p.address, p.name))
+        original(&message, text.as_deref(), |a| a == "support@example.com")
+    }
+
+    fn sender(subject: &str, body: &str) -> Option<(String, Option<String>)> {
+        forwarded(subject, body).map(|o| (o.sender.address, o.sender.name))
     }
 
     #[test]
@@ -161,6 +226,11 @@ mod tests {
             ("Thunderbird", "Fwd: Order 5", "\r\n\r\n-------- Forwarded Message --------\r\nSubject: \tOrder 5\r\nDate: \tMon, 23 Nov 2026 10:00:00 +0100\r\nFrom: \tAnn Smith <ann@example.org>\r\nTo: \tbea@example.com\r\n\r\nWhere is it?\r\n"),
         ] {
             assert_eq!(sender(subject, body), ann, "{client}");
+            // Each wrote Ann's time as Bea's client shows it, 10:00 an hour east of UTC (Outlook
+            // in Polish wrote the weekday only: no time).
+            let sent_at = forwarded(subject, body).unwrap().sent_at.map(crate::model::time::rfc3339);
+            let expected = (!client.contains("Polish")).then(|| "2026-11-23T09:00:00.000Z".to_owned());
+            assert_eq!(sent_at, expected, "{client}");
         }
     }
 
@@ -188,10 +258,13 @@ mod tests {
                     MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n\
                     --b\r\nContent-Type: text/plain\r\n\r\nSee the attached mail.\r\n\
                     --b\r\nContent-Type: message/rfc822\r\n\r\n\
-                    From: Ann Smith <ann@example.org>\r\nTo: bea@example.com\r\nSubject: Order 5\r\n\r\nWhere is it?\r\n\
+                    From: Ann Smith <ann@example.org>\r\nTo: bea@example.com\r\nSubject: Order 5\r\n\
+                    Date: Mon, 23 Nov 2026 17:00:00 +0100\r\n\r\nWhere is it?\r\n\
                     --b--\r\n";
         let message = MessageParser::default().parse(mail.as_bytes()).unwrap();
-        let found = original_sender(&message, Some("See the attached mail."), |_| false).unwrap();
-        assert_eq!((found.address.as_str(), found.name.as_deref()), ("ann@example.org", Some("Ann Smith")));
+        let found = original(&message, Some("See the attached mail."), |_| false).unwrap();
+        let sender = &found.sender;
+        assert_eq!((sender.address.as_str(), sender.name.as_deref()), ("ann@example.org", Some("Ann Smith")));
+        assert_eq!(found.sent_at.map(crate::model::time::rfc3339).as_deref(), Some("2026-11-23T16:00:00.000Z"));
     }
 }

@@ -30,6 +30,10 @@ use crate::stitch::identity_for;
 /// Default per-attachment limit when the channel sets none.
 pub const DEFAULT_MAX_ATTACHMENT: usize = 25 * 1024 * 1024;
 
+/// How far a forwarded original's time may lie after the forward's own Date (the two clocks
+/// need not agree) before it is taken for misread.
+const LATER_CLOCK_MS: i64 = 60 * 60 * 1000;
+
 fn parties(address: Option<&Address<'_>>) -> Vec<Party> {
     address
         .map(|a| {
@@ -204,9 +208,17 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
 
     // A colleague's forward is the original sender's mail, all of it new to us (the
     // colleague's note above it too). Our own forwards (the watched Sent folder) stay ours.
-    let forwarded_from = (channel.is_forwarder(&from.address) && !sent_by_us)
-        .then(|| forward::original_sender(&message, text.as_deref(), ours))
+    let forwarded = (channel.is_forwarder(&from.address) && !sent_by_us)
+        .then(|| forward::original(&message, text.as_deref(), ours))
         .flatten();
+    // The message is the original's, and so is its time: when the customer wrote it, as the
+    // forward tells it. A time after the forward's own is misread, and the forward's is kept.
+    let sent_at = forwarded
+        .as_ref()
+        .and_then(|original| original.sent_at)
+        .filter(|at| *at > 0 && sent_at.is_none_or(|forwarded_at| *at <= forwarded_at + LATER_CLOCK_MS))
+        .or(sent_at);
+    let forwarded_from = forwarded.map(|original| original.sender);
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
     if text.is_none() && html.is_none() && attachments.is_empty() {

@@ -30,6 +30,7 @@ mod smtp;
 mod tests;
 mod tls;
 pub mod tnef;
+mod written_date;
 
 use std::borrow::Cow;
 

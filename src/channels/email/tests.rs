@@ -64,6 +64,29 @@ fn forwarders_are_addresses_or_domains_kept_in_a_labels() {
     assert_eq!(problems, ["forwarders[0]", "forwarders[1]", "forwarders[2]"]);
 }
 
+/// A colleague's forward is the customer's mail, written when the forward says; a date it
+/// cannot place, or one after the forward's own (misread), leaves the forward's Date.
+#[test]
+fn a_forwards_sent_at_is_when_its_original_was_written() {
+    let mut config = channel();
+    config.forwarders = vec!["bea@example.org".into()];
+    let sent_at = |date_line: &str| {
+        let forward = format!(
+            "From: bea@example.org\r\nTo: support@example.com\r\nSubject: FW: Order 5\r\n\
+             Date: Mon, 30 Nov 2026 09:00:00 -0500\r\n\r\n________________________________\r\n\
+             From: Ann <ann@example.org>\r\n{date_line}\r\nSubject: Order 5\r\n\r\nWhere is it?\r\n"
+        );
+        let raw = to_raw_inbound(&config, forward.into_bytes());
+        assert_eq!(raw.forwarded_from.map(|p| p.address).as_deref(), Some("ann@example.org"));
+        raw.sent_at.map(crate::model::time::rfc3339)
+    };
+    // Outlook writes Bea's local time, five hours west of UTC like the forward's Date.
+    assert_eq!(sent_at("Sent: Monday, November 23, 2026 10:00 AM").as_deref(), Some("2026-11-23T15:00:00.000Z"));
+    let forwards_own = Some("2026-11-30T14:00:00.000Z");
+    assert_eq!(sent_at("Sent: Monday").as_deref(), forwards_own, "no date to read");
+    assert_eq!(sent_at("Sent: Monday, December 7, 2026 10:00 AM").as_deref(), forwards_own, "after the forward");
+}
+
 #[test]
 fn a_folder_read_twice_or_moved_into_is_refused() {
     let mut config = channel_from(
