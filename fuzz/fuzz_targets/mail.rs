@@ -20,6 +20,9 @@ id = "support"
 address = "support@example.com"
 aliases = ["help@example.com"]
 reply_token = true
+# Colleagues at the fixtures' domains: their forwards are read for the original's sender and
+# date (forward.rs, written_date.rs).
+forwarders = ["example.org", "example.de", "example.pl", "example.fr", "example.cz", "example.net"]
 [smtp]
 host = "127.0.0.1"
 tls = "none"

@@ -148,11 +148,20 @@ fn inline_original(text: &str, local_offset: Option<i64>) -> Option<(Original, b
 /// `labels` and reads.
 fn labelled<T>(block: &[&str], labels: &[&str], read: impl Fn(&str) -> Option<T>) -> Option<T> {
     block.iter().find_map(|line| {
-        let lower = line.to_lowercase();
-        let label = labels.iter().find(|label| lower.starts_with(*label))?;
-        // Lowercasing keeps these labels' byte lengths.
-        read(line[label.len()..].trim_start_matches('*'))
+        let value = labels.iter().find_map(|label| after_label(line, label))?;
+        read(value.trim_start_matches('*'))
     })
+}
+
+/// `line` after `label` (lowercase), compared a character at a time regardless of case. The
+/// lowercased line cannot measure the label in the line: lowercasing may change a character's
+/// length (the Kelvin sign K, three bytes, lowercases to k, one).
+fn after_label<'a>(line: &'a str, label: &str) -> Option<&'a str> {
+    let mut chars = line.chars();
+    for wanted in label.chars() {
+        chars.next()?.to_lowercase().eq([wanted]).then_some(())?;
+    }
+    Some(chars.as_str())
 }
 
 /// Whether `line` opens a forwarded or quoted mail, and if so whether it says "forwarded".
@@ -250,6 +259,18 @@ mod tests {
         assert_eq!(sender("Fwd: Order 5", "-----Original Message-----\r\nFrom: Ann Smith\r\n"), None, "no address");
         let ours = "---------- Forwarded message ---------\r\nFrom: Support <support@example.com>\r\n\r\nx\r\n";
         assert_eq!(sender("Fwd: Our answer", ours), None, "our own mail forwarded back");
+    }
+
+    /// A label whose lowercase is shorter than itself (a Kelvin sign for its K) is still a
+    /// label, and measured in the line as written.
+    #[test]
+    fn labels_are_matched_a_character_at_a_time() {
+        let kelvin =
+            "Begin forwarded message:\r\nFrom: Ann <ann@example.org>\r\nS\u{212A}ICKAT: 23.11.2026 10:00\r\n\r\nx\r\n";
+        let found = forwarded("Fwd: Order 5", kelvin).unwrap();
+        assert_eq!(found.sent_at.map(crate::model::time::rfc3339).as_deref(), Some("2026-11-23T09:00:00.000Z"));
+        assert_eq!(after_label("FRÅN: Ann", "från:"), Some(" Ann"));
+        assert_eq!(after_label("Fr", "från:"), None);
     }
 
     #[test]
