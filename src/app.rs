@@ -4,6 +4,7 @@
 //! `SHUTDOWN_BUDGET`.
 
 mod reload;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ struct Running {
     health: Health,
     registry: Live<Registry>,
     tokens: Live<Vec<TokenConfig>>,
+    /// `storage.retention`, which the retention task reads before each prune.
+    keep: Live<Option<Duration>>,
     outbound: OutboundEngine,
     webhooks: Webhooks,
     /// The pull loop (IMAP, ...) of each channel that has one.
@@ -80,6 +83,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
     tasks.spawn(outbound.clone().run(shutdown.clone(), DRAIN));
     let webhooks = Webhooks::start(&store, &config.webhooks, &config.delivery, &shutdown, DRAIN, &tasks).await?;
     let tokens = Live::new(config.tokens.clone());
+    let keep = Live::new(config.storage.retention.map(|r| r.0));
+    let retention = retention::Retention::new(store.clone(), keep.clone(), webhooks.clone());
 
     let state = AppState {
         store: store.clone(),
@@ -92,6 +97,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
         metrics: telemetry::metrics(),
         health: health.clone(),
         shutdown: shutdown.clone(),
+        retention: retention.clone(),
     };
     let router = api::router(state, config.server.max_body_bytes);
     let stop = shutdown.clone();
@@ -107,7 +113,8 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
         "switchboard started"
     );
     let running =
-        Running { config, pipeline, health, registry, tokens, outbound, webhooks, pull_loops: HashMap::new() };
+        Running { config, pipeline, health, registry, tokens, keep, outbound, webhooks, pull_loops: HashMap::new() };
+    tasks.spawn(retention.run(shutdown.clone()));
     tasks.spawn(crate::pipeline::rekey::run(store.clone(), shutdown.clone()));
     tasks.spawn(crate::store::space::watch(running.config.storage.path.clone(), shutdown.clone()));
     let mut server = Server { addr, shutdown, http, tasks, store, running };

@@ -58,6 +58,8 @@ pub async fn list(
     let filter = q.filter();
     let (events, scanned_to) =
         state.store.read(move |c| store::events::after_matching(c, after, limit, &filter, SCAN_LIMIT)).await?;
+    // Asked after the read: a prune that ran meanwhile may have taken what this cursor missed.
+    still_kept(&state.store, after)?;
     // The envelopes are already JSON: join them rather than re-serialise.
     let mut body = String::with_capacity(events.iter().map(|e| e.data.len() + 160).sum::<usize>() + 40);
     body.push_str(r#"{"events":["#);
@@ -81,8 +83,25 @@ pub async fn stream(
     authorize(&state.tokens.load(), &headers, Scope::Read)?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     let after = resume.or(q.after).unwrap_or(0);
+    still_kept(&state.store, after)?;
     let stream = event_stream(state.store.clone(), after, q.filter(), state.shutdown.clone());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}
+
+/// 410 for a cursor before the events `storage.retention` removed: the reader would miss them.
+fn still_kept(store: &Store, after: u64) -> Result<(), ApiError> {
+    let through = store.events_pruned_through();
+    if after < through {
+        return Err(ApiError::new(
+            StatusCode::GONE,
+            "events_pruned",
+            format!(
+                "events up to seq {through} were removed by storage.retention; go on with after={through} \
+                 (what is gone can be read from /v1/conversations and /v1/messages, without the pruned content)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 struct Cursor {
@@ -114,6 +133,9 @@ fn event_stream(
             if *cur.last_seq.borrow_and_update() > cur.after {
                 let (after, filter) = (cur.after, cur.filter.clone());
                 match cur.store.read(move |c| store::events::after_matching(c, after, 500, &filter, SCAN_LIMIT)).await {
+                    // A prune passed the cursor: end the stream, and the client's reconnection
+                    // with Last-Event-ID is told what it missed (410).
+                    Ok(_) if after < cur.store.events_pruned_through() => return None,
                     Ok((events, scanned_to)) => {
                         cur.after = scanned_to.max(cur.after);
                         cur.buffer.extend(events);

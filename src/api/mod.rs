@@ -70,6 +70,8 @@ pub struct AppState {
     pub health: crate::pipeline::Health,
     /// Cancelled at shutdown: SSE streams end, `/readyz` turns 503.
     pub shutdown: CancellationToken,
+    /// `POST /v1/storage/prune` runs a prune at once.
+    pub retention: crate::app::retention::Retention,
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
@@ -92,6 +94,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/webhooks/{id}/enable", post(webhooks::enable))
         .route("/v1/webhooks/{id}/dead_letters", get(webhooks::dead_letters))
         .route("/v1/webhooks/{id}/dead_letters/retry", post(webhooks::retry_dead_letters))
+        .route("/v1/storage/prune", post(ops::prune))
         .route("/v1/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -37,6 +37,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Removes now what `storage.retention` says is old (the hourly prune, at once: after lowering
+/// the retention to free space). Scope admin. 409 when no retention is set.
+pub async fn prune(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Result<Response, ApiError> {
+    super::auth::authorize(&state.tokens.load(), &headers, crate::config::Scope::Admin)?;
+    match state.retention.prune_now().await? {
+        Some(pruned) => Ok(Json(pruned).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "no_retention",
+            "storage.retention is not set: everything is kept, nothing is pruned",
+        )),
+    }
+}
+
 pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
 }

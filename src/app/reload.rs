@@ -65,6 +65,11 @@ impl Server {
         keep_restart_only(&self.running.config, &mut wanted, &mut report.restart_needed);
         let running = &self.running.config;
 
+        if wanted.storage.retention != running.storage.retention {
+            self.running.keep.store(wanted.storage.retention.map(|r| r.0));
+            let now = wanted.storage.retention.map_or("unset: everything is kept".to_owned(), |r| format!("{:?}", r.0));
+            report.applied.push(format!("storage.retention changed ({now}; the next prune applies it)"));
+        }
         if wanted.tokens != running.tokens {
             self.running.tokens.store(wanted.tokens.clone());
             report.applied.push(format!("tokens replaced ({} configured)", wanted.tokens.len()));

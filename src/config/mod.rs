@@ -74,6 +74,10 @@ pub struct ServerConfig {
 pub struct StorageConfig {
     /// Directory holding the SQLite database and attachment blobs.
     pub path: PathBuf,
+    /// How long messages' content, refused items and events are kept (`store::retention`);
+    /// unset: for ever.
+    #[serde(default)]
+    pub retention: Option<ConfigDuration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]

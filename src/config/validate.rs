@@ -34,6 +34,10 @@ pub(super) fn storage(storage: &StorageConfig, problems: &mut Vec<Problem>) {
     if storage.path.as_os_str().is_empty() {
         problems.push(Problem::new("storage.path", "must not be empty"));
     }
+    // Shorter, and a helpdesk working through a day's backlog could find attachments gone.
+    if storage.retention.is_some_and(|r| r.0 < std::time::Duration::from_secs(86_400)) {
+        problems.push(Problem::new("storage.retention", "must be at least 1d"));
+    }
 }
 
 pub(super) fn log(log: &LogConfig, problems: &mut Vec<Problem>) {

@@ -275,6 +275,10 @@ pub struct Message {
     pub failed_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// When `storage.retention` removed the message's content (text, HTML, attachments, kept
+    /// source); what threads and deduplicates it stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_at: Option<String>,
 }
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ mod tests {
             read_at: None,
             failed_at: None,
             error: None,
+            pruned_at: None,
         }
     }
 

@@ -132,12 +132,13 @@ pub async fn submit(
             return Err(SubmitError::AutomaticAnswerToAutomatic);
         }
     }
-    let blobs = store.put_blobs(request.attachments.iter().map(|a| (a.bytes.clone(), None)).collect()).await?;
-    let new_blobs = store.new_attachments(blobs.packed);
+    let mut blobs = store.put_blobs(request.attachments.iter().map(|a| (a.bytes.clone(), None)).collect()).await?;
+    let names = std::mem::take(&mut blobs.names);
+    let new_blobs = store.new_attachments(blobs);
     let attachments: Vec<_> = request
         .attachments
         .iter()
-        .zip(blobs.names)
+        .zip(names)
         .map(|(a, sha256)| {
             let (filename, content_id) = (a.filename.clone(), a.content_id.clone());
             pipeline.describe_attachment(filename, content_id, a.content_type.clone(), a.bytes.len() as u64, sha256)
@@ -199,7 +200,7 @@ pub async fn submit(
             };
             let copies: Vec<String> = request.cc.iter().chain(&request.bcc).cloned().collect();
             let message = outbound_message(request, subject, sender, attachments, &conversation, &recipient, now_ms);
-            new_blobs.write(conn)?;
+            new_blobs.write(conn, &Default::default())?;
             store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
                 conn,
@@ -366,5 +367,6 @@ fn outbound_message(
         read_at: None,
         failed_at: None,
         error: None,
+        pruned_at: None,
     }
 }

@@ -552,5 +552,6 @@ fn normalize(
         read_at: None,
         failed_at: None,
         error: None,
+        pruned_at: None,
     }
 }

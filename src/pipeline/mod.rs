@@ -37,6 +37,26 @@ pub struct PreparedBatch {
     new_blobs: store::NewAttachments,
 }
 
+impl PreparedBatch {
+    /// Inside the transaction: commits each item, then indexes the new blobs the stored ones
+    /// need (a duplicate's or a refused item's are left out, unless a stored item shares
+    /// them). The outcomes, and whether any new blob was indexed (for `settle`).
+    fn commit(self, conn: &rusqlite::Connection, rules: &commit::Rules) -> Result<(Vec<Outcome>, bool), StoreError> {
+        let mut unstored = std::collections::HashSet::new();
+        let mut outcomes = Vec::with_capacity(self.items.len());
+        for (raw, stored) in self.items {
+            let shas: Vec<String> = stored.attachments.iter().chain(&stored.source).map(|a| a.sha256.clone()).collect();
+            let outcome = commit::commit(conn, raw, stored, rules)?;
+            if !matches!(outcome, Outcome::Stored { .. }) {
+                unstored.extend(shas);
+            }
+            outcomes.push(outcome);
+        }
+        let indexed = self.new_blobs.write(conn, &unstored)?;
+        Ok((outcomes, indexed))
+    }
+}
+
 /// An inbound item's blobs, stored and described: its attachments and its kept source.
 struct StoredParts {
     attachments: Vec<Attachment>,
@@ -110,8 +130,9 @@ impl Pipeline {
             .iter()
             .flat_map(|r| r.attachments.iter().chain(&r.source).map(|a| (a.bytes.clone(), a.sha256.clone())))
             .collect();
-        let stored = self.store.put_blobs(bytes).await?;
-        let mut hashes = stored.names.into_iter();
+        let mut stored = self.store.put_blobs(bytes).await?;
+        let mut hashes = std::mem::take(&mut stored.names).into_iter();
+        let new_blobs = self.store.new_attachments(stored);
         let mut describe = |a: crate::channels::RawAttachment| {
             let sha256 = hashes.next().expect("one hash per blob");
             self.describe_attachment(a.filename, a.content_id, a.content_type, a.bytes.len() as u64, sha256)
@@ -122,7 +143,7 @@ impl Pipeline {
             let source = raw.source.take().map(&mut describe);
             prepared.push((raw, StoredParts { attachments, source, source_withheld }));
         }
-        Ok(PreparedBatch { items: prepared, new_blobs: self.store.new_attachments(stored.packed) })
+        Ok(PreparedBatch { items: prepared, new_blobs })
     }
 
     /// Keeps a source only where one may be needed. Each delivery of a mail has its own bytes
@@ -187,40 +208,28 @@ impl Pipeline {
                     c.key, c.previous
                 )));
             }
-            batch.new_blobs.write(conn)?;
-            let outcomes = batch
-                .items
-                .into_iter()
-                .map(|(raw, stored)| commit::commit(conn, raw, stored, &rules))
-                .collect::<Result<Vec<_>, _>>()?;
+            let committed = batch.commit(conn, &rules)?;
             store::mail::set_checkpoint(conn, &c.channel_id, &c.key, &c.value)?;
-            Ok(outcomes)
+            Ok(committed)
         });
         async move {
             let result = committed.await;
             match &result {
-                Ok(outcomes) => outcomes.iter().for_each(|o| count(&channel, Ok(o))),
+                Ok((outcomes, _)) => outcomes.iter().for_each(|o| count(&channel, Ok(o))),
                 Err(_) => count(&channel, Err(())),
             }
-            new_blobs.settle(&store, result.as_ref().map(|_| true)).await;
-            result
+            new_blobs.settle(&store, result.as_ref().map(|(_, indexed)| *indexed)).await;
+            result.map(|(outcomes, _)| outcomes)
         }
     }
 
     async fn ingest_inner(&self, raw: RawInbound) -> Result<Outcome, StoreError> {
-        let PreparedBatch { mut items, new_blobs } = self.prepare_batch(vec![raw]).await?;
-        let (raw, stored) = items.pop().expect("one item in, one out");
-        let rules = self.rules(&raw.channel_id);
-        let settling = new_blobs.clone();
-        let result = self
-            .store
-            .write(move |conn| {
-                new_blobs.write(conn)?;
-                commit::commit(conn, raw, stored, &rules)
-            })
-            .await;
-        settling.settle(&self.store, result.as_ref().map(|_| true)).await;
-        result
+        let batch = self.prepare_batch(vec![raw]).await?;
+        let rules = self.rules(&batch.items[0].0.channel_id);
+        let settling = batch.new_blobs.clone();
+        let result = self.store.write(move |conn| batch.commit(conn, &rules)).await;
+        settling.settle(&self.store, result.as_ref().map(|(_, indexed)| *indexed)).await;
+        result.map(|(mut outcomes, _)| outcomes.pop().expect("one item in, one out"))
     }
 
     /// The public description of a stored blob; its URL is under `server.public_url`

@@ -103,6 +103,11 @@ impl Blobs {
         written
     }
 
+    /// Where the file of `pack` is.
+    pub(super) fn pack_path(&self, pack: &str) -> PathBuf {
+        self.root.join(PACKS).join(pack)
+    }
+
     /// Removes `pack`, which nothing refers to.
     pub(super) fn remove_pack(&self, pack: &str) {
         if let Err(e) = fs::remove_file(self.root.join(PACKS).join(pack)) {
@@ -160,6 +165,19 @@ impl BlobFile {
     pub async fn read(&self) -> io::Result<Vec<u8>> {
         let mut bytes = Vec::with_capacity(self.size as usize);
         self.open().await?.read_to_end(&mut bytes).await?;
+        if bytes.len() as u64 != self.size {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} is cut short", self.path.display())));
+        }
+        Ok(bytes)
+    }
+
+    /// `read` for code on a blocking thread.
+    pub fn read_blocking(&self) -> io::Result<Vec<u8>> {
+        use std::io::{Read, Seek};
+        let mut file = File::open(&self.path)?;
+        file.seek(io::SeekFrom::Start(self.offset))?;
+        let mut bytes = Vec::with_capacity(self.size as usize);
+        file.take(self.size).read_to_end(&mut bytes)?;
         if bytes.len() as u64 != self.size {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} is cut short", self.path.display())));
         }

@@ -14,12 +14,14 @@ pub mod mail;
 pub mod messages;
 mod migrations;
 pub mod outbound;
+pub mod retention;
 pub mod space;
 pub mod webhooks;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
@@ -89,6 +91,10 @@ pub struct StoredBlobs {
     pub names: Vec<String>,
     /// The blobs new to the store, to index with what refers to them.
     pub packed: Vec<Packed>,
+    /// The blobs found indexed already, and not packed again.
+    pub reused: Vec<String>,
+    /// How many prunes had removed blobs when the index was asked (`retention`).
+    pub removals_seen: u64,
 }
 
 /// The store's side of a transaction that stores attachments (an inbound item or batch, a
@@ -98,15 +104,44 @@ pub struct StoredBlobs {
 pub struct NewAttachments {
     packed: Vec<Packed>,
     unrecorded_public_url: Option<String>,
+    /// Blobs referred to without being packed again, and whether a prune removed any blob
+    /// since they were found indexed: then they are looked for again in the transaction.
+    reused: Vec<String>,
+    removals_seen: u64,
+    blobs_removed: Arc<AtomicU64>,
 }
 
 impl NewAttachments {
-    /// Inside the transaction.
-    pub fn write(&self, conn: &Connection) -> Result<(), StoreError> {
+    /// Inside the transaction, after what refers to the blobs is written. `unstored`: blobs of
+    /// items the transaction did not store (duplicates, refusals), which are indexed only if
+    /// something else refers to them, so that no index row points at bytes nothing needs.
+    /// Returns whether it indexed any new blob (or had none to index): if not, `settle` removes
+    /// the pack.
+    pub fn write(&self, conn: &Connection, unstored: &HashSet<String>) -> Result<bool, StoreError> {
         if let Some(public_url) = &self.unrecorded_public_url {
             messages::former_public_urls(conn, public_url)?;
         }
-        blobs::index(conn, &self.packed)
+        if self.blobs_removed.load(Ordering::SeqCst) != self.removals_seen {
+            let mut stmt = conn.prepare_cached("SELECT 1 FROM blobs WHERE sha256 = ?1")?;
+            for sha in &self.reused {
+                if !stmt.exists([sha])? {
+                    return Err(StoreError::Stale(format!("blob {sha} was removed by retention meanwhile")));
+                }
+            }
+        }
+        if unstored.is_empty() {
+            blobs::index(conn, &self.packed)?;
+            return Ok(true);
+        }
+        let mut referred = conn.prepare_cached("SELECT 1 FROM attachments WHERE sha256 = ?1")?;
+        let mut needed = Vec::with_capacity(self.packed.len());
+        for packed in &self.packed {
+            if !unstored.contains(&packed.sha256) || referred.exists([&packed.sha256])? {
+                needed.push(packed.clone());
+            }
+        }
+        blobs::index(conn, &needed)?;
+        Ok(self.packed.is_empty() || !needed.is_empty())
     }
 
     /// After it: `Ok(true)` if it committed having written these, `Ok(false)` if it committed
@@ -160,6 +195,10 @@ struct Inner {
     attachment_urls: std::sync::RwLock<Arc<crate::model::AttachmentUrls>>,
     /// The current `server.public_url`, until the store has recorded it (see `use_public_url`).
     unrecorded_public_url: Mutex<Option<String>>,
+    /// The highest event `seq` retention removed (`retention`).
+    events_pruned_through: AtomicU64,
+    /// How many prunes removed blobs (see `NewAttachments`).
+    blobs_removed: Arc<AtomicU64>,
 }
 
 const IDLE_READERS: usize = 8;
@@ -203,6 +242,7 @@ impl Store {
         if swept > 0 {
             tracing::info!(packs = swept, "removed blob packs left by batches that never committed");
         }
+        let events_pruned_through = retention::events_pruned_through(&conn)?;
         let checkpoint_thread = writer::hand_checkpoints_to(&mut conn, checkpointer)?;
         let seq: i64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM events", [], |r| r.get(0))?;
         let (seq_tx, seq_rx) = watch::channel(seq as u64);
@@ -225,6 +265,8 @@ impl Store {
                 mail_source_keys_before,
                 attachment_urls: std::sync::RwLock::default(),
                 unrecorded_public_url: Mutex::default(),
+                events_pruned_through: AtomicU64::new(events_pruned_through),
+                blobs_removed: Arc::default(),
             }),
         })
     }
@@ -290,6 +332,12 @@ impl Store {
         result
     }
 
+    /// The highest event `seq` that retention removed (0: none): a reader asking for events
+    /// after an earlier one would miss some.
+    pub fn events_pruned_through(&self) -> u64 {
+        self.inner.events_pruned_through.load(Ordering::SeqCst)
+    }
+
     /// Highest committed event `seq`; changes after every commit that appended events.
     pub fn last_seq(&self) -> watch::Receiver<u64> {
         self.inner.last_seq.clone()
@@ -332,11 +380,17 @@ impl Store {
         &self.inner.blobs
     }
 
-    /// What a transaction that stores the attachments `packed` by `put_blobs` must write with
-    /// them (`NewAttachments::write`), and settle after it.
-    pub fn new_attachments(&self, packed: Vec<Packed>) -> NewAttachments {
+    /// What a transaction that stores the attachments `put_blobs` stored must write with them
+    /// (`NewAttachments::write`), and settle after it.
+    pub fn new_attachments(&self, stored: StoredBlobs) -> NewAttachments {
         let unrecorded_public_url = self.inner.unrecorded_public_url.lock().expect("public url lock").clone();
-        NewAttachments { packed, unrecorded_public_url }
+        NewAttachments {
+            packed: stored.packed,
+            unrecorded_public_url,
+            reused: stored.reused,
+            removals_seen: stored.removals_seen,
+            blobs_removed: self.inner.blobs_removed.clone(),
+        }
     }
 
     /// Stores blobs durably: the new ones (not indexed, not from before packs, each once) in one
@@ -356,7 +410,9 @@ impl Store {
         .await
         .map_err(|_| StoreError::Closed)?;
         let asked = names.clone();
+        let removals_seen = self.inner.blobs_removed.load(Ordering::SeqCst);
         let indexed = self.read(move |c| blobs::indexed(c, &asked)).await?;
+        let reused = indexed.iter().cloned().collect();
         let (files, names_in_order) = (self.inner.blobs.clone(), names.clone());
         let packed = tokio::task::spawn_blocking(move || {
             let mut seen = HashSet::new();
@@ -369,7 +425,7 @@ impl Store {
         })
         .await
         .map_err(|_| StoreError::Closed)??;
-        Ok(StoredBlobs { names: names_in_order, packed })
+        Ok(StoredBlobs { names: names_in_order, packed, reused, removals_seen })
     }
 
     /// Holds the lock named `name` until the guard drops: for a read-modify-write of stored state

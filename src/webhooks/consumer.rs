@@ -242,6 +242,12 @@ impl Worker {
                         let body = within_limit(&config, &delivery, body);
                         attempt::deliver(&client, &config, &delivery.event_id, body).await
                     }
+                    // Only a replay racing a prune owes an event retention removed: nothing is
+                    // left to send, and retrying would hold the conversation's later events.
+                    Err(_) if delivery.seq <= store.events_pruned_through() => {
+                        tracing::warn!(consumer = %config.id, seq = delivery.seq, "event removed by storage.retention before it was sent; passed over");
+                        AttemptOutcome::Delivered
+                    }
                     Err(e) => {
                         AttemptOutcome::Failed { error: format!("cannot read the event: {e}"), retry_after: None }
                     }
