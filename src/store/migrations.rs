@@ -203,7 +203,7 @@ const MIGRATIONS: &[&str] = &[
     // 9: retention (store/retention.rs) asks, for each blob whose attachment rows it removed,
     // whether any other row still refers to it.
     r#"
-    CREATE INDEX attachments_sha256 ON attachments(sha256);
+    CREATE INDEX IF NOT EXISTS attachments_sha256 ON attachments(sha256);
     "#,
 ];
 

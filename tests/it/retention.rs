@@ -162,3 +162,26 @@ async fn without_a_retention_nothing_is_pruned_and_a_short_one_is_refused() {
     let said = format!("{problems:?}");
     assert!(said.contains("storage.retention") && said.contains("at least 1d"), "{said}");
 }
+
+/// An item sent again with other files (a provider's retry that re-encoded them) is a
+/// duplicate: its files are written before the store knows that, but nothing keeps them — no
+/// index row points at their bytes and their pack is removed at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicates_files_are_not_kept() {
+    let server = TestServer::start(&api_channel("web", None, "")).await;
+    let item = |bytes: &[u8]| {
+        json!({"from": {"address": "ann"}, "external_id": "e-1", "text": "Hi",
+                                      "attachments": [file("photo.jpg", bytes)]})
+    };
+    let (status, first) = server.inbound("web", item(b"the first encoding")).await;
+    assert_eq!((status, &first["duplicate"]), (202, &json!(false)), "{first}");
+    let (status, again) = server.inbound("web", item(b"another encoding of it")).await;
+    assert_eq!((status, &again["duplicate"]), (202, &json!(true)), "{again}");
+    assert_eq!(packs(&server).0, 1, "only the first item's pack");
+    let dir = server.stop().await;
+    let db = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
+    let unreferenced: i64 = db
+        .query_row("SELECT count(*) FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM attachments)", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(unreferenced, 0);
+}
