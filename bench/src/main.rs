@@ -1,9 +1,10 @@
 //! Benchmark tools for switchboard (see bench/run.sh and BENCHMARKS.md).
 //!
-//! - `sbbench load URL --concurrency C --seconds S [--rate R] [--token T]`: POSTs api-channel
-//!   inbound bodies over C keep-alive connections, either as fast as answered or at R msg/s in
-//!   total; prints throughput and latency percentiles of the 202s as one JSON line. Each body
-//!   carries its send time (ns since the epoch) in `text`, for the receiver.
+//! - `sbbench load URL --concurrency C --seconds S [--rate R] [--token T] [--attachment-bytes B]`:
+//!   POSTs api-channel inbound bodies over C keep-alive connections, either as fast as answered
+//!   or at R msg/s in total; prints throughput and latency percentiles of the 202s as one JSON
+//!   line. Each body carries its send time (ns since the epoch) in `text`, for the receiver, and
+//!   with B an attachment of B bytes, different in each body.
 //! - `sbbench receive PORT --expect N`: a webhook receiver that answers 200 and, for every
 //!   `message.received`, records now − send time; prints percentiles once N have arrived.
 //! - `sbbench null PORT`: the minimal hyper server that answers 202 and does nothing.
@@ -31,6 +32,24 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 
 fn now_ns() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+}
+
+/// Standard base64 with padding (the api channel's `content_base64`).
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn percentiles(mut micros: Vec<u64>) -> serde_json::Value {
@@ -62,6 +81,7 @@ async fn load(args: &[String]) {
     let seconds: u64 = arg(args, "--seconds").map_or(10, |v| v.parse().unwrap());
     let rate: Option<f64> = arg(args, "--rate").map(|v| v.parse().unwrap());
     let token = arg(args, "--token").unwrap_or_else(|| "dev-token-change-me".into());
+    let attachment_bytes: usize = arg(args, "--attachment-bytes").map_or(0, |v| v.parse().unwrap());
     let client: Client<_, Full<Bytes>> =
         Client::builder(TokioExecutor::new()).pool_max_idle_per_host(concurrency).build_http();
     let started = Instant::now();
@@ -83,8 +103,17 @@ async fn load(args: &[String]) {
                     next += i;
                 }
                 let n = counter.fetch_add(1, Ordering::Relaxed);
+                let attachments = if attachment_bytes == 0 {
+                    String::new()
+                } else {
+                    let bytes: Vec<u8> = format!("{n:020}").bytes().cycle().take(attachment_bytes).collect();
+                    format!(
+                        r#","attachments":[{{"filename":"f.bin","content_type":"application/octet-stream","content_base64":"{}"}}]"#,
+                        base64(&bytes)
+                    )
+                };
                 let body = format!(
-                    r#"{{"from":{{"address":"bench-{}"}},"text":"sent_ns={}","external_id":"b-{}-{}","thread":"t-{}"}}"#,
+                    r#"{{"from":{{"address":"bench-{}"}},"text":"sent_ns={}","external_id":"b-{}-{}","thread":"t-{}"{attachments}}}"#,
                     n % 1000, now_ns(), worker, n, n % 1000
                 );
                 let request = Request::post(url.clone())

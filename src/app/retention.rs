@@ -39,7 +39,20 @@ impl Retention {
         let mut retired = self.retired.lock().await;
         let cutoff = time::now_ms() - keep.as_millis() as i64;
         let pruned = retention::prune(&self.store, cutoff, self.webhooks.ids(), &mut retired).await?;
-        if pruned != (Pruned { events_pruned_through: pruned.events_pruned_through, ..Pruned::default() }) {
+        let removed = [
+            ("messages", pruned.messages),
+            ("rejected", pruned.rejected),
+            ("events", pruned.events),
+            ("blobs", pruned.blobs),
+            ("bytes", pruned.bytes_freed),
+        ];
+        for (what, count) in removed {
+            metrics::counter!("switchboard_retention_removed_total", "what" => what).increment(count);
+        }
+        if let Some(consumer) = &pruned.held_back_by {
+            tracing::warn!(consumer, "storage.retention: events older than the retention wait for webhook consumer `{consumer}` (down, or disabled by a 410: see GET /v1/webhooks/{consumer})");
+        }
+        if removed.iter().any(|(_, count)| *count > 0) {
             tracing::info!(
                 messages = pruned.messages,
                 rejected = pruned.rejected,

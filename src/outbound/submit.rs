@@ -200,7 +200,7 @@ pub async fn submit(
             };
             let copies: Vec<String> = request.cc.iter().chain(&request.bcc).cloned().collect();
             let message = outbound_message(request, subject, sender, attachments, &conversation, &recipient, now_ms);
-            new_blobs.write(conn, &Default::default())?;
+            new_blobs.write(conn, None)?;
             store::messages::insert(conn, &message, now_ms, None)?;
             store::outbound::insert_job(
                 conn,

@@ -38,21 +38,24 @@ pub struct PreparedBatch {
 }
 
 impl PreparedBatch {
-    /// Inside the transaction: commits each item, then indexes the new blobs the stored ones
-    /// need (a duplicate's or a refused item's are left out, unless a stored item shares
-    /// them). The outcomes, and whether any new blob was indexed (for `settle`).
+    /// Inside the transaction: commits each item, then indexes the new blobs that what was
+    /// kept refers to: a stored item's files and source, a refused item's kept source; not a
+    /// duplicate's. The outcomes, and whether any new blob was indexed (for `settle`).
     fn commit(self, conn: &rusqlite::Connection, rules: &commit::Rules) -> Result<(Vec<Outcome>, bool), StoreError> {
-        let mut unstored = std::collections::HashSet::new();
+        let mut needed = std::collections::HashSet::new();
         let mut outcomes = Vec::with_capacity(self.items.len());
         for (raw, stored) in self.items {
-            let shas: Vec<String> = stored.attachments.iter().chain(&stored.source).map(|a| a.sha256.clone()).collect();
+            let source = stored.source.as_ref().map(|a| a.sha256.clone());
+            let files: Vec<String> = stored.attachments.iter().map(|a| a.sha256.clone()).collect();
             let outcome = commit::commit(conn, raw, stored, rules)?;
-            if !matches!(outcome, Outcome::Stored { .. }) {
-                unstored.extend(shas);
+            match outcome {
+                Outcome::Stored { .. } => needed.extend(files.into_iter().chain(source)),
+                Outcome::Rejected { .. } => needed.extend(source),
+                Outcome::Duplicate { .. } => {}
             }
             outcomes.push(outcome);
         }
-        let indexed = self.new_blobs.write(conn, &unstored)?;
+        let indexed = self.new_blobs.write(conn, Some(&needed))?;
         Ok((outcomes, indexed))
     }
 }

@@ -200,11 +200,6 @@ const MIGRATIONS: &[&str] = &[
         SELECT 'mail_source_keys_before', CAST(unixepoch('subsec') * 1000 AS INTEGER)
         WHERE EXISTS (SELECT 1 FROM channel_state);
     "#,
-    // 9: retention (store/retention.rs) asks, for each blob whose attachment rows it removed,
-    // whether any other row still refers to it.
-    r#"
-    CREATE INDEX IF NOT EXISTS attachments_sha256 ON attachments(sha256);
-    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

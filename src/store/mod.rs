@@ -112,12 +112,11 @@ pub struct NewAttachments {
 }
 
 impl NewAttachments {
-    /// Inside the transaction, after what refers to the blobs is written. `unstored`: blobs of
-    /// items the transaction did not store (duplicates, refusals), which are indexed only if
-    /// something else refers to them, so that no index row points at bytes nothing needs.
-    /// Returns whether it indexed any new blob (or had none to index): if not, `settle` removes
-    /// the pack.
-    pub fn write(&self, conn: &Connection, unstored: &HashSet<String>) -> Result<bool, StoreError> {
+    /// Inside the transaction, after what refers to the blobs is written. `needed`: the blobs
+    /// the transaction's rows refer to, when not all are (a duplicate's are not): only those
+    /// are indexed, so that no index row points at bytes nothing needs. Returns whether it
+    /// indexed any new blob (or had none to index): if not, `settle` removes the pack.
+    pub fn write(&self, conn: &Connection, needed: Option<&HashSet<String>>) -> Result<bool, StoreError> {
         if let Some(public_url) = &self.unrecorded_public_url {
             messages::former_public_urls(conn, public_url)?;
         }
@@ -129,19 +128,13 @@ impl NewAttachments {
                 }
             }
         }
-        if unstored.is_empty() {
+        let Some(needed) = needed else {
             blobs::index(conn, &self.packed)?;
             return Ok(true);
-        }
-        let mut referred = conn.prepare_cached("SELECT 1 FROM attachments WHERE sha256 = ?1")?;
-        let mut needed = Vec::with_capacity(self.packed.len());
-        for packed in &self.packed {
-            if !unstored.contains(&packed.sha256) || referred.exists([&packed.sha256])? {
-                needed.push(packed.clone());
-            }
-        }
-        blobs::index(conn, &needed)?;
-        Ok(self.packed.is_empty() || !needed.is_empty())
+        };
+        let indexed: Vec<Packed> = self.packed.iter().filter(|p| needed.contains(&p.sha256)).cloned().collect();
+        blobs::index(conn, &indexed)?;
+        Ok(self.packed.is_empty() || !indexed.is_empty())
     }
 
     /// After it: `Ok(true)` if it committed having written these, `Ok(false)` if it committed

@@ -29,7 +29,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -59,6 +59,10 @@ pub struct Pruned {
     /// Bytes of blob packs given back to the file system (the database file shrinks only as
     /// SQLite reuses its free pages).
     pub bytes_freed: u64,
+    /// The configured webhook consumer whose fan-out cursor or owed deliveries kept old events
+    /// (a consumer that is down, or disabled by a 410), if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_back_by: Option<String>,
 }
 
 /// Removes what was stored before `cutoff_ms` (see the module doc). `consumers`: the configured
@@ -74,17 +78,18 @@ pub async fn prune(
     for path in retired.drain(..) {
         pruned.bytes_freed += remove_file(&path);
     }
-    let mut unreferenced_packs = BTreeSet::new();
-    let messages = in_chunks(store, cutoff_ms, prune_messages, &mut unreferenced_packs).await?;
-    let rejected = in_chunks(store, cutoff_ms, prune_rejected, &mut unreferenced_packs).await?;
-    (pruned.messages, pruned.rejected, pruned.blobs) = (messages.rows, rejected.rows, messages.blobs + rejected.blobs);
+    let mut candidates = BTreeSet::new();
+    pruned.messages = in_chunks(store, cutoff_ms, prune_messages, &mut candidates).await?;
+    pruned.rejected = in_chunks(store, cutoff_ms, prune_rejected, &mut candidates).await?;
+    let (blobs, unreferenced_packs) = unreference(store, candidates).await?;
+    pruned.blobs = blobs;
     loop {
         let consumers = consumers.clone();
-        let (events, through, more) = store.write(move |c| prune_events(c, cutoff_ms, &consumers)).await?;
-        pruned.events += events;
-        store.inner.events_pruned_through.store(through, Ordering::SeqCst);
-        pruned.events_pruned_through = through;
-        if !more {
+        let chunk = store.write(move |c| prune_events(c, cutoff_ms, &consumers)).await?;
+        pruned.events += chunk.removed;
+        store.inner.events_pruned_through.store(chunk.through, Ordering::SeqCst);
+        (pruned.events_pruned_through, pruned.held_back_by) = (chunk.through, chunk.held_back_by);
+        if !chunk.more {
             break;
         }
     }
@@ -98,35 +103,33 @@ pub async fn prune(
 struct Chunk {
     /// Messages or refused items pruned.
     rows: u64,
-    /// Blobs nothing refers to any more, and the packs they were in.
-    blobs: u64,
-    packs: Vec<String>,
+    /// The blobs of the attachment rows it removed: some may still be referred to by others.
+    shas: Vec<String>,
     /// Whether another chunk may follow.
     more: bool,
 }
 
-/// Runs `step` a chunk per transaction until it is done: rows and blobs in all; the packs that
-/// lost blobs are added to `packs`.
+/// Runs `step` a chunk per transaction until it is done: how many rows in all; the blobs of
+/// the attachment rows removed are added to `candidates`.
 async fn in_chunks(
     store: &Store,
     cutoff_ms: i64,
-    step: fn(&Connection, i64, &AtomicU64) -> Result<Chunk, StoreError>,
-    packs: &mut BTreeSet<String>,
-) -> Result<Chunk, StoreError> {
-    let mut all = Chunk { rows: 0, blobs: 0, packs: Vec::new(), more: false };
+    step: fn(&Connection, i64) -> Result<Chunk, StoreError>,
+    candidates: &mut BTreeSet<String>,
+) -> Result<u64, StoreError> {
+    let mut rows = 0;
     loop {
-        let removed = store.inner.blobs_removed.clone();
-        let chunk = store.write(move |c| step(c, cutoff_ms, &removed)).await?;
-        (all.rows, all.blobs) = (all.rows + chunk.rows, all.blobs + chunk.blobs);
-        packs.extend(chunk.packs);
+        let chunk = store.write(move |c| step(c, cutoff_ms)).await?;
+        rows += chunk.rows;
+        candidates.extend(chunk.shas);
         if !chunk.more {
-            return Ok(all);
+            return Ok(rows);
         }
     }
 }
 
 /// One chunk of messages past the watermark: those older than `cutoff_ms` lose their content.
-fn prune_messages(conn: &Connection, cutoff_ms: i64, removed: &AtomicU64) -> Result<Chunk, StoreError> {
+fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError> {
     let from: i64 = meta(conn, MESSAGES_PRUNED_THROUGH)?.unwrap_or(0);
     let rows: Vec<(i64, String, i64, String)> = conn
         .prepare_cached("SELECT rowid, id, created_at, body FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?
@@ -139,8 +142,7 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64, removed: &AtomicU64) -> Res
         // Messages are stored in time order: the first one young enough ends the prefix.
         if created_at >= cutoff_ms {
             set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
-            let (blobs, packs) = unreference(conn, shas, removed)?;
-            return Ok(Chunk { rows: count, blobs, packs, more: false });
+            return Ok(Chunk { rows: count, shas, more: false });
         }
         through = rowid;
         let waiting: bool = conn.prepare_cached("SELECT 1 FROM outbound_jobs WHERE message_id = ?1")?.exists([&id])?;
@@ -170,12 +172,11 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64, removed: &AtomicU64) -> Res
         count += 1;
     }
     set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
-    let (blobs, packs) = unreference(conn, shas, removed)?;
-    Ok(Chunk { rows: count, blobs, packs, more: full })
+    Ok(Chunk { rows: count, shas, more: full })
 }
 
 /// One chunk of refused items older than `cutoff_ms`, with their kept sources.
-fn prune_rejected(conn: &Connection, cutoff_ms: i64, removed: &AtomicU64) -> Result<Chunk, StoreError> {
+fn prune_rejected(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError> {
     let rows: Vec<(i64, String)> = conn
         .prepare_cached("SELECT rowid, summary FROM rejected_inbound WHERE created_at < ?1 LIMIT ?2")?
         .query_map(params![cutoff_ms, CHUNK as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -189,44 +190,94 @@ fn prune_rejected(conn: &Connection, cutoff_ms: i64, removed: &AtomicU64) -> Res
         }
         conn.prepare_cached("DELETE FROM rejected_inbound WHERE rowid = ?1")?.execute([rowid])?;
     }
-    let (blobs, packs) = unreference(conn, shas, removed)?;
-    Ok(Chunk { rows: rows.len() as u64, blobs, packs, more: rows.len() == CHUNK })
+    Ok(Chunk { rows: rows.len() as u64, shas, more: rows.len() == CHUNK })
 }
 
-/// Removes the index rows of those of `shas` no attachment row refers to any more: (how many,
-/// the packs they were in). Counts in `removed`, inside the transaction, that blobs went: a
-/// batch committed after it checks the blobs it found indexed earlier (`NewAttachments`).
-fn unreference(conn: &Connection, shas: Vec<String>, removed: &AtomicU64) -> Result<(u64, Vec<String>), StoreError> {
-    let (mut count, mut packs) = (0, Vec::new());
-    for sha in shas.into_iter().collect::<BTreeSet<_>>() {
-        if conn.prepare_cached("SELECT 1 FROM attachments WHERE sha256 = ?1")?.exists([&sha])? {
-            continue;
-        }
-        let pack: Option<String> = conn
-            .prepare_cached("DELETE FROM blobs WHERE sha256 = ?1 RETURNING pack")?
-            .query_row([&sha], |r| r.get(0))
-            .optional()?;
-        if let Some(pack) = pack {
-            count += 1;
-            packs.push(pack);
-        }
+/// Removes the index rows of those of `candidates` no attachment row refers to any more: how
+/// many, and the packs they were in.
+///
+/// No index on `attachments(sha256)` serves this: one would cost every stored attachment a
+/// B-tree insert for an hourly question. So one read of the whole table, off the writer, finds
+/// the candidates still referred to and the highest rowid then; the transaction that removes
+/// index rows looks only at rows added since (a batch that reused one of the blobs meanwhile).
+/// A batch committing after that transaction was told (`blobs_removed`) and checks the blobs
+/// it reused (`NewAttachments::write`).
+async fn unreference(store: &Store, mut candidates: BTreeSet<String>) -> Result<(u64, BTreeSet<String>), StoreError> {
+    if candidates.is_empty() {
+        return Ok((0, BTreeSet::new()));
     }
-    if count > 0 {
-        removed.fetch_add(1, Ordering::SeqCst);
+    let (referred, seen_through) = {
+        let asked = candidates.clone();
+        store
+            .read(move |c| {
+                let (mut referred, mut seen_through) = (Vec::new(), 0i64);
+                let mut stmt = c.prepare("SELECT rowid, sha256 FROM attachments")?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    seen_through = seen_through.max(row.get(0)?);
+                    let sha: String = row.get(1)?;
+                    if asked.contains(&sha) {
+                        referred.push(sha);
+                    }
+                }
+                Ok((referred, seen_through))
+            })
+            .await?
+    };
+    for sha in referred {
+        candidates.remove(&sha);
+    }
+    let candidates: Vec<String> = candidates.into_iter().collect();
+    let (mut count, mut packs) = (0, BTreeSet::new());
+    for chunk in candidates.chunks(CHUNK) {
+        let chunk = chunk.to_vec();
+        let removed = store.inner.blobs_removed.clone();
+        let (gone, in_packs) = store
+            .write(move |c| {
+                let mut since = c.prepare_cached("SELECT sha256 FROM attachments WHERE rowid > ?1")?;
+                let referred_since = since
+                    .query_map([seen_through], |r| r.get::<_, String>(0))?
+                    .collect::<Result<std::collections::HashSet<_>, _>>()?;
+                let mut packs = Vec::new();
+                for sha in chunk.iter().filter(|sha| !referred_since.contains(*sha)) {
+                    let pack: Option<String> = c
+                        .prepare_cached("DELETE FROM blobs WHERE sha256 = ?1 RETURNING pack")?
+                        .query_row([sha], |r| r.get(0))
+                        .optional()?;
+                    packs.extend(pack);
+                }
+                // Inside the transaction: a batch in the same or a later one sees it.
+                if !packs.is_empty() {
+                    removed.fetch_add(1, Ordering::SeqCst);
+                }
+                Ok((packs.len() as u64, packs))
+            })
+            .await?;
+        count += gone;
+        packs.extend(in_packs);
     }
     Ok((count, packs))
 }
 
-/// One chunk of the event log's prefix: (events removed, the highest `seq` removed so far,
-/// whether another chunk may follow).
-fn prune_events(conn: &Connection, cutoff_ms: i64, consumers: &[String]) -> Result<(u64, u64, bool), StoreError> {
+/// What one chunk of the event log's prefix did.
+struct EventsChunk {
+    removed: u64,
+    /// The highest `seq` removed so far.
+    through: u64,
+    /// The consumer that kept old events, if one did.
+    held_back_by: Option<String>,
+    more: bool,
+}
+
+/// One chunk of the event log's prefix.
+fn prune_events(conn: &Connection, cutoff_ms: i64, consumers: &[String]) -> Result<EventsChunk, StoreError> {
     let through = meta(conn, EVENTS_PRUNED_THROUGH)?.unwrap_or(0) as u64;
     // Dead letters older than the retention have had their time.
     conn.prepare_cached("DELETE FROM webhook_deliveries WHERE state = 'dead' AND created_at < ?1")?
         .execute([cutoff_ms])?;
     // What the configured consumers still need: everything after their fan-out cursor, and
     // each event they are still owed.
-    let mut horizon = u64::MAX;
+    let (mut horizon, mut holder) = (u64::MAX, None);
     for consumer in consumers {
         let scan: Option<i64> = conn
             .prepare_cached("SELECT scan_seq FROM webhook_consumers WHERE id = ?1")?
@@ -235,7 +286,10 @@ fn prune_events(conn: &Connection, cutoff_ms: i64, consumers: &[String]) -> Resu
         let owed: Option<i64> = conn
             .prepare_cached("SELECT min(seq) FROM webhook_deliveries WHERE consumer_id = ?1")?
             .query_row([consumer], |r| r.get(0))?;
-        horizon = horizon.min(scan.unwrap_or(0) as u64).min(owed.map_or(u64::MAX, |s| (s as u64).saturating_sub(1)));
+        let needs_after = (scan.unwrap_or(0) as u64).min(owed.map_or(u64::MAX, |s| (s as u64).saturating_sub(1)));
+        if needs_after < horizon {
+            (horizon, holder) = (needs_after, Some(consumer.clone()));
+        }
     }
     // The old prefix, a chunk at a time (events are appended in time order).
     let old: Vec<(i64, i64)> = conn
@@ -244,11 +298,12 @@ fn prune_events(conn: &Connection, cutoff_ms: i64, consumers: &[String]) -> Resu
         .collect::<Result<_, _>>()?;
     let young = old.iter().position(|(_, created_at)| *created_at >= cutoff_ms);
     let Some(last_old) = old[..young.unwrap_or(old.len())].last().map(|(seq, _)| *seq as u64) else {
-        return Ok((0, through, false));
+        return Ok(EventsChunk { removed: 0, through, held_back_by: None, more: false });
     };
     let upto = last_old.min(horizon);
+    let held_back_by = holder.filter(|_| horizon < last_old);
     if upto <= through {
-        return Ok((0, through, false));
+        return Ok(EventsChunk { removed: 0, through, held_back_by, more: false });
     }
     let removed = conn
         .prepare_cached("DELETE FROM events WHERE seq > ?1 AND seq <= ?2")?
@@ -259,7 +314,7 @@ fn prune_events(conn: &Connection, cutoff_ms: i64, consumers: &[String]) -> Resu
     conn.prepare_cached("UPDATE webhook_consumers SET scan_seq = ?1 WHERE scan_seq < ?1")?.execute([upto as i64])?;
     set_meta(conn, EVENTS_PRUNED_THROUGH, upto as i64)?;
     let more = young.is_none() && old.len() == CHUNK && upto == last_old;
-    Ok((removed, upto, more))
+    Ok(EventsChunk { removed, through: upto, held_back_by, more })
 }
 
 /// Removes the packs among `packs` that hold no indexed blob, and compacts those whose indexed
@@ -432,6 +487,7 @@ mod tests {
         let now = time::now_ms();
         let pruned = prune(&store, now, configured.clone(), &mut Vec::new()).await.unwrap();
         assert_eq!((pruned.events, pruned.events_pruned_through), (4, 4), "event 5 is still owed");
+        assert_eq!(pruned.held_back_by.as_deref(), Some("owed"));
         assert_eq!(store.events_pruned_through(), 4);
         let removed = store
             .read(|c| {
@@ -452,7 +508,7 @@ mod tests {
         assert_eq!((pruned.events, pruned.events_pruned_through), (4, 8), "up to the cursor of `owed`");
         // Nothing younger than the cutoff goes, whoever has fanned it out.
         let pruned = prune(&store, now - 7_200_000, Vec::new(), &mut Vec::new()).await.unwrap();
-        assert_eq!((pruned.events, pruned.events_pruned_through), (0, 8));
+        assert_eq!((pruned.events, pruned.events_pruned_through, pruned.held_back_by), (0, 8, None));
         store.close();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.events_pruned_through(), 8, "kept across a restart");
@@ -469,15 +525,14 @@ mod tests {
         let logo = bytes::Bytes::from_static(b"a logo");
         let first = store.put_blobs(vec![(logo.clone(), None)]).await.unwrap();
         let written = store.new_attachments(first);
-        store.write(move |c| written.write(c, &Default::default())).await.unwrap();
+        store.write(move |c| written.write(c, None)).await.unwrap();
         let second = store.put_blobs(vec![(logo.clone(), None)]).await.unwrap();
         assert_eq!((second.packed.len(), second.reused.len()), (0, 1), "found indexed: not packed again");
         let reusing = store.new_attachments(second);
 
-        let removed = store.inner.blobs_removed.clone();
         let sha = crate::store::Blobs::hash(&logo);
-        store.write(move |c| unreference(c, vec![sha], &removed)).await.unwrap();
-        let failed = store.write(move |c| reusing.write(c, &Default::default())).await;
+        assert_eq!(unreference(&store, BTreeSet::from([sha])).await.unwrap().0, 1);
+        let failed = store.write(move |c| reusing.write(c, None)).await;
         assert!(matches!(&failed, Err(StoreError::Stale(why)) if why.contains("removed by retention")), "{failed:?}");
         let again = store.put_blobs(vec![(logo, None)]).await.unwrap();
         assert_eq!(again.packed.len(), 1, "packed anew");

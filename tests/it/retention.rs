@@ -88,6 +88,7 @@ async fn retention_removes_old_content_and_events_and_keeps_what_threads_and_ded
         (&json!(1), &json!(1), &json!(1), &json!(1)),
         "the old message's content, the refused item, the invoice's blob; the logo's pack compacted: {pruned}"
     );
+    assert!(pruned.get("held_back_by").is_none(), "the consumer is caught up: {pruned}");
     let through = pruned["events_pruned_through"].as_u64().unwrap();
     assert!(through > 0 && through < oldest_new, "the old events went, the new stayed: {pruned}");
 
