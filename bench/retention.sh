@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # storage.retention figures for BENCHMARKS.md. Run by hand, never in CI:
-#   bench/retention.sh            (N_SECONDS=20 of filling; about 3 minutes; needs curl, faketime)
+#   bench/retention.sh            (N_SECONDS=20 of filling; about 3 minutes after the build;
+#                                  needs curl, sqlite3 and libfaketime: apt-get install faketime)
 # Fills a gateway's store through its HTTP API for N_SECONDS as fast as it takes items (an api
 # channel, each item with a distinct attachment of ATTACHMENT_BYTES), with its clock set two
 # days back by libfaketime (so the build here is the dynamic one: faketime cannot reach into
@@ -13,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N_SECONDS=${N_SECONDS:-20}
 ATTACHMENT_BYTES=${ATTACHMENT_BYTES:-8192}
-command -v faketime >/dev/null || { echo "needs faketime (apt-get install faketime)" >&2; exit 1; }
+[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || { echo "needs libfaketime (apt-get install faketime)" >&2; exit 1; }
 cargo build --release --locked -p switchboard >&2
 cargo build --release --locked -p switchboard-bench >&2
 BIN=$PWD/target/release/switchboard
@@ -42,8 +43,8 @@ id = "web"
 type = "api"
 TOML
 }
-start() { # $@ = command prefix; prints the pid once /healthz answers
-  "$@" "$BIN" run --config "$work/switchboard.toml" >>"$work/out" 2>>"$work/log" &
+start() { # $@ = environment (the fake clock); prints the pid once /healthz answers
+  env "$@" "$BIN" run --config "$work/switchboard.toml" >>"$work/out" 2>>"$work/log" &
   local pid=$!
   for _ in $(seq 1 1000); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.01; done
   echo $pid
@@ -54,7 +55,9 @@ inbound="http://127.0.0.1:$port/v1/channels/web/inbound"
 
 echo "machine: $(nproc) cores, $(uname -r); commit $(git rev-parse --short HEAD)"
 config ""
-pid=$(start faketime -f -2d)
+# libfaketime preloaded straight into the gateway (the faketime wrapper would stand between a
+# signal and it).
+pid=$(start LD_PRELOAD=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 FAKETIME=-2d)
 echo "fill (two days ago): $("$LOAD" load "$inbound" --concurrency 16 --seconds "$N_SECONDS" --attachment-bytes "$ATTACHMENT_BYTES")"
 stop "$pid"
 messages=$(sqlite3 "$work/var/switchboard.db" "SELECT count(*) FROM messages" 2>/dev/null || echo "?")
@@ -63,7 +66,8 @@ echo "stored: $messages messages, $(ls "$work/var/blobs/packs" | wc -l) packs, $
 config 'retention = "1d"'
 pid=$(start)
 echo "steady load, no prune: $("$LOAD" load "$inbound" --concurrency 4 --seconds 10 --rate 200)"
-"$LOAD" load "$inbound" --concurrency 4 --seconds 15 --rate 200 > "$work/during" &
+# Long enough to cover the prune (its time is printed: compare).
+"$LOAD" load "$inbound" --concurrency 4 --seconds "${DURING_SECONDS:-60}" --rate 200 > "$work/during" &
 loader=$!
 sleep 2
 t0=$(date +%s%N)
