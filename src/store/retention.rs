@@ -14,6 +14,8 @@
 //!   of one still needs (dead letters older than the retention go first). The highest removed
 //!   `seq` is kept (`events_pruned_through`): a pull cursor before it gets 410 and knows where
 //!   to go on from.
+//! - **Blobs** no attachment row refers to: those of the rows removed, and any that an
+//!   interrupted prune or an older version left (a duplicate's files were indexed before).
 //! - **Blob packs**: a pack nothing refers to any more is removed; one whose live blobs fill less
 //!   than half of it is compacted (the live blobs copied into a new pack, the index moved in one
 //!   transaction, the old file removed at the next prune, so that a download that looked it up
@@ -78,10 +80,9 @@ pub async fn prune(
     for path in retired.drain(..) {
         pruned.bytes_freed += remove_file(&path);
     }
-    let mut candidates = BTreeSet::new();
-    pruned.messages = in_chunks(store, cutoff_ms, prune_messages, &mut candidates).await?;
-    pruned.rejected = in_chunks(store, cutoff_ms, prune_rejected, &mut candidates).await?;
-    let (blobs, unreferenced_packs) = unreference(store, candidates).await?;
+    pruned.messages = in_chunks(store, cutoff_ms, prune_messages).await?;
+    pruned.rejected = in_chunks(store, cutoff_ms, prune_rejected).await?;
+    let (blobs, unreferenced_packs) = unreference(store).await?;
     pruned.blobs = blobs;
     loop {
         let consumers = consumers.clone();
@@ -103,25 +104,20 @@ pub async fn prune(
 struct Chunk {
     /// Messages or refused items pruned.
     rows: u64,
-    /// The blobs of the attachment rows it removed: some may still be referred to by others.
-    shas: Vec<String>,
     /// Whether another chunk may follow.
     more: bool,
 }
 
-/// Runs `step` a chunk per transaction until it is done: how many rows in all; the blobs of
-/// the attachment rows removed are added to `candidates`.
+/// Runs `step` a chunk per transaction until it is done: how many rows in all.
 async fn in_chunks(
     store: &Store,
     cutoff_ms: i64,
     step: fn(&Connection, i64) -> Result<Chunk, StoreError>,
-    candidates: &mut BTreeSet<String>,
 ) -> Result<u64, StoreError> {
     let mut rows = 0;
     loop {
         let chunk = store.write(move |c| step(c, cutoff_ms)).await?;
         rows += chunk.rows;
-        candidates.extend(chunk.shas);
         if !chunk.more {
             return Ok(rows);
         }
@@ -137,12 +133,12 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError
         .collect::<Result<_, _>>()?;
     let full = rows.len() == CHUNK;
     let now = time::rfc3339(time::now_ms());
-    let (mut through, mut count, mut shas) = (from, 0, Vec::new());
+    let (mut through, mut count) = (from, 0);
     for (rowid, id, created_at, body) in rows {
         // Messages are stored in time order: the first one young enough ends the prefix.
         if created_at >= cutoff_ms {
             set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
-            return Ok(Chunk { rows: count, shas, more: false });
+            return Ok(Chunk { rows: count, more: false });
         }
         through = rowid;
         let waiting: bool = conn.prepare_cached("SELECT 1 FROM outbound_jobs WHERE message_id = ?1")?.exists([&id])?;
@@ -160,7 +156,6 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError
         let files: Vec<_> = std::mem::take(&mut message.attachments).into_iter().chain(message.source.take()).collect();
         for file in files {
             conn.prepare_cached("DELETE FROM attachments WHERE id = ?1")?.execute([file.id.as_str()])?;
-            shas.push(file.sha256);
         }
         message.text = None;
         message.html = None;
@@ -172,7 +167,7 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError
         count += 1;
     }
     set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
-    Ok(Chunk { rows: count, shas, more: full })
+    Ok(Chunk { rows: count, more: full })
 }
 
 /// One chunk of refused items older than `cutoff_ms`, with their kept sources.
@@ -181,53 +176,44 @@ fn prune_rejected(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError
         .prepare_cached("SELECT rowid, summary FROM rejected_inbound WHERE created_at < ?1 LIMIT ?2")?
         .query_map(params![cutoff_ms, CHUNK as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let mut shas = Vec::new();
     for (rowid, summary) in &rows {
         let summary: serde_json::Value = serde_json::from_str(summary).unwrap_or_default();
-        if let (Some(id), Some(sha256)) = (summary["source"]["id"].as_str(), summary["source"]["sha256"].as_str()) {
+        if let Some(id) = summary["source"]["id"].as_str() {
             conn.prepare_cached("DELETE FROM attachments WHERE id = ?1")?.execute([id])?;
-            shas.push(sha256.to_owned());
         }
         conn.prepare_cached("DELETE FROM rejected_inbound WHERE rowid = ?1")?.execute([rowid])?;
     }
-    Ok(Chunk { rows: rows.len() as u64, shas, more: rows.len() == CHUNK })
+    Ok(Chunk { rows: rows.len() as u64, more: rows.len() == CHUNK })
 }
 
-/// Removes the index rows of those of `candidates` no attachment row refers to any more: how
-/// many, and the packs they were in.
+/// Removes the index rows of the blobs no attachment row refers to: those whose rows this
+/// prune removed, and any an interrupted prune or an older version (a duplicate's files) left.
+/// How many, and the packs they were in.
 ///
 /// No index on `attachments(sha256)` serves this: one would cost every stored attachment a
-/// B-tree insert for an hourly question. So one read of the whole table, off the writer, finds
-/// the candidates still referred to and the highest rowid then; the transaction that removes
-/// index rows looks only at rows added since (a batch that reused one of the blobs meanwhile).
-/// A batch committing after that transaction was told (`blobs_removed`) and checks the blobs
-/// it reused (`NewAttachments::write`).
-async fn unreference(store: &Store, mut candidates: BTreeSet<String>) -> Result<(u64, BTreeSet<String>), StoreError> {
-    if candidates.is_empty() {
-        return Ok((0, BTreeSet::new()));
-    }
-    let (referred, seen_through) = {
-        let asked = candidates.clone();
-        store
-            .read(move |c| {
-                let (mut referred, mut seen_through) = (Vec::new(), 0i64);
-                let mut stmt = c.prepare("SELECT rowid, sha256 FROM attachments")?;
-                let mut rows = stmt.query([])?;
-                while let Some(row) = rows.next()? {
-                    seen_through = seen_through.max(row.get(0)?);
-                    let sha: String = row.get(1)?;
-                    if asked.contains(&sha) {
-                        referred.push(sha);
-                    }
-                }
-                Ok((referred, seen_through))
-            })
-            .await?
-    };
-    for sha in referred {
-        candidates.remove(&sha);
-    }
-    let candidates: Vec<String> = candidates.into_iter().collect();
+/// B-tree insert for an hourly question. So one read snapshot, off the writer, lists the
+/// indexed blobs no row refers to and the highest attachment rowid then; the transaction that
+/// removes index rows looks only at rows added since (a batch that reused one of the blobs
+/// meanwhile). A batch committing after that transaction was told (`blobs_removed`) and
+/// checks the blobs it reused (`NewAttachments::write`).
+async fn unreference(store: &Store) -> Result<(u64, BTreeSet<String>), StoreError> {
+    let (candidates, seen_through) = store
+        .read(|c| {
+            // One snapshot for both questions.
+            c.execute_batch("BEGIN")?;
+            let read = (|| {
+                let seen_through: i64 =
+                    c.query_row("SELECT coalesce(max(rowid), 0) FROM attachments", [], |r| r.get(0))?;
+                let candidates = c
+                    .prepare("SELECT sha256 FROM blobs WHERE sha256 NOT IN (SELECT sha256 FROM attachments)")?
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok::<_, StoreError>((candidates, seen_through))
+            })();
+            c.execute_batch("COMMIT")?;
+            read
+        })
+        .await?;
     let (mut count, mut packs) = (0, BTreeSet::new());
     for chunk in candidates.chunks(CHUNK) {
         let chunk = chunk.to_vec();
@@ -515,6 +501,36 @@ mod tests {
         store.close();
     }
 
+    /// A blob left indexed with nothing referring to it (an older version indexed a duplicate's
+    /// files; a prune stopped midway) goes at the next prune, whatever its age; a referenced
+    /// one in the same pack stays readable, and the pack, mostly live, is left as it is.
+    #[tokio::test]
+    async fn a_blob_nothing_refers_to_goes_and_a_referenced_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let kept = bytes::Bytes::from_static(b"an invoice");
+        let stored =
+            store.put_blobs(vec![(kept.clone(), None), (bytes::Bytes::from_static(b"x"), None)]).await.unwrap();
+        let kept_sha = stored.names[0].clone();
+        let written = store.new_attachments(stored);
+        store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO attachments (id, message_id, filename, content_type, size, sha256)
+                     VALUES ('att_1', 'msg_1', 'invoice.pdf', 'application/pdf', 10, ?1)",
+                    [&kept_sha],
+                )?;
+                written.write(c, None)
+            })
+            .await
+            .unwrap();
+        let pruned = prune(&store, 0, Vec::new(), &mut Vec::new()).await.unwrap();
+        assert_eq!((pruned.blobs, pruned.packs_removed, pruned.packs_compacted), (1, 0, 0), "{pruned:?}");
+        let file = store.blob_file(&crate::store::Blobs::hash(&kept), 10).await.unwrap();
+        assert_eq!(file.read().await.unwrap(), kept.to_vec());
+        store.close();
+    }
+
     /// A batch found a blob indexed and refers to it without packing it again; a prune removes
     /// that blob before the batch commits. The batch fails instead of storing a reference to
     /// nothing, and prepared again it packs the blob anew.
@@ -530,8 +546,7 @@ mod tests {
         assert_eq!((second.packed.len(), second.reused.len()), (0, 1), "found indexed: not packed again");
         let reusing = store.new_attachments(second);
 
-        let sha = crate::store::Blobs::hash(&logo);
-        assert_eq!(unreference(&store, BTreeSet::from([sha])).await.unwrap().0, 1);
+        assert_eq!(unreference(&store).await.unwrap().0, 1, "the logo, which no row refers to");
         let failed = store.write(move |c| reusing.write(c, None)).await;
         assert!(matches!(&failed, Err(StoreError::Stale(why)) if why.contains("removed by retention")), "{failed:?}");
         let again = store.put_blobs(vec![(logo, None)]).await.unwrap();
