@@ -210,7 +210,11 @@ async fn unreference(store: &Store) -> Result<(u64, BTreeSet<String>), StoreErro
                     .collect::<Result<Vec<_>, _>>()?;
                 Ok::<_, StoreError>((candidates, seen_through))
             })();
-            c.execute_batch("COMMIT")?;
+            // A pooled connection must not keep its snapshot.
+            if let Err(e) = c.execute_batch("COMMIT") {
+                c.execute_batch("ROLLBACK")?;
+                return Err(e.into());
+            }
             read
         })
         .await?;
