@@ -162,13 +162,10 @@ impl BlobFile {
         Ok(file.take(self.size))
     }
 
+    /// All of the blob's bytes (tokio's file reads run on the blocking pool as well).
     pub async fn read(&self) -> io::Result<Vec<u8>> {
-        let mut bytes = Vec::with_capacity(self.size as usize);
-        self.open().await?.read_to_end(&mut bytes).await?;
-        if bytes.len() as u64 != self.size {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, format!("{} is cut short", self.path.display())));
-        }
-        Ok(bytes)
+        let file = self.clone();
+        tokio::task::spawn_blocking(move || file.read_blocking()).await.map_err(io::Error::other)?
     }
 
     /// `read` for code on a blocking thread.

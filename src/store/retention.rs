@@ -403,20 +403,13 @@ fn remove_file(path: &std::path::Path) -> u64 {
     }
 }
 
+/// A number of retention's own in `store_meta`.
 fn meta(conn: &Connection, key: &str) -> Result<Option<i64>, StoreError> {
-    let value: Option<String> = conn
-        .prepare_cached("SELECT value FROM store_meta WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
-        .optional()?;
-    Ok(value.and_then(|v| v.parse().ok()))
+    Ok(super::mail::meta(conn, key)?.and_then(|v| v.parse().ok()))
 }
 
 fn set_meta(conn: &Connection, key: &str, value: i64) -> Result<(), StoreError> {
-    conn.prepare_cached(
-        "INSERT INTO store_meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(params![key, value.to_string()])?;
-    Ok(())
+    super::mail::set_meta(conn, key, &value.to_string())
 }
 
 /// The highest event `seq` retention removed, as stored (read when the store opens).
