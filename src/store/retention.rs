@@ -7,7 +7,8 @@
 //!   ids, parties, subject, status and times: a reply still threads to it (the Message-ID index
 //!   and participants stay), the same item fetched again (a UIDVALIDITY change, a provider
 //!   retry) is still known by its dedup key, and a helpdesk asking for it learns that it was
-//!   pruned rather than that it never existed. A message still waiting to be sent is left whole.
+//!   pruned rather than that it never existed. A message still waiting to be sent is left whole
+//!   until a prune after it was sent.
 //! - **Refused items** (`/v1/channels/{id}/rejected`) and their kept sources.
 //! - The **event log's** oldest events, as a prefix: up to the newest `seq` older than the
 //!   retention that every configured webhook consumer has fanned out and that no owed delivery
@@ -108,25 +109,48 @@ struct Chunk {
     more: bool,
 }
 
-/// Runs `step` a chunk per transaction until it is done: how many rows in all.
-async fn in_chunks(
+/// Runs `step` a chunk per transaction until it is done: how many rows in all. `S` is what one
+/// chunk hands the next within this prune.
+async fn in_chunks<S: Copy + Default + Send + 'static>(
     store: &Store,
     cutoff_ms: i64,
-    step: fn(&Connection, i64) -> Result<Chunk, StoreError>,
+    step: fn(&Connection, i64, &mut S) -> Result<Chunk, StoreError>,
 ) -> Result<u64, StoreError> {
-    let mut rows = 0;
+    let (mut rows, mut state) = (0, S::default());
     loop {
-        let chunk = store.write(move |c| step(c, cutoff_ms)).await?;
-        rows += chunk.rows;
+        let (chunk, next) = store
+            .write(move |c| {
+                let mut state = state;
+                step(c, cutoff_ms, &mut state).map(|chunk| (chunk, state))
+            })
+            .await?;
+        (rows, state) = (rows + chunk.rows, next);
         if !chunk.more {
             return Ok(rows);
         }
     }
 }
 
+/// Where a prune's pass over the messages is: the last rowid looked at (`None`: the first
+/// chunk, which starts at the stored watermark), and whether a message still waiting to be
+/// sent has held the stored watermark back.
+#[derive(Clone, Copy, Default)]
+struct MessagesPass {
+    after: Option<i64>,
+    held: bool,
+}
+
 /// One chunk of messages past the watermark: those older than `cutoff_ms` lose their content.
-fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError> {
-    let from: i64 = meta(conn, MESSAGES_PRUNED_THROUGH)?.unwrap_or(0);
+///
+/// The stored watermark (where the next prune starts) stops before the first message still
+/// waiting to be sent (a channel down longer than the retention, a gateway stopped for days):
+/// the next prune looks at it again rather than leaving its content for ever. Those after it
+/// are pruned meanwhile.
+fn prune_messages(conn: &Connection, cutoff_ms: i64, pass: &mut MessagesPass) -> Result<Chunk, StoreError> {
+    let from = match pass.after {
+        Some(after) => after,
+        None => meta(conn, MESSAGES_PRUNED_THROUGH)?.unwrap_or(0),
+    };
     let rows: Vec<(i64, String, i64, String)> = conn
         .prepare_cached("SELECT rowid, id, created_at, body FROM messages WHERE rowid > ?1 ORDER BY rowid LIMIT ?2")?
         .query_map(params![from, CHUNK as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
@@ -137,10 +161,13 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError
     for (rowid, id, created_at, body) in rows {
         // Messages are stored in time order: the first one young enough ends the prefix.
         if created_at >= cutoff_ms {
-            set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
+            if !pass.held {
+                set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
+            }
             return Ok(Chunk { rows: count, more: false });
         }
-        through = rowid;
+        let before = std::mem::replace(&mut through, rowid);
+        pass.after = Some(rowid);
         let waiting: bool = conn.prepare_cached("SELECT 1 FROM outbound_jobs WHERE message_id = ?1")?.exists([&id])?;
         let mut message: Message = match serde_json::from_str(&body) {
             Ok(message) => message,
@@ -150,6 +177,10 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError
                 continue;
             }
         };
+        if waiting && !pass.held {
+            set_meta(conn, MESSAGES_PRUNED_THROUGH, before)?;
+            pass.held = true;
+        }
         if waiting || message.pruned_at.is_some() {
             continue;
         }
@@ -166,12 +197,14 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError
             .execute(params![rowid, serde_json::to_string(&message)?])?;
         count += 1;
     }
-    set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
+    if !pass.held {
+        set_meta(conn, MESSAGES_PRUNED_THROUGH, through)?;
+    }
     Ok(Chunk { rows: count, more: full })
 }
 
 /// One chunk of refused items older than `cutoff_ms`, with their kept sources.
-fn prune_rejected(conn: &Connection, cutoff_ms: i64) -> Result<Chunk, StoreError> {
+fn prune_rejected(conn: &Connection, cutoff_ms: i64, _: &mut ()) -> Result<Chunk, StoreError> {
     let rows: Vec<(i64, String)> = conn
         .prepare_cached("SELECT rowid, summary FROM rejected_inbound WHERE created_at < ?1 LIMIT ?2")?
         .query_map(params![cutoff_ms, CHUNK as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -495,6 +528,62 @@ mod tests {
         store.close();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.events_pruned_through(), 8, "kept across a restart");
+        store.close();
+    }
+
+    /// Old messages over several chunks, the fifth still waiting to be sent: every other one is
+    /// pruned in one prune that ends, and the watermark stays before the waiting one, so the
+    /// prune after it was sent prunes it too.
+    #[tokio::test]
+    async fn a_message_waiting_to_be_sent_holds_the_watermark_not_the_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let count = CHUNK as i64 * 2 + 10;
+        store
+            .write(move |c| {
+                let old = time::now_ms() - 3_600_000;
+                c.execute("INSERT INTO contacts (id, created_at, updated_at) VALUES ('ct_1', 0, 0)", [])?;
+                c.execute(
+                    "INSERT INTO conversations (id, channel_id, channel_type, thread_key, contact_id, peer_address, status, created_at, updated_at)
+                     VALUES ('cnv_1', 'web', 'api', 'k', 'ct_1', 'ann', 'open', 0, 0)",
+                    [],
+                )?;
+                for n in 1..=count {
+                    let body = serde_json::json!({
+                        "id": format!("msg_{n}"), "conversation_id": "cnv_1", "contact_id": "ct_1",
+                        "channel": {"id": "web", "type": "api"}, "direction": "outbound", "status": "sent",
+                        "from": {"address": "us"}, "to": [], "subject": null, "text": "hello", "html": null,
+                        "reply_text": null, "attachments": [], "in_reply_to": null,
+                        "provider": {"message_id": null, "thread_id": null}, "created_at": time::rfc3339(old),
+                    });
+                    c.execute(
+                        "INSERT INTO messages (id, conversation_id, channel_id, direction, status, created_at, body)
+                         VALUES (?1, 'cnv_1', 'web', 'outbound', 'sent', ?2, ?3)",
+                        params![format!("msg_{n}"), old, body.to_string()],
+                    )?;
+                }
+                c.execute("INSERT INTO outbound_jobs (message_id, channel_id, recipient, due_at) VALUES ('msg_5', 'web', 'ann', 0)", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let now = time::now_ms();
+        let pruned = prune(&store, now, Vec::new(), &mut Vec::new()).await.unwrap();
+        assert_eq!(pruned.messages, count as u64 - 1);
+        let text = |id: &'static str| {
+            store.read(move |c| {
+                let body: String = c.query_row("SELECT body FROM messages WHERE id = ?1", [id], |r| r.get(0))?;
+                Ok(serde_json::from_str::<Message>(&body).unwrap().text)
+            })
+        };
+        assert_eq!(text("msg_5").await.unwrap().as_deref(), Some("hello"), "waiting: left whole");
+        assert_eq!(store.read(|c| meta(c, MESSAGES_PRUNED_THROUGH)).await.unwrap(), Some(4));
+
+        store.write(|c| Ok(c.execute("DELETE FROM outbound_jobs", [])?)).await.unwrap();
+        let pruned = prune(&store, now, Vec::new(), &mut Vec::new()).await.unwrap();
+        assert_eq!(pruned.messages, 1, "sent since: pruned now");
+        assert_eq!(text("msg_5").await.unwrap(), None);
+        assert_eq!(store.read(|c| meta(c, MESSAGES_PRUNED_THROUGH)).await.unwrap(), Some(count));
         store.close();
     }
 

@@ -430,9 +430,16 @@ impl TestServer {
 
     /// Applies a new `extra` (same storage and listen address), as SIGHUP would.
     pub async fn reload(&mut self, extra: &str) -> app::Reloaded {
+        self.reload_adjusted(extra, |_| {}).await
+    }
+
+    /// Applies a new `extra` with the loaded config changed by `adjust` first (as
+    /// `start_adjusted`).
+    pub async fn reload_adjusted(&mut self, extra: &str, adjust: impl FnOnce(&mut config::Config)) -> app::Reloaded {
         let listen = self.base.trim_start_matches("http://").to_owned();
-        let config = config::load_str(&config_text(self.dir.path(), &listen, extra))
+        let mut config = config::load_str(&config_text(self.dir.path(), &listen, extra))
             .unwrap_or_else(|p| panic!("test config refused: {p:?}"));
+        adjust(&mut config);
         self.server.as_mut().unwrap().reload(config).await
     }
 

@@ -186,3 +186,53 @@ async fn a_duplicates_files_are_not_kept() {
         .unwrap();
     assert_eq!(unreferenced, 0);
 }
+
+/// A reply still waiting to be sent when the prune comes (its channel's endpoint down) is left
+/// whole, and a prune after it was sent removes its content: it does not stay for ever behind
+/// the watermark. The retention itself is set and taken away by reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_waiting_to_be_sent_is_pruned_after_it_is_sent_and_a_reload_sets_the_retention() {
+    let backend = Receiver::start().await;
+    backend.respond_with(|_| Reply::status(503));
+    let extra = format!(
+        "\n[outbound]\nretry_schedule = [{}]\n{}",
+        vec!["\"1s\""; 30].join(", "),
+        api_channel("web", Some(&backend), "")
+    );
+    let mut server = TestServer::start(&extra).await;
+    let (status, refused) = server.post("/v1/storage/prune", json!({})).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("no_retention")), "{refused}");
+
+    let (status, inbound) =
+        server.inbound("web", json!({"from": {"address": "ann"}, "text": "Where is my order?"})).await;
+    assert_eq!(status, 202, "{inbound}");
+    let (status, reply) = server
+        .post("/v1/messages", json!({"conversation_id": inbound["conversation_id"], "text": "On its way."}))
+        .await;
+    assert_eq!(status, 202, "{reply}");
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
+    backend.wait_until(Duration::from_secs(10), "a first attempt", |r| !r.is_empty()).await;
+    tokio::time::sleep(KEEP + Duration::from_millis(500)).await;
+
+    server.reload_adjusted(&extra, |c| c.storage.retention = Some(switchboard::config::ConfigDuration(KEEP))).await;
+    let (status, pruned) = server.post("/v1/storage/prune", json!({})).await;
+    assert_eq!((status, &pruned["messages"]), (200, &json!(1)), "the customer's message only: {pruned}");
+    let (_, waiting) = server.get(&format!("/v1/messages/{reply_id}")).await;
+    assert_eq!(
+        (&waiting["status"], &waiting["text"], &waiting["pruned_at"]),
+        (&json!("queued"), &json!("On its way."), &Value::Null),
+        "{waiting}"
+    );
+
+    backend.respond_with(|_| Reply::ok());
+    server.wait_status(&reply_id, "sent").await;
+    let (status, pruned) = server.post("/v1/storage/prune", json!({})).await;
+    assert_eq!((status, &pruned["messages"]), (200, &json!(1)), "the reply, now sent: {pruned}");
+    let (_, sent) = server.get(&format!("/v1/messages/{reply_id}")).await;
+    assert!(sent["pruned_at"].is_string() && sent["text"].is_null(), "{sent}");
+
+    server.reload(&extra).await;
+    let (status, refused) = server.post("/v1/storage/prune", json!({})).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("no_retention")), "taken away: {refused}");
+    server.stop().await;
+}
