@@ -1039,6 +1039,112 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
     server.stop().await;
 }
 
+/// An S/MIME opaque-signed mail (Outlook with "clear text signed" off) is one
+/// `application/pkcs7-mime` part with the signed mail inside; helpdesks that do not look inside
+/// show it empty (zammad#6376). Signed by Debian's `openssl` in both its encodings (`cms
+/// -stream`: BER with indefinite lengths and the content in chunks; `smime`: DER), it reaches
+/// the helpdesk as the same mail unsigned does: its text, HTML and files, under its own sender,
+/// subject and Message-ID; its kept source still holds the signature. An encrypted one, which
+/// cannot be read without the recipient's key, keeps its `smime.p7m`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssl = |args: &[&str]| openssl(dir.path(), args);
+    ssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "ann.key",
+        "-out",
+        "ann.pem",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=Ann/emailAddress={}", ANN.0),
+    ]);
+    let pdf = b"%PDF-1.4\n1 0 obj <</Type/Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n";
+    let entity = format!(
+        "Content-Type: multipart/mixed; boundary=\"M\"\r\n\r\n--M\r\nContent-Type: multipart/alternative; boundary=\"A\"\r\n\r\n\
+         --A\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+         Hello,\r\n\r\nthe invoice for order 7 is attached. When will it reach München?\r\n\r\nAnn\r\n\
+         --A\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hello,</p><p>the invoice for order 7 is attached. \
+         When will it reach München?</p><p>Ann</p>\r\n--A--\r\n\
+         --M\r\nContent-Type: application/pdf; name=\"invoice-7.pdf\"\r\nContent-Disposition: attachment; \
+         filename=\"invoice-7.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n--M--\r\n",
+        base64_lines(pdf).replace('\n', "\r\n")
+    );
+    std::fs::write(dir.path().join("entity.eml"), &entity).unwrap();
+    let signer = ["-signer", "ann.pem", "-inkey", "ann.key", "-in", "entity.eml", "-binary", "-nodetach"];
+    let streamed = ssl(&[&["cms", "-sign", "-stream", "-outform", "SMIME"][..], &signer].concat());
+    let der = ssl(&[&["smime", "-sign"][..], &signer].concat());
+    let encrypted = ssl(&["cms", "-encrypt", "-aes256", "-in", "entity.eml", "-outform", "SMIME", "ann.pem"]);
+    let streamed = String::from_utf8(streamed).unwrap();
+    assert!(streamed.contains("smime-type=signed-data"), "{streamed}");
+
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let mails = [("unsigned", entity.as_str()), ("streamed", &streamed), ("der", std::str::from_utf8(&der).unwrap())];
+    let encrypted = String::from_utf8(encrypted).unwrap();
+    for (n, (name, body)) in mails.iter().chain([("encrypted", encrypted.as_str())].iter()).enumerate() {
+        let header = format!(
+            "From: Ann <{}>\r\nTo: {}\r\nSubject: Invoice {name}\r\nMessage-ID: <smime-{name}@example.org>\r\n\
+             Date: Mon, 30 Nov 2026 09:12:4{n} +0100\r\n",
+            ANN.0, SUPPORT.0
+        );
+        // openssl's own output starts with MIME-Version; the unsigned entity gets one.
+        let mime = if body.starts_with("MIME-Version") { "" } else { "MIME-Version: 1.0\r\n" };
+        mail.append(SUPPORT, &format!("{header}{mime}{body}")).await;
+    }
+    for n in 0..4 {
+        nth_received(&helpdesk, n).await;
+    }
+    let received = helpdesk.events_of("message.received");
+    let message = |name: &str| {
+        received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == format!("Invoice {name}")).unwrap()
+    };
+    let reading = |m: &Value| {
+        let files: Vec<_> = m["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["filename"].clone(), a["content_type"].clone(), a["sha256"].clone()))
+            .collect();
+        (m["text"].clone(), m["html"].clone(), m["reply_text"].clone(), m["from"].clone(), files)
+    };
+    let unsigned = message("unsigned");
+    assert!(unsigned["text"].as_str().unwrap().contains("When will it reach München?"), "{unsigned}");
+    assert_eq!(unsigned["attachments"][0]["filename"], "invoice-7.pdf", "{unsigned}");
+    for name in ["streamed", "der"] {
+        let signed = message(name);
+        assert_eq!(reading(&signed), reading(&unsigned), "{name}: {signed}");
+        assert_eq!(signed["provider"]["message_id"], format!("smime-{name}@example.org"));
+        let source = server
+            .http
+            .get(signed["source"]["url"].as_str().unwrap())
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(source.contains("pkcs7-mime; smime-type=signed-data"), "{name}: the signature is kept");
+    }
+    let encrypted = message("encrypted");
+    assert_eq!(encrypted["text"], Value::Null, "{encrypted}");
+    let files = &encrypted["attachments"];
+    assert_eq!(
+        (&files[0]["filename"], &files[0]["content_type"]),
+        (&json!("smime.p7m"), &json!("application/pkcs7-mime"))
+    );
+    server.stop().await;
+}
+
 /// Outlook "Rich Text" sent through Exchange may carry the message's only body inside
 /// winmail.dat: as RTF (compressed; HTML or text Outlook encapsulated in it, or an RTF
 /// document), as HTML, or as text. That body reaches the helpdesk as the message's html or

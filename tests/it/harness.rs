@@ -175,12 +175,7 @@ pub fn check_connect(extra: &str) -> (i32, String) {
 /// `server.key`) in `dir`, made with the openssl CLI.
 pub fn make_certificates(dir: &std::path::Path) {
     let run = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| panic!("openssl: {e} (apt-get install openssl)"));
-        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        openssl(dir, args);
     };
     std::fs::write(
         dir.join("ext.cnf"),
@@ -225,6 +220,17 @@ pub fn make_certificates(dir: &std::path::Path) {
         "-extfile",
         "ext.cnf",
     ]);
+}
+
+/// Runs Debian's `openssl` in `dir` (tests/run.sh installs it): its standard output.
+pub fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e} (apt-get install openssl)"));
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
 }
 
 /// nginx (Debian's, unpacked by tests/run.sh into `target/test-data/nginx`) as the reverse proxy

@@ -21,6 +21,7 @@ use super::dedup::MailKeys;
 use super::forward;
 use super::reply::reply_text;
 use super::report;
+use super::smime;
 use super::tnef;
 use crate::channels::{RawAttachment, RawInbound};
 use crate::model::{Party, SkippedAttachment};
@@ -121,18 +122,29 @@ pub(super) fn guarded(
 }
 
 fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> RawInbound {
-    let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, keys);
     };
+    // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`).
+    if let Some(signed) = smime::signed_mail(&message, bytes) {
+        if let Some(inner) = MessageParser::default().parse(&signed[..]) {
+            return read(channel, bytes, &inner, keys);
+        }
+    }
+    read(channel, bytes, &message, keys)
+}
+
+/// The message `message` makes; `bytes` is its source as fetched.
+fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys: MailKeys) -> RawInbound {
+    let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let ours = |address: &str| channel.owns(address);
     let from =
         parties(message.from()).into_iter().next().unwrap_or(Party { address: "unknown@invalid".into(), name: None });
     // Our own list (a Google Group as support address) rewrote a DMARC-protected sender's From
     // to itself ("'Bob' via Support <support@…>"), kept the sender in X-Original-From, and may
     // set Reply-To to the group: the mail is the sender's, not ours.
-    let from = match ours(&from.address).then(|| original_from(&message)).flatten() {
-        Some(original) if !ours(&original.address) && report::relayed_by_our_list(&message, ours) => original,
+    let from = match ours(&from.address).then(|| original_from(message)).flatten() {
+        Some(original) if !ours(&original.address) && report::relayed_by_our_list(message, ours) => original,
         _ => from,
     };
     let to = parties(message.to());
@@ -150,8 +162,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
     // Mail between two HTML documents, and what follows the first photo is the customer's too.
-    let mut text = joined_text(message.text_bodies().filter_map(|part| body(&message, part, false)));
-    let mut html = joined_html(message.html_bodies().filter_map(|part| body(&message, part, true)).collect());
+    let mut text = joined_text(message.text_bodies().filter_map(|part| body(message, part, false)));
+    let mut html = joined_html(message.html_bodies().filter_map(|part| body(message, part, true)).collect());
 
     let mut attachments = Vec::new();
     let mut skipped = Vec::new();
@@ -209,7 +221,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     // A colleague's forward is the original sender's mail, all of it new to us (the
     // colleague's note above it too). Our own forwards (the watched Sent folder) stay ours.
     let forwarded = (channel.is_forwarder(&from.address) && !sent_by_us)
-        .then(|| forward::original(&message, text.as_deref(), ours))
+        .then(|| forward::original(message, text.as_deref(), ours))
         .flatten();
     // The message is the original's, and so is its time: when the customer wrote it, as the
     // forward tells it. A time after the forward's own is misread, and the forward's is kept.
@@ -225,8 +237,8 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &keys));
     }
-    let delivery_report = report::delivery_report(&message);
-    let auto_reply = delivery_report.is_some() || report::is_auto_reply(&message, ours);
+    let delivery_report = report::delivery_report(message);
+    let auto_reply = delivery_report.is_some() || report::is_auto_reply(message, ours);
     let message_id = message.message_id().map(str::to_owned);
     let in_reply_to = id_list(message.in_reply_to());
     let references = id_list(message.references());

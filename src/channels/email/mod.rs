@@ -25,6 +25,7 @@ pub mod probe;
 pub mod reply;
 pub mod report;
 pub mod rtf;
+mod smime;
 mod smtp;
 #[cfg(test)]
 mod tests;
