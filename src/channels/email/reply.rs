@@ -6,6 +6,9 @@
 //! a `-- ` signature and "Sent from my phone" footers.
 //! When nothing precedes a quote, the answer was written below it or between its lines
 //! (bottom-posting, inline answers): then it is the lines that are not quoted.
+//! An OpenPGP cleartext-signed text (RFC 4880 §7: inline PGP, as mutt or Enigmail write it) is
+//! read as the text it signs: without its armor lines and signature block, its dash-escaped
+//! lines restored.
 
 /// Lines that open quoted history on their own.
 const SEPARATORS: &[&str] = &[
@@ -168,6 +171,7 @@ fn is_outlook_block(lines: &[&str], i: usize) -> bool {
 /// quoted.
 pub fn reply_text(text: &str) -> String {
     let text = text.replace("\r\n", "\n");
+    let text = pgp_signed_text(&text).unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
     let mut end = lines.len();
     // Whether the history opens with a quote (`>` lines, or "On … wrote:" above them), which is
@@ -202,6 +206,27 @@ pub fn reply_text(text: &str) -> String {
     without_signature(unquoted)
 }
 
+/// The text an OpenPGP cleartext signature framework signs (RFC 4880 §7), when `text` is one:
+/// what follows the `-----BEGIN PGP SIGNED MESSAGE-----` line and its armor headers (`Hash:`)
+/// up to the `-----BEGIN PGP SIGNATURE-----` line, with the dash-escaping (`- ` before a line
+/// that begins with `-`) taken off. Not verified.
+fn pgp_signed_text(text: &str) -> Option<String> {
+    let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
+    if lines.next()?.trim_end() != "-----BEGIN PGP SIGNED MESSAGE-----" {
+        return None;
+    }
+    // The armor headers end at the first empty line.
+    let lines = lines.skip_while(|l| !l.trim().is_empty()).skip(1);
+    let mut signed = Vec::new();
+    for line in lines {
+        if line.trim_end() == "-----BEGIN PGP SIGNATURE-----" {
+            return Some(signed.join("\n"));
+        }
+        signed.push(line.strip_prefix("- ").unwrap_or(line));
+    }
+    None
+}
+
 /// `body` without a `-- ` signature and trailing "Sent from my phone" footers, trimmed.
 fn without_signature(mut body: Vec<&str>) -> String {
     if let Some(sig) = body.iter().rposition(|l| *l == "-- " || *l == "--") {
@@ -221,6 +246,16 @@ fn without_signature(mut body: Vec<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::reply_text;
+
+    /// A cleartext-signed text cut before its signature is no signed text: it is read as it
+    /// is, armor line and all, rather than losing anything.
+    #[test]
+    fn a_pgp_signed_text_without_its_signature_is_read_as_it_is() {
+        let cut = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi,\n- - order 7\n";
+        assert_eq!(reply_text(cut), "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi,\n- - order 7");
+        let whole = format!("\n{cut}-----BEGIN PGP SIGNATURE-----\n\niHUE\n-----END PGP SIGNATURE-----\n");
+        assert_eq!(reply_text(&whole), "Hi,\n- order 7");
+    }
 
     #[test]
     fn cuts_quoted_history_in_every_language() {
