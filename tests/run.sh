@@ -5,7 +5,8 @@
 # it conflicts with Postfix) and openssl (test certificates) from Debian for the email channel's
 # real mail servers, nginx (a reverse proxy in front of a webhook consumer; unpacked), tnef
 # (Debian's winmail.dat decoder, a second reader for ours), Sisimai (libsisimai-perl, a bounce parser our reading of
-# bounces is checked against); lintian, debootstrap and systemd-nspawn (systemd-container)
+# bounces is checked against), Mail::AuthenticationResults (libmail-authenticationresults-perl, a
+# second reader of Authentication-Results headers); lintian, debootstrap and systemd-nspawn (systemd-container)
 # for the package test (which builds a throwaway Debian root from the apt mirror and boots it
 # with systemd to run the installed service), and
 # cargo-deb from crates.io; from PyPI
@@ -34,6 +35,7 @@ command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v postfix >/dev/null || need_apt+=(postfix)
 command -v tnef >/dev/null || need_apt+=(tnef)
 perl -MSisimai -e1 2>/dev/null || need_apt+=(libsisimai-perl)
+perl -MMail::AuthenticationResults -e1 2>/dev/null || need_apt+=(libmail-authenticationresults-perl)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -72,6 +72,8 @@ pub struct RawInbound {
     pub auto_reply: bool,
     /// A bounce's report about one of our messages.
     pub delivery_report: Option<crate::model::DeliveryReport>,
+    /// What the mail's trusted receiving server found of its sender (`authserv_id`).
+    pub authentication: Option<crate::model::MailAuthentication>,
     /// Written by us, not to us: a mail whose From is one of the channel's own addresses (an
     /// agent answering from the mail client; the watched Sent folder). It is our outbound
     /// message, sent outside the gateway.

@@ -184,6 +184,49 @@ pub struct StitchInfo {
     pub reason: String,
 }
 
+/// What the receiving mail server found of a mail's sender, from its `Authentication-Results`
+/// header (RFC 8601), when the channel trusts that server (`authserv_id`). Each result as the
+/// server wrote it, lowercase: `pass`, `fail`, `softfail`, `neutral`, `none`, `temperror`,
+/// `permerror`, `policy`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailAuthentication {
+    /// The server's authserv-id; none when it writes none (Microsoft 365).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authserv_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dmarc: Option<String>,
+    /// `pass` when any DKIM signature passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spf: Option<String>,
+}
+
+impl MailAuthentication {
+    /// Whether the sender's domain failed: DMARC failed; or, with no DMARC result, neither DKIM
+    /// nor SPF passed and at least one of them was checked and failed.
+    pub fn failed(&self) -> bool {
+        let is = |result: &Option<String>, values: &[&str]| result.as_deref().is_some_and(|r| values.contains(&r));
+        match &self.dmarc {
+            Some(dmarc) => dmarc == "fail",
+            None => {
+                let passed = is(&self.dkim, &["pass"]) || is(&self.spf, &["pass"]);
+                let failed =
+                    is(&self.dkim, &["fail", "permerror"]) || is(&self.spf, &["fail", "softfail", "permerror"]);
+                !passed && failed
+            }
+        }
+    }
+
+    /// `dmarc=fail, dkim=none, spf=softfail`: the results there are.
+    pub fn summary(&self) -> String {
+        let results = [("dmarc", &self.dmarc), ("dkim", &self.dkim), ("spf", &self.spf)];
+        let said: Vec<String> =
+            results.iter().filter_map(|(method, result)| Some(format!("{method}={}", result.as_deref()?))).collect();
+        said.join(", ")
+    }
+}
+
 /// What a delivery status notification (a bounce) said about one of our messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReport {
@@ -262,6 +305,9 @@ pub struct Message {
     /// For a bounce: what it reports about which of our messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_report: Option<DeliveryReport>,
+    /// For a mail on a channel that trusts its receiving server's Authentication-Results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<MailAuthentication>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,

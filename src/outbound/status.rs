@@ -88,6 +88,7 @@ mod tests {
             stitch: None,
             auto_reply: false,
             delivery_report: None,
+            authentication: None,
             created_at: time::rfc3339(0),
             received_at: None,
             sent_at: None,

@@ -360,6 +360,7 @@ fn outbound_message(
         stitch: None,
         auto_reply: request.auto_reply,
         delivery_report: None,
+        authentication: None,
         created_at: now,
         received_at: None,
         sent_at: None,

@@ -75,6 +75,15 @@ fn decide_and_store(
     }
     let now_ms = time::now_ms();
     let now = time::rfc3339(now_ms);
+    // A mail in our name that the receiving server found forged is not ours: taken for ours,
+    // it could write into any conversation as us, past the sender guard.
+    if let (true, false, Some(found)) = (raw.sent_by_us, accepting, raw.authentication.as_ref().filter(|a| a.failed()))
+    {
+        let server = found.authserv_id.as_deref().unwrap_or("the receiving server");
+        let reason =
+            format!("from our own address {}, which {server} found forged ({})", raw.from.address, found.summary());
+        return reject(conn, &raw, &stored, &reason, now_ms);
+    }
     if raw.sent_by_us {
         return sent_outside(conn, raw, stored, now_ms);
     }
@@ -545,6 +554,7 @@ fn normalize(
         stitch: Some(stitch),
         auto_reply: raw.auto_reply,
         delivery_report: raw.delivery_report,
+        authentication: raw.authentication,
         created_at: now.to_owned(),
         received_at: Some(raw.received_at.map_or_else(|| now.to_owned(), time::rfc3339)),
         sent_at: raw.sent_at.map(time::rfc3339),

@@ -151,6 +151,7 @@ mod tests {
             sent_by_us: false,
             source: None,
             accepted_refusal: None,
+            authentication: None,
         }
     }
 

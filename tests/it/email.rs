@@ -1039,6 +1039,152 @@ async fn outlook_winmail_dat_is_unwrapped_into_its_files() {
     server.stop().await;
 }
 
+/// Authentication-Results headers as receiving servers write them (Gmail, Yahoo, Fastmail,
+/// Zoho, iCloud, Rspamd, OpenDKIM, OpenDMARC, Postfix's policyd-spf; comments and quoted
+/// strings holding `;`, versions, `none`) read by us and by Debian's Mail::AuthenticationResults:
+/// the same authserv-id, and for DMARC, DKIM (any signature that passed) and SPF the same
+/// result. Except where that parser cannot read a header at all (`KNOWN_DIFFERENCES`): those
+/// must still differ, so the list stays only as long as it needs to be.
+#[test]
+fn authentication_results_read_as_mail_authenticationresults_reads_them() {
+    const KNOWN_DIFFERENCES: &[(usize, &str)] =
+        &[(1, "Microsoft 365 writes no authserv-id; that parser then reads nothing")];
+    let values = [
+        "mx.google.com;\r\n       dkim=pass header.i=@example.org header.s=20230601 header.b=Ab1/Cd2+;\r\n       spf=pass (google.com: domain of ann@example.org designates 2a00:1450::1 as permitted sender) smtp.mailfrom=ann@example.org;\r\n       dmarc=pass (p=NONE sp=NONE dis=NONE) header.from=example.org",
+        "spf=pass (sender IP is 40.107.22.1)\r\n smtp.mailfrom=example.org; dkim=pass (signature was verified)\r\n header.d=example.org;dmarc=fail action=quarantine\r\n header.from=example.org;compauth=fail reason=000",
+        "atlas-production.v2-mail-prod1-gq1.omega.yahoo.com;\r\n dkim=pass header.i=@example.org header.s=s1;\r\n spf=softfail smtp.mailfrom=example.org;\r\n dmarc=pass(p=REJECT) header.from=example.org;",
+        "mx3.messagingengine.com;\r\n    dkim=pass (2048-bit rsa key sha256) header.d=example.org header.i=@example.org header.b=AbCd header.a=rsa-sha256 header.s=fm1 x-bits=2048;\r\n    dmarc=pass policy.published-domain-policy=none policy.applied-disposition=none policy.evaluated-disposition=none (p=none,d=none,d.eval=none) policy.policy-from=p header.from=example.org;\r\n    iprev=pass smtp.remote-ip=192.0.2.1 (mail.example.org);\r\n    spf=pass smtp.mailfrom=ann@example.org smtp.helo=mail.example.org",
+        "mx.zohomail.com;\r\n\tdkim=pass;\r\n\tspf=pass (zohomail.com: domain of example.org designates 192.0.2.1 as permitted sender)  smtp.mailfrom=ann@example.org;\r\n\tdmarc=pass(p=none dis=none)  header.from=example.org",
+        "bimi.icloud.com; bimi=skipped reason=\"insufficient dmarc\"",
+        "mail.example.com;\r\n\tdkim=pass header.d=example.org header.s=s1 header.b=abc;\r\n\tdmarc=pass (policy=reject) header.from=example.org;\r\n\tspf=pass (mail.example.com: domain of ann@example.org designates 192.0.2.1 as permitted sender) smtp.mailfrom=ann@example.org",
+        "mail.example.com;\r\n\tdkim=pass (2048-bit key; unprotected) header.d=example.org header.i=@example.org header.b=\"AbCd1234\";\r\n\tdkim-atps=neutral",
+        "mail.example.com; dmarc=fail (p=reject dis=none) header.from=example.com",
+        "mail.example.com; spf=softfail (domain owner discourages use of this host) smtp.mailfrom=example.org (client-ip=192.0.2.1; helo=mail.example.org; envelope-from=ann@example.org; receiver=<UNKNOWN>)",
+        "mx.example.com 1; spf=pass smtp.mailfrom=example.org",
+        "mx.example.com; dkim=fail reason=\"signature; verification failed\" header.d=list.example; dkim=pass header.d=example.org; spf=none",
+        "mx.example.com; none",
+    ];
+    let out = std::process::Command::new("perl")
+        .arg(format!("{}/tests/perl/authentication_results.pl", env!("CARGO_MANIFEST_DIR")))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(json!(values).to_string().as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap_or_else(|e| panic!("perl: {e}"));
+    assert!(
+        out.status.success(),
+        "Mail::AuthenticationResults: {} (apt-get install libmail-authenticationresults-perl; tests/run.sh does)",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let theirs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(theirs.len(), values.len());
+    // Their result keeps a comment written against it (`pass(p=REJECT)`); a comment is no part
+    // of the result (RFC 8601 §2.2).
+    let result = |entries: &Value, method: &str| -> Option<String> {
+        let results: Vec<String> = entries[method]
+            .as_array()?
+            .iter()
+            .map(|r| r.as_str().unwrap().split('(').next().unwrap().trim().to_owned())
+            .collect();
+        match method {
+            "dkim" if results.iter().any(|r| r == "pass") => Some("pass".into()),
+            _ => results.into_iter().next(),
+        }
+    };
+    let (mut differences, mut agreed) = (Vec::new(), 0);
+    for (n, (value, theirs)) in values.iter().zip(&theirs).enumerate() {
+        let ours =
+            switchboard::channels::email::authentication::parse(value).map(|r| (r.authserv_id, r.dmarc, r.dkim, r.spf));
+        let expected = (!theirs.is_null()).then(|| {
+            let id = theirs["authserv_id"].as_str().map(str::to_owned);
+            (id, result(theirs, "dmarc"), result(theirs, "dkim"), result(theirs, "spf"))
+        });
+        let known = KNOWN_DIFFERENCES.iter().any(|(known, _)| *known == n);
+        match (ours == expected, known) {
+            (true, false) => agreed += 1,
+            (false, true) => assert!(ours.is_some(), "{n}: we read nothing either"),
+            (true, true) => differences.push(format!("{n}: now read as they read it; off the list")),
+            (false, false) => differences.push(format!("{n}: ours {ours:?}, theirs {expected:?}")),
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+    assert_eq!(agreed + KNOWN_DIFFERENCES.len(), values.len());
+}
+
+/// With `authserv_id`, the receiving server's Authentication-Results header is read: the
+/// customer's message carries its results, and a mail in our own name that the server found
+/// forged (an attacker answering the customer's thread "as us": it would pass the sender guard,
+/// since our own mail may join any conversation) is refused, listed with why. Only the topmost
+/// header with that authserv-id counts: one with another id above it, or a forged "pass" below
+/// it, changes nothing. The agent's genuine copy (Bcc from the mail client) is ours as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_forged_in_our_name_is_refused_where_the_receiving_server_says_so() {
+    let mail = MailServers::start().await;
+    let passed = "Authentication-Results: mx.example.com;\r\n dkim=pass header.d=example.org;\r\n spf=pass smtp.mailfrom=ann@example.org;\r\n dmarc=pass (p=reject) header.from=example.org\r\n";
+    let customer = format!(
+        "{passed}From: Ann <{}>\r\nTo: {}\r\nSubject: Order 7\r\nMessage-ID: <ann-1@example.org>\r\n\r\nWhere is order 7?\r\n",
+        ANN.0, SUPPORT.0
+    );
+    let forged = format!(
+        "Authentication-Results: attacker.example; dmarc=pass\r\n\
+         Authentication-Results: mx.example.com; spf=fail smtp.mailfrom=example.com;\r\n dmarc=fail (p=none) header.from=example.com\r\n\
+         Authentication-Results: mx.example.com; dmarc=pass\r\n\
+         From: Example Support <{}>\r\nTo: {}\r\nSubject: Re: Order 7\r\nMessage-ID: <forged-1@attacker.example>\r\n\
+         In-Reply-To: <ann-1@example.org>\r\n\r\nPlease pay the customs fee to IBAN XX00 0000.\r\n",
+        SUPPORT.0, ANN.0
+    );
+    let genuine = format!(
+        "Authentication-Results: mx.example.com; dkim=pass header.d=example.com; dmarc=pass header.from=example.com\r\n\
+         From: Example Support <{}>\r\nTo: {}\r\nSubject: Re: Order 7\r\nMessage-ID: <agent-1@example.com>\r\n\
+         In-Reply-To: <ann-1@example.org>\r\n\r\nIt ships tomorrow.\r\n",
+        SUPPORT.0, ANN.0
+    );
+    for text in [&customer, &forged, &genuine] {
+        mail.append(SUPPORT, text).await;
+    }
+    let (helpdesk, server) = with_helpdesk_and(&mail, "authserv_id = \"mx.example.com\"").await;
+    let message = nth_received(&helpdesk, 0).await;
+    assert_eq!(
+        message["authentication"],
+        json!({"authserv_id": "mx.example.com", "dmarc": "pass", "dkim": "pass", "spf": "pass"}),
+        "{message}"
+    );
+    let sent = helpdesk
+        .wait_until(Duration::from_secs(15), "the agent's answer", |r| {
+            r.iter().any(|c| c.answered == 200 && c.event_type() == "message.sent")
+        })
+        .await;
+    let sent: Vec<Value> =
+        sent.iter().filter(|c| c.event_type() == "message.sent").map(|c| c.json()["data"].clone()).collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (&sent[0]["text"], &sent[0]["conversation_id"]),
+        (&json!("It ships tomorrow.\r\n"), &message["conversation_id"])
+    );
+    let rejected = loop_until(|| async {
+        let (_, listed) = server.get("/v1/channels/support/rejected").await;
+        let items = listed["rejected"].as_array().cloned().unwrap_or_default();
+        (!items.is_empty()).then_some(items)
+    })
+    .await;
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        rejected[0]["reason"],
+        "from our own address support@example.com, which mx.example.com found forged (dmarc=fail, spf=fail)"
+    );
+    let (_, conversation) =
+        server.get(&format!("/v1/conversations/{}/messages", message["conversation_id"].as_str().unwrap())).await;
+    let texts: Vec<&Value> = conversation["messages"].as_array().unwrap().iter().map(|m| &m["text"]).collect();
+    assert_eq!(texts.len(), 2, "the forgery is in no conversation: {conversation}");
+    server.validate_contract(vec![json!({"schema": "Message", "instance": message})]).await;
+    server.stop().await;
+}
+
 /// An S/MIME opaque-signed mail (Outlook with "clear text signed" off) is one
 /// `application/pkcs7-mime` part with the signed mail inside; helpdesks that do not look inside
 /// show it empty (zammad#6376). Signed by Debian's `openssl` in both its encodings (`cms

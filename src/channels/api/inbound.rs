@@ -92,5 +92,6 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         sent_by_us: false,
         source: None,
         accepted_refusal: None,
+        authentication: None,
     })
 }

@@ -55,6 +55,10 @@ pub struct EmailChannelConfig {
     /// nothing keeps its source (as an attachment).
     #[serde(default = "default_keep_source")]
     pub keep_source: bool,
+    /// The authserv-id of the receiving mail server whose `Authentication-Results` header is
+    /// trusted (`mx.google.com`), or `*` for the topmost header whatever its id (Microsoft 365
+    /// writes none). See `authentication`. `None`: no such header is trusted.
+    pub authserv_id: Option<String>,
     #[serde(default)]
     pub limits: ChannelLimits,
 }
@@ -283,6 +287,15 @@ impl EmailChannelConfig {
         self.address = super::ascii_domain(&self.address).into_owned();
         for alias in &mut self.aliases {
             *alias = super::ascii_domain(alias).into_owned();
+        }
+        if let Some(id) = &mut self.authserv_id {
+            *id = id.trim().to_ascii_lowercase();
+            if id.is_empty() || id.contains([';', ' ', '(', '"']) {
+                add(
+                    "authserv_id",
+                    format!("`{id}` is not an authserv-id (a host name such as `mx.google.com`, or `*`)"),
+                );
+            }
         }
         for (i, alias) in self.aliases.iter().enumerate() {
             if !is_address(alias) {

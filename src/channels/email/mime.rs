@@ -16,6 +16,7 @@ use mail_parser::decoders::html::{html_to_text, text_to_html};
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
+use super::authentication;
 use super::config::EmailChannelConfig;
 use super::dedup::MailKeys;
 use super::forward;
@@ -156,8 +157,11 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
         .next()
         .filter(|r| channel.use_reply_to && !r.address.eq_ignore_ascii_case(&from.address))
         .filter(|r| !channel.owns(&r.address));
-    // From us, and not a form that names its customer in Reply-To.
+    // From us, and not a form that names its customer in Reply-To. (A forgery of our address
+    // that the receiving server caught is refused by the pipeline: `authentication`.)
     let sent_by_us = reply_to.is_none() && channel.owns(&from.address);
+    let authentication = channel.authserv_id.as_deref().and_then(|id| authentication::read(message, id));
+    let forged = authentication.as_ref().is_some_and(|a| a.failed());
     let subject = message.subject().map(str::to_owned);
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
@@ -220,7 +224,8 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
 
     // A colleague's forward is the original sender's mail, all of it new to us (the
     // colleague's note above it too). Our own forwards (the watched Sent folder) stay ours.
-    let forwarded = (channel.is_forwarder(&from.address) && !sent_by_us)
+    // A forward that failed authentication is not taken for a colleague's.
+    let forwarded = (channel.is_forwarder(&from.address) && !sent_by_us && !forged)
         .then(|| forward::original(message, text.as_deref(), ours))
         .flatten();
     // The message is the original's, and so is its time: when the customer wrote it, as the
@@ -294,6 +299,7 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
         sent_by_us,
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
+        authentication,
     };
     raw.identity = identity_for("email", &channel.id, &raw.owner().address);
     raw
@@ -487,6 +493,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         sent_by_us: false,
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
+        authentication: None,
     }
 }
 

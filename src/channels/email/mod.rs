@@ -10,6 +10,7 @@
 //! `switchboard oauth2`, which obtains an OAuth2 grant's refresh token. Threading decisions are in
 //! `stitch::email`.
 
+pub mod authentication;
 pub mod authorise;
 pub mod config;
 pub mod dedup;
