@@ -1,6 +1,7 @@
 //! Any bytes as a fetched mail, through everything the email channel does to a mail before the
 //! store sees it: MIME parsing, the new part of a reply, bounce and auto-reply reading (standard
-//! reports, refusal notices, plain-text bounces), forwards, TNEF and RTF bodies, the keys that
+//! reports, refusal notices, plain-text bounces), forwards, TNEF and RTF bodies, S/MIME
+//! opaque-signed mail, Authentication-Results headers, the keys that
 //! make two fetches one mail. In the gateway a panic there makes the mail a stored, unparsed
 //! message (`mime::guarded`); here libFuzzer's panic hook stops at it, and a slow input (a
 //! quadratic loop: a folder stuck on one mail) is reported by `-timeout`.
@@ -23,6 +24,8 @@ reply_token = true
 # Colleagues at the fixtures' domains: their forwards are read for the original's sender and
 # date (forward.rs, written_date.rs).
 forwarders = ["example.org", "example.de", "example.pl", "example.fr", "example.cz", "example.net"]
+# Every mail's topmost Authentication-Results header is read (authentication.rs).
+authserv_id = "*"
 [smtp]
 host = "127.0.0.1"
 tls = "none"

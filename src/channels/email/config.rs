@@ -57,10 +57,24 @@ pub struct EmailChannelConfig {
     pub keep_source: bool,
     /// The authserv-id of the receiving mail server whose `Authentication-Results` header is
     /// trusted (`mx.google.com`), or `*` for the topmost header whatever its id (Microsoft 365
-    /// writes none). See `authentication`. `None`: no such header is trusted.
+    /// writes none). See `authentication`. Unset: Gmail's and Microsoft's when the IMAP host is
+    /// theirs (`known_authserv_id`), else none; `"none"`: none even then.
     pub authserv_id: Option<String>,
     #[serde(default)]
     pub limits: ChannelLimits,
+}
+
+/// The receiving servers of the mailbox hosts whose Authentication-Results header is known to
+/// be theirs and on top of every mail from outside: Gmail's (`mx.google.com`); Microsoft 365's
+/// and Outlook.com's, which write no authserv-id (`*`: the topmost header).
+fn known_authserv_id(imap_host: &str) -> Option<&'static str> {
+    match imap_host.trim_end_matches('.').to_ascii_lowercase().as_str() {
+        "imap.gmail.com" | "imap.googlemail.com" => Some("mx.google.com"),
+        "outlook.office365.com" | "outlook.office.com" | "imap-mail.outlook.com" => {
+            Some(super::authentication::TOPMOST)
+        }
+        _ => None,
+    }
 }
 
 /// 64 MiB: above what Gmail (50 MB) accepts, below Microsoft 365's 150 MB ceiling.
@@ -296,6 +310,13 @@ impl EmailChannelConfig {
                     format!("`{id}` is not an authserv-id (a host name such as `mx.google.com`, or `*`)"),
                 );
             }
+        }
+        match self.authserv_id.as_deref() {
+            Some("none") => self.authserv_id = None,
+            None => {
+                self.authserv_id = self.imap.as_ref().and_then(|imap| known_authserv_id(&imap.host)).map(str::to_owned)
+            }
+            Some(_) => {}
         }
         for (i, alias) in self.aliases.iter().enumerate() {
             if !is_address(alias) {

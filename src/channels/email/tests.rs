@@ -25,6 +25,24 @@ fn channel_from(toml: &str) -> EmailChannelConfig {
     value.deserialize().unwrap()
 }
 
+/// Gmail's and Microsoft's receiving servers are trusted for Authentication-Results when the
+/// mailbox is theirs, unless the channel says `none`; any other host's only when named.
+#[test]
+fn the_large_providers_receiving_servers_are_trusted_unless_told_otherwise() {
+    let with = |imap_host: &str, authserv_id: &str| {
+        let mut config = channel_from(&format!(
+            "id = \"support\"\naddress = \"support@example.com\"\n{authserv_id}\n[imap]\nhost = \"{imap_host}\"\nusername = \"u\"\npassword = \"p\"\n"
+        ));
+        assert_eq!(config.validate(), Vec::new());
+        config.authserv_id
+    };
+    assert_eq!(with("imap.gmail.com", "").as_deref(), Some("mx.google.com"));
+    assert_eq!(with("outlook.office365.com", "").as_deref(), Some("*"));
+    assert_eq!(with("imap.gmail.com", "authserv_id = \"none\"").as_deref(), None);
+    assert_eq!(with("imap.example.com", "").as_deref(), None);
+    assert_eq!(with("imap.example.com", "authserv_id = \"MX.Example.com\"").as_deref(), Some("mx.example.com"));
+}
+
 #[test]
 fn our_addresses_in_an_internationalised_domain_are_kept_in_a_labels() {
     let mut config = channel();
