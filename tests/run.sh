@@ -6,7 +6,8 @@
 # real mail servers, nginx (a reverse proxy in front of a webhook consumer; unpacked), tnef
 # (Debian's winmail.dat decoder, a second reader for ours), Sisimai (libsisimai-perl, a bounce parser our reading of
 # bounces is checked against), Mail::AuthenticationResults (libmail-authenticationresults-perl, a
-# second reader of Authentication-Results headers); lintian, debootstrap and systemd-nspawn (systemd-container)
+# second reader of Authentication-Results headers), SpamAssassin (a spam filter marking mail as a
+# receiving server does); lintian, debootstrap and systemd-nspawn (systemd-container)
 # for the package test (which builds a throwaway Debian root from the apt mirror and boots it
 # with systemd to run the installed service), and
 # cargo-deb from crates.io; from PyPI
@@ -36,6 +37,7 @@ command -v postfix >/dev/null || need_apt+=(postfix)
 command -v tnef >/dev/null || need_apt+=(tnef)
 perl -MSisimai -e1 2>/dev/null || need_apt+=(libsisimai-perl)
 perl -MMail::AuthenticationResults -e1 2>/dev/null || need_apt+=(libmail-authenticationresults-perl)
+command -v spamassassin >/dev/null || need_apt+=(spamassassin)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then

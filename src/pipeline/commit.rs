@@ -84,6 +84,11 @@ fn decide_and_store(
             format!("from our own address {}, which {server} found forged ({})", raw.from.address, found.summary());
         return reject(conn, &raw, &stored, &reason, now_ms);
     }
+    // The channel's own reason (spam); a bounce is decided below, by whether it reports on one
+    // of our messages.
+    if let (Some(reason), false, None) = (&raw.refusal, accepting, &raw.delivery_report) {
+        return reject(conn, &raw, &stored, reason, now_ms);
+    }
     if raw.sent_by_us {
         return sent_outside(conn, raw, stored, now_ms);
     }

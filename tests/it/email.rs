@@ -1185,6 +1185,72 @@ async fn a_mail_forged_in_our_name_is_refused_where_the_receiving_server_says_so
     server.stop().await;
 }
 
+/// Debian's SpamAssassin, as a receiving server runs it, marks GTUBE (the standard test spam)
+/// — once wrapping the mail in a report (its default), once only adding its headers — and
+/// passes a customer's mail. Both spams are refused and listed with the header that said so,
+/// so no conversation is opened for them (nor a helpdesk's acknowledgement sent to a spammer);
+/// the customer's mail comes in, and an operator can still take a refused one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_the_receiving_servers_spam_filter_marked_is_refused() {
+    let spamassassin = |mail: &str, config: &[&str]| -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("spamassassin")
+            .args(["-L", "-x"])
+            .args(config)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spamassassin: {e} (apt-get install spamassassin; tests/run.sh does)"));
+        child.stdin.take().unwrap().write_all(mail.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let gtube = |n: u32| {
+        format!(
+            "From: Lottery <win@lottery.example>\r\nTo: {}\r\nSubject: You won {n}\r\nMessage-ID: <gtube-{n}@lottery.example>\r\n\
+             Date: Mon, 30 Nov 2026 10:00:0{n} +0000\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n",
+            SUPPORT.0
+        )
+    };
+    let wrapped = spamassassin(&gtube(1), &[]);
+    let tagged = spamassassin(&gtube(2), &["--cf", "report_safe 0"]);
+    let customer = spamassassin(
+        &format!(
+            "From: Ann <{}>\r\nTo: {}\r\nSubject: Refund\r\nMessage-ID: <ann-ham@example.org>\r\n\
+             Date: Mon, 30 Nov 2026 10:01:00 +0000\r\n\r\nPlease refund order 7.\r\n",
+            ANN.0, SUPPORT.0
+        ),
+        &[],
+    );
+    assert!(wrapped.contains("X-Spam-Flag: YES") && tagged.contains("X-Spam-Flag: YES"), "{wrapped}\n{tagged}");
+    assert!(customer.contains("X-Spam-Status: No"), "{customer}");
+    let mail = MailServers::start().await;
+    for text in [&wrapped, &tagged, &customer] {
+        mail.append(SUPPORT, text).await;
+    }
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    let message = nth_received(&helpdesk, 0).await;
+    assert_eq!(message["subject"], "Refund");
+    let rejected = loop_until(|| async {
+        let (_, listed) = server.get("/v1/channels/support/rejected").await;
+        let items = listed["rejected"].as_array().cloned().unwrap_or_default();
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    for item in &rejected {
+        let reason = item["reason"].as_str().unwrap();
+        assert!(reason.starts_with("marked as spam by the receiving server (X-Spam-Flag: YES)"), "{item}");
+    }
+    let id = rejected[1]["id"].as_u64().unwrap();
+    let (status, taken) = server.post(&format!("/v1/channels/support/rejected/{id}/accept"), json!({})).await;
+    assert_eq!(status, 200, "an operator's word overrides the filter's: {taken}");
+    let spam = nth_received(&helpdesk, 1).await;
+    assert_eq!(spam["subject"], "You won 2");
+    assert_eq!(helpdesk.events_of("message.received").len(), 2, "nothing else came in");
+    server.stop().await;
+}
+
 /// An S/MIME opaque-signed mail (Outlook with "clear text signed" off) is one
 /// `application/pkcs7-mime` part with the signed mail inside; helpdesks that do not look inside
 /// show it empty (zammad#6376). Signed by Debian's `openssl` in both its encodings (`cms

@@ -60,6 +60,11 @@ pub struct EmailChannelConfig {
     /// writes none). See `authentication`. Unset: Gmail's and Microsoft's when the IMAP host is
     /// theirs (`known_authserv_id`), else none; `"none"`: none even then.
     pub authserv_id: Option<String>,
+    /// Refuse a mail the receiving server's spam filter marked as spam (`X-Spam-Flag: YES`,
+    /// rspamd's `X-Spam: Yes`…, see `report::spam_verdict`): listed with why, and an operator can
+    /// still take it in. `false`: import it like any other.
+    #[serde(default = "default_refuse_spam")]
+    pub refuse_spam: bool,
     #[serde(default)]
     pub limits: ChannelLimits,
 }
@@ -83,6 +88,10 @@ fn default_max_mail_bytes() -> u64 {
 }
 
 fn default_use_reply_to() -> bool {
+    true
+}
+
+fn default_refuse_spam() -> bool {
     true
 }
 

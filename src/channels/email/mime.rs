@@ -300,6 +300,11 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
         authentication,
+        refusal: channel
+            .refuse_spam
+            .then(|| report::spam_verdict(message))
+            .flatten()
+            .map(|header| format!("marked as spam by the receiving server ({header})")),
     };
     raw.identity = identity_for("email", &channel.id, &raw.owner().address);
     raw
@@ -494,6 +499,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
         authentication: None,
+        refusal: None,
     }
 }
 

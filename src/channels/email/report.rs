@@ -54,6 +54,27 @@ const AUTO_SUBJECTS: &[&str] = &[
     "fraværende",
 ];
 
+/// Headers in which a receiving server's spam filter marks a mail as spam, and the first word
+/// that says so, compared without case: SpamAssassin and amavis (`X-Spam-Flag: YES`,
+/// `X-Spam-Status: Yes, score=…`), rspamd (`X-Spam: Yes`), DSPAM (`X-DSPAM-Result: Spam`).
+/// Names match whole (rspamd's `X-Spam-Result` lists symbols such as BAYES_SPAM: not a verdict).
+const SPAM_FLAGS: &[(&str, &str)] =
+    &[("X-Spam-Flag", "yes"), ("X-Spam-Status", "yes"), ("X-Spam", "yes"), ("X-DSPAM-Result", "spam")];
+
+/// The header line in which a spam filter marked `message` as spam, if one did. A sender who
+/// writes such a header only harms their own mail, so any one counts.
+pub(super) fn spam_verdict(message: &Message<'_>) -> Option<String> {
+    let raw = message.raw_message();
+    message.root_part().headers.iter().find_map(|header| {
+        let (name, says_spam) = SPAM_FLAGS.iter().find(|(name, _)| header.name().eq_ignore_ascii_case(name))?;
+        let value = raw.get(header.offset_start() as usize..header.offset_end() as usize)?;
+        let value = String::from_utf8_lossy(value);
+        let value = value.trim();
+        let verdict = value.split([',', ';', ' ', '\t', '\r', '\n']).next().unwrap_or_default();
+        verdict.eq_ignore_ascii_case(says_spam).then(|| format!("{name}: {}", value.lines().next().unwrap_or_default()))
+    })
+}
+
 /// RFC 3834 and the common vendor headers. `ours` says whether an address is one of the
 /// channel's: a list that is our own address relayed the mail (see `relayed_by_our_list`).
 pub fn is_auto_reply(message: &Message<'_>, ours: impl Fn(&str) -> bool) -> bool {

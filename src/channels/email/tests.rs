@@ -248,6 +248,7 @@ fn check(raw: &crate::channels::RawInbound, bytes: &[u8], expected: &serde_json:
             "reply_text" => expect(&mut problems, key, json!(raw.reply_text), want),
             "auto_reply" => expect(&mut problems, key, json!(raw.auto_reply), want),
             "sent_by_us" => expect(&mut problems, key, json!(raw.sent_by_us), want),
+            "refusal" => expect(&mut problems, key, json!(raw.refusal), want),
             "reply_to" => expect(&mut problems, key, serde_json::to_value(&raw.reply_to).unwrap(), want),
             "subject_key" => expect(&mut problems, key, json!(mail.subject_key), want),
             "mail" => {
