@@ -227,10 +227,12 @@ impl MailAuthentication {
     }
 }
 
-/// What a delivery status notification (a bounce) said about one of our messages.
+/// What a delivery status notification (a bounce), or a recipient's read receipt, said about
+/// one of our messages.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryReport {
-    /// `failed`, `delayed`, `delivered`, `relayed`, `expanded`.
+    /// A DSN's `failed`, `delayed`, `delivered`, `relayed`, `expanded`; a read receipt's
+    /// disposition: `displayed`, `deleted`, `dispatched`, `processed`.
     pub action: String,
     /// RFC 3463 status: `5.x.x` permanent, `4.x.x` transient.
     pub status: String,
@@ -249,6 +251,29 @@ impl DeliveryReport {
     pub fn is_permanent_failure(&self) -> bool {
         self.action.eq_ignore_ascii_case("failed") || self.status.starts_with('5')
     }
+
+    /// A read receipt (RFC 8098), not a delivery status notification.
+    pub fn is_receipt(&self) -> bool {
+        ["displayed", "deleted", "dispatched", "processed"].contains(&self.action.as_str())
+    }
+
+    /// What the report proves of our message: read (a receipt saying it was displayed) or
+    /// delivered (any other receipt; a DSN's `delivered`).
+    pub fn arrival(&self) -> Option<Arrival> {
+        match self.action.as_str() {
+            "displayed" => Some(Arrival::Read),
+            "delivered" => Some(Arrival::Delivered),
+            _ if self.is_receipt() => Some(Arrival::Delivered),
+            _ => None,
+        }
+    }
+}
+
+/// See `DeliveryReport::arrival`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arrival {
+    Delivered,
+    Read,
 }
 
 /// A failure as consumers see it.

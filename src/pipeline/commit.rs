@@ -10,8 +10,8 @@ use serde_json::json;
 use super::{mail, Outcome, StoredParts};
 use crate::channels::RawInbound;
 use crate::model::{
-    time, ChannelRef, ContactId, Conversation, ConversationId, DeliveryReport, Direction, ErrorInfo, EventType,
-    Message, MessageId, ProviderRef, Status, StitchInfo,
+    time, Arrival, ChannelRef, ContactId, Conversation, ConversationId, DeliveryReport, Direction, ErrorInfo,
+    EventType, Message, MessageId, ProviderRef, Status, StitchInfo,
 };
 use crate::outbound::status::{self, Transition};
 use crate::stitch::{self, Found, Plan};
@@ -100,20 +100,32 @@ fn decide_and_store(
         Some(report) => reported_message(conn, &raw.channel_id, report)?,
         None => None,
     };
-    if report.is_some() && reported.is_none() && !accepting {
-        return reject(conn, &raw, &stored, "a bounce about a message this gateway did not send", now_ms);
+    if let (Some(report), None, false) = (&report, &reported, accepting) {
+        let what = if report.is_receipt() { "a read receipt" } else { "a bounce" };
+        return reject(conn, &raw, &stored, &format!("{what} about a message this gateway did not send"), now_ms);
     }
     if let (Some(report), Some((ours, conversation))) = (report, reported) {
         let plan = Plan {
             contact: Found::Existing(conversation.contact_id.clone()),
             conversation: Found::Existing(conversation),
-            stitch: StitchInfo { reason: "bounce".into() },
+            stitch: StitchInfo { reason: if report.is_receipt() { "receipt" } else { "bounce" }.into() },
         };
         let stored = store_message(conn, raw, stored, plan, Some(MessageId::from_stored(ours.clone())), now_ms)?;
         if report.is_permanent_failure() && !only_copies_failed(conn, &ours, &report)? {
             let message = report.diagnostic.clone().unwrap_or_else(|| format!("delivery failed ({})", report.status));
             let error = ErrorInfo { code: format!("bounce_{}", report.status), message, permanent: true };
             status::apply(conn, &ours, Transition::Failed(error), now_ms)?;
+        }
+        // A read receipt, or a DSN that says delivered: `message.read` / `message.delivered`
+        // (a status never moves back: a late `delivered` after `read` is ignored).
+        match report.arrival() {
+            Some(Arrival::Read) => {
+                status::apply(conn, &ours, Transition::Read, now_ms)?;
+            }
+            Some(Arrival::Delivered) => {
+                status::apply(conn, &ours, Transition::Delivered, now_ms)?;
+            }
+            None => {}
         }
         return Ok(stored);
     }

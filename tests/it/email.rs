@@ -1185,6 +1185,80 @@ async fn a_mail_forged_in_our_name_is_refused_where_the_receiving_server_says_so
     server.stop().await;
 }
 
+/// With `request_read_receipts`, our mail asks for a read receipt (RFC 8098). Sent through the
+/// real SMTP server into Ann's mailbox, it carries `Disposition-Notification-To`; the receipt
+/// her mail client sends back (Thunderbird's form) makes our message `read` with
+/// `message.read`, and is kept in the conversation as an automatic message (`stitch.reason`
+/// `receipt`). A receipt about a mail we never sent is refused and listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_receipt_makes_our_message_read() {
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk_and(&mail, "request_read_receipts = true").await;
+    let (queued, delivered) = send_to_ann(
+        &server,
+        &mail,
+        json!({"channel": "support", "to": ANN.0, "subject": "Your order 7", "text": "It ships today."}),
+    )
+    .await;
+    let delivered = String::from_utf8(delivered).unwrap();
+    assert!(delivered.contains(&format!("Disposition-Notification-To: <{}>", SUPPORT.0)), "{delivered}");
+    let header_id = delivered
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: ").or_else(|| l.strip_prefix("Message-Id: ")))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let receipt = |about: &str, n: u32| {
+        format!(
+            "Return-Path: <>\r\nFrom: Ann <{ann}>\r\nTo: {support}\r\nSubject: Return Receipt (displayed) - Your order 7\r\n\
+             Message-ID: <receipt-{n}@example.org>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/report; report-type=disposition-notification; boundary=\"R\"\r\n\r\n\
+             --R\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\nThis is a Return Receipt for the mail that you sent to {ann}.\r\n\
+             --R\r\nContent-Type: message/disposition-notification\r\n\r\nReporting-UA: example.org; Mozilla Thunderbird\r\n\
+             Final-Recipient: rfc822;{ann}\r\nOriginal-Message-ID: {about}\r\n\
+             Disposition: manual-action/MDN-sent-manually; displayed\r\n--R--\r\n",
+            ann = ANN.0,
+            support = SUPPORT.0
+        )
+    };
+    mail.append(SUPPORT, &receipt(&header_id, 1)).await;
+    mail.append(SUPPORT, &receipt("<never-sent@example.com>", 2)).await;
+    let id = queued["id"].as_str().unwrap();
+    let read = server.wait_status(id, "read").await;
+    assert!(read["read_at"].is_string(), "{read}");
+    let events = helpdesk
+        .wait_until(Duration::from_secs(15), "message.read", |r| {
+            r.iter().any(|c| c.answered == 200 && c.event_type() == "message.read")
+        })
+        .await;
+    let read_event = events.iter().find(|c| c.event_type() == "message.read").unwrap().json();
+    assert_eq!(read_event["data"]["id"], id);
+    let stored = nth_received(&helpdesk, 0).await;
+    assert_eq!(
+        (
+            &stored["auto_reply"],
+            &stored["stitch"]["reason"],
+            &stored["conversation_id"],
+            &stored["delivery_report"]["action"]
+        ),
+        (&json!(true), &json!("receipt"), &queued["conversation_id"], &json!("displayed")),
+        "{stored}"
+    );
+    let rejected = loop_until(|| async {
+        let (_, listed) = server.get("/v1/channels/support/rejected").await;
+        listed["rejected"].as_array().filter(|items| !items.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(rejected[0]["reason"], "a read receipt about a message this gateway did not send");
+    server
+        .validate_contract(vec![
+            json!({"schema": "Message", "instance": stored}),
+            json!({"schema": "Event", "instance": read_event}),
+        ])
+        .await;
+    server.stop().await;
+}
+
 /// Debian's SpamAssassin, as a receiving server runs it, marks GTUBE (the standard test spam)
 /// — once wrapping the mail in a report (its default), once only adding its headers — and
 /// passes a customer's mail. Both spams are refused and listed with the header that said so,

@@ -40,6 +40,11 @@ pub struct EmailChannelConfig {
     /// its conversation even when a relay rewrote our Message-ID and the subject changed.
     #[serde(default)]
     pub body_token: bool,
+    /// Ask for a read receipt (`Disposition-Notification-To`, RFC 8098) on each mail sent; a
+    /// receipt that comes back makes the message `read` (`message.read`). Mail clients ask
+    /// their user first, and many say no: a message without a receipt may well have been read.
+    #[serde(default)]
+    pub request_read_receipts: bool,
     /// How far back a reply may be joined to a conversation by subject alone.
     #[serde(default = "default_subject_window")]
     pub subject_window: ConfigDuration,

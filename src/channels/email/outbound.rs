@@ -2,7 +2,8 @@
 //! or XOAUTH2; pooled sessions, `smtp.rs`). Multipart text+HTML, attachments from the blob
 //! store, Message-ID `<msg_….cnv_…@domain>`, In-Reply-To and References from the conversation,
 //! Reply-To with the conversation token when `reply_token` is on, and a `[ref:cnv_…]` line at the
-//! end of text and HTML when `body_token` is on. Where the server offers
+//! end of text and HTML when `body_token` is on; `Disposition-Notification-To` (a read receipt
+//! request, RFC 8098) when `request_read_receipts` is on. Where the server offers
 //! DSN, the envelope id is the message id, so a bounce names the message it is about. 4xx
 //! replies are temporary, 5xx permanent.
 //! A refused login, a failed OAuth2 refresh or a failed TLS setup makes the channel
@@ -36,6 +37,7 @@ pub struct SmtpOutbound {
     domain: String,
     reply_token: bool,
     body_token: bool,
+    request_read_receipts: bool,
     address: String,
     /// Other addresses of ours a reply may come from (`From`), as the message says.
     aliases: Vec<String>,
@@ -100,6 +102,7 @@ impl SmtpOutbound {
             domain: config.domain().to_owned(),
             reply_token: config.reply_token,
             body_token: config.body_token,
+            request_read_receipts: config.request_read_receipts,
             address: config.address.clone(),
             aliases: config.aliases.clone(),
         })
@@ -148,11 +151,16 @@ impl SmtpOutbound {
         for cc in cc {
             builder = builder.cc(cc);
         }
+        let header =
+            |name: &'static str, value: &str| HeaderValue::new(HeaderName::new_from_ascii_str(name), value.into());
+        if self.request_read_receipts && !m.auto_reply {
+            // The recipient's mail client may answer with a read receipt (RFC 8098), to the
+            // mailbox we read: our message becomes `read`.
+            builder = builder.raw_header(header("Disposition-Notification-To", &format!("<{}>", self.address)));
+        }
         if m.auto_reply {
             // RFC 3834: the recipient's automatons (vacation notices) must not answer it;
             // Exchange and Outlook look at X-Auto-Response-Suppress instead.
-            let header =
-                |name: &'static str, value: &str| HeaderValue::new(HeaderName::new_from_ascii_str(name), value.into());
             builder = builder
                 .raw_header(header("Auto-Submitted", "auto-replied"))
                 .raw_header(header("X-Auto-Response-Suppress", "All"));

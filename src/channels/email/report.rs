@@ -211,6 +211,9 @@ fn null_return_path(message: &Message<'_>) -> bool {
 /// `X-Failed-Recipients` bounce without the standard report; or a plain-text bounce
 /// (`plain_text_failures`), whose text also names who failed where a report part names no one.
 pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
+    if let Some(receipt) = receipt(message) {
+        return Some(receipt);
+    }
     let is_report = message.content_type().is_some_and(|c| {
         c.ctype().eq_ignore_ascii_case("multipart")
             && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
@@ -283,6 +286,42 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
         }
     }
     Some(report)
+}
+
+/// Dispositions a recipient's mail client reports in a read receipt (RFC 8098 §3.2.6.2).
+const RECEIPT_DISPOSITIONS: &[&str] = &["displayed", "deleted", "dispatched", "processed"];
+
+/// A read receipt (RFC 8098 message disposition notification) a recipient's mail client sent,
+/// as a report: `action` its disposition type (`displayed`: the mail was shown to the
+/// recipient), status 2.0.0 (whatever they did with it, the mail arrived), about the mail its
+/// Original-Message-ID (or else In-Reply-To) names. A delivery agent's refusal notice, which
+/// has the same form, is not one (`rejection_notice`).
+fn receipt(message: &Message<'_>) -> Option<DeliveryReport> {
+    if rejection_notice(message).is_some() {
+        return None;
+    }
+    let part = message_part(message, &["disposition-notification"])?;
+    let fields = fields(&String::from_utf8_lossy(part.contents()));
+    let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    // `action-mode/sending-mode; disposition-type[/modifier]`.
+    let disposition = field("disposition")?.split_once(';')?.1.trim().to_ascii_lowercase();
+    let kind = disposition.split(['/', ' ', ';']).next().unwrap_or_default();
+    let kind = RECEIPT_DISPOSITIONS.iter().find(|d| **d == kind)?;
+    let original = field("original-message-id").map(|id| id.trim().trim_matches(['<', '>']).to_owned());
+    let original = original.filter(|id| !id.is_empty()).or_else(|| match message.in_reply_to() {
+        HeaderValue::Text(id) => Some(id.to_string()),
+        _ => None,
+    });
+    let recipient = field("final-recipient").or(field("original-recipient")).filter(|v| is_mail_address(v));
+    Some(DeliveryReport {
+        action: (*kind).to_owned(),
+        status: "2.0.0".into(),
+        recipient: recipient.map(strip_type),
+        failed_recipients: Vec::new(),
+        diagnostic: None,
+        original_message_ids: original.into_iter().collect(),
+        original_envelope_id: None,
+    })
 }
 
 /// The `message/disposition-notification` part (RFC 8098) with which a delivery agent refuses
