@@ -258,11 +258,13 @@ impl DeliveryReport {
     }
 
     /// What the report proves of our message: read (a receipt saying it was displayed) or
-    /// delivered (any other receipt; a DSN's `delivered`).
+    /// delivered (any other receipt; a DSN's `delivered`, or `relayed`: accepted by a server
+    /// that gives no further reports, normally the recipient's own, which is what mail
+    /// providers count as delivered).
     pub fn arrival(&self) -> Option<Arrival> {
         match self.action.as_str() {
             "displayed" => Some(Arrival::Read),
-            "delivered" => Some(Arrival::Delivered),
+            "delivered" | "relayed" => Some(Arrival::Delivered),
             _ if self.is_receipt() => Some(Arrival::Delivered),
             _ => None,
         }

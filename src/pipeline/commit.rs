@@ -108,7 +108,7 @@ fn decide_and_store(
         let plan = Plan {
             contact: Found::Existing(conversation.contact_id.clone()),
             conversation: Found::Existing(conversation),
-            stitch: StitchInfo { reason: if report.is_receipt() { "receipt" } else { "bounce" }.into() },
+            stitch: StitchInfo { reason: if report.arrival().is_some() { "receipt" } else { "bounce" }.into() },
         };
         let stored = store_message(conn, raw, stored, plan, Some(MessageId::from_stored(ours.clone())), now_ms)?;
         if report.is_permanent_failure() && !only_copies_failed(conn, &ours, &report)? {

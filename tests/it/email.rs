@@ -1185,6 +1185,42 @@ async fn a_mail_forged_in_our_name_is_refused_where_the_receiving_server_says_so
     server.stop().await;
 }
 
+/// With `request_delivery_receipts`, the recipient asks Postfix (on a server that offers DSN)
+/// for a notification on success too. Postfix hands the mail to Dovecot's LMTP, which offers no
+/// DSN, and reports it `relayed` ("successfully delivered to the destination"): that makes our
+/// message `delivered` (`message.delivered`), as mail providers count a mail the recipient's
+/// server accepted; the report stays in the conversation as an automatic message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_receipt_from_postfix_makes_our_message_delivered() {
+    let mail = MailServers::start().await;
+    let postfix = mail.start_postfix().await;
+    let server =
+        TestServer::start(&mail.channel_via_mta_with("support", postfix.port, "request_delivery_receipts = true"))
+            .await;
+    let (status, queued) = server
+        .post("/v1/messages", json!({"channel": "support", "to": ANN.0, "subject": "Your order 7", "text": "Shipped."}))
+        .await;
+    assert_eq!(status, 202, "{queued}");
+    let id = queued["id"].as_str().unwrap();
+    let delivered = server.wait_status(id, "delivered").await;
+    assert!(delivered["delivered_at"].is_string(), "{delivered}");
+    let log = postfix.log();
+    assert!(log.contains("sender delivery status notification"), "Postfix's own success DSN: {log}");
+    let report = first_received(&server).await;
+    let data = &report["data"];
+    assert_eq!(
+        (&data["delivery_report"]["action"], &data["stitch"]["reason"]),
+        (&json!("relayed"), &json!("receipt")),
+        "{data}"
+    );
+    assert_eq!(data["conversation_id"], queued["conversation_id"]);
+    assert_eq!(data["delivery_report"]["original_envelope_id"], id);
+    let events: Vec<String> =
+        server.all_events().await.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect();
+    assert!(events.contains(&"message.delivered".to_owned()), "{events:?}");
+    server.stop().await;
+}
+
 /// With `request_read_receipts`, our mail asks for a read receipt (RFC 8098). Sent through the
 /// real SMTP server into Ann's mailbox, it carries `Disposition-Notification-To`; the receipt
 /// her mail client sends back (Thunderbird's form) makes our message `read` with

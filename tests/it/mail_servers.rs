@@ -360,7 +360,12 @@ service stats {{
     /// `channel`, sending through the MTA on `port` (the private Postfix or Exim; no login: they
     /// relay for loopback clients).
     pub fn channel_via_mta(&self, id: &str, port: u16) -> String {
-        self.channel_sending(id, "", &format!("port = {port}\ntls = \"none\"\n"))
+        self.channel_via_mta_with(id, port, "")
+    }
+
+    /// `channel_via_mta` with `extra` (TOML lines) in the channel's block.
+    pub fn channel_via_mta_with(&self, id: &str, port: u16, extra: &str) -> String {
+        self.channel_sending(id, extra, &format!("port = {port}\ntls = \"none\"\n"))
     }
 
     /// The channel block with `smtp` (TOML lines after `host`) as its `[channels.smtp]` table.

@@ -45,6 +45,13 @@ pub struct EmailChannelConfig {
     /// their user first, and many say no: a message without a receipt may well have been read.
     #[serde(default)]
     pub request_read_receipts: bool,
+    /// Ask the mail servers on the way for a delivery status notification on success too
+    /// (`NOTIFY=SUCCESS`, RFC 3461, where our SMTP server offers DSN): a report that the mail
+    /// was `delivered` into the recipient's mailbox, or `relayed` to a server that gives no
+    /// further reports (normally the recipient's own: what mail providers count as delivered),
+    /// makes the message `delivered` (`message.delivered`).
+    #[serde(default)]
+    pub request_delivery_receipts: bool,
     /// How far back a reply may be joined to a conversation by subject alone.
     #[serde(default = "default_subject_window")]
     pub subject_window: ConfigDuration,

@@ -38,6 +38,7 @@ pub struct SmtpOutbound {
     reply_token: bool,
     body_token: bool,
     request_read_receipts: bool,
+    request_delivery_receipts: bool,
     address: String,
     /// Other addresses of ours a reply may come from (`From`), as the message says.
     aliases: Vec<String>,
@@ -103,6 +104,7 @@ impl SmtpOutbound {
             reply_token: config.reply_token,
             body_token: config.body_token,
             request_read_receipts: config.request_read_receipts,
+            request_delivery_receipts: config.request_delivery_receipts,
             address: config.address.clone(),
             aliases: config.aliases.clone(),
         })
@@ -222,7 +224,12 @@ impl SmtpOutbound {
         };
         let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
         let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?.formatted();
-        let envelope = Envelope { from: &self.from.email, to: &recipients, envid: m.id.as_str() };
+        let envelope = Envelope {
+            from: &self.from.email,
+            to: &recipients,
+            envid: m.id.as_str(),
+            notify_success: self.request_delivery_receipts,
+        };
         let mut session = self.session().await?;
         session.send(&envelope, &mail).await.map_err(|e| match e.refused {
             Some(address) => refused_recipient(&e.error, &address),

@@ -3,9 +3,10 @@
 //!
 //! Not lettre's transport, because it cannot put parameters on `MAIL FROM` and `RCPT TO`. With
 //! them, on a server that offers DSN (RFC 3461), each mail carries `ENVID=<our message id>` and
-//! `RET=HDRS`, and its recipient `NOTIFY=FAILURE,DELAY` and `ORCPT`: the bounce that comes back
-//! names the message in `Original-Envelope-Id`, even when the original's headers are cut off
-//! or its Message-ID was rewritten on the way. A server without DSN gets plain commands (it
+//! `RET=HDRS`, and its recipient `NOTIFY=FAILURE,DELAY` (`SUCCESS,FAILURE,DELAY` when the channel
+//! asks for delivery receipts) and `ORCPT`: the report that comes back names the message in
+//! `Original-Envelope-Id`, even when the original's headers are cut off or its Message-ID was
+//! rewritten on the way. A server without DSN gets plain commands (it
 //! would refuse unknown parameters).
 
 use std::sync::{Arc, Mutex};
@@ -45,6 +46,8 @@ pub(super) struct Envelope<'a> {
     /// The recipient first, then the Cc recipients.
     pub to: &'a [Address],
     pub envid: &'a str,
+    /// Ask for a DSN on successful delivery too (`request_delivery_receipts`).
+    pub notify_success: bool,
 }
 
 /// A failed mail transaction: the server's (or the connection's) error, and the recipient the
@@ -151,7 +154,8 @@ impl Session {
             if self.dsn {
                 let other =
                     |keyword: &str, value: String| RcptParameter::Other { keyword: keyword.into(), value: Some(value) };
-                rcpt_parameters.push(other("NOTIFY", "FAILURE,DELAY".into()));
+                let notify = if envelope.notify_success { "SUCCESS,FAILURE,DELAY" } else { "FAILURE,DELAY" };
+                rcpt_parameters.push(other("NOTIFY", notify.into()));
                 // An internationalised address would need RFC 6533's utf-8 type: left out rather
                 // than risk a refused RCPT.
                 if ascii(to) {
