@@ -247,6 +247,10 @@ pub struct DeliveryReport {
 }
 
 impl DeliveryReport {
+    /// The dispositions a recipient's mail client reports in a read receipt (RFC 8098
+    /// §3.2.6.2), which are a receipt's `action`.
+    pub const RECEIPT_DISPOSITIONS: &[&str] = &["displayed", "deleted", "dispatched", "processed"];
+
     /// A `failed` action or a 5.x.x status: the message will not arrive.
     pub fn is_permanent_failure(&self) -> bool {
         self.action.eq_ignore_ascii_case("failed") || self.status.starts_with('5')
@@ -254,7 +258,7 @@ impl DeliveryReport {
 
     /// A read receipt (RFC 8098), not a delivery status notification.
     pub fn is_receipt(&self) -> bool {
-        ["displayed", "deleted", "dispatched", "processed"].contains(&self.action.as_str())
+        Self::RECEIPT_DISPOSITIONS.contains(&self.action.as_str())
     }
 
     /// What the report proves of our message: read (a receipt saying it was displayed) or

@@ -118,14 +118,12 @@ fn decide_and_store(
         }
         // A read receipt, or a DSN that says delivered: `message.read` / `message.delivered`
         // (a status never moves back: a late `delivered` after `read` is ignored).
-        match report.arrival() {
-            Some(Arrival::Read) => {
-                status::apply(conn, &ours, Transition::Read, now_ms)?;
-            }
-            Some(Arrival::Delivered) => {
-                status::apply(conn, &ours, Transition::Delivered, now_ms)?;
-            }
-            None => {}
+        if let Some(arrival) = report.arrival() {
+            let transition = match arrival {
+                Arrival::Read => Transition::Read,
+                Arrival::Delivered => Transition::Delivered,
+            };
+            status::apply(conn, &ours, transition, now_ms)?;
         }
         return Ok(stored);
     }

@@ -288,9 +288,6 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
     Some(report)
 }
 
-/// Dispositions a recipient's mail client reports in a read receipt (RFC 8098 §3.2.6.2).
-const RECEIPT_DISPOSITIONS: &[&str] = &["displayed", "deleted", "dispatched", "processed"];
-
 /// A read receipt (RFC 8098 message disposition notification) a recipient's mail client sent,
 /// as a report: `action` its disposition type (`displayed`: the mail was shown to the
 /// recipient), status 2.0.0 (whatever they did with it, the mail arrived), about the mail its
@@ -306,7 +303,7 @@ fn receipt(message: &Message<'_>) -> Option<DeliveryReport> {
     // `action-mode/sending-mode; disposition-type[/modifier]`.
     let disposition = field("disposition")?.split_once(';')?.1.trim().to_ascii_lowercase();
     let kind = disposition.split(['/', ' ', ';']).next().unwrap_or_default();
-    let kind = RECEIPT_DISPOSITIONS.iter().find(|d| **d == kind)?;
+    let kind = DeliveryReport::RECEIPT_DISPOSITIONS.iter().find(|d| **d == kind)?;
     let original = field("original-message-id").map(|id| id.trim().trim_matches(['<', '>']).to_owned());
     let original = original.filter(|id| !id.is_empty()).or_else(|| match message.in_reply_to() {
         HeaderValue::Text(id) => Some(id.to_string()),
