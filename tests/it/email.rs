@@ -1064,18 +1064,8 @@ fn authentication_results_read_as_mail_authenticationresults_reads_them() {
         "mx.example.com; dkim=fail reason=\"signature; verification failed\" header.d=list.example; dkim=pass header.d=example.org; spf=none",
         "mx.example.com; none",
     ];
-    let out = std::process::Command::new("perl")
-        .arg(format!("{}/tests/perl/authentication_results.pl", env!("CARGO_MANIFEST_DIR")))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(json!(values).to_string().as_bytes())?;
-            child.wait_with_output()
-        })
-        .unwrap_or_else(|e| panic!("perl: {e}"));
+    let script = format!("{}/tests/perl/authentication_results.pl", env!("CARGO_MANIFEST_DIR"));
+    let out = piped("perl", &[script.as_str()], json!(values).to_string().as_bytes());
     assert!(
         out.status.success(),
         "Mail::AuthenticationResults: {} (apt-get install libmail-authenticationresults-perl; tests/run.sh does)",
@@ -1303,17 +1293,8 @@ async fn a_read_receipt_makes_our_message_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_the_receiving_servers_spam_filter_marked_is_refused() {
     let spamassassin = |mail: &str, config: &[&str]| -> String {
-        use std::io::Write;
-        let mut child = std::process::Command::new("spamassassin")
-            .args(["-L", "-x"])
-            .args(config)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spamassassin: {e} (apt-get install spamassassin; tests/run.sh does)"));
-        child.stdin.take().unwrap().write_all(mail.as_bytes()).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = piped("spamassassin", &[&["-L", "-x"][..], config].concat(), mail.as_bytes());
+        assert!(out.status.success(), "spamassassin: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap()
     };
     let gtube = |n: u32| {

@@ -519,20 +519,25 @@ pub fn api_channel(id: &str, receiver: Option<&Receiver>, limits: &str) -> Strin
 pub fn python(script: &str, args: &[&str], input: &Value) -> String {
     let python = std::env::var("SB_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
     let path = format!("{}/tests/python/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = std::process::Command::new(&python)
-        .arg(&path)
+    let out = piped(&python, &[&[path.as_str()][..], args].concat(), input.to_string().as_bytes());
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{script} failed:\n{text}");
+    text
+}
+
+/// Runs `program` with `args`, `input` on its standard input; what it wrote and how it ended.
+/// Panics when the program cannot be started (tests/run.sh installs what the tests need).
+pub fn piped(program: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {python}: {e} (tests/run.sh installs what the tests need)"));
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(input.to_string().as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{script} failed:\n{text}");
-    text
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (tests/run.sh installs what the tests need)"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Standard Webhooks verification written independently of the gateway's own signing code.
