@@ -1347,8 +1347,9 @@ async fn a_mail_the_receiving_servers_spam_filter_marked_is_refused() {
 /// show it empty (zammad#6376). Signed by Debian's `openssl` in both its encodings (`cms
 /// -stream`: BER with indefinite lengths and the content in chunks; `smime`: DER), it reaches
 /// the helpdesk as the same mail unsigned does: its text, HTML and files, under its own sender,
-/// subject and Message-ID; its kept source still holds the signature. An encrypted one, which
-/// cannot be read without the recipient's key, keeps its `smime.p7m`.
+/// subject and Message-ID; its kept source still holds the signature. So does a clear-signed
+/// one, whose detached `smime.p7s` is no file of the sender's. An encrypted one, which cannot
+/// be read without the recipient's key, keeps its `smime.p7m`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
     let dir = tempfile::tempdir().unwrap();
@@ -1385,13 +1386,20 @@ async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
     let signer = ["-signer", "ann.pem", "-inkey", "ann.key", "-in", "entity.eml", "-binary", "-nodetach"];
     let streamed = ssl(&[&["cms", "-sign", "-stream", "-outform", "SMIME"][..], &signer].concat());
     let der = ssl(&[&["smime", "-sign"][..], &signer].concat());
+    // Clear-signed (multipart/signed with a detached smime.p7s), as most clients sign.
+    let clear = ssl(&["cms", "-sign", "-signer", "ann.pem", "-inkey", "ann.key", "-in", "entity.eml", "-binary"]);
     let encrypted = ssl(&["cms", "-encrypt", "-aes256", "-in", "entity.eml", "-outform", "SMIME", "ann.pem"]);
     let streamed = String::from_utf8(streamed).unwrap();
     assert!(streamed.contains("smime-type=signed-data"), "{streamed}");
 
     let mail = MailServers::start().await;
     let (helpdesk, server) = with_helpdesk(&mail).await;
-    let mails = [("unsigned", entity.as_str()), ("streamed", &streamed), ("der", std::str::from_utf8(&der).unwrap())];
+    let mails = [
+        ("unsigned", entity.as_str()),
+        ("streamed", &streamed),
+        ("der", std::str::from_utf8(&der).unwrap()),
+        ("clear", std::str::from_utf8(&clear).unwrap()),
+    ];
     let encrypted = String::from_utf8(encrypted).unwrap();
     for (n, (name, body)) in mails.iter().chain([("encrypted", encrypted.as_str())].iter()).enumerate() {
         let header = format!(
@@ -1403,7 +1411,7 @@ async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
         let mime = if body.starts_with("MIME-Version") { "" } else { "MIME-Version: 1.0\r\n" };
         mail.append(SUPPORT, &format!("{header}{mime}{body}")).await;
     }
-    for n in 0..4 {
+    for n in 0..5 {
         nth_received(&helpdesk, n).await;
     }
     let received = helpdesk.events_of("message.received");
@@ -1422,7 +1430,7 @@ async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
     let unsigned = message("unsigned");
     assert!(unsigned["text"].as_str().unwrap().contains("When will it reach München?"), "{unsigned}");
     assert_eq!(unsigned["attachments"][0]["filename"], "invoice-7.pdf", "{unsigned}");
-    for name in ["streamed", "der"] {
+    for name in ["streamed", "der", "clear"] {
         let signed = message(name);
         assert_eq!(reading(&signed), reading(&unsigned), "{name}: {signed}");
         assert_eq!(signed["provider"]["message_id"], format!("smime-{name}@example.org"));
@@ -1436,7 +1444,10 @@ async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
             .text()
             .await
             .unwrap();
-        assert!(source.contains("pkcs7-mime; smime-type=signed-data"), "{name}: the signature is kept");
+        assert!(
+            source.contains("application/pkcs7-") || source.contains("application/x-pkcs7-"),
+            "{name}: the signature is kept"
+        );
     }
     let encrypted = message("encrypted");
     assert_eq!(encrypted["text"], Value::Null, "{encrypted}");

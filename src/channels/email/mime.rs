@@ -32,6 +32,10 @@ use crate::stitch::identity_for;
 /// Default per-attachment limit when the channel sets none.
 pub const DEFAULT_MAX_ATTACHMENT: usize = 25 * 1024 * 1024;
 
+/// Content types of the signature part of a `multipart/signed` mail (RFC 8551, RFC 3156).
+const DETACHED_SIGNATURES: &[&str] =
+    &["application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature"];
+
 /// How far a forwarded original's time may lie after the forward's own Date (the two clocks
 /// need not agree) before it is taken for misread.
 const LATER_CLOCK_MS: i64 = 60 * 60 * 1000;
@@ -178,6 +182,13 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
             .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("octet-stream")))
             .unwrap_or_else(|| "application/octet-stream".into())
             .to_lowercase();
+        // A signed mail's detached signature (S/MIME `smime.p7s`, OpenPGP `signature.asc`) is
+        // no file of the sender's: mail clients show a badge, not an attachment, and a
+        // helpdesk would list one on every message of a signing sender (freescout#1033). It
+        // can only be checked against the exact signed bytes, which the kept source holds.
+        if DETACHED_SIGNATURES.contains(&content_type.as_str()) {
+            continue;
+        }
         let contents = part.contents();
         let content_id = part.content_id().map(|c| c.trim_matches(['<', '>']).to_owned());
         // Outlook's winmail.dat: the files in it instead, when there are any (the mail's source
