@@ -141,6 +141,13 @@ fn decide_and_store(
         let reason = format!("an answer in conversation {conversation} of channel {channel}, which it was sent to too");
         return reject(conn, &raw, &stored, &reason, now_ms);
     }
+    // So is a first mail sent to two of our mailboxes at once, which another read first.
+    if let (None, false, Some((message, channel))) =
+        (&conversation, accepting, copy_on_another_channel(conn, &raw, &rules.channels)?)
+    {
+        let reason = format!("a copy of message {message} of channel {channel}, which it was sent to too");
+        return reject(conn, &raw, &stored, &reason, now_ms);
+    }
     // A flood from one sender: messages that reached the provider within the hour, beyond what
     // one sender may bring in an hour. A backlog (mail the mailbox got earlier, fetched late)
     // neither counts nor is counted; a Date the sender wrote decides nothing, since a flood can
@@ -495,6 +502,32 @@ fn find_conversation(
     };
     let conversation = store::conversations::get(conn, &joined.conversation)?;
     Ok((conversation.map(|c| (c, joined.reason)), answered.map(MessageId::from_stored)))
+}
+
+/// The message another of our channels, still configured, made of this very mail: one sent to
+/// its address too (To support@…, Cc sales@…) that it read first, with the same Message-ID and
+/// sender (a stranger may reuse a Message-ID): `(message, channel)`. Asked only of a mail that
+/// found no conversation on its own channel.
+fn copy_on_another_channel(
+    conn: &Connection,
+    raw: &RawInbound,
+    channels: &crate::channels::Registry,
+) -> Result<Option<(String, String)>, StoreError> {
+    let Some(header) = raw.mail.as_ref().and_then(|mail| mail.message_id.as_deref()) else { return Ok(None) };
+    for channel in channels.iter() {
+        let crate::channels::ChannelConfig::Email(other) = &channel.config else { continue };
+        if other.id == raw.channel_id || !raw.to.iter().chain(&raw.cc).any(|p| other.owns(&p.address)) {
+            continue;
+        }
+        for conversation in store::mail::conversations_by_header(conn, &other.id, header)? {
+            let Some(id) = store::mail::message_by_header(conn, &other.id, &conversation, header)? else { continue };
+            let Some(message) = store::messages::get(conn, &id)? else { continue };
+            if message.direction == Direction::Inbound && message.from.address.eq_ignore_ascii_case(&raw.from.address) {
+                return Ok(Some((id, other.id.clone())));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The conversation of another of our channels that `raw` answers (it replies to one of our

@@ -2713,6 +2713,52 @@ async fn a_copy_of_our_mail_in_another_of_our_mailboxes_and_the_answer_to_all_st
     server.stop().await;
 }
 
+/// A customer's first mail to two of our mailboxes at once (To support, Cc sales) is one
+/// conversation, on the channel that read it first; the other refuses its copy, naming the
+/// message it is. A stranger's mail that reuses that Message-ID is no copy: it is their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_mail_to_two_of_our_mailboxes_is_one_conversation() {
+    let mail = MailServers::start().await;
+    // Sales reads Bea's mailbox.
+    let sales = mail.channel("sales", "").replace(SUPPORT.0, BEA.0).replace(SUPPORT.1, BEA.1);
+    let server = TestServer::start(&format!("{}{sales}", mail.channel("support", ""))).await;
+    let both = crate::mail_servers::mail(
+        ANN.0,
+        SUPPORT.0,
+        "Order 7 and a quote",
+        "both-1@example.org",
+        &format!("Cc: {}\n", BEA.0),
+        "Where is order 7? And a quote for 8, please.",
+    );
+    mail.append(SUPPORT, &both).await;
+    let first = first_received(&server).await["data"].clone();
+    assert_eq!(first["channel"]["id"], "support");
+    mail.append(BEA, &both).await;
+    let refused = loop_until(|| async {
+        let (_, listed) = server.get("/v1/channels/sales/rejected").await;
+        listed["rejected"].as_array().filter(|items| !items.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(
+        refused[0]["reason"],
+        format!("a copy of message {} of channel support, which it was sent to too", first["id"].as_str().unwrap())
+    );
+    let stranger = crate::mail_servers::mail(
+        STRANGER.0,
+        BEA.0,
+        "Order 7 and a quote",
+        "both-1@example.org",
+        &format!("Cc: {}\n", SUPPORT.0),
+        "Not the same mail.",
+    );
+    mail.append(BEA, &stranger).await;
+    let theirs =
+        loop_until(|| async { received(&server).await.into_iter().find(|m| m["channel"]["id"] == "sales") }).await;
+    assert_eq!((&theirs["from"]["address"], &theirs["stitch"]["reason"]), (&json!(STRANGER.0), &json!("new")));
+    assert_eq!(received(&server).await.len(), 2, "Ann's mail once, the stranger's once");
+    server.stop().await;
+}
+
 /// zammad#5716: Ann and her colleague Bea write to each other, and Bea copies us into her
 /// reply. Ann then answers the first mail of the thread (which we never saw) with us in Cc: it
 /// joins the conversation Bea's reply opened, since both answer the same mail, and our reply
