@@ -22,22 +22,19 @@ pub const TOPMOST: &str = "*";
 /// The results of the trusted header of `message`, if it has one.
 pub(super) fn read(message: &Message<'_>, authserv_id: &str) -> Option<MailAuthentication> {
     let raw = message.raw_message();
-    let headers =
-        message.root_part().headers.iter().filter(|h| h.name().eq_ignore_ascii_case("Authentication-Results"));
-    for header in headers {
-        let value = raw.get(header.offset_start() as usize..header.offset_end() as usize)?;
-        let Some(parsed) = parse(&String::from_utf8_lossy(value)) else { continue };
-        let trusted = authserv_id == TOPMOST
-            || parsed.authserv_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(authserv_id));
-        if trusted {
-            return Some(parsed);
-        }
-        // The topmost header is the receiving server's, or no header is.
-        if authserv_id == TOPMOST {
-            return None;
-        }
+    let mut values = message
+        .root_part()
+        .headers
+        .iter()
+        .filter(|h| h.name().eq_ignore_ascii_case("Authentication-Results"))
+        .filter_map(|h| raw.get(h.offset_start() as usize..h.offset_end() as usize))
+        .map(|value| parse(&String::from_utf8_lossy(value)));
+    if authserv_id == TOPMOST {
+        // The topmost header is the receiving server's, whatever it says, or none is: one
+        // below it, which the sender may have written, is never read in its place.
+        return values.next().flatten();
     }
-    None
+    values.flatten().find(|parsed| parsed.authserv_id.as_deref().is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)))
 }
 
 /// One header value: its authserv-id (none when it begins with a result, as Microsoft 365's
@@ -174,6 +171,25 @@ mod tests {
         assert!(!failed("mx; dkim=fail; spf=pass"));
         assert!(!failed("mx; spf=neutral; dkim=none"));
         assert!(!failed("mx; none"));
+    }
+
+    /// With `*`, only the topmost header counts: when it says nothing readable, a "pass" the
+    /// sender wrote below it is not read instead. With an authserv-id, the first with that id.
+    #[test]
+    fn only_the_trusted_header_is_read() {
+        let mail = |headers: &str| format!("{headers}From: support@example.com\r\nSubject: x\r\n\r\nbody\r\n");
+        let read_with = |headers: &str, id: &str| {
+            let text = mail(headers);
+            let message = mail_parser::MessageParser::default().parse(text.as_bytes()).unwrap();
+            read(&message, id)
+        };
+        let unreadable_on_top =
+            "Authentication-Results: (nothing here)\r\nAuthentication-Results: forged.example; dmarc=pass\r\n";
+        assert_eq!(read_with(unreadable_on_top, TOPMOST), None);
+        let two = "Authentication-Results: other.example; dmarc=pass\r\nAuthentication-Results: mx.example.com; dmarc=fail\r\nAuthentication-Results: mx.example.com; dmarc=pass\r\n";
+        assert_eq!(read_with(two, "mx.example.com").and_then(|r| r.dmarc).as_deref(), Some("fail"));
+        assert_eq!(read_with(two, TOPMOST).and_then(|r| r.dmarc).as_deref(), Some("pass"));
+        assert_eq!(read_with("", TOPMOST), None);
     }
 
     #[test]
