@@ -200,6 +200,17 @@ const MIGRATIONS: &[&str] = &[
         SELECT 'mail_source_keys_before', CAST(unixepoch('subsec') * 1000 AS INTEGER)
         WHERE EXISTS (SELECT 1 FROM channel_state);
     "#,
+    // 9: was `CREATE INDEX attachments_sha256 ON attachments(sha256)`, for a first cut of
+    // retention; it cost every stored attachment a B-tree insert, and retention no longer
+    // needs it. Kept as a step that does nothing, so that stores already at 9 still open and
+    // a store below 9 does not build the index only for 10 to drop it.
+    r#"
+    SELECT 1;
+    "#,
+    // 10: the index 9 made, where it made it.
+    r#"
+    DROP INDEX IF EXISTS attachments_sha256;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
@@ -245,6 +256,26 @@ mod tests {
         assert_eq!(version(&conn), super::MIGRATIONS.len() as i64);
         super::migrate(&mut conn).unwrap();
         assert_eq!(version(&conn), super::MIGRATIONS.len() as i64);
+    }
+
+    /// A store that an earlier version took to 9, with the index retention's first cut made,
+    /// opens, and the index goes; a store from before 9 never gets it.
+    #[test]
+    fn a_store_at_version_9_opens_and_loses_the_index_it_no_longer_needs() {
+        let index = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM sqlite_schema WHERE name = 'attachments_sha256'", [], |r| r.get(0))
+                .unwrap()
+        };
+        let mut conn = Connection::open_in_memory().unwrap();
+        super::apply(&mut conn, &super::MIGRATIONS[..8]).unwrap();
+        conn.execute_batch("CREATE INDEX attachments_sha256 ON attachments(sha256); PRAGMA user_version = 9;").unwrap();
+        super::migrate(&mut conn).unwrap();
+        assert_eq!((version(&conn), index(&conn)), (super::MIGRATIONS.len() as i64, 0));
+
+        let mut older = Connection::open_in_memory().unwrap();
+        super::apply(&mut older, &super::MIGRATIONS[..8]).unwrap();
+        super::migrate(&mut older).unwrap();
+        assert_eq!((version(&older), index(&older)), (super::MIGRATIONS.len() as i64, 0));
     }
 
     /// Pending migrations apply together or not at all: a failing one leaves the database as
