@@ -74,9 +74,10 @@ pub struct RawInbound {
     pub delivery_report: Option<crate::model::DeliveryReport>,
     /// What the mail's trusted receiving server found of its sender (`authserv_id`).
     pub authentication: Option<crate::model::MailAuthentication>,
-    /// Why the channel itself would refuse the item (the receiving server marked the mail as
-    /// spam): the pipeline refuses it, listed with this reason, unless an operator takes it in.
-    /// A bounce about one of our messages is not refused for it.
+    /// Why the channel itself would refuse the item (a mail in our own name its receiving server
+    /// found forged; one its spam filter marked): the pipeline refuses it, listed with this
+    /// reason, unless an operator takes it in (a forgery taken in is then ours, as its From
+    /// says). A bounce about one of our messages is not refused for it.
     pub refusal: Option<String>,
     /// Written by us, not to us: a mail whose From is one of the channel's own addresses (an
     /// agent answering from the mail client; the watched Sent folder). It is our outbound

@@ -75,17 +75,8 @@ fn decide_and_store(
     }
     let now_ms = time::now_ms();
     let now = time::rfc3339(now_ms);
-    // A mail in our name that the receiving server found forged is not ours: taken for ours,
-    // it could write into any conversation as us, past the sender guard.
-    if let (true, false, Some(found)) = (raw.sent_by_us, accepting, raw.authentication.as_ref().filter(|a| a.failed()))
-    {
-        let server = found.authserv_id.as_deref().unwrap_or("the receiving server");
-        let reason =
-            format!("from our own address {}, which {server} found forged ({})", raw.from.address, found.summary());
-        return reject(conn, &raw, &stored, &reason, now_ms);
-    }
-    // The channel's own reason (spam); a bounce is decided below, by whether it reports on one
-    // of our messages.
+    // The channel's own reason (a mail in our name found forged, spam); a bounce is decided
+    // below, by whether it reports on one of our messages.
     if let (Some(reason), false, None) = (&raw.refusal, accepting, &raw.delivery_report) {
         return reject(conn, &raw, &stored, reason, now_ms);
     }

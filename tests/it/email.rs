@@ -1156,13 +1156,7 @@ async fn a_mail_forged_in_our_name_is_refused_where_the_receiving_server_says_so
         (&sent[0]["text"], &sent[0]["conversation_id"]),
         (&json!("It ships tomorrow.\r\n"), &message["conversation_id"])
     );
-    let rejected = loop_until(|| async {
-        let (_, listed) = server.get("/v1/channels/support/rejected").await;
-        let items = listed["rejected"].as_array().cloned().unwrap_or_default();
-        (!items.is_empty()).then_some(items)
-    })
-    .await;
-    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    let rejected = refused_items(&server, "support", 1).await;
     assert_eq!(
         rejected[0]["reason"],
         "from our own address support@example.com, which mx.example.com found forged (dmarc=fail, spf=fail)"
@@ -1270,11 +1264,7 @@ async fn a_read_receipt_makes_our_message_read() {
         (&json!(true), &json!("receipt"), &queued["conversation_id"], &json!("displayed")),
         "{stored}"
     );
-    let rejected = loop_until(|| async {
-        let (_, listed) = server.get("/v1/channels/support/rejected").await;
-        listed["rejected"].as_array().filter(|items| !items.is_empty()).cloned()
-    })
-    .await;
+    let rejected = refused_items(&server, "support", 1).await;
     assert_eq!(rejected[0]["reason"], "a read receipt about a message this gateway did not send");
     server
         .validate_contract(vec![
@@ -1323,12 +1313,7 @@ async fn a_mail_the_receiving_servers_spam_filter_marked_is_refused() {
     let (helpdesk, server) = with_helpdesk(&mail).await;
     let message = nth_received(&helpdesk, 0).await;
     assert_eq!(message["subject"], "Refund");
-    let rejected = loop_until(|| async {
-        let (_, listed) = server.get("/v1/channels/support/rejected").await;
-        let items = listed["rejected"].as_array().cloned().unwrap_or_default();
-        (items.len() == 2).then_some(items)
-    })
-    .await;
+    let rejected = refused_items(&server, "support", 2).await;
     for item in &rejected {
         let reason = item["reason"].as_str().unwrap();
         assert!(reason.starts_with("marked as spam by the receiving server (X-Spam-Flag: YES)"), "{item}");
@@ -2734,11 +2719,7 @@ async fn a_first_mail_to_two_of_our_mailboxes_is_one_conversation() {
     let first = first_received(&server).await["data"].clone();
     assert_eq!(first["channel"]["id"], "support");
     mail.append(BEA, &both).await;
-    let refused = loop_until(|| async {
-        let (_, listed) = server.get("/v1/channels/sales/rejected").await;
-        listed["rejected"].as_array().filter(|items| !items.is_empty()).cloned()
-    })
-    .await;
+    let refused = refused_items(&server, "sales", 1).await;
     assert_eq!(
         refused[0]["reason"],
         format!("a copy of message {} of channel support, which it was sent to too", first["id"].as_str().unwrap())
@@ -3358,6 +3339,16 @@ async fn mail_stored_before_the_dedup_key_changed_is_not_imported_again() {
         .map(Result::unwrap)
         .collect();
     assert!(keys.iter().all(|k| k.starts_with("mail-sha256:")), "{keys:?}");
+}
+
+/// The items `channel` refused, once there are exactly `n` of them (30 s at most).
+async fn refused_items(server: &TestServer, channel: &str, n: usize) -> Vec<Value> {
+    let listing = format!("/v1/channels/{channel}/rejected");
+    loop_until(|| async {
+        let (_, listed) = server.get(&listing).await;
+        listed["rejected"].as_array().filter(|items| items.len() == n).cloned()
+    })
+    .await
 }
 
 /// How many items the support channel refused.

@@ -21,14 +21,9 @@ pub const TOPMOST: &str = "*";
 
 /// The results of the trusted header of `message`, if it has one.
 pub(super) fn read(message: &Message<'_>, authserv_id: &str) -> Option<MailAuthentication> {
-    let raw = message.raw_message();
-    let mut values = message
-        .root_part()
-        .headers
-        .iter()
-        .filter(|h| h.name().eq_ignore_ascii_case("Authentication-Results"))
-        .filter_map(|h| raw.get(h.offset_start() as usize..h.offset_end() as usize))
-        .map(|value| parse(&String::from_utf8_lossy(value)));
+    let mut values = super::report::raw_headers(message)
+        .filter(|(name, _)| name.eq_ignore_ascii_case("Authentication-Results"))
+        .map(|(_, value)| parse(&value));
     if authserv_id == TOPMOST {
         // The topmost header is the receiving server's, whatever it says, or none is: one
         // below it, which the sender may have written, is never read in its place.

@@ -161,11 +161,17 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
         .next()
         .filter(|r| channel.use_reply_to && !r.address.eq_ignore_ascii_case(&from.address))
         .filter(|r| !channel.owns(&r.address));
-    // From us, and not a form that names its customer in Reply-To. (A forgery of our address
-    // that the receiving server caught is refused by the pipeline: `authentication`.)
+    // From us, and not a form that names its customer in Reply-To.
     let sent_by_us = reply_to.is_none() && channel.owns(&from.address);
+    // What the trusted receiving server found of the sender. A mail in our name that failed is
+    // no agent's answer: taken for ours, it could write into any conversation as us, past the
+    // sender guard. It is refused (`refusal`, below), and a forward that failed is not taken
+    // for a colleague's.
     let authentication = channel.authserv_id.as_deref().and_then(|id| authentication::read(message, id));
-    let forged = authentication.as_ref().is_some_and(|a| a.failed());
+    let forged = authentication.as_ref().filter(|a| a.failed()).map(|found| {
+        let server = found.authserv_id.as_deref().unwrap_or("the receiving server");
+        format!("from our own address {}, which {server} found forged ({})", from.address, found.summary())
+    });
     let subject = message.subject().map(str::to_owned);
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
@@ -235,8 +241,7 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
 
     // A colleague's forward is the original sender's mail, all of it new to us (the
     // colleague's note above it too). Our own forwards (the watched Sent folder) stay ours.
-    // A forward that failed authentication is not taken for a colleague's.
-    let forwarded = (channel.is_forwarder(&from.address) && !sent_by_us && !forged)
+    let forwarded = (channel.is_forwarder(&from.address) && !sent_by_us && forged.is_none())
         .then(|| forward::original(message, text.as_deref(), ours))
         .flatten();
     // The message is the original's, and so is its time: when the customer wrote it, as the
@@ -311,11 +316,10 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
         authentication,
-        refusal: channel
-            .refuse_spam
-            .then(|| report::spam_verdict(message))
-            .flatten()
-            .map(|header| format!("marked as spam by the receiving server ({header})")),
+        refusal: forged.filter(|_| sent_by_us).or_else(|| {
+            let spam = channel.refuse_spam.then(|| report::spam_verdict(message)).flatten();
+            spam.map(|header| format!("marked as spam by the receiving server ({header})"))
+        }),
     };
     raw.identity = identity_for("email", &channel.id, &raw.owner().address);
     raw

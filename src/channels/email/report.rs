@@ -1,11 +1,14 @@
 //! Auto-replies (RFC 3834) and bounces: delivery status notifications (RFC 3464, RFC 6522),
 //! delivery agents' refusal notices (RFC 8098), and the plain-text bounces mail servers wrote
-//! before DSNs and many still write.
+//! before DSNs and many still write. Also recipients' read receipts (RFC 8098), read as reports
+//! about our message like bounces, and the spam verdicts of receiving servers' filters.
 //!
 //! Pure functions over a parsed mail. An auto-reply is flagged and never opens a conversation;
 //! a bounce is matched to the outbound message it reports on (the embedded original's
 //! Message-ID, or the original envelope id) so a permanent failure fails that message. What
 //! only a bounce's text says is believed of a mailer daemon's mail alone.
+
+use std::borrow::Cow;
 
 use mail_parser::{HeaderValue, Message, MessageParser, MimeHeaders, PartType};
 
@@ -15,6 +18,17 @@ pub use crate::model::DeliveryReport;
 
 fn header_text<'a>(message: &'a Message<'_>, name: &'static str) -> Option<&'a str> {
     message.header_raw(name).map(str::trim)
+}
+
+/// Every header field of the mail itself, topmost first: its name and raw value (unfolded
+/// neither in name nor in value), for headers read in order or more than once
+/// (Authentication-Results, spam verdicts).
+pub(super) fn raw_headers<'a>(message: &'a Message<'_>) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> {
+    let raw = message.raw_message();
+    message.root_part().headers.iter().filter_map(move |header| {
+        let value = raw.get(header.offset_start() as usize..header.offset_end() as usize)?;
+        Some((header.name(), String::from_utf8_lossy(value)))
+    })
 }
 
 /// Vacation and out-of-office subjects, for senders that set no headers. Only as the subject's
@@ -64,11 +78,8 @@ const SPAM_FLAGS: &[(&str, &str)] =
 /// The header line in which a spam filter marked `message` as spam, if one did. A sender who
 /// writes such a header only harms their own mail, so any one counts.
 pub(super) fn spam_verdict(message: &Message<'_>) -> Option<String> {
-    let raw = message.raw_message();
-    message.root_part().headers.iter().find_map(|header| {
-        let (name, says_spam) = SPAM_FLAGS.iter().find(|(name, _)| header.name().eq_ignore_ascii_case(name))?;
-        let value = raw.get(header.offset_start() as usize..header.offset_end() as usize)?;
-        let value = String::from_utf8_lossy(value);
+    raw_headers(message).find_map(|(header, value)| {
+        let (name, says_spam) = SPAM_FLAGS.iter().find(|(name, _)| header.eq_ignore_ascii_case(name))?;
         let value = value.trim();
         let verdict = value.split([',', ';', ' ', '\t', '\r', '\n']).next().unwrap_or_default();
         verdict.eq_ignore_ascii_case(says_spam).then(|| format!("{name}: {}", value.lines().next().unwrap_or_default()))
@@ -211,7 +222,9 @@ fn null_return_path(message: &Message<'_>) -> bool {
 /// `X-Failed-Recipients` bounce without the standard report; or a plain-text bounce
 /// (`plain_text_failures`), whose text also names who failed where a report part names no one.
 pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
-    if let Some(receipt) = receipt(message) {
+    // A delivery agent's refusal notice has a read receipt's form; a person's receipt is none.
+    let rejection = rejection_notice(message);
+    if let Some(receipt) = rejection.is_none().then(|| receipt(message)).flatten() {
         return Some(receipt);
     }
     let is_report = message.content_type().is_some_and(|c| {
@@ -219,7 +232,6 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
             && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"))
             && c.attribute("report-type").is_some_and(|t| t.to_ascii_lowercase().contains("delivery-status"))
     }) || (has_status_part(message) && from_mailer_daemon(message));
-    let rejection = rejection_notice(message);
     let is_report = is_report || rejection.is_some();
     let failed_header = header_text(message, "X-Failed-Recipients").map(str::to_owned);
     let plain = if is_report || failed_header.is_some() { Vec::new() } else { plain_text_failures(message, false) };
@@ -291,12 +303,9 @@ pub fn delivery_report(message: &Message<'_>) -> Option<DeliveryReport> {
 /// A read receipt (RFC 8098 message disposition notification) a recipient's mail client sent,
 /// as a report: `action` its disposition type (`displayed`: the mail was shown to the
 /// recipient), status 2.0.0 (whatever they did with it, the mail arrived), about the mail its
-/// Original-Message-ID (or else In-Reply-To) names. A delivery agent's refusal notice, which
-/// has the same form, is not one (`rejection_notice`).
+/// Original-Message-ID (or else In-Reply-To) names. Asked only of a mail that is no delivery
+/// agent's refusal notice, which has the same form (`rejection_notice`).
 fn receipt(message: &Message<'_>) -> Option<DeliveryReport> {
-    if rejection_notice(message).is_some() {
-        return None;
-    }
     let part = message_part(message, &["disposition-notification"])?;
     let fields = fields(&String::from_utf8_lossy(part.contents()));
     let field = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
