@@ -74,6 +74,8 @@ pub struct RawInbound {
     pub delivery_report: Option<crate::model::DeliveryReport>,
     /// What the mail's trusted receiving server found of its sender (`authserv_id`).
     pub authentication: Option<crate::model::MailAuthentication>,
+    /// What a signed mail's signature says.
+    pub signature: Option<crate::model::MailSignature>,
     /// Why the channel itself would refuse the item (a mail in our own name its receiving server
     /// found forged; one its spam filter marked): the pipeline refuses it, listed with this
     /// reason, unless an operator takes it in (a forgery taken in is then ours, as its From

@@ -202,6 +202,35 @@ pub struct MailAuthentication {
     pub spf: Option<String>,
 }
 
+/// What the signature of a signed mail says (S/MIME checked; OpenPGP recognised, not checked),
+/// as a mail client's badge would. Nothing is refused for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailSignature {
+    /// `smime` or `openpgp`.
+    pub kind: String,
+    pub status: SignatureStatus,
+    /// The mail address the signer's certificate is for (the sender's, when it is among them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<String>,
+    /// Why, in words, for an operator.
+    pub detail: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureStatus {
+    /// The mail is as signed, by a certificate a trusted CA issued for the sender's address.
+    Valid,
+    /// The mail is as signed, but the certificate is not trusted (self-signed, unknown CA,
+    /// expired when it signed, not for mail) or is not for the sender's address.
+    Untrusted,
+    /// The mail was changed after it was signed, or the signature is not the certificate's.
+    Invalid,
+    /// Cannot be told: an algorithm not supported here (SHA-1 among them), no signer's
+    /// certificate, an unreadable signature, or OpenPGP.
+    Unverifiable,
+}
+
 impl MailAuthentication {
     /// Whether the sender's domain failed: DMARC failed; or, with no DMARC result, neither DKIM
     /// nor SPF passed and at least one of them was checked and failed.
@@ -339,6 +368,9 @@ pub struct Message {
     /// For a mail on a channel that trusts its receiving server's Authentication-Results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<MailAuthentication>,
+    /// For a signed mail: what its signature says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<MailSignature>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,

@@ -12,6 +12,6 @@ pub use conversation::{Contact, Conversation};
 pub use event::{Envelope, EventType};
 pub use ids::{AttachmentId, ContactId, ConversationId, EventId, MessageId};
 pub use message::{
-    Arrival, Attachment, AttachmentUrls, ChannelRef, DeliveryReport, Direction, ErrorInfo, MailAuthentication, Message,
-    Party, ProviderRef, SkippedAttachment, Status, StitchInfo,
+    Arrival, Attachment, AttachmentUrls, ChannelRef, DeliveryReport, Direction, ErrorInfo, MailAuthentication,
+    MailSignature, Message, Party, ProviderRef, SignatureStatus, SkippedAttachment, Status, StitchInfo,
 };

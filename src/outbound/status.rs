@@ -89,6 +89,7 @@ mod tests {
             auto_reply: false,
             delivery_report: None,
             authentication: None,
+            signature: None,
             created_at: time::rfc3339(0),
             received_at: None,
             sent_at: None,

@@ -361,6 +361,7 @@ fn outbound_message(
         auto_reply: request.auto_reply,
         delivery_report: None,
         authentication: None,
+        signature: None,
         created_at: now,
         received_at: None,
         sent_at: None,

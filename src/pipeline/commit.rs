@@ -594,6 +594,7 @@ fn normalize(
         auto_reply: raw.auto_reply,
         delivery_report: raw.delivery_report,
         authentication: raw.authentication,
+        signature: raw.signature,
         created_at: now.to_owned(),
         received_at: Some(raw.received_at.map_or_else(|| now.to_owned(), time::rfc3339)),
         sent_at: raw.sent_at.map(time::rfc3339),

@@ -152,6 +152,7 @@ mod tests {
             source: None,
             accepted_refusal: None,
             authentication: None,
+            signature: None,
             refusal: None,
         }
     }

@@ -1444,6 +1444,189 @@ async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
     server.stop().await;
 }
 
+/// A signed mail's signature is checked, and the message says what was found (`signature`), as
+/// a mail client's badge does. A small PKI made with Debian's `openssl` (a customer company's
+/// CA, which the channel trusts through `smime_ca_file`; RSA and EC people's certificates; a
+/// web server's; a self-signed one) signs mails clear (`multipart/signed`) and opaque, and
+/// Debian's `openssl cms -verify` is the reference for each verdict on the exact mail that
+/// went through Dovecot: `invalid` where it finds the content changed, `valid` only where it
+/// accepts the chain for S/MIME signing (and the certificate is the sender's, which openssl
+/// does not check), `untrusted` where it accepts the content but not the chain. The one
+/// deliberate difference: a SHA-1 signature, which openssl still accepts, is `unverifiable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssl = |args: &[&str]| openssl(dir.path(), args);
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    let rsa = ["-newkey", "rsa:2048"];
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    ssl(&[
+        &["req", "-x509", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30"][..],
+        &rsa,
+        &["-subj", "/O=Customer Example/CN=Customer Example Mail CA"],
+        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]
+    .concat());
+    // People's certificates from the CA: (name, key, extended key usage, address).
+    let people = [
+        ("ann", &rsa[..], "emailProtection", "ann@customer.example"),
+        ("bob", &ec[..], "emailProtection", "bob@customer.example"),
+        ("dave", &rsa[..], "serverAuth", "dave@customer.example"),
+    ];
+    for (name, key, usage, address) in people {
+        write(
+            &format!("{name}.ext"),
+            &format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+                 extendedKeyUsage={usage}\nsubjectAltName=email:{address}\nsubjectKeyIdentifier=hash\n"
+            ),
+        );
+        let (keyfile, csr, pem, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        ssl(&[&["req", "-new", "-nodes", "-keyout", &keyfile, "-out", &csr, "-subj", &format!("/CN={name}")][..], key]
+            .concat());
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-extfile",
+            &ext,
+        ]);
+    }
+    ssl(&[
+        &["req", "-x509", "-nodes", "-keyout", "eve.key", "-out", "eve.pem", "-days", "30"][..],
+        &rsa,
+        &["-subj", "/CN=Eve/emailAddress=eve@customer.example"],
+    ]
+    .concat());
+    let entity = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+                  Hello,\r\n\r\nplease send the invoice for order 7 to München.\r\n\r\nThanks\r\n";
+    write("entity.eml", entity);
+    let sign = |signer: &str, extra: &[&str]| {
+        let (pem, key) = (format!("{signer}.pem"), format!("{signer}.key"));
+        let args = [&["cms", "-sign", "-signer", &pem, "-inkey", &key, "-in", "entity.eml", "-binary"][..], extra];
+        String::from_utf8(ssl(&args.concat())).unwrap()
+    };
+    let clear = sign("ann", &[]);
+    let altered = clear.replacen("order 7", "order 8", 1);
+    assert_ne!(clear, altered);
+    // (subject, From, body, expected status, expected signer)
+    let mails = [
+        ("ann clear", "ann", clear.clone(), "valid", Some("ann@customer.example")),
+        (
+            "ann opaque",
+            "ann",
+            sign("ann", &["-nodetach", "-stream", "-outform", "SMIME"]),
+            "valid",
+            Some("ann@customer.example"),
+        ),
+        (
+            "ann pss",
+            "ann",
+            sign("ann", &["-keyopt", "rsa_padding_mode:pss", "-keyopt", "rsa_pss_saltlen:digest"]),
+            "valid",
+            Some("ann@customer.example"),
+        ),
+        (
+            "ann pss max salt",
+            "ann",
+            sign("ann", &["-keyopt", "rsa_padding_mode:pss"]),
+            "unverifiable",
+            Some("ann@customer.example"),
+        ),
+        ("bob ec", "bob", sign("bob", &[]), "valid", Some("bob@customer.example")),
+        ("ann altered", "ann", altered, "invalid", Some("ann@customer.example")),
+        ("ann as carol", "carol", clear.clone(), "untrusted", Some("ann@customer.example")),
+        ("dave web", "dave", sign("dave", &[]), "untrusted", Some("dave@customer.example")),
+        ("eve self-signed", "eve", sign("eve", &[]), "untrusted", Some("eve@customer.example")),
+        ("ann sha1", "ann", sign("ann", &["-md", "sha1"]), "unverifiable", Some("ann@customer.example")),
+    ];
+    let mail = MailServers::start().await;
+    let ca_file = dir.path().join("ca.pem");
+    let (helpdesk, server) =
+        with_helpdesk_and(&mail, &format!("smime_ca_file = {:?}", ca_file.to_str().unwrap())).await;
+    let mut sent = Vec::new();
+    for (n, (subject, from, body, _, _)) in mails.iter().enumerate() {
+        let text = format!(
+            "From: {from} <{from}@customer.example>\r\nTo: {}\r\nSubject: {subject}\r\n\
+             Message-ID: <signed-{n}@customer.example>\r\nDate: Mon, 30 Nov 2026 10:0{n}:00 +0100\r\n{body}",
+            SUPPORT.0
+        );
+        mail.append(SUPPORT, &text).await;
+        sent.push(text);
+    }
+    mail.append(
+        SUPPORT,
+        &format!("From: ann@customer.example\r\nTo: {}\r\nSubject: unsigned\r\n\r\nHi\r\n", SUPPORT.0),
+    )
+    .await;
+    for n in 0..=mails.len() {
+        nth_received(&helpdesk, n).await;
+    }
+    let received = helpdesk.events_of("message.received");
+    let message = |subject: &str| received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == subject).unwrap();
+    assert_eq!(message("unsigned").get("signature"), None, "an unsigned mail has none");
+    for ((subject, _, _, status, signer), text) in mails.iter().zip(&sent) {
+        let found = message(subject);
+        let signature = &found["signature"];
+        assert_eq!((&signature["kind"], &signature["status"]), (&json!("smime"), &json!(status)), "{subject}: {found}");
+        assert_eq!(signature["signer"].as_str(), *signer, "{subject}: {signature}");
+        // The reference, on the mail as it went in.
+        write("mail.eml", text);
+        let as_signed =
+            openssl_succeeds(dir.path(), &["cms", "-verify", "-noverify", "-in", "mail.eml", "-out", "/dev/null"]);
+        let trusted = openssl_succeeds(
+            dir.path(),
+            &["cms", "-verify", "-CAfile", "ca.pem", "-purpose", "smimesign", "-in", "mail.eml", "-out", "/dev/null"],
+        );
+        let reference = match (as_signed, trusted) {
+            (false, _) => "invalid",
+            (true, false) => "untrusted",
+            (true, true) if *subject == "ann as carol" => "untrusted", // openssl does not compare From
+            // The deliberate difference, and a salt ring does not take.
+            (true, true) if *subject == "ann sha1" || *subject == "ann pss max salt" => "unverifiable",
+            (true, true) => "valid",
+        };
+        assert_eq!(*status, reference, "{subject}: openssl says {reference}, we say {signature}");
+    }
+    let detail = |subject: &str| message(subject)["signature"]["detail"].as_str().unwrap().to_owned();
+    assert_eq!(detail("ann altered"), "the mail was changed after it was signed");
+    assert_eq!(
+        detail("ann as carol"),
+        "the certificate is for ann@customer.example, not the sender carol@customer.example"
+    );
+    assert_eq!(detail("dave web"), "the certificate is not for signing mail");
+    assert_eq!(detail("eve self-signed"), "the certificate is self-signed, not from a trusted CA");
+    assert_eq!(detail("ann sha1"), "signed with SHA-1, which is no longer safe");
+    assert!(detail("ann clear").starts_with("signed by ann@customer.example"), "{}", detail("ann clear"));
+    // The altered one is still the customer's mail, read as it arrived: nothing is refused.
+    assert!(message("ann altered")["text"].as_str().unwrap().contains("order 8"));
+    server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+
+    // Without the company's CA the same signature is sound but not trusted.
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    mail.append(SUPPORT, &sent[0]).await;
+    let signature = nth_received(&helpdesk, 0).await["signature"].clone();
+    assert_eq!(
+        signature,
+        json!({"kind": "smime", "status": "untrusted", "signer": "ann@customer.example",
+               "detail": "the certificate is not from a trusted CA"})
+    );
+    server.stop().await;
+}
+
 /// Outlook "Rich Text" sent through Exchange may carry the message's only body inside
 /// winmail.dat: as RTF (compressed; HTML or text Outlook encapsulated in it, or an RTF
 /// document), as HTML, or as text. That body reaches the helpdesk as the message's html or

@@ -233,6 +233,17 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// Whether Debian's `openssl` with `args`, run in `dir`, succeeds (a reference verdict).
+pub fn openssl_succeeds(dir: &std::path::Path, args: &[&str]) -> bool {
+    std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e} (apt-get install openssl)"))
+        .status
+        .success()
+}
+
 /// nginx (Debian's, unpacked by tests/run.sh into `target/test-data/nginx`) as the reverse proxy
 /// a helpdesk sits behind, on a port of its own, passing everything to `upstream`. Its request
 /// body limit is nginx's default (`client_max_body_size 1m`) except in the `locations` given

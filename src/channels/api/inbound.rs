@@ -93,6 +93,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         source: None,
         accepted_refusal: None,
         authentication: None,
+        signature: None,
         refusal: None,
     })
 }

@@ -77,6 +77,12 @@ pub struct EmailChannelConfig {
     /// still take it in. `false`: import it like any other.
     #[serde(default = "default_refuse_spam")]
     pub refuse_spam: bool,
+    /// A PEM file of CA certificates trusted for S/MIME signatures besides Mozilla's roots (a
+    /// company's own CA). See `smime`.
+    pub smime_ca_file: Option<PathBuf>,
+    /// Filled by validation: the certificates of `smime_ca_file`.
+    #[serde(skip)]
+    pub smime_ca_pem: Option<Vec<u8>>,
     #[serde(default)]
     pub limits: ChannelLimits,
 }
@@ -433,6 +439,9 @@ impl EmailChannelConfig {
             if (smtp.password.is_some() || smtp.oauth2.is_some()) && smtp.username.is_none() {
                 add("smtp.username", "is required with a password or oauth2".into());
             }
+        }
+        if let Err(reason) = config::load_ca_file(self.smime_ca_file.as_deref(), &mut self.smime_ca_pem) {
+            add("smime_ca_file", reason);
         }
         if let Some(Err(reason)) = self.imap.as_mut().map(ImapConfig::load_ca_file) {
             add("imap.ca_file", reason);

@@ -20,12 +20,12 @@ use super::authentication;
 use super::config::EmailChannelConfig;
 use super::dedup::MailKeys;
 use super::forward;
-use super::reply::reply_text;
+use super::reply::{is_pgp_signed, reply_text};
 use super::report;
 use super::smime;
 use super::tnef;
 use crate::channels::{RawAttachment, RawInbound};
-use crate::model::{Party, SkippedAttachment};
+use crate::model::{MailSignature, Party, SkippedAttachment};
 use crate::stitch::email::{body_token, normalize_subject, reply_token, MailThreading};
 use crate::stitch::identity_for;
 
@@ -130,17 +130,25 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, keys);
     };
+    let signature = smime::signature(&message, bytes, channel.smime_ca_pem.as_deref());
     // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`).
     if let Some(signed) = smime::signed_mail(&message, bytes) {
         if let Some(inner) = MessageParser::default().parse(&signed[..]) {
-            return read(channel, bytes, &inner, keys);
+            return read(channel, bytes, &inner, keys, signature);
         }
     }
-    read(channel, bytes, &message, keys)
+    read(channel, bytes, &message, keys, signature)
 }
 
-/// The message `message` makes; `bytes` is its source as fetched.
-fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys: MailKeys) -> RawInbound {
+/// The message `message` makes; `bytes` is its source as fetched, `signature` what the
+/// signature of the mail as fetched says.
+fn read(
+    channel: &EmailChannelConfig,
+    bytes: &Bytes,
+    message: &Message<'_>,
+    keys: MailKeys,
+    signature: Option<MailSignature>,
+) -> RawInbound {
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let ours = |address: &str| channel.owns(address);
     let from =
@@ -254,6 +262,9 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
     let forwarded_from = forwarded.map(|original| original.sender);
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
+    // Inline PGP (mutt, Enigmail) signs the text itself.
+    let signature =
+        signature.or_else(|| text.as_deref().filter(|t| is_pgp_signed(t)).map(|_| smime::openpgp_unchecked()));
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &keys));
@@ -316,6 +327,7 @@ fn read(channel: &EmailChannelConfig, bytes: &Bytes, message: &Message<'_>, keys
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
         authentication,
+        signature,
         refusal: forged.filter(|_| sent_by_us).or_else(|| {
             let spam = channel.refuse_spam.then(|| report::spam_verdict(message)).flatten();
             spam.map(|header| format!("marked as spam by the receiving server ({header})"))
@@ -514,6 +526,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         source: channel.keep_source.then(|| source_attachment(bytes, &keys)),
         accepted_refusal: None,
         authentication: None,
+        signature: None,
         refusal: None,
     }
 }

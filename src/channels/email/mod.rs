@@ -12,6 +12,7 @@
 
 pub mod authentication;
 pub mod authorise;
+mod ber;
 pub mod config;
 pub mod dedup;
 mod forward;

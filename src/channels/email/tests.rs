@@ -249,6 +249,7 @@ fn check(raw: &crate::channels::RawInbound, bytes: &[u8], expected: &serde_json:
             "auto_reply" => expect(&mut problems, key, json!(raw.auto_reply), want),
             "sent_by_us" => expect(&mut problems, key, json!(raw.sent_by_us), want),
             "refusal" => expect(&mut problems, key, json!(raw.refusal), want),
+            "signature" => expect(&mut problems, key, serde_json::to_value(&raw.signature).unwrap(), want),
             "reply_to" => expect(&mut problems, key, serde_json::to_value(&raw.reply_to).unwrap(), want),
             "subject_key" => expect(&mut problems, key, json!(mail.subject_key), want),
             "mail" => {

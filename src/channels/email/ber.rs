@@ -1,0 +1,163 @@
+//! A small BER reader (X.690) for the CMS and X.509 structures S/MIME carries (`smime.rs`).
+//!
+//! CMS is BER: besides DER's definite lengths, Outlook and `openssl cms -stream` write
+//! indefinite lengths and the content as a constructed OCTET STRING in chunks. Certificates and
+//! signed attributes are DER, a subset. The reader walks only the paths its callers name and
+//! gives up (`None`) on anything else: it never panics and never nests deeper than `MAX_DEPTH`,
+//! whatever a hostile mail holds.
+
+/// Nesting the reader follows before it gives up (a hostile mail could nest for ever).
+const MAX_DEPTH: u8 = 32;
+
+pub(super) const BOOLEAN: u8 = 0x01;
+pub(super) const INTEGER: u8 = 0x02;
+pub(super) const OCTET_STRING: u8 = 0x04;
+pub(super) const OID: u8 = 0x06;
+pub(super) const UTC_TIME: u8 = 0x17;
+pub(super) const GENERALIZED_TIME: u8 = 0x18;
+pub(super) const OCTET_STRING_CONSTRUCTED: u8 = 0x24;
+pub(super) const SEQUENCE: u8 = 0x30;
+pub(super) const SET: u8 = 0x31;
+/// `[0]`, primitive (IMPLICIT over a primitive type).
+pub(super) const CONTEXT_0_PRIMITIVE: u8 = 0x80;
+/// `[1]`, primitive: a GeneralName's rfc822Name.
+pub(super) const CONTEXT_1_PRIMITIVE: u8 = 0x81;
+/// `[0]`, constructed (EXPLICIT, or IMPLICIT over a constructed type).
+pub(super) const CONTEXT_0: u8 = 0xa0;
+/// `[2]`, constructed: RSASSA-PSS's saltLength.
+pub(super) const CONTEXT_2: u8 = 0xa2;
+/// `[3]`, constructed: a certificate's extensions.
+pub(super) const CONTEXT_3: u8 = 0xa3;
+
+/// One BER element: its tag (one byte: CMS and X.509 use no high tag numbers), its contents
+/// (for an indefinite length, up to and not including the end-of-contents octets), and its
+/// whole encoding, tag and length included (what a signature over it covers).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Element<'a> {
+    pub tag: u8,
+    pub content: &'a [u8],
+    pub raw: &'a [u8],
+}
+
+impl<'a> Element<'a> {
+    /// The element at the start of `input` (whatever follows it is ignored).
+    pub fn parse(input: &'a [u8]) -> Option<Element<'a>> {
+        element(input, 0).map(|(element, _)| element)
+    }
+
+    /// The elements inside this one, which must have tag `tag`.
+    pub fn children(self, tag: u8) -> Option<impl Iterator<Item = Element<'a>>> {
+        (self.tag == tag).then(|| {
+            let mut cursor = self.content;
+            std::iter::from_fn(move || {
+                let (child, rest) = element(cursor, 1)?;
+                cursor = rest;
+                Some(child)
+            })
+        })
+    }
+
+    /// Whether this is an OBJECT IDENTIFIER with the encoded value `oid`.
+    pub fn is_oid(self, oid: &[u8]) -> bool {
+        self.tag == OID && self.content == oid
+    }
+
+    /// An OCTET STRING's bytes: primitive, or constructed of OCTET STRING chunks.
+    pub fn octets(self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        octets(self, 0, &mut out)?;
+        Some(out)
+    }
+}
+
+/// The element at the start of `input`, and what follows it.
+fn element(input: &[u8], depth: u8) -> Option<(Element<'_>, &[u8])> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let (&tag, rest) = input.split_first()?;
+    if tag & 0x1f == 0x1f {
+        return None;
+    }
+    let (&length, rest) = rest.split_first()?;
+    let (content, rest) = match length {
+        // Indefinite: constructed only; its elements up to the end-of-contents octets.
+        0x80 => {
+            if tag & 0x20 == 0 {
+                return None;
+            }
+            let mut cursor = rest;
+            while !cursor.starts_with(&[0, 0]) {
+                cursor = element(cursor, depth + 1)?.1;
+            }
+            (&rest[..rest.len() - cursor.len()], &cursor[2..])
+        }
+        short if short < 0x80 => split(rest, usize::from(short))?,
+        long => {
+            let count = usize::from(long & 0x7f);
+            if count > 4 || rest.len() < count {
+                return None;
+            }
+            let (digits, rest) = rest.split_at(count);
+            let length = digits.iter().fold(0usize, |n, d| (n << 8) | usize::from(*d));
+            split(rest, length)?
+        }
+    };
+    let raw = &input[..input.len() - rest.len()];
+    Some((Element { tag, content, raw }, rest))
+}
+
+fn split(rest: &[u8], length: usize) -> Option<(&[u8], &[u8])> {
+    (rest.len() >= length).then(|| rest.split_at(length))
+}
+
+fn octets(string: Element<'_>, depth: u8, out: &mut Vec<u8>) -> Option<()> {
+    match string.tag {
+        OCTET_STRING => out.extend_from_slice(string.content),
+        OCTET_STRING_CONSTRUCTED => {
+            let mut cursor = string.content;
+            while !cursor.is_empty() {
+                let (chunk, rest) = element(cursor, depth + 1)?;
+                octets(chunk, depth + 1, out)?;
+                cursor = rest;
+            }
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_element_knows_its_whole_encoding() {
+        let input = [SEQUENCE, 0x80, INTEGER, 1, 7, 0, 0, OID, 1, 42];
+        let sequence = Element::parse(&input).unwrap();
+        assert_eq!(sequence.raw, &input[..7]);
+        assert_eq!(sequence.content, &[INTEGER, 1, 7]);
+        let integer = sequence.children(SEQUENCE).unwrap().next().unwrap();
+        assert_eq!((integer.tag, integer.content, integer.raw), (INTEGER, &[7][..], &[INTEGER, 1, 7][..]));
+        assert!(sequence.children(SET).is_none());
+    }
+
+    /// Truncations, a missing end-of-contents, lengths past the end and endless nesting are
+    /// nothing, never a panic.
+    #[test]
+    fn broken_encodings_are_nothing() {
+        let mut nested = Vec::new();
+        for _ in 0..1000 {
+            nested.extend([SEQUENCE, 0x80]);
+        }
+        let mut lying = vec![SEQUENCE, 0x84, 0xff, 0xff, 0xff, 0xff];
+        lying.extend([0; 16]);
+        for ber in
+            [&b""[..], &[SEQUENCE], &[SEQUENCE, 0x80, OID, 0x80], &nested, &lying, &[SEQUENCE, 0x85, 1, 1, 1, 1, 1]]
+        {
+            assert!(Element::parse(ber).is_none(), "{ber:?}");
+        }
+        let chunked_badly = [OCTET_STRING_CONSTRUCTED, 4, INTEGER, 2, 1, 1];
+        assert_eq!(Element::parse(&chunked_badly).unwrap().octets(), None);
+    }
+}
