@@ -73,7 +73,7 @@ pub struct EmailChannelConfig {
     /// theirs (`known_authserv_id`), else none; `"none"`: none even then.
     pub authserv_id: Option<String>,
     /// Refuse a mail the receiving server's spam filter marked as spam (`X-Spam-Flag: YES`,
-    /// rspamd's `X-Spam: Yes`…, see `report::spam_verdict`): listed with why, and an operator can
+    /// rspamd's `X-Spam: Yes`, Microsoft 365's `SFV:SPM`…, see `report::spam_verdict`): listed with why, and an operator can
     /// still take it in. `false`: import it like any other.
     #[serde(default = "default_refuse_spam")]
     pub refuse_spam: bool,

@@ -70,15 +70,29 @@ const AUTO_SUBJECTS: &[&str] = &[
 
 /// Headers in which a receiving server's spam filter marks a mail as spam, and the first word
 /// that says so, compared without case: SpamAssassin and amavis (`X-Spam-Flag: YES`,
-/// `X-Spam-Status: Yes, score=…`), rspamd (`X-Spam: Yes`), DSPAM (`X-DSPAM-Result: Spam`).
+/// `X-Spam-Status: Yes, score=…`), rspamd (`X-Spam: Yes`), DSPAM (`X-DSPAM-Result: Spam`);
+/// Microsoft 365's has a form of its own (`MICROSOFT_REPORT`).
 /// Names match whole (rspamd's `X-Spam-Result` lists symbols such as BAYES_SPAM: not a verdict).
 const SPAM_FLAGS: &[(&str, &str)] =
     &[("X-Spam-Flag", "yes"), ("X-Spam-Status", "yes"), ("X-Spam", "yes"), ("X-DSPAM-Result", "spam")];
+
+/// Microsoft 365's (Exchange Online Protection's) report: `…;SCL:5;SRV:;IPV:NLI;SFV:SPM;…`.
+/// Its spam filtering verdict `SFV` says spam with `SPM` (by spam filtering), `SKS` (by a mail
+/// flow rule), `SKB` (a blocked sender of the anti-spam policy) and `BLK` (a blocked sender of
+/// the mailbox's). Exchange renames such headers from outside the organisation
+/// (`X-Forefront-Antispam-Report-Untrusted`), which the whole-name match leaves out.
+const MICROSOFT_REPORT: &str = "X-Forefront-Antispam-Report";
+const MICROSOFT_SPAM_VERDICTS: &[&str] = &["SPM", "SKS", "SKB", "BLK"];
 
 /// The header line in which a spam filter marked `message` as spam, if one did. A sender who
 /// writes such a header only harms their own mail, so any one counts.
 pub(super) fn spam_verdict(message: &Message<'_>) -> Option<String> {
     raw_headers(message).find_map(|(header, value)| {
+        if header.eq_ignore_ascii_case(MICROSOFT_REPORT) {
+            let verdict = value.split(';').map(str::trim).find_map(|field| field.strip_prefix("SFV:"))?;
+            let spam = MICROSOFT_SPAM_VERDICTS.iter().any(|v| verdict.eq_ignore_ascii_case(v));
+            return spam.then(|| format!("{MICROSOFT_REPORT}: SFV:{verdict}"));
+        }
         let (name, says_spam) = SPAM_FLAGS.iter().find(|(name, _)| header.eq_ignore_ascii_case(name))?;
         let value = value.trim();
         let verdict = value.split([',', ';', ' ', '\t', '\r', '\n']).next().unwrap_or_default();
