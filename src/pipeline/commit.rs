@@ -523,8 +523,9 @@ fn copy_on_another_channel(
 
 /// The conversation of another of our channels that `raw` answers (it replies to one of our
 /// messages there), when `raw` was also sent to the address that message came from, so that
-/// channel, still configured, gets a copy of its own: `(conversation, channel)`. Asked only of
-/// a mail that found no conversation on its own channel.
+/// channel, still configured and reading its mailbox, gets a copy of its own: `(conversation,
+/// channel)`. (A channel that only sends never reads its copy: refused here, the answer would
+/// be lost.) Asked only of a mail that found no conversation on its own channel.
 fn answered_on_another_channel(
     conn: &Connection,
     raw: &RawInbound,
@@ -534,7 +535,8 @@ fn answered_on_another_channel(
     let sent_there = |address: &str| raw.to.iter().chain(&raw.cc).any(|p| p.address.eq_ignore_ascii_case(address));
     for (_, id) in stitch::email::threading_ids(mail) {
         let Some(ours) = our_outbound_message(conn, id)? else { continue };
-        let elsewhere = ours.channel.id != raw.channel_id && channels.get(&ours.channel.id).is_some();
+        let reads_mail = |channel: &crate::channels::RegisteredChannel| matches!(&channel.config, crate::channels::ChannelConfig::Email(email) if email.imap.is_some());
+        let elsewhere = ours.channel.id != raw.channel_id && channels.get(&ours.channel.id).is_some_and(reads_mail);
         if elsewhere && sent_there(&ours.from.address) {
             return Ok(Some((ours.conversation_id.to_string(), ours.channel.id)));
         }
