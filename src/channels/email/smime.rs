@@ -139,6 +139,12 @@ pub(super) fn signature(message: &Message<'_>, source: &[u8], extra_ca_pem: Opti
     // RFC 8551 §3.1: the certificate must name the address in the mail's From header.
     let from = message.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default();
     if let Some(part) = opaque_signed(message) {
+        // Without smime-type, an encrypted mail looks the same from outside: only a structure
+        // that is signed data is a signature.
+        let declared = part.content_type().and_then(|c| c.attribute("smime-type")).is_some();
+        if !declared && signed_data(part.contents()).is_none() {
+            return None;
+        }
         return Some(verify(part.contents(), None, from, extra_ca_pem));
     }
     let root = message.root_part();
@@ -668,6 +674,23 @@ mod tests {
             *seen.entry(format!("{:?}", verdict.status)).or_insert(0) += 1;
         }
         assert!(seen.contains_key("Invalid") && seen.contains_key("Unverifiable"), "{seen:?}");
+    }
+
+    /// Older clients leave smime-type out: a signed structure is still a signature, an
+    /// encrypted one is none (rather than an unreadable signature).
+    #[test]
+    fn without_smime_type_the_structure_decides() {
+        let fixture = |name: &str| {
+            let path = format!("{}/tests/fixtures/email/{name}.eml", env!("CARGO_MANIFEST_DIR"));
+            let source = std::fs::read_to_string(path).unwrap();
+            let bare =
+                source.replacen(" smime-type=signed-data;", "", 1).replacen(" smime-type=enveloped-data;", "", 1);
+            assert_ne!(bare, source, "{name}");
+            let message = mail_parser::MessageParser::default().parse(bare.as_bytes()).unwrap();
+            signature(&message, bare.as_bytes(), None).map(|s| s.status)
+        };
+        assert_eq!(fixture("smime-opaque-signed-outlook"), Some(SignatureStatus::Untrusted));
+        assert_eq!(fixture("smime-encrypted"), None);
     }
 
     #[test]
