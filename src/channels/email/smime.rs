@@ -14,10 +14,13 @@
 //! badge: whether the content is as signed (the signed attributes' message digest, then the
 //! signature over them with the key of the signer's certificate, RFC 5652 §5.4), and whether
 //! that certificate is one a trusted CA issued for mail to the sender's address (RFC 8550: a
-//! chain to Mozilla's roots or to the channel's `smime_ca_file`, at the signing time the
-//! signature carries, with `emailProtection` where the certificate lists its usages). Nothing
-//! is refused for a signature: a mail client does not refuse one either. Revocation is not
-//! checked (no network is asked). The mail's source, kept as fetched, holds the signature.
+//! chain to the channel's `smime_ca_file` or to Mozilla's roots, at the signing time the
+//! signature carries, with `emailProtection` where the certificate lists its usages). The
+//! Mozilla roots built in are those `webpki-roots` carries for TLS: a public CA whose mail
+//! certificates chain to a root of its own for S/MIME is trusted only once listed in
+//! `smime_ca_file` (and is `untrusted` until then). Nothing is refused for a signature: a mail
+//! client does not refuse one either. Revocation is not checked (no network is asked). The
+//! mail's source, kept as fetched, holds the signature.
 //!
 //! The structures are read with `ber`; the signature algorithms and the chain are
 //! `rustls-webpki`'s (ring), the same code that checks our TLS peers.
