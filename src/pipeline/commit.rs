@@ -533,9 +533,12 @@ fn answered_on_another_channel(
 ) -> Result<Option<(String, String)>, StoreError> {
     let Some(mail) = &raw.mail else { return Ok(None) };
     let sent_there = |address: &str| raw.to.iter().chain(&raw.cc).any(|p| p.address.eq_ignore_ascii_case(address));
+    let reads_mail = |channel: &crate::channels::RegisteredChannel| match &channel.config {
+        crate::channels::ChannelConfig::Email(email) => email.imap.is_some(),
+        _ => false,
+    };
     for (_, id) in stitch::email::threading_ids(mail) {
         let Some(ours) = our_outbound_message(conn, id)? else { continue };
-        let reads_mail = |channel: &crate::channels::RegisteredChannel| matches!(&channel.config, crate::channels::ChannelConfig::Email(email) if email.imap.is_some());
         let elsewhere = ours.channel.id != raw.channel_id && channels.get(&ours.channel.id).is_some_and(reads_mail);
         if elsewhere && sent_there(&ours.from.address) {
             return Ok(Some((ours.conversation_id.to_string(), ours.channel.id)));

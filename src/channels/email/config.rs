@@ -73,12 +73,12 @@ pub struct EmailChannelConfig {
     /// theirs (`known_authserv_id`), else none; `"none"`: none even then.
     pub authserv_id: Option<String>,
     /// Refuse a mail the receiving server's spam filter marked as spam (`X-Spam-Flag: YES`,
-    /// rspamd's `X-Spam: Yes`, Microsoft 365's `SFV:SPM`…, see `report::spam_verdict`): listed with why, and an operator can
-    /// still take it in. `false`: import it like any other.
+    /// rspamd's `X-Spam: Yes`, Microsoft 365's `SFV:SPM`…, see `report::spam_verdict`): listed
+    /// with why, and an operator can still take it in. `false`: import it like any other.
     #[serde(default = "default_refuse_spam")]
     pub refuse_spam: bool,
-    /// A PEM file of CA certificates trusted for S/MIME signatures besides Mozilla's roots (a
-    /// company's own CA). See `smime`.
+    /// A PEM file of CA certificates trusted for S/MIME signatures besides the Mozilla roots
+    /// built in for TLS (a company's own CA; a public CA's S/MIME-only root). See `smime`.
     pub smime_ca_file: Option<PathBuf>,
     /// Filled by validation: the certificates of `smime_ca_file`.
     #[serde(skip)]
