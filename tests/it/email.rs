@@ -2866,32 +2866,27 @@ async fn a_copy_of_our_mail_in_another_of_our_mailboxes_and_the_answer_to_all_st
     let reason = refused[0]["reason"].as_str().unwrap();
     assert!(reason.starts_with(&format!("an answer in conversation {cnv} of channel sales")), "{reason}");
 
-    // With sales only sending (no [channels.imap]: it never reads its copy), support keeps
-    // such an answer: refused, it would have been lost.
+    // Support keeps such an answer when sales only sends (no [channels.imap]: it never reads
+    // its copy, and refused here the answer would be lost), and when sales is no longer
+    // configured: no one else would. (Each answers only our mail, under a new subject: nothing
+    // on support threads it.)
     let mut server = server;
     let (imap, smtp) = (sales.find("[channels.imap]").unwrap(), sales.find("[channels.smtp]").unwrap());
     let sales_sending_only = format!("{}{}", &sales[..imap], &sales[smtp..]);
-    server.reload(&format!("{}{sales_sending_only}", mail.channel("support", ""))).await;
     let headers = format!("Cc: support@example.com\nIn-Reply-To: {ours}\nReferences: {ours}\n");
-    let kept = crate::mail_servers::mail(ANN.0, BEA.0, "One more", "ann-all-3@example.org", &headers, "And this.");
-    mail.append(SUPPORT, &kept).await;
-    loop_until(|| async {
-        let events = server.all_events().await;
-        events.iter().any(|e| e["data"]["provider"]["message_id"] == "ann-all-3@example.org").then_some(())
-    })
-    .await;
-
-    // With sales no longer configured, support keeps such an answer: no one else would.
-    server.reload(&mail.channel("support", "")).await;
-    // (Answering only our mail, under a new subject: nothing on support threads it.)
-    let headers = format!("Cc: support@example.com\nIn-Reply-To: {ours}\nReferences: {ours}\n");
-    let again = crate::mail_servers::mail(ANN.0, BEA.0, "Another order", "ann-all-2@example.org", &headers, "More.");
-    mail.append(SUPPORT, &again).await;
-    loop_until(|| async {
-        let events = server.all_events().await;
-        events.iter().any(|e| e["data"]["provider"]["message_id"] == "ann-all-2@example.org").then_some(())
-    })
-    .await;
+    let stages = [
+        (format!("{}{sales_sending_only}", mail.channel("support", "")), "One more", "ann-all-3@example.org"),
+        (mail.channel("support", ""), "Another order", "ann-all-2@example.org"),
+    ];
+    for (config, subject, id) in stages {
+        server.reload(&config).await;
+        mail.append(SUPPORT, &crate::mail_servers::mail(ANN.0, BEA.0, subject, id, &headers, "More.")).await;
+        loop_until(|| async {
+            let events = server.all_events().await;
+            events.iter().any(|e| e["data"]["provider"]["message_id"] == id).then_some(())
+        })
+        .await;
+    }
     server.stop().await;
 }
 
