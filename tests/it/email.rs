@@ -1550,6 +1550,8 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
         ("dave web", "dave", sign("dave", &[]), "untrusted", Some("dave@customer.example")),
         ("eve self-signed", "eve", sign("eve", &[]), "untrusted", Some("eve@customer.example")),
         ("ann sha1", "ann", sign("ann", &["-md", "sha1"]), "unverifiable", Some("ann@customer.example")),
+        // No signed attributes: the signature covers the content itself (and says no time).
+        ("ann no attributes", "ann", sign("ann", &["-noattr"]), "valid", Some("ann@customer.example")),
     ];
     let mail = MailServers::start().await;
     let ca_file = dir.path().join("ca.pem");
@@ -1559,7 +1561,7 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
     for (n, (subject, from, body, _, _)) in mails.iter().enumerate() {
         let text = format!(
             "From: {from} <{from}@customer.example>\r\nTo: {}\r\nSubject: {subject}\r\n\
-             Message-ID: <signed-{n}@customer.example>\r\nDate: Mon, 30 Nov 2026 10:0{n}:00 +0100\r\n{body}",
+             Message-ID: <signed-{n}@customer.example>\r\nDate: Mon, 30 Nov 2026 10:{n:02}:00 +0100\r\n{body}",
             SUPPORT.0
         );
         mail.append(SUPPORT, &text).await;
