@@ -285,3 +285,27 @@ fn the_commented_email_example_is_valid() {
     assert_eq!(out.status.code(), Some(0), "{text}\n{block}");
     assert!(text.contains("2 channel(s)"), "{text}");
 }
+
+/// An `smime_ca_file` whose certificate cannot be a trust anchor (here, PEM around bytes that are
+/// no certificate) is named by `switchboard check`, not skipped at every signed mail; one
+/// that can (the test CA of `make_certificates`) passes.
+#[test]
+fn an_smime_ca_file_that_cannot_be_trusted_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.pem");
+    std::fs::write(&bogus, "-----BEGIN CERTIFICATE-----\nMAMCAQE=\n-----END CERTIFICATE-----\n").unwrap();
+    crate::harness::make_certificates(dir.path());
+    let channel = |file: &std::path::Path| {
+        format!(
+            "[[channels]]\nid = \"mail\"\ntype = \"email\"\naddress = \"support@example.com\"\nsmime_ca_file = {:?}\n\
+             [channels.smtp]\nhost = \"smtp.example.com\"\n",
+            file.to_str().unwrap()
+        )
+    };
+    let (code, out) = check(&channel(&bogus));
+    assert_eq!(code, 1, "{out}");
+    let expected = format!("channels[0].smime_ca_file: {}: certificate 1 cannot be a trusted CA", bogus.display());
+    assert!(out.lines().any(|l| l.starts_with(&expected)), "missing `{expected}` in:\n{out}");
+    let (code, out) = check(&channel(&dir.path().join("ca.pem")));
+    assert_eq!(code, 0, "{out}");
+}

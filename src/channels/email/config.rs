@@ -442,6 +442,10 @@ impl EmailChannelConfig {
         }
         if let Err(reason) = config::load_ca_file(self.smime_ca_file.as_deref(), &mut self.smime_ca_pem) {
             add("smime_ca_file", reason);
+        } else if let (Some(file), Some(pem)) = (&self.smime_ca_file, &self.smime_ca_pem) {
+            if let Err(reason) = super::smime::check_ca_pem(pem) {
+                add("smime_ca_file", format!("{}: {reason}", file.display()));
+            }
         }
         if let Some(Err(reason)) = self.imap.as_mut().map(ImapConfig::load_ca_file) {
             add("imap.ca_file", reason);

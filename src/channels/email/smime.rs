@@ -316,12 +316,22 @@ fn untrusted(error: &webpki::Error, at: UnixTime) -> String {
     }
 }
 
+/// Whether every certificate of `pem` (an `smime_ca_file`) can be a trust anchor; else which
+/// one cannot (validation, so that `switchboard check` names it).
+pub(super) fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
+    for (n, der) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        let der = der.map_err(|e| format!("certificate {} cannot be read: {e}", n + 1))?;
+        webpki::anchor_from_trusted_cert(&der)
+            .map_err(|e| format!("certificate {} cannot be a trusted CA: {e}", n + 1))?;
+    }
+    Ok(())
+}
+
 /// Mozilla's roots (the ones every TLS peer is checked against) and those of `extra_ca_pem`.
 fn trust_anchors(extra_ca_pem: Option<&[u8]>) -> Vec<TrustAnchor<'static>> {
     let mut anchors = webpki_roots::TLS_SERVER_ROOTS.to_vec();
     for der in extra_ca_pem.map(CertificateDer::pem_slice_iter).into_iter().flatten().flatten() {
-        // Validation read the file (`load_ca_file`); a certificate webpki cannot use as an
-        // anchor is left out here rather than failing every signed mail.
+        // Validation read the file and refused one webpki cannot use (`check_ca_pem`).
         if let Ok(anchor) = webpki::anchor_from_trusted_cert(&der) {
             anchors.push(anchor.to_owned());
         }
