@@ -1629,6 +1629,151 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
     server.stop().await;
 }
 
+/// With a certificate and key (`smime_certificate_file`, `smime_key_file`), the mail we send is
+/// S/MIME clear-signed, and Debian's `openssl cms -verify` accepts it as Ann's mail client would:
+/// with only the company's root CA (the intermediate travels in the signature), for S/MIME
+/// signing, over the text, the HTML and the attachment as Ann's Dovecot mailbox got them. Our
+/// own reading of the delivered mail says `valid`. An RSA key, then (after a reload) an ECDSA
+/// P-256 one. Mail from an alias the certificate does not name goes out unsigned. A key that is
+/// not the certificate's, and a certificate for another address, are refused by validation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_mail_is_signed_when_the_channel_has_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssl = |args: &[&str]| openssl(dir.path(), args);
+    let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+    let rsa = ["-newkey", "rsa:2048"];
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    ssl(&[
+        &["req", "-x509", "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "30"][..],
+        &rsa,
+        &["-subj", "/O=Example/CN=Example Root CA"],
+        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+    ]
+    .concat());
+    write("ca.ext", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n");
+    // (name, key, issuer, extensions file): an intermediate CA, then people under it.
+    let issue = |name: &str, key: &[&str], issuer: &str, ext: &str| {
+        let (keyfile, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        ssl(&[&["req", "-new", "-nodes", "-keyout", &keyfile, "-out", &csr, "-subj", &format!("/CN={name}")][..], key]
+            .concat());
+        let (ca, ca_key) = (format!("{issuer}.pem"), format!("{issuer}.key"));
+        ssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &ca,
+            "-CAkey",
+            &ca_key,
+            "-CAcreateserial",
+            "-out",
+            &pem,
+            "-days",
+            "30",
+            "-extfile",
+            ext,
+        ]);
+        std::fs::read_to_string(dir.path().join(pem)).unwrap()
+    };
+    let intermediate = issue("mail-ca", &rsa, "root", "ca.ext");
+    let person = |address: &str| {
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=emailProtection\nsubjectAltName=email:{address}\n"
+        )
+    };
+    write("support.ext", &person(SUPPORT.0));
+    write("other.ext", &person("someone@else.example"));
+    let support_rsa = issue("support-rsa", &rsa, "mail-ca", "support.ext");
+    let support_ec = issue("support-ec", &ec, "mail-ca", "support.ext");
+    issue("other", &rsa, "mail-ca", "other.ext");
+    write("support-rsa-chain.pem", &format!("{support_rsa}{intermediate}"));
+    write("support-ec-chain.pem", &format!("{support_ec}{intermediate}"));
+    write(
+        "other-chain.pem",
+        &format!("{}{intermediate}", std::fs::read_to_string(dir.path().join("other.pem")).unwrap()),
+    );
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let signing = |chain: &str, key: &str| {
+        format!(
+            "aliases = [\"sales@example.com\"]\nsmime_certificate_file = {:?}\nsmime_key_file = {:?}\n",
+            path(chain),
+            path(key)
+        )
+    };
+
+    let mail = MailServers::start().await;
+    let mut server =
+        TestServer::start(&mail.channel("support", &signing("support-rsa-chain.pem", "support-rsa.key"))).await;
+    let mut reading = support_channel_config();
+    reading.smime_ca_pem = Some(std::fs::read(dir.path().join("root.pem")).unwrap());
+    let pdf = b"%PDF-1.4\n1 0 obj <</Type/Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n";
+    let pdf = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pdf);
+    for (n, micalg) in [(0, "sha-256"), (1, "sha-256")] {
+        let body = json!({"channel": "support", "to": ANN.0, "subject": format!("Invoice {n}"),
+            "text": "Hello Ann,\n\nyour invoice for order 7 is attached. Grüße aus München!",
+            "html": "<p>Hello Ann,</p><p>your invoice for order 7 is attached. Grüße aus München!</p>",
+            "attachments": [{"filename": "invoice-7.pdf", "content_type": "application/pdf", "content_base64": pdf}]});
+        let (_, delivered) = send_to_ann(&server, &mail, body).await;
+        mail.delete_all_but(ANN, "none").await;
+        let text = String::from_utf8_lossy(&delivered).into_owned();
+        assert!(text.contains("multipart/signed") && text.contains(&format!("micalg=\"{micalg}\"")), "{text}");
+        write("delivered.eml", &text);
+        let verified = openssl_succeeds(
+            dir.path(),
+            &[
+                "cms",
+                "-verify",
+                "-CAfile",
+                "root.pem",
+                "-purpose",
+                "smimesign",
+                "-in",
+                "delivered.eml",
+                "-out",
+                "signed.eml",
+            ],
+        );
+        assert!(verified, "openssl refuses our signature:\n{text}");
+        let signed = std::fs::read_to_string(dir.path().join("signed.eml")).unwrap();
+        assert!(signed.contains("multipart/alternative") && signed.contains("invoice-7.pdf"), "{signed}");
+        let raw = switchboard::channels::email::mime::to_raw_inbound(&reading, delivered);
+        let signature = serde_json::to_value(raw.signature).unwrap();
+        assert_eq!((&signature["status"], &signature["signer"]), (&json!("valid"), &json!(SUPPORT.0)), "{signature}");
+        assert_eq!(raw.attachments.len(), 1, "the signature is no file: {:?}", raw.attachments);
+        if n == 0 {
+            // The same with an ECDSA P-256 key.
+            server.reload(&mail.channel("support", &signing("support-ec-chain.pem", "support-ec.key"))).await;
+        }
+    }
+
+    // The answer to a mail to an alias the certificate does not name goes out unsigned.
+    let to_sales =
+        crate::mail_servers::mail(ANN.0, "Sales <sales@example.com>", "Quote", "q@example.org", "", "Price?");
+    mail.append(SUPPORT, &to_sales).await;
+    let cnv = first_received(&server).await["data"]["conversation_id"].clone();
+    let (_, delivered) = send_to_ann(&server, &mail, json!({"conversation_id": cnv, "text": "10 EUR."})).await;
+    let text = String::from_utf8_lossy(&delivered);
+    assert!(text.contains("<sales@example.com>") && !text.contains("multipart/signed"), "{text}");
+    server.stop().await;
+
+    // Validation names a key that is not the certificate's and a certificate for someone else.
+    for (chain, key, problem) in [
+        ("support-rsa-chain.pem", "support-ec.key", "the private key is not the certificate's"),
+        ("other-chain.pem", "other.key", "the certificate is for someone@else.example, not for support@example.com"),
+    ] {
+        write("check.toml", &mail.channel("support", &signing(chain, key)));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+            .args(["check", "--config", &path("check.toml")])
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let expected = format!("channels[0].smime_certificate_file: {}: {problem}", path(chain));
+        assert!(text.lines().any(|l| l.starts_with(&expected)), "missing `{expected}` in:\n{text}");
+    }
+}
+
 /// Outlook "Rich Text" sent through Exchange may carry the message's only body inside
 /// winmail.dat: as RTF (compressed; HTML or text Outlook encapsulated in it, or an RTF
 /// document), as HTML, or as text. That body reaches the helpdesk as the message's html or

@@ -83,6 +83,16 @@ pub struct EmailChannelConfig {
     /// Filled by validation: the certificates of `smime_ca_file`.
     #[serde(skip)]
     pub smime_ca_pem: Option<Vec<u8>>,
+    /// Sign the mail we send with S/MIME (see `smime_sign`): a PEM file with the certificate for
+    /// our address first, then its intermediates, and its private key (PKCS#8, or PKCS#1 for
+    /// RSA) inline, in `smime_key_file` or in the environment variable `smime_key_env`.
+    pub smime_certificate_file: Option<PathBuf>,
+    pub smime_key: Option<Secret>,
+    pub smime_key_file: Option<PathBuf>,
+    pub smime_key_env: Option<String>,
+    /// Filled by validation: the certificates of `smime_certificate_file`.
+    #[serde(skip)]
+    pub smime_certificate_pem: Option<Vec<u8>>,
     #[serde(default)]
     pub limits: ChannelLimits,
 }
@@ -285,6 +295,35 @@ impl EmailChannelConfig {
         self.address.rsplit_once('@').map_or("localhost", |(_, d)| d)
     }
 
+    /// Reads the S/MIME signing identity (`smime_certificate_file` and its key) and checks that
+    /// it can sign for us; the problems, by key.
+    fn load_signing_identity(&mut self) -> Vec<(String, String)> {
+        let source = SecretSource { inline: &self.smime_key, file: &self.smime_key_file, env: &self.smime_key_env };
+        let key = match config::resolve_secret("smime_key", source) {
+            Ok(key) => key,
+            Err(problem) => return vec![problem],
+        };
+        let Some(file) = self.smime_certificate_file.clone() else {
+            return match key {
+                Some(_) => vec![("smime_certificate_file".into(), "is required with smime_key".into())],
+                None => Vec::new(),
+            };
+        };
+        let Some(key) = key else {
+            return vec![("smime_key".into(), "is required with smime_certificate_file (or smime_key_file)".into())];
+        };
+        let pem = match std::fs::read(&file) {
+            Ok(pem) => pem,
+            Err(e) => return vec![("smime_certificate_file".into(), format!("cannot read {}: {e}", file.display()))],
+        };
+        if let Err(reason) = super::smime_sign::Signer::new(&pem, key.expose().as_bytes(), self.our_addresses()) {
+            return vec![("smime_certificate_file".into(), format!("{}: {reason}", file.display()))];
+        }
+        self.smime_key = Some(key);
+        self.smime_certificate_pem = Some(pem);
+        Vec::new()
+    }
+
     /// `address`, then the aliases.
     pub fn our_addresses(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.address.as_str()).chain(self.aliases.iter().map(String::as_str))
@@ -446,6 +485,9 @@ impl EmailChannelConfig {
             if let Err(reason) = super::smime::check_ca_pem(pem) {
                 add("smime_ca_file", format!("{}: {reason}", file.display()));
             }
+        }
+        for (k, r) in self.load_signing_identity() {
+            add(&k, r);
         }
         if let Some(Err(reason)) = self.imap.as_mut().map(ImapConfig::load_ca_file) {
             add("imap.ca_file", reason);

@@ -6,7 +6,8 @@
 //! bounces — `plain_bounce.rs` for those without a standard report —, `forward.rs` for a
 //! colleague's forward, `dedup.rs` for what makes two fetched mails
 //! one, and `tnef.rs` and `rtf.rs` for Outlook's `winmail.dat`), to the pipeline; `outbound.rs`
-//! sends through SMTP with Message-IDs that encode the conversation; `authorise.rs` is
+//! sends through SMTP with Message-IDs that encode the conversation (`smime_sign.rs` signs it
+//! when the channel has a certificate; `smime.rs` checks a received mail's signature); `authorise.rs` is
 //! `switchboard oauth2`, which obtains an OAuth2 grant's refresh token. Threading decisions are in
 //! `stitch::email`.
 
@@ -28,6 +29,7 @@ pub mod reply;
 pub mod report;
 pub mod rtf;
 mod smime;
+mod smime_sign;
 mod smtp;
 #[cfg(test)]
 mod tests;

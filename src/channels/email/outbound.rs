@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::Address;
 use mail_parser::decoders::html::html_to_text;
@@ -42,6 +42,8 @@ pub struct SmtpOutbound {
     address: String,
     /// Other addresses of ours a reply may come from (`From`), as the message says.
     aliases: Vec<String>,
+    /// Signs the mail from the addresses its certificate names (`smime_certificate_file`).
+    signer: Option<super::smime_sign::Signer>,
 }
 
 /// TLS for `host`, trusting the webpki roots and the certificates of a `ca_file` (`ca_pem`).
@@ -89,6 +91,20 @@ impl SmtpOutbound {
             tokens: smtp.oauth2.clone().map(|o| TokenSource::new(o, state.clone())),
         };
         let from = Mailbox::new(config.name.clone(), config.address.parse().ok()?);
+        // Validation built this signer once already: it fails here only if the files changed
+        // since, and then the channel does not send rather than send unsigned.
+        let signer = match (&config.smime_certificate_pem, &config.smime_key) {
+            (Some(pem), Some(key)) => {
+                match super::smime_sign::Signer::new(pem, key.expose().as_bytes(), config.our_addresses()) {
+                    Ok(signer) => Some(signer),
+                    Err(e) => {
+                        tracing::error!(channel = %config.id, error = %e, "S/MIME signing identity unusable; the channel cannot send");
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
         let sent_copy = config.imap.as_ref().and_then(|imap| {
             let folder = imap.sent_folder.clone()?;
             let tokens = imap.oauth2.clone().map(|o| TokenSource::new(o, state.clone()));
@@ -107,6 +123,7 @@ impl SmtpOutbound {
             request_delivery_receipts: config.request_delivery_receipts,
             address: config.address.clone(),
             aliases: config.aliases.clone(),
+            signer,
         })
     }
 
@@ -141,13 +158,14 @@ impl SmtpOutbound {
         };
         // The alias the customer wrote to, when the message is from one; the envelope keeps our
         // address, so bounces come back to this mailbox whichever it is.
-        let from = match self.aliases.iter().find(|a| a.eq_ignore_ascii_case(&m.from.address)) {
+        let from: Mailbox = match self.aliases.iter().find(|a| a.eq_ignore_ascii_case(&m.from.address)) {
             Some(alias) => Mailbox::new(
                 self.from.name.clone(),
                 alias.parse().map_err(|e| permanent("bad_address", format!("{e}")))?,
             ),
             None => self.from.clone(),
         };
+        let signer = self.signer.as_ref().filter(|signer| signer.signs_for(from.email.as_ref()));
         let mut builder =
             lettre::Message::builder().from(from).to(to).subject(subject).message_id(Some(format!("<{header_id}>")));
         for cc in cc {
@@ -204,6 +222,10 @@ impl SmtpOutbound {
             let content_type = ContentType::parse(&attachment.content_type)
                 .unwrap_or(ContentType::parse("application/octet-stream").expect("valid"));
             let name = attachment.filename.clone().unwrap_or_else(|| attachment.id.to_string());
+            // Files go as base64, whatever they hold: lettre sends an ASCII file as 7bit with its
+            // bare line feeds, which SMTP forbids (Postfix refuses or rewrites them) and which a
+            // signature made over the mail would no longer match once a server fixed them.
+            let bytes = Body::new_with_encoding(bytes, ContentTransferEncoding::Base64).unwrap_or_else(Body::new);
             match attachment.content_id.clone().filter(|_| html.is_some()) {
                 Some(cid) => inline.push(Attachment::new_inline_with_name(cid, name).body(bytes, content_type)),
                 None => attached.push(Attachment::new(name).body(bytes, content_type)),
@@ -223,7 +245,11 @@ impl SmtpOutbound {
             }
         };
         let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
-        let mail = builder.multipart(mixed).map_err(|e| permanent("build", e.to_string()))?.formatted();
+        let content = match signer {
+            Some(signer) => signer.sign(mixed, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e))?,
+            None => mixed,
+        };
+        let mail = builder.multipart(content).map_err(|e| permanent("build", e.to_string()))?.formatted();
         let envelope = Envelope {
             from: &self.from.email,
             to: &recipients,

@@ -520,15 +520,17 @@ fn time(element: Element<'_>) -> Option<UnixTime> {
 }
 
 /// An X.509 certificate (RFC 5280 §4.1), as far as it is read here.
-struct Certificate<'a> {
+pub(super) struct Certificate<'a> {
     der: &'a [u8],
-    serial: &'a [u8],
-    issuer: &'a [u8],
+    /// The serial number's INTEGER contents.
+    pub serial: &'a [u8],
+    /// The issuer name, DER.
+    pub issuer: &'a [u8],
     subject: Element<'a>,
     extensions: Option<Element<'a>>,
 }
 
-fn certificate(element: Element<'_>) -> Option<Certificate<'_>> {
+pub(super) fn certificate(element: Element<'_>) -> Option<Certificate<'_>> {
     let tbs = element.children(SEQUENCE)?.next()?;
     let mut fields = tbs.children(SEQUENCE)?.peekable();
     if fields.peek()?.tag == CONTEXT_0 {
@@ -574,7 +576,7 @@ impl<'a> Certificate<'a> {
 
     /// The mail addresses the certificate is for: its subjectAltName's rfc822Names, then an
     /// emailAddress in its subject name (older CAs put it only there).
-    fn mail_addresses(&self) -> Vec<String> {
+    pub fn mail_addresses(&self) -> Vec<String> {
         let mut addresses: Vec<String> = Vec::new();
         let names = self.extension(ID_SUBJECT_ALT_NAME).and_then(Element::parse);
         for name in names.and_then(|n| n.children(SEQUENCE)).into_iter().flatten() {
