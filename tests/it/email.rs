@@ -120,7 +120,11 @@ async fn mail_in_reply_out_and_the_thread_holds() {
     assert!(raw.contains("From: \"Example Support\" <support@example.com>"), "{raw}");
     assert!(raw.contains("multipart/alternative") && raw.contains("<p>Attached.</p>"), "{raw}");
     let attachment = &raw[raw.find("filename=\"invoice.txt\"").expect("the attachment part")..];
-    assert!(attachment.contains("Invoice 42"), "{raw}");
+    // Files go base64, text ones too (bare line feeds never reach SMTP): "Invoice 42".
+    assert!(
+        attachment.contains("Content-Transfer-Encoding: base64") && attachment.contains("SW52b2ljZSA0Mg=="),
+        "{raw}"
+    );
 
     // Ann answers from Outlook: In-Reply-To only, no References, subject changed.
     mail.append(SUPPORT, &mail_text("Ann <ann@example.org>", "RE: thanks", "second@example.org", &format!("In-Reply-To: <{our_id}>\n"),

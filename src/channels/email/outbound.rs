@@ -46,6 +46,19 @@ pub struct SmtpOutbound {
     signer: Option<super::smime_sign::Signer>,
 }
 
+/// Logs when the signing certificate has expired or expires within 30 days (at start and at
+/// each reload): recipients' mail clients then show our signature as not valid.
+fn warn_of_expiry(channel: &str, expires: Option<u64>) {
+    let Some(expires) = expires else { return };
+    let now = crate::model::time::now_ms() / 1000;
+    let when = crate::model::time::rfc3339(expires as i64 * 1000);
+    if (expires as i64) < now {
+        tracing::warn!(channel, expired = %when, "the S/MIME signing certificate has expired: recipients see our signature as not valid; renew smime_certificate_file");
+    } else if (expires as i64) < now + 30 * 86_400 {
+        tracing::warn!(channel, expires = %when, "the S/MIME signing certificate expires within 30 days; renew smime_certificate_file");
+    }
+}
+
 /// TLS for `host`, trusting the webpki roots and the certificates of a `ca_file` (`ca_pem`).
 fn tls_parameters(host: &str, ca_pem: Option<&[u8]>) -> Result<TlsParameters, String> {
     let mut builder = TlsParameters::builder(host.to_owned());
@@ -96,7 +109,10 @@ impl SmtpOutbound {
         let signer = match (&config.smime_certificate_pem, &config.smime_key) {
             (Some(pem), Some(key)) => {
                 match super::smime_sign::Signer::new(pem, key.expose().as_bytes(), config.our_addresses()) {
-                    Ok(signer) => Some(signer),
+                    Ok(signer) => {
+                        warn_of_expiry(&config.id, signer.expires);
+                        Some(signer)
+                    }
                     Err(e) => {
                         tracing::error!(channel = %config.id, error = %e, "S/MIME signing identity unusable; the channel cannot send");
                         return None;

@@ -528,6 +528,8 @@ pub(super) struct Certificate<'a> {
     pub issuer: &'a [u8],
     subject: Element<'a>,
     extensions: Option<Element<'a>>,
+    /// The end of its validity.
+    pub not_after: Option<UnixTime>,
 }
 
 pub(super) fn certificate(element: Element<'_>) -> Option<Certificate<'_>> {
@@ -539,10 +541,10 @@ pub(super) fn certificate(element: Element<'_>) -> Option<Certificate<'_>> {
     let serial = fields.next().filter(|s| s.tag == INTEGER)?.content;
     let _signature = fields.next()?;
     let issuer = fields.next().filter(|i| i.tag == SEQUENCE)?.raw;
-    let _validity = fields.next()?;
+    let not_after = fields.next()?.children(SEQUENCE).and_then(|mut validity| time(validity.nth(1)?));
     let subject = fields.next().filter(|s| s.tag == SEQUENCE)?;
     let extensions = fields.find(|f| f.tag == CONTEXT_3).and_then(|e| e.children(CONTEXT_3)?.next());
-    Some(Certificate { der: element.raw, serial, issuer, subject, extensions })
+    Some(Certificate { der: element.raw, serial, issuer, subject, extensions, not_after })
 }
 
 impl<'a> Certificate<'a> {
@@ -675,6 +677,11 @@ mod tests {
         let ber = message.root_part().contents().to_vec();
         let whole = verify(&ber, None, "ann@customer.example", None);
         assert_eq!(whole.status, SignatureStatus::Untrusted, "{whole:?}");
+        let data = signed_data(&ber).unwrap();
+        let signer = certificate(data.certificates[0]).unwrap();
+        assert_eq!(signer.mail_addresses(), ["ann@customer.example"]);
+        let expires = signer.not_after.map(|t| crate::model::time::rfc3339(t.as_secs() as i64 * 1000));
+        assert_eq!(expires.as_deref(), Some("2027-11-30T21:07:07.000Z"), "the certificate's notAfter");
         let mut seen = std::collections::BTreeMap::new();
         let mut seed = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..5_000 {

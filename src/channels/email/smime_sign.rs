@@ -42,6 +42,8 @@ pub struct Signer {
     issuer_and_serial: Vec<u8>,
     /// The mail addresses the certificate is for.
     addresses: Vec<String>,
+    /// When the certificate expires (seconds since 1970).
+    pub expires: Option<u64>,
     key: Key,
     rng: SystemRandom,
 }
@@ -124,7 +126,8 @@ impl Signer {
             }
             _ => return Err("the key is of a kind not supported here".into()),
         };
-        let signer = Signer { chain, issuer_and_serial, addresses, key, rng };
+        let expires = certificate.not_after.map(|t| t.as_secs());
+        let signer = Signer { chain, issuer_and_serial, addresses, expires, key, rng };
         // The key must be the certificate's: a probe signed with it verifies with the
         // certificate's public key.
         let probe = b"switchboard S/MIME key check";
