@@ -1462,54 +1462,19 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
     let dir = tempfile::tempdir().unwrap();
     let ssl = |args: &[&str]| openssl(dir.path(), args);
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-    let rsa = ["-newkey", "rsa:2048"];
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    ssl(&[
-        &["req", "-x509", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30"][..],
-        &rsa,
-        &["-subj", "/O=Customer Example/CN=Customer Example Mail CA"],
-        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-    ]
-    .concat());
+    let pki = SmimePki::new(dir.path(), "/O=Customer Example/CN=Customer Example Mail CA");
     // People's certificates from the CA: (name, key, extended key usage, address).
     let people = [
-        ("ann", &rsa[..], "emailProtection", "ann@customer.example"),
-        ("bob", &ec[..], "emailProtection", "bob@customer.example"),
-        ("dave", &rsa[..], "serverAuth", "dave@customer.example"),
+        ("ann", RSA_KEY, "emailProtection", "ann@customer.example"),
+        ("bob", EC_KEY, "emailProtection", "bob@customer.example"),
+        ("dave", RSA_KEY, "serverAuth", "dave@customer.example"),
     ];
     for (name, key, usage, address) in people {
-        write(
-            &format!("{name}.ext"),
-            &format!(
-                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage={usage}\nsubjectAltName=email:{address}\nsubjectKeyIdentifier=hash\n"
-            ),
-        );
-        let (keyfile, csr, pem, ext) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
-        ssl(&[&["req", "-new", "-nodes", "-keyout", &keyfile, "-out", &csr, "-subj", &format!("/CN={name}")][..], key]
-            .concat());
-        ssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "30",
-            "-extfile",
-            &ext,
-        ]);
+        pki.issue(name, key, "ca", &SmimePki::person(address, usage));
     }
     ssl(&[
         &["req", "-x509", "-nodes", "-keyout", "eve.key", "-out", "eve.pem", "-days", "30"][..],
-        &rsa,
+        RSA_KEY,
         &["-subj", "/CN=Eve/emailAddress=eve@customer.example"],
     ]
     .concat());
@@ -1643,61 +1608,15 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_mail_is_signed_when_the_channel_has_a_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let ssl = |args: &[&str]| openssl(dir.path(), args);
     let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
-    let rsa = ["-newkey", "rsa:2048"];
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    ssl(&[
-        &["req", "-x509", "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "30"][..],
-        &rsa,
-        &["-subj", "/O=Example/CN=Example Root CA"],
-        &["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-    ]
-    .concat());
-    write("ca.ext", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n");
-    // (name, key, issuer, extensions file): an intermediate CA, then people under it.
-    let issue = |name: &str, key: &[&str], issuer: &str, ext: &str| {
-        let (keyfile, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-        ssl(&[&["req", "-new", "-nodes", "-keyout", &keyfile, "-out", &csr, "-subj", &format!("/CN={name}")][..], key]
-            .concat());
-        let (ca, ca_key) = (format!("{issuer}.pem"), format!("{issuer}.key"));
-        ssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "30",
-            "-extfile",
-            ext,
-        ]);
-        std::fs::read_to_string(dir.path().join(pem)).unwrap()
-    };
-    let intermediate = issue("mail-ca", &rsa, "root", "ca.ext");
-    let person = |address: &str| {
-        format!(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=emailProtection\nsubjectAltName=email:{address}\n"
-        )
-    };
-    write("support.ext", &person(SUPPORT.0));
-    write("other.ext", &person("someone@else.example"));
-    let support_rsa = issue("support-rsa", &rsa, "mail-ca", "support.ext");
-    let support_ec = issue("support-ec", &ec, "mail-ca", "support.ext");
-    issue("other", &rsa, "mail-ca", "other.ext");
+    let pki = SmimePki::new(dir.path(), "/O=Example/CN=Example Root CA");
+    let intermediate = pki.issue("mail-ca", RSA_KEY, "ca", SmimePki::CA);
+    let support_rsa = pki.issue("support-rsa", RSA_KEY, "mail-ca", &SmimePki::person(SUPPORT.0, "emailProtection"));
+    let support_ec = pki.issue("support-ec", EC_KEY, "mail-ca", &SmimePki::person(SUPPORT.0, "emailProtection"));
+    let other = pki.issue("other", RSA_KEY, "mail-ca", &SmimePki::person("someone@else.example", "emailProtection"));
     write("support-rsa-chain.pem", &format!("{support_rsa}{intermediate}"));
     write("support-ec-chain.pem", &format!("{support_ec}{intermediate}"));
-    write(
-        "other-chain.pem",
-        &format!("{}{intermediate}", std::fs::read_to_string(dir.path().join("other.pem")).unwrap()),
-    );
+    write("other-chain.pem", &format!("{other}{intermediate}"));
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let signing = |chain: &str, key: &str| {
         format!(
@@ -1711,7 +1630,7 @@ async fn our_mail_is_signed_when_the_channel_has_a_certificate() {
     let mut server =
         TestServer::start(&mail.channel("support", &signing("support-rsa-chain.pem", "support-rsa.key"))).await;
     let mut reading = support_channel_config();
-    reading.smime_ca_pem = Some(std::fs::read(dir.path().join("root.pem")).unwrap());
+    reading.smime_ca_pem = Some(std::fs::read(dir.path().join("ca.pem")).unwrap());
     let pdf = b"%PDF-1.4\n1 0 obj <</Type/Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n";
     let pdf = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, pdf);
     for (n, micalg) in [(0, "sha-256"), (1, "sha-256")] {
@@ -1730,7 +1649,7 @@ async fn our_mail_is_signed_when_the_channel_has_a_certificate() {
                 "cms",
                 "-verify",
                 "-CAfile",
-                "root.pem",
+                "ca.pem",
                 "-purpose",
                 "smimesign",
                 "-in",

@@ -233,6 +233,72 @@ pub fn openssl(dir: &std::path::Path, args: &[&str]) -> Vec<u8> {
     out.stdout
 }
 
+/// A small S/MIME PKI made with Debian's `openssl` in a directory: a self-signed root CA
+/// (`ca.pem`, `ca.key`), and the certificates it, or a CA it issued, issues (`NAME.pem`,
+/// `NAME.key`).
+pub struct SmimePki<'a> {
+    pub dir: &'a std::path::Path,
+}
+
+/// `openssl req` key options: RSA 2048, and ECDSA on P-256.
+pub const RSA_KEY: &[&str] = &["-newkey", "rsa:2048"];
+pub const EC_KEY: &[&str] = &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+
+impl SmimePki<'_> {
+    /// The extensions of an intermediate CA's certificate.
+    pub const CA: &'static str = "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n";
+
+    /// The root CA, with `subject`, in `dir`.
+    pub fn new<'a>(dir: &'a std::path::Path, subject: &str) -> SmimePki<'a> {
+        let ca = ["req", "-x509", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", subject];
+        let extensions =
+            ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+        openssl(dir, &[&ca[..], RSA_KEY, &extensions].concat());
+        SmimePki { dir }
+    }
+
+    /// The extensions of a person's mail certificate for `address`, with the extended key
+    /// usage `usage` (`emailProtection`; `serverAuth` for one that is not for mail).
+    pub fn person(address: &str, usage: &str) -> String {
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage={usage}\nsubjectAltName=email:{address}\nsubjectKeyIdentifier=hash\n"
+        )
+    }
+
+    /// `name.pem` (returned) and `name.key` (`key`: `RSA_KEY` or `EC_KEY`), issued by `issuer`
+    /// (`ca`, or a name issued before) with the extensions `extensions`.
+    pub fn issue(&self, name: &str, key: &[&str], issuer: &str, extensions: &str) -> String {
+        let (keyfile, csr, pem, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), format!("{name}.ext"));
+        std::fs::write(self.dir.join(&ext), extensions).unwrap();
+        let request = ["req", "-new", "-nodes", "-keyout", &keyfile, "-out", &csr, "-subj", &format!("/CN={name}")];
+        openssl(self.dir, &[&request[..], key].concat());
+        let (ca, ca_key) = (format!("{issuer}.pem"), format!("{issuer}.key"));
+        openssl(
+            self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "30",
+                "-extfile",
+                &ext,
+            ],
+        );
+        std::fs::read_to_string(self.dir.join(pem)).unwrap()
+    }
+}
+
 /// Whether Debian's `openssl` with `args`, run in `dir`, succeeds (a reference verdict).
 pub fn openssl_succeeds(dir: &std::path::Path, args: &[&str]) -> bool {
     std::process::Command::new("openssl")
