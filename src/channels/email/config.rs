@@ -482,7 +482,7 @@ impl EmailChannelConfig {
         if let Err(reason) = config::load_ca_file(self.smime_ca_file.as_deref(), &mut self.smime_ca_pem) {
             add("smime_ca_file", reason);
         } else if let (Some(file), Some(pem)) = (&self.smime_ca_file, &self.smime_ca_pem) {
-            if let Err(reason) = super::smime::check_ca_pem(pem) {
+            if let Err(reason) = super::tls::roots(Some(pem)) {
                 add("smime_ca_file", format!("{}: {reason}", file.display()));
             }
         }

@@ -130,12 +130,10 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, keys);
     };
-    let signature = smime::signature(&message, bytes, channel.smime_ca_pem.as_deref());
+    let smime::Opened { mail: signed, signature } = smime::open(&message, bytes, channel.smime_ca_pem.as_deref());
     // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`).
-    if let Some(signed) = smime::signed_mail(&message, bytes) {
-        if let Some(inner) = MessageParser::default().parse(&signed[..]) {
-            return read(channel, bytes, &inner, keys, signature);
-        }
+    if let Some(inner) = signed.as_deref().and_then(|signed| MessageParser::default().parse(signed)) {
+        return read(channel, bytes, &inner, keys, signature);
     }
     read(channel, bytes, &message, keys, signature)
 }

@@ -29,8 +29,7 @@ use std::time::Duration;
 
 use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256, Sha384, Sha512};
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use tokio_rustls::rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use webpki::{EndEntityCert, KeyUsage};
 
 use super::ber::oid::*;
@@ -56,20 +55,18 @@ fn opaque_signed<'a>(message: &'a Message<'_>) -> Option<&'a MessagePart<'a>> {
     (is_pkcs7 && signed).then_some(root)
 }
 
-/// The mail an opaque-signed `message` carries: its own header section without the `Content-*`
-/// fields of the signature part, followed by the signed entity. `None` when `message` is no
-/// opaque-signed mail or its signature part cannot be read (it is then read as it is).
-pub(super) fn signed_mail(message: &Message<'_>, source: &[u8]) -> Option<Vec<u8>> {
-    let entity = signed_data(opaque_signed(message)?.contents())?.content?;
+/// The mail an opaque-signed mail (`source`) carries: its own header section without the
+/// `Content-*` fields of the signature part, followed by the signed `entity`.
+fn signed_mail(source: &[u8], entity: &[u8]) -> Vec<u8> {
     let mut mail = header_without_content_fields(source);
     // A signed entity with a header section of its own (the usual case) follows the mail's
     // header directly. One without (some Microsoft clients sign the bare text) gets an empty
     // line first, so that its first line is not read as a header.
-    if !starts_with_header_field(&entity) {
+    if !starts_with_header_field(entity) {
         mail.extend_from_slice(b"\r\n");
     }
-    mail.extend_from_slice(&entity);
-    Some(mail)
+    mail.extend_from_slice(entity);
+    mail
 }
 
 /// The header section of `source` (up to, not including, the empty line that ends it), less
@@ -104,21 +101,43 @@ fn starts_with_header_field(entity: &[u8]) -> bool {
     }
 }
 
-/// What the S/MIME or OpenPGP signature of a signed `message` (`source`, as parsed) says, or
-/// `None` for a mail that is not signed as a whole. `extra_ca_pem`: the channel's
-/// `smime_ca_file`, trusted besides Mozilla's roots.
-pub(super) fn signature(message: &Message<'_>, source: &[u8], extra_ca_pem: Option<&[u8]>) -> Option<MailSignature> {
+/// What S/MIME makes of a mail (see `open`).
+#[derive(Default)]
+pub(super) struct Opened {
+    /// The mail an opaque-signed one carries, to be read instead of it (`signed_mail`).
+    pub mail: Option<Vec<u8>>,
+    /// What the signature of a mail signed as a whole says (S/MIME opaque or clear; OpenPGP
+    /// recognised).
+    pub signature: Option<MailSignature>,
+}
+
+/// What S/MIME makes of `message` (`source`, as parsed), its signature structure read once:
+/// the mail it carries when it is opaque-signed, and what its signature says. `extra_ca_pem`:
+/// the channel's `smime_ca_file`, trusted besides Mozilla's roots.
+pub(super) fn open(message: &Message<'_>, source: &[u8], extra_ca_pem: Option<&[u8]>) -> Opened {
     // RFC 8551 §3.1: the certificate must name the address in the mail's From header.
     let from = message.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default();
     if let Some(part) = opaque_signed(message) {
         // Without smime-type, an encrypted mail looks the same from outside: only a structure
         // that is signed data is a signature.
         let declared = part.content_type().and_then(|c| c.attribute("smime-type")).is_some();
-        if !declared && signed_data(part.contents()).is_none() {
-            return None;
+        let data = signed_data(part.contents());
+        if data.is_none() && !declared {
+            return Opened::default();
         }
-        return Some(verify(part.contents(), None, from, extra_ca_pem));
+        let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| signed_mail(source, entity));
+        return Opened { mail, signature: Some(verify(data, None, from, extra_ca_pem)) };
     }
+    Opened { mail: None, signature: clear_signature(message, source, from, extra_ca_pem) }
+}
+
+/// What the signature of a clear-signed (`multipart/signed`) `message` says, if it is one.
+fn clear_signature(
+    message: &Message<'_>,
+    source: &[u8],
+    from: &str,
+    extra_ca_pem: Option<&[u8]>,
+) -> Option<MailSignature> {
     let root = message.root_part();
     let content_type = root.content_type()?;
     if !content_type.ctype().eq_ignore_ascii_case("multipart")
@@ -133,7 +152,8 @@ pub(super) fn signature(message: &Message<'_>, source: &[u8], extra_ca_pem: Opti
             // The first part exactly as it travelled, its header included, up to the line
             // break before the boundary (RFC 1847 §2.1), with CRLF line ends (RFC 8551 §3.1.1).
             let content = source.get(signed.offset_header as usize..signed.offset_end as usize)?;
-            Some(verify(signature.contents(), Some(crlf_lines(content)), from, extra_ca_pem))
+            let data = signed_data(signature.contents());
+            Some(verify(data, Some(crlf_lines(content)), from, extra_ca_pem))
         }
         "application/pgp-signature" => Some(openpgp_unchecked()),
         _ => None,
@@ -166,16 +186,21 @@ fn crlf_lines(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The verdict on the CMS SignedData `cms` over `detached` content (clear-signed), or over the
-/// content it holds (opaque-signed), for a mail from `from`.
-fn verify(cms: &[u8], detached: Option<Vec<u8>>, from: &str, extra_ca_pem: Option<&[u8]>) -> MailSignature {
+/// The verdict on a CMS SignedData (`None`: one that cannot be read) over `detached` content
+/// (clear-signed), or over the content it holds (opaque-signed), for a mail from `from`.
+fn verify(
+    data: Option<SignedData<'_>>,
+    detached: Option<Vec<u8>>,
+    from: &str,
+    extra_ca_pem: Option<&[u8]>,
+) -> MailSignature {
     let unverifiable = |detail: &str| MailSignature {
         kind: "smime".into(),
         status: SignatureStatus::Unverifiable,
         signer: None,
         detail: detail.into(),
     };
-    let Some(data) = signed_data(cms) else { return unverifiable("the signature cannot be read") };
+    let Some(data) = data else { return unverifiable("the signature cannot be read") };
     let Some(content) = detached.or(data.content) else { return unverifiable("the signature holds no content") };
     let Some(info) = data.signer_infos.first().and_then(|e| signer_info(*e)) else {
         return unverifiable("the signature names no signer");
@@ -247,7 +272,8 @@ fn verify(cms: &[u8], detached: Option<Vec<u8>>, from: &str, extra_ca_pem: Optio
     let at = signing_time.filter(|t| t.as_secs() <= now.as_secs() + SIGNING_TIME_AHEAD.as_secs()).unwrap_or(now);
     let intermediates: Vec<CertificateDer<'_>> =
         certificates.iter().filter(|c| c.der != signer_certificate.der).map(|c| CertificateDer::from(c.der)).collect();
-    let anchors = trust_anchors(extra_ca_pem);
+    // Validation refused an `smime_ca_file` with a certificate that cannot be an anchor.
+    let anchors = super::tls::roots(extra_ca_pem).map(|store| store.roots).unwrap_or_default();
     let usage = KeyUsage::required_if_present(EKU_EMAIL_PROTECTION);
     let chain =
         end_entity.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, at, usage, None, None);
@@ -283,29 +309,6 @@ fn untrusted(error: &webpki::Error, at: UnixTime) -> String {
         CaUsedAsEndEntity => "the certificate is a CA's, not a person's".into(),
         other => format!("the certificate is not trusted ({other})"),
     }
-}
-
-/// Whether every certificate of `pem` (an `smime_ca_file`) can be a trust anchor; else which
-/// one cannot (validation, so that `switchboard check` names it).
-pub(super) fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
-    for (n, der) in CertificateDer::pem_slice_iter(pem).enumerate() {
-        let der = der.map_err(|e| format!("certificate {} cannot be read: {e}", n + 1))?;
-        webpki::anchor_from_trusted_cert(&der)
-            .map_err(|e| format!("certificate {} cannot be a trusted CA: {e}", n + 1))?;
-    }
-    Ok(())
-}
-
-/// Mozilla's roots (the ones every TLS peer is checked against) and those of `extra_ca_pem`.
-fn trust_anchors(extra_ca_pem: Option<&[u8]>) -> Vec<TrustAnchor<'static>> {
-    let mut anchors = webpki_roots::TLS_SERVER_ROOTS.to_vec();
-    for der in extra_ca_pem.map(CertificateDer::pem_slice_iter).into_iter().flatten().flatten() {
-        // Validation read the file and refused one webpki cannot use (`check_ca_pem`).
-        if let Ok(anchor) = webpki::anchor_from_trusted_cert(&der) {
-            anchors.push(anchor.to_owned());
-        }
-    }
-    anchors
 }
 
 /// The digest of `content` with the algorithm `oid`, if it is one supported here.
@@ -644,7 +647,7 @@ mod tests {
         let source = std::fs::read(path).unwrap();
         let message = mail_parser::MessageParser::default().parse(&source).unwrap();
         let ber = message.root_part().contents().to_vec();
-        let whole = verify(&ber, None, "ann@customer.example", None);
+        let whole = verify(signed_data(&ber), None, "ann@customer.example", None);
         assert_eq!(whole.status, SignatureStatus::Untrusted, "{whole:?}");
         let data = signed_data(&ber).unwrap();
         let signer = certificate(data.certificates[0]).unwrap();
@@ -660,7 +663,7 @@ mod tests {
             let mut damaged = ber.clone();
             let at = (seed % ber.len() as u64) as usize;
             damaged[at] ^= 1 << (seed >> 60 & 7);
-            let verdict = verify(&damaged, None, "ann@customer.example", None);
+            let verdict = verify(signed_data(&damaged), None, "ann@customer.example", None);
             assert_ne!(verdict.status, SignatureStatus::Valid, "{verdict:?}");
             *seen.entry(format!("{:?}", verdict.status)).or_insert(0) += 1;
         }
@@ -678,7 +681,7 @@ mod tests {
                 source.replacen(" smime-type=signed-data;", "", 1).replacen(" smime-type=enveloped-data;", "", 1);
             assert_ne!(bare, source, "{name}");
             let message = mail_parser::MessageParser::default().parse(bare.as_bytes()).unwrap();
-            signature(&message, bare.as_bytes(), None).map(|s| s.status)
+            open(&message, bare.as_bytes(), None).signature.map(|s| s.status)
         };
         assert_eq!(fixture("smime-opaque-signed-outlook"), Some(SignatureStatus::Untrusted));
         assert_eq!(fixture("smime-encrypted"), None);

@@ -16,14 +16,21 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-/// A rustls client config trusting the webpki roots and the certificates of a `ca_file`
-/// (`ca_pem`, read when the config was loaded).
-pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, String> {
+/// The webpki roots (Mozilla's, for TLS) and the certificates of a `ca_file` (`ca_pem`, read
+/// when the config was loaded), or which of those cannot be a trust anchor. TLS peers are
+/// checked against them, and so are S/MIME signers (with `smime_ca_file`).
+pub fn roots(ca_pem: Option<&[u8]>) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    for cert in ca_pem.map(CertificateDer::pem_slice_iter).into_iter().flatten() {
-        let cert = cert.map_err(|e| format!("bad certificate in ca_file: {e}"))?;
-        roots.add(cert).map_err(|e| format!("unusable certificate in ca_file: {e}"))?;
+    for (n, cert) in ca_pem.map(CertificateDer::pem_slice_iter).into_iter().flatten().enumerate() {
+        let cert = cert.map_err(|e| format!("certificate {} cannot be read: {e}", n + 1))?;
+        roots.add(cert).map_err(|e| format!("certificate {} cannot be a trusted CA: {e}", n + 1))?;
     }
+    Ok(roots)
+}
+
+/// A rustls client config trusting `roots(ca_pem)`.
+pub fn client_config(ca_pem: Option<&[u8]>) -> Result<Arc<ClientConfig>, String> {
+    let roots = roots(ca_pem).map_err(|e| format!("ca_file: {e}"))?;
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
