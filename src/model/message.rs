@@ -202,14 +202,15 @@ pub struct MailAuthentication {
     pub spf: Option<String>,
 }
 
-/// What the signature of a signed mail says (S/MIME checked; OpenPGP recognised, not checked),
+/// What the signature of a signed mail says (S/MIME, or OpenPGP against the channel's keyring),
 /// as a mail client's badge would. Nothing is refused for it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailSignature {
     /// `smime` or `openpgp`.
     pub kind: String,
     pub status: SignatureStatus,
-    /// The mail address the signer's certificate is for (the sender's, when it is among them).
+    /// The mail address the signer's certificate or key is for (the sender's, when it is among
+    /// them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signer: Option<String>,
     /// Why, in words, for an operator.
@@ -219,15 +220,16 @@ pub struct MailSignature {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureStatus {
-    /// The mail is as signed, by a certificate a trusted CA issued for the sender's address.
+    /// The mail is as signed, by a certificate a trusted CA issued (S/MIME) or a keyring key
+    /// (OpenPGP) for the sender's address.
     Valid,
-    /// The mail is as signed, but the certificate is not trusted (self-signed, unknown CA,
-    /// expired when it signed, not for mail) or is not for the sender's address.
+    /// The mail is as signed, but the certificate or key is not trusted (self-signed, unknown
+    /// CA, revoked, expired when it signed, not for mail) or is not for the sender's address.
     Untrusted,
     /// The mail was changed after it was signed, or the signature is not the certificate's.
     Invalid,
     /// Cannot be told: an algorithm not supported here (SHA-1 among them), no signer's
-    /// certificate, an unreadable signature, or OpenPGP.
+    /// certificate, no key in the keyring (OpenPGP), or an unreadable signature.
     Unverifiable,
 }
 

@@ -1598,6 +1598,166 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
     server.stop().await;
 }
 
+/// An OpenPGP-signed mail's signature is checked against the channel's keyring
+/// (`openpgp_keyring_file`), and the message says what was found, as for S/MIME. Debian's GnuPG
+/// makes the customers' keys (Ed25519; RSA with a signing subkey; one revoked after it signed;
+/// one that had expired when it signed; one the operator never imported) and signs as
+/// Thunderbird (PGP/MIME) and mutt (inline) do. `gpg --verify`, with a home that holds only the
+/// keyring, is the reference on each signature as it went through Dovecot: `invalid` where it
+/// says BADSIG, `unverifiable` where it has no key, `valid` or `untrusted` where the signature
+/// is good. The deliberate differences are asserted by name: gpg does not compare the From
+/// address, nor look at text around an inline signature, it still takes SHA-1, and it calls a
+/// signature from a key that has expired since it signed an expired key's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
+    let gpg = Gnupg::new();
+    let ann = gpg.key("Ann Example <ann@customer.example>", "ed25519");
+    gpg.run(&["--quick-generate-key", "Bob <bob@customer.example>", "rsa2048", "cert", "never"]);
+    gpg.run(&["--quick-add-key", &gpg.fingerprint("bob@customer.example"), "rsa2048", "sign", "never"]);
+    let carl = gpg.key("carl@customer.example", "ed25519");
+    gpg.key("Mallory <mallory@customer.example>", "ed25519");
+    // GnuPG's clock set to a day and time of November 2026 (`10T120000`).
+    let at = |when: &str| format!("--faked-system-time=202611{when}");
+    gpg.run(&[&at("10T000000"), "--quick-generate-key", "Dave <dave@customer.example>", "ed25519", "sign", "never"]);
+    gpg.run(&[&at("10T000000"), "--quick-generate-key", "Erin <erin@customer.example>", "ed25519", "sign", "1d"]);
+
+    let entity = "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\
+                  Hello,\r\n\r\nplease send the invoice for order 7 to München.\r\n\r\nThanks\r\n";
+    gpg.file("entity.txt", entity.as_bytes());
+    let text = "Hello,\n\nplease send the invoice for order 7 to München.\n\n- Thanks\n";
+    gpg.file("text.txt", text.as_bytes());
+    // PGP/MIME as Thunderbird sends it: the entity, then its detached signature.
+    let pgp_mime = |signature: &[u8], entity: &str| {
+        format!(
+            "MIME-Version: 1.0\r\nContent-Type: multipart/signed; micalg=pgp-sha256;\r\n \
+             protocol=\"application/pgp-signature\"; boundary=\"sig-b\"\r\n\r\n\
+             This is an OpenPGP/MIME signed message (RFC 4880 and 3156)\r\n--sig-b\r\n{entity}\r\n--sig-b\r\n\
+             Content-Type: application/pgp-signature; name=\"OpenPGP_signature.asc\"\r\n\
+             Content-Disposition: attachment; filename=\"OpenPGP_signature.asc\"\r\n\r\n{}\r\n--sig-b--\r\n",
+            String::from_utf8_lossy(signature)
+        )
+    };
+    let detached = |signer: &str, extra: &[&str]| {
+        let args = [extra, &["-u", signer, "--detach-sign", "--armor", "-o", "-", "entity.txt"][..]].concat();
+        pgp_mime(&gpg.run(&args), entity)
+    };
+    // Inline as mutt sends it: the cleartext signature as the text.
+    let inline = |signer: &str, extra: &[&str]| {
+        let args = [extra, &["-u", signer, "--clearsign", "-o", "-", "text.txt"][..]].concat();
+        let signed = String::from_utf8(gpg.run(&args)).unwrap().replace('\n', "\r\n");
+        format!("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{signed}")
+    };
+    let ann_mime = detached(&ann, &[]);
+    let ann_inline = inline(&ann, &[]);
+    let carl_before_revocation = detached(&carl, &[]);
+    let dave_signed = inline("dave@customer.example", &[&at("12T000000")]);
+    let erin_signed = inline("erin@customer.example", &[&at("10T120000")]);
+    // Carl revokes his key after signing (his revocation certificate, as GnuPG stored it);
+    // Dave's key expires on the 11th, by a self-signature made later than the key's first.
+    let revocation = std::fs::read_to_string(gpg.home.path().join(format!("openpgp-revocs.d/{carl}.rev"))).unwrap();
+    gpg.file("carl.rev", revocation.replace(":-----BEGIN", "-----BEGIN").as_bytes());
+    gpg.run(&["--import", "carl.rev"]);
+    gpg.run(&[&at("10T120000"), "--quick-set-expire", &gpg.fingerprint("dave@customer.example"), "1d"]);
+    // The operator's keyring: everyone but Mallory.
+    let people = ["ann", "bob", "carl", "dave", "erin"].map(|p| format!("{p}@customer.example"));
+    let keyring =
+        gpg.run(&[&["--export", "--armor"][..], &people.iter().map(String::as_str).collect::<Vec<_>>()].concat());
+    let keyring_file = gpg.file("keyring.asc", &keyring);
+
+    // (subject, From, body, expected status)
+    let mails = [
+        ("ann mime", "ann", ann_mime.clone(), "valid"),
+        ("ann inline", "ann", ann_inline.clone(), "valid"),
+        ("bob subkey", "bob", detached("bob@customer.example", &[]), "valid"),
+        ("ann mime altered", "ann", ann_mime.replacen("order 7", "order 8", 1), "invalid"),
+        ("ann inline altered", "ann", ann_inline.replacen("order 7", "order 8", 1), "invalid"),
+        ("ann as bob", "bob", ann_mime.clone(), "untrusted"),
+        ("ann inline with footer", "ann", format!("{ann_inline}\r\n-- \r\nThe customer list\r\n"), "untrusted"),
+        ("carl revoked", "carl", carl_before_revocation, "untrusted"),
+        ("dave expired before signing", "dave", dave_signed, "untrusted"),
+        ("erin expired since", "erin", erin_signed, "valid"),
+        ("mallory unknown", "mallory", detached("mallory@customer.example", &[]), "unverifiable"),
+        ("bob sha1", "bob", detached("bob@customer.example", &["--digest-algo", "SHA1"]), "unverifiable"),
+    ];
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk_and(&mail, &format!("openpgp_keyring_file = {keyring_file:?}")).await;
+    let mut sent = Vec::new();
+    for (n, (subject, from, body, _)) in mails.iter().enumerate() {
+        let text = format!(
+            "From: {from} <{from}@customer.example>\r\nTo: {}\r\nSubject: {subject}\r\n\
+             Message-ID: <pgp-{n}@customer.example>\r\nDate: Tue, 01 Dec 2026 10:{n:02}:00 +0100\r\n{body}",
+            SUPPORT.0
+        );
+        mail.append(SUPPORT, &text).await;
+        sent.push(text);
+    }
+    for n in 0..mails.len() {
+        nth_received(&helpdesk, n).await;
+    }
+    let received = helpdesk.events_of("message.received");
+    let message = |subject: &str| received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == subject).unwrap();
+
+    // The reference: a GnuPG that knows only the keyring.
+    let reference = Gnupg::new();
+    reference.run(&["--import", &keyring_file]);
+    for ((subject, _, _, status), text) in mails.iter().zip(&sent) {
+        let found = message(subject);
+        let signature = &found["signature"];
+        assert_eq!(
+            (&signature["kind"], &signature["status"]),
+            (&json!("openpgp"), &json!(status)),
+            "{subject}: {found}"
+        );
+        // The signature and what it signs, cut from the mail as it went in.
+        let verify = if text.contains("multipart/signed") {
+            let parts: Vec<&str> = text.split("\r\n--sig-b\r\n").collect();
+            let armored = &parts[2][parts[2].find("-----BEGIN").unwrap()..];
+            reference.file("signed.txt", parts[1].as_bytes());
+            reference.file("signature.asc", armored.as_bytes());
+            reference.output(&["--status-fd", "1", "--verify", "signature.asc", "signed.txt"])
+        } else {
+            let start = text.find("-----BEGIN PGP SIGNED MESSAGE-----").unwrap();
+            reference.file("inline.asc", &text.as_bytes()[start..]);
+            reference.output(&["--status-fd", "1", "--verify", "inline.asc"])
+        };
+        let said = String::from_utf8_lossy(&verify.stdout).into_owned();
+        let gnupg = ["GOODSIG", "BADSIG", "REVKEYSIG", "EXPKEYSIG", "NO_PUBKEY"]
+            .into_iter()
+            .find(|token| said.contains(&format!("[GNUPG:] {token} ")))
+            .unwrap_or_else(|| panic!("{subject}: gpg said {said}"));
+        let expected = match (gnupg, *subject) {
+            ("BADSIG", _) => "invalid",
+            ("NO_PUBKEY", _) => "unverifiable",
+            ("REVKEYSIG", _) => "untrusted",
+            // Expired when it signed; Erin's key expired only after signing.
+            ("EXPKEYSIG", "dave expired before signing") => "untrusted",
+            ("EXPKEYSIG", _) => "valid",
+            // The deliberate differences.
+            ("GOODSIG", "ann as bob" | "ann inline with footer") => "untrusted",
+            ("GOODSIG", "bob sha1") => "unverifiable",
+            ("GOODSIG", _) => "valid",
+            _ => unreachable!(),
+        };
+        assert_eq!(*status, expected, "{subject}: gpg says {gnupg}, we say {signature}");
+    }
+    let detail = |subject: &str| message(subject)["signature"]["detail"].as_str().unwrap().to_owned();
+    assert_eq!(detail("ann mime"), format!("signed by ann@customer.example with key {ann}"));
+    assert_eq!(message("ann mime")["signature"]["signer"], "ann@customer.example");
+    assert_eq!(detail("ann as bob"), "the key is for ann@customer.example, not the sender bob@customer.example");
+    assert!(detail("ann mime altered").starts_with("the mail was changed after it was signed"));
+    assert!(detail("ann inline with footer").ends_with("text outside the signed block was not signed"));
+    assert_eq!(detail("carl revoked"), "the key was revoked");
+    assert!(detail("dave expired before signing").starts_with("the key had expired when it signed (2026-11-11T12:00"));
+    assert!(detail("mallory unknown").ends_with("which is not in openpgp_keyring_file"));
+    assert_eq!(detail("bob sha1"), "signed with SHA-1, which is no longer safe");
+    // The altered mail is still the customer's, read as it arrived; the signature is no file.
+    let altered = message("ann mime altered");
+    assert!(altered["text"].as_str().unwrap().contains("order 8"));
+    assert_eq!(altered["attachments"], json!([]));
+    server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+}
+
 /// With a certificate and key (`smime_certificate_file`, `smime_key_file`), the mail we send is
 /// S/MIME clear-signed, and Debian's `openssl cms -verify` accepts it as Ann's mail client would:
 /// with only the company's root CA (the intermediate travels in the signature), for S/MIME

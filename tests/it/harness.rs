@@ -299,6 +299,65 @@ impl SmimePki<'_> {
     }
 }
 
+/// GnuPG (Debian's `gpg`) with a keyring of its own in a temporary home: it makes keys and
+/// signs as a customer's mail client does, and its `--verify` is the reference verdict.
+pub struct Gnupg {
+    pub home: tempfile::TempDir,
+}
+
+impl Gnupg {
+    pub fn new() -> Gnupg {
+        let home = tempfile::Builder::new().prefix("gpg").tempdir().unwrap();
+        Gnupg { home }
+    }
+
+    /// `gpg --batch` with `args`, and what it wrote to stdout; panics when it fails.
+    pub fn run(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.output(args);
+        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    /// `gpg --batch` with `args`, whatever its outcome.
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args(["--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args(args)
+            .current_dir(self.home.path())
+            .output()
+            .unwrap_or_else(|e| panic!("gpg: {e} (apt-get install gnupg)"))
+    }
+
+    /// A new key for `user_id` (`algorithm`: `ed25519`, `rsa3072`…) that signs and never
+    /// expires; its fingerprint.
+    pub fn key(&self, user_id: &str, algorithm: &str) -> String {
+        self.run(&["--quick-generate-key", user_id, algorithm, "sign", "never"]);
+        self.fingerprint(user_id)
+    }
+
+    /// The fingerprint of the key for `user_id`.
+    pub fn fingerprint(&self, user_id: &str) -> String {
+        let listing = String::from_utf8(self.run(&["--with-colons", "--list-keys", user_id])).unwrap();
+        let fpr = listing.lines().find(|l| l.starts_with("fpr:")).expect("a fingerprint");
+        fpr.split(':').nth(9).unwrap().to_owned()
+    }
+
+    /// `path` (in the home) written with `bytes`; its path as a string.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> String {
+        let path = self.home.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Gnupg {
+    fn drop(&mut self) {
+        let _ =
+            std::process::Command::new("gpgconf").env("GNUPGHOME", self.home.path()).args(["--kill", "all"]).output();
+    }
+}
+
 /// Whether Debian's `openssl` with `args`, run in `dir`, succeeds (a reference verdict).
 pub fn openssl_succeeds(dir: &std::path::Path, args: &[&str]) -> bool {
     std::process::Command::new("openssl")

@@ -83,6 +83,13 @@ pub struct EmailChannelConfig {
     /// Filled by validation: the certificates of `smime_ca_file`.
     #[serde(skip)]
     pub smime_ca_pem: Option<Vec<u8>>,
+    /// A file of the OpenPGP public keys whose signatures are trusted (`gpg --export --armor`,
+    /// binary or armored, one block or several): a customer's key, once the operator has
+    /// decided it is theirs. See `openpgp`.
+    pub openpgp_keyring_file: Option<PathBuf>,
+    /// Filled by validation: the keys of `openpgp_keyring_file`.
+    #[serde(skip)]
+    pub openpgp_keys: Vec<pgp::composed::SignedPublicKey>,
     /// Sign the mail we send with S/MIME (see `smime_sign`): a PEM file with the certificate for
     /// our address first, then its intermediates, and its private key (PKCS#8, or PKCS#1 for
     /// RSA) inline, in `smime_key_file` or in the environment variable `smime_key_env`.
@@ -484,6 +491,15 @@ impl EmailChannelConfig {
         } else if let (Some(file), Some(pem)) = (&self.smime_ca_file, &self.smime_ca_pem) {
             if let Err(reason) = super::tls::roots(Some(pem)) {
                 add("smime_ca_file", format!("{}: {reason}", file.display()));
+            }
+        }
+        if let Some(file) = &self.openpgp_keyring_file {
+            let keys = std::fs::read(file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))
+                .and_then(|bytes| super::openpgp::keyring(&bytes).map_err(|e| format!("{}: {e}", file.display())));
+            match keys {
+                Ok(keys) => self.openpgp_keys = keys,
+                Err(reason) => add("openpgp_keyring_file", reason),
             }
         }
         for (k, r) in self.load_signing_identity() {

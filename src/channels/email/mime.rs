@@ -20,7 +20,8 @@ use super::authentication;
 use super::config::EmailChannelConfig;
 use super::dedup::MailKeys;
 use super::forward;
-use super::reply::{is_pgp_signed, reply_text};
+use super::openpgp;
+use super::reply::reply_text;
 use super::report;
 use super::smime;
 use super::tnef;
@@ -130,7 +131,7 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, keys);
     };
-    let smime::Opened { mail: signed, signature } = smime::open(&message, bytes, channel.smime_ca_pem.as_deref());
+    let smime::Opened { mail: signed, signature } = smime::open(&message, bytes, channel);
     // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`).
     if let Some(inner) = signed.as_deref().and_then(|signed| MessageParser::default().parse(signed)) {
         return read(channel, bytes, &inner, keys, signature);
@@ -260,9 +261,14 @@ fn read(
     let forwarded_from = forwarded.map(|original| original.sender);
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
-    // Inline PGP (mutt, Enigmail) signs the text itself.
-    let signature =
-        signature.or_else(|| text.as_deref().filter(|t| is_pgp_signed(t)).map(|_| smime::openpgp_unchecked()));
+    // Inline PGP (mutt, Enigmail) signs the text itself, in the bytes of its charset.
+    let signature = signature.or_else(|| {
+        let utf8 = message.text_bodies().all(|part| {
+            let charset = part.content_type().and_then(|c| c.attribute("charset")).unwrap_or("us-ascii");
+            ["utf-8", "utf8", "us-ascii", "ascii"].iter().any(|c| charset.eq_ignore_ascii_case(c))
+        });
+        openpgp::inline(text.as_deref()?, utf8, &from.address, &channel.openpgp_keys)
+    });
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &keys));

@@ -7,7 +7,7 @@
 //! colleague's forward, `dedup.rs` for what makes two fetched mails
 //! one, and `tnef.rs` and `rtf.rs` for Outlook's `winmail.dat`), to the pipeline; `outbound.rs`
 //! sends through SMTP with Message-IDs that encode the conversation (`smime_sign.rs` signs it
-//! when the channel has a certificate; `smime.rs` checks a received mail's signature); `authorise.rs` is
+//! when the channel has a certificate; `smime.rs` checks a received mail's S/MIME signature, `openpgp.rs` its OpenPGP one); `authorise.rs` is
 //! `switchboard oauth2`, which obtains an OAuth2 grant's refresh token. Threading decisions are in
 //! `stitch::email`.
 
@@ -22,6 +22,7 @@ pub mod inbound;
 pub mod mime;
 mod mutf7;
 pub mod oauth2;
+mod openpgp;
 pub mod outbound;
 mod plain_bounce;
 pub mod probe;

@@ -206,15 +206,10 @@ pub fn reply_text(text: &str) -> String {
     without_signature(unquoted)
 }
 
-/// Whether `text` is an inline-PGP cleartext-signed message, its signature block included.
-pub fn is_pgp_signed(text: &str) -> bool {
-    pgp_signed_text(text).is_some()
-}
-
 /// The text an OpenPGP cleartext signature framework signs (RFC 4880 §7), when `text` is one:
 /// what follows the `-----BEGIN PGP SIGNED MESSAGE-----` line and its armor headers (`Hash:`)
 /// up to the `-----BEGIN PGP SIGNATURE-----` line, with the dash-escaping (`- ` before a line
-/// that begins with `-`) taken off. Not verified.
+/// that begins with `-`) taken off. (The signature is checked by `openpgp`.)
 fn pgp_signed_text(text: &str) -> Option<String> {
     let mut lines = text.lines().skip_while(|l| l.trim().is_empty());
     if lines.next()?.trim_end() != "-----BEGIN PGP SIGNED MESSAGE-----" {

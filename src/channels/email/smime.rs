@@ -37,6 +37,8 @@ use super::ber::{
     Element, BOOLEAN, CONTEXT_0, CONTEXT_0_PRIMITIVE, CONTEXT_1_PRIMITIVE, CONTEXT_2, CONTEXT_3, GENERALIZED_TIME,
     INTEGER, OCTET_STRING, OID, SEQUENCE, SET, UTC_TIME,
 };
+use super::config::EmailChannelConfig;
+use super::openpgp;
 use crate::model::{MailSignature, SignatureStatus};
 
 /// How far a signature's signing time may lie ahead of our clock before it is not believed
@@ -106,15 +108,15 @@ fn starts_with_header_field(entity: &[u8]) -> bool {
 pub(super) struct Opened {
     /// The mail an opaque-signed one carries, to be read instead of it (`signed_mail`).
     pub mail: Option<Vec<u8>>,
-    /// What the signature of a mail signed as a whole says (S/MIME opaque or clear; OpenPGP
-    /// recognised).
+    /// What the signature of a mail signed as a whole says (S/MIME opaque or clear; PGP/MIME,
+    /// checked by `openpgp`).
     pub signature: Option<MailSignature>,
 }
 
 /// What S/MIME makes of `message` (`source`, as parsed), its signature structure read once:
-/// the mail it carries when it is opaque-signed, and what its signature says. `extra_ca_pem`:
-/// the channel's `smime_ca_file`, trusted besides Mozilla's roots.
-pub(super) fn open(message: &Message<'_>, source: &[u8], extra_ca_pem: Option<&[u8]>) -> Opened {
+/// the mail it carries when it is opaque-signed, and what its signature says. The channel's
+/// `smime_ca_file` is trusted besides Mozilla's roots, its `openpgp_keyring_file` for PGP/MIME.
+pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelConfig) -> Opened {
     // RFC 8551 §3.1: the certificate must name the address in the mail's From header.
     let from = message.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default();
     if let Some(part) = opaque_signed(message) {
@@ -126,9 +128,9 @@ pub(super) fn open(message: &Message<'_>, source: &[u8], extra_ca_pem: Option<&[
             return Opened::default();
         }
         let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| signed_mail(source, entity));
-        return Opened { mail, signature: Some(verify(data, None, from, extra_ca_pem)) };
+        return Opened { mail, signature: Some(verify(data, None, from, channel.smime_ca_pem.as_deref())) };
     }
-    Opened { mail: None, signature: clear_signature(message, source, from, extra_ca_pem) }
+    Opened { mail: None, signature: clear_signature(message, source, from, channel) }
 }
 
 /// What the signature of a clear-signed (`multipart/signed`) `message` says, if it is one.
@@ -136,7 +138,7 @@ fn clear_signature(
     message: &Message<'_>,
     source: &[u8],
     from: &str,
-    extra_ca_pem: Option<&[u8]>,
+    channel: &EmailChannelConfig,
 ) -> Option<MailSignature> {
     let root = message.root_part();
     let content_type = root.content_type()?;
@@ -147,27 +149,18 @@ fn clear_signature(
     }
     let PartType::Multipart(parts) = &root.body else { return None };
     let (signed, signature) = (message.part(*parts.first()?)?, message.part(*parts.get(1)?)?);
+    // The first part exactly as it travelled, its header included, up to the line break
+    // before the boundary (RFC 1847 §2.1), with CRLF line ends (RFC 8551 §3.1.1, RFC 3156 §5).
+    let content = || source.get(signed.offset_header as usize..signed.offset_end as usize).map(crlf_lines);
     match content_type.attribute("protocol")?.to_ascii_lowercase().as_str() {
         "application/pkcs7-signature" | "application/x-pkcs7-signature" => {
-            // The first part exactly as it travelled, its header included, up to the line
-            // break before the boundary (RFC 1847 §2.1), with CRLF line ends (RFC 8551 §3.1.1).
-            let content = source.get(signed.offset_header as usize..signed.offset_end as usize)?;
             let data = signed_data(signature.contents());
-            Some(verify(data, Some(crlf_lines(content)), from, extra_ca_pem))
+            Some(verify(data, Some(content()?), from, channel.smime_ca_pem.as_deref()))
         }
-        "application/pgp-signature" => Some(openpgp_unchecked()),
+        "application/pgp-signature" => {
+            Some(openpgp::detached(&content()?, signature.contents(), from, &channel.openpgp_keys))
+        }
         _ => None,
-    }
-}
-
-/// The verdict on an OpenPGP signature (PGP/MIME, or inline in the text): recognised, so that a
-/// helpdesk can show the mail was signed, but not checked (no keyring is kept).
-pub(super) fn openpgp_unchecked() -> MailSignature {
-    MailSignature {
-        kind: "openpgp".into(),
-        status: SignatureStatus::Unverifiable,
-        signer: None,
-        detail: "OpenPGP signatures are not checked".into(),
     }
 }
 
@@ -681,7 +674,7 @@ mod tests {
                 source.replacen(" smime-type=signed-data;", "", 1).replacen(" smime-type=enveloped-data;", "", 1);
             assert_ne!(bare, source, "{name}");
             let message = mail_parser::MessageParser::default().parse(bare.as_bytes()).unwrap();
-            open(&message, bare.as_bytes(), None).signature.map(|s| s.status)
+            open(&message, bare.as_bytes(), &super::super::tests::channel()).signature.map(|s| s.status)
         };
         assert_eq!(fixture("smime-opaque-signed-outlook"), Some(SignatureStatus::Untrusted));
         assert_eq!(fixture("smime-encrypted"), None);

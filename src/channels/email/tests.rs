@@ -4,7 +4,7 @@
 use super::config::EmailChannelConfig;
 use super::mime::to_raw_inbound;
 
-fn channel() -> EmailChannelConfig {
+pub(super) fn channel() -> EmailChannelConfig {
     channel_from(
         r#"
 id = "support"

@@ -1,0 +1,337 @@
+//! OpenPGP signatures checked against the channel's keyring (`openpgp_keyring_file`).
+//!
+//! Two forms reach a helpdesk: **PGP/MIME** (RFC 3156, `multipart/signed` with
+//! `application/pgp-signature`: Thunderbird, Enigmail, GpgOL, Mailvelope), whose detached
+//! signature covers the first part exactly as it travelled, header included, with CRLF line
+//! ends; and **inline** (the cleartext signature framework, RFC 9580 §7: mutt, older Enigmail),
+//! whose signature covers the text between its armor lines.
+//!
+//! OpenPGP has no CA: a key is trusted because someone decided to. Here that is the operator,
+//! who exports the customers' public keys into the keyring file (`gpg --export --armor`), as a
+//! Zammad admin imports them into its PGP integration. The verdict (`MailSignature`, kind
+//! `openpgp`) reads as a mail client's:
+//! - `valid`: the text is as signed, by a key in the keyring whose user ID names the sender's
+//!   address, not revoked, and not expired when it signed;
+//! - `untrusted`: as signed, by a keyring key that is revoked, was expired, has self-signatures
+//!   that do not verify, is a subkey not for signing, or names other addresses; and an inline
+//!   signature with unsigned text around it (a list's footer: only part of what is shown was
+//!   signed);
+//! - `invalid`: changed after signing, or not made by the key it names;
+//! - `unverifiable`: no key for it in the keyring (or no keyring), SHA-1 or weaker, a signature
+//!   that cannot be read, or inline text in a charset other than UTF-8 (it was signed in its
+//!   own charset's bytes, which are not kept apart from the source).
+//!
+//! Nothing is refused for a signature. Keys are not fetched from key servers (no network is
+//! asked, and a key server's key says nothing about who owns it); Autocrypt headers are not
+//! read for the same reason. rPGP (`pgp`) reads the packets and checks the signatures.
+
+use std::io::Cursor;
+
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::packet::{Signature, SignatureType, SubpacketData};
+use pgp::types::{KeyDetails, Timestamp};
+
+use crate::model::{MailSignature, SignatureStatus};
+
+/// The armor line that opens a block of public keys.
+const KEY_BLOCK: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
+/// The armor lines of the cleartext signature framework.
+const SIGNED_MESSAGE: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
+const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
+
+/// The public keys in a keyring file's `bytes`: binary (`gpg --export`) or ASCII-armored
+/// (`gpg --export --armor`), one block or several one after another. An error names what is
+/// wrong, for `switchboard check`.
+pub fn keyring(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err("holds no OpenPGP public key".into());
+    }
+    let text = std::str::from_utf8(bytes).ok().filter(|t| t.trim_start().starts_with("-----BEGIN"));
+    if text.is_some_and(|t| t.contains("PRIVATE KEY BLOCK")) {
+        return Err("holds a secret key: export the public keys alone (gpg --export --armor)".into());
+    }
+    let blocks: Vec<&[u8]> = match text {
+        // Each block from its armor line to the next one's.
+        Some(text) => {
+            let starts: Vec<usize> = text.match_indices(KEY_BLOCK).map(|(at, _)| at).collect();
+            let ends = starts.iter().skip(1).copied().chain([text.len()]);
+            starts.iter().zip(ends).map(|(start, end)| &bytes[*start..end]).collect()
+        }
+        None => vec![bytes],
+    };
+    let mut keys = Vec::new();
+    for block in blocks {
+        let (parsed, _) = SignedPublicKey::from_reader_many(Cursor::new(block))
+            .map_err(|e| format!("cannot be read as OpenPGP public keys: {e}"))?;
+        for key in parsed {
+            let key = key.map_err(|e| format!("key {} cannot be read: {e}", keys.len() + 1))?;
+            keys.push(key);
+        }
+    }
+    if keys.is_empty() {
+        return Err("holds no OpenPGP public key".into());
+    }
+    Ok(keys)
+}
+
+/// The verdict on a PGP/MIME signature (`armored`, the `application/pgp-signature` part) over
+/// `signed` (the first part's exact bytes, CRLF line ends), for a mail from `from`.
+pub(super) fn detached(signed: &[u8], armored: &[u8], from: &str, keys: &[SignedPublicKey]) -> MailSignature {
+    match DetachedSignature::from_armor_single(Cursor::new(armored)) {
+        Ok((signature, _)) => verdict(&[signature.signature], signed, from, keys),
+        Err(e) => unverifiable(format!("the signature cannot be read: {e}")),
+    }
+}
+
+/// Where an inline signature (the cleartext signature framework) is in `text`: the block from
+/// its first armor line to its last, and whether anything but blank lines lies outside it.
+fn cleartext_block(text: &str) -> Option<(&str, bool)> {
+    let start = text.find(SIGNED_MESSAGE)?;
+    // The armor line must be a line of its own.
+    if !text[..start].is_empty() && !text[..start].ends_with('\n') {
+        return None;
+    }
+    let end = start + text[start..].find(SIGNATURE_END)? + SIGNATURE_END.len();
+    let outside = !text[..start].trim().is_empty() || !text[end..].trim().is_empty();
+    Some((&text[start..end], outside))
+}
+
+/// The verdict on the inline signature in `text` (the mail's text, decoded), for a mail from
+/// `from`; `utf8`: whether the text travelled in UTF-8 or US-ASCII, the bytes it was signed in.
+pub(super) fn inline(text: &str, utf8: bool, from: &str, keys: &[SignedPublicKey]) -> Option<MailSignature> {
+    let (block, outside) = cleartext_block(text)?;
+    if !utf8 && !block.is_ascii() {
+        return Some(unverifiable(
+            "the signed text is not in UTF-8, and it was signed in its own charset's bytes".into(),
+        ));
+    }
+    let message = match CleartextSignedMessage::from_string(block) {
+        Ok((message, _)) => message,
+        Err(e) => return Some(unverifiable(format!("the signature cannot be read: {e}"))),
+    };
+    let mut signature = verdict(message.signatures(), message.signed_text().as_bytes(), from, keys);
+    if outside && signature.status == SignatureStatus::Valid {
+        signature.status = SignatureStatus::Untrusted;
+        signature.detail = format!("{}; text outside the signed block was not signed", signature.detail);
+    }
+    Some(signature)
+}
+
+/// The verdict on `signatures` (one, usually) over `data`: the first one a keyring key made
+/// decides, else the first.
+fn verdict(signatures: &[Signature], data: &[u8], from: &str, keys: &[SignedPublicKey]) -> MailSignature {
+    let Some(first) = signatures.first() else { return unverifiable("the signature cannot be read".into()) };
+    let found = signatures.iter().find_map(|s| signing_key(s, keys).map(|k| (s, k)));
+    let Some((signature, (certificate, key))) = found else {
+        let issuer = issuer(first);
+        return unverifiable(if keys.is_empty() {
+            format!("signed with key {issuer}; no openpgp_keyring_file to check it against")
+        } else {
+            format!("signed with key {issuer}, which is not in openpgp_keyring_file")
+        });
+    };
+    if !matches!(signature.typ(), Some(SignatureType::Binary | SignatureType::Text)) {
+        return unverifiable("not a signature over a document".into());
+    }
+    match signature.hash_alg() {
+        Some(HashAlgorithm::Sha1) => return unverifiable("signed with SHA-1, which is no longer safe".into()),
+        Some(
+            HashAlgorithm::Sha256
+            | HashAlgorithm::Sha384
+            | HashAlgorithm::Sha512
+            | HashAlgorithm::Sha224
+            | HashAlgorithm::Sha3_256
+            | HashAlgorithm::Sha3_512,
+        ) => {}
+        other => {
+            let name = other.map(|h| h.to_string()).unwrap_or_else(|| "an unknown digest".into());
+            return unverifiable(format!("signed with {name}, which is not accepted"));
+        }
+    }
+    let fingerprint = format!("{:X}", key.fingerprint());
+    let as_signed = match key {
+        SigningKey::Primary(k) => signature.verify(k, data),
+        SigningKey::Subkey(k) => signature.verify(k, data),
+    };
+    if as_signed.is_err() {
+        return MailSignature {
+            kind: "openpgp".into(),
+            status: SignatureStatus::Invalid,
+            signer: None,
+            detail: format!("the mail was changed after it was signed, or key {fingerprint} did not sign it"),
+        };
+    }
+    let addresses = user_addresses(certificate);
+    let signer = addresses.iter().find(|a| a.eq_ignore_ascii_case(from)).or(addresses.first()).cloned();
+    let signed_at = signature.created().unwrap_or_else(Timestamp::now);
+    let distrust = if certificate.verify_bindings().is_err() {
+        Some("the key's self-signatures do not verify".to_owned())
+    } else if let Some(revoked) = revocation(certificate, &key) {
+        Some(revoked)
+    } else if let Some(expired) = expiry(&key).filter(|at| *at < signed_at.as_secs() as u64) {
+        Some(format!("the key had expired when it signed ({})", crate::model::time::rfc3339(expired as i64 * 1000)))
+    } else if !key.may_sign() {
+        Some("the key is not for signing".to_owned())
+    } else if !addresses.iter().any(|a| a.eq_ignore_ascii_case(from)) {
+        let named = if addresses.is_empty() { "no address".to_owned() } else { addresses.join(", ") };
+        Some(format!("the key is for {named}, not the sender {from}"))
+    } else {
+        None
+    };
+    MailSignature {
+        kind: "openpgp".into(),
+        status: if distrust.is_some() { SignatureStatus::Untrusted } else { SignatureStatus::Valid },
+        signer,
+        detail: distrust.unwrap_or_else(|| format!("signed by {from} with key {fingerprint}")),
+    }
+}
+
+fn unverifiable(detail: String) -> MailSignature {
+    MailSignature { kind: "openpgp".into(), status: SignatureStatus::Unverifiable, signer: None, detail }
+}
+
+/// The key a signature names (issuer fingerprint, else key ID), as its fingerprint or key ID
+/// in capitals.
+fn issuer(signature: &Signature) -> String {
+    match (signature.issuer_fingerprint().first(), signature.issuer_key_id().first()) {
+        (Some(fingerprint), _) => format!("{fingerprint:X}"),
+        (None, Some(id)) => id.as_ref().iter().map(|b| format!("{b:02X}")).collect(),
+        (None, None) => "(unnamed)".into(),
+    }
+}
+
+/// A key of a keyring certificate that may have made a signature.
+enum SigningKey<'a> {
+    Primary(&'a SignedPublicKey),
+    Subkey(&'a pgp::composed::SignedPublicSubKey),
+}
+
+impl SigningKey<'_> {
+    fn fingerprint(&self) -> pgp::types::Fingerprint {
+        match self {
+            SigningKey::Primary(k) => k.fingerprint(),
+            SigningKey::Subkey(k) => k.fingerprint(),
+        }
+    }
+
+    /// A subkey signs only when its binding says so (key flags); a primary key's own use is
+    /// not restricted here (GnuPG's default primary key signs).
+    fn may_sign(&self) -> bool {
+        match self {
+            SigningKey::Primary(_) => true,
+            SigningKey::Subkey(k) => newest(&k.signatures, SignatureType::SubkeyBinding).is_some_and(|b| {
+                b.key_flags().sign()
+                    || !b
+                        .config()
+                        .is_some_and(|c| c.hashed_subpackets().any(|p| matches!(p.data, SubpacketData::KeyFlags(_))))
+            }),
+        }
+    }
+}
+
+/// The keyring key that `signature` names (by fingerprint or key ID), with its certificate.
+fn signing_key<'a>(
+    signature: &Signature,
+    keys: &'a [SignedPublicKey],
+) -> Option<(&'a SignedPublicKey, SigningKey<'a>)> {
+    let (fingerprints, ids) = (signature.issuer_fingerprint(), signature.issuer_key_id());
+    let names = |fingerprint: pgp::types::Fingerprint, id: pgp::types::KeyId| {
+        fingerprints.iter().any(|f| **f == fingerprint) || ids.iter().any(|i| **i == id)
+    };
+    keys.iter().find_map(|certificate| {
+        if names(certificate.fingerprint(), certificate.legacy_key_id()) {
+            return Some((certificate, SigningKey::Primary(certificate)));
+        }
+        let subkey = certificate.public_subkeys.iter().find(|s| names(s.fingerprint(), s.legacy_key_id()))?;
+        Some((certificate, SigningKey::Subkey(subkey)))
+    })
+}
+
+/// The newest of `signatures` of type `kind`.
+fn newest(signatures: &[Signature], kind: SignatureType) -> Option<&Signature> {
+    signatures.iter().filter(|s| s.typ() == Some(kind)).max_by_key(|s| s.created().map(Timestamp::as_secs))
+}
+
+/// Why `key` of `certificate` is revoked, if it is: a key revocation of the certificate, or a
+/// subkey revocation of the subkey (their signatures are checked by `verify_bindings`).
+fn revocation(certificate: &SignedPublicKey, key: &SigningKey<'_>) -> Option<String> {
+    let revoked = match key {
+        SigningKey::Primary(_) => certificate.details.revocation_signatures.first(),
+        SigningKey::Subkey(k) => certificate
+            .details
+            .revocation_signatures
+            .first()
+            .or_else(|| newest(&k.signatures, SignatureType::SubkeyRevocation)),
+    }?;
+    let reason = revoked.revocation_reason_string().map(|r| String::from_utf8_lossy(r).into_owned());
+    Some(match reason.filter(|r| !r.trim().is_empty()) {
+        Some(reason) => format!("the key was revoked ({})", reason.trim()),
+        None => "the key was revoked".to_owned(),
+    })
+}
+
+/// When `key` expires (Unix seconds), if it does: its creation plus the key expiration time of
+/// its newest self-signature (a user ID's certification or a direct signature for the primary
+/// key, the binding for a subkey).
+fn expiry(key: &SigningKey<'_>) -> Option<u64> {
+    let (created, lifetime) = match key {
+        SigningKey::Primary(k) => {
+            let self_signatures =
+                k.details.users.iter().flat_map(|u| &u.signatures).chain(&k.details.direct_signatures);
+            let newest = self_signatures
+                .filter(|s| s.issuer_fingerprint().is_empty() || s.issuer_fingerprint().contains(&&k.fingerprint()))
+                .max_by_key(|s| s.created().map(Timestamp::as_secs))?;
+            (k.created_at(), newest.key_expiration_time()?)
+        }
+        SigningKey::Subkey(k) => {
+            (k.created_at(), newest(&k.signatures, SignatureType::SubkeyBinding)?.key_expiration_time()?)
+        }
+    };
+    (lifetime.as_secs() > 0).then(|| created.as_secs() as u64 + lifetime.as_secs() as u64)
+}
+
+/// The mail addresses `certificate`'s user IDs name (`Ann <ann@example.com>`, or a bare
+/// address).
+fn user_addresses(certificate: &SignedPublicKey) -> Vec<String> {
+    let mut addresses: Vec<String> = certificate
+        .details
+        .users
+        .iter()
+        .filter_map(|user| user.id.as_str())
+        .filter_map(|id| match (id.rfind('<'), id.rfind('>')) {
+            (Some(open), Some(close)) if open < close => Some(id[open + 1..close].trim()),
+            _ => Some(id.trim()).filter(|id| id.contains('@') && !id.contains(' ')),
+        })
+        .filter(|address| address.contains('@'))
+        .map(str::to_owned)
+        .collect();
+    addresses.dedup();
+    addresses
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inline_signature_is_found_with_what_lies_around_it() {
+        let block = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi\n-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----";
+        assert_eq!(cleartext_block(block), Some((block, false)));
+        assert_eq!(cleartext_block(&format!("\n\n{block}\n\n")), Some((block, false)));
+        assert_eq!(cleartext_block(&format!("{block}\n--\nList footer\n")), Some((block, true)));
+        assert_eq!(cleartext_block(&format!("Hello\n{block}")), Some((block, true)));
+        assert_eq!(cleartext_block(&format!("Quoted: {block}")), None);
+        assert_eq!(cleartext_block("-----BEGIN PGP SIGNED MESSAGE-----\nno end"), None);
+    }
+
+    #[test]
+    fn a_keyring_that_is_no_keyring_is_named() {
+        assert_eq!(keyring(b"").unwrap_err(), "holds no OpenPGP public key");
+        assert!(keyring(b"-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nxx\n-----END PGP PRIVATE KEY BLOCK-----\n")
+            .unwrap_err()
+            .contains("secret key"));
+        assert!(keyring(b"hello, I am no key").is_err());
+        assert!(keyring(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n!!!\n-----END PGP PUBLIC KEY BLOCK-----\n").is_err());
+    }
+}
