@@ -314,6 +314,94 @@ fn user_addresses(certificate: &SignedPublicKey) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// Ann's Ed25519 key (`gpg --export --armor`) and a text she clear-signed with it.
+    const ANN_KEY: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----
+
+mDMEaw4OABYJKwYBBAHaRw8BAQdAf8+MtN2bTdJdMc06LDO/my5qZg/QLfQiUHBG
+wOQvbVu0IkFubiBFeGFtcGxlIDxhbm5AY3VzdG9tZXIuZXhhbXBsZT6IkAQTFggA
+OBYhBNKv3NFVek/JgzEcwDnOqR5SyX/BBQJrDg4AAhsDBQsJCAcCBhUKCQgLAgQW
+AgMBAh4BAheAAAoJEDnOqR5SyX/BAGcA/RYV6FjIcfUMulMQb+bHw0NJNkh2qENk
+WtEv+ZThvELUAP91N1v5tboopnVWouwMbWrqo1QgOKRpUDbQNxOvcGknDQ==
+=AYpL
+-----END PGP PUBLIC KEY BLOCK-----
+";
+    const ANN_SIGNED: &str = "-----BEGIN PGP SIGNED MESSAGE-----
+Hash: SHA256
+
+Hello,
+
+please send the invoice for order 7.
+-----BEGIN PGP SIGNATURE-----
+
+iHUEARYIAB0WIQTSr9zRVXpPyYMxHMA5zqkeUsl/wQUCaw4OPAAKCRA5zqkeUsl/
+wXJWAP9rcLf6B1kWS/T784Db4F6RdPZhjDOJh/dkJ3NB9sROQgEA0wQxwKEYyIaK
+I4K1VGa6V4wen9qxf84erX8mn11MtQY=
+=P17s
+-----END PGP SIGNATURE-----";
+    const ANN: &str = "ann@customer.example";
+
+    #[test]
+    fn an_inline_signature_is_checked_against_the_keyring() {
+        let keys = keyring(ANN_KEY.as_bytes()).unwrap();
+        let status = |text: &str, utf8: bool, from: &str, keys: &[SignedPublicKey]| {
+            inline(text, utf8, from, keys).map(|s| s.status)
+        };
+        use SignatureStatus::*;
+        assert_eq!(status(ANN_SIGNED, true, ANN, &keys), Some(Valid));
+        assert_eq!(status(&ANN_SIGNED.replace("\n", "\r\n"), true, ANN, &keys), Some(Valid));
+        assert_eq!(status(&ANN_SIGNED.replace("order 7", "order 8"), true, ANN, &keys), Some(Invalid));
+        assert_eq!(status(ANN_SIGNED, true, "bob@customer.example", &keys), Some(Untrusted));
+        assert_eq!(status(&format!("{ANN_SIGNED}\n-- \nfooter"), true, ANN, &keys), Some(Untrusted));
+        assert_eq!(status(ANN_SIGNED, true, ANN, &[]), Some(Unverifiable));
+        assert_eq!(status(&ANN_SIGNED.replace("order 7", "order 7 für"), false, ANN, &keys), Some(Unverifiable));
+        assert_eq!(status("Hello", true, ANN, &keys), None);
+        // Two copies of the key, in two blocks, make one keyring.
+        assert_eq!(keyring(format!("{ANN_KEY}\n{ANN_KEY}").as_bytes()).unwrap().len(), 2);
+    }
+
+    /// Any damage to a signature packet gives a verdict, never a panic, and never `valid` unless
+    /// it left what is signed and the signature's value as they were (the damage was in the
+    /// unhashed subpackets, or in a number's bit count, which the signature does not cover).
+    #[test]
+    fn damaged_signatures_are_checked_without_a_panic() {
+        use base64::Engine;
+        let keys = keyring(ANN_KEY.as_bytes()).unwrap();
+        let (message, _) = CleartextSignedMessage::from_string(ANN_SIGNED).unwrap();
+        let text = message.signed_text();
+        let armored: String = ANN_SIGNED.lines().skip(8).take_while(|l| !l.starts_with('=')).collect();
+        let packet = base64::engine::general_purpose::STANDARD.decode(armored).unwrap();
+        let parse = |bytes: &[u8]| DetachedSignature::from_bytes(Cursor::new(bytes.to_vec())).ok();
+        let clean = parse(&packet).unwrap().signature;
+        // What a signature's verdict may rest on: all but its unhashed subpackets.
+        let covered = |s: &Signature| {
+            let mut config = s.config().cloned();
+            if let Some(c) = config.as_mut() {
+                c.unhashed_subpackets.clear();
+            }
+            (config, s.signature().cloned(), s.signed_hash_value())
+        };
+        assert_eq!(verdict(std::slice::from_ref(&clean), text.as_bytes(), ANN, &keys).status, SignatureStatus::Valid);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut read = 0;
+        // (Few: each read one is verified, and an unoptimised Ed25519 takes milliseconds.)
+        for _ in 0..1_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut damaged = packet.clone();
+            let at = (seed % damaged.len() as u64) as usize;
+            damaged[at] ^= 1 << ((seed >> 32) % 8);
+            if let Some(signature) = parse(&damaged) {
+                read += 1;
+                let found = verdict(std::slice::from_ref(&signature.signature), text.as_bytes(), ANN, &keys);
+                if found.status == SignatureStatus::Valid {
+                    assert!(covered(&signature.signature) == covered(&clean), "byte {at}: {found:?}");
+                }
+            }
+        }
+        assert!(read > 200, "only {read} damaged packets were read at all");
+    }
+
     #[test]
     fn an_inline_signature_is_found_with_what_lies_around_it() {
         let block = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi\n-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----";
