@@ -1605,9 +1605,12 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
 /// Thunderbird (PGP/MIME) and mutt (inline) do. `gpg --verify`, with a home that holds only the
 /// keyring, is the reference on each signature as it went through Dovecot: `invalid` where it
 /// says BADSIG, `unverifiable` where it has no key, `valid` or `untrusted` where the signature
-/// is good. The deliberate differences are asserted by name: gpg does not compare the From
-/// address, nor look at text around an inline signature, it still takes SHA-1, and it calls a
-/// signature from a key that has expired since it signed an expired key's.
+/// is good. Mallory's mail client sends his key along (Autocrypt): a second reference took it
+/// in, as an Autocrypt client does, and we check with it without trusting it. The deliberate
+/// differences are asserted by name: gpg does not compare the From address, nor look at text
+/// around an inline signature, nor tell a key the mail brought from one it was given; it still
+/// takes SHA-1; and it calls a signature from a key that has expired since it signed an expired
+/// key's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
     let gpg = Gnupg::new();
@@ -1616,6 +1619,12 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
     gpg.run(&["--quick-add-key", &gpg.fingerprint("bob@customer.example"), "rsa2048", "sign", "never"]);
     let carl = gpg.key("carl@customer.example", "ed25519");
     gpg.key("Mallory <mallory@customer.example>", "ed25519");
+    // Mallory's key as his mail client sends it along (Autocrypt), folded.
+    let mallory_key = gpg.run(&["--export", "mallory@customer.example"]);
+    let keydata = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &mallory_key);
+    let keydata: String =
+        keydata.as_bytes().chunks(72).map(|c| format!("\r\n {}", String::from_utf8_lossy(c))).collect();
+    let autocrypt = format!("Autocrypt: addr=mallory@customer.example; prefer-encrypt=mutual; keydata={keydata}\r\n");
     // GnuPG's clock set to a day and time of November 2026 (`10T120000`).
     let at = |when: &str| format!("--faked-system-time=202611{when}");
     gpg.run(&[&at("10T000000"), "--quick-generate-key", "Dave <dave@customer.example>", "ed25519", "sign", "never"]);
@@ -1677,6 +1686,18 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
         ("dave expired before signing", "dave", dave_signed, "untrusted"),
         ("erin expired since", "erin", erin_signed, "valid"),
         ("mallory unknown", "mallory", detached("mallory@customer.example", &[]), "unverifiable"),
+        (
+            "mallory autocrypt",
+            "mallory",
+            format!("{autocrypt}{}", detached("mallory@customer.example", &[])),
+            "untrusted",
+        ),
+        (
+            "mallory autocrypt altered",
+            "mallory",
+            format!("{autocrypt}{}", detached("mallory@customer.example", &[]).replacen("order 7", "order 8", 1)),
+            "invalid",
+        ),
         ("bob sha1", "bob", detached("bob@customer.example", &["--digest-algo", "SHA1"]), "unverifiable"),
     ];
     let mail = MailServers::start().await;
@@ -1697,10 +1718,15 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
     let received = helpdesk.events_of("message.received");
     let message = |subject: &str| received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == subject).unwrap();
 
-    // The reference: a GnuPG that knows only the keyring.
-    let reference = Gnupg::new();
-    reference.run(&["--import", &keyring_file]);
+    // The reference: a GnuPG that knows only the keyring; for a mail with an Autocrypt header,
+    // one that also took the key it carries, as an Autocrypt mail client does.
+    let keyring_only = Gnupg::new();
+    keyring_only.run(&["--import", &keyring_file]);
+    let with_carried = Gnupg::new();
+    with_carried.run(&["--import", &keyring_file]);
+    with_carried.run(&["--import", &gpg.file("mallory.gpg", &mallory_key)]);
     for ((subject, _, _, status), text) in mails.iter().zip(&sent) {
+        let reference = if text.contains("Autocrypt:") { &with_carried } else { &keyring_only };
         let found = message(subject);
         let signature = &found["signature"];
         assert_eq!(
@@ -1733,7 +1759,7 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
             ("EXPKEYSIG", "dave expired before signing") => "untrusted",
             ("EXPKEYSIG", _) => "valid",
             // The deliberate differences.
-            ("GOODSIG", "ann as bob" | "ann inline with footer") => "untrusted",
+            ("GOODSIG", "ann as bob" | "ann inline with footer" | "mallory autocrypt") => "untrusted",
             ("GOODSIG", "bob sha1") => "unverifiable",
             ("GOODSIG", _) => "valid",
             _ => unreachable!(),
@@ -1749,6 +1775,11 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
     assert_eq!(detail("carl revoked"), "the key was revoked");
     assert!(detail("dave expired before signing").starts_with("the key had expired when it signed (2026-11-11T12:00"));
     assert!(detail("mallory unknown").ends_with("which is not in openpgp_keyring_file"));
+    assert!(
+        detail("mallory autocrypt").contains("only the mail itself vouches for"),
+        "{}",
+        detail("mallory autocrypt")
+    );
     assert_eq!(detail("bob sha1"), "signed with SHA-1, which is no longer safe");
     // The altered mail is still the customer's, read as it arrived; the signature is no file.
     let altered = message("ann mime altered");

@@ -261,14 +261,9 @@ fn read(
     let forwarded_from = forwarded.map(|original| original.sender);
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
-    // Inline PGP (mutt, Enigmail) signs the text itself, in the bytes of its charset.
-    let signature = signature.or_else(|| {
-        let utf8 = message.text_bodies().all(|part| {
-            let charset = part.content_type().and_then(|c| c.attribute("charset")).unwrap_or("us-ascii");
-            ["utf-8", "utf8", "us-ascii", "ascii"].iter().any(|c| charset.eq_ignore_ascii_case(c))
-        });
-        openpgp::inline(text.as_deref()?, utf8, &from.address, &channel.openpgp_keys)
-    });
+    // Inline PGP (mutt, Enigmail) signs the text itself.
+    let signature =
+        signature.or_else(|| openpgp::inline(message, text.as_deref()?, &from.address, &channel.openpgp_keys));
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &keys));

@@ -22,7 +22,7 @@ pub mod inbound;
 pub mod mime;
 mod mutf7;
 pub mod oauth2;
-mod openpgp;
+pub mod openpgp;
 pub mod outbound;
 mod plain_bounce;
 pub mod probe;

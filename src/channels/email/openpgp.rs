@@ -13,20 +13,23 @@
 //! - `valid`: the text is as signed, by a key in the keyring whose user ID names the sender's
 //!   address, not revoked, and not expired when it signed;
 //! - `untrusted`: as signed, by a keyring key that is revoked, was expired, has self-signatures
-//!   that do not verify, is a subkey not for signing, or names other addresses; and an inline
-//!   signature with unsigned text around it (a list's footer: only part of what is shown was
-//!   signed);
-//! - `invalid`: changed after signing, or not made by the key it names;
-//! - `unverifiable`: no key for it in the keyring (or no keyring), SHA-1 or weaker, a signature
+//!   that do not verify, is a subkey not for signing, or names other addresses; by the key the
+//!   mail itself carries in its Autocrypt header (Thunderbird, K-9/FairEmail and Delta Chat send
+//!   one), which nothing but the mail vouches for; and an inline signature with unsigned text
+//!   around it (a list's footer: only part of what is shown was signed);
+//! - `invalid`: changed after signing, or not made by the key it names (a keyring key, or the
+//!   Autocrypt one: a mail altered on the way is told without any keyring);
+//! - `unverifiable`: no key for it in the keyring or the mail (or no keyring), SHA-1 or weaker, a signature
 //!   that cannot be read, or inline text in a charset other than UTF-8 (it was signed in its
 //!   own charset's bytes, which are not kept apart from the source).
 //!
-//! Nothing is refused for a signature. Keys are not fetched from key servers (no network is
-//! asked, and a key server's key says nothing about who owns it); Autocrypt headers are not
-//! read for the same reason. rPGP (`pgp`) reads the packets and checks the signatures.
+//! Nothing is refused for a signature. Keys are not fetched from key servers: no network is
+//! asked, and a key server's key says no more about who owns it than an Autocrypt one. rPGP
+//! (`pgp`) reads the packets and checks the signatures.
 
 use std::io::Cursor;
 
+use mail_parser::{Message, MimeHeaders};
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{Signature, SignatureType, SubpacketData};
@@ -77,9 +80,15 @@ pub fn keyring(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
 
 /// The verdict on a PGP/MIME signature (`armored`, the `application/pgp-signature` part) over
 /// `signed` (the first part's exact bytes, CRLF line ends), for a mail from `from`.
-pub(super) fn detached(signed: &[u8], armored: &[u8], from: &str, keys: &[SignedPublicKey]) -> MailSignature {
+pub fn detached(
+    message: &Message<'_>,
+    signed: &[u8],
+    armored: &[u8],
+    from: &str,
+    keys: &[SignedPublicKey],
+) -> MailSignature {
     match DetachedSignature::from_armor_single(Cursor::new(armored)) {
-        Ok((signature, _)) => verdict(&[signature.signature], signed, from, keys),
+        Ok((signature, _)) => verdict(&[signature.signature], signed, from, keys, carried_key(message, from).as_ref()),
         Err(e) => unverifiable(format!("the signature cannot be read: {e}")),
     }
 }
@@ -97,20 +106,27 @@ fn cleartext_block(text: &str) -> Option<(&str, bool)> {
     Some((&text[start..end], outside))
 }
 
-/// The verdict on the inline signature in `text` (the mail's text, decoded), for a mail from
-/// `from`; `utf8`: whether the text travelled in UTF-8 or US-ASCII, the bytes it was signed in.
-pub(super) fn inline(text: &str, utf8: bool, from: &str, keys: &[SignedPublicKey]) -> Option<MailSignature> {
+/// The verdict on the inline signature in `text` (`message`'s text, decoded), for a mail from
+/// `from`.
+pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPublicKey]) -> Option<MailSignature> {
     let (block, outside) = cleartext_block(text)?;
+    // It was signed in the bytes of its charset, which decoding made UTF-8.
+    let utf8 = message.text_bodies().all(|part| {
+        let charset = part.content_type().and_then(|c| c.attribute("charset")).unwrap_or("us-ascii");
+        ["utf-8", "utf8", "us-ascii", "ascii"].iter().any(|c| charset.eq_ignore_ascii_case(c))
+    });
     if !utf8 && !block.is_ascii() {
         return Some(unverifiable(
             "the signed text is not in UTF-8, and it was signed in its own charset's bytes".into(),
         ));
     }
-    let message = match CleartextSignedMessage::from_string(block) {
-        Ok((message, _)) => message,
+    let cleartext = match CleartextSignedMessage::from_string(block) {
+        Ok((cleartext, _)) => cleartext,
         Err(e) => return Some(unverifiable(format!("the signature cannot be read: {e}"))),
     };
-    let mut signature = verdict(message.signatures(), message.signed_text().as_bytes(), from, keys);
+    let signed = cleartext.signed_text();
+    let carried = carried_key(message, from);
+    let mut signature = verdict(cleartext.signatures(), signed.as_bytes(), from, keys, carried.as_ref());
     if outside && signature.status == SignatureStatus::Valid {
         signature.status = SignatureStatus::Untrusted;
         signature.detail = format!("{}; text outside the signed block was not signed", signature.detail);
@@ -118,11 +134,49 @@ pub(super) fn inline(text: &str, utf8: bool, from: &str, keys: &[SignedPublicKey
     Some(signature)
 }
 
+/// The key `message` carries for its sender `from` in its Autocrypt header (Autocrypt Level 1
+/// §2.1: `addr=…; [prefer-encrypt=mutual;] keydata=…`), as Thunderbird, K-9/FairEmail and
+/// Delta Chat send it. None when there is no such header, more than one, one for another
+/// address, one with an attribute the spec does not know (those must be ignored), or a key
+/// that cannot be read. Nothing vouches for it but the mail: a signature it checks is at best
+/// `untrusted`, but a mail changed on the way is told `invalid` without a keyring.
+fn carried_key(message: &Message<'_>, from: &str) -> Option<SignedPublicKey> {
+    let mut headers = message.headers().iter().filter(|h| h.name.as_str().eq_ignore_ascii_case("autocrypt"));
+    let (header, None) = (headers.next()?, headers.next()) else { return None };
+    let raw = message.raw_message().get(header.offset_start as usize..header.offset_end as usize)?;
+    let (mut addr, mut keydata) = (None, None);
+    for attribute in std::str::from_utf8(raw).ok()?.split(';') {
+        let (name, value) = attribute.split_once('=')?;
+        match name.trim() {
+            "addr" => addr = Some(value.trim()),
+            "keydata" => keydata = Some(value),
+            "prefer-encrypt" => {}
+            other if other.starts_with('_') => {}
+            _ => return None,
+        }
+    }
+    if !addr?.eq_ignore_ascii_case(from) {
+        return None;
+    }
+    let keydata: String = keydata?.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, keydata).ok()?;
+    SignedPublicKey::from_bytes(Cursor::new(bytes)).ok()
+}
+
 /// The verdict on `signatures` (one, usually) over `data`: the first one a keyring key made
-/// decides, else the first.
-fn verdict(signatures: &[Signature], data: &[u8], from: &str, keys: &[SignedPublicKey]) -> MailSignature {
+/// decides, else the first one the `carried` key (Autocrypt) made, which is checked but never
+/// trusted, else the first.
+fn verdict(
+    signatures: &[Signature],
+    data: &[u8],
+    from: &str,
+    keys: &[SignedPublicKey],
+    carried: Option<&SignedPublicKey>,
+) -> MailSignature {
     let Some(first) = signatures.first() else { return unverifiable("the signature cannot be read".into()) };
-    let found = signatures.iter().find_map(|s| signing_key(s, keys).map(|k| (s, k)));
+    let in_keyring = made_by(signatures, keys);
+    let only_carried = in_keyring.is_none();
+    let found = in_keyring.or_else(|| made_by(signatures, carried.map(std::slice::from_ref).unwrap_or_default()));
     let Some((signature, (certificate, key))) = found else {
         let issuer = issuer(first);
         return unverifiable(if keys.is_empty() {
@@ -176,6 +230,11 @@ fn verdict(signatures: &[Signature], data: &[u8], from: &str, keys: &[SignedPubl
     } else if !addresses.iter().any(|a| a.eq_ignore_ascii_case(from)) {
         let named = if addresses.is_empty() { "no address".to_owned() } else { addresses.join(", ") };
         Some(format!("the key is for {named}, not the sender {from}"))
+    } else if only_carried {
+        Some(format!(
+            "signed by {from} with key {fingerprint}, which only the mail itself vouches for (its Autocrypt \
+             header): it is not in openpgp_keyring_file"
+        ))
     } else {
         None
     };
@@ -228,6 +287,12 @@ impl SigningKey<'_> {
             }),
         }
     }
+}
+
+/// The first of `signatures` that a key of `keys` made, with that key and its certificate.
+type Made<'a> = (&'a Signature, (&'a SignedPublicKey, SigningKey<'a>));
+fn made_by<'a>(signatures: &'a [Signature], keys: &'a [SignedPublicKey]) -> Option<Made<'a>> {
+    signatures.iter().find_map(|s| signing_key(s, keys).map(|k| (s, k)))
 }
 
 /// The keyring key that `signature` names (by fingerprint or key ID), with its certificate.
@@ -344,7 +409,10 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
     fn an_inline_signature_is_checked_against_the_keyring() {
         let keys = keyring(ANN_KEY.as_bytes()).unwrap();
         let status = |text: &str, utf8: bool, from: &str, keys: &[SignedPublicKey]| {
-            inline(text, utf8, from, keys).map(|s| s.status)
+            let charset = if utf8 { "utf-8" } else { "iso-8859-1" };
+            let mail = format!("From: {from}\r\nContent-Type: text/plain; charset={charset}\r\n\r\n{text}");
+            let message = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
+            inline(&message, text, from, keys).map(|s| s.status)
         };
         use SignatureStatus::*;
         assert_eq!(status(ANN_SIGNED, true, ANN, &keys), Some(Valid));
@@ -357,6 +425,41 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
         assert_eq!(status("Hello", true, ANN, &keys), None);
         // Two copies of the key, in two blocks, make one keyring.
         assert_eq!(keyring(format!("{ANN_KEY}\n{ANN_KEY}").as_bytes()).unwrap().len(), 2);
+    }
+
+    /// Without a keyring, the key the mail carries in its Autocrypt header checks the signature:
+    /// `untrusted` at best (only the mail vouches for it), `invalid` when the text was changed.
+    /// A header that breaks Autocrypt's rules is ignored.
+    #[test]
+    fn the_key_a_mail_carries_tells_an_altered_mail_but_is_not_trusted() {
+        let keydata: String = ANN_KEY.lines().skip(2).take_while(|l| !l.starts_with('=')).collect();
+        let folded: String =
+            keydata.as_bytes().chunks(60).map(|c| format!("\r\n {}", std::str::from_utf8(c).unwrap())).collect();
+        let verdict = |autocrypt: &[String], text: &str| {
+            let headers: String = autocrypt.iter().map(|h| format!("Autocrypt: {h}\r\n")).collect();
+            let mail = format!("From: Ann <{ANN}>\r\n{headers}Content-Type: text/plain; charset=utf-8\r\n\r\n{text}");
+            let message = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
+            inline(&message, text, ANN, &[]).unwrap()
+        };
+        let header = format!("addr={ANN}; prefer-encrypt=mutual; keydata={folded}");
+        let carried = verdict(std::slice::from_ref(&header), ANN_SIGNED);
+        assert_eq!(carried.status, SignatureStatus::Untrusted, "{carried:?}");
+        assert!(carried.detail.contains("only the mail itself vouches for"), "{carried:?}");
+        assert_eq!(carried.signer.as_deref(), Some(ANN));
+        let altered = verdict(std::slice::from_ref(&header), &ANN_SIGNED.replace("order 7", "order 8"));
+        assert_eq!(altered.status, SignatureStatus::Invalid, "{altered:?}");
+        assert_eq!(
+            verdict(&[format!("addr={ANN}; _note=x; keydata={folded}")], ANN_SIGNED).status,
+            SignatureStatus::Untrusted
+        );
+        for ignored in [
+            vec![format!("addr=bob@customer.example; keydata={folded}")],
+            vec![format!("addr={ANN}; colour=blue; keydata={folded}")],
+            vec![header.clone(), header.clone()],
+            vec![format!("addr={ANN}; keydata=!!!")],
+        ] {
+            assert_eq!(verdict(&ignored, ANN_SIGNED).status, SignatureStatus::Unverifiable, "{ignored:?}");
+        }
     }
 
     /// Any damage to a signature packet gives a verdict, never a panic, and never `valid` unless
@@ -380,7 +483,10 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
             }
             (config, s.signature().cloned(), s.signed_hash_value())
         };
-        assert_eq!(verdict(std::slice::from_ref(&clean), text.as_bytes(), ANN, &keys).status, SignatureStatus::Valid);
+        assert_eq!(
+            verdict(std::slice::from_ref(&clean), text.as_bytes(), ANN, &keys, None).status,
+            SignatureStatus::Valid
+        );
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut read = 0;
         // (Few: each read one is verified, and an unoptimised Ed25519 takes milliseconds.)
@@ -393,7 +499,7 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
             damaged[at] ^= 1 << ((seed >> 32) % 8);
             if let Some(signature) = parse(&damaged) {
                 read += 1;
-                let found = verdict(std::slice::from_ref(&signature.signature), text.as_bytes(), ANN, &keys);
+                let found = verdict(std::slice::from_ref(&signature.signature), text.as_bytes(), ANN, &keys, None);
                 if found.status == SignatureStatus::Valid {
                     assert!(covered(&signature.signature) == covered(&clean), "byte {at}: {found:?}");
                 }

@@ -158,7 +158,7 @@ fn clear_signature(
             Some(verify(data, Some(content()?), from, channel.smime_ca_pem.as_deref()))
         }
         "application/pgp-signature" => {
-            Some(openpgp::detached(&content()?, signature.contents(), from, &channel.openpgp_keys))
+            Some(openpgp::detached(message, &content()?, signature.contents(), from, &channel.openpgp_keys))
         }
         _ => None,
     }
