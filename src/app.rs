@@ -70,6 +70,9 @@ struct PullLoop {
 /// Starts everything on an already bound listener (tests bind `127.0.0.1:0`).
 pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Server> {
     let addr = listener.local_addr()?;
+    // The recorder first: what the store and the channels report while they start (a signing
+    // certificate's expiry) would otherwise be lost.
+    let metrics = telemetry::metrics();
     let store = Store::open(&config.storage.path)
         .with_context(|| format!("cannot open the store at {}", config.storage.path.display()))?;
     let shutdown = CancellationToken::new();
@@ -94,7 +97,7 @@ pub async fn start(config: Config, listener: TcpListener) -> anyhow::Result<Serv
         webhooks: webhooks.clone(),
         tokens: tokens.clone(),
         max_attachment_bytes: config.server.max_attachment_bytes,
-        metrics: telemetry::metrics(),
+        metrics,
         health: health.clone(),
         shutdown: shutdown.clone(),
         retention: retention.clone(),

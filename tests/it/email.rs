@@ -1820,6 +1820,19 @@ async fn our_mail_is_signed_when_the_channel_has_a_certificate() {
     let mail = MailServers::start().await;
     let mut server =
         TestServer::start(&mail.channel("support", &signing("support-rsa-chain.pem", "support-rsa.key"))).await;
+    // When the certificate expires is there to alert on, as openssl reads it.
+    let not_after =
+        String::from_utf8(openssl(dir.path(), &["x509", "-noout", "-enddate", "-in", "support-rsa.pem"])).unwrap();
+    let date = std::process::Command::new("date")
+        .args(["-u", "+%s", "-d", not_after.trim().trim_start_matches("notAfter=")])
+        .output()
+        .unwrap();
+    let expires = String::from_utf8(date.stdout).unwrap().trim().to_owned();
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let series = "switchboard_smime_certificate_expiry_timestamp_seconds{channel=\"support\"} ";
+    let gauge =
+        metrics.lines().find_map(|l| l.strip_prefix(series)).unwrap_or_else(|| panic!("no {series}in:\n{metrics}"));
+    assert_eq!(gauge.trim(), expires, "{not_after}");
     let mut reading = support_channel_config();
     reading.smime_ca_pem = Some(std::fs::read(dir.path().join("ca.pem")).unwrap());
     let pdf = b"%PDF-1.4\n1 0 obj <</Type/Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n";

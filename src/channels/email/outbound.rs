@@ -46,10 +46,14 @@ pub struct SmtpOutbound {
     signer: Option<super::smime_sign::Signer>,
 }
 
-/// Logs when the signing certificate has expired or expires within 30 days (at start and at
-/// each reload): recipients' mail clients then show our signature as not valid.
-fn warn_of_expiry(channel: &str, expires: Option<u64>) {
+/// Tells when the signing certificate expires (at start and at each reload): as the gauge
+/// `switchboard_smime_certificate_expiry_timestamp_seconds{channel}` to alert on, and in the
+/// log once it has expired or expires within 30 days. Recipients' mail clients then show our
+/// signature as not valid.
+fn report_expiry(channel: &str, expires: Option<u64>) {
     let Some(expires) = expires else { return };
+    metrics::gauge!("switchboard_smime_certificate_expiry_timestamp_seconds", "channel" => channel.to_owned())
+        .set(expires as f64);
     let now = crate::model::time::now_ms() / 1000;
     let when = crate::model::time::rfc3339(expires as i64 * 1000);
     if (expires as i64) < now {
@@ -110,7 +114,7 @@ impl SmtpOutbound {
             (Some(pem), Some(key)) => {
                 match super::smime_sign::Signer::new(pem, key.expose().as_bytes(), config.our_addresses()) {
                     Ok(signer) => {
-                        warn_of_expiry(&config.id, signer.expires);
+                        report_expiry(&config.id, signer.expires);
                         Some(signer)
                     }
                     Err(e) => {
