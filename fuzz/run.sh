@@ -3,7 +3,7 @@
 # not in CI: `fuzz/run.sh [SECONDS]` (default 600); `fuzz/run.sh hostile` times the hand-made
 # hostile mails of fuzz/hostile.py through the same target instead. Needs cargo-fuzz (cargo install --locked
 # cargo-fuzz); this machine's stable Rust is told to accept cargo-fuzz's nightly flags
-# (RUSTC_BOOTSTRAP=1). The corpus starts from the test fixtures and, when tests/run.sh has
+# (RUSTC_BOOTSTRAP=1). The corpus starts from the test fixtures, fuzz/seeds/ and, when tests/run.sh has
 # fetched them, Mailman's real bounces; what libFuzzer finds (crash-*, timeout-*, slow-unit-*)
 # lands in fuzz/artifacts/mail/. A mail slower than 10 s is a finding: in the gateway it would
 # hold its folder.
@@ -24,6 +24,7 @@ seconds=${1:-600}
 corpus=fuzz/corpus/mail
 mkdir -p "$corpus"
 cp -n tests/fixtures/email/*.eml "$corpus"/
+cp -n fuzz/seeds/*.eml "$corpus"/
 if [ -d target/test-data/flufl_bounce-6.0.0/tests/data ]; then
   cp -n target/test-data/flufl_bounce-6.0.0/tests/data/* "$corpus"/
 fi

@@ -1,7 +1,7 @@
 //! Any bytes as a fetched mail, through everything the email channel does to a mail before the
 //! store sees it: MIME parsing, the new part of a reply, bounce and auto-reply reading (standard
 //! reports, refusal notices, plain-text bounces), forwards, TNEF and RTF bodies, S/MIME
-//! opaque-signed mail, Authentication-Results headers, the keys that
+//! opaque-signed mail and signatures, OpenPGP signatures, Authentication-Results headers, the keys that
 //! make two fetches one mail. In the gateway a panic there makes the mail a stored, unparsed
 //! message (`mime::guarded`); here libFuzzer's panic hook stops at it, and a slow input (a
 //! quadratic loop: a folder stuck on one mail) is reported by `-timeout`.
@@ -12,10 +12,10 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use switchboard::channels::email::config::EmailChannelConfig;
-use switchboard::channels::email::{mime, reply};
+use switchboard::channels::email::{mime, openpgp, reply};
 
 static CHANNEL: LazyLock<EmailChannelConfig> = LazyLock::new(|| {
-    toml::from_str(
+    let mut channel: EmailChannelConfig = toml::from_str(
         r#"
 id = "support"
 address = "support@example.com"
@@ -31,7 +31,11 @@ host = "127.0.0.1"
 tls = "none"
 "#,
     )
-    .expect("the fuzz channel's config")
+    .expect("the fuzz channel's config");
+    // Ann's key, so that OpenPGP signatures naming it (fuzz/seeds/openpgp-inline-ann.eml) are
+    // verified, not only read.
+    channel.openpgp_keys = openpgp::keyring(include_bytes!("../keyring.asc")).expect("the fuzz keyring");
+    channel
 });
 
 fuzz_target!(|data: &[u8]| {
