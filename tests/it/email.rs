@@ -1448,6 +1448,19 @@ async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
     server.stop().await;
 }
 
+/// Appends to support's mailbox the `n`th signed mail of a test, from `from@customer.example`,
+/// with `subject` and `body` (the signed structure: its MIME header and content); the mail as
+/// appended, for a reference verifier.
+async fn append_signed(mail: &MailServers, n: usize, from: &str, subject: &str, body: &str) -> String {
+    let text = format!(
+        "From: {from} <{from}@customer.example>\r\nTo: {}\r\nSubject: {subject}\r\n\
+         Message-ID: <signed-{n}@customer.example>\r\nDate: Tue, 01 Dec 2026 10:{n:02}:00 +0100\r\n{body}",
+        SUPPORT.0
+    );
+    mail.append(SUPPORT, &text).await;
+    text
+}
+
 /// A signed mail's signature is checked, and the message says what was found (`signature`), as
 /// a mail client's badge does. A small PKI made with Debian's `openssl` (a customer company's
 /// CA, which the channel trusts through `smime_ca_file`; RSA and EC people's certificates; a
@@ -1528,13 +1541,7 @@ async fn a_signed_mails_signature_is_checked_as_openssl_checks_it() {
         with_helpdesk_and(&mail, &format!("smime_ca_file = {:?}", ca_file.to_str().unwrap())).await;
     let mut sent = Vec::new();
     for (n, (subject, from, body, _, _)) in mails.iter().enumerate() {
-        let text = format!(
-            "From: {from} <{from}@customer.example>\r\nTo: {}\r\nSubject: {subject}\r\n\
-             Message-ID: <signed-{n}@customer.example>\r\nDate: Mon, 30 Nov 2026 10:{n:02}:00 +0100\r\n{body}",
-            SUPPORT.0
-        );
-        mail.append(SUPPORT, &text).await;
-        sent.push(text);
+        sent.push(append_signed(&mail, n, from, subject, body).await);
     }
     mail.append(
         SUPPORT,
@@ -1704,13 +1711,7 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
     let (helpdesk, server) = with_helpdesk_and(&mail, &format!("openpgp_keyring_file = {keyring_file:?}")).await;
     let mut sent = Vec::new();
     for (n, (subject, from, body, _)) in mails.iter().enumerate() {
-        let text = format!(
-            "From: {from} <{from}@customer.example>\r\nTo: {}\r\nSubject: {subject}\r\n\
-             Message-ID: <pgp-{n}@customer.example>\r\nDate: Tue, 01 Dec 2026 10:{n:02}:00 +0100\r\n{body}",
-            SUPPORT.0
-        );
-        mail.append(SUPPORT, &text).await;
-        sent.push(text);
+        sent.push(append_signed(&mail, n, from, subject, body).await);
     }
     for n in 0..mails.len() {
         nth_received(&helpdesk, n).await;
