@@ -76,6 +76,8 @@ pub struct RawInbound {
     pub authentication: Option<crate::model::MailAuthentication>,
     /// What a signed mail's signature says.
     pub signature: Option<crate::model::MailSignature>,
+    /// That a mail came encrypted to a key the gateway does not hold.
+    pub encryption: Option<crate::model::MailEncryption>,
     /// Why the channel itself would refuse the item (a mail in our own name its receiving server
     /// found forged; one its spam filter marked): the pipeline refuses it, listed with this
     /// reason, unless an operator takes it in (a forgery taken in is then ours, as its From

@@ -217,6 +217,19 @@ pub struct MailSignature {
     pub detail: String,
 }
 
+/// That a mail came encrypted (S/MIME or OpenPGP) to a key the gateway does not hold: its text
+/// cannot be read here, and the encrypted content stays as a file (and in the mail's source)
+/// for a mail client that holds the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailEncryption {
+    /// `smime` or `openpgp`.
+    pub kind: String,
+    /// Whether the gateway read what it encrypts (always `false`: no decryption key is kept).
+    pub decrypted: bool,
+    /// Why, in words, for an operator.
+    pub detail: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureStatus {
@@ -373,6 +386,9 @@ pub struct Message {
     /// For a signed mail: what its signature says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<MailSignature>,
+    /// For an encrypted mail: that it is, and that it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<MailEncryption>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,

@@ -13,5 +13,5 @@ pub use event::{Envelope, EventType};
 pub use ids::{AttachmentId, ContactId, ConversationId, EventId, MessageId};
 pub use message::{
     Arrival, Attachment, AttachmentUrls, ChannelRef, DeliveryReport, Direction, ErrorInfo, MailAuthentication,
-    MailSignature, Message, Party, ProviderRef, SignatureStatus, SkippedAttachment, Status, StitchInfo,
+    MailEncryption, MailSignature, Message, Party, ProviderRef, SignatureStatus, SkippedAttachment, Status, StitchInfo,
 };

@@ -90,6 +90,7 @@ mod tests {
             delivery_report: None,
             authentication: None,
             signature: None,
+            encryption: None,
             created_at: time::rfc3339(0),
             received_at: None,
             sent_at: None,

@@ -362,6 +362,7 @@ fn outbound_message(
         delivery_report: None,
         authentication: None,
         signature: None,
+        encryption: None,
         created_at: now,
         received_at: None,
         sent_at: None,

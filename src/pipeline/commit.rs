@@ -600,6 +600,7 @@ fn normalize(
         delivery_report: raw.delivery_report,
         authentication: raw.authentication,
         signature: raw.signature,
+        encryption: raw.encryption,
         created_at: now.to_owned(),
         received_at: Some(raw.received_at.map_or_else(|| now.to_owned(), time::rfc3339)),
         sent_at: raw.sent_at.map(time::rfc3339),

@@ -153,6 +153,7 @@ mod tests {
             accepted_refusal: None,
             authentication: None,
             signature: None,
+            encryption: None,
             refusal: None,
         }
     }

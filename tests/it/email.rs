@@ -1445,6 +1445,13 @@ async fn an_opaque_signed_mail_reads_as_the_mail_it_signs() {
         (&files[0]["filename"], &files[0]["content_type"]),
         (&json!("smime.p7m"), &json!("application/pkcs7-mime"))
     );
+    // The helpdesk is told why there is no text.
+    assert_eq!(
+        (&encrypted["encryption"]["kind"], &encrypted["encryption"]["decrypted"]),
+        (&json!("smime"), &json!(false))
+    );
+    assert_eq!(message("unsigned").get("encryption"), None);
+    server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;
 }
 

@@ -94,6 +94,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         accepted_refusal: None,
         authentication: None,
         signature: None,
+        encryption: None,
         refusal: None,
     })
 }

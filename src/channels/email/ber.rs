@@ -31,6 +31,10 @@ pub(super) const CONTEXT_3: u8 = 0xa3;
 
 /// The object identifiers S/MIME reads and writes, as encoded in an OID's contents.
 pub(super) mod oid {
+    /// `1.2.840.113549.1.7.3`, id-envelopedData: content encrypted to its recipients.
+    pub const ID_ENVELOPED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
+    /// `1.2.840.113549.1.9.16.1.23`, id-ct-authEnvelopedData (AES-GCM, RFC 5083).
+    pub const ID_AUTH_ENVELOPED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17];
     /// `1.2.840.113549.1.7.2`, id-signedData.
     pub const ID_SIGNED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02];
     /// `1.2.840.113549.1.7.1`, id-data: the signed content is a MIME entity.

@@ -26,7 +26,7 @@ use super::report;
 use super::smime;
 use super::tnef;
 use crate::channels::{RawAttachment, RawInbound};
-use crate::model::{MailSignature, Party, SkippedAttachment};
+use crate::model::{Party, SkippedAttachment};
 use crate::stitch::email::{body_token, normalize_subject, reply_token, MailThreading};
 use crate::stitch::identity_for;
 
@@ -131,23 +131,25 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, keys);
     };
-    let smime::Opened { mail: signed, signature } = smime::open(&message, bytes, channel);
+    let mut opened = smime::open(&message, bytes, channel);
     // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`).
+    let signed = opened.mail.take();
     if let Some(inner) = signed.as_deref().and_then(|signed| MessageParser::default().parse(signed)) {
-        return read(channel, bytes, &inner, keys, signature);
+        return read(channel, bytes, &inner, keys, opened);
     }
-    read(channel, bytes, &message, keys, signature)
+    read(channel, bytes, &message, keys, opened)
 }
 
-/// The message `message` makes; `bytes` is its source as fetched, `signature` what the
-/// signature of the mail as fetched says.
+/// The message `message` makes; `bytes` is its source as fetched, `smime` what S/MIME made of
+/// the mail as fetched (its signature, whether it is encrypted).
 fn read(
     channel: &EmailChannelConfig,
     bytes: &Bytes,
     message: &Message<'_>,
     keys: MailKeys,
-    signature: Option<MailSignature>,
+    smime: smime::Opened,
 ) -> RawInbound {
+    let smime::Opened { signature, encryption, .. } = smime;
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let ours = |address: &str| channel.owns(address);
     let from =
@@ -199,7 +201,8 @@ fn read(
         // no file of the sender's: mail clients show a badge, not an attachment, and a
         // helpdesk would list one on every message of a signing sender (freescout#1033). It
         // can only be checked against the exact signed bytes, which the kept source holds.
-        if DETACHED_SIGNATURES.contains(&content_type.as_str()) {
+        // PGP/MIME's control part ("Version: 1", RFC 3156 §4) is no file either.
+        if DETACHED_SIGNATURES.contains(&content_type.as_str()) || content_type == "application/pgp-encrypted" {
             continue;
         }
         let contents = part.contents();
@@ -264,6 +267,7 @@ fn read(
     // Inline PGP (mutt, Enigmail) signs the text itself.
     let signature =
         signature.or_else(|| openpgp::inline(message, text.as_deref()?, &from.address, &channel.openpgp_keys));
+    let encryption = encryption.or_else(|| openpgp::encryption(message, text.as_deref()));
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &keys));
@@ -327,6 +331,7 @@ fn read(
         accepted_refusal: None,
         authentication,
         signature,
+        encryption,
         refusal: forged.filter(|_| sent_by_us).or_else(|| {
             let spam = channel.refuse_spam.then(|| report::spam_verdict(message)).flatten();
             spam.map(|header| format!("marked as spam by the receiving server ({header})"))
@@ -526,6 +531,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         accepted_refusal: None,
         authentication: None,
         signature: None,
+        encryption: None,
         refusal: None,
     }
 }

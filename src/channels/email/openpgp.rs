@@ -35,13 +35,15 @@ use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{Signature, SignatureType, SubpacketData};
 use pgp::types::{KeyDetails, Timestamp};
 
-use crate::model::{MailSignature, SignatureStatus};
+use crate::model::{MailEncryption, MailSignature, SignatureStatus};
 
 /// The armor line that opens a block of public keys.
 const KEY_BLOCK: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
 /// The armor lines of the cleartext signature framework.
 const SIGNED_MESSAGE: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
 const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
+/// The armor line of an encrypted message.
+const ENCRYPTED: &str = "-----BEGIN PGP MESSAGE-----";
 
 /// The public keys in a keyring file's `bytes`: binary (`gpg --export`) or ASCII-armored
 /// (`gpg --export --armor`), one block or several one after another. An error names what is
@@ -132,6 +134,27 @@ pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPubli
         signature.detail = format!("{}; text outside the signed block was not signed", signature.detail);
     }
     Some(signature)
+}
+
+/// That `message` is OpenPGP-encrypted, which cannot be read here (no secret key is kept):
+/// PGP/MIME (RFC 3156 §4, `multipart/encrypted`), or an inline `PGP MESSAGE` block in its
+/// `text`.
+pub fn encryption(message: &Message<'_>, text: Option<&str>) -> Option<MailEncryption> {
+    let content_type = message.root_part().content_type();
+    let pgp_mime = content_type.is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("multipart")
+            && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("encrypted"))
+            && c.attribute("protocol").is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-encrypted"))
+    });
+    let inline = || text.is_some_and(|t| t.starts_with(ENCRYPTED) || t.contains(&format!("\n{ENCRYPTED}")));
+    let detail = if pgp_mime {
+        "encrypted to the recipient's OpenPGP key, which the gateway does not hold; the encrypted content is attached"
+    } else if inline() {
+        "the text is encrypted to the recipient's OpenPGP key, which the gateway does not hold"
+    } else {
+        return None;
+    };
+    Some(MailEncryption { kind: "openpgp".into(), decrypted: false, detail: detail.into() })
 }
 
 /// The key `message` carries for its sender `from` in its Autocrypt header (Autocrypt Level 1

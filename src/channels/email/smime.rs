@@ -39,22 +39,38 @@ use super::ber::{
 };
 use super::config::EmailChannelConfig;
 use super::openpgp;
-use crate::model::{MailSignature, SignatureStatus};
+use crate::model::{MailEncryption, MailSignature, SignatureStatus};
 
 /// How far a signature's signing time may lie ahead of our clock before it is not believed
 /// (and the certificate is checked at our time instead).
 const SIGNING_TIME_AHEAD: Duration = Duration::from_secs(86_400);
 
-/// The root part of an opaque-signed `message`, if it is one.
-fn opaque_signed<'a>(message: &'a Message<'_>) -> Option<&'a MessagePart<'a>> {
+/// The root part of `message` when it is an S/MIME structure (`application/pkcs7-mime`), with
+/// its `smime-type` (lowercase) when it says one.
+fn pkcs7_root<'a>(message: &'a Message<'_>) -> Option<(&'a MessagePart<'a>, Option<String>)> {
     let root = message.root_part();
     let content_type = root.content_type()?;
     let subtype = content_type.subtype()?;
     let is_pkcs7 = content_type.ctype().eq_ignore_ascii_case("application")
         && (subtype.eq_ignore_ascii_case("pkcs7-mime") || subtype.eq_ignore_ascii_case("x-pkcs7-mime"));
-    // Without smime-type (older clients leave it out) the structure's own type decides.
-    let signed = content_type.attribute("smime-type").is_none_or(|t| t.eq_ignore_ascii_case("signed-data"));
-    (is_pkcs7 && signed).then_some(root)
+    is_pkcs7.then(|| (root, content_type.attribute("smime-type").map(str::to_ascii_lowercase)))
+}
+
+/// Whether `ber` is a CMS ContentInfo of encrypted content (enveloped or auth-enveloped data).
+fn is_encrypted(ber: &[u8]) -> bool {
+    let content_type = Element::parse(ber).and_then(|e| e.children(SEQUENCE)?.next());
+    content_type.is_some_and(|oid| oid.is_oid(ID_ENVELOPED_DATA) || oid.is_oid(ID_AUTH_ENVELOPED_DATA))
+}
+
+/// What a mail encrypted with S/MIME says of itself: no key to read it is kept.
+fn encrypted() -> MailEncryption {
+    MailEncryption {
+        kind: "smime".into(),
+        decrypted: false,
+        detail: "encrypted to the recipient's certificate, whose key the gateway does not hold; \
+                 the encrypted content is the file smime.p7m"
+            .into(),
+    }
 }
 
 /// The mail an opaque-signed mail (`source`) carries: its own header section without the
@@ -111,6 +127,8 @@ pub(super) struct Opened {
     /// What the signature of a mail signed as a whole says (S/MIME opaque or clear; PGP/MIME,
     /// checked by `openpgp`).
     pub signature: Option<MailSignature>,
+    /// That the mail is S/MIME-encrypted, which cannot be read here.
+    pub encryption: Option<MailEncryption>,
 }
 
 /// What S/MIME makes of `message` (`source`, as parsed), its signature structure read once:
@@ -119,18 +137,25 @@ pub(super) struct Opened {
 pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelConfig) -> Opened {
     // RFC 8551 §3.1: the certificate must name the address in the mail's From header.
     let from = message.from().and_then(|a| a.first()).and_then(|a| a.address()).unwrap_or_default();
-    if let Some(part) = opaque_signed(message) {
-        // Without smime-type, an encrypted mail looks the same from outside: only a structure
-        // that is signed data is a signature.
-        let declared = part.content_type().and_then(|c| c.attribute("smime-type")).is_some();
-        let data = signed_data(part.contents());
-        if data.is_none() && !declared {
-            return Opened::default();
+    match pkcs7_root(message) {
+        // Without smime-type (older clients leave it out) the structure's own type decides:
+        // only signed data is a signature.
+        Some((part, smime_type)) if smime_type.as_deref().is_none_or(|t| t == "signed-data") => {
+            let data = signed_data(part.contents());
+            if data.is_none() && smime_type.is_none() {
+                let encryption = is_encrypted(part.contents()).then(encrypted);
+                return Opened { encryption, ..Opened::default() };
+            }
+            let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| signed_mail(source, entity));
+            let signature = Some(verify(data, None, from, channel.smime_ca_pem.as_deref()));
+            Opened { mail, signature, encryption: None }
         }
-        let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| signed_mail(source, entity));
-        return Opened { mail, signature: Some(verify(data, None, from, channel.smime_ca_pem.as_deref())) };
+        Some((_, Some(smime_type))) if smime_type == "enveloped-data" || smime_type == "authenveloped-data" => {
+            Opened { encryption: Some(encrypted()), ..Opened::default() }
+        }
+        Some(_) => Opened::default(),
+        None => Opened { signature: clear_signature(message, source, from, channel), ..Opened::default() },
     }
-    Opened { mail: None, signature: clear_signature(message, source, from, channel) }
 }
 
 /// What the signature of a clear-signed (`multipart/signed`) `message` says, if it is one.
@@ -664,7 +689,7 @@ mod tests {
     }
 
     /// Older clients leave smime-type out: a signed structure is still a signature, an
-    /// encrypted one is none (rather than an unreadable signature).
+    /// encrypted one is encrypted (rather than an unreadable signature).
     #[test]
     fn without_smime_type_the_structure_decides() {
         let fixture = |name: &str| {
@@ -674,10 +699,11 @@ mod tests {
                 source.replacen(" smime-type=signed-data;", "", 1).replacen(" smime-type=enveloped-data;", "", 1);
             assert_ne!(bare, source, "{name}");
             let message = mail_parser::MessageParser::default().parse(bare.as_bytes()).unwrap();
-            open(&message, bare.as_bytes(), &super::super::tests::channel()).signature.map(|s| s.status)
+            let opened = open(&message, bare.as_bytes(), &super::super::tests::channel());
+            (opened.signature.map(|s| s.status), opened.encryption.map(|e| e.kind))
         };
-        assert_eq!(fixture("smime-opaque-signed-outlook"), Some(SignatureStatus::Untrusted));
-        assert_eq!(fixture("smime-encrypted"), None);
+        assert_eq!(fixture("smime-opaque-signed-outlook"), (Some(SignatureStatus::Untrusted), None));
+        assert_eq!(fixture("smime-encrypted"), (None, Some("smime".to_owned())));
     }
 
     #[test]
