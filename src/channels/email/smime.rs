@@ -7,7 +7,8 @@
 //! file: Zammad (zammad#6376, #4742), osTicket (#883, #6806) and FreeScout (#2540) show such
 //! mail as empty. Here the signed entity is taken out and read as the mail, under the mail's own
 //! header (sender, subject, threading). Encrypted S/MIME (`enveloped-data`) cannot be read
-//! without the recipient's key and stays a mail with its `smime.p7m` file.
+//! without the recipient's key and stays a mail with its `smime.p7m` file, which says it is
+//! encrypted (`MailEncryption`), so that a helpdesk can tell why it has no text.
 //!
 //! **Signatures** of opaque-signed and clear-signed (`multipart/signed`, §3.5.2) mail are
 //! checked, and the message says what was found (`MailSignature`), as a mail client shows its
@@ -132,7 +133,8 @@ pub(super) struct Opened {
 }
 
 /// What S/MIME makes of `message` (`source`, as parsed), its signature structure read once:
-/// the mail it carries when it is opaque-signed, and what its signature says. The channel's
+/// the mail it carries when it is opaque-signed, what its signature says, and whether it is
+/// encrypted. The channel's
 /// `smime_ca_file` is trusted besides Mozilla's roots, its `openpgp_keyring_file` for PGP/MIME.
 pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelConfig) -> Opened {
     // RFC 8551 §3.1: the certificate must name the address in the mail's From header.
