@@ -510,16 +510,9 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
             verdict(std::slice::from_ref(&clean), text.as_bytes(), ANN, &keys, None).status,
             SignatureStatus::Valid
         );
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut read = 0;
         // (Few: each read one is verified, and an unoptimised Ed25519 takes milliseconds.)
-        for _ in 0..1_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let mut damaged = packet.clone();
-            let at = (seed % damaged.len() as u64) as usize;
-            damaged[at] ^= 1 << ((seed >> 32) % 8);
+        for (at, damaged) in super::super::tests::bit_flips(&packet, 1_000) {
             if let Some(signature) = parse(&damaged) {
                 read += 1;
                 let found = verdict(std::slice::from_ref(&signature.signature), text.as_bytes(), ANN, &keys, None);

@@ -675,14 +675,7 @@ mod tests {
         let expires = signer.not_after.map(|t| crate::model::time::rfc3339(t.as_secs() as i64 * 1000));
         assert_eq!(expires.as_deref(), Some("2027-11-30T21:07:07.000Z"), "the certificate's notAfter");
         let mut seen = std::collections::BTreeMap::new();
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        for _ in 0..5_000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            let mut damaged = ber.clone();
-            let at = (seed % ber.len() as u64) as usize;
-            damaged[at] ^= 1 << (seed >> 60 & 7);
+        for (_, damaged) in super::super::tests::bit_flips(&ber, 5_000) {
             let verdict = verify(signed_data(&damaged), None, "ann@customer.example", None);
             assert_ne!(verdict.status, SignatureStatus::Valid, "{verdict:?}");
             *seen.entry(format!("{:?}", verdict.status)).or_insert(0) += 1;
