@@ -42,8 +42,10 @@ const KEY_BLOCK: &str = "-----BEGIN PGP PUBLIC KEY BLOCK-----";
 /// The armor lines of the cleartext signature framework.
 const SIGNED_MESSAGE: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
 const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
-/// The armor line of an encrypted message.
+/// The armor line of an encrypted message, alone and at the start of a line (every mail's text
+/// is searched for it: no string is built per mail).
 const ENCRYPTED: &str = "-----BEGIN PGP MESSAGE-----";
+const ENCRYPTED_LINE: &str = "\n-----BEGIN PGP MESSAGE-----";
 
 /// The public keys in a keyring file's `bytes`: binary (`gpg --export`) or ASCII-armored
 /// (`gpg --export --armor`), one block or several one after another. An error names what is
@@ -90,7 +92,7 @@ pub fn detached(
     keys: &[SignedPublicKey],
 ) -> MailSignature {
     match DetachedSignature::from_armor_single(Cursor::new(armored)) {
-        Ok((signature, _)) => verdict(&[signature.signature], signed, from, keys, carried_key(message, from).as_ref()),
+        Ok((signature, _)) => verdict(&[signature.signature], signed, from, keys, || carried_key(message, from)),
         Err(e) => unverifiable(format!("the signature cannot be read: {e}")),
     }
 }
@@ -127,8 +129,8 @@ pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPubli
         Err(e) => return Some(unverifiable(format!("the signature cannot be read: {e}"))),
     };
     let signed = cleartext.signed_text();
-    let carried = carried_key(message, from);
-    let mut signature = verdict(cleartext.signatures(), signed.as_bytes(), from, keys, carried.as_ref());
+    let carried = || carried_key(message, from);
+    let mut signature = verdict(cleartext.signatures(), signed.as_bytes(), from, keys, carried);
     if outside && signature.status == SignatureStatus::Valid {
         signature.status = SignatureStatus::Untrusted;
         signature.detail = format!("{}; text outside the signed block was not signed", signature.detail);
@@ -146,7 +148,7 @@ pub fn encryption(message: &Message<'_>, text: Option<&str>) -> Option<MailEncry
             && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("encrypted"))
             && c.attribute("protocol").is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-encrypted"))
     });
-    let inline = || text.is_some_and(|t| t.starts_with(ENCRYPTED) || t.contains(&format!("\n{ENCRYPTED}")));
+    let inline = || text.is_some_and(|t| t.starts_with(ENCRYPTED) || t.contains(ENCRYPTED_LINE));
     let detail = if pgp_mime {
         "encrypted to the recipient's OpenPGP key, which the gateway does not hold; the encrypted content is attached"
     } else if inline() {
@@ -187,19 +189,20 @@ fn carried_key(message: &Message<'_>, from: &str) -> Option<SignedPublicKey> {
 }
 
 /// The verdict on `signatures` (one, usually) over `data`: the first one a keyring key made
-/// decides, else the first one the `carried` key (Autocrypt) made, which is checked but never
-/// trusted, else the first.
+/// decides, else the first one the `carried` key (Autocrypt, read only then) made, which is
+/// checked but never trusted, else the first.
 fn verdict(
     signatures: &[Signature],
     data: &[u8],
     from: &str,
     keys: &[SignedPublicKey],
-    carried: Option<&SignedPublicKey>,
+    carried: impl FnOnce() -> Option<SignedPublicKey>,
 ) -> MailSignature {
     let Some(first) = signatures.first() else { return unverifiable("the signature cannot be read".into()) };
     let in_keyring = made_by(signatures, keys);
     let only_carried = in_keyring.is_none();
-    let found = in_keyring.or_else(|| made_by(signatures, carried.map(std::slice::from_ref).unwrap_or_default()));
+    let carried = if only_carried { carried() } else { None };
+    let found = in_keyring.or_else(|| made_by(signatures, carried.as_slice()));
     let Some((signature, (certificate, key))) = found else {
         let issuer = issuer(first);
         return unverifiable(if keys.is_empty() {
@@ -507,7 +510,7 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
             (config, s.signature().cloned(), s.signed_hash_value())
         };
         assert_eq!(
-            verdict(std::slice::from_ref(&clean), text.as_bytes(), ANN, &keys, None).status,
+            verdict(std::slice::from_ref(&clean), text.as_bytes(), ANN, &keys, || None).status,
             SignatureStatus::Valid
         );
         let mut read = 0;
@@ -515,7 +518,7 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
         for (at, damaged) in super::super::tests::bit_flips(&packet, 1_000) {
             if let Some(signature) = parse(&damaged) {
                 read += 1;
-                let found = verdict(std::slice::from_ref(&signature.signature), text.as_bytes(), ANN, &keys, None);
+                let found = verdict(std::slice::from_ref(&signature.signature), text.as_bytes(), ANN, &keys, || None);
                 if found.status == SignatureStatus::Valid {
                     assert!(covered(&signature.signature) == covered(&clean), "byte {at}: {found:?}");
                 }

@@ -622,23 +622,23 @@ mod tests {
         assert_eq!(signed_content(&ber).as_deref(), Some(&b"Hello world"[..]));
     }
 
+    /// The SignedData of the opaque-signed fixture (made by `openssl cms -stream`).
+    fn outlook_signed_data() -> Vec<u8> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/email/smime-opaque-signed-outlook.eml");
+        let source = std::fs::read(path).unwrap();
+        let message = mail_parser::MessageParser::default().parse(&source).unwrap();
+        message.root_part().contents().to_vec()
+    }
+
     /// The signature part of a fixture signed by `openssl cms -stream`, damaged a hundred
     /// thousand ways (bytes changed, cut, doubled): never a panic, and a damaged signature
     /// still gives its content up while a damaged path to it does not.
     #[test]
     fn damaged_signatures_never_panic() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/email/smime-opaque-signed-outlook.eml");
-        let source = std::fs::read(path).unwrap();
-        let message = mail_parser::MessageParser::default().parse(&source).unwrap();
-        let ber = message.root_part().contents().to_vec();
+        let ber = outlook_signed_data();
         let content = signed_content(&ber).unwrap();
         let (mut seed, mut read, mut unread) = (0x9e37_79b9_7f4a_7c15_u64, 0, 0);
-        let mut random = |below: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % below as u64) as usize
-        };
+        let mut random = |below: usize| (super::super::tests::xorshift(&mut seed) % below as u64) as usize;
         for _ in 0..100_000 {
             let mut damaged = ber.clone();
             match random(3) {
@@ -663,10 +663,7 @@ mod tests {
     /// never `valid` (the fixture's certificate is self-signed, so at best `untrusted`).
     #[test]
     fn damaged_signatures_are_checked_without_a_panic() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/email/smime-opaque-signed-outlook.eml");
-        let source = std::fs::read(path).unwrap();
-        let message = mail_parser::MessageParser::default().parse(&source).unwrap();
-        let ber = message.root_part().contents().to_vec();
+        let ber = outlook_signed_data();
         let whole = verify(signed_data(&ber), None, "ann@customer.example", None);
         assert_eq!(whole.status, SignatureStatus::Untrusted, "{whole:?}");
         let data = signed_data(&ber).unwrap();

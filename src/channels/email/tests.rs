@@ -16,14 +16,21 @@ tls = "none"
     )
 }
 
+/// The next number of Marsaglia's xorshift64 from `seed`: the same sequence every run, for
+/// tests that damage inputs many ways.
+pub(super) fn xorshift(seed: &mut u64) -> u64 {
+    *seed ^= *seed << 13;
+    *seed ^= *seed >> 7;
+    *seed ^= *seed << 17;
+    *seed
+}
+
 /// `count` copies of `bytes`, each with one bit flipped, and where: the same sequence every run
 /// (xorshift), for the tests that check damaged signatures.
 pub(super) fn bit_flips(bytes: &[u8], count: usize) -> impl Iterator<Item = (usize, Vec<u8>)> + '_ {
     let mut seed = 0x2545_f491_4f6c_dd1d_u64;
     (0..count).map(move |_| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+        let seed = xorshift(&mut seed);
         let mut damaged = bytes.to_vec();
         let at = (seed % bytes.len() as u64) as usize;
         damaged[at] ^= 1 << (seed >> 60 & 7);
