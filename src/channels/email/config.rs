@@ -90,6 +90,19 @@ pub struct EmailChannelConfig {
     /// Filled by validation: the keys of `openpgp_keyring_file`.
     #[serde(skip)]
     pub openpgp_keys: Vec<pgp::composed::SignedPublicKey>,
+    /// Our own OpenPGP secret key, to read mail encrypted to us (`gpg --export-secret-keys
+    /// --armor support@example.com`; one key or several): inline, in `openpgp_secret_key_file`
+    /// or in the environment variable `openpgp_secret_key_env`; with its passphrase in
+    /// `openpgp_passphrase` (or `_file`, `_env`) when it has one. See `openpgp_decrypt`.
+    pub openpgp_secret_key: Option<Secret>,
+    pub openpgp_secret_key_file: Option<PathBuf>,
+    pub openpgp_secret_key_env: Option<String>,
+    pub openpgp_passphrase: Option<Secret>,
+    pub openpgp_passphrase_file: Option<PathBuf>,
+    pub openpgp_passphrase_env: Option<String>,
+    /// Filled by validation: the keys of `openpgp_secret_key`, unlocked.
+    #[serde(skip)]
+    pub openpgp_secret_keys: super::openpgp_decrypt::SecretKeys,
     /// Sign the mail we send with S/MIME (see `smime_sign`): a PEM file with the certificate for
     /// our address first, then its intermediates, and its private key (PKCS#8, or PKCS#1 for
     /// RSA) inline, in `smime_key_file` or in the environment variable `smime_key_env`.
@@ -302,6 +315,39 @@ impl EmailChannelConfig {
         self.address.rsplit_once('@').map_or("localhost", |(_, d)| d)
     }
 
+    /// Reads our OpenPGP secret keys (`openpgp_secret_key`) and unlocks them with
+    /// `openpgp_passphrase`; the problem, by key.
+    fn load_openpgp_secret_keys(&mut self) -> Result<(), (String, String)> {
+        let source = SecretSource {
+            inline: &self.openpgp_secret_key,
+            file: &self.openpgp_secret_key_file,
+            env: &self.openpgp_secret_key_env,
+        };
+        let key = config::resolve_secret("openpgp_secret_key", source)?;
+        let source = SecretSource {
+            inline: &self.openpgp_passphrase,
+            file: &self.openpgp_passphrase_file,
+            env: &self.openpgp_passphrase_env,
+        };
+        let passphrase = config::resolve_secret("openpgp_passphrase", source)?;
+        let Some(key) = key else {
+            return match passphrase {
+                Some(_) => Err(("openpgp_passphrase".into(), "is set, but openpgp_secret_key is not".into())),
+                None => Ok(()),
+            };
+        };
+        // Named by where it came from: the file's path, or the key.
+        let name = match (&self.openpgp_secret_key_file, &self.openpgp_secret_key_env) {
+            (Some(file), _) => ("openpgp_secret_key_file", file.display().to_string()),
+            (_, Some(var)) => ("openpgp_secret_key_env", format!("${var}")),
+            _ => ("openpgp_secret_key", "the key".to_owned()),
+        };
+        let keys = super::openpgp_decrypt::SecretKeys::load(key.expose(), passphrase.as_ref().map(Secret::expose))
+            .map_err(|reason| (name.0.to_owned(), format!("{}: {reason}", name.1)))?;
+        self.openpgp_secret_keys = keys;
+        Ok(())
+    }
+
     /// Reads the S/MIME signing identity (`smime_certificate_file` and its key) and checks that
     /// it can sign for us; the problems, by key.
     fn load_signing_identity(&mut self) -> Vec<(String, String)> {
@@ -501,6 +547,9 @@ impl EmailChannelConfig {
                 Ok(keys) => self.openpgp_keys = keys,
                 Err(reason) => add("openpgp_keyring_file", reason),
             }
+        }
+        if let Err((key, reason)) = self.load_openpgp_secret_keys() {
+            add(&key, reason);
         }
         for (k, r) in self.load_signing_identity() {
             add(&k, r);

@@ -21,6 +21,7 @@ use super::config::EmailChannelConfig;
 use super::dedup::MailKeys;
 use super::forward;
 use super::openpgp;
+use super::openpgp_decrypt;
 use super::reply::reply_text;
 use super::report;
 use super::smime;
@@ -127,14 +128,29 @@ pub(super) fn guarded(
     })
 }
 
+/// Whether `part` only shows the protected header fields of an encrypted mail to readers that
+/// do not know them (Enigmail's and Thunderbird's `text/rfc822-headers; protected-headers="v1"`
+/// part: "Subject: …"): the subject is read from the header itself, and this is no text of
+/// the sender's.
+fn is_header_display(part: &MessagePart<'_>) -> bool {
+    part.content_type().is_some_and(|c| c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("rfc822-headers")))
+        && openpgp_decrypt::declares_protected_headers(part)
+}
+
 fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> RawInbound {
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, keys);
     };
     let mut opened = smime::open(&message, bytes, channel);
-    // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`).
-    let signed = opened.mail.take();
-    if let Some(inner) = signed.as_deref().and_then(|signed| MessageParser::default().parse(signed)) {
+    // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`), a decrypted one
+    // as the mail it encrypts (`openpgp_decrypt`).
+    let carried = opened.mail.take();
+    if let Some(inner) = carried.as_deref().and_then(|carried| MessageParser::default().parse(carried)) {
+        // Signed inside the encryption, as its own PGP/MIME layer (Thunderbird).
+        if opened.signature.is_none() {
+            opened.signature = smime::open(&inner, carried.as_deref().unwrap_or_default(), channel).signature;
+        }
+        opened.subject = openpgp_decrypt::protected_subject(&inner);
         return read(channel, bytes, &inner, keys, opened);
     }
     read(channel, bytes, &message, keys, opened)
@@ -149,7 +165,7 @@ fn read(
     keys: MailKeys,
     smime: smime::Opened,
 ) -> RawInbound {
-    let smime::Opened { signature, encryption, .. } = smime;
+    let smime::Opened { mut signature, mut encryption, subject: protected_subject, .. } = smime;
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let ours = |address: &str| channel.owns(address);
     let from =
@@ -181,12 +197,24 @@ fn read(
         let server = found.authserv_id.as_deref().unwrap_or("the receiving server");
         format!("from our own address {}, which {server} found forged ({})", from.address, found.summary())
     });
-    let subject = message.subject().map(str::to_owned);
+    let subject = protected_subject.or_else(|| message.subject().map(str::to_owned));
     let sent_at = message.date().filter(|d| d.is_valid()).map(|d| d.to_timestamp() * 1000).filter(|ms| *ms > 0);
     // Every body part, not the first: an iPhone sends each photo between two text parts, Apple
     // Mail between two HTML documents, and what follows the first photo is the customer's too.
-    let mut text = joined_text(message.text_bodies().filter_map(|part| body(message, part, false)));
+    let mut text = joined_text(
+        message.text_bodies().filter(|part| !is_header_display(part)).filter_map(|part| body(message, part, false)),
+    );
     let mut html = joined_html(message.html_bodies().filter_map(|part| body(message, part, true)).collect());
+    // Encrypted inline (mutt, Mailvelope in webmail), to our key: the text is what it encrypts.
+    if let Some(opened) = text.as_deref().and_then(|t| openpgp_decrypt::inline(message, t, &from.address, channel)) {
+        if opened.text.is_some() {
+            text = opened.text;
+            signature = signature.or(opened.signature);
+            // An HTML copy of the same block would show the ciphertext.
+            html = html.filter(|h| !h.contains(openpgp::ENCRYPTED));
+        }
+        encryption = encryption.or(Some(opened.encryption));
+    }
 
     let mut attachments = Vec::new();
     let mut skipped = Vec::new();

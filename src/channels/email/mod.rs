@@ -23,6 +23,7 @@ pub mod mime;
 mod mutf7;
 pub mod oauth2;
 pub mod openpgp;
+pub mod openpgp_decrypt;
 pub mod outbound;
 mod plain_bounce;
 pub mod probe;

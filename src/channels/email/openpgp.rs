@@ -44,7 +44,7 @@ const SIGNED_MESSAGE: &str = "-----BEGIN PGP SIGNED MESSAGE-----";
 const SIGNATURE_END: &str = "-----END PGP SIGNATURE-----";
 /// The armor line of an encrypted message, alone and at the start of a line (every mail's text
 /// is searched for it: no string is built per mail).
-const ENCRYPTED: &str = "-----BEGIN PGP MESSAGE-----";
+pub(super) const ENCRYPTED: &str = "-----BEGIN PGP MESSAGE-----";
 const ENCRYPTED_LINE: &str = "\n-----BEGIN PGP MESSAGE-----";
 
 /// The public keys in a keyring file's `bytes`: binary (`gpg --export`) or ASCII-armored
@@ -138,18 +138,13 @@ pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPubli
     Some(signature)
 }
 
-/// That `message` is OpenPGP-encrypted, which cannot be read here (no secret key is kept):
+/// That `message` is OpenPGP-encrypted, which cannot be read here (the channel holds no secret
+/// key; with one, `openpgp_decrypt` reads it first):
 /// PGP/MIME (RFC 3156 §4, `multipart/encrypted`), or an inline `PGP MESSAGE` block in its
 /// `text`.
 pub fn encryption(message: &Message<'_>, text: Option<&str>) -> Option<MailEncryption> {
-    let content_type = message.root_part().content_type();
-    let pgp_mime = content_type.is_some_and(|c| {
-        c.ctype().eq_ignore_ascii_case("multipart")
-            && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("encrypted"))
-            && c.attribute("protocol").is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-encrypted"))
-    });
     let inline = || text.is_some_and(|t| t.starts_with(ENCRYPTED) || t.contains(ENCRYPTED_LINE));
-    let detail = if pgp_mime {
+    let detail = if is_pgp_mime_encrypted(message) {
         "encrypted to the recipient's OpenPGP key, which the gateway does not hold; the encrypted content is attached"
     } else if inline() {
         "the text is encrypted to the recipient's OpenPGP key, which the gateway does not hold"
@@ -157,6 +152,28 @@ pub fn encryption(message: &Message<'_>, text: Option<&str>) -> Option<MailEncry
         return None;
     };
     Some(MailEncryption { kind: "openpgp".into(), decrypted: false, detail: detail.into() })
+}
+
+/// Whether `message` is PGP/MIME-encrypted (RFC 3156 §4: `multipart/encrypted` with protocol
+/// `application/pgp-encrypted`).
+pub fn is_pgp_mime_encrypted(message: &Message<'_>) -> bool {
+    message.root_part().content_type().is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("multipart")
+            && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("encrypted"))
+            && c.attribute("protocol").is_some_and(|p| p.eq_ignore_ascii_case("application/pgp-encrypted"))
+    })
+}
+
+/// The verdict on the `signatures` an encrypted message held over what it decrypted to
+/// (`data`), for `message`, a mail from `from` (see `openpgp_decrypt`).
+pub fn embedded(
+    message: &Message<'_>,
+    signatures: &[Signature],
+    data: &[u8],
+    from: &str,
+    keys: &[SignedPublicKey],
+) -> MailSignature {
+    verdict(signatures, data, from, keys, || carried_key(message, from))
 }
 
 /// The key `message` carries for its sender `from` in its Autocrypt header (Autocrypt Level 1

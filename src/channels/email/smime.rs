@@ -74,41 +74,72 @@ fn encrypted() -> MailEncryption {
     }
 }
 
-/// The mail an opaque-signed mail (`source`) carries: its own header section without the
-/// `Content-*` fields of the signature part, followed by the signed `entity`.
-fn signed_mail(source: &[u8], entity: &[u8]) -> Vec<u8> {
+/// The mail an opaque-signed or encrypted mail (`source`) carries: its own header section
+/// without the `Content-*` fields of the signature or encryption part, followed by the signed
+/// or decrypted `entity`. Of the entity's own header only the `Content-*` fields and its
+/// subject are kept (a Thunderbird or K-9 mail hides its subject there): the sender,
+/// recipients and threading stay the mail's, which the receiving server saw and authenticated.
+/// A From inside, which nothing outside vouches for, could otherwise make a stranger's mail
+/// ours.
+pub(super) fn inner_mail(source: &[u8], entity: &[u8]) -> Vec<u8> {
     let mut mail = header_without_content_fields(source);
-    // A signed entity with a header section of its own (the usual case) follows the mail's
-    // header directly. One without (some Microsoft clients sign the bare text) gets an empty
-    // line first, so that its first line is not read as a header.
-    if !starts_with_header_field(entity) {
+    // An entity with a header section of its own (the usual case) follows the mail's header
+    // directly; its subject comes last, and so is the one read. One without (some Microsoft
+    // clients sign the bare text) gets an empty line first, so that its first line is not read
+    // as a header.
+    if starts_with_header_field(entity) {
+        let body_at = header_end(entity);
+        mail.extend(header_fields(&entity[..body_at], |name| {
+            name.get(..8).is_some_and(|n| n.eq_ignore_ascii_case(b"content-"))
+                || name.eq_ignore_ascii_case(b"subject")
+                || name.eq_ignore_ascii_case(b"mime-version")
+        }));
+        mail.extend_from_slice(&entity[body_at..]);
+    } else {
         mail.extend_from_slice(b"\r\n");
+        mail.extend_from_slice(entity);
     }
-    mail.extend_from_slice(entity);
     mail
+}
+
+/// Where the header section of `entity` ends: at its empty line (which is the body's start),
+/// or at its end.
+fn header_end(entity: &[u8]) -> usize {
+    let mut at = 0;
+    for line in entity.split_inclusive(|b| *b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            return at;
+        }
+        at += line.len();
+    }
+    at
+}
+
+/// The fields of the header section `header` (with their folded lines) whose name `keep`
+/// takes, each line ending in CRLF.
+fn header_fields(header: &[u8], keep: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut kept = Vec::with_capacity(header.len());
+    let mut keeping = true;
+    for line in header.split_inclusive(|b| *b == b'\n') {
+        if !matches!(line.first(), Some(b' ' | b'\t')) {
+            let name = line.split(|b| *b == b':').next().unwrap_or_default();
+            keeping = keep(name.trim_ascii());
+        }
+        if keeping {
+            kept.extend_from_slice(line);
+            if !line.ends_with(b"\n") {
+                kept.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    kept
 }
 
 /// The header section of `source` (up to, not including, the empty line that ends it), less
 /// every `Content-*` field and its folded lines.
 fn header_without_content_fields(source: &[u8]) -> Vec<u8> {
-    let mut header = Vec::with_capacity(source.len().min(8192));
-    let mut keep = true;
-    for line in source.split_inclusive(|b| *b == b'\n') {
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-        let folded = matches!(line.first(), Some(b' ' | b'\t'));
-        if !folded {
-            keep = !line.get(..8).is_some_and(|name| name.eq_ignore_ascii_case(b"content-"));
-        }
-        if keep {
-            header.extend_from_slice(line);
-            if !line.ends_with(b"\n") {
-                header.extend_from_slice(b"\r\n");
-            }
-        }
-    }
-    header
+    let header = &source[..header_end(source)];
+    header_fields(header, |name| !name.get(..8).is_some_and(|n| n.eq_ignore_ascii_case(b"content-")))
 }
 
 /// Whether `entity` begins with a header field (`Name: value`, RFC 5322 §2.2).
@@ -120,21 +151,26 @@ fn starts_with_header_field(entity: &[u8]) -> bool {
     }
 }
 
-/// What S/MIME makes of a mail (see `open`).
+/// What S/MIME or OpenPGP makes of a mail as a whole (see `open`).
 #[derive(Default)]
 pub(super) struct Opened {
-    /// The mail an opaque-signed one carries, to be read instead of it (`signed_mail`).
+    /// The mail an opaque-signed or decrypted one carries, to be read instead of it
+    /// (`inner_mail`).
     pub mail: Option<Vec<u8>>,
     /// What the signature of a mail signed as a whole says (S/MIME opaque or clear; PGP/MIME,
-    /// checked by `openpgp`).
+    /// checked by `openpgp`; signed and encrypted in one, by `openpgp_decrypt`).
     pub signature: Option<MailSignature>,
-    /// That the mail is S/MIME-encrypted, which cannot be read here.
+    /// That the mail is encrypted (S/MIME, which cannot be read here; PGP/MIME, which the
+    /// channel's secret key may have opened).
     pub encryption: Option<MailEncryption>,
+    /// The subject the carried mail's protected header gives (`openpgp_decrypt::protected_subject`).
+    pub subject: Option<String>,
 }
 
 /// What S/MIME makes of `message` (`source`, as parsed), its signature structure read once:
 /// the mail it carries when it is opaque-signed, what its signature says, and whether it is
-/// encrypted. The channel's
+/// encrypted; a PGP/MIME-encrypted mail is opened with the channel's secret key
+/// (`openpgp_decrypt`). The channel's
 /// `smime_ca_file` is trusted besides Mozilla's roots, its `openpgp_keyring_file` for PGP/MIME.
 pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelConfig) -> Opened {
     // RFC 8551 §3.1: the certificate must name the address in the mail's From header.
@@ -148,15 +184,18 @@ pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelC
                 let encryption = is_encrypted(part.contents()).then(encrypted);
                 return Opened { encryption, ..Opened::default() };
             }
-            let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| signed_mail(source, entity));
+            let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| inner_mail(source, entity));
             let signature = Some(verify(data, None, from, channel.smime_ca_pem.as_deref()));
-            Opened { mail, signature, encryption: None }
+            Opened { mail, signature, ..Opened::default() }
         }
         Some((_, Some(smime_type))) if smime_type == "enveloped-data" || smime_type == "authenveloped-data" => {
             Opened { encryption: Some(encrypted()), ..Opened::default() }
         }
         Some(_) => Opened::default(),
-        None => Opened { signature: clear_signature(message, source, from, channel), ..Opened::default() },
+        None => super::openpgp_decrypt::open(message, source, channel).unwrap_or_else(|| Opened {
+            signature: clear_signature(message, source, from, channel),
+            ..Opened::default()
+        }),
     }
 }
 
