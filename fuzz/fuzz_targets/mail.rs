@@ -1,7 +1,7 @@
 //! Any bytes as a fetched mail, through everything the email channel does to a mail before the
 //! store sees it: MIME parsing, the new part of a reply, bounce and auto-reply reading (standard
 //! reports, refusal notices, plain-text bounces), forwards, TNEF and RTF bodies, S/MIME
-//! opaque-signed mail and signatures, OpenPGP signatures, Authentication-Results headers, the keys that
+//! opaque-signed mail and signatures, OpenPGP signatures and decryption, Authentication-Results headers, the keys that
 //! make two fetches one mail. In the gateway a panic there makes the mail a stored, unparsed
 //! message (`mime::guarded`); here libFuzzer's panic hook stops at it, and a slow input (a
 //! quadratic loop: a folder stuck on one mail) is reported by `-timeout`.
@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use switchboard::channels::email::config::EmailChannelConfig;
+use switchboard::channels::email::openpgp_decrypt::SecretKeys;
 use switchboard::channels::email::{mime, openpgp, reply};
 
 static CHANNEL: LazyLock<EmailChannelConfig> = LazyLock::new(|| {
@@ -35,6 +36,10 @@ tls = "none"
     // Ann's key, so that OpenPGP signatures naming it (fuzz/seeds/openpgp-inline-ann.eml) are
     // verified, not only read.
     channel.openpgp_keys = openpgp::keyring(include_bytes!("../keyring.asc")).expect("the fuzz keyring");
+    // Our key, so that mail encrypted to it (fuzz/seeds/openpgp-*-encrypted-support.eml) is
+    // decrypted and read, not only flagged.
+    channel.openpgp_secret_keys =
+        SecretKeys::load(include_str!("../secret-key.asc"), Some("correct horse")).expect("the fuzz secret key");
     channel
 });
 

@@ -217,14 +217,16 @@ pub struct MailSignature {
     pub detail: String,
 }
 
-/// That a mail came encrypted (S/MIME or OpenPGP) to a key the gateway does not hold: its text
+/// That a mail came encrypted (S/MIME or OpenPGP), and whether the gateway read it: with the
+/// channel's OpenPGP secret key the message is what the mail encrypts; otherwise its text
 /// cannot be read here, and the encrypted content stays as a file (and in the mail's source)
 /// for a mail client that holds the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailEncryption {
     /// `smime` or `openpgp`.
     pub kind: String,
-    /// Whether the gateway read what it encrypts (always `false`: no decryption key is kept).
+    /// Whether the gateway read what it encrypts (with the channel's `openpgp_secret_key`;
+    /// S/MIME is never decrypted).
     pub decrypted: bool,
     /// Why, in words, for an operator.
     pub detail: String,
@@ -386,7 +388,7 @@ pub struct Message {
     /// For a signed mail: what its signature says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<MailSignature>,
-    /// For an encrypted mail: that it is, and that it could not be read.
+    /// For an encrypted mail: that it is, and whether it was decrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<MailEncryption>,
     pub created_at: String,

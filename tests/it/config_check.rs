@@ -66,6 +66,7 @@ authserv_id = "mx.example.com; dmarc=pass"
 smime_ca_file = "/nonexistent/smime-ca.pem"
 smime_key_file = "/etc/hostname"
 openpgp_keyring_file = "/etc/hostname"
+openpgp_secret_key_file = "/etc/hostname"
 [channels.smtp]
 host = "smtp.example.com"
 idle_timeout = "10m"
@@ -100,6 +101,7 @@ channels = ["mail", "nope"]
         "channels[2].smime_ca_file: cannot read /nonexistent/smime-ca.pem",
         "channels[2].smime_certificate_file: is required with smime_key",
         "channels[2].openpgp_keyring_file: /etc/hostname: cannot be read as OpenPGP public keys",
+        "channels[2].openpgp_secret_key_file: /etc/hostname: holds no ASCII-armored OpenPGP secret key",
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",

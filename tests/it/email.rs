@@ -1797,6 +1797,223 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
     server.stop().await;
 }
 
+/// Mail OpenPGP-encrypted to the channel's own key (`openpgp_secret_key_file`, protected by
+/// `openpgp_passphrase_file`) is read as what it encrypts, and GnuPG, holding the same key, is
+/// the reference: it decrypts exactly the mails we decrypt, to the text we show, and finds a
+/// good signature inside exactly where we say `valid`. The mails, as GnuPG makes them for the
+/// clients that send them:
+/// - Thunderbird: PGP/MIME, signed as its own PGP/MIME layer inside the encryption, the real
+///   subject in the protected header ("..." outside), with a legacy display part;
+/// - K-9: signed and encrypted in one message, the protected subject on the text part itself;
+/// - mutt: an inline block, signed and encrypted;
+/// - a protected header naming our own address as sender, which must not make the mail ours;
+/// - encrypted to someone else's key only; and damaged on the way. Both stay encrypted, say
+///   why, and keep their encrypted content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openpgp_encrypted_mail_is_read_with_our_key_as_gnupg_reads_it() {
+    let gpg = Gnupg::new();
+    let ann = gpg.key("Ann Example <ann@customer.example>", "ed25519");
+    // Ours and another's: GnuPG's default for new keys, a signing key with an encryption subkey.
+    gpg.run(&[
+        "--passphrase",
+        "correct horse",
+        "--quick-generate-key",
+        SUPPORT.0,
+        "future-default",
+        "default",
+        "never",
+    ]);
+    let support = gpg.fingerprint(SUPPORT.0);
+    gpg.run(&["--quick-generate-key", "Other <other@example.org>", "future-default", "default", "never"]);
+    let secret = gpg.run(&["--passphrase", "correct horse", "--export-secret-keys", "--armor", SUPPORT.0]);
+    let secret_file = gpg.file("support-secret.asc", &secret);
+    let passphrase_file = gpg.file("passphrase", b"correct horse\n");
+    let keyring_file = gpg.file("keyring.asc", &gpg.run(&["--export", "--armor", "ann@customer.example"]));
+    let encrypt = |name: &str, plaintext: &str, args: &[&str]| {
+        gpg.file(name, plaintext.as_bytes());
+        let base = ["--trust-model", "always", "--armor", "--encrypt", "-o", "-"];
+        String::from_utf8(gpg.run(&[&base[..], args, &[name]].concat())).unwrap().replace('\n', "\r\n")
+    };
+    let pgp_mime = |armored: &str| {
+        format!(
+            "MIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\";\r\n \
+             boundary=\"enc-b\"\r\n\r\nThis is an OpenPGP/MIME encrypted message (RFC 4880 and 3156)\r\n--enc-b\r\n\
+             Content-Type: application/pgp-encrypted\r\nContent-Description: PGP/MIME version identification\r\n\r\n\
+             Version: 1\r\n\r\n--enc-b\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\
+             Content-Description: OpenPGP encrypted message\r\n\
+             Content-Disposition: inline; filename=\"encrypted.asc\"\r\n\r\n{armored}\r\n--enc-b--\r\n"
+        )
+    };
+    let to_support = ["-r", SUPPORT.0];
+
+    // Thunderbird: the protected header part, signed by Ann (PGP/MIME), then encrypted.
+    let report = "Hello,\r\n\r\nthe portal lets anyone in with the password \"admin\". Grüße, Ann\r\n";
+    let protected = format!(
+        "Content-Type: multipart/mixed; boundary=\"mix-b\"; protected-headers=\"v1\"\r\n\
+         From: Ann Example <ann@customer.example>\r\nTo: {}\r\nSubject: Login bypass on the portal\r\n\r\n\
+         --mix-b\r\nContent-Type: text/rfc822-headers; protected-headers=\"v1\"\r\nContent-Disposition: inline\r\n\r\n\
+         Subject: Login bypass on the portal\r\n\r\n--mix-b\r\n\
+         Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{report}\r\n--mix-b--\r\n",
+        SUPPORT.0
+    );
+    gpg.file("protected.txt", protected.as_bytes());
+    let signature = gpg.run(&["-u", &ann, "--detach-sign", "--armor", "-o", "-", "protected.txt"]);
+    let signed = format!(
+        "Content-Type: multipart/signed; micalg=pgp-sha256; protocol=\"application/pgp-signature\";\r\n \
+         boundary=\"sig-b\"\r\n\r\n--sig-b\r\n{protected}\r\n--sig-b\r\n\
+         Content-Type: application/pgp-signature; name=\"OpenPGP_signature.asc\"\r\n\r\n{}\r\n--sig-b--\r\n",
+        String::from_utf8_lossy(&signature)
+    );
+    let thunderbird = pgp_mime(&encrypt("thunderbird.txt", &signed, &to_support));
+    // K-9: signed and encrypted in one message; the subject on the text part.
+    let k9_text = "The password reset mail goes to the wrong user.\r\n";
+    let k9_entity = format!(
+        "Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\n\
+         Subject: Password reset mails go astray\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{k9_text}"
+    );
+    let k9 = pgp_mime(&encrypt("k9.txt", &k9_entity, &[&to_support[..], &["--sign", "-u", &ann]].concat()));
+    // mutt: inline, signed and encrypted, between a greeting and a signature.
+    let inline_text = "Dear support,\nthe backup at /backup.tar is public.\nAnn\n";
+    let armored = encrypt("inline.txt", inline_text, &[&to_support[..], &["--sign", "-u", &ann]].concat());
+    let mutt = format!("Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n{armored}");
+    // A protected header that names us as the sender.
+    let spoof_entity = format!(
+        "Content-Type: text/plain; charset=utf-8; protected-headers=\"v1\"\r\nFrom: {}\r\n\
+         Subject: Refund approved\r\n\r\nPlease refund order 7.\r\n",
+        SUPPORT.0
+    );
+    let spoof = pgp_mime(&encrypt("spoof.txt", &spoof_entity, &to_support));
+    // Encrypted to another key only; and to ours, then damaged on the way (one byte of the
+    // encrypted data, in a copy re-armored without the armor's optional checksum).
+    let elsewhere = pgp_mime(&encrypt("elsewhere.txt", &k9_entity, &["-r", "other@example.org"]));
+    gpg.file("damaged.txt", k9_entity.as_bytes());
+    let mut binary = gpg.run(&["--trust-model", "always", "--encrypt", "-r", SUPPORT.0, "-o", "-", "damaged.txt"]);
+    let at = binary.len() - 30;
+    binary[at] ^= 0x10;
+    let body = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &binary);
+    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let damaged =
+        pgp_mime(&format!("-----BEGIN PGP MESSAGE-----\r\n\r\n{}\r\n-----END PGP MESSAGE-----", lines.join("\r\n")));
+
+    // (subject outside, body, whether it is decrypted)
+    let mails = [
+        ("...", thunderbird, true),
+        ("Encrypted Message", k9, true),
+        ("Backup", mutt, true),
+        ("Spoof", spoof, true),
+        ("Elsewhere", elsewhere, false),
+        ("Damaged", damaged, false),
+    ];
+    let mail = MailServers::start().await;
+    let config = format!(
+        "openpgp_keyring_file = {keyring_file:?}\nopenpgp_secret_key_file = {secret_file:?}\n\
+         openpgp_passphrase_file = {passphrase_file:?}"
+    );
+    // A wrong passphrase is told before any mail comes.
+    let wrong = gpg.file("wrong", b"horse battery\n");
+    let checked = std::process::Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args([
+            "check",
+            "--config",
+            &gpg.file("check.toml", mail.channel("support", &config.replace(&passphrase_file, &wrong)).as_bytes()),
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&checked.stderr).into_owned();
+    assert!(
+        said.contains(&format!("openpgp_secret_key_file: {secret_file}: the passphrase does not unlock key {support}")),
+        "{said}"
+    );
+    let (helpdesk, server) = with_helpdesk_and(&mail, &config).await;
+    for (n, (subject, body, _)) in mails.iter().enumerate() {
+        append_signed(&mail, n, "ann", subject, body).await;
+    }
+    for n in 0..mails.len() {
+        nth_received(&helpdesk, n).await;
+    }
+    let received = helpdesk.events_of("message.received");
+    let nth = |n: usize| {
+        let id = format!("signed-{n}@customer.example");
+        received.iter().map(|e| e["data"].clone()).find(|m| m["provider"]["message_id"] == id).unwrap()
+    };
+
+    // The reference: GnuPG with our secret key and the keyring, on each encrypted block.
+    let reference = Gnupg::new();
+    reference.run(&["--import", &keyring_file]);
+    reference.run(&["--passphrase", "correct horse", "--import", &secret_file]);
+    for (n, (subject, body, decrypted)) in mails.iter().enumerate() {
+        let found = nth(n);
+        let start = body.find("-----BEGIN PGP MESSAGE-----").unwrap();
+        let end = body.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
+        reference.file("message.asc", &body.as_bytes()[start..end]);
+        let out = reference.output(&["--passphrase", "correct horse", "--status-fd", "2", "--decrypt", "message.asc"]);
+        let status = String::from_utf8_lossy(&out.stderr).into_owned();
+        let gnupg_decrypted = status.contains("[GNUPG:] DECRYPTION_OKAY");
+        assert_eq!(gnupg_decrypted, *decrypted, "{subject}: gpg said {status}");
+        let encryption = &found["encryption"];
+        assert_eq!(
+            (&encryption["kind"], &encryption["decrypted"]),
+            (&json!("openpgp"), &json!(decrypted)),
+            "{subject}: {found}"
+        );
+        if !decrypted {
+            // The encrypted content stays, as a file; nothing of the plaintext shows.
+            assert_eq!(found["attachments"][0]["filename"], "encrypted.asc", "{subject}: {found}");
+            assert!(!found.to_string().contains("reset"), "{subject}: {found}");
+            continue;
+        }
+        // What we show is what GnuPG decrypted (for PGP/MIME, its text part's body).
+        let plaintext = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+        let text = found["text"].as_str().unwrap().to_owned();
+        let shown = text.lines().filter(|l| !l.trim().is_empty()).collect::<Vec<_>>();
+        assert!(
+            !shown.is_empty() && shown.iter().all(|l| plaintext.contains(l)),
+            "{subject}: we show {text:?}, gpg decrypted {plaintext:?}"
+        );
+        assert_eq!(found["attachments"], json!([]), "{subject}: {found}");
+        let good_signature = status.contains("[GNUPG:] GOODSIG");
+        let verified = found["signature"]["status"] == "valid";
+        // Thunderbird's signature is its own PGP/MIME layer, which gpg --decrypt does not check.
+        if n != 0 {
+            assert_eq!(verified, good_signature, "{subject}: gpg said {status}; we say {}", found["signature"]);
+        }
+    }
+    let detail = |n: usize| nth(n)["encryption"]["detail"].as_str().unwrap().to_owned();
+    let thunderbird = nth(0);
+    assert_eq!(thunderbird["subject"], "Login bypass on the portal");
+    assert_eq!(thunderbird["text"].as_str().unwrap().trim_end(), report.trim_end());
+    assert_eq!(
+        (&thunderbird["signature"]["status"], &thunderbird["signature"]["detail"]),
+        (&json!("valid"), &json!(format!("signed by ann@customer.example with key {ann}"))),
+    );
+    assert_eq!(detail(0), format!("decrypted with key {support} of openpgp_secret_key"));
+    let k9 = nth(1);
+    assert_eq!(k9["subject"], "Password reset mails go astray");
+    assert_eq!(k9["signature"]["status"], "valid", "{k9}");
+    let mutt = nth(2);
+    assert_eq!(mutt["text"].as_str().unwrap().replace("\r\n", "\n").trim_end(), inline_text.trim_end());
+    assert_eq!(mutt["signature"]["status"], "valid", "{mutt}");
+    assert_eq!(detail(2), format!("the text was decrypted with key {support} of openpgp_secret_key"));
+    // The protected subject is taken, the protected sender is not: the mail is still Ann's.
+    let spoofed = nth(3);
+    assert_eq!(
+        (&spoofed["subject"], &spoofed["from"]["address"]),
+        (&json!("Refund approved"), &json!("ann@customer.example"))
+    );
+    // GnuPG names the subkey it was encrypted to, as we do.
+    let listed = String::from_utf8_lossy(&gpg.output(&["--list-keys", "--with-colons", "other@example.org"]).stdout)
+        .into_owned();
+    let other_subkey = listed.lines().find(|l| l.starts_with("sub:")).unwrap().split(':').nth(4).unwrap().to_owned();
+    assert!(
+        detail(4).starts_with(&format!("encrypted to key {other_subkey}, which openpgp_secret_key does not hold")),
+        "{}",
+        detail(4)
+    );
+    assert!(detail(5).contains("changed or damaged"), "{}", detail(5));
+    server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+}
+
 /// With a certificate and key (`smime_certificate_file`, `smime_key_file`), the mail we send is
 /// S/MIME clear-signed, and Debian's `openssl cms -verify` accepts it as Ann's mail client would:
 /// with only the company's root CA (the intermediate travels in the signature), for S/MIME

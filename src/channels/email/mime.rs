@@ -230,7 +230,11 @@ fn read(
         // helpdesk would list one on every message of a signing sender (freescout#1033). It
         // can only be checked against the exact signed bytes, which the kept source holds.
         // PGP/MIME's control part ("Version: 1", RFC 3156 §4) is no file either.
-        if DETACHED_SIGNATURES.contains(&content_type.as_str()) || content_type == "application/pgp-encrypted" {
+        // Nor is the display copy of an encrypted mail's protected header (`is_header_display`).
+        if DETACHED_SIGNATURES.contains(&content_type.as_str())
+            || content_type == "application/pgp-encrypted"
+            || is_header_display(part)
+        {
             continue;
         }
         let contents = part.contents();

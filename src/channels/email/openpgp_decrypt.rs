@@ -149,7 +149,7 @@ fn decrypt(encrypted: &[u8], keys: &SecretKeys, limit: u64) -> Result<Plaintext,
                 "encrypted to {recipients}, which openpgp_secret_key does not hold; the encrypted content is kept"
             ))
         }
-        Err(e) => return Err(format!("it cannot be decrypted ({e}); the encrypted content is kept")),
+        Err(e) => return Err(undecryptable(&e)),
     };
     let used = result.secret_keys.iter().position(|r| *r == pgp::composed::InnerRingResult::Ok).unwrap_or(0);
     let key = format!("{:X}", keys.0[used].fingerprint());
@@ -162,9 +162,7 @@ fn decrypt(encrypted: &[u8], keys: &SecretKeys, limit: u64) -> Result<Plaintext,
     let mut data = Vec::new();
     // An integrity failure (the content changed on the way) is an error of this read: no
     // plaintext of a changed message is used.
-    (&mut message).take(limit + 1).read_to_end(&mut data).map_err(|e| {
-        format!("it cannot be decrypted: {e} (the encrypted content was changed or damaged); it is kept")
-    })?;
+    (&mut message).take(limit + 1).read_to_end(&mut data).map_err(|e| undecryptable(&e))?;
     if data.len() as u64 > limit {
         return Err(format!("it decrypts to more than the channel's max_mail_bytes of {limit}; it is kept"));
     }
@@ -175,6 +173,18 @@ fn decrypt(encrypted: &[u8], keys: &SecretKeys, limit: u64) -> Result<Plaintext,
         _ => Vec::new(),
     };
     Ok(Plaintext { data, signatures, key })
+}
+
+/// Why a message to our key could not be decrypted, for the message: above all, when its
+/// integrity check (SEIPD's modification detection code, or an AEAD tag) fails, which no
+/// plaintext is taken from.
+fn undecryptable(error: &dyn fmt::Display) -> String {
+    let error = error.to_string();
+    if error.contains("Modification Detection Code") || error.to_ascii_lowercase().contains("aead") {
+        "it was changed or damaged on the way: its integrity check fails; the encrypted content is kept".into()
+    } else {
+        format!("it cannot be decrypted ({error}); the encrypted content is kept")
+    }
 }
 
 /// The keys an encrypted message names as its recipients, for an operator: their key IDs
@@ -301,7 +311,6 @@ pub(super) fn inline(
         signature.status = SignatureStatus::Untrusted;
         signature.detail = format!("{}; text outside the encrypted block was not signed", signature.detail);
     }
-    let decoded = decoded.replace("\r\n", "\n");
     Some(InlineDecryption {
         text: Some(format!("{}{}{}", &text[..start], decoded.trim_end(), &text[end..])),
         signature,
@@ -321,24 +330,8 @@ mod tests {
     use crate::channels::email::tests::{bit_flips, channel};
 
     /// Our key as GnuPG exports it (`gpg --export-secret-keys --armor`: Ed25519 with a Curve25519
-    /// encryption subkey, protected with "correct horse").
-    const SUPPORT_SECRET: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----
-
-lIYEaw5MbRYJKwYBBAHaRw8BAQdAtB2vl8P+aNV8ntjmy+RmUKxkEKqyrZJDHdOI
-alxmNb7+BwMCHWjNMNvCacv/A98+e2dmwyer2RNN6QffMWaIVRlmt4Z503vs5QfC
-wtnRkYVswOdXET/7npCN1663rIjDO4MCrRokgHjCrR66QqQT0ScFNbQdU3VwcG9y
-dCA8c3VwcG9ydEBleGFtcGxlLmNvbT6IkAQTFggAOBYhBD16euK9H1ylzjp0Gonr
-N4YUjuVBBQJrDkxtAhsDBQsJCAcCBhUKCQgLAgQWAgMBAh4BAheAAAoJEInrN4YU
-juVB9z0BALgJqG2TatFFyuzLhpz7aRqTb1p1YZu+xAmSoGhiKJu9AQD/JVj3OlwM
-NKwTOHOtFIEHo64WbNAMcq92+RdzOpIQBZyLBGsOTG0SCisGAQQBl1UBBQEBB0BI
-EQqDJgML568SlV3LqzIW8tSuiwqj5x/egP5babQ/BwMBCAf+BwMCaxm2l/tzbQn/
-uIlL1/pLXOG6RF+V9buvqfFXQBURZFHy6/LiBhAV5T44ioxxq5ROyO3FSrmPk/kf
-LwAGOuUR9T68OacpbQ9j9zz1Wvk994h4BBgWCAAgFiEEPXp64r0fXKXOOnQaies3
-hhSO5UEFAmsOTG0CGwwACgkQies3hhSO5UEJ6QD+NZlGijzYARkrwPMZk96Y6WDF
-Ac1R5QqOhM5zOch11HUBAJ4+Ddzf/9KAw9saE8lscdRV7FLoUbj3XCSgvP+p/pkI
-=apA+
------END PGP PRIVATE KEY BLOCK-----
-";
+    /// encryption subkey, protected with "correct horse"), which the fuzz target reads with too.
+    const SUPPORT_SECRET: &str = include_str!("../../../fuzz/secret-key.asc");
     /// "The admin panel at /admin accepts any password.\nGrüße, Ann\n", encrypted by GnuPG to
     /// our key, and to another one (subkey 4A390BFA77E49035).
     const TO_SUPPORT: &str = "-----BEGIN PGP MESSAGE-----
@@ -422,6 +415,30 @@ FkNhb5kN8sJZg57jOwpyJ6RUFrCY0xBPK5rPGQ==
             "{}",
             error(&truncated, Some("correct horse"))
         );
+    }
+
+    /// The fuzz seeds (encrypted by GnuPG to our key) as the channel reads them: a PGP/MIME mail
+    /// as Thunderbird shapes it is its protected subject and text, without the header display
+    /// part; an inline one is its text.
+    #[test]
+    fn encrypted_mails_read_as_what_they_encrypt() {
+        let mut channel = channel();
+        channel.openpgp_secret_keys = keys();
+        let read =
+            |channel: &EmailChannelConfig, mail: &[u8]| super::super::mime::to_raw_inbound(channel, mail.to_vec());
+        let pgp_mime = read(&channel, include_bytes!("../../../fuzz/seeds/openpgp-mime-encrypted-support.eml"));
+        assert_eq!(pgp_mime.subject.as_deref(), Some("Login bypass on the portal"));
+        assert_eq!(pgp_mime.text.as_deref().map(str::trim_end), Some("The portal lets anyone in."));
+        assert!(pgp_mime.attachments.is_empty(), "{:?}", pgp_mime.attachments);
+        assert!(pgp_mime.encryption.is_some_and(|e| e.decrypted));
+        let inline = read(&channel, include_bytes!("../../../fuzz/seeds/openpgp-inline-encrypted-support.eml"));
+        assert_eq!(inline.text.as_deref().map(|t| t.replace("\r\n", "\n")), Some(format!("Hello,\n\n{PLAINTEXT}")));
+        assert!(inline.encryption.is_some_and(|e| e.decrypted));
+        // Without the key, both stay encrypted and say so.
+        channel.openpgp_secret_keys = SecretKeys::default();
+        let flagged = read(&channel, include_bytes!("../../../fuzz/seeds/openpgp-mime-encrypted-support.eml"));
+        assert_eq!(flagged.subject.as_deref(), Some("..."));
+        assert!(flagged.encryption.is_some_and(|e| !e.decrypted));
     }
 
     /// A message damaged anywhere is refused whole, or (damage the armor's reader forgives:
