@@ -346,7 +346,10 @@ fn read(
             in_reply_to,
             references,
             reply_token: token,
-            subject_key: subject.as_deref().map(normalize_subject),
+            subject_key: subject
+                .as_deref()
+                .map(normalize_subject)
+                .filter(|key| !openpgp_decrypt::hides_its_subject(key, encryption.as_ref())),
             participants,
             subject_window_ms: channel.subject_window.0.as_millis() as i64,
         }),

@@ -261,6 +261,13 @@ pub(super) fn protected_subject(message: &Message<'_>) -> Option<String> {
     declares_protected_headers(first).then(|| subject(first)).flatten()
 }
 
+/// Whether a mail that stayed encrypted shows only the placeholder its client puts outside for
+/// the subject it encrypted (`subject_key`, normalized): Thunderbird's "...", K-9's "Encrypted
+/// Message". Stitched by it, every such mail of one sender would join one conversation.
+pub(super) fn hides_its_subject(subject_key: &str, encryption: Option<&MailEncryption>) -> bool {
+    encryption.is_some_and(|e| !e.decrypted) && ["...", "…", "encrypted message"].contains(&subject_key)
+}
+
 /// Whether `part`'s content type says its header fields are the mail's, protected.
 pub(super) fn declares_protected_headers(part: &MessagePart<'_>) -> bool {
     part.content_type().is_some_and(|c| c.attribute("protected-headers").is_some() || c.attribute("hp").is_some())
@@ -438,6 +445,9 @@ FkNhb5kN8sJZg57jOwpyJ6RUFrCY0xBPK5rPGQ==
         channel.openpgp_secret_keys = SecretKeys::default();
         let flagged = read(&channel, include_bytes!("../../../fuzz/seeds/openpgp-mime-encrypted-support.eml"));
         assert_eq!(flagged.subject.as_deref(), Some("..."));
+        // Its placeholder subject stitches nothing; the real one does.
+        assert_eq!(flagged.mail.as_ref().unwrap().subject_key, None);
+        assert_eq!(pgp_mime.mail.as_ref().unwrap().subject_key.as_deref(), Some("login bypass on the portal"));
         assert!(flagged.encryption.is_some_and(|e| !e.decrypted));
     }
 
