@@ -71,6 +71,13 @@ openpgp_secret_key_file = "/etc/hostname"
 host = "smtp.example.com"
 idle_timeout = "10m"
 ca_file = "/etc/hostname"
+[[channels]]
+id = "mail2"
+type = "email"
+address = "help@example.com"
+openpgp_encrypt = "always"
+[channels.smtp]
+host = "smtp.example.com"
 [[webhooks]]
 id = "h"
 url = "not a url"
@@ -102,6 +109,7 @@ channels = ["mail", "nope"]
         "channels[2].smime_certificate_file: is required with smime_key",
         "channels[2].openpgp_keyring_file: /etc/hostname: cannot be read as OpenPGP public keys",
         "channels[2].openpgp_secret_key_file: /etc/hostname: holds no ASCII-armored OpenPGP secret key",
+        "channels[3].openpgp_encrypt: needs openpgp_keyring_file",
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",

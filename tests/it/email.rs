@@ -2014,6 +2014,105 @@ async fn an_openpgp_encrypted_mail_is_read_with_our_key_as_gnupg_reads_it() {
     server.stop().await;
 }
 
+/// With `openpgp_encrypt`, the mail we send goes out PGP/MIME-encrypted to its recipients' keys
+/// in `openpgp_keyring_file`, and GnuPG reads it as the recipients' mail clients would: Ann's
+/// decrypts it with her key, finds our signature good (our `openpgp_secret_key` signs), and
+/// gets the text and the file; Carl, a Bcc, decrypts his copy though his key is not named in
+/// it; and we can read it back with our own key, as the copy in our Sent folder. A recipient
+/// without a key: not sent (`openpgp_no_key`) with `always`, sent in clear with
+/// `when_possible`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it() {
+    // Each mail client's own GnuPG, with its key pair; ours exports the channel's.
+    let person = |user_id: &str| {
+        let gpg = Gnupg::new();
+        gpg.run(&["--quick-generate-key", user_id, "future-default", "default", "never"]);
+        gpg
+    };
+    let (ann, carl, ours) = (person(ANN.0), person(CARL.0), person(SUPPORT.0));
+    let support = ours.fingerprint(SUPPORT.0);
+    let secret_file = ours.file("secret.asc", &ours.run(&["--export-secret-keys", "--armor", SUPPORT.0]));
+    let keyring = [ann.run(&["--export", "--armor", ANN.0]), carl.run(&["--export", "--armor", CARL.0])].concat();
+    let keyring_file = ours.file("keyring.asc", &keyring);
+    let our_public = ours.run(&["--export", "--armor", SUPPORT.0]);
+    for gpg in [&ann, &carl] {
+        gpg.run(&["--import", &gpg.file("support.asc", &our_public)]);
+    }
+    let subkey = |gpg: &Gnupg, user: &str| {
+        let listed = String::from_utf8(gpg.run(&["--with-colons", "--list-keys", user])).unwrap();
+        listed.lines().find(|l| l.starts_with("sub:")).unwrap().split(':').nth(4).unwrap().to_owned()
+    };
+    let config = |policy: &str| {
+        format!(
+            "openpgp_keyring_file = {keyring_file:?}\nopenpgp_secret_key_file = {secret_file:?}\n\
+             openpgp_encrypt = \"{policy}\"\n"
+        )
+    };
+    let mail = MailServers::start().await;
+    let mut server = TestServer::start(&mail.channel("support", &config("always"))).await;
+    let pdf = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"%PDF-1.4\n%%EOF\n");
+    let body = json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Your report",
+        "text": "Hello Ann,\n\nthe login bypass is fixed. Thank you!",
+        "html": "<p>Hello Ann,</p><p>the login bypass is fixed. Thank you!</p>",
+        "attachments": [{"filename": "advisory.pdf", "content_type": "application/pdf", "content_base64": pdf}]});
+    let (_, delivered) = send_to_ann(&server, &mail, body).await;
+    let text = String::from_utf8_lossy(&delivered).into_owned();
+    assert!(text.contains("multipart/encrypted") && text.contains("application/pgp-encrypted"), "{text}");
+    assert!(!text.contains("login bypass") && !text.contains("advisory.pdf"), "sent in clear:\n{text}");
+    let decrypt = |gpg: &Gnupg, mail: &str| {
+        let start = mail.find("-----BEGIN PGP MESSAGE-----").unwrap();
+        let end = mail.find("-----END PGP MESSAGE-----").unwrap() + "-----END PGP MESSAGE-----".len();
+        gpg.file("mail.asc", &mail.as_bytes()[start..end]);
+        let out = gpg.output(&["--status-fd", "2", "--decrypt", "mail.asc"]);
+        (String::from_utf8_lossy(&out.stderr).into_owned(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (status, plaintext) = decrypt(&ann, &text);
+    assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
+    assert!(status.contains(&format!("[GNUPG:] VALIDSIG {support} ")), "our signature: {status}");
+    assert!(plaintext.contains("the login bypass is fixed") && plaintext.contains("advisory.pdf"), "{plaintext}");
+    assert!(plaintext.contains("multipart/alternative") && plaintext.contains("text/html"), "{plaintext}");
+    // Named: Ann's key and ours; Carl's hidden (key ID zero).
+    let mut encrypted_to: Vec<String> = status
+        .lines()
+        .filter_map(|l| l.strip_prefix("[GNUPG:] ENC_TO "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    encrypted_to.sort();
+    let mut expected = vec![subkey(&ann, ANN.0), subkey(&ours, SUPPORT.0), "0000000000000000".to_owned()];
+    expected.sort();
+    assert_eq!(encrypted_to, expected, "{status}");
+    let carls = loop_until(|| async { mail.inbox(CARL).await.pop() }).await;
+    let (status, plaintext) = decrypt(&carl, &String::from_utf8_lossy(&carls.2));
+    assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "Carl cannot read his copy: {status}");
+    assert!(plaintext.contains("the login bypass is fixed"), "{plaintext}");
+    // We read it back with our key, signed by ourselves.
+    let mut reading = support_channel_config();
+    reading.openpgp_secret_keys = switchboard::channels::email::openpgp_decrypt::SecretKeys::load(
+        &std::fs::read_to_string(&secret_file).unwrap(),
+        None,
+    )
+    .unwrap();
+    let ours_read = switchboard::channels::email::mime::to_raw_inbound(&reading, delivered);
+    assert!(ours_read.encryption.as_ref().is_some_and(|e| e.decrypted), "{:?}", ours_read.encryption);
+    assert!(ours_read.text.as_deref().unwrap().contains("the login bypass is fixed"));
+    assert_eq!(ours_read.attachments.len(), 1, "{:?}", ours_read.attachments);
+
+    // A recipient without a key.
+    let to_stranger = json!({"channel": "support", "to": STRANGER.0, "subject": "Hi", "text": "In clear?"});
+    let (_, queued) = server.post("/v1/messages", to_stranger.clone()).await;
+    let failed = server.wait_status(queued["id"].as_str().unwrap(), "failed").await;
+    assert_eq!((&failed["error"]["code"], &failed["error"]["permanent"]), (&json!("openpgp_no_key"), &json!(true)));
+    assert!(failed["error"]["message"].as_str().unwrap().contains(STRANGER.0), "{failed}");
+    assert!(mail.inbox(STRANGER).await.is_empty());
+    server.reload(&mail.channel("support", &config("when_possible"))).await;
+    let (_, queued) = server.post("/v1/messages", to_stranger).await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let clear = loop_until(|| async { mail.inbox(STRANGER).await.pop() }).await;
+    let clear = String::from_utf8_lossy(&clear.2).into_owned();
+    assert!(clear.contains("In clear?") && !clear.contains("multipart/encrypted"), "{clear}");
+    server.stop().await;
+}
+
 /// With a certificate and key (`smime_certificate_file`, `smime_key_file`), the mail we send is
 /// S/MIME clear-signed, and Debian's `openssl cms -verify` accepts it as Ann's mail client would:
 /// with only the company's root CA (the intermediate travels in the signature), for S/MIME

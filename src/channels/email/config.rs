@@ -103,6 +103,11 @@ pub struct EmailChannelConfig {
     /// Filled by validation: the keys of `openpgp_secret_key`, unlocked.
     #[serde(skip)]
     pub openpgp_secret_keys: super::openpgp_decrypt::SecretKeys,
+    /// Encrypt the mail we send with OpenPGP to its recipients' keys in `openpgp_keyring_file`:
+    /// `never`, `when_possible` (when every recipient has one; in clear otherwise) or `always`
+    /// (a mail to a recipient without one is not sent). See `openpgp_encrypt`.
+    #[serde(default)]
+    pub openpgp_encrypt: OpenPgpEncrypt,
     /// Sign the mail we send with S/MIME (see `smime_sign`): a PEM file with the certificate for
     /// our address first, then its intermediates, and its private key (PKCS#8, or PKCS#1 for
     /// RSA) inline, in `smime_key_file` or in the environment variable `smime_key_env`.
@@ -115,6 +120,19 @@ pub struct EmailChannelConfig {
     pub smime_certificate_pem: Option<Vec<u8>>,
     #[serde(default)]
     pub limits: ChannelLimits,
+}
+
+/// When the mail we send is OpenPGP-encrypted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpenPgpEncrypt {
+    /// Never (the default).
+    #[default]
+    Never,
+    /// When every recipient has a key in the keyring; in clear otherwise.
+    WhenPossible,
+    /// Always: a mail to a recipient without a key is not sent.
+    Always,
 }
 
 /// The receiving servers of the mailbox hosts whose Authentication-Results header is known to
@@ -547,6 +565,9 @@ impl EmailChannelConfig {
                 Ok(keys) => self.openpgp_keys = keys,
                 Err(reason) => add("openpgp_keyring_file", reason),
             }
+        }
+        if self.openpgp_encrypt != OpenPgpEncrypt::Never && self.openpgp_keyring_file.is_none() {
+            add("openpgp_encrypt", "needs openpgp_keyring_file (the recipients' public keys)".into());
         }
         if let Err((key, reason)) = self.load_openpgp_secret_keys() {
             add(&key, reason);

@@ -24,6 +24,7 @@ mod mutf7;
 pub mod oauth2;
 pub mod openpgp;
 pub mod openpgp_decrypt;
+mod openpgp_encrypt;
 pub mod outbound;
 mod plain_bounce;
 pub mod probe;

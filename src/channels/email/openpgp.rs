@@ -30,7 +30,7 @@
 use std::io::Cursor;
 
 use mail_parser::{Message, MimeHeaders};
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey, SignedPublicSubKey};
 use pgp::crypto::hash::HashAlgorithm;
 use pgp::packet::{Signature, SignatureType, SubpacketData};
 use pgp::types::{KeyDetails, Timestamp};
@@ -303,10 +303,11 @@ fn issuer(signature: &Signature) -> String {
     }
 }
 
-/// A key of a keyring certificate that may have made a signature.
+/// A key of a keyring certificate: one that may have made a signature, or that mail may be
+/// encrypted to.
 enum SigningKey<'a> {
     Primary(&'a SignedPublicKey),
-    Subkey(&'a pgp::composed::SignedPublicSubKey),
+    Subkey(&'a SignedPublicSubKey),
 }
 
 impl SigningKey<'_> {
@@ -354,6 +355,30 @@ fn signing_key<'a>(
         let subkey = certificate.public_subkeys.iter().find(|s| names(s.fingerprint(), s.legacy_key_id()))?;
         Some((certificate, SigningKey::Subkey(subkey)))
     })
+}
+
+/// The subkey of a certificate in `keys` to encrypt mail to `address` with: of a certificate
+/// whose user ID names the address, whose self-signatures verify, and that is neither revoked
+/// nor expired, the newest subkey its binding allows to encrypt that is itself neither. None:
+/// there is none.
+pub fn encryption_key<'a>(keys: &'a [SignedPublicKey], address: &str) -> Option<&'a SignedPublicSubKey> {
+    let now = Timestamp::now().as_secs() as u64;
+    let alive = |certificate, key: &SigningKey<'_>| {
+        revocation(certificate, key).is_none() && expiry(key).is_none_or(|at| at > now)
+    };
+    keys.iter()
+        .filter(|c| user_addresses(c).iter().any(|a| a.eq_ignore_ascii_case(address)))
+        .filter(|c| c.verify_bindings().is_ok() && alive(c, &SigningKey::Primary(c)))
+        .flat_map(|c| c.public_subkeys.iter().map(move |s| (c, s)))
+        .filter(|(c, s)| may_encrypt(&s.signatures) && alive(c, &SigningKey::Subkey(s)))
+        .max_by_key(|(_, s)| s.created_at().as_secs())
+        .map(|(_, s)| s)
+}
+
+/// Whether a subkey's newest binding (among its `signatures`) allows it to encrypt.
+pub fn may_encrypt(signatures: &[Signature]) -> bool {
+    newest(signatures, SignatureType::SubkeyBinding)
+        .is_some_and(|b| b.key_flags().encrypt_comms() || b.key_flags().encrypt_storage())
 }
 
 /// The newest of `signatures` of type `kind`.

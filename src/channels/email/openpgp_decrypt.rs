@@ -21,7 +21,7 @@
 //! why it was not: encrypted only to keys the gateway does not hold (named), or damaged. The
 //! mail's source stays as fetched, encrypted; what it decrypts to goes where every message's
 //! text goes (the event log, the webhook), which the operator accepts by configuring the key.
-//! Replies are not encrypted.
+//! Replies are encrypted by `openpgp_encrypt`, when the channel says so.
 
 use std::fmt;
 use std::io::{Cursor, Read};
@@ -82,6 +82,11 @@ impl SecretKeys {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The first key: ours, for the mail we send (`openpgp_encrypt`).
+    pub fn first(&self) -> Option<&SignedSecretKey> {
+        self.0.first()
+    }
 }
 
 /// Takes the passphrase protection off `key`'s secret parts, in memory.
@@ -107,10 +112,7 @@ fn unlock(key: &mut SignedSecretKey, passphrase: Option<&str>) -> Result<(), Str
 /// Whether `key` has a secret subkey its binding allows to encrypt, or is an RSA key (which
 /// GnuPG's older default used for both).
 fn can_decrypt(key: &SignedSecretKey) -> bool {
-    let subkey = key
-        .secret_subkeys
-        .iter()
-        .any(|s| s.signatures.iter().any(|b| b.key_flags().encrypt_comms() || b.key_flags().encrypt_storage()));
+    let subkey = key.secret_subkeys.iter().any(|s| openpgp::may_encrypt(&s.signatures));
     subkey || matches!(key.algorithm(), pgp::crypto::public_key::PublicKeyAlgorithm::RSA)
 }
 

@@ -44,6 +44,8 @@ pub struct SmtpOutbound {
     aliases: Vec<String>,
     /// Signs the mail from the addresses its certificate names (`smime_certificate_file`).
     signer: Option<super::smime_sign::Signer>,
+    /// Encrypts the mail to its recipients' OpenPGP keys (`openpgp_encrypt`).
+    encryptor: Option<super::openpgp_encrypt::Encryptor>,
 }
 
 /// Tells when the signing certificate expires (at start and at each reload): as the gauge
@@ -144,6 +146,7 @@ impl SmtpOutbound {
             address: config.address.clone(),
             aliases: config.aliases.clone(),
             signer,
+            encryptor: super::openpgp_encrypt::Encryptor::new(config),
         })
     }
 
@@ -265,9 +268,23 @@ impl SmtpOutbound {
             }
         };
         let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
-        let content = match signer {
-            Some(signer) => signer.sign(mixed, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e))?,
-            None => mixed,
+        // Encrypted to the recipients' keys when the channel says so; an encrypted mail is not
+        // S/MIME-signed (our OpenPGP key signs inside the encryption).
+        let encrypted = match &self.encryptor {
+            Some(encryptor) => {
+                let named: Vec<&str> =
+                    std::iter::once(out.recipient.as_str()).chain(m.cc.iter().map(|p| p.address.as_str())).collect();
+                let hidden: Vec<&str> = m.bcc.iter().map(|p| p.address.as_str()).collect();
+                encryptor.encrypt(&mixed, &named, &hidden).map_err(|(code, reason)| permanent(code, reason))?
+            }
+            None => None,
+        };
+        let content = match (encrypted, signer) {
+            (Some(encrypted), _) => encrypted,
+            (None, Some(signer)) => {
+                signer.sign(mixed, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e))?
+            }
+            (None, None) => mixed,
         };
         let mail = builder.multipart(content).map_err(|e| permanent("build", e.to_string()))?.formatted();
         let envelope = Envelope {

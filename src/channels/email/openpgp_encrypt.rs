@@ -1,0 +1,114 @@
+//! The mail we send, OpenPGP-encrypted to its recipients' keys (`openpgp_encrypt`).
+//!
+//! A `security@` mailbox that reads encrypted reports (`openpgp_decrypt`) must not answer them
+//! in clear: the answer usually quotes the report. With `openpgp_encrypt = "when_possible"` a
+//! mail goes out encrypted when every recipient (To, Cc and Bcc) has a key in
+//! `openpgp_keyring_file`, and in clear otherwise; with `"always"` a mail with a recipient
+//! without one is not sent at all (`message.failed`, `openpgp_no_key`, naming the recipient).
+//!
+//! The form is PGP/MIME (RFC 3156 §4), which Thunderbird, K-9/FairEmail, GpgOL and Mailvelope
+//! read: `multipart/encrypted` with the "Version: 1" control part and the encrypted MIME body
+//! (text, HTML, files) as `encrypted.asc`, SEIPD v1 with AES-256 (what GnuPG 2.2 reads). The
+//! recipients' keys are the newest encryption subkey of a certificate whose user ID names the
+//! address, not revoked nor expired, whose self-signatures verify (`openpgp::encryption_key`).
+//! A Bcc recipient's key ID is hidden (an anonymous recipient), so the others do not learn that
+//! one was there. With our own secret key (`openpgp_secret_key`) the mail is also encrypted to
+//! it, so that the copy in the Sent folder stays readable to us, and signed with it inside the
+//! encryption. An encrypted mail is not S/MIME-signed. Its subject and addresses travel in the
+//! clear, as SMTP needs them.
+
+use lettre::message::header::{ContentDisposition, ContentType};
+use lettre::message::{MultiPart, SinglePart};
+use pgp::composed::{ArmorOptions, MessageBuilder, SignedPublicKey, SignedPublicSubKey, SignedSecretKey};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::crypto::sym::SymmetricKeyAlgorithm;
+use pgp::types::Password;
+
+use super::config::{EmailChannelConfig, OpenPgpEncrypt};
+use super::openpgp;
+
+/// Encrypts the mail a channel sends, by its policy.
+pub(super) struct Encryptor {
+    policy: OpenPgpEncrypt,
+    keyring: Vec<SignedPublicKey>,
+    /// Our own key: encrypted to, and signing.
+    own: Option<SignedSecretKey>,
+}
+
+/// Why a mail was not encrypted when it had to be, or could not be: (code, reason).
+pub(super) type Refusal = (&'static str, String);
+
+impl Encryptor {
+    /// None when the channel does not encrypt.
+    pub fn new(config: &EmailChannelConfig) -> Option<Encryptor> {
+        (config.openpgp_encrypt != OpenPgpEncrypt::Never).then(|| Encryptor {
+            policy: config.openpgp_encrypt,
+            keyring: config.openpgp_keys.clone(),
+            own: config.openpgp_secret_keys.first().cloned(),
+        })
+    }
+
+    /// `body` (a mail's MIME body) encrypted to `recipients` (whose keys are named in the
+    /// message) and to the `hidden` ones (Bcc: whose are not); `None` when it goes in clear
+    /// (`when_possible`, and a recipient has no key).
+    pub fn encrypt(
+        &self,
+        body: &MultiPart,
+        recipients: &[&str],
+        hidden: &[&str],
+    ) -> Result<Option<MultiPart>, Refusal> {
+        let mut keys = Vec::new();
+        for address in recipients.iter().chain(hidden) {
+            match openpgp::encryption_key(&self.keyring, address) {
+                Some(key) => keys.push(key),
+                None if self.policy == OpenPgpEncrypt::WhenPossible => return Ok(None),
+                None => {
+                    return Err((
+                        "openpgp_no_key",
+                        format!(
+                            "no usable OpenPGP key for {address} in openpgp_keyring_file, and openpgp_encrypt = \
+                             \"always\": not sent"
+                        ),
+                    ))
+                }
+            }
+        }
+        let (named, anonymous) = keys.split_at(recipients.len());
+        let armored = self.encrypted(&body.formatted(), named, anonymous).map_err(|e| ("openpgp_encrypt", e))?;
+        let control = SinglePart::builder()
+            .header(ContentType::parse("application/pgp-encrypted").expect("valid"))
+            .body(String::from("Version: 1\r\n"));
+        let encrypted = SinglePart::builder()
+            .header(ContentType::parse("application/octet-stream; name=\"encrypted.asc\"").expect("valid"))
+            .header(ContentDisposition::inline_with_name("encrypted.asc"))
+            .body(armored.replace("\r\n", "\n").replace('\n', "\r\n"));
+        Ok(Some(MultiPart::encrypted("application/pgp-encrypted".into()).singlepart(control).singlepart(encrypted)))
+    }
+
+    /// `plaintext` as an armored OpenPGP message to the `named` and `anonymous` keys and ours,
+    /// signed with ours.
+    fn encrypted(
+        &self,
+        plaintext: &[u8],
+        named: &[&SignedPublicSubKey],
+        anonymous: &[&SignedPublicSubKey],
+    ) -> Result<String, String> {
+        let mut rng = rand::rngs::OsRng;
+        let failed = |e: pgp::errors::Error| format!("the mail could not be encrypted: {e}");
+        let mut builder =
+            MessageBuilder::from_bytes("", plaintext.to_vec()).seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
+        for key in named {
+            builder.encrypt_to_key(&mut rng, *key).map_err(failed)?;
+        }
+        for key in anonymous {
+            builder.encrypt_to_key_anonymous(&mut rng, *key).map_err(failed)?;
+        }
+        if let Some(own) = &self.own {
+            for subkey in own.secret_subkeys.iter().filter(|s| openpgp::may_encrypt(&s.signatures)) {
+                builder.encrypt_to_key(&mut rng, subkey.key.public_key()).map_err(failed)?;
+            }
+            builder.sign(&own.primary_key, Password::empty(), HashAlgorithm::Sha256);
+        }
+        builder.to_armored_string(rng, ArmorOptions::default()).map_err(failed)
+    }
+}
