@@ -2029,10 +2029,16 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
         gpg.run(&["--quick-generate-key", user_id, "future-default", "default", "never"]);
         gpg
     };
-    let (ann, carl, ours) = (person(ANN.0), person(CARL.0), person(SUPPORT.0));
+    let (ann, carl, bea, ours) = (person(ANN.0), person(CARL.0), person(BEA.0), person(SUPPORT.0));
     let support = ours.fingerprint(SUPPORT.0);
     let secret_file = ours.file("secret.asc", &ours.run(&["--export-secret-keys", "--armor", SUPPORT.0]));
-    let keyring = [ann.run(&["--export", "--armor", ANN.0]), carl.run(&["--export", "--armor", CARL.0])].concat();
+    // Bea has revoked her key (her revocation certificate, as GnuPG stored it).
+    let revocation = bea.home.path().join(format!("openpgp-revocs.d/{}.rev", bea.fingerprint(BEA.0)));
+    let revocation = std::fs::read_to_string(revocation).unwrap().replace(":-----BEGIN", "-----BEGIN");
+    bea.run(&["--import", &bea.file("bea.rev", revocation.as_bytes())]);
+    let keyring =
+        [(&ann, ANN.0), (&carl, CARL.0), (&bea, BEA.0)].map(|(gpg, who)| gpg.run(&["--export", "--armor", who]));
+    let keyring = keyring.concat();
     let keyring_file = ours.file("keyring.asc", &keyring);
     let our_public = ours.run(&["--export", "--armor", SUPPORT.0]);
     for gpg in [&ann, &carl] {
@@ -2097,13 +2103,17 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     assert!(ours_read.text.as_deref().unwrap().contains("the login bypass is fixed"));
     assert_eq!(ours_read.attachments.len(), 1, "{:?}", ours_read.attachments);
 
-    // A recipient without a key.
+    // A recipient without a key, and one whose key is revoked.
     let to_stranger = json!({"channel": "support", "to": STRANGER.0, "subject": "Hi", "text": "In clear?"});
-    let (_, queued) = server.post("/v1/messages", to_stranger.clone()).await;
-    let failed = server.wait_status(queued["id"].as_str().unwrap(), "failed").await;
-    assert_eq!((&failed["error"]["code"], &failed["error"]["permanent"]), (&json!("openpgp_no_key"), &json!(true)));
-    assert!(failed["error"]["message"].as_str().unwrap().contains(STRANGER.0), "{failed}");
-    assert!(mail.inbox(STRANGER).await.is_empty());
+    let to_bea = json!({"channel": "support", "to": BEA.0, "subject": "Hi", "text": "In clear?"});
+    for (who, body) in [(STRANGER, to_stranger.clone()), (BEA, to_bea)] {
+        let (_, queued) = server.post("/v1/messages", body).await;
+        let failed = server.wait_status(queued["id"].as_str().unwrap(), "failed").await;
+        let error = &failed["error"];
+        assert_eq!((&error["code"], &error["permanent"]), (&json!("openpgp_no_key"), &json!(true)), "{failed}");
+        assert!(error["message"].as_str().unwrap().contains(who.0), "{failed}");
+        assert!(mail.inbox(who).await.is_empty());
+    }
     server.reload(&mail.channel("support", &config("when_possible"))).await;
     let (_, queued) = server.post("/v1/messages", to_stranger).await;
     server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
