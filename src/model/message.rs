@@ -388,7 +388,8 @@ pub struct Message {
     /// For a signed mail: what its signature says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<MailSignature>,
-    /// For an encrypted mail: that it is, and whether it was decrypted.
+    /// For an encrypted mail: that it is, and whether it was decrypted; for one we sent, that it
+    /// went out encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<MailEncryption>,
     pub created_at: String,

@@ -310,7 +310,9 @@ async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Res
             match result {
                 Ok(sent) => {
                     store::outbound::finish(c, id)?;
-                    let updated = status::apply(c, id, Transition::Sent { provider_message_id: sent.provider_message_id }, now)?;
+                    let transition =
+                        Transition::Sent { provider_message_id: sent.provider_message_id, encryption: sent.encryption };
+                    let updated = status::apply(c, id, transition, now)?;
                     if let (Some(thread_ref), Some(m)) = (sent.thread_ref, updated) {
                         store::mail::record_header(c, &m.channel.id, &thread_ref, m.conversation_id.as_str(), id, now)?;
                     }

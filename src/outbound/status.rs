@@ -5,12 +5,16 @@
 
 use rusqlite::Connection;
 
-use crate::model::{time, ErrorInfo, EventType, Message, Status};
+use crate::model::{time, ErrorInfo, EventType, MailEncryption, Message, Status};
 use crate::store::{self, StoreError};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
-    Sent { provider_message_id: Option<String> },
+    /// `encryption`: that the message went out encrypted (a mail, `openpgp_encrypt`).
+    Sent {
+        provider_message_id: Option<String>,
+        encryption: Option<MailEncryption>,
+    },
     Delivered,
     Read,
     Failed(ErrorInfo),
@@ -38,8 +42,11 @@ pub fn apply(conn: &Connection, id: &str, transition: Transition, now_ms: i64) -
     let now = Some(time::rfc3339(now_ms));
     message.status = next;
     match transition {
-        Transition::Sent { provider_message_id } => {
+        Transition::Sent { provider_message_id, encryption } => {
             message.sent_at = now;
+            if encryption.is_some() {
+                message.encryption = encryption;
+            }
             if provider_message_id.is_some() {
                 message.provider.message_id = provider_message_id;
             }
@@ -128,7 +135,7 @@ mod tests {
                 let steps = [
                     Transition::Read,
                     Transition::Delivered,
-                    Transition::Sent { provider_message_id: Some("late".into()) },
+                    Transition::Sent { provider_message_id: Some("late".into()), encryption: None },
                     Transition::Failed(ErrorInfo {
                         code: "bounce".into(),
                         message: "late bounce".into(),

@@ -2061,9 +2061,17 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
         "text": "Hello Ann,\n\nthe login bypass is fixed. Thank you!",
         "html": "<p>Hello Ann,</p><p>the login bypass is fixed. Thank you!</p>",
         "attachments": [{"filename": "advisory.pdf", "content_type": "application/pdf", "content_base64": pdf}]});
-    let (_, delivered) = send_to_ann(&server, &mail, body).await;
+    let (queued, delivered) = send_to_ann(&server, &mail, body).await;
     let text = String::from_utf8_lossy(&delivered).into_owned();
     assert!(text.contains("multipart/encrypted") && text.contains("application/pgp-encrypted"), "{text}");
+    // The message says how it went.
+    let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(
+        sent["encryption"],
+        json!({"kind": "openpgp", "decrypted": false,
+            "detail": format!("sent OpenPGP-encrypted to the keys of {}, {}, and to ours, which signed it", ANN.0, CARL.0)}),
+        "{sent}"
+    );
     assert!(!text.contains("login bypass") && !text.contains("advisory.pdf"), "sent in clear:\n{text}");
     let decrypt = |gpg: &Gnupg, mail: &str| {
         let start = mail.find("-----BEGIN PGP MESSAGE-----").unwrap();
@@ -2120,6 +2128,10 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     let clear = loop_until(|| async { mail.inbox(STRANGER).await.pop() }).await;
     let clear = String::from_utf8_lossy(&clear.2).into_owned();
     assert!(clear.contains("In clear?") && !clear.contains("multipart/encrypted"), "{clear}");
+    let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(sent["encryption"], Value::Null, "{sent}");
+    let events = server.all_events().await;
+    server.validate_contract(events.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;
 }
 

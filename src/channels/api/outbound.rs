@@ -47,7 +47,7 @@ impl ApiOutbound {
             let provider_message_id = serde_json::from_slice::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v.get("id").and_then(|id| id.as_str().map(str::to_owned)));
-            return Ok(Sent { provider_message_id, thread_ref: None });
+            return Ok(Sent { provider_message_id, ..Sent::default() });
         }
         let reason = match status {
             300..=399 => format!("{}: {}", self.url, http_out::redirect_error(&response)),

@@ -131,11 +131,20 @@ pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPubli
     let signed = cleartext.signed_text();
     let carried = || carried_key(message, from);
     let mut signature = verdict(cleartext.signatures(), signed.as_bytes(), from, keys, carried);
-    if outside && signature.status == SignatureStatus::Valid {
-        signature.status = SignatureStatus::Untrusted;
-        signature.detail = format!("{}; text outside the signed block was not signed", signature.detail);
+    if outside {
+        unsigned_text_around(&mut signature, "signed");
     }
     Some(signature)
+}
+
+/// A `valid` verdict on an inline block (`kind`: signed, encrypted) that has text around it,
+/// which the signature does not cover, made `untrusted`: only part of what is shown was signed
+/// (a list's footer, or anyone's words above it).
+pub fn unsigned_text_around(signature: &mut MailSignature, kind: &str) {
+    if signature.status == SignatureStatus::Valid {
+        signature.status = SignatureStatus::Untrusted;
+        signature.detail = format!("{}; text outside the {kind} block was not signed", signature.detail);
+    }
 }
 
 /// That `message` is OpenPGP-encrypted, which cannot be read here (the channel holds no secret

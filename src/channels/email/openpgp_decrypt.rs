@@ -34,7 +34,7 @@ use pgp::types::{KeyDetails, Password};
 use super::config::EmailChannelConfig;
 use super::openpgp;
 use super::smime::{self, Opened};
-use crate::model::{MailEncryption, MailSignature, SignatureStatus};
+use crate::model::{MailEncryption, MailSignature};
 
 const ENCRYPTED_END: &str = "-----END PGP MESSAGE-----";
 /// How many layers of compression are opened (GnuPG writes one).
@@ -316,9 +316,8 @@ pub(super) fn inline(
     let mut signature = signature(&plaintext, message, from, channel);
     // As with an inline signature: text around the block was not signed.
     let outside = !text[..start].trim().is_empty() || !text[end..].trim().is_empty();
-    if let Some(signature) = signature.as_mut().filter(|s| outside && s.status == SignatureStatus::Valid) {
-        signature.status = SignatureStatus::Untrusted;
-        signature.detail = format!("{}; text outside the encrypted block was not signed", signature.detail);
+    if let Some(signature) = signature.as_mut().filter(|_| outside) {
+        openpgp::unsigned_text_around(signature, "encrypted");
     }
     Some(InlineDecryption {
         text: Some(format!("{}{}{}", &text[..start], decoded.trim_end(), &text[end..])),

@@ -26,9 +26,11 @@ use pgp::types::Password;
 
 use super::config::{EmailChannelConfig, OpenPgpEncrypt};
 use super::openpgp;
+use crate::model::MailEncryption;
 
 /// Encrypts the mail a channel sends, by its policy.
 pub(super) struct Encryptor {
+    channel: String,
     policy: OpenPgpEncrypt,
     keyring: Vec<SignedPublicKey>,
     /// Our own key: encrypted to, and signing.
@@ -42,6 +44,7 @@ impl Encryptor {
     /// None when the channel does not encrypt.
     pub fn new(config: &EmailChannelConfig) -> Option<Encryptor> {
         (config.openpgp_encrypt != OpenPgpEncrypt::Never).then(|| Encryptor {
+            channel: config.id.clone(),
             policy: config.openpgp_encrypt,
             keyring: config.openpgp_keys.clone(),
             own: config.openpgp_secret_keys.first().cloned(),
@@ -49,19 +52,23 @@ impl Encryptor {
     }
 
     /// `body` (a mail's MIME body) encrypted to `recipients` (whose keys are named in the
-    /// message) and to the `hidden` ones (Bcc: whose are not); `None` when it goes in clear
-    /// (`when_possible`, and a recipient has no key).
+    /// message) and to the `hidden` ones (Bcc: whose are not), with what the sent message says
+    /// of it; `None` when it goes in clear (`when_possible`, and a recipient has no key).
     pub fn encrypt(
         &self,
         body: &MultiPart,
         recipients: &[&str],
         hidden: &[&str],
-    ) -> Result<Option<MultiPart>, Refusal> {
+    ) -> Result<Option<(MultiPart, MailEncryption)>, Refusal> {
         let mut keys = Vec::new();
         for address in recipients.iter().chain(hidden) {
             match openpgp::encryption_key(&self.keyring, address) {
                 Some(key) => keys.push(key),
-                None if self.policy == OpenPgpEncrypt::WhenPossible => return Ok(None),
+                None if self.policy == OpenPgpEncrypt::WhenPossible => {
+                    // Said, so that an operator can tell why a reply went in clear.
+                    tracing::info!(channel = %self.channel, recipient = %address, "no usable OpenPGP key for a recipient in openpgp_keyring_file: the mail goes unencrypted (openpgp_encrypt = \"when_possible\")");
+                    return Ok(None);
+                }
                 None => {
                     return Err((
                         "openpgp_no_key",
@@ -82,7 +89,11 @@ impl Encryptor {
             .header(ContentType::parse("application/octet-stream; name=\"encrypted.asc\"").expect("valid"))
             .header(ContentDisposition::inline_with_name("encrypted.asc"))
             .body(armored.replace("\r\n", "\n").replace('\n', "\r\n"));
-        Ok(Some(MultiPart::encrypted("application/pgp-encrypted".into()).singlepart(control).singlepart(encrypted)))
+        let mail = MultiPart::encrypted("application/pgp-encrypted".into()).singlepart(control).singlepart(encrypted);
+        let ours = if self.own.is_some() { ", and to ours, which signed it" } else { "" };
+        let whose = recipients.iter().chain(hidden).copied().collect::<Vec<_>>().join(", ");
+        let detail = format!("sent OpenPGP-encrypted to the keys of {whose}{ours}");
+        Ok(Some((mail, MailEncryption { kind: "openpgp".into(), decrypted: false, detail })))
     }
 
     /// `plaintext` as an armored OpenPGP message to the `named` and `anonymous` keys and ours,

@@ -279,6 +279,7 @@ impl SmtpOutbound {
             }
             None => None,
         };
+        let (encrypted, encryption) = encrypted.unzip();
         let content = match (encrypted, signer) {
             (Some(encrypted), _) => encrypted,
             (None, Some(signer)) => {
@@ -305,7 +306,7 @@ impl SmtpOutbound {
             // may wait for the copy (a timeout here would send it twice).
             tokio::spawn(async move { copy.append(&mail).await });
         }
-        Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id) })
+        Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id), encryption })
     }
 
     /// An idle session, or a new one logged in with the password or a current OAuth2 access
