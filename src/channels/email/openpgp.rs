@@ -59,12 +59,7 @@ pub fn keyring(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
         return Err("holds a secret key: export the public keys alone (gpg --export --armor)".into());
     }
     let blocks: Vec<&[u8]> = match text {
-        // Each block from its armor line to the next one's.
-        Some(text) => {
-            let starts: Vec<usize> = text.match_indices(KEY_BLOCK).map(|(at, _)| at).collect();
-            let ends = starts.iter().skip(1).copied().chain([text.len()]);
-            starts.iter().zip(ends).map(|(start, end)| &bytes[*start..end]).collect()
-        }
+        Some(text) => armor_blocks(text, KEY_BLOCK).map(str::as_bytes).collect(),
         None => vec![bytes],
     };
     let mut keys = Vec::new();
@@ -80,6 +75,14 @@ pub fn keyring(bytes: &[u8]) -> Result<Vec<SignedPublicKey>, String> {
         return Err("holds no OpenPGP public key".into());
     }
     Ok(keys)
+}
+
+/// The armored blocks of `text` that open with the armor line `begin`, each from its armor line
+/// to the next one's: files that several exports were written into one after another.
+pub fn armor_blocks<'a>(text: &'a str, begin: &str) -> impl Iterator<Item = &'a str> {
+    let starts: Vec<usize> = text.match_indices(begin).map(|(at, _)| at).collect();
+    let ends: Vec<usize> = starts.iter().skip(1).copied().chain([text.len()]).collect();
+    starts.into_iter().zip(ends).map(move |(start, end)| &text[start..end])
 }
 
 /// The verdict on a PGP/MIME signature (`armored`, the `application/pgp-signature` part) over

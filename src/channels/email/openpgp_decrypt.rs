@@ -37,6 +37,8 @@ use super::smime::{self, Opened};
 use crate::model::{MailEncryption, MailSignature};
 
 const ENCRYPTED_END: &str = "-----END PGP MESSAGE-----";
+/// The armor line that opens a block of secret keys.
+const SECRET_KEY_BLOCK: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----";
 /// How many layers of compression are opened (GnuPG writes one).
 const COMPRESSION_LAYERS: usize = 3;
 
@@ -53,25 +55,28 @@ impl fmt::Debug for SecretKeys {
 }
 
 impl SecretKeys {
-    /// The secret keys in `armored` (`gpg --export-secret-keys --armor`, one key or several),
+    /// The secret keys in `armored` (`gpg --export-secret-keys --armor`, one key or several, in
+    /// one block or several one after another),
     /// unlocked with `passphrase` where they are protected. An error names what is wrong.
     pub fn load(armored: &str, passphrase: Option<&str>) -> Result<SecretKeys, String> {
-        if !armored.contains("PRIVATE KEY BLOCK") {
+        if !armored.contains(SECRET_KEY_BLOCK) {
             return Err(match armored.contains("PUBLIC KEY BLOCK") {
                 true => "holds a public key, not a secret one: export it with gpg --export-secret-keys --armor".into(),
                 false => "holds no ASCII-armored OpenPGP secret key (gpg --export-secret-keys --armor)".into(),
             });
         }
-        let (parsed, _) = SignedSecretKey::from_armor_many(Cursor::new(armored.as_bytes()))
-            .map_err(|e| format!("cannot be read as OpenPGP secret keys: {e}"))?;
         let mut keys = Vec::new();
-        for key in parsed {
-            let mut key = key.map_err(|e| format!("key {} cannot be read: {e}", keys.len() + 1))?;
-            unlock(&mut key, passphrase)?;
-            if !can_decrypt(&key) {
-                return Err(format!("key {:X} has no key for encryption", key.fingerprint()));
+        for block in openpgp::armor_blocks(armored, SECRET_KEY_BLOCK) {
+            let (parsed, _) = SignedSecretKey::from_armor_many(Cursor::new(block.as_bytes()))
+                .map_err(|e| format!("cannot be read as OpenPGP secret keys: {e}"))?;
+            for key in parsed {
+                let mut key = key.map_err(|e| format!("key {} cannot be read: {e}", keys.len() + 1))?;
+                unlock(&mut key, passphrase)?;
+                if !can_decrypt(&key) {
+                    return Err(format!("key {:X} has no key for encryption", key.fingerprint()));
+                }
+                keys.push(key);
             }
-            keys.push(key);
         }
         if keys.is_empty() {
             return Err("holds no OpenPGP secret key".into());
@@ -362,6 +367,22 @@ FkNhb5kN8sJZg57jOwpyJ6RUFrCY0xBPK5rPGQ==
 =UXk+
 -----END PGP MESSAGE-----
 ";
+    /// The other key, unprotected (`gpg --export-secret-keys --armor other@example.org`).
+    const OTHER_SECRET: &str = "-----BEGIN PGP PRIVATE KEY BLOCK-----
+
+lFgEaw5McxYJKwYBBAHaRw8BAQdA0NQ3vov3C2gi8mQOeK6clygY2/RiIwf8YavM
+Eas1Wn8AAQDCL7t12xe1rWloJ5hh79m5Ryaa2c3v+ddFFHetPsZxDBFStBlPdGhl
+ciA8b3RoZXJAZXhhbXBsZS5vcmc+iJAEExYIADgWIQRRJtrR/PCIQCECTHW4u7fN
+hyggWAUCaw5McwIbAwULCQgHAgYVCgkICwIEFgIDAQIeAQIXgAAKCRC4u7fNhygg
+WDe5AP9gtpYMUeMw6FFycjGDEvz+G3dl+Ao/i+nC976ZBo4P0AEAxwlsphvLu5sz
+9GfsfoHSmebpTKqrWfHv32DhVcsTOwmcXQRrDkxzEgorBgEEAZdVAQUBAQdAi290
+7l5SrLIhV/ecL1yh6ZZdfzTuhvOHREdVgMVVVnoDAQgHAAD/QwKXg1udnoROs5qU
+Wp7yNsKyQv8e7x9fBNpZBbyFgEAQRIh4BBgWCAAgFiEEUSba0fzwiEAhAkx1uLu3
+zYcoIFgFAmsOTHMCGwwACgkQuLu3zYcoIFiFIwD+LYmh4tLlzvfnQ0BPcXanu3xs
+Q2RS8rFFiQXB5NMZtiYA+wa7qyIqFgnXyXzG/qhY4/LU+q6FOpuxZXmo195DlOUJ
+=HVQm
+-----END PGP PRIVATE KEY BLOCK-----
+";
     const PLAINTEXT: &str = "The admin panel at /admin accepts any password.\nGrüße, Ann\n";
 
     /// Our key, unlocked once: the passphrase's key derivation (GnuPG's 65 million bytes of
@@ -383,6 +404,10 @@ FkNhb5kN8sJZg57jOwpyJ6RUFrCY0xBPK5rPGQ==
             refused.starts_with("encrypted to key 4A390BFA77E49035, which openpgp_secret_key does not hold"),
             "{refused}"
         );
+        // Both keys, exported one after the other into one file: each is read and unlocked.
+        let both = SecretKeys::load(&format!("{SUPPORT_SECRET}{OTHER_SECRET}"), Some("correct horse")).unwrap();
+        assert_eq!(both.0.len(), 2);
+        assert_eq!(decrypt(TO_OTHER.as_bytes(), &both, 1 << 20).unwrap().data, PLAINTEXT.as_bytes());
         let too_big = decrypt(TO_SUPPORT.as_bytes(), &keys, 10).err().unwrap();
         assert!(too_big.contains("more than the channel's max_mail_bytes of 10"), "{too_big}");
         // Debug output names the key, never its secret.
