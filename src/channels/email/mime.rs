@@ -137,23 +137,38 @@ fn is_header_display(part: &MessagePart<'_>) -> bool {
         && openpgp_decrypt::declares_protected_headers(part)
 }
 
+/// How many layers of signing and encryption inside a mail are opened (signed, then encrypted,
+/// is two).
+const MAX_LAYERS: usize = 3;
+
 fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> RawInbound {
     let Some(message) = MessageParser::default().parse(bytes) else {
         return unparseable(channel, bytes, keys);
     };
     let mut opened = smime::open(&message, bytes, channel);
     // An opaque-signed S/MIME mail is read as the mail it signs (see `smime`), a decrypted one
-    // as the mail it encrypts (`openpgp_decrypt`).
-    let carried = opened.mail.take();
-    if let Some(inner) = carried.as_deref().and_then(|carried| MessageParser::default().parse(carried)) {
-        // Signed inside the encryption, as its own PGP/MIME layer (Thunderbird).
-        if opened.signature.is_none() {
-            opened.signature = smime::open(&inner, carried.as_deref().unwrap_or_default(), channel).signature;
+    // as the mail it encrypts (`smime_decrypt`, `openpgp_decrypt`).
+    let Some(mut carried) = opened.mail.take() else { return read(channel, bytes, &message, keys, opened) };
+    // What it carries may be wrapped once more: signed inside the encryption, opaque (Outlook
+    // signs, then encrypts) or as its own PGP/MIME layer (Thunderbird). The outermost signature
+    // and encryption are the message's.
+    for _ in 0..MAX_LAYERS {
+        let Some(inner) = MessageParser::default().parse(&carried) else { break };
+        let next = smime::open(&inner, &carried, channel);
+        opened.signature = opened.signature.or(next.signature);
+        opened.encryption = opened.encryption.or(next.encryption);
+        match next.mail {
+            Some(mail) => carried = mail,
+            None => break,
         }
-        opened.subject = openpgp_decrypt::protected_subject(&inner);
-        return read(channel, bytes, &inner, keys, opened);
     }
-    read(channel, bytes, &message, keys, opened)
+    match MessageParser::default().parse(&carried) {
+        Some(inner) => {
+            opened.subject = openpgp_decrypt::protected_subject(&inner);
+            read(channel, bytes, &inner, keys, opened)
+        }
+        None => read(channel, bytes, &message, keys, opened),
+    }
 }
 
 /// The message `message` makes; `bytes` is its source as fetched, `smime` what S/MIME made of

@@ -32,6 +32,7 @@ pub mod reply;
 pub mod report;
 pub mod rtf;
 mod smime;
+mod smime_decrypt;
 mod smime_sign;
 mod smtp;
 #[cfg(test)]

@@ -63,14 +63,25 @@ fn is_encrypted(ber: &[u8]) -> bool {
     content_type.is_some_and(|oid| oid.is_oid(ID_ENVELOPED_DATA) || oid.is_oid(ID_AUTH_ENVELOPED_DATA))
 }
 
-/// What a mail encrypted with S/MIME says of itself: no key to read it is kept.
-fn encrypted() -> MailEncryption {
-    MailEncryption {
-        kind: "smime".into(),
-        decrypted: false,
-        detail: "encrypted to the recipient's certificate, whose key the gateway does not hold; \
-                 the encrypted content is the file smime.p7m"
-            .into(),
+/// What an S/MIME-encrypted mail (`source`, its encrypted content `ber`) opens to with the
+/// channel's S/MIME key (`smime_decrypt`): the mail it encrypts, or why it stays encrypted.
+fn decrypted(ber: &[u8], source: &[u8], channel: &EmailChannelConfig) -> Opened {
+    let flag = |decrypted, detail: &str| Some(MailEncryption { kind: "smime".into(), decrypted, detail: detail.into() });
+    match super::smime_decrypt::decrypt(ber, channel) {
+        None => Opened {
+            encryption: flag(
+                false,
+                "encrypted to the recipient's certificate, whose key the gateway does not hold; the encrypted \
+                 content is the file smime.p7m",
+            ),
+            ..Opened::default()
+        },
+        Some(Ok(entity)) => Opened {
+            mail: Some(inner_mail(source, &entity)),
+            encryption: flag(true, "decrypted with the key of smime_certificate_file"),
+            ..Opened::default()
+        },
+        Some(Err(why)) => Opened { encryption: flag(false, &why), ..Opened::default() },
     }
 }
 
@@ -181,15 +192,17 @@ pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelC
         Some((part, smime_type)) if smime_type.as_deref().is_none_or(|t| t == "signed-data") => {
             let data = signed_data(part.contents());
             if data.is_none() && smime_type.is_none() {
-                let encryption = is_encrypted(part.contents()).then(encrypted);
-                return Opened { encryption, ..Opened::default() };
+                return match is_encrypted(part.contents()) {
+                    true => decrypted(part.contents(), source, channel),
+                    false => Opened::default(),
+                };
             }
             let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| inner_mail(source, entity));
             let signature = Some(verify(data, None, from, channel.smime_ca_pem.as_deref()));
             Opened { mail, signature, ..Opened::default() }
         }
-        Some((_, Some(smime_type))) if smime_type == "enveloped-data" || smime_type == "authenveloped-data" => {
-            Opened { encryption: Some(encrypted()), ..Opened::default() }
+        Some((part, Some(smime_type))) if smime_type == "enveloped-data" || smime_type == "authenveloped-data" => {
+            decrypted(part.contents(), source, channel)
         }
         Some(_) => Opened::default(),
         None => super::openpgp_decrypt::open(message, source, channel).unwrap_or_else(|| Opened {
@@ -579,8 +592,9 @@ pub(super) fn certificate(element: Element<'_>) -> Option<Certificate<'_>> {
 }
 
 impl<'a> Certificate<'a> {
-    /// Whether a SignerInfo's `sid` names this certificate.
-    fn is(&self, sid: Element<'_>) -> bool {
+    /// Whether a SignerInfo's `sid` (or a RecipientInfo's `rid`, the same choice) names this
+    /// certificate.
+    pub fn is(&self, sid: Element<'_>) -> bool {
         match sid.tag {
             SEQUENCE => {
                 let Some(mut fields) = sid.children(SEQUENCE) else { return false };
