@@ -218,15 +218,16 @@ pub struct MailSignature {
 }
 
 /// That a mail came encrypted (S/MIME or OpenPGP), and whether the gateway read it: with the
-/// channel's OpenPGP secret key the message is what the mail encrypts; otherwise its text
+/// channel's own key (its OpenPGP secret key, or the key of its S/MIME certificate) the
+/// message is what the mail encrypts; otherwise its text
 /// cannot be read here, and the encrypted content stays as a file (and in the mail's source)
 /// for a mail client that holds the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailEncryption {
     /// `smime` or `openpgp`.
     pub kind: String,
-    /// Whether the gateway read what it encrypts (with the channel's `openpgp_secret_key`;
-    /// S/MIME is never decrypted).
+    /// Whether the gateway read what it encrypts (with the channel's `openpgp_secret_key`, or
+    /// its S/MIME `smime_key`).
     pub decrypted: bool,
     /// Why, in words, for an operator.
     pub detail: String,

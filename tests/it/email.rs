@@ -2014,6 +2014,143 @@ async fn an_openpgp_encrypted_mail_is_read_with_our_key_as_gnupg_reads_it() {
     server.stop().await;
 }
 
+/// Mail S/MIME-encrypted to our own certificate (the one we sign with: `smime_certificate_file`,
+/// `smime_key_file`) is read as the mail it encrypts, and Debian's `openssl cms -decrypt`,
+/// holding the same key, is the reference: it decrypts exactly the mails we decrypt, to the
+/// text we show. The mails, as `openssl cms -encrypt` makes them: AES-256-CBC (Outlook's),
+/// AES-128-CBC, Triple-DES (openssl's default, older Outlook's), RSAES-OAEP with SHA-256, AES-256-GCM
+/// (AuthEnvelopedData); signed by Ann, then encrypted, as Outlook does (her signature is
+/// checked); to another certificate only; to an EC certificate (key agreement, not read); and
+/// damaged on the way. Those not decrypted say why and keep their `smime.p7m`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_smime_encrypted_mail_is_read_with_our_key_as_openssl_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssl = |args: &[&str]| openssl(dir.path(), args);
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+    let pki = SmimePki::new(dir.path(), "/O=Example/CN=Example Mail CA");
+    pki.issue("support", RSA_KEY, "ca", &SmimePki::person(SUPPORT.0, "emailProtection"));
+    pki.issue("ann", RSA_KEY, "ca", &SmimePki::person("ann@customer.example", "emailProtection"));
+    pki.issue("other", RSA_KEY, "ca", &SmimePki::person("other@example.com", "emailProtection"));
+    pki.issue("bob", EC_KEY, "ca", &SmimePki::person("bob@customer.example", "emailProtection"));
+    let report = "the portal lets anyone in with the password admin";
+    let entity = format!(
+        "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nHello,\r\n\r\n{report}.\r\n"
+    );
+    write("entity.eml", entity.as_bytes());
+    // openssl's S/MIME output, its line ends made CRLF as mail carries them.
+    let crlf = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap().replace("\r\n", "\n").replace('\n', "\r\n");
+    let encrypt = |input: &str, recipient: &str, extra: &[&str]| {
+        crlf(ssl(&[&["cms", "-encrypt", "-in", input, "-recip", recipient][..], extra].concat()))
+    };
+    // Outlook: opaque-signed by Ann, then encrypted.
+    write(
+        "signed.eml",
+        &ssl(&["cms", "-sign", "-signer", "ann.pem", "-inkey", "ann.key", "-in", "entity.eml", "-nodetach"]),
+    );
+    // Damaged: the last byte of the next-to-last AES block, so that the padding cannot be right
+    // (CBC has no integrity check: a change elsewhere decrypts to garbage, for openssl too).
+    let mut der = ssl(&["cms", "-encrypt", "-aes256", "-in", "entity.eml", "-recip", "support.pem", "-outform", "DER"]);
+    let at = der.len() - 17;
+    der[at] ^= 0x80;
+    let base64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der);
+    let lines: Vec<&str> = base64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let damaged = format!(
+        "MIME-Version: 1.0\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\n\
+         Content-Type: application/pkcs7-mime; smime-type=enveloped-data; name=\"smime.p7m\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        lines.join("\r\n")
+    );
+    // (subject, body, whether it is decrypted)
+    let mails = [
+        ("aes256", encrypt("entity.eml", "support.pem", &["-aes256"]), true),
+        ("aes128", encrypt("entity.eml", "support.pem", &["-aes128"]), true),
+        // openssl's default, and older Outlook's.
+        ("3des", encrypt("entity.eml", "support.pem", &[]), true),
+        (
+            "oaep",
+            encrypt(
+                "entity.eml",
+                "support.pem",
+                &["-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256", "-keyopt", "rsa_mgf1_md:sha256"],
+            ),
+            true,
+        ),
+        ("gcm", encrypt("entity.eml", "support.pem", &["-aes-256-gcm"]), true),
+        ("outlook signed", encrypt("signed.eml", "support.pem", &["-aes256"]), true),
+        ("other", encrypt("entity.eml", "other.pem", &[]), false),
+        ("ec", encrypt("entity.eml", "bob.pem", &[]), false),
+        ("damaged", damaged, false),
+    ];
+    let mail = MailServers::start().await;
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let config = format!(
+        "smime_certificate_file = {:?}\nsmime_key_file = {:?}\nsmime_ca_file = {:?}",
+        path("support.pem"),
+        path("support.key"),
+        path("ca.pem")
+    );
+    let (helpdesk, server) = with_helpdesk_and(&mail, &config).await;
+    for (n, (subject, body, _)) in mails.iter().enumerate() {
+        append_signed(&mail, n, "ann", subject, body).await;
+    }
+    for n in 0..mails.len() {
+        nth_received(&helpdesk, n).await;
+    }
+    let received = helpdesk.events_of("message.received");
+    let message = |subject: &str| received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == subject).unwrap();
+    for (subject, body, decrypted) in &mails {
+        let found = message(subject);
+        write("mail.eml", body.as_bytes());
+        let reference = std::process::Command::new("openssl")
+            .args(["cms", "-decrypt", "-recip", "support.pem", "-inkey", "support.key", "-in", "mail.eml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            reference.status.success(),
+            *decrypted,
+            "{subject}: openssl said {}",
+            String::from_utf8_lossy(&reference.stderr)
+        );
+        let encryption = &found["encryption"];
+        assert_eq!(
+            (&encryption["kind"], &encryption["decrypted"]),
+            (&json!("smime"), &json!(decrypted)),
+            "{subject}: {found}"
+        );
+        if *decrypted {
+            assert!(found["text"].as_str().unwrap().contains(report), "{subject}: {found}");
+            // Outlook's: what openssl decrypts is Ann's opaque-signed mail, which it verifies.
+            let plaintext = match *subject {
+                "outlook signed" => {
+                    write("inner.eml", &reference.stdout);
+                    ssl(&["cms", "-verify", "-CAfile", "ca.pem", "-in", "inner.eml"])
+                }
+                _ => reference.stdout,
+            };
+            assert!(String::from_utf8_lossy(&plaintext).contains(report), "{subject}");
+            assert_eq!(found["attachments"], json!([]), "{subject}: {found}");
+        } else {
+            assert_eq!(found["attachments"][0]["filename"], "smime.p7m", "{subject}: {found}");
+            assert!(!found.to_string().contains(report), "{subject}: {found}");
+        }
+    }
+    let detail = |subject: &str| message(subject)["encryption"]["detail"].as_str().unwrap().to_owned();
+    assert_eq!(detail("aes256"), "decrypted with the key of smime_certificate_file");
+    let signed = message("outlook signed");
+    assert_eq!(
+        (&signed["signature"]["kind"], &signed["signature"]["status"]),
+        (&json!("smime"), &json!("valid")),
+        "{signed}"
+    );
+    assert_eq!(message("aes256")["signature"], Value::Null);
+    assert!(detail("other").starts_with("encrypted to other certificates"), "{}", detail("other"));
+    assert!(detail("ec").starts_with("encrypted by key agreement"), "{}", detail("ec"));
+    assert!(detail("damaged").contains("changed or damaged"), "{}", detail("damaged"));
+    server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+}
+
 /// With `openpgp_encrypt`, the mail we send goes out PGP/MIME-encrypted to its recipients' keys
 /// in `openpgp_keyring_file`, and GnuPG reads it as the recipients' mail clients would: Ann's
 /// decrypts it with her key, finds our signature good (our `openpgp_secret_key` signs), and

@@ -66,7 +66,8 @@ fn is_encrypted(ber: &[u8]) -> bool {
 /// What an S/MIME-encrypted mail (`source`, its encrypted content `ber`) opens to with the
 /// channel's S/MIME key (`smime_decrypt`): the mail it encrypts, or why it stays encrypted.
 fn decrypted(ber: &[u8], source: &[u8], channel: &EmailChannelConfig) -> Opened {
-    let flag = |decrypted, detail: &str| Some(MailEncryption { kind: "smime".into(), decrypted, detail: detail.into() });
+    let flag =
+        |decrypted, detail: &str| Some(MailEncryption { kind: "smime".into(), decrypted, detail: detail.into() });
     match super::smime_decrypt::decrypt(ber, channel) {
         None => Opened {
             encryption: flag(

@@ -173,9 +173,13 @@ fn aes_cbc(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
 /// `data` decrypted in CBC mode with `cipher` from `iv`, its PKCS#7 padding checked and taken
 /// off (RFC 5652 §6.3). None: not whole blocks, or the padding is wrong (another key, or
 /// changed on the way).
-fn cbc<C: aes::cipher::BlockDecrypt + aes::cipher::BlockSizeUser>(cipher: &C, iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+fn cbc<C: aes::cipher::BlockDecrypt + aes::cipher::BlockSizeUser>(
+    cipher: &C,
+    iv: &[u8],
+    data: &[u8],
+) -> Option<Vec<u8>> {
     let size = C::block_size();
-    if data.is_empty() || data.len() % size != 0 || iv.len() != size {
+    if data.is_empty() || !data.len().is_multiple_of(size) || iv.len() != size {
         return None;
     }
     let mut out = Vec::with_capacity(data.len());
@@ -208,4 +212,71 @@ fn aes_gcm(key: &[u8], nonce: &[u8], aad: &[u8], data: &[u8], tag: &[u8]) -> Opt
     let mut in_out = [data, tag].concat();
     let plain = key.open_in_place(nonce, Aad::from(aad), &mut in_out).ok()?;
     Some(plain.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channels::email::tests::bit_flips;
+
+    /// A throwaway certificate and key of ours (`openssl req -x509`), and "The admin panel
+    /// accepts any password." encrypted to it by `openssl cms -encrypt`: AES-256-GCM
+    /// (AuthEnvelopedData, DER) and AES-256-CBC streamed (BER: indefinite lengths, the content
+    /// in chunks).
+    const CERTIFICATE: &[u8] = include_bytes!("../../../tests/fixtures/smime-decrypt/support.pem");
+    const KEY: &str = include_str!("../../../tests/fixtures/smime-decrypt/support.key");
+    const GCM: &[u8] = include_bytes!("../../../tests/fixtures/smime-decrypt/gcm.der");
+    const CBC_STREAMED: &[u8] = include_bytes!("../../../tests/fixtures/smime-decrypt/cbc-stream.der");
+    const ENTITY: &str = "Content-Type: text/plain; charset=utf-8\r\n\r\nThe admin panel accepts any password.\r\n";
+
+    #[test]
+    fn both_forms_openssl_writes_are_decrypted() {
+        for ber in [GCM, CBC_STREAMED] {
+            assert_eq!(decrypt_with(ber, CERTIFICATE, KEY).unwrap(), ENTITY.as_bytes());
+        }
+    }
+
+    /// A damaged message is refused, or read as it was where the damage missed what is
+    /// authenticated (GCM: never a changed plaintext), and never panics; CBC has no integrity
+    /// check, so only the absence of a panic is asked of it.
+    #[test]
+    fn damaged_messages_do_not_panic_and_gcm_yields_no_changed_plaintext() {
+        let mut refused = 0;
+        // (An RSA decryption each: a debug build takes a while.)
+        for (at, damaged) in bit_flips(GCM, 200) {
+            match decrypt_with(&damaged, CERTIFICATE, KEY) {
+                Ok(plaintext) => assert_eq!(plaintext, ENTITY.as_bytes(), "a flip at {at} changed the plaintext"),
+                Err(_) => refused += 1,
+            }
+        }
+        assert!(refused > 160, "only {refused} of 200 damaged copies refused");
+        for (_, damaged) in bit_flips(CBC_STREAMED, 100) {
+            let _ = decrypt_with(&damaged, CERTIFICATE, KEY);
+        }
+    }
+
+    #[test]
+    fn cbc_padding_is_checked() {
+        use aes::cipher::{BlockEncrypt, KeyInit};
+        let cipher = aes::Aes128::new_from_slice(&[7; 16]).unwrap();
+        let iv = [1u8; 16];
+        // One block of "hello" padded with eleven 11s, encrypted by hand.
+        let mut block = aes::cipher::generic_array::GenericArray::clone_from_slice(&{
+            let mut plain = [11u8; 16];
+            plain[..5].copy_from_slice(b"hello");
+            let mut xored = [0u8; 16];
+            for i in 0..16 {
+                xored[i] = plain[i] ^ iv[i];
+            }
+            xored
+        });
+        cipher.encrypt_block(&mut block);
+        assert_eq!(cbc(&cipher, &iv, &block).unwrap(), b"hello");
+        // An IV changed in its last byte changes the padding's length byte: refused.
+        let mut changed = iv;
+        changed[15] ^= 0x80;
+        assert_eq!(cbc(&cipher, &changed, &block), None);
+        assert_eq!(cbc(&cipher, &iv, &block[..15]), None);
+        assert_eq!(cbc(&cipher, &iv, &[]), None);
+    }
 }
