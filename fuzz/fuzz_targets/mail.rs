@@ -1,7 +1,7 @@
 //! Any bytes as a fetched mail, through everything the email channel does to a mail before the
 //! store sees it: MIME parsing, the new part of a reply, bounce and auto-reply reading (standard
 //! reports, refusal notices, plain-text bounces), forwards, TNEF and RTF bodies, S/MIME
-//! opaque-signed mail and signatures, OpenPGP signatures and decryption, Authentication-Results headers, the keys that
+//! opaque-signed mail, signatures and decryption, OpenPGP signatures and decryption, Authentication-Results headers, the keys that
 //! make two fetches one mail. In the gateway a panic there makes the mail a stored, unparsed
 //! message (`mime::guarded`); here libFuzzer's panic hook stops at it, and a slow input (a
 //! quadratic loop: a folder stuck on one mail) is reported by `-timeout`.
@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use switchboard::channels::email::config::EmailChannelConfig;
 use switchboard::channels::email::openpgp_decrypt::SecretKeys;
+use switchboard::config::Secret;
 use switchboard::channels::email::{mime, openpgp, reply};
 
 static CHANNEL: LazyLock<EmailChannelConfig> = LazyLock::new(|| {
@@ -40,6 +41,10 @@ tls = "none"
     // decrypted and read, not only flagged.
     channel.openpgp_secret_keys =
         SecretKeys::load(include_str!("../secret-key.asc"), Some("correct horse")).expect("the fuzz secret key");
+    // And our S/MIME certificate and key, so that mail encrypted to it
+    // (fuzz/seeds/smime-encrypted-support-*.eml) is decrypted too.
+    channel.smime_certificate_pem = Some(include_bytes!("../../tests/fixtures/smime-decrypt/support.pem").to_vec());
+    channel.smime_key = Some(Secret::new(include_str!("../../tests/fixtures/smime-decrypt/support.key")));
     channel
 });
 

@@ -6,9 +6,10 @@
 //! gateways. A reader that does not look inside sees a mail with no text and one `smime.p7m`
 //! file: Zammad (zammad#6376, #4742), osTicket (#883, #6806) and FreeScout (#2540) show such
 //! mail as empty. Here the signed entity is taken out and read as the mail, under the mail's own
-//! header (sender, subject, threading). Encrypted S/MIME (`enveloped-data`) cannot be read
-//! without the recipient's key and stays a mail with its `smime.p7m` file, which says it is
-//! encrypted (`MailEncryption`), so that a helpdesk can tell why it has no text.
+//! header (sender, subject, threading). Encrypted S/MIME (`enveloped-data`) is read with the
+//! key of the certificate the channel signs with (`smime_decrypt`); without it, it stays a mail
+//! with its `smime.p7m` file, which says it is encrypted (`MailEncryption`), so that a helpdesk
+//! can tell why it has no text.
 //!
 //! **Signatures** of opaque-signed and clear-signed (`multipart/signed`, §3.5.2) mail are
 //! checked, and the message says what was found (`MailSignature`), as a mail client shows its

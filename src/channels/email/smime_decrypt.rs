@@ -236,6 +236,24 @@ mod tests {
         }
     }
 
+    /// The fuzz seeds (the same, as mails) read as the mail they encrypt, by a channel that
+    /// signs with the certificate.
+    #[test]
+    fn an_encrypted_mail_reads_as_what_it_encrypts() {
+        let mut channel = crate::channels::email::tests::channel();
+        channel.smime_certificate_pem = Some(CERTIFICATE.to_vec());
+        channel.smime_key = Some(crate::config::Secret::new(KEY));
+        for seed in [
+            &include_bytes!("../../../fuzz/seeds/smime-encrypted-support-gcm.eml")[..],
+            include_bytes!("../../../fuzz/seeds/smime-encrypted-support-cbc-stream.eml"),
+        ] {
+            let raw = super::super::mime::to_raw_inbound(&channel, seed.to_vec());
+            assert_eq!(raw.text.as_deref(), Some("The admin panel accepts any password.\r\n"));
+            assert_eq!(raw.subject.as_deref(), Some("Report"));
+            assert!(raw.attachments.is_empty() && raw.encryption.is_some_and(|e| e.decrypted && e.kind == "smime"));
+        }
+    }
+
     /// A damaged message is refused, or read as it was where the damage missed what is
     /// authenticated (GCM: never a changed plaintext), and never panics; CBC has no integrity
     /// check, so only the absence of a panic is asked of it.
