@@ -1468,6 +1468,25 @@ async fn append_signed(mail: &MailServers, n: usize, from: &str, subject: &str, 
     text
 }
 
+/// The `message.received` events of `mails` (subject, body), appended in order from Ann's
+/// customer address (`append_signed`) on a channel with `config`; and the server, to stop.
+async fn received_from_ann<'a>(
+    mail: &MailServers,
+    config: &str,
+    mails: impl Iterator<Item = (&'a str, &'a str)>,
+) -> (Vec<Value>, TestServer) {
+    let (helpdesk, server) = with_helpdesk_and(mail, config).await;
+    let mut count = 0;
+    for (n, (subject, body)) in mails.enumerate() {
+        append_signed(mail, n, "ann", subject, body).await;
+        count += 1;
+    }
+    for n in 0..count {
+        nth_received(&helpdesk, n).await;
+    }
+    (helpdesk.events_of("message.received"), server)
+}
+
 /// A signed mail's signature is checked, and the message says what was found (`signature`), as
 /// a mail client's badge does. A small PKI made with Debian's `openssl` (a customer company's
 /// CA, which the channel trusts through `smime_ca_file`; RSA and EC people's certificates; a
@@ -1924,14 +1943,7 @@ async fn an_openpgp_encrypted_mail_is_read_with_our_key_as_gnupg_reads_it() {
         said.contains(&format!("openpgp_secret_key_file: {secret_file}: the passphrase does not unlock key {support}")),
         "{said}"
     );
-    let (helpdesk, server) = with_helpdesk_and(&mail, &config).await;
-    for (n, (subject, body, _)) in mails.iter().enumerate() {
-        append_signed(&mail, n, "ann", subject, body).await;
-    }
-    for n in 0..mails.len() {
-        nth_received(&helpdesk, n).await;
-    }
-    let received = helpdesk.events_of("message.received");
+    let (received, server) = received_from_ann(&mail, &config, mails.iter().map(|(s, b, _)| (*s, b.as_str()))).await;
     let nth = |n: usize| {
         let id = format!("signed-{n}@customer.example");
         received.iter().map(|e| e["data"].clone()).find(|m| m["provider"]["message_id"] == id).unwrap()
@@ -2089,14 +2101,7 @@ async fn an_smime_encrypted_mail_is_read_with_our_key_as_openssl_reads_it() {
         path("support.key"),
         path("ca.pem")
     );
-    let (helpdesk, server) = with_helpdesk_and(&mail, &config).await;
-    for (n, (subject, body, _)) in mails.iter().enumerate() {
-        append_signed(&mail, n, "ann", subject, body).await;
-    }
-    for n in 0..mails.len() {
-        nth_received(&helpdesk, n).await;
-    }
-    let received = helpdesk.events_of("message.received");
+    let (received, server) = received_from_ann(&mail, &config, mails.iter().map(|(s, b, _)| (*s, b.as_str()))).await;
     let message = |subject: &str| received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == subject).unwrap();
     for (subject, body, decrypted) in &mails {
         let found = message(subject);
