@@ -1808,6 +1808,10 @@ async fn an_openpgp_signed_mails_signature_is_checked_as_gnupg_checks_it() {
         detail("mallory autocrypt")
     );
     assert_eq!(detail("bob sha1"), "signed with SHA-1, which is no longer safe");
+    // An inline-signed text reads as what was signed: no armor, no signature block, and the
+    // line GnuPG dash-escaped ("- - Thanks") as written.
+    let shown = message("ann inline")["text"].as_str().unwrap().to_owned();
+    assert!(!shown.contains("-----") && shown.contains("- Thanks") && !shown.contains("- - Thanks"), "{shown}");
     // The altered mail is still the customer's, read as it arrived; the signature is no file.
     let altered = message("ann mime altered");
     assert!(altered["text"].as_str().unwrap().contains("order 8"));

@@ -230,6 +230,16 @@ fn read(
         }
         encryption = encryption.or(Some(opened.encryption));
     }
+    // Inline PGP (mutt, Enigmail) signs the text itself, which then reads as a mail client
+    // shows it: without the armor and the signature block (the source keeps them).
+    if signature.is_none() {
+        if let Some(signed) =
+            text.as_deref().and_then(|t| openpgp::inline(message, t, &from.address, &channel.openpgp_keys))
+        {
+            signature = Some(signed.signature);
+            text = signed.text.or(text);
+        }
+    }
 
     let mut attachments = Vec::new();
     let mut skipped = Vec::new();
@@ -311,9 +321,6 @@ fn read(
     let forwarded_from = forwarded.map(|original| original.sender);
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
-    // Inline PGP (mutt, Enigmail) signs the text itself.
-    let signature =
-        signature.or_else(|| openpgp::inline(message, text.as_deref()?, &from.address, &channel.openpgp_keys));
     let encryption = encryption.or_else(|| openpgp::encryption(message, text.as_deref()));
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.

@@ -4,7 +4,10 @@
 //! `application/pgp-signature`: Thunderbird, Enigmail, GpgOL, Mailvelope), whose detached
 //! signature covers the first part exactly as it travelled, header included, with CRLF line
 //! ends; and **inline** (the cleartext signature framework, RFC 9580 §7: mutt, older Enigmail),
-//! whose signature covers the text between its armor lines.
+//! whose signature covers the text between its armor lines. An inline-signed text then reads
+//! as what it signs, without the armor (`InlineSigned::text`).
+//!
+//! The same keys serve the mail we send encrypted (`encryption_key`, for `openpgp_encrypt`).
 //!
 //! OpenPGP has no CA: a key is trusted because someone decided to. Here that is the operator,
 //! who exports the customers' public keys into the keyring file (`gpg --export --armor`), as a
@@ -100,9 +103,10 @@ pub fn detached(
     }
 }
 
-/// Where an inline signature (the cleartext signature framework) is in `text`: the block from
-/// its first armor line to its last, and whether anything but blank lines lies outside it.
-fn cleartext_block(text: &str) -> Option<(&str, bool)> {
+/// Where an inline signature (the cleartext signature framework) is in `text`: the byte range
+/// of the block from its first armor line to its last, and whether anything but blank lines
+/// lies outside it.
+fn cleartext_block(text: &str) -> Option<(usize, usize, bool)> {
     let start = text.find(SIGNED_MESSAGE)?;
     // The armor line must be a line of its own.
     if !text[..start].is_empty() && !text[..start].ends_with('\n') {
@@ -110,26 +114,35 @@ fn cleartext_block(text: &str) -> Option<(&str, bool)> {
     }
     let end = start + text[start..].find(SIGNATURE_END)? + SIGNATURE_END.len();
     let outside = !text[..start].trim().is_empty() || !text[end..].trim().is_empty();
-    Some((&text[start..end], outside))
+    Some((start, end, outside))
+}
+
+/// An inline signature found in a text (`inline`).
+pub struct InlineSigned {
+    pub signature: MailSignature,
+    /// The text with the signed block shown as what it signs, as a mail client shows it:
+    /// without the armor lines, the armor headers and the signature, dash-escaping undone
+    /// (RFC 9580 §7.1). None when the block cannot be read.
+    pub text: Option<String>,
 }
 
 /// The verdict on the inline signature in `text` (`message`'s text, decoded), for a mail from
-/// `from`.
-pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPublicKey]) -> Option<MailSignature> {
-    let (block, outside) = cleartext_block(text)?;
+/// `from`, and the text as it reads without the signature's armor.
+pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPublicKey]) -> Option<InlineSigned> {
+    let (start, end, outside) = cleartext_block(text)?;
+    let block = &text[start..end];
     // It was signed in the bytes of its charset, which decoding made UTF-8.
     let utf8 = message.text_bodies().all(|part| {
         let charset = part.content_type().and_then(|c| c.attribute("charset")).unwrap_or("us-ascii");
         ["utf-8", "utf8", "us-ascii", "ascii"].iter().any(|c| charset.eq_ignore_ascii_case(c))
     });
+    let unread = |detail: String| Some(InlineSigned { signature: unverifiable(detail), text: None });
     if !utf8 && !block.is_ascii() {
-        return Some(unverifiable(
-            "the signed text is not in UTF-8, and it was signed in its own charset's bytes".into(),
-        ));
+        return unread("the signed text is not in UTF-8, and it was signed in its own charset's bytes".into());
     }
     let cleartext = match CleartextSignedMessage::from_string(block) {
         Ok((cleartext, _)) => cleartext,
-        Err(e) => return Some(unverifiable(format!("the signature cannot be read: {e}"))),
+        Err(e) => return unread(format!("the signature cannot be read: {e}")),
     };
     let signed = cleartext.signed_text();
     let carried = || carried_key(message, from);
@@ -137,7 +150,10 @@ pub fn inline(message: &Message<'_>, text: &str, from: &str, keys: &[SignedPubli
     if outside {
         unsigned_text_around(&mut signature, "signed");
     }
-    Some(signature)
+    let unescaped: String =
+        cleartext.text().split_inclusive('\n').map(|line| line.strip_prefix("- ").unwrap_or(line)).collect();
+    let text = format!("{}{}{}", &text[..start], unescaped, &text[end..]);
+    Some(InlineSigned { signature, text: Some(text) })
 }
 
 /// A `valid` verdict on an inline block (`kind`: signed, encrypted) that has text around it,
@@ -492,7 +508,7 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
             let charset = if utf8 { "utf-8" } else { "iso-8859-1" };
             let mail = format!("From: {from}\r\nContent-Type: text/plain; charset={charset}\r\n\r\n{text}");
             let message = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
-            inline(&message, text, from, keys).map(|s| s.status)
+            inline(&message, text, from, keys).map(|s| s.signature.status)
         };
         use SignatureStatus::*;
         assert_eq!(status(ANN_SIGNED, true, ANN, &keys), Some(Valid));
@@ -503,6 +519,13 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
         assert_eq!(status(ANN_SIGNED, true, ANN, &[]), Some(Unverifiable));
         assert_eq!(status(&ANN_SIGNED.replace("order 7", "order 7 für"), false, ANN, &keys), Some(Unverifiable));
         assert_eq!(status("Hello", true, ANN, &keys), None);
+        // The text reads as what was signed, with what lies around it: no armor, no signature.
+        let mail = format!("From: {ANN}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{ANN_SIGNED}");
+        let message = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
+        let text = format!("Hello,\n{ANN_SIGNED}\n-- \nfooter");
+        let shown = inline(&message, &text, ANN, &keys).unwrap().text.unwrap();
+        assert!(!shown.contains("-----") && !shown.contains("Hash:"), "{shown}");
+        assert!(shown.starts_with("Hello,\n") && shown.ends_with("\n-- \nfooter"), "{shown}");
         // Two copies of the key, in two blocks, make one keyring.
         assert_eq!(keyring(format!("{ANN_KEY}\n{ANN_KEY}").as_bytes()).unwrap().len(), 2);
     }
@@ -519,7 +542,7 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
             let headers: String = autocrypt.iter().map(|h| format!("Autocrypt: {h}\r\n")).collect();
             let mail = format!("From: Ann <{ANN}>\r\n{headers}Content-Type: text/plain; charset=utf-8\r\n\r\n{text}");
             let message = mail_parser::MessageParser::default().parse(mail.as_bytes()).unwrap();
-            inline(&message, text, ANN, &[]).unwrap()
+            inline(&message, text, ANN, &[]).unwrap().signature
         };
         let header = format!("addr={ANN}; prefer-encrypt=mutual; keydata={folded}");
         let carried = verdict(std::slice::from_ref(&header), ANN_SIGNED);
@@ -584,12 +607,14 @@ I4K1VGa6V4wen9qxf84erX8mn11MtQY=
     #[test]
     fn an_inline_signature_is_found_with_what_lies_around_it() {
         let block = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi\n-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----";
-        assert_eq!(cleartext_block(block), Some((block, false)));
-        assert_eq!(cleartext_block(&format!("\n\n{block}\n\n")), Some((block, false)));
-        assert_eq!(cleartext_block(&format!("{block}\n--\nList footer\n")), Some((block, true)));
-        assert_eq!(cleartext_block(&format!("Hello\n{block}")), Some((block, true)));
-        assert_eq!(cleartext_block(&format!("Quoted: {block}")), None);
-        assert_eq!(cleartext_block("-----BEGIN PGP SIGNED MESSAGE-----\nno end"), None);
+        let found =
+            |text: &str| cleartext_block(text).map(|(start, end, outside)| (text[start..end].to_owned(), outside));
+        assert_eq!(found(block), Some((block.to_owned(), false)));
+        assert_eq!(found(&format!("\n\n{block}\n\n")), Some((block.to_owned(), false)));
+        assert_eq!(found(&format!("{block}\n--\nList footer\n")), Some((block.to_owned(), true)));
+        assert_eq!(found(&format!("Hello\n{block}")), Some((block.to_owned(), true)));
+        assert_eq!(found(&format!("Quoted: {block}")), None);
+        assert_eq!(found("-----BEGIN PGP SIGNED MESSAGE-----\nno end"), None);
     }
 
     #[test]

@@ -267,6 +267,7 @@ fn check(raw: &crate::channels::RawInbound, bytes: &[u8], expected: &serde_json:
             "cc" => expect(&mut problems, key, serde_json::to_value(&raw.cc).unwrap(), want),
             "sent_at" => expect(&mut problems, key, json!(raw.sent_at.map(crate::model::time::rfc3339)), want),
             "subject" => expect(&mut problems, key, json!(raw.subject), want),
+            "text" => expect(&mut problems, key, json!(raw.text), want),
             "reply_text" => expect(&mut problems, key, json!(raw.reply_text), want),
             "auto_reply" => expect(&mut problems, key, json!(raw.auto_reply), want),
             "sent_by_us" => expect(&mut problems, key, json!(raw.sent_by_us), want),
