@@ -137,8 +137,8 @@ fn is_header_display(part: &MessagePart<'_>) -> bool {
         && openpgp_decrypt::declares_protected_headers(part)
 }
 
-/// How many layers of signing and encryption inside a mail are opened (signed, then encrypted,
-/// is two).
+/// How many more layers of signing and encryption are opened inside the outermost one (Outlook's
+/// signed, then encrypted, needs one).
 const MAX_LAYERS: usize = 3;
 
 fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> RawInbound {
@@ -151,28 +151,27 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     let Some(mut carried) = opened.mail.take() else { return read(channel, bytes, &message, keys, opened) };
     // What it carries may be wrapped once more: signed inside the encryption, opaque (Outlook
     // signs, then encrypts) or as its own PGP/MIME layer (Thunderbird). The outermost signature
-    // and encryption are the message's.
-    for _ in 0..MAX_LAYERS {
+    // and encryption are the message's; the innermost mail, parsed once, is read.
+    for depth in 1..=MAX_LAYERS {
         let Some(inner) = MessageParser::default().parse(&carried) else { break };
         let next = smime::open(&inner, &carried, channel);
         opened.signature = opened.signature.or(next.signature);
         opened.encryption = opened.encryption.or(next.encryption);
         match next.mail {
-            Some(mail) => carried = mail,
-            None => break,
+            Some(mail) if depth < MAX_LAYERS => carried = mail,
+            _ => {
+                opened.subject = openpgp_decrypt::protected_subject(&inner);
+                return read(channel, bytes, &inner, keys, opened);
+            }
         }
     }
-    match MessageParser::default().parse(&carried) {
-        Some(inner) => {
-            opened.subject = openpgp_decrypt::protected_subject(&inner);
-            read(channel, bytes, &inner, keys, opened)
-        }
-        None => read(channel, bytes, &message, keys, opened),
-    }
+    // What it carries cannot be parsed: the mail as fetched is read.
+    read(channel, bytes, &message, keys, opened)
 }
 
-/// The message `message` makes; `bytes` is its source as fetched, `smime` what S/MIME made of
-/// the mail as fetched (its signature, whether it is encrypted).
+/// The message `message` makes; `bytes` is its source as fetched, `smime` what opening the
+/// mail's layers found (`smime::open`: its signature, whether and how it was encrypted, the
+/// protected subject).
 fn read(
     channel: &EmailChannelConfig,
     bytes: &Bytes,

@@ -310,15 +310,18 @@ pub(super) fn inline(
         Ok(plaintext) => plaintext,
         Err(why) => return Some(InlineDecryption { text: None, signature: None, encryption: flag(false, why) }),
     };
-    // Written in the text part's charset, which the armor does not change.
-    let decoded = match String::from_utf8(plaintext.data.clone()) {
-        Ok(decoded) => decoded,
-        Err(_) => text_charset(message)
-            .and_then(|charset| mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()))
-            .map(|decode| decode(&plaintext.data))
-            .unwrap_or_else(|| String::from_utf8_lossy(&plaintext.data).into_owned()),
-    };
     let mut signature = signature(&plaintext, message, from, channel);
+    // Written in the text part's charset, which the armor does not change.
+    let decoded = match String::from_utf8(plaintext.data) {
+        Ok(decoded) => decoded,
+        Err(e) => {
+            let bytes = e.into_bytes();
+            text_charset(message)
+                .and_then(|charset| mail_parser::decoders::charsets::map::charset_decoder(charset.as_bytes()))
+                .map(|decode| decode(&bytes))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned())
+        }
+    };
     // As with an inline signature: text around the block was not signed.
     let outside = !text[..start].trim().is_empty() || !text[end..].trim().is_empty();
     if let Some(signature) = signature.as_mut().filter(|_| outside) {
