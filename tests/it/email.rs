@@ -2036,8 +2036,11 @@ async fn an_openpgp_encrypted_mail_is_read_with_our_key_as_gnupg_reads_it() {
 /// text we show. The mails, as `openssl cms -encrypt` makes them: AES-256-CBC (Outlook's),
 /// AES-128-CBC, Triple-DES (openssl's default, older Outlook's), RSAES-OAEP with SHA-256, AES-256-GCM
 /// (AuthEnvelopedData); signed by Ann, then encrypted, as Outlook does (her signature is
-/// checked); to another certificate only; to an EC certificate (key agreement, not read); and
-/// damaged on the way. Those not decrypted say why and keep their `smime.p7m`.
+/// checked); to another certificate only (RSA, or EC); and damaged on the way. Then, with our
+/// certificate an EC (P-256) one, by key agreement: openssl's defaults (Triple-DES, its key
+/// wrap, the KDF over SHA-1), AES-256 with the KDF over SHA-256, AES-128-GCM naming our
+/// certificate by its key identifier, Outlook's sign-then-encrypt, and to another EC
+/// certificate. Those not decrypted say why and keep their `smime.p7m`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_smime_encrypted_mail_is_read_with_our_key_as_openssl_reads_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -2076,8 +2079,8 @@ async fn an_smime_encrypted_mail_is_read_with_our_key_as_openssl_reads_it() {
          Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
         lines.join("\r\n")
     );
-    // (subject, body, whether it is decrypted)
-    let mails = [
+    // (subject, body, whether it is decrypted), to our RSA certificate.
+    let rsa_mails = vec![
         ("aes256", encrypt("entity.eml", "support.pem", &["-aes256"]), true),
         ("aes128", encrypt("entity.eml", "support.pem", &["-aes128"]), true),
         // openssl's default, and older Outlook's.
@@ -2094,56 +2097,75 @@ async fn an_smime_encrypted_mail_is_read_with_our_key_as_openssl_reads_it() {
         ("gcm", encrypt("entity.eml", "support.pem", &["-aes-256-gcm"]), true),
         ("outlook signed", encrypt("signed.eml", "support.pem", &["-aes256"]), true),
         ("other", encrypt("entity.eml", "other.pem", &[]), false),
-        ("ec", encrypt("entity.eml", "bob.pem", &[]), false),
+        ("to bob's ec", encrypt("entity.eml", "bob.pem", &[]), false),
         ("damaged", damaged, false),
     ];
-    let mail = MailServers::start().await;
+    // To our EC (P-256) certificate: by key agreement (ECDH, a KDF, a key wrap).
+    pki.issue("support-ec", EC_KEY, "ca", &SmimePki::person(SUPPORT.0, "emailProtection"));
+    let ec_mails = vec![
+        // openssl's defaults: Triple-DES, its key wrapped by RFC 3217, the KDF over SHA-1.
+        ("ec 3des", encrypt("entity.eml", "support-ec.pem", &[]), true),
+        ("ec aes256", encrypt("entity.eml", "support-ec.pem", &["-aes256", "-keyopt", "ecdh_kdf_md:sha256"]), true),
+        // Our certificate named by its subject key identifier.
+        ("ec gcm keyid", encrypt("entity.eml", "support-ec.pem", &["-aes-128-gcm", "-keyid"]), true),
+        ("ec outlook signed", encrypt("signed.eml", "support-ec.pem", &["-aes256"]), true),
+        ("ec other", encrypt("entity.eml", "bob.pem", &["-aes256"]), false),
+    ];
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let config = format!(
-        "smime_certificate_file = {:?}\nsmime_key_file = {:?}\nsmime_ca_file = {:?}",
-        path("support.pem"),
-        path("support.key"),
-        path("ca.pem")
-    );
-    let (received, server) = received_from_ann(&mail, &config, mails.iter().map(|(s, b, _)| (*s, b.as_str()))).await;
-    let message = |subject: &str| received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == subject).unwrap();
-    for (subject, body, decrypted) in &mails {
-        let found = message(subject);
-        write("mail.eml", body.as_bytes());
-        let reference = std::process::Command::new("openssl")
-            .args(["cms", "-decrypt", "-recip", "support.pem", "-inkey", "support.key", "-in", "mail.eml"])
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
-        assert_eq!(
-            reference.status.success(),
-            *decrypted,
-            "{subject}: openssl said {}",
-            String::from_utf8_lossy(&reference.stderr)
+    let mut messages = std::collections::HashMap::new();
+    for (ours, mails) in [("support", rsa_mails), ("support-ec", ec_mails)] {
+        let mail = MailServers::start().await;
+        let config = format!(
+            "smime_certificate_file = {:?}\nsmime_key_file = {:?}\nsmime_ca_file = {:?}",
+            path(&format!("{ours}.pem")),
+            path(&format!("{ours}.key")),
+            path("ca.pem")
         );
-        let encryption = &found["encryption"];
-        assert_eq!(
-            (&encryption["kind"], &encryption["decrypted"]),
-            (&json!("smime"), &json!(decrypted)),
-            "{subject}: {found}"
-        );
-        if *decrypted {
-            assert!(found["text"].as_str().unwrap().contains(report), "{subject}: {found}");
-            // Outlook's: what openssl decrypts is Ann's opaque-signed mail, which it verifies.
-            let plaintext = match *subject {
-                "outlook signed" => {
-                    write("inner.eml", &reference.stdout);
-                    ssl(&["cms", "-verify", "-CAfile", "ca.pem", "-in", "inner.eml"])
-                }
-                _ => reference.stdout,
-            };
-            assert!(String::from_utf8_lossy(&plaintext).contains(report), "{subject}");
-            assert_eq!(found["attachments"], json!([]), "{subject}: {found}");
-        } else {
-            assert_eq!(found["attachments"][0]["filename"], "smime.p7m", "{subject}: {found}");
-            assert!(!found.to_string().contains(report), "{subject}: {found}");
+        let (received, server) =
+            received_from_ann(&mail, &config, mails.iter().map(|(s, b, _)| (*s, b.as_str()))).await;
+        server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+        server.stop().await;
+        for (subject, body, decrypted) in &mails {
+            let found = received.iter().map(|e| e["data"].clone()).find(|m| m["subject"] == *subject).unwrap();
+            write("mail.eml", body.as_bytes());
+            let (certificate, key) = (format!("{ours}.pem"), format!("{ours}.key"));
+            let reference = std::process::Command::new("openssl")
+                .args(["cms", "-decrypt", "-recip", &certificate, "-inkey", &key, "-in", "mail.eml"])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert_eq!(
+                reference.status.success(),
+                *decrypted,
+                "{subject}: openssl said {}",
+                String::from_utf8_lossy(&reference.stderr)
+            );
+            let encryption = &found["encryption"];
+            assert_eq!(
+                (&encryption["kind"], &encryption["decrypted"]),
+                (&json!("smime"), &json!(decrypted)),
+                "{subject}: {found}"
+            );
+            if *decrypted {
+                assert!(found["text"].as_str().unwrap().contains(report), "{subject}: {found}");
+                // Outlook's: what openssl decrypts is Ann's opaque-signed mail, which it verifies.
+                let plaintext = match subject.ends_with("outlook signed") {
+                    true => {
+                        write("inner.eml", &reference.stdout);
+                        ssl(&["cms", "-verify", "-CAfile", "ca.pem", "-in", "inner.eml"])
+                    }
+                    false => reference.stdout,
+                };
+                assert!(String::from_utf8_lossy(&plaintext).contains(report), "{subject}");
+                assert_eq!(found["attachments"], json!([]), "{subject}: {found}");
+            } else {
+                assert_eq!(found["attachments"][0]["filename"], "smime.p7m", "{subject}: {found}");
+                assert!(!found.to_string().contains(report), "{subject}: {found}");
+            }
+            messages.insert(*subject, found);
         }
     }
+    let message = |subject: &str| messages[subject].clone();
     let detail = |subject: &str| message(subject)["encryption"]["detail"].as_str().unwrap().to_owned();
     assert_eq!(detail("aes256"), "decrypted with the key of smime_certificate_file");
     let signed = message("outlook signed");
@@ -2153,11 +2175,12 @@ async fn an_smime_encrypted_mail_is_read_with_our_key_as_openssl_reads_it() {
         "{signed}"
     );
     assert_eq!(message("aes256")["signature"], Value::Null);
-    assert!(detail("other").starts_with("encrypted to other certificates"), "{}", detail("other"));
-    assert!(detail("ec").starts_with("encrypted by key agreement"), "{}", detail("ec"));
+    for other in ["other", "to bob's ec", "ec other"] {
+        assert!(detail(other).starts_with("encrypted to other certificates"), "{other}: {}", detail(other));
+    }
     assert!(detail("damaged").contains("changed or damaged"), "{}", detail("damaged"));
-    server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
-    server.stop().await;
+    let signed = message("ec outlook signed");
+    assert_eq!(signed["signature"]["status"], json!("valid"), "{signed}");
 }
 
 /// With `openpgp_encrypt`, the mail we send goes out PGP/MIME-encrypted to its recipients' keys
@@ -2210,6 +2233,8 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     let (queued, delivered) = send_to_ann(&server, &mail, body).await;
     let text = String::from_utf8_lossy(&delivered).into_owned();
     assert!(text.contains("multipart/encrypted") && text.contains("application/pgp-encrypted"), "{text}");
+    // The subject is inside; outside it says "...", as Thunderbird writes it.
+    assert!(text.contains("\r\nSubject: ...\r\n") && !text.contains("Your report"), "{text}");
     // The message says how it went.
     let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
     assert_eq!(
@@ -2231,6 +2256,13 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     assert!(status.contains(&format!("[GNUPG:] VALIDSIG {support} ")), "our signature: {status}");
     assert!(plaintext.contains("the login bypass is fixed") && plaintext.contains("advisory.pdf"), "{plaintext}");
     assert!(plaintext.contains("multipart/alternative") && plaintext.contains("text/html"), "{plaintext}");
+    // The protected header, as Thunderbird marks it: the subject, and not Carl.
+    let protected = &plaintext[..plaintext.find("\r\n\r\n").unwrap()];
+    assert!(protected.contains("protected-headers=\"v1\""), "{protected}");
+    for field in ["Subject: Your report", &format!("To: {}", ANN.0), "From: ", "Message-ID: <msg_", "Date: "] {
+        assert!(protected.contains(field), "no {field} in the protected header:\n{protected}");
+    }
+    assert!(!protected.contains(CARL.0), "{protected}");
     // Named: Ann's key and ours; Carl's hidden (key ID zero).
     let mut encrypted_to: Vec<String> = status
         .lines()
@@ -2255,6 +2287,7 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     let ours_read = switchboard::channels::email::mime::to_raw_inbound(&reading, delivered);
     assert!(ours_read.encryption.as_ref().is_some_and(|e| e.decrypted), "{:?}", ours_read.encryption);
     assert!(ours_read.text.as_deref().unwrap().contains("the login bypass is fixed"));
+    assert_eq!(ours_read.subject.as_deref(), Some("Your report"));
     assert_eq!(ours_read.attachments.len(), 1, "{:?}", ours_read.attachments);
 
     // A recipient without a key, and one whose key is revoked.
@@ -2268,7 +2301,15 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
         assert!(error["message"].as_str().unwrap().contains(who.0), "{failed}");
         assert!(mail.inbox(who).await.is_empty());
     }
-    server.reload(&mail.channel("support", &config("when_possible"))).await;
+    // The subject outside, for recipients whose mail client shows no protected subject.
+    let subject_outside = format!("{}openpgp_encrypt_subject = false\n", config("when_possible"));
+    server.reload(&mail.channel("support", &subject_outside)).await;
+    mail.delete_all_but(ANN, "none").await;
+    let body = json!({"channel": "support", "to": ANN.0, "subject": "Your report, again", "text": "Fixed."});
+    let (_, delivered) = send_to_ann(&server, &mail, body).await;
+    let text = String::from_utf8_lossy(&delivered).into_owned();
+    assert!(text.contains("multipart/encrypted") && text.contains("\r\nSubject: Re: Your report, again\r\n"), "{text}");
+    assert!(!decrypt(&ann, &text).1.contains("protected-headers"), "{text}");
     let (_, queued) = server.post("/v1/messages", to_stranger).await;
     server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
     let clear = loop_until(|| async { mail.inbox(STRANGER).await.pop() }).await;

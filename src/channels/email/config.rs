@@ -108,6 +108,12 @@ pub struct EmailChannelConfig {
     /// (a mail to a recipient without one is not sent). See `openpgp_encrypt`.
     #[serde(default)]
     pub openpgp_encrypt: OpenPgpEncrypt,
+    /// Hide the subject of the mail we encrypt: it travels inside the encryption (protected
+    /// headers, as Thunderbird, K-9 and mutt write and read them) and the outside says "...".
+    /// `false`: the subject stays readable outside, for recipients whose mail client shows no
+    /// protected subject (Outlook's GpgOL).
+    #[serde(default = "default_openpgp_encrypt_subject")]
+    pub openpgp_encrypt_subject: bool,
     /// Sign the mail we send with S/MIME (see `smime_sign`): a PEM file with the certificate for
     /// our address first, then its intermediates, and its private key (PKCS#8, or PKCS#1 for
     /// RSA) inline, in `smime_key_file` or in the environment variable `smime_key_env`.
@@ -162,6 +168,10 @@ fn default_refuse_spam() -> bool {
 }
 
 fn default_keep_source() -> bool {
+    true
+}
+
+fn default_openpgp_encrypt_subject() -> bool {
     true
 }
 

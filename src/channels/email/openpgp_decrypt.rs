@@ -270,9 +270,10 @@ pub(super) fn protected_subject(message: &Message<'_>) -> Option<String> {
 
 /// Whether a mail that stayed encrypted shows only the placeholder its client puts outside for
 /// the subject it encrypted (`subject_key`, normalized): Thunderbird's "...", K-9's "Encrypted
-/// Message". Stitched by it, every such mail of one sender would join one conversation.
+/// Message", RFC 9788's "[...]". Stitched by it, every such mail of one sender would join one
+/// conversation.
 pub(super) fn hides_its_subject(subject_key: &str, encryption: Option<&MailEncryption>) -> bool {
-    encryption.is_some_and(|e| !e.decrypted) && ["...", "…", "encrypted message"].contains(&subject_key)
+    encryption.is_some_and(|e| !e.decrypted) && ["...", "…", "[...]", "encrypted message"].contains(&subject_key)
 }
 
 /// Whether `part`'s content type says its header fields are the mail's, protected.
@@ -478,6 +479,19 @@ Q2RS8rFFiQXB5NMZtiYA+wa7qyIqFgnXyXzG/qhY4/LU+q6FOpuxZXmo195DlOUJ
         assert_eq!(flagged.mail.as_ref().unwrap().subject_key, None);
         assert_eq!(pgp_mime.mail.as_ref().unwrap().subject_key.as_deref(), Some("login bypass on the portal"));
         assert!(flagged.encryption.is_some_and(|e| !e.decrypted));
+    }
+
+    /// The placeholders mail clients put outside for an encrypted subject, and replies to them,
+    /// are known as such while the mail stays encrypted.
+    #[test]
+    fn placeholder_subjects_are_known_for_what_they_are() {
+        let undecrypted = MailEncryption { kind: "openpgp".into(), decrypted: false, detail: String::new() };
+        for placeholder in ["...", "[...]", "Encrypted Message", "Re: ...", "AW: [...]"] {
+            let key = crate::stitch::email::normalize_subject(placeholder);
+            assert!(hides_its_subject(&key, Some(&undecrypted)), "{placeholder}");
+        }
+        assert!(!hides_its_subject("...", None));
+        assert!(!hides_its_subject("invoice", Some(&undecrypted)));
     }
 
     /// A message damaged anywhere is refused whole, or (damage the armor's reader forgives:

@@ -14,10 +14,16 @@
 //! A Bcc recipient's key ID is hidden (an anonymous recipient), so the others do not learn that
 //! one was there. With our own secret key (`openpgp_secret_key`) the mail is also encrypted to
 //! it, so that the copy in the Sent folder stays readable to us, and signed with it inside the
-//! encryption. An encrypted mail is not S/MIME-signed. Its subject and addresses travel in the
-//! clear, as SMTP needs them.
+//! encryption. An encrypted mail is not S/MIME-signed.
+//!
+//! Its addresses travel in the clear, as SMTP needs them; its subject need not, and by default
+//! (`openpgp_encrypt_subject`) does not. The encrypted part carries the mail's header fields,
+//! subject included, marked `protected-headers="v1"`: the form Thunderbird writes and
+//! Thunderbird, K-9/FairEmail and mutt show in place of the outer ones (and `openpgp_decrypt`
+//! reads), while the outer subject says only "..." (`HIDDEN_SUBJECT`). A report's subject
+//! ("SQL injection in /login") tells as much as its text.
 
-use lettre::message::header::{ContentDisposition, ContentType};
+use lettre::message::header::{self, ContentDisposition, ContentType, Header, Headers};
 use lettre::message::{MultiPart, SinglePart};
 use pgp::composed::{ArmorOptions, MessageBuilder, SignedPublicKey, SignedPublicSubKey, SignedSecretKey};
 use pgp::crypto::hash::HashAlgorithm;
@@ -35,10 +41,26 @@ pub(super) struct Encryptor {
     keyring: Vec<SignedPublicKey>,
     /// Our own key: encrypted to, and signing.
     own: Option<SignedSecretKey>,
+    /// The subject goes inside, and the outside says `HIDDEN_SUBJECT` (`openpgp_encrypt_subject`).
+    hides_subject: bool,
 }
+
+/// The outer subject of a mail whose subject is encrypted: Thunderbird's, which the mail
+/// clients that show the protected subject replace, and others show as it is.
+pub(super) const HIDDEN_SUBJECT: &str = "...";
 
 /// Why a mail was not encrypted when it had to be, or could not be: (code, reason).
 pub(super) type Refusal = (&'static str, String);
+
+/// The recipients' keys a mail is encrypted to (`Encryptor::keys`).
+pub(super) struct RecipientKeys<'a> {
+    /// To and Cc: named in the mail.
+    named: Vec<&'a SignedPublicSubKey>,
+    /// Bcc: anonymous recipients.
+    anonymous: Vec<&'a SignedPublicSubKey>,
+    /// Their addresses, for the message's `encryption`.
+    whose: String,
+}
 
 impl Encryptor {
     /// None when the channel does not encrypt.
@@ -48,18 +70,19 @@ impl Encryptor {
             policy: config.openpgp_encrypt,
             keyring: config.openpgp_keys.clone(),
             own: config.openpgp_secret_keys.first().cloned(),
+            hides_subject: config.openpgp_encrypt_subject,
         })
     }
 
-    /// `body` (a mail's MIME body) encrypted to `recipients` (whose keys are named in the
-    /// message) and to the `hidden` ones (Bcc: whose are not), with what the sent message says
-    /// of it; `None` when it goes in clear (`when_possible`, and a recipient has no key).
-    pub fn encrypt(
-        &self,
-        body: &MultiPart,
-        recipients: &[&str],
-        hidden: &[&str],
-    ) -> Result<Option<(MultiPart, MailEncryption)>, Refusal> {
+    /// Whether an encrypted mail's outer subject is `HIDDEN_SUBJECT`.
+    pub fn hides_subject(&self) -> bool {
+        self.hides_subject
+    }
+
+    /// The keys a mail to `recipients` (whose keys are named in the message) and to the
+    /// `hidden` ones (Bcc: whose are not) is encrypted to; `None` when it goes in clear
+    /// (`when_possible`, and a recipient has no key).
+    pub fn keys<'a>(&'a self, recipients: &[&str], hidden: &[&str]) -> Result<Option<RecipientKeys<'a>>, Refusal> {
         let mut keys = Vec::new();
         for address in recipients.iter().chain(hidden) {
             match openpgp::encryption_key(&self.keyring, address) {
@@ -80,8 +103,23 @@ impl Encryptor {
                 }
             }
         }
-        let (named, anonymous) = keys.split_at(recipients.len());
-        let armored = self.encrypted(&body.formatted(), named, anonymous).map_err(|e| ("openpgp_encrypt", e))?;
+        let anonymous = keys.split_off(recipients.len());
+        let whose = recipients.iter().chain(hidden).copied().collect::<Vec<_>>().join(", ");
+        Ok(Some(RecipientKeys { named: keys, anonymous, whose }))
+    }
+
+    /// `body` (a mail's MIME body, under the mail's `header`) encrypted to `keys`, with what
+    /// the sent message says of it. With `hides_subject`, `header` goes inside as protected
+    /// headers.
+    pub fn encrypt(
+        &self,
+        body: MultiPart,
+        header: &Headers,
+        keys: RecipientKeys<'_>,
+    ) -> Result<(MultiPart, MailEncryption), Refusal> {
+        let body = if self.hides_subject { protected(body, header) } else { body };
+        let armored =
+            self.encrypted(&body.formatted(), &keys.named, &keys.anonymous).map_err(|e| ("openpgp_encrypt", e))?;
         let control = SinglePart::builder()
             .header(ContentType::parse("application/pgp-encrypted").expect("valid"))
             .body(String::from("Version: 1\r\n"));
@@ -91,9 +129,8 @@ impl Encryptor {
             .body(armored.replace("\r\n", "\n").replace('\n', "\r\n"));
         let mail = MultiPart::encrypted("application/pgp-encrypted".into()).singlepart(control).singlepart(encrypted);
         let ours = if self.own.is_some() { ", and to ours, which signed it" } else { "" };
-        let whose = recipients.iter().chain(hidden).copied().collect::<Vec<_>>().join(", ");
-        let detail = format!("sent OpenPGP-encrypted to the keys of {whose}{ours}");
-        Ok(Some((mail, MailEncryption { kind: "openpgp".into(), decrypted: false, detail })))
+        let detail = format!("sent OpenPGP-encrypted to the keys of {}{ours}", keys.whose);
+        Ok((mail, MailEncryption { kind: "openpgp".into(), decrypted: false, detail }))
     }
 
     /// `plaintext` as an armored OpenPGP message to the `named` and `anonymous` keys and ours,
@@ -122,4 +159,29 @@ impl Encryptor {
         }
         builder.to_armored_string(rng, ArmorOptions::default()).map_err(failed)
     }
+}
+
+/// `body` carrying the mail's header fields (`header`), marked as its protected headers
+/// (`protected-headers="v1"`): what a mail client shows of an encrypted mail in place of the
+/// outer fields, the subject above all. Bcc stays out, as it stays out of the outer header.
+fn protected(mut body: MultiPart, header: &Headers) -> MultiPart {
+    fn copy<H: Header>(from: &Headers, to: &mut Headers) {
+        if let Some(field) = from.get::<H>() {
+            to.set(field);
+        }
+    }
+    let content_type =
+        format!("{}; protected-headers=\"v1\"", body.headers().get_raw("Content-Type").unwrap_or_default());
+    let fields = body.headers_mut();
+    fields.set(ContentType::parse(&content_type).expect("a multipart content type with one more parameter"));
+    copy::<header::Date>(header, fields);
+    copy::<header::From>(header, fields);
+    copy::<header::To>(header, fields);
+    copy::<header::Cc>(header, fields);
+    copy::<header::ReplyTo>(header, fields);
+    copy::<header::Subject>(header, fields);
+    copy::<header::MessageId>(header, fields);
+    copy::<header::InReplyTo>(header, fields);
+    copy::<header::References>(header, fields);
+    body
 }

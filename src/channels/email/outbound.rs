@@ -189,8 +189,14 @@ impl SmtpOutbound {
             None => self.from.clone(),
         };
         let signer = self.signer.as_ref().filter(|signer| signer.signs_for(from.email.as_ref()));
-        let mut builder =
-            lettre::Message::builder().from(from).to(to).subject(subject).message_id(Some(format!("<{header_id}>")));
+        // Dated now, not when built: an encrypted mail's protected header (built first) has
+        // the same date as its outer one.
+        let mut builder = lettre::Message::builder()
+            .date_now()
+            .from(from)
+            .to(to)
+            .subject(subject)
+            .message_id(Some(format!("<{header_id}>")));
         for cc in cc {
             builder = builder.cc(cc);
         }
@@ -270,22 +276,33 @@ impl SmtpOutbound {
         let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
         // Encrypted to the recipients' keys when the channel says so; an encrypted mail is not
         // S/MIME-signed (our OpenPGP key signs inside the encryption).
-        let encrypted = match &self.encryptor {
+        let (content, encryption) = match &self.encryptor {
             Some(encryptor) => {
                 let named: Vec<&str> =
                     std::iter::once(out.recipient.as_str()).chain(m.cc.iter().map(|p| p.address.as_str())).collect();
                 let hidden: Vec<&str> = m.bcc.iter().map(|p| p.address.as_str()).collect();
-                encryptor.encrypt(&mixed, &named, &hidden).map_err(|(code, reason)| permanent(code, reason))?
+                match encryptor.keys(&named, &hidden).map_err(|(code, reason)| permanent(code, reason))? {
+                    Some(keys) => {
+                        // The header as it would go out, for the encrypted part to carry.
+                        let header = builder.clone().multipart(MultiPart::mixed().build());
+                        let header = header.map_err(|e| permanent("build", e.to_string()))?;
+                        let encrypted = encryptor.encrypt(mixed, header.headers(), keys);
+                        let (encrypted, encryption) = encrypted.map_err(|(code, reason)| permanent(code, reason))?;
+                        if encryptor.hides_subject() {
+                            builder = builder.subject(super::openpgp_encrypt::HIDDEN_SUBJECT);
+                        }
+                        (encrypted, Some(encryption))
+                    }
+                    None => (mixed, None),
+                }
             }
-            None => None,
+            None => (mixed, None),
         };
-        let (encrypted, encryption) = encrypted.unzip();
-        let content = match (encrypted, signer) {
-            (Some(encrypted), _) => encrypted,
-            (None, Some(signer)) => {
-                signer.sign(mixed, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e))?
+        let content = match signer.filter(|_| encryption.is_none()) {
+            Some(signer) => {
+                signer.sign(content, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e))?
             }
-            (None, None) => mixed,
+            None => content,
         };
         let mail = builder.multipart(content).map_err(|e| permanent("build", e.to_string()))?.formatted();
         let envelope = Envelope {

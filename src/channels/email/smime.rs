@@ -594,19 +594,25 @@ pub(super) fn certificate(element: Element<'_>) -> Option<Certificate<'_>> {
 }
 
 impl<'a> Certificate<'a> {
-    /// Whether a SignerInfo's `sid` (or a RecipientInfo's `rid`, the same choice) names this
-    /// certificate.
+    /// Whether a SignerInfo's `sid` (or a RecipientInfo's `rid`, the same choice; or a key
+    /// agreement's, whose key identifier is in a RecipientKeyIdentifier) names this certificate.
     pub fn is(&self, sid: Element<'_>) -> bool {
+        let has_key_id = |id: &[u8]| {
+            self.extension(ID_SUBJECT_KEY_IDENTIFIER)
+                .and_then(Element::parse)
+                .is_some_and(|key_id| key_id.tag == OCTET_STRING && key_id.content == id)
+        };
         match sid.tag {
             SEQUENCE => {
                 let Some(mut fields) = sid.children(SEQUENCE) else { return false };
                 let (Some(issuer), Some(serial)) = (fields.next(), fields.next()) else { return false };
                 issuer.raw == self.issuer && serial.tag == INTEGER && serial.content == self.serial
             }
-            CONTEXT_0_PRIMITIVE => self
-                .extension(ID_SUBJECT_KEY_IDENTIFIER)
-                .and_then(Element::parse)
-                .is_some_and(|key_id| key_id.tag == OCTET_STRING && key_id.content == sid.content),
+            CONTEXT_0_PRIMITIVE => has_key_id(sid.content),
+            CONTEXT_0 => sid
+                .children(CONTEXT_0)
+                .and_then(|mut fields| fields.next())
+                .is_some_and(|key_id| key_id.tag == OCTET_STRING && has_key_id(key_id.content)),
             _ => false,
         }
     }
