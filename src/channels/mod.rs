@@ -137,7 +137,7 @@ pub struct Sent {
     pub provider_message_id: Option<String>,
     /// A reference later messages of the thread will quote (mail: our Message-ID).
     pub thread_ref: Option<String>,
-    /// That it went out encrypted (mail: `openpgp_encrypt`), for the message.
+    /// That it went out encrypted (mail: `openpgp_encrypt`, `smime_encrypt`), for the message.
     pub encryption: Option<crate::model::MailEncryption>,
 }
 

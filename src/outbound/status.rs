@@ -10,7 +10,7 @@ use crate::store::{self, StoreError};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
-    /// `encryption`: that the message went out encrypted (a mail, `openpgp_encrypt`).
+    /// `encryption`: that the message went out encrypted (a mail, `openpgp_encrypt` or `smime_encrypt`).
     Sent {
         provider_message_id: Option<String>,
         encryption: Option<MailEncryption>,

@@ -67,6 +67,7 @@ smime_ca_file = "/nonexistent/smime-ca.pem"
 smime_key_file = "/etc/hostname"
 openpgp_keyring_file = "/etc/hostname"
 openpgp_secret_key_file = "/etc/hostname"
+smime_recipients_file = "/etc/hostname"
 [channels.smtp]
 host = "smtp.example.com"
 idle_timeout = "10m"
@@ -76,6 +77,7 @@ id = "mail2"
 type = "email"
 address = "help@example.com"
 openpgp_encrypt = "always"
+smime_encrypt = "when_possible"
 [channels.smtp]
 host = "smtp.example.com"
 [[webhooks]]
@@ -110,6 +112,8 @@ channels = ["mail", "nope"]
         "channels[2].openpgp_keyring_file: /etc/hostname: cannot be read as OpenPGP public keys",
         "channels[2].openpgp_secret_key_file: /etc/hostname: holds no ASCII-armored OpenPGP secret key",
         "channels[3].openpgp_encrypt: needs openpgp_keyring_file",
+        "channels[2].smime_recipients_file: /etc/hostname holds no PEM certificate",
+        "channels[3].smime_encrypt: needs smime_recipients_file",
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",

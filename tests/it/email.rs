@@ -2183,6 +2183,18 @@ async fn an_smime_encrypted_mail_is_read_with_our_key_as_openssl_reads_it() {
     assert_eq!(signed["signature"]["status"], json!("valid"), "{signed}");
 }
 
+/// The answer to Ann's report that the encryption tests send: text, HTML and a file, and a
+/// copy to Carl (`copy`: "cc" or "bcc").
+fn reply_to_anns_report(copy: &str) -> Value {
+    let pdf = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"%PDF-1.4\n%%EOF\n");
+    let mut body = json!({"channel": "support", "to": ANN.0, "subject": "Your report",
+        "text": "Hello Ann,\n\nthe login bypass is fixed. Thank you!",
+        "html": "<p>Hello Ann,</p><p>the login bypass is fixed. Thank you!</p>",
+        "attachments": [{"filename": "advisory.pdf", "content_type": "application/pdf", "content_base64": pdf}]});
+    body[copy] = json!([CARL.0]);
+    body
+}
+
 /// With `openpgp_encrypt`, the mail we send goes out PGP/MIME-encrypted to its recipients' keys
 /// in `openpgp_keyring_file`, and GnuPG reads it as the recipients' mail clients would: Ann's
 /// decrypts it with her key, finds our signature good (our `openpgp_secret_key` signs), and
@@ -2225,12 +2237,7 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     };
     let mail = MailServers::start().await;
     let mut server = TestServer::start(&mail.channel("support", &config("always"))).await;
-    let pdf = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"%PDF-1.4\n%%EOF\n");
-    let body = json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Your report",
-        "text": "Hello Ann,\n\nthe login bypass is fixed. Thank you!",
-        "html": "<p>Hello Ann,</p><p>the login bypass is fixed. Thank you!</p>",
-        "attachments": [{"filename": "advisory.pdf", "content_type": "application/pdf", "content_base64": pdf}]});
-    let (queued, delivered) = send_to_ann(&server, &mail, body).await;
+    let (queued, delivered) = send_to_ann(&server, &mail, reply_to_anns_report("bcc")).await;
     let text = String::from_utf8_lossy(&delivered).into_owned();
     assert!(text.contains("multipart/encrypted") && text.contains("application/pgp-encrypted"), "{text}");
     // The subject is inside; outside it says "...", as Thunderbird writes it.
@@ -2315,6 +2322,139 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     let clear = loop_until(|| async { mail.inbox(STRANGER).await.pop() }).await;
     let clear = String::from_utf8_lossy(&clear.2).into_owned();
     assert!(clear.contains("In clear?") && !clear.contains("multipart/encrypted"), "{clear}");
+    let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(sent["encryption"], Value::Null, "{sent}");
+    let events = server.all_events().await;
+    server.validate_contract(events.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+}
+
+/// With `smime_encrypt`, the mail we send goes out S/MIME-encrypted (EnvelopedData) to its
+/// recipients' certificates in `smime_recipients_file`, and Debian's `openssl cms -decrypt` is
+/// each recipient's mail client: Ann (RSA) decrypts it and finds our signature inside, which
+/// `openssl cms -verify` accepts, over the text, the HTML and the file; Carl (EC P-256, in Cc)
+/// decrypts his copy by key agreement; our own key decrypts it too (the Sent copy), and our
+/// reading of it says decrypted and signed. With `always`, a recipient whose certificate is
+/// self-signed (the stranger) or for signing only (Bea), and a mail with a Bcc recipient, fail
+/// (`smime_no_certificate`, `smime_bcc`) and reach no one; with `when_possible` such a mail goes
+/// in clear, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ssl = |args: &[&str]| openssl(dir.path(), args);
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+    let pki = SmimePki::new(dir.path(), "/O=Example/CN=Example Root CA");
+    let intermediate = pki.issue("mail-ca", RSA_KEY, "ca", SmimePki::CA);
+    let support = pki.issue("support", RSA_KEY, "mail-ca", &SmimePki::person(SUPPORT.0, "emailProtection"));
+    let ann = pki.issue("ann", RSA_KEY, "mail-ca", &SmimePki::person(ANN.0, "emailProtection"));
+    let person_with_usage = |address: &str, usage: &str| {
+        format!(
+            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,{usage}\nextendedKeyUsage=emailProtection\n\
+             subjectAltName=email:{address}\nsubjectKeyIdentifier=hash\n"
+        )
+    };
+    let carl = pki.issue("carl", EC_KEY, "mail-ca", &person_with_usage(CARL.0, "digitalSignature,keyAgreement"));
+    let bea = pki.issue("bea", RSA_KEY, "mail-ca", &person_with_usage(BEA.0, "digitalSignature"));
+    ssl(&[
+        &["req", "-x509", "-nodes", "-keyout", "stranger.key", "-out", "stranger.pem", "-days", "30"][..],
+        RSA_KEY,
+        &["-subj", "/CN=Stranger", "-addext", &format!("subjectAltName=email:{}", STRANGER.0)],
+    ]
+    .concat());
+    let stranger = std::fs::read_to_string(dir.path().join("stranger.pem")).unwrap();
+    write("support-chain.pem", format!("{support}{intermediate}").as_bytes());
+    write("recipients.pem", format!("{ann}{carl}{bea}{stranger}{intermediate}").as_bytes());
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let config = |policy: &str| {
+        format!(
+            "smime_certificate_file = {:?}\nsmime_key_file = {:?}\nsmime_ca_file = {:?}\n\
+             smime_recipients_file = {:?}\nsmime_encrypt = \"{policy}\"\n",
+            path("support-chain.pem"),
+            path("support.key"),
+            path("ca.pem"),
+            path("recipients.pem")
+        )
+    };
+    let mail = MailServers::start().await;
+    let mut server = TestServer::start(&mail.channel("support", &config("always"))).await;
+    let (queued, delivered) = send_to_ann(&server, &mail, reply_to_anns_report("cc")).await;
+    let text = String::from_utf8_lossy(&delivered).into_owned();
+    assert!(text.contains("application/pkcs7-mime") && text.contains("smime-type=enveloped-data"), "{text}");
+    assert!(!text.contains("login bypass") && !text.contains("advisory.pdf"), "sent in clear:\n{text}");
+    let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
+    assert_eq!(
+        sent["encryption"],
+        json!({"kind": "smime", "decrypted": false,
+            "detail": format!("sent S/MIME-encrypted to the certificates of {}, {}, and to ours", ANN.0, CARL.0)}),
+        "{sent}"
+    );
+    // Each recipient's openssl decrypts it with their key, and finds our signature inside.
+    let decrypts = |who: &str, mail: &[u8]| {
+        write("received.eml", mail);
+        let (certificate, key) = (format!("{who}.pem"), format!("{who}.key"));
+        ssl(&["cms", "-decrypt", "-recip", &certificate, "-inkey", &key, "-in", "received.eml", "-out", "inner.eml"]);
+        let inner = std::fs::read_to_string(dir.path().join("inner.eml")).unwrap();
+        assert!(inner.contains("multipart/signed"), "{who}: {inner}");
+        let verified = ssl(&["cms", "-verify", "-CAfile", "ca.pem", "-purpose", "smimesign", "-in", "inner.eml"]);
+        String::from_utf8_lossy(&verified).into_owned()
+    };
+    for who in ["ann", "support"] {
+        let plaintext = decrypts(who, &delivered);
+        assert!(plaintext.contains("the login bypass is fixed") && plaintext.contains("advisory.pdf"), "{plaintext}");
+        assert!(plaintext.contains("text/html"), "{plaintext}");
+    }
+    let carls = loop_until(|| async { mail.inbox(CARL).await.pop() }).await;
+    assert!(decrypts("carl", &carls.2).contains("the login bypass is fixed"), "Carl cannot read his copy");
+    // Our own reading: decrypted with our key, our signature inside valid.
+    let mut reading = support_channel_config();
+    reading.smime_certificate_pem = Some(std::fs::read(dir.path().join("support-chain.pem")).unwrap());
+    reading.smime_key =
+        Some(switchboard::config::Secret::new(std::fs::read_to_string(dir.path().join("support.key")).unwrap()));
+    reading.smime_ca_pem = Some(std::fs::read(dir.path().join("ca.pem")).unwrap());
+    let ours_read = switchboard::channels::email::mime::to_raw_inbound(&reading, delivered);
+    assert!(
+        ours_read.encryption.as_ref().is_some_and(|e| e.decrypted && e.kind == "smime"),
+        "{:?}",
+        ours_read.encryption
+    );
+    let signature = serde_json::to_value(&ours_read.signature).unwrap();
+    assert_eq!((&signature["status"], &signature["signer"]), (&json!("valid"), &json!(SUPPORT.0)), "{signature}");
+    assert!(ours_read.text.as_deref().unwrap().contains("the login bypass is fixed"));
+    assert_eq!(ours_read.attachments.len(), 1, "{:?}", ours_read.attachments);
+
+    // A self-signed certificate, a certificate for signing only, and a Bcc recipient.
+    mail.delete_all_but(ANN, "none").await;
+    let to_stranger = json!({"channel": "support", "to": STRANGER.0, "subject": "Hi", "text": "In clear?"});
+    let refused = [
+        (to_stranger.clone(), "smime_no_certificate", STRANGER.0),
+        (
+            json!({"channel": "support", "to": BEA.0, "subject": "Hi", "text": "In clear?"}),
+            "smime_no_certificate",
+            BEA.0,
+        ),
+        (
+            json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Hi", "text": "In clear?"}),
+            "smime_bcc",
+            CARL.0,
+        ),
+    ];
+    for (body, code, named) in refused {
+        let (_, queued) = server.post("/v1/messages", body).await;
+        let failed = server.wait_status(queued["id"].as_str().unwrap(), "failed").await;
+        let error = &failed["error"];
+        assert_eq!((&error["code"], &error["permanent"]), (&json!(code), &json!(true)), "{failed}");
+        assert!(error["message"].as_str().unwrap().contains(named), "{failed}");
+    }
+    for who in [STRANGER, BEA, ANN] {
+        assert!(mail.inbox(who).await.is_empty(), "{} got a mail", who.0);
+    }
+    server.reload(&mail.channel("support", &config("when_possible"))).await;
+    let (_, queued) = server.post("/v1/messages", to_stranger).await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let clear = loop_until(|| async { mail.inbox(STRANGER).await.pop() }).await;
+    let clear = String::from_utf8_lossy(&clear.2).into_owned();
+    assert!(clear.contains("In clear?") && clear.contains("multipart/signed"), "{clear}");
+    assert!(!clear.contains("enveloped-data"), "{clear}");
     let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
     assert_eq!(sent["encryption"], Value::Null, "{sent}");
     let events = server.all_events().await;

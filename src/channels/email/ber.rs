@@ -54,6 +54,8 @@ pub(super) mod oid {
     pub const ID_SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
     /// `2.5.29.14`, the subjectKeyIdentifier extension.
     pub const ID_SUBJECT_KEY_IDENTIFIER: &[u8] = &[0x55, 0x1d, 0x0e];
+    /// `2.5.29.15`, keyUsage.
+    pub const ID_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x0f];
     /// `1.3.6.1.5.5.7.3.4`, the emailProtection extended key usage.
     pub const EKU_EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
 
@@ -145,6 +147,27 @@ impl<'a> Element<'a> {
         let tag = if self.tag & 0x20 == 0 { OCTET_STRING } else { OCTET_STRING_CONSTRUCTED };
         Element { tag, ..self }.octets()
     }
+}
+
+/// A DER element: `tag`, the length, then `parts` one after another (what the CMS structures
+/// we write are made of).
+pub(super) fn der(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let length: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(length + 6);
+    out.push(tag);
+    match length {
+        0..=0x7f => out.push(length as u8),
+        _ => {
+            let bytes = length.to_be_bytes();
+            let skip = bytes.iter().take_while(|b| **b == 0).count();
+            out.push(0x80 | (bytes.len() - skip) as u8);
+            out.extend_from_slice(&bytes[skip..]);
+        }
+    }
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
 }
 
 /// The element at the start of `input`, and what follows it.

@@ -107,7 +107,7 @@ pub struct EmailChannelConfig {
     /// `never`, `when_possible` (when every recipient has one; in clear otherwise) or `always`
     /// (a mail to a recipient without one is not sent). See `openpgp_encrypt`.
     #[serde(default)]
-    pub openpgp_encrypt: OpenPgpEncrypt,
+    pub openpgp_encrypt: EncryptWhen,
     /// Hide the subject of the mail we encrypt: it travels inside the encryption (protected
     /// headers, as Thunderbird, K-9 and mutt write and read them) and the outside says "...".
     /// `false`: the subject stays readable outside, for recipients whose mail client shows no
@@ -124,20 +124,32 @@ pub struct EmailChannelConfig {
     /// Filled by validation: the certificates of `smime_certificate_file`.
     #[serde(skip)]
     pub smime_certificate_pem: Option<Vec<u8>>,
+    /// Encrypt the mail we send with S/MIME to its recipients' certificates in
+    /// `smime_recipients_file`: `never`, `when_possible` or `always`, as `openpgp_encrypt`
+    /// (which is tried first when both are on). See `smime_encrypt`.
+    #[serde(default)]
+    pub smime_encrypt: EncryptWhen,
+    /// A PEM file of the certificates of the people we may encrypt to (and their
+    /// intermediates), each taken for the addresses it names when it chains to a trusted CA
+    /// (the Mozilla roots or `smime_ca_file`) for mail protection.
+    pub smime_recipients_file: Option<PathBuf>,
+    /// Filled by validation: the certificates of `smime_recipients_file`.
+    #[serde(skip)]
+    pub smime_recipients_pem: Option<Vec<u8>>,
     #[serde(default)]
     pub limits: ChannelLimits,
 }
 
-/// When the mail we send is OpenPGP-encrypted.
+/// When the mail we send is encrypted (`openpgp_encrypt`, `smime_encrypt`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum OpenPgpEncrypt {
+pub enum EncryptWhen {
     /// Never (the default).
     #[default]
     Never,
-    /// When every recipient has a key in the keyring; in clear otherwise.
+    /// When every recipient has a key (a certificate); in clear otherwise.
     WhenPossible,
-    /// Always: a mail to a recipient without a key is not sent.
+    /// Always: a mail to a recipient without one is not sent.
     Always,
 }
 
@@ -576,8 +588,15 @@ impl EmailChannelConfig {
                 Err(reason) => add("openpgp_keyring_file", reason),
             }
         }
-        if self.openpgp_encrypt != OpenPgpEncrypt::Never && self.openpgp_keyring_file.is_none() {
+        if self.openpgp_encrypt != EncryptWhen::Never && self.openpgp_keyring_file.is_none() {
             add("openpgp_encrypt", "needs openpgp_keyring_file (the recipients' public keys)".into());
+        }
+        if let Err(reason) = config::load_ca_file(self.smime_recipients_file.as_deref(), &mut self.smime_recipients_pem)
+        {
+            add("smime_recipients_file", reason);
+        }
+        if self.smime_encrypt != EncryptWhen::Never && self.smime_recipients_file.is_none() {
+            add("smime_encrypt", "needs smime_recipients_file (the recipients' certificates)".into());
         }
         if let Err((key, reason)) = self.load_openpgp_secret_keys() {
             add(&key, reason);

@@ -33,6 +33,7 @@ pub mod report;
 pub mod rtf;
 mod smime;
 mod smime_decrypt;
+mod smime_encrypt;
 mod smime_sign;
 mod smtp;
 #[cfg(test)]

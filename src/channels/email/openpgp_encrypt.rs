@@ -30,14 +30,13 @@ use pgp::crypto::hash::HashAlgorithm;
 use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::types::Password;
 
-use super::config::{EmailChannelConfig, OpenPgpEncrypt};
+use super::config::{EmailChannelConfig, EncryptWhen};
 use super::openpgp;
 use crate::model::MailEncryption;
 
 /// Encrypts the mail a channel sends, by its policy.
 pub(super) struct Encryptor {
-    channel: String,
-    policy: OpenPgpEncrypt,
+    policy: EncryptWhen,
     keyring: Vec<SignedPublicKey>,
     /// Our own key: encrypted to, and signing.
     own: Option<SignedSecretKey>,
@@ -65,8 +64,7 @@ pub(super) struct RecipientKeys<'a> {
 impl Encryptor {
     /// None when the channel does not encrypt.
     pub fn new(config: &EmailChannelConfig) -> Option<Encryptor> {
-        (config.openpgp_encrypt != OpenPgpEncrypt::Never).then(|| Encryptor {
-            channel: config.id.clone(),
+        (config.openpgp_encrypt != EncryptWhen::Never).then(|| Encryptor {
             policy: config.openpgp_encrypt,
             keyring: config.openpgp_keys.clone(),
             own: config.openpgp_secret_keys.first().cloned(),
@@ -79,33 +77,28 @@ impl Encryptor {
         self.hides_subject
     }
 
+    pub fn policy(&self) -> EncryptWhen {
+        self.policy
+    }
+
     /// The keys a mail to `recipients` (whose keys are named in the message) and to the
-    /// `hidden` ones (Bcc: whose are not) is encrypted to; `None` when it goes in clear
-    /// (`when_possible`, and a recipient has no key).
-    pub fn keys<'a>(&'a self, recipients: &[&str], hidden: &[&str]) -> Result<Option<RecipientKeys<'a>>, Refusal> {
+    /// `hidden` ones (Bcc: whose are not) is encrypted to; why not, when one has none.
+    pub fn keys<'a>(&'a self, recipients: &[&str], hidden: &[&str]) -> Result<RecipientKeys<'a>, Refusal> {
         let mut keys = Vec::new();
         for address in recipients.iter().chain(hidden) {
             match openpgp::encryption_key(&self.keyring, address) {
                 Some(key) => keys.push(key),
-                None if self.policy == OpenPgpEncrypt::WhenPossible => {
-                    // Said, so that an operator can tell why a reply went in clear.
-                    tracing::info!(channel = %self.channel, recipient = %address, "no usable OpenPGP key for a recipient in openpgp_keyring_file: the mail goes unencrypted (openpgp_encrypt = \"when_possible\")");
-                    return Ok(None);
-                }
                 None => {
                     return Err((
                         "openpgp_no_key",
-                        format!(
-                            "no usable OpenPGP key for {address} in openpgp_keyring_file, and openpgp_encrypt = \
-                             \"always\": not sent"
-                        ),
+                        format!("no usable OpenPGP key for {address} in openpgp_keyring_file"),
                     ))
                 }
             }
         }
         let anonymous = keys.split_off(recipients.len());
         let whose = recipients.iter().chain(hidden).copied().collect::<Vec<_>>().join(", ");
-        Ok(Some(RecipientKeys { named: keys, anonymous, whose }))
+        Ok(RecipientKeys { named: keys, anonymous, whose })
     }
 
     /// `body` (a mail's MIME body, under the mail's `header`) encrypted to `keys`, with what

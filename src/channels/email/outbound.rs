@@ -20,7 +20,7 @@ use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::Address;
 use mail_parser::decoders::html::html_to_text;
 
-use super::config::{EmailChannelConfig, ImapConfig, SmtpConfig, TlsMode};
+use super::config::{EmailChannelConfig, EncryptWhen, ImapConfig, SmtpConfig, TlsMode};
 use super::imap::ImapSession;
 use super::oauth2::TokenSource;
 use super::smtp::{self, Envelope, Pool, Session};
@@ -46,6 +46,9 @@ pub struct SmtpOutbound {
     signer: Option<super::smime_sign::Signer>,
     /// Encrypts the mail to its recipients' OpenPGP keys (`openpgp_encrypt`).
     encryptor: Option<super::openpgp_encrypt::Encryptor>,
+    /// Encrypts the mail to its recipients' S/MIME certificates (`smime_encrypt`).
+    smime_encryptor: Option<super::smime_encrypt::SmimeEncryptor>,
+    channel: String,
 }
 
 /// Tells when the signing certificate expires (at start and at each reload): as the gauge
@@ -147,6 +150,8 @@ impl SmtpOutbound {
             aliases: config.aliases.clone(),
             signer,
             encryptor: super::openpgp_encrypt::Encryptor::new(config),
+            smime_encryptor: super::smime_encrypt::SmimeEncryptor::new(config),
+            channel: config.id.clone(),
         })
     }
 
@@ -274,37 +279,54 @@ impl SmtpOutbound {
             }
         };
         let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
-        // Encrypted to the recipients' keys when the channel says so; an encrypted mail is not
-        // S/MIME-signed (our OpenPGP key signs inside the encryption).
-        let (content, encryption) = match &self.encryptor {
-            Some(encryptor) => {
-                let named: Vec<&str> =
-                    std::iter::once(out.recipient.as_str()).chain(m.cc.iter().map(|p| p.address.as_str())).collect();
-                let hidden: Vec<&str> = m.bcc.iter().map(|p| p.address.as_str()).collect();
-                match encryptor.keys(&named, &hidden).map_err(|(code, reason)| permanent(code, reason))? {
-                    Some(keys) => {
-                        // The header as it would go out, for the encrypted part to carry.
-                        let header = builder.clone().multipart(MultiPart::mixed().build());
-                        let header = header.map_err(|e| permanent("build", e.to_string()))?;
-                        let encrypted = encryptor.encrypt(mixed, header.headers(), keys);
-                        let (encrypted, encryption) = encrypted.map_err(|(code, reason)| permanent(code, reason))?;
-                        if encryptor.hides_subject() {
-                            builder = builder.subject(super::openpgp_encrypt::HIDDEN_SUBJECT);
-                        }
-                        (encrypted, Some(encryption))
-                    }
-                    None => (mixed, None),
+        let named: Vec<&str> =
+            std::iter::once(out.recipient.as_str()).chain(m.cc.iter().map(|p| p.address.as_str())).collect();
+        let hidden: Vec<&str> = m.bcc.iter().map(|p| p.address.as_str()).collect();
+        // Encrypted when the channel says so: with OpenPGP when every recipient has a key (our
+        // OpenPGP key signs inside, no S/MIME signature), else with S/MIME when every one has
+        // a certificate (our S/MIME signature inside); else in clear, S/MIME-signed when we can.
+        let openpgp = self.encryptor.as_ref().map(|e| (e, e.keys(&named, &hidden)));
+        let smime = self.smime_encryptor.as_ref().map(|e| (e, e.certificates(&named, &hidden)));
+        let sign = |content: MultiPart| match signer {
+            Some(signer) => signer.sign(content, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e)),
+            None => Ok(content),
+        };
+        let (mail, encryption) = match (openpgp, smime) {
+            (Some((encryptor, Ok(keys))), _) => {
+                // The header as it would go out, for the encrypted part to carry.
+                let header = builder.clone().multipart(MultiPart::mixed().build());
+                let header = header.map_err(|e| permanent("build", e.to_string()))?;
+                let encrypted = encryptor.encrypt(mixed, header.headers(), keys);
+                let (encrypted, encryption) = encrypted.map_err(|(code, reason)| permanent(code, reason))?;
+                if encryptor.hides_subject() {
+                    builder = builder.subject(super::openpgp_encrypt::HIDDEN_SUBJECT);
                 }
+                (builder.multipart(encrypted), Some(encryption))
             }
-            None => (mixed, None),
-        };
-        let content = match signer.filter(|_| encryption.is_none()) {
-            Some(signer) => {
-                signer.sign(content, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e))?
+            (_, Some((encryptor, Ok(certificates)))) => {
+                let entity = sign(mixed)?.formatted();
+                let encrypted = encryptor.encrypt(&entity, certificates);
+                let (encrypted, encryption) = encrypted.map_err(|reason| permanent("smime_encrypt", reason))?;
+                (builder.singlepart(encrypted), Some(encryption))
             }
-            None => content,
+            (openpgp, smime) => {
+                let refusals = [
+                    openpgp.and_then(|(e, keys)| Some((e.policy(), keys.err()?))),
+                    smime.and_then(|(e, certificates)| Some((e.policy(), certificates.err()?))),
+                ];
+                if let Some((_, (code, reason))) =
+                    refusals.iter().flatten().find(|(policy, _)| *policy == EncryptWhen::Always)
+                {
+                    return Err(permanent(code, format!("{reason}, and the channel always encrypts: not sent")));
+                }
+                for (_, (_, reason)) in refusals.iter().flatten() {
+                    // Said, so that an operator can tell why a reply went in clear.
+                    tracing::info!(channel = %self.channel, message_id = %m.id, "{reason}: the mail goes unencrypted (when_possible)");
+                }
+                (builder.multipart(sign(mixed)?), None)
+            }
         };
-        let mail = builder.multipart(content).map_err(|e| permanent("build", e.to_string()))?.formatted();
+        let mail = mail.map_err(|e| permanent("build", e.to_string()))?.formatted();
         let envelope = Envelope {
             from: &self.from.email,
             to: &recipients,

@@ -36,8 +36,8 @@ use webpki::{EndEntityCert, KeyUsage};
 
 use super::ber::oid::*;
 use super::ber::{
-    Element, BOOLEAN, CONTEXT_0, CONTEXT_0_PRIMITIVE, CONTEXT_1_PRIMITIVE, CONTEXT_2, CONTEXT_3, GENERALIZED_TIME,
-    INTEGER, OCTET_STRING, OID, SEQUENCE, SET, UTC_TIME,
+    Element, BIT_STRING, BOOLEAN, CONTEXT_0, CONTEXT_0_PRIMITIVE, CONTEXT_1_PRIMITIVE, CONTEXT_2, CONTEXT_3,
+    GENERALIZED_TIME, INTEGER, OCTET_STRING, OID, SEQUENCE, SET, UTC_TIME,
 };
 use super::config::EmailChannelConfig;
 use super::openpgp;
@@ -370,6 +370,23 @@ fn verify(
     }
 }
 
+/// Whether `certificate` chains, through `others` (intermediates), to a trusted CA (the
+/// Mozilla roots, and `extra_ca_pem`) for mail protection, now: a certificate we may encrypt to.
+pub(super) fn trusted_now(
+    certificate: &Certificate<'_>,
+    others: &[Certificate<'_>],
+    extra_ca_pem: Option<&[u8]>,
+) -> bool {
+    let der = CertificateDer::from(certificate.der);
+    let Ok(end_entity) = EndEntityCert::try_from(&der) else { return false };
+    let intermediates: Vec<CertificateDer<'_>> =
+        others.iter().filter(|c| c.der != certificate.der).map(|c| CertificateDer::from(c.der)).collect();
+    let anchors = super::tls::roots(extra_ca_pem).map(|store| store.roots).unwrap_or_default();
+    let usage = KeyUsage::required_if_present(EKU_EMAIL_PROTECTION);
+    let now = UnixTime::now();
+    end_entity.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, now, usage, None, None).is_ok()
+}
+
 /// Why a certificate chain was not accepted, for an operator.
 fn untrusted(error: &webpki::Error, at: UnixTime) -> String {
     use webpki::Error::*;
@@ -573,6 +590,8 @@ pub(super) struct Certificate<'a> {
     /// The issuer name, DER.
     pub issuer: &'a [u8],
     subject: Element<'a>,
+    /// The SubjectPublicKeyInfo, DER.
+    pub public_key: &'a [u8],
     extensions: Option<Element<'a>>,
     /// The end of its validity.
     pub not_after: Option<UnixTime>,
@@ -589,8 +608,9 @@ pub(super) fn certificate(element: Element<'_>) -> Option<Certificate<'_>> {
     let issuer = fields.next().filter(|i| i.tag == SEQUENCE)?.raw;
     let not_after = fields.next()?.children(SEQUENCE).and_then(|mut validity| time(validity.nth(1)?));
     let subject = fields.next().filter(|s| s.tag == SEQUENCE)?;
+    let public_key = fields.next().filter(|k| k.tag == SEQUENCE)?.raw;
     let extensions = fields.find(|f| f.tag == CONTEXT_3).and_then(|e| e.children(CONTEXT_3)?.next());
-    Some(Certificate { der: element.raw, serial, issuer, subject, extensions, not_after })
+    Some(Certificate { der: element.raw, serial, issuer, subject, public_key, extensions, not_after })
 }
 
 impl<'a> Certificate<'a> {
@@ -615,6 +635,19 @@ impl<'a> Certificate<'a> {
                 .is_some_and(|key_id| key_id.tag == OCTET_STRING && has_key_id(key_id.content)),
             _ => false,
         }
+    }
+
+    /// The certificate, DER.
+    pub fn der(&self) -> &'a [u8] {
+        self.der
+    }
+
+    /// Whether its key usage extension, if it has one, allows the `bit` (RFC 5280 §4.2.1.3:
+    /// 2 keyEncipherment, 4 keyAgreement).
+    pub fn allows_key_usage(&self, bit: u8) -> bool {
+        let Some(usage) = self.extension(ID_KEY_USAGE) else { return true };
+        let bits = Element::parse(usage).filter(|u| u.tag == BIT_STRING).and_then(|u| u.content.get(1..));
+        bits.is_some_and(|bits| bits.get(usize::from(bit / 8)).is_some_and(|byte| byte & (0x80 >> (bit % 8)) != 0))
     }
 
     /// The value (the extnValue's contents) of the extension `oid`.

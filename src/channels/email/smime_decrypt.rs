@@ -19,7 +19,8 @@
 //!
 //! The message says what was done (`MailEncryption`, kind `smime`), or why not: encrypted to
 //! other certificates, or not decryptable (changed on the way, another key). The mail's source
-//! stays as fetched, encrypted.
+//! stays as fetched, encrypted. Replies go out encrypted by `smime_encrypt`, when the channel
+//! says so.
 //!
 //! The RSA decryption is the `rsa` crate's (RustCrypto, already in the tree through rPGP), whose
 //! PKCS#1 v1.5 decryption is not constant-time (RUSTSEC-2023-0071): an attacker who can time the
@@ -34,7 +35,9 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::CertificateDer;
 
 use super::ber::oid::*;
-use super::ber::{Element, BIT_STRING, CONTEXT_0, CONTEXT_1, CONTEXT_2, INTEGER, OCTET_STRING, OID, SEQUENCE, SET};
+use super::ber::{
+    der, Element, BIT_STRING, CONTEXT_0, CONTEXT_1, CONTEXT_2, INTEGER, OCTET_STRING, OID, SEQUENCE, SET,
+};
 use super::config::EmailChannelConfig;
 use super::smime;
 
@@ -48,7 +51,7 @@ pub(super) fn decrypt(ber: &[u8], channel: &EmailChannelConfig) -> Option<Decryp
     Some(decrypt_with(ber, pem, key.expose()))
 }
 
-fn decrypt_with(ber: &[u8], certificate_pem: &[u8], key_pem: &str) -> Decrypted {
+pub(super) fn decrypt_with(ber: &[u8], certificate_pem: &[u8], key_pem: &str) -> Decrypted {
     let unreadable = || "the encrypted content cannot be read as CMS; the file smime.p7m keeps it".to_owned();
     let der = CertificateDer::pem_slice_iter(certificate_pem).next().and_then(Result::ok).ok_or_else(unreadable)?;
     let ours = Element::parse(&der).and_then(smime::certificate).ok_or_else(unreadable)?;
@@ -222,22 +225,8 @@ fn agree(key: &OurKey, agreement: &Agreement<'_>) -> Result<Vec<u8>, String> {
         }
         OurKey::Rsa(_) => return Err("encrypted by key agreement to our certificate, whose key is RSA".into()),
     };
-    // ECC-CMS-SharedInfo: the wrap algorithm as the message names it, the user keying
-    // material, and the key-encryption key's length in bits.
-    let mut shared_info = wrap.raw.to_vec();
-    if let Some(ukm) = agreement.ukm {
-        shared_info.extend(der(CONTEXT_0, &der(OCTET_STRING, ukm)));
-    }
-    shared_info.extend(der(CONTEXT_2, &der(OCTET_STRING, &(kek_length as u32 * 8).to_be_bytes())));
-    let shared_info = der(SEQUENCE, &shared_info);
-    let kek = match scheme {
-        DH_STD_SHA1_KDF | DH_COFACTOR_SHA1_KDF => x963_kdf::<sha1::Sha1>(&shared, &shared_info, kek_length),
-        DH_STD_SHA224_KDF | DH_COFACTOR_SHA224_KDF => x963_kdf::<sha2::Sha224>(&shared, &shared_info, kek_length),
-        DH_STD_SHA256_KDF | DH_COFACTOR_SHA256_KDF => x963_kdf::<sha2::Sha256>(&shared, &shared_info, kek_length),
-        DH_STD_SHA384_KDF | DH_COFACTOR_SHA384_KDF => x963_kdf::<sha2::Sha384>(&shared, &shared_info, kek_length),
-        DH_STD_SHA512_KDF | DH_COFACTOR_SHA512_KDF => x963_kdf::<sha2::Sha512>(&shared, &shared_info, kek_length),
-        _ => return Err(not_read("a key agreement scheme")),
-    };
+    let kek = key_encryption_key(scheme, &shared, wrap.raw, agreement.ukm, kek_length)
+        .ok_or_else(|| not_read("a key agreement scheme"))?;
     let unwrapped = match wrap_oid.content {
         AES128_WRAP => {
             aes_kw::KekAes128::try_from(&kek[..]).ok().and_then(|k| k.unwrap_vec(agreement.encrypted_key).ok())
@@ -253,6 +242,30 @@ fn agree(key: &OurKey, agreement: &Agreement<'_>) -> Result<Vec<u8>, String> {
     unwrapped.ok_or_else(failed)
 }
 
+/// The key-encryption key of a key agreement (RFC 5753 §7.2): the `scheme`'s KDF over the
+/// shared secret Z and the ECC-CMS-SharedInfo, made of the key `wrap` algorithm as the message
+/// names it (DER), the user keying material, and the key's `length` in bits. None: a scheme
+/// not read here.
+pub(super) fn key_encryption_key(
+    scheme: &[u8],
+    shared: &[u8],
+    wrap: &[u8],
+    ukm: Option<&[u8]>,
+    length: usize,
+) -> Option<Vec<u8>> {
+    let ukm = ukm.map(|ukm| der(CONTEXT_0, &[&der(OCTET_STRING, &[ukm])])).unwrap_or_default();
+    let bits = der(CONTEXT_2, &[&der(OCTET_STRING, &[&(length as u32 * 8).to_be_bytes()])]);
+    let shared_info = der(SEQUENCE, &[wrap, &ukm, &bits]);
+    Some(match scheme {
+        DH_STD_SHA1_KDF | DH_COFACTOR_SHA1_KDF => x963_kdf::<sha1::Sha1>(shared, &shared_info, length),
+        DH_STD_SHA224_KDF | DH_COFACTOR_SHA224_KDF => x963_kdf::<sha2::Sha224>(shared, &shared_info, length),
+        DH_STD_SHA256_KDF | DH_COFACTOR_SHA256_KDF => x963_kdf::<sha2::Sha256>(shared, &shared_info, length),
+        DH_STD_SHA384_KDF | DH_COFACTOR_SHA384_KDF => x963_kdf::<sha2::Sha384>(shared, &shared_info, length),
+        DH_STD_SHA512_KDF | DH_COFACTOR_SHA512_KDF => x963_kdf::<sha2::Sha512>(shared, &shared_info, length),
+        _ => return None,
+    })
+}
+
 /// ANSI X9.63's KDF (SEC 1 §3.6.1): `length` bytes of Hash(Z ‖ counter ‖ SharedInfo), the
 /// counter a 32-bit big-endian number from 1.
 fn x963_kdf<D: sha2::Digest>(shared: &[u8], shared_info: &[u8], length: usize) -> Vec<u8> {
@@ -266,21 +279,6 @@ fn x963_kdf<D: sha2::Digest>(shared: &[u8], shared_info: &[u8], length: usize) -
         );
     }
     out.truncate(length);
-    out
-}
-
-/// A DER element of `tag` around `content`.
-fn der(tag: u8, content: &[u8]) -> Vec<u8> {
-    let length = content.len();
-    let mut out = vec![tag];
-    if length < 0x80 {
-        out.push(length as u8);
-    } else {
-        let bytes: Vec<u8> = length.to_be_bytes().into_iter().skip_while(|b| *b == 0).collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend(bytes);
-    }
-    out.extend(content);
     out
 }
 
@@ -345,7 +343,7 @@ fn unwrap_key(key: &OurKey, algorithm: Element<'_>, encrypted: &[u8]) -> Result<
     }
 }
 
-fn aes_cbc(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn aes_cbc(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     use aes::cipher::KeyInit;
     match key.len() {
         16 => cbc(&aes::Aes128::new_from_slice(key).ok()?, iv, data),

@@ -23,7 +23,7 @@ use super::ber::oid::{
     ECDSA_WITH_SHA256, ECDSA_WITH_SHA384, ID_CONTENT_TYPE, ID_DATA, ID_MESSAGE_DIGEST, ID_SIGNED_DATA, ID_SIGNING_TIME,
     RSA_ENCRYPTION, SHA256, SHA384,
 };
-use super::ber::{Element, CONTEXT_0, INTEGER, OCTET_STRING, OID, SEQUENCE, SET, UTC_TIME};
+use super::ber::{der, Element, CONTEXT_0, INTEGER, OCTET_STRING, OID, SEQUENCE, SET, UTC_TIME};
 use super::smime;
 
 /// ASN.1 NULL: rsaEncryption's parameters.
@@ -235,26 +235,6 @@ impl Signer {
 
 fn rejected(e: ring::error::KeyRejected) -> String {
     format!("the key cannot be used: {e}")
-}
-
-/// A DER element: `tag`, the length, then `parts` one after another.
-fn der(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
-    let length: usize = parts.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(length + 6);
-    out.push(tag);
-    match length {
-        0..=0x7f => out.push(length as u8),
-        _ => {
-            let bytes = length.to_be_bytes();
-            let skip = bytes.iter().take_while(|b| **b == 0).count();
-            out.push(0x80 | (bytes.len() - skip) as u8);
-            out.extend_from_slice(&bytes[skip..]);
-        }
-    }
-    for part in parts {
-        out.extend_from_slice(part);
-    }
-    out
 }
 
 /// `YYMMDDHHMMSSZ` (UTCTime, for years 1950–2049 as RFC 5280 wants it there).
