@@ -78,6 +78,10 @@ pub struct RawInbound {
     pub signature: Option<crate::model::MailSignature>,
     /// That a mail came encrypted to a key the gateway does not hold.
     pub encryption: Option<crate::model::MailEncryption>,
+    /// A mail whose S/MIME signature is valid: the sender's certificate, then the others its
+    /// signature carried (DER), which the channel keeps to encrypt mail to the sender
+    /// (`smime_encrypt`). Not part of the message.
+    pub sender_certificates: Vec<Vec<u8>>,
     /// Why the channel itself would refuse the item (a mail in our own name its receiving server
     /// found forged; one its spam filter marked): the pipeline refuses it, listed with this
     /// reason, unless an operator takes it in (a forgery taken in is then ours, as its From

@@ -154,6 +154,7 @@ mod tests {
             authentication: None,
             signature: None,
             encryption: None,
+            sender_certificates: Vec::new(),
             refusal: None,
         }
     }

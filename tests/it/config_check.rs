@@ -113,7 +113,7 @@ channels = ["mail", "nope"]
         "channels[2].openpgp_secret_key_file: /etc/hostname: holds no ASCII-armored OpenPGP secret key",
         "channels[3].openpgp_encrypt: needs openpgp_keyring_file",
         "channels[2].smime_recipients_file: /etc/hostname holds no PEM certificate",
-        "channels[3].smime_encrypt: needs smime_recipients_file",
+        "channels[3].smime_encrypt: needs smime_certificate_file",
         "webhooks[0].url: ",
         "webhooks[0].secret: must be `whsec_`",
         "webhooks[0].events[0]: `message.recieved` matches no event type",

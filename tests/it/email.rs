@@ -2336,8 +2336,9 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
 /// decrypts his copy by key agreement; our own key decrypts it too (the Sent copy), and our
 /// reading of it says decrypted and signed. With `always`, a recipient whose certificate is
 /// self-signed (the stranger) or for signing only (Bea), and a mail with a Bcc recipient, fail
-/// (`smime_no_certificate`, `smime_bcc`) and reach no one; with `when_possible` such a mail goes
-/// in clear, signed.
+/// (`smime_no_certificate`, `smime_bcc`) and reach no one. Then Bea writes, signed with a new
+/// certificate: it is kept, and our next mail to her is encrypted to it. With `when_possible`
+/// a mail to the stranger goes in clear, signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_reads_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -2448,6 +2449,45 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
     for who in [STRANGER, BEA, ANN] {
         assert!(mail.inbox(who).await.is_empty(), "{} got a mail", who.0);
     }
+    // Bea writes to us, signed with her new certificate (for encryption too), whose
+    // intermediate her signature carries: it is kept, and our next mail to her is encrypted
+    // to it, as her Outlook would expect.
+    pki.issue("bea2", RSA_KEY, "mail-ca", &SmimePki::person(BEA.0, "emailProtection"));
+    write("bea.eml", b"Content-Type: text/plain\r\n\r\nPlease send the advisory encrypted.\r\n");
+    let signed = ssl(&[
+        "cms",
+        "-sign",
+        "-signer",
+        "bea2.pem",
+        "-inkey",
+        "bea2.key",
+        "-certfile",
+        "mail-ca.pem",
+        "-in",
+        "bea.eml",
+    ]);
+    let signed = String::from_utf8(signed).unwrap().replace("\r\n", "\n").replace('\n', "\r\n");
+    let header = format!(
+        "From: Bea <{}>\r\nTo: {}\r\nSubject: Advisory\r\nMessage-ID: <bea-signed@example.org>\r\n\
+         Date: Tue, 01 Dec 2026 10:00:00 +0100\r\n",
+        BEA.0, SUPPORT.0
+    );
+    mail.append(SUPPORT, &format!("{header}{signed}")).await;
+    loop_until(|| async {
+        let events = server.all_events().await;
+        events
+            .iter()
+            .any(|e| e["type"] == "message.received" && e["data"]["signature"]["status"] == "valid")
+            .then_some(())
+    })
+    .await;
+    let (_, queued) =
+        server.post("/v1/messages", json!({"channel": "support", "to": BEA.0, "text": "Attached."})).await;
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let detail = format!("sent S/MIME-encrypted to the certificates of {}, and to ours", BEA.0);
+    assert_eq!(sent["encryption"]["detail"], json!(detail), "{sent}");
+    let beas = loop_until(|| async { mail.inbox(BEA).await.pop() }).await;
+    assert!(decrypts("bea2", &beas.2).contains("Attached."), "Bea cannot read it");
     server.reload(&mail.channel("support", &config("when_possible"))).await;
     let (_, queued) = server.post("/v1/messages", to_stranger).await;
     server.wait_status(queued["id"].as_str().unwrap(), "sent").await;

@@ -124,14 +124,14 @@ pub struct EmailChannelConfig {
     /// Filled by validation: the certificates of `smime_certificate_file`.
     #[serde(skip)]
     pub smime_certificate_pem: Option<Vec<u8>>,
-    /// Encrypt the mail we send with S/MIME to its recipients' certificates in
-    /// `smime_recipients_file`: `never`, `when_possible` or `always`, as `openpgp_encrypt`
-    /// (which is tried first when both are on). See `smime_encrypt`.
+    /// Encrypt the mail we send with S/MIME to its recipients' certificates (from their validly
+    /// signed mail, or `smime_recipients_file`): `never`, `when_possible` or `always`, as
+    /// `openpgp_encrypt` (which is tried first when both are on). See `smime_encrypt`.
     #[serde(default)]
     pub smime_encrypt: EncryptWhen,
-    /// A PEM file of the certificates of the people we may encrypt to (and their
-    /// intermediates), each taken for the addresses it names when it chains to a trusted CA
-    /// (the Mozilla roots or `smime_ca_file`) for mail protection.
+    /// A PEM file of certificates of people we may encrypt to besides those their signed mail
+    /// brought (and their intermediates), each taken for the addresses it names when it chains
+    /// to a trusted CA (the Mozilla roots or `smime_ca_file`) for mail protection.
     pub smime_recipients_file: Option<PathBuf>,
     /// Filled by validation: the certificates of `smime_recipients_file`.
     #[serde(skip)]
@@ -595,8 +595,11 @@ impl EmailChannelConfig {
         {
             add("smime_recipients_file", reason);
         }
-        if self.smime_encrypt != EncryptWhen::Never && self.smime_recipients_file.is_none() {
-            add("smime_encrypt", "needs smime_recipients_file (the recipients' certificates)".into());
+        if self.smime_encrypt != EncryptWhen::Never && self.smime_certificate_file.is_none() {
+            add(
+                "smime_encrypt",
+                "needs smime_certificate_file (the mail is signed with it and encrypted to it too)".into(),
+            );
         }
         if let Err((key, reason)) = self.load_openpgp_secret_keys() {
             add(&key, reason);

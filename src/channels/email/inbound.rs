@@ -515,6 +515,14 @@ async fn prepare(
     mails: Vec<Fetched>,
 ) -> Result<PreparedBatch, ImapError> {
     let raws = parse(channel, mails).await?;
+    // The certificates of validly S/MIME-signed mail from others, to encrypt to them.
+    for raw in raws.iter().filter(|r| !r.sender_certificates.is_empty() && !r.sent_by_us) {
+        let signer =
+            raw.signature.as_ref().filter(|s| s.kind == "smime" && s.status == crate::model::SignatureStatus::Valid);
+        if let Some(address) = signer.and_then(|s| s.signer.as_deref()) {
+            super::smime_encrypt::remember(&cx.state(), address, &raw.sender_certificates).await;
+        }
+    }
     Ok(cx.prepare_batch(raws).await?)
 }
 

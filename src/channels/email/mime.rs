@@ -155,6 +155,9 @@ fn translate(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> Raw
     for depth in 1..=MAX_LAYERS {
         let Some(inner) = MessageParser::default().parse(&carried) else { break };
         let next = smime::open(&inner, &carried, channel);
+        if opened.signature.is_none() {
+            opened.sender_certificates = next.sender_certificates;
+        }
         opened.signature = opened.signature.or(next.signature);
         opened.encryption = opened.encryption.or(next.encryption);
         match next.mail {
@@ -179,7 +182,7 @@ fn read(
     keys: MailKeys,
     smime: smime::Opened,
 ) -> RawInbound {
-    let smime::Opened { mut signature, mut encryption, subject: protected_subject, .. } = smime;
+    let smime::Opened { mut signature, mut encryption, subject: protected_subject, sender_certificates, .. } = smime;
     let max = channel.max_attachment_bytes.unwrap_or(DEFAULT_MAX_ATTACHMENT);
     let ours = |address: &str| channel.owns(address);
     let from =
@@ -388,6 +391,7 @@ fn read(
         authentication,
         signature,
         encryption,
+        sender_certificates,
         refusal: forged.filter(|_| sent_by_us).or_else(|| {
             let spam = channel.refuse_spam.then(|| report::spam_verdict(message)).flatten();
             spam.map(|header| format!("marked as spam by the receiving server ({header})"))
@@ -588,6 +592,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         authentication: None,
         signature: None,
         encryption: None,
+        sender_certificates: Vec::new(),
         refusal: None,
     }
 }

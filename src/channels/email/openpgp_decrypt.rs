@@ -248,7 +248,7 @@ pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelC
             mail: Some(smime::inner_mail(source, &plaintext.data)),
             signature: signature(&plaintext, message, from, channel),
             encryption: Some(flag(true, format!("decrypted with key {} of openpgp_secret_key", plaintext.key))),
-            subject: None,
+            ..Opened::default()
         }),
         Err(why) => Some(Opened { encryption: Some(flag(false, why)), ..Opened::default() }),
     }

@@ -150,7 +150,7 @@ impl SmtpOutbound {
             aliases: config.aliases.clone(),
             signer,
             encryptor: super::openpgp_encrypt::Encryptor::new(config),
-            smime_encryptor: super::smime_encrypt::SmimeEncryptor::new(config),
+            smime_encryptor: super::smime_encrypt::SmimeEncryptor::new(config, state),
             channel: config.id.clone(),
         })
     }
@@ -286,7 +286,10 @@ impl SmtpOutbound {
         // OpenPGP key signs inside, no S/MIME signature), else with S/MIME when every one has
         // a certificate (our S/MIME signature inside); else in clear, S/MIME-signed when we can.
         let openpgp = self.encryptor.as_ref().map(|e| (e, e.keys(&named, &hidden)));
-        let smime = self.smime_encryptor.as_ref().map(|e| (e, e.certificates(&named, &hidden)));
+        let smime = match &self.smime_encryptor {
+            Some(encryptor) => Some((encryptor, encryptor.certificates(&named, &hidden).await)),
+            None => None,
+        };
         let sign = |content: MultiPart| match signer {
             Some(signer) => signer.sign(content, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e)),
             None => Ok(content),

@@ -178,6 +178,9 @@ pub(super) struct Opened {
     pub encryption: Option<MailEncryption>,
     /// The subject the carried mail's protected header gives (`openpgp_decrypt::protected_subject`).
     pub subject: Option<String>,
+    /// When its S/MIME signature is valid: the sender's certificate, then the others the
+    /// signature carries (DER). See `smime_encrypt::remember`.
+    pub sender_certificates: Vec<Vec<u8>>,
 }
 
 /// What S/MIME makes of `message` (`source`, as parsed), its signature structure read once:
@@ -200,27 +203,29 @@ pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelC
                 };
             }
             let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| inner_mail(source, entity));
-            let signature = Some(verify(data, None, from, channel.smime_ca_pem.as_deref()));
-            Opened { mail, signature, ..Opened::default() }
+            let (signature, sender_certificates) =
+                verify_keeping_certificates(data, None, from, channel.smime_ca_pem.as_deref());
+            Opened { mail, signature: Some(signature), sender_certificates, ..Opened::default() }
         }
         Some((part, Some(smime_type))) if smime_type == "enveloped-data" || smime_type == "authenveloped-data" => {
             decrypted(part.contents(), source, channel)
         }
         Some(_) => Opened::default(),
-        None => super::openpgp_decrypt::open(message, source, channel).unwrap_or_else(|| Opened {
-            signature: clear_signature(message, source, from, channel),
-            ..Opened::default()
+        None => super::openpgp_decrypt::open(message, source, channel).unwrap_or_else(|| {
+            let (signature, sender_certificates) = clear_signature(message, source, from, channel).unzip();
+            Opened { signature, sender_certificates: sender_certificates.unwrap_or_default(), ..Opened::default() }
         }),
     }
 }
 
-/// What the signature of a clear-signed (`multipart/signed`) `message` says, if it is one.
+/// What the signature of a clear-signed (`multipart/signed`) `message` says, if it is one, with
+/// the sender's certificates when it is a valid S/MIME one (`verify_keeping_certificates`).
 fn clear_signature(
     message: &Message<'_>,
     source: &[u8],
     from: &str,
     channel: &EmailChannelConfig,
-) -> Option<MailSignature> {
+) -> Option<(MailSignature, Vec<Vec<u8>>)> {
     let root = message.root_part();
     let content_type = root.content_type()?;
     if !content_type.ctype().eq_ignore_ascii_case("multipart")
@@ -236,10 +241,11 @@ fn clear_signature(
     match content_type.attribute("protocol")?.to_ascii_lowercase().as_str() {
         "application/pkcs7-signature" | "application/x-pkcs7-signature" => {
             let data = signed_data(signature.contents());
-            Some(verify(data, Some(content()?), from, channel.smime_ca_pem.as_deref()))
+            Some(verify_keeping_certificates(data, Some(content()?), from, channel.smime_ca_pem.as_deref()))
         }
         "application/pgp-signature" => {
-            Some(openpgp::detached(message, &content()?, signature.contents(), from, &channel.openpgp_keys))
+            let signature = openpgp::detached(message, &content()?, signature.contents(), from, &channel.openpgp_keys);
+            Some((signature, Vec::new()))
         }
         _ => None,
     }
@@ -258,6 +264,29 @@ fn crlf_lines(bytes: &[u8]) -> Vec<u8> {
         previous = byte;
     }
     out
+}
+
+/// What `verify` says, and when the signature is valid, the certificates a mail client keeps
+/// from it to encrypt to the sender: the signer's, then the others it carries (DER).
+fn verify_keeping_certificates(
+    data: Option<SignedData<'_>>,
+    detached: Option<Vec<u8>>,
+    from: &str,
+    extra_ca_pem: Option<&[u8]>,
+) -> (MailSignature, Vec<Vec<u8>>) {
+    let carried = data.as_ref().map(|d| d.certificates.clone()).unwrap_or_default();
+    let sid = data.as_ref().and_then(|d| signer_info(*d.signer_infos.first()?)).map(|info| info.sid);
+    let signature = verify(data, detached, from, extra_ca_pem);
+    if signature.status != SignatureStatus::Valid {
+        return (signature, Vec::new());
+    }
+    let carried: Vec<Certificate<'_>> = carried.into_iter().filter_map(certificate).collect();
+    let Some(signer) = carried.iter().find(|c| sid.is_some_and(|sid| c.is(sid))) else {
+        return (signature, Vec::new());
+    };
+    let others = carried.iter().filter(|c| c.der != signer.der);
+    let certificates = std::iter::once(signer).chain(others).map(|c| c.der.to_vec()).collect();
+    (signature, certificates)
 }
 
 /// The verdict on a CMS SignedData (`None`: one that cannot be read) over `detached` content

@@ -7,11 +7,15 @@
 //! sent then (`message.failed`, `smime_no_certificate`, naming the recipient). When the channel
 //! also encrypts with OpenPGP, that is tried first.
 //!
-//! A recipient's certificate is the one in `smime_recipients_file` that names the address
+//! A recipient's certificate comes from their own signed mail, as Outlook and Thunderbird keep
+//! it: the certificate of each mail whose S/MIME signature is valid (a trusted CA issued it for
+//! the sender's address) is kept in the channel's state for that address (`remember`), the one
+//! valid longest when several came. The operator may add certificates in
+//! `smime_recipients_file`. Of these, one is used that names the address
 //! (`Certificate::mail_addresses`), chains now to a trusted CA (the Mozilla roots or
-//! `smime_ca_file`; the file may carry the intermediates) for mail protection, has a key we
-//! can encrypt to (RSA, or EC P-256/P-384) and a key usage allowing it; the one valid longest
-//! when several do. What Outlook and Thunderbird do before they encrypt.
+//! `smime_ca_file`; through the intermediates kept beside it) for mail protection, has a key
+//! we can encrypt to (RSA, or EC P-256/P-384) and a key usage allowing it; the one valid
+//! longest when several do.
 //!
 //! The form is what every S/MIME client reads (RFC 8551 §3.3): `application/pkcs7-mime;
 //! smime-type=enveloped-data`, CMS EnvelopedData, the content AES-256-CBC. The content key goes
@@ -39,6 +43,7 @@ use super::config::{EmailChannelConfig, EncryptWhen};
 use super::openpgp_encrypt::Refusal;
 use super::smime::{self, Certificate};
 use crate::model::MailEncryption;
+use crate::pipeline::ChannelState;
 
 /// RFC 5280 §4.2.1.3 key usage bits.
 const KEY_ENCIPHERMENT: u8 = 2;
@@ -47,6 +52,8 @@ const KEY_AGREEMENT: u8 = 4;
 /// Encrypts the mail a channel sends with S/MIME, by its policy.
 pub(super) struct SmimeEncryptor {
     policy: EncryptWhen,
+    /// Where the certificates of senders' signed mail are kept (`remember`).
+    state: ChannelState,
     /// The certificates of `smime_recipients_file`, DER.
     certificates: Vec<Vec<u8>>,
     /// `smime_ca_file`: CAs trusted besides the Mozilla roots.
@@ -88,13 +95,14 @@ impl RecipientKey {
 
 impl SmimeEncryptor {
     /// None when the channel does not encrypt with S/MIME.
-    pub fn new(config: &EmailChannelConfig) -> Option<SmimeEncryptor> {
+    pub fn new(config: &EmailChannelConfig, state: ChannelState) -> Option<SmimeEncryptor> {
         let pem = |pem: &Option<Vec<u8>>| -> Vec<Vec<u8>> {
             let pem = pem.as_deref().unwrap_or_default();
             CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).map(|c| c.to_vec()).collect()
         };
         (config.smime_encrypt != EncryptWhen::Never).then(|| SmimeEncryptor {
             policy: config.smime_encrypt,
+            state,
             certificates: pem(&config.smime_recipients_pem),
             ca_pem: config.smime_ca_pem.clone(),
             own: pem(&config.smime_certificate_pem).into_iter().next(),
@@ -107,7 +115,7 @@ impl SmimeEncryptor {
 
     /// The certificates a mail to `recipients` (To and Cc) is encrypted to; why not, when one
     /// has none or the mail has `hidden` (Bcc) recipients.
-    pub fn certificates(&self, recipients: &[&str], hidden: &[&str]) -> Result<RecipientCertificates, Refusal> {
+    pub async fn certificates(&self, recipients: &[&str], hidden: &[&str]) -> Result<RecipientCertificates, Refusal> {
         if let Some(address) = hidden.first() {
             return Err((
                 "smime_bcc",
@@ -117,8 +125,16 @@ impl SmimeEncryptor {
                 ),
             ));
         }
-        let parsed: Vec<Certificate<'_>> =
-            self.certificates.iter().filter_map(|der| Element::parse(der).and_then(smime::certificate)).collect();
+        let mut known = Vec::new();
+        for address in recipients {
+            known.extend(kept(&self.state, address).await);
+        }
+        let parsed: Vec<Certificate<'_>> = self
+            .certificates
+            .iter()
+            .chain(&known)
+            .filter_map(|der| Element::parse(der).and_then(smime::certificate))
+            .collect();
         let mut chosen = Vec::new();
         for address in recipients {
             let usable = parsed
@@ -133,8 +149,9 @@ impl SmimeEncryptor {
                     return Err((
                         "smime_no_certificate",
                         format!(
-                            "no usable S/MIME certificate for {address} in smime_recipients_file (one that names \
-                             the address, from a trusted CA, valid now, with an RSA or EC P-256/P-384 key)"
+                            "no usable S/MIME certificate for {address} (from their validly signed mail, or in \
+                             smime_recipients_file: one that names the address, from a trusted CA, valid now, with \
+                             an RSA or EC P-256/P-384 key)"
                         ),
                     ))
                 }
@@ -171,6 +188,44 @@ impl SmimeEncryptor {
         let ours = if self.own.is_some() { ", and to ours" } else { "" };
         let detail = format!("sent S/MIME-encrypted to the certificates of {}{ours}", recipients.whose);
         Ok((part, MailEncryption { kind: "smime".into(), decrypted: false, detail }))
+    }
+}
+
+/// The `channel_state` key under which the certificates of `address`'s signed mail are kept.
+fn state_key(address: &str) -> String {
+    format!("smime:certificates:{}", address.to_lowercase())
+}
+
+/// The certificates kept for `address` (`remember`), DER; none when the store cannot say.
+async fn kept(state: &ChannelState, address: &str) -> Vec<Vec<u8>> {
+    let value = match state.get(&state_key(address)).await {
+        Ok(value) => value.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(channel = state.channel_id(), address, error = %e, "the kept S/MIME certificates cannot be read");
+            String::new()
+        }
+    };
+    let engine = &base64::engine::general_purpose::STANDARD;
+    value.split(' ').filter_map(|c| base64::Engine::decode(engine, c).ok()).filter(|c| !c.is_empty()).collect()
+}
+
+/// Keeps `certificates` (the sender's first, then the intermediates its signature carried) of
+/// `address`'s validly signed mail, for the mail we encrypt to them: what Outlook and
+/// Thunderbird do with a signed mail. A certificate that expires sooner than the one kept does
+/// not replace it (an old mail imported late), and the same one is not written again.
+pub(super) async fn remember(state: &ChannelState, address: &str, certificates: &[Vec<u8>]) {
+    let expiry =
+        |der: &[u8]| Element::parse(der).and_then(smime::certificate).and_then(|c| c.not_after).map(|t| t.as_secs());
+    let Some(new) = certificates.first().and_then(|c| expiry(c)) else { return };
+    let old = kept(state, address).await;
+    if old.first().and_then(|c| expiry(c)).is_some_and(|old| old >= new) {
+        return;
+    }
+    let engine = &base64::engine::general_purpose::STANDARD;
+    let value = certificates.iter().map(|c| base64::Engine::encode(engine, c)).collect::<Vec<_>>().join(" ");
+    match state.set(&state_key(address), &value).await {
+        Ok(()) => tracing::info!(channel = state.channel_id(), address, "kept the S/MIME certificate of a validly signed mail: mail to this address can be encrypted to it (smime_encrypt)"),
+        Err(e) => tracing::warn!(channel = state.channel_id(), address, error = %e, "the S/MIME certificate of a signed mail could not be kept"),
     }
 }
 
@@ -274,6 +329,33 @@ mod tests {
             let enveloped = enveloped_data(vec![info], &content_key, entity);
             assert_eq!(super::super::smime_decrypt::decrypt_with(&enveloped, &pem, &key).unwrap(), entity);
         }
+    }
+
+    /// A kept certificate is replaced only by one valid longer, and survives a reopened store.
+    #[tokio::test]
+    async fn the_certificate_valid_longest_is_kept() {
+        let der = |name: &str| {
+            let pem =
+                std::fs::read(format!("{}/tests/fixtures/smime-decrypt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+            CertificateDer::pem_slice_iter(&pem).next().unwrap().unwrap().to_vec()
+        };
+        // Valid until 2036, and until 2126.
+        let (sooner, later) = (der("support-p384.pem"), der("support.pem"));
+        let dir = tempfile::tempdir().unwrap();
+        let state = ChannelState::new(crate::store::Store::open(dir.path()).unwrap(), "support");
+        assert!(kept(&state, "Ann@Example.org").await.is_empty());
+        remember(&state, "ann@example.org", std::slice::from_ref(&sooner)).await;
+        assert_eq!(kept(&state, "Ann@Example.org").await, std::slice::from_ref(&sooner));
+        remember(&state, "ann@example.org", &[later.clone(), sooner.clone()]).await;
+        assert_eq!(kept(&state, "ann@example.org").await, [later.clone(), sooner.clone()]);
+        // An older mail imported late does not bring the sooner one back.
+        remember(&state, "ann@example.org", std::slice::from_ref(&sooner)).await;
+        drop(state);
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let state = ChannelState::new(store.clone(), "support");
+        assert_eq!(kept(&state, "ann@example.org").await, [later, sooner]);
+        // Another channel keeps its own.
+        assert!(kept(&ChannelState::new(store, "sales"), "ann@example.org").await.is_empty());
     }
 
     #[test]
