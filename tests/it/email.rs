@@ -2030,6 +2030,99 @@ async fn an_openpgp_encrypted_mail_is_read_with_our_key_as_gnupg_reads_it() {
     server.stop().await;
 }
 
+/// Files encrypted one by one, beside a text in clear (Enigmail's and mutt's inline mode,
+/// Mailvelope's `.asc` files, a file encrypted by hand with `gpg --encrypt`), are read with the
+/// channel's key as GnuPG reads them: `report.pdf.pgp` (binary) becomes `report.pdf` and
+/// `notes.txt.asc` (armored, sent as `application/pgp-encrypted`) `notes.txt`, with the bytes
+/// `gpg --decrypt` gives; a file encrypted to another key stays as it came. The message says
+/// which files were decrypted, and which not and why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openpgp_encrypted_files_are_read_with_our_key_as_gnupg_reads_them() {
+    let gpg = Gnupg::new();
+    gpg.run(&["--quick-generate-key", SUPPORT.0, "future-default", "default", "never"]);
+    gpg.run(&["--quick-generate-key", "Other <other@example.org>", "future-default", "default", "never"]);
+    let support = gpg.fingerprint(SUPPORT.0);
+    let secret_file = gpg.file("support-secret.asc", &gpg.run(&["--export-secret-keys", "--armor", SUPPORT.0]));
+    let pdf = b"%PDF-1.4\n1 0 obj <</Type/Catalog>> endobj\ntrailer <</Root 1 0 R>>\n%%EOF\n".to_vec();
+    let notes = "Steps: log in as admin, password admin.\n".as_bytes().to_vec();
+    let encrypt = |name: &str, plaintext: &[u8], to: &str, armor: bool| {
+        gpg.file(name, plaintext);
+        let mut args = vec!["--trust-model", "always", "--encrypt", "-r", to, "-o", "-"];
+        if armor {
+            args.push("--armor");
+        }
+        args.push(name);
+        gpg.run(&args)
+    };
+    let base64 = |bytes: &[u8]| {
+        let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+        encoded
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("\r\n")
+    };
+    let report_pgp = encrypt("report.pdf", &pdf, SUPPORT.0, false);
+    let notes_asc = String::from_utf8(encrypt("notes.txt", &notes, SUPPORT.0, true)).unwrap().replace('\n', "\r\n");
+    let other_pgp = encrypt("other.pdf", &pdf, "other@example.org", false);
+    let body = format!(
+        "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nThe report and my notes are attached, encrypted.\r\n--b\r\n\
+         Content-Type: application/octet-stream; name=\"report.pdf.pgp\"\r\n\
+         Content-Disposition: attachment; filename=\"report.pdf.pgp\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {}\r\n--b\r\nContent-Type: application/pgp-encrypted; name=\"notes.txt.asc\"\r\n\
+         Content-Disposition: attachment; filename=\"notes.txt.asc\"\r\n\r\n{notes_asc}\r\n--b\r\n\
+         Content-Type: application/octet-stream; name=\"other.pdf.pgp\"\r\n\
+         Content-Disposition: attachment; filename=\"other.pdf.pgp\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {}\r\n--b--\r\n",
+        base64(&report_pgp),
+        base64(&other_pgp)
+    );
+    let mail = MailServers::start().await;
+    let config = format!("openpgp_secret_key_file = {secret_file:?}\n");
+    let (received, server) = received_from_ann(&mail, &config, [("Files", body.as_str())].into_iter()).await;
+    let found = received[0]["data"].clone();
+    assert_eq!(found["text"].as_str().unwrap().trim_end(), "The report and my notes are attached, encrypted.");
+    // The reference: GnuPG with our key, on each file as it was attached.
+    let reference = Gnupg::new();
+    reference.run(&["--import", &secret_file]);
+    let gnupg = |name: &str, encrypted: &[u8]| {
+        let out = reference.output(&["--decrypt", &reference.file(name, encrypted)]);
+        out.status.success().then_some(out.stdout)
+    };
+    let download = |attachment: &Value| {
+        let url = format!("{}/v1/attachments/{}", server.base, attachment["id"].as_str().unwrap());
+        let request = server.http.get(url).bearer_auth(TOKEN);
+        async move { request.send().await.unwrap().bytes().await.unwrap().to_vec() }
+    };
+    let files = found["attachments"].as_array().unwrap();
+    let names: Vec<&str> = files.iter().map(|a| a["filename"].as_str().unwrap()).collect();
+    assert_eq!(names, ["report.pdf", "notes.txt", "other.pdf.pgp"], "{found}");
+    let expected = [gnupg("report.pdf.pgp", &report_pgp), gnupg("notes.txt.asc", notes_asc.as_bytes()), None];
+    assert_eq!(expected[..2], [Some(pdf.clone()), Some(notes.clone())], "GnuPG reads them so");
+    assert!(gnupg("other.pdf.pgp", &other_pgp).is_none(), "GnuPG has not the other key");
+    assert_eq!(download(&files[0]).await, pdf);
+    assert_eq!(download(&files[1]).await, notes);
+    assert_eq!(download(&files[2]).await, other_pgp, "kept as it came");
+    assert_eq!(
+        (&files[0]["content_type"], &files[1]["content_type"]),
+        (&json!("application/pdf"), &json!("text/plain"))
+    );
+    let encryption = &found["encryption"];
+    assert_eq!((&encryption["kind"], &encryption["decrypted"]), (&json!("openpgp"), &json!(true)), "{found}");
+    let detail = encryption["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!(
+            "the files report.pdf.pgp, notes.txt.asc were decrypted with key {support} of openpgp_secret_key; \
+             other.pdf.pgp: encrypted to key "
+        )),
+        "{detail}"
+    );
+    server.validate_contract(received.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+}
+
 /// Mail S/MIME-encrypted to our own certificate (the one we sign with: `smime_certificate_file`,
 /// `smime_key_file`) is read as the mail it encrypts, and Debian's `openssl cms -decrypt`,
 /// holding the same key, is the reference: it decrypts exactly the mails we decrypt, to the

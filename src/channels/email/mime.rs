@@ -245,6 +245,11 @@ fn read(
 
     let mut attachments = Vec::new();
     let mut skipped = Vec::new();
+    // Files encrypted one by one (`openpgp_decrypt::file`): those decrypted, the key, and those
+    // not, with why.
+    let (mut decrypted_files, mut file_key, mut encrypted_files) = (Vec::new(), None, Vec::new());
+    // (Not the encrypted body of a PGP/MIME mail that stayed encrypted.)
+    let pgp_mime = openpgp::is_pgp_mime_encrypted(message);
     for part in message.attachments() {
         let filename = part.attachment_name().map(str::to_owned).or_else(|| forwarded_mail_name(part));
         let content_type = part
@@ -259,7 +264,7 @@ fn read(
         // PGP/MIME's control part ("Version: 1", RFC 3156 §4) is no file either.
         // Nor is the display copy of an encrypted mail's protected header (`is_header_display`).
         if DETACHED_SIGNATURES.contains(&content_type.as_str())
-            || content_type == "application/pgp-encrypted"
+            || (content_type == "application/pgp-encrypted" && !openpgp_decrypt::is_encrypted_message(part.contents()))
             || is_header_display(part)
         {
             continue;
@@ -288,7 +293,21 @@ fn read(
             // Its body is the message's and it carries no files: nothing else to show of it
             // (the mail's source keeps it).
             None if body_taken => Vec::new(),
-            None => vec![(filename, content_type, content_id, Cow::Borrowed(contents))],
+            // A file encrypted on its own (`report.pdf.pgp`): read as the file it encrypts.
+            None => {
+                match (!pgp_mime).then(|| openpgp_decrypt::file(filename.as_deref(), contents, channel)).flatten() {
+                    Some(Ok(file)) => {
+                        decrypted_files.push(filename.unwrap_or_default());
+                        file_key = Some(file.key);
+                        vec![(Some(file.name), file.content_type.to_owned(), content_id, Cow::Owned(file.data))]
+                    }
+                    Some(Err(why)) => {
+                        encrypted_files.push((filename.clone().unwrap_or_default(), why));
+                        vec![(filename, content_type, content_id, Cow::Borrowed(contents))]
+                    }
+                    None => vec![(filename, content_type, content_id, Cow::Borrowed(contents))],
+                }
+            }
         };
         for (filename, content_type, content_id, contents) in files {
             if contents.len() > max {
@@ -324,6 +343,17 @@ fn read(
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
     let encryption = encryption.or_else(|| openpgp::encryption(message, text.as_deref()));
+    // What became of files encrypted one by one, after what became of the text.
+    let encryption = match (
+        encryption,
+        openpgp_decrypt::files_encryption(&decrypted_files, file_key.as_deref(), &encrypted_files),
+    ) {
+        (Some(mut text), Some(files)) => {
+            text.detail = format!("{}; {}", text.detail, files.detail);
+            Some(text)
+        }
+        (text, files) => text.or(files),
+    };
     if text.is_none() && html.is_none() && attachments.is_empty() {
         // Nothing readable came out of it: keep the source, so nothing is lost.
         attachments.push(source_attachment(bytes, &keys));

@@ -12,6 +12,9 @@
 //!   K-9 "Encrypted Message" outside, and the real subject inside (`protected-headers="v1"`).
 //! - **Inline** (`-----BEGIN PGP MESSAGE-----` in the text: mutt's traditional mode, Mailvelope
 //!   in webmail): the block is replaced in the text by what it encrypts.
+//! - **Files encrypted one by one** beside such a text or a clear one (Enigmail's and mutt's
+//!   inline mode, Mailvelope's `.asc` files, a file encrypted by hand): `report.pdf.pgp` is
+//!   read as `report.pdf` (`file`). A signature inside such a file is not checked.
 //!
 //! A signature inside is checked as any other (`openpgp`): one OpenPGP message both signed and
 //! encrypted (GnuPG `--sign --encrypt`, K-9, Mailvelope) here, against the keyring; a PGP/MIME
@@ -286,6 +289,88 @@ fn subject(part: &MessagePart<'_>) -> Option<String> {
     header.value.as_text().map(str::to_owned)
 }
 
+/// Whether `contents` is an OpenPGP encrypted message: armored, or binary starting with a
+/// public-key or symmetric-key encrypted session key packet (RFC 9580 §4.2, either header
+/// format). PGP/MIME's control part ("Version: 1") is not.
+pub(super) fn is_encrypted_message(contents: &[u8]) -> bool {
+    let encrypted_session_key = |tag: u8| tag == 1 || tag == 3;
+    match contents.first() {
+        Some(&header) if header & 0xc0 == 0xc0 => encrypted_session_key(header & 0x3f),
+        Some(&header) if header & 0xc0 == 0x80 => encrypted_session_key((header >> 2) & 0x0f),
+        _ => contents.trim_ascii_start().starts_with(openpgp::ENCRYPTED.as_bytes()),
+    }
+}
+
+/// A file encrypted on its own, decrypted (`file`).
+pub(super) struct DecryptedFile {
+    /// Its name without the encrypted file's extension (`report.pdf`).
+    pub name: String,
+    /// What its name says it holds (the encrypted file's type says nothing).
+    pub content_type: &'static str,
+    pub data: Vec<u8>,
+    /// The fingerprint of our key that opened it.
+    pub key: String,
+}
+
+/// A file encrypted on its own, named for it (`report.pdf.pgp`, `.gpg`, `.asc`), decrypted with
+/// the channel's keys; or why not. None: no such file.
+pub(super) fn file(
+    filename: Option<&str>,
+    contents: &[u8],
+    channel: &EmailChannelConfig,
+) -> Option<Result<DecryptedFile, String>> {
+    let filename = filename?;
+    let lower = filename.to_ascii_lowercase();
+    let stem =
+        [".pgp", ".gpg", ".asc"].iter().find_map(|ext| lower.ends_with(ext).then(|| &filename[..filename.len() - 4]));
+    let stem = stem.filter(|stem| !stem.is_empty() && is_encrypted_message(contents))?;
+    if channel.openpgp_secret_keys.is_empty() {
+        return Some(Err("encrypted to an OpenPGP key; the channel has no openpgp_secret_key".into()));
+    }
+    Some(decrypt(contents, &channel.openpgp_secret_keys, channel.max_mail_bytes).map(|plaintext| DecryptedFile {
+        name: stem.to_owned(),
+        content_type: content_type_for(stem),
+        data: plaintext.data,
+        key: plaintext.key,
+    }))
+}
+
+/// The content type a file named `name` most likely has: what an encrypted file lost.
+fn content_type_for(name: &str) -> &'static str {
+    let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match extension.as_str() {
+        "pdf" => "application/pdf",
+        "txt" | "log" => "text/plain",
+        "csv" => "text/csv",
+        "html" | "htm" => "text/html",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "zip" => "application/zip",
+        "json" => "application/json",
+        "xml" => "application/xml",
+        "eml" => "message/rfc822",
+        "docx" => "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "xlsx" => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        _ => "application/octet-stream",
+    }
+}
+
+/// What the message says of the files `file` found: those decrypted, with the key, and those
+/// not, with why. None when there were none.
+pub(super) fn files_encryption(
+    decrypted: &[String],
+    key: Option<&str>,
+    kept: &[(String, String)],
+) -> Option<MailEncryption> {
+    let mut said = Vec::new();
+    if let Some(key) = key.filter(|_| !decrypted.is_empty()) {
+        said.push(format!("the files {} were decrypted with key {key} of openpgp_secret_key", decrypted.join(", ")));
+    }
+    said.extend(kept.iter().map(|(name, why)| format!("{name}: {why}")));
+    (!said.is_empty()).then(|| flag(!decrypted.is_empty(), said.join("; ")))
+}
+
 /// An inline-encrypted text decrypted (see `inline`).
 pub(super) struct InlineDecryption {
     /// The text with the block replaced by what it encrypts; None when it could not be opened.
@@ -471,14 +556,49 @@ Q2RS8rFFiQXB5NMZtiYA+wa7qyIqFgnXyXzG/qhY4/LU+q6FOpuxZXmo195DlOUJ
         let inline = read(&channel, include_bytes!("../../../fuzz/seeds/openpgp-inline-encrypted-support.eml"));
         assert_eq!(inline.text.as_deref().map(|t| t.replace("\r\n", "\n")), Some(format!("Hello,\n\n{PLAINTEXT}")));
         assert!(inline.encryption.is_some_and(|e| e.decrypted));
+        // A file encrypted on its own (`gpg --encrypt report.pdf`), beside a text in clear.
+        let file = include_bytes!("../../../fuzz/seeds/openpgp-file-encrypted-support.eml");
+        let with_file = read(&channel, file);
+        let attachment = &with_file.attachments[0];
+        assert_eq!(
+            (attachment.filename.as_deref(), attachment.content_type.as_str()),
+            (Some("report.pdf"), "application/pdf")
+        );
+        assert_eq!(&attachment.bytes[..], b"%PDF-1.4\n%%EOF\n");
+        assert_eq!(with_file.text.as_deref().map(str::trim_end), Some("The report is attached, encrypted."));
+        assert!(with_file
+            .encryption
+            .as_ref()
+            .is_some_and(|e| e.decrypted && e.detail.starts_with("the files report.pdf.pgp")));
         // Without the key, both stay encrypted and say so.
         channel.openpgp_secret_keys = SecretKeys::default();
         let flagged = read(&channel, include_bytes!("../../../fuzz/seeds/openpgp-mime-encrypted-support.eml"));
         assert_eq!(flagged.subject.as_deref(), Some("..."));
+        let kept = read(&channel, file);
+        assert_eq!(kept.attachments[0].filename.as_deref(), Some("report.pdf.pgp"));
+        let kept = kept.encryption.unwrap();
+        assert!(!kept.decrypted && kept.detail.contains("the channel has no openpgp_secret_key"), "{kept:?}");
         // Its placeholder subject stitches nothing; the real one does.
         assert_eq!(flagged.mail.as_ref().unwrap().subject_key, None);
         assert_eq!(pgp_mime.mail.as_ref().unwrap().subject_key.as_deref(), Some("login bypass on the portal"));
         assert!(flagged.encryption.is_some_and(|e| !e.decrypted));
+    }
+
+    /// What an encrypted message looks like, armored or binary, and what does not.
+    #[test]
+    fn encrypted_messages_are_told_by_their_first_packet() {
+        let binary = include_bytes!("../../../fuzz/seeds/openpgp-file-encrypted-support.eml");
+        let message = mail_parser::MessageParser::default().parse(&binary[..]).unwrap();
+        let file = message.attachments().next().unwrap().contents().to_vec();
+        assert_eq!(file[0], 0x84, "GnuPG writes an old-format public-key encrypted session key");
+        assert!(is_encrypted_message(&file));
+        assert!(is_encrypted_message(TO_SUPPORT.as_bytes()));
+        assert!(is_encrypted_message(&[0xc1, 0x5e]));
+        assert!(!is_encrypted_message(b"Version: 1\r\n"));
+        assert!(!is_encrypted_message(OTHER_SECRET.as_bytes()));
+        assert!(!is_encrypted_message(b"%PDF-1.4"));
+        assert!(!is_encrypted_message(&[0x88, 0x00]), "a signature packet");
+        assert!(!is_encrypted_message(&[]));
     }
 
     /// The placeholders mail clients put outside for an encrypted subject, and replies to them,
