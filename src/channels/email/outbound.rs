@@ -279,16 +279,53 @@ impl SmtpOutbound {
             }
         };
         let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
+        let (mail, encryption) = self.protect(builder, mixed, signer, out).await?;
+        let mail = mail.formatted();
+        let envelope = Envelope {
+            from: &self.from.email,
+            to: &recipients,
+            envid: m.id.as_str(),
+            notify_success: self.request_delivery_receipts,
+        };
+        let mut session = self.session().await?;
+        session.send(&envelope, &mail).await.map_err(|e| match e.refused {
+            Some(address) => refused_recipient(&e.error, &address),
+            None => classify(&e.error),
+        })?;
+        self.sessions.give_back(session);
+        if let Some(copy) = self.sent_copy.clone() {
+            let mail = with_bcc_header(mail, &bcc);
+            // In the background: the mail is sent, and neither its status nor the send timeout
+            // may wait for the copy (a timeout here would send it twice).
+            tokio::spawn(async move { copy.append(&mail).await });
+        }
+        Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id), encryption })
+    }
+
+    /// The mail of `builder` with the body `mixed`, encrypted when the channel says so: with
+    /// OpenPGP when every recipient has a key (our OpenPGP key signs inside, no S/MIME
+    /// signature), else with S/MIME when every one has a certificate (our S/MIME signature
+    /// inside); else in clear, S/MIME-signed by `signer` when it signs for the sender. With
+    /// what the message says of its encryption.
+    async fn protect(
+        &self,
+        mut builder: lettre::message::MessageBuilder,
+        mixed: MultiPart,
+        signer: Option<&super::smime_sign::Signer>,
+        out: &OutboundMessage,
+    ) -> Result<(lettre::Message, Option<crate::model::MailEncryption>), SendError> {
+        let permanent = |code: &str, reason: String| SendError::Permanent { code: code.to_owned(), reason };
+        let m = &out.message;
         let named: Vec<&str> =
             std::iter::once(out.recipient.as_str()).chain(m.cc.iter().map(|p| p.address.as_str())).collect();
         let hidden: Vec<&str> = m.bcc.iter().map(|p| p.address.as_str()).collect();
-        // Encrypted when the channel says so: with OpenPGP when every recipient has a key (our
-        // OpenPGP key signs inside, no S/MIME signature), else with S/MIME when every one has
-        // a certificate (our S/MIME signature inside); else in clear, S/MIME-signed when we can.
         let openpgp = self.encryptor.as_ref().map(|e| (e, e.keys(&named, &hidden)));
+        // Certificates are looked up only when OpenPGP does not encrypt.
         let smime = match &self.smime_encryptor {
-            Some(encryptor) => Some((encryptor, encryptor.certificates(&named, &hidden).await)),
-            None => None,
+            Some(encryptor) if !matches!(openpgp, Some((_, Ok(_)))) => {
+                Some((encryptor, encryptor.certificates(&named, &hidden).await))
+            }
+            _ => None,
         };
         let sign = |content: MultiPart| match signer {
             Some(signer) => signer.sign(content, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e)),
@@ -329,26 +366,7 @@ impl SmtpOutbound {
                 (builder.multipart(sign(mixed)?), None)
             }
         };
-        let mail = mail.map_err(|e| permanent("build", e.to_string()))?.formatted();
-        let envelope = Envelope {
-            from: &self.from.email,
-            to: &recipients,
-            envid: m.id.as_str(),
-            notify_success: self.request_delivery_receipts,
-        };
-        let mut session = self.session().await?;
-        session.send(&envelope, &mail).await.map_err(|e| match e.refused {
-            Some(address) => refused_recipient(&e.error, &address),
-            None => classify(&e.error),
-        })?;
-        self.sessions.give_back(session);
-        if let Some(copy) = self.sent_copy.clone() {
-            let mail = with_bcc_header(mail, &bcc);
-            // In the background: the mail is sent, and neither its status nor the send timeout
-            // may wait for the copy (a timeout here would send it twice).
-            tokio::spawn(async move { copy.append(&mail).await });
-        }
-        Ok(Sent { provider_message_id: Some(header_id.clone()), thread_ref: Some(header_id), encryption })
+        Ok((mail.map_err(|e| permanent("build", e.to_string()))?, encryption))
     }
 
     /// An idle session, or a new one logged in with the password or a current OAuth2 access
