@@ -203,8 +203,7 @@ pub(super) fn open(message: &Message<'_>, source: &[u8], channel: &EmailChannelC
                 };
             }
             let mail = data.as_ref().and_then(|d| d.content.as_deref()).map(|entity| inner_mail(source, entity));
-            let (signature, sender_certificates) =
-                verify_keeping_certificates(data, None, from, channel.smime_ca_pem.as_deref());
+            let (signature, sender_certificates) = verify(data, None, from, channel.smime_ca_pem.as_deref());
             Opened { mail, signature: Some(signature), sender_certificates, ..Opened::default() }
         }
         Some((part, Some(smime_type))) if smime_type == "enveloped-data" || smime_type == "authenveloped-data" => {
@@ -241,7 +240,7 @@ fn clear_signature(
     match content_type.attribute("protocol")?.to_ascii_lowercase().as_str() {
         "application/pkcs7-signature" | "application/x-pkcs7-signature" => {
             let data = signed_data(signature.contents());
-            Some(verify_keeping_certificates(data, Some(content()?), from, channel.smime_ca_pem.as_deref()))
+            Some(verify(data, Some(content()?), from, channel.smime_ca_pem.as_deref()))
         }
         "application/pgp-signature" => {
             let signature = openpgp::detached(message, &content()?, signature.contents(), from, &channel.openpgp_keys);
@@ -266,42 +265,24 @@ fn crlf_lines(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// What `verify` says, and when the signature is valid, the certificates a mail client keeps
-/// from it to encrypt to the sender: the signer's, then the others it carries (DER).
-fn verify_keeping_certificates(
-    data: Option<SignedData<'_>>,
-    detached: Option<Vec<u8>>,
-    from: &str,
-    extra_ca_pem: Option<&[u8]>,
-) -> (MailSignature, Vec<Vec<u8>>) {
-    let carried = data.as_ref().map(|d| d.certificates.clone()).unwrap_or_default();
-    let sid = data.as_ref().and_then(|d| signer_info(*d.signer_infos.first()?)).map(|info| info.sid);
-    let signature = verify(data, detached, from, extra_ca_pem);
-    if signature.status != SignatureStatus::Valid {
-        return (signature, Vec::new());
-    }
-    let carried: Vec<Certificate<'_>> = carried.into_iter().filter_map(certificate).collect();
-    let Some(signer) = carried.iter().find(|c| sid.is_some_and(|sid| c.is(sid))) else {
-        return (signature, Vec::new());
-    };
-    let others = carried.iter().filter(|c| c.der != signer.der);
-    let certificates = std::iter::once(signer).chain(others).map(|c| c.der.to_vec()).collect();
-    (signature, certificates)
-}
-
 /// The verdict on a CMS SignedData (`None`: one that cannot be read) over `detached` content
-/// (clear-signed), or over the content it holds (opaque-signed), for a mail from `from`.
+/// (clear-signed), or over the content it holds (opaque-signed), for a mail from `from`; and
+/// when it is valid, the certificates a mail client keeps from it to encrypt to the sender
+/// (`smime_encrypt::remember`): the signer's, then the others it carries (DER).
 fn verify(
     data: Option<SignedData<'_>>,
     detached: Option<Vec<u8>>,
     from: &str,
     extra_ca_pem: Option<&[u8]>,
-) -> MailSignature {
-    let unverifiable = |detail: &str| MailSignature {
-        kind: "smime".into(),
-        status: SignatureStatus::Unverifiable,
-        signer: None,
-        detail: detail.into(),
+) -> (MailSignature, Vec<Vec<u8>>) {
+    let unverifiable = |detail: &str| {
+        let signature = MailSignature {
+            kind: "smime".into(),
+            status: SignatureStatus::Unverifiable,
+            signer: None,
+            detail: detail.into(),
+        };
+        (signature, Vec::new())
     };
     let Some(data) = data else { return unverifiable("the signature cannot be read") };
     let Some(content) = detached.or(data.content) else { return unverifiable("the signature holds no content") };
@@ -315,8 +296,9 @@ fn verify(
     let addresses = signer_certificate.mail_addresses();
     let sender_named = addresses.iter().any(|a| a.eq_ignore_ascii_case(from));
     let signer = addresses.iter().find(|a| a.eq_ignore_ascii_case(from)).or(addresses.first()).cloned();
-    let verdict =
-        |status, detail: String| MailSignature { kind: "smime".into(), status, signer: signer.clone(), detail };
+    let verdict = |status, detail: String| {
+        (MailSignature { kind: "smime".into(), status, signer: signer.clone(), detail }, Vec::new())
+    };
 
     let Some(digest) = digest(info.digest_algorithm, &content) else {
         let detail = match info.digest_algorithm {
@@ -373,20 +355,16 @@ fn verify(
     // not believed.
     let now = UnixTime::now();
     let at = signing_time.filter(|t| t.as_secs() <= now.as_secs() + SIGNING_TIME_AHEAD.as_secs()).unwrap_or(now);
-    let intermediates: Vec<CertificateDer<'_>> =
-        certificates.iter().filter(|c| c.der != signer_certificate.der).map(|c| CertificateDer::from(c.der)).collect();
-    // Validation refused an `smime_ca_file` with a certificate that cannot be an anchor.
-    let anchors = super::tls::roots(extra_ca_pem).map(|store| store.roots).unwrap_or_default();
-    let usage = KeyUsage::required_if_present(EKU_EMAIL_PROTECTION);
-    let chain =
-        end_entity.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, at, usage, None, None);
-    match chain {
+    match chain_for_mail(&end_entity, signer_certificate, &certificates, extra_ca_pem, at) {
         Err(_) if signer_certificate.issuer == signer_certificate.subject.raw => {
             verdict(SignatureStatus::Untrusted, "the certificate is self-signed, not from a trusted CA".into())
         }
         Err(e) => verdict(SignatureStatus::Untrusted, untrusted(&e, at)),
         Ok(_) if sender_named => {
-            verdict(SignatureStatus::Valid, format!("signed by {from} with a certificate from a trusted CA"))
+            let valid =
+                verdict(SignatureStatus::Valid, format!("signed by {from} with a certificate from a trusted CA")).0;
+            let others = certificates.iter().filter(|c| c.der != signer_certificate.der);
+            (valid, std::iter::once(signer_certificate).chain(others).map(|c| c.der.to_vec()).collect())
         }
         Ok(_) if addresses.is_empty() => verdict(
             SignatureStatus::Untrusted,
@@ -408,12 +386,27 @@ pub(super) fn trusted_now(
 ) -> bool {
     let der = CertificateDer::from(certificate.der);
     let Ok(end_entity) = EndEntityCert::try_from(&der) else { return false };
+    chain_for_mail(&end_entity, certificate, others, extra_ca_pem, UnixTime::now()).is_ok()
+}
+
+/// Whether `end_entity` (`certificate`, parsed) chains at `at`, through `others`, to a trusted
+/// CA (the Mozilla roots, and `extra_ca_pem`) for mail protection (emailProtection, when the
+/// certificate names its uses).
+fn chain_for_mail(
+    end_entity: &EndEntityCert<'_>,
+    certificate: &Certificate<'_>,
+    others: &[Certificate<'_>],
+    extra_ca_pem: Option<&[u8]>,
+    at: UnixTime,
+) -> Result<(), webpki::Error> {
     let intermediates: Vec<CertificateDer<'_>> =
         others.iter().filter(|c| c.der != certificate.der).map(|c| CertificateDer::from(c.der)).collect();
+    // Validation refused an `smime_ca_file` with a certificate that cannot be an anchor.
     let anchors = super::tls::roots(extra_ca_pem).map(|store| store.roots).unwrap_or_default();
     let usage = KeyUsage::required_if_present(EKU_EMAIL_PROTECTION);
-    let now = UnixTime::now();
-    end_entity.verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, now, usage, None, None).is_ok()
+    end_entity
+        .verify_for_usage(webpki::ALL_VERIFICATION_ALGS, &anchors, &intermediates, at, usage, None, None)
+        .map(|_| ())
 }
 
 /// Why a certificate chain was not accepted, for an operator.
@@ -787,7 +780,7 @@ mod tests {
     #[test]
     fn damaged_signatures_are_checked_without_a_panic() {
         let ber = outlook_signed_data();
-        let whole = verify(signed_data(&ber), None, "ann@customer.example", None);
+        let (whole, _) = verify(signed_data(&ber), None, "ann@customer.example", None);
         assert_eq!(whole.status, SignatureStatus::Untrusted, "{whole:?}");
         let data = signed_data(&ber).unwrap();
         let signer = certificate(data.certificates[0]).unwrap();
@@ -796,7 +789,7 @@ mod tests {
         assert_eq!(expires.as_deref(), Some("2027-11-30T21:07:07.000Z"), "the certificate's notAfter");
         let mut seen = std::collections::BTreeMap::new();
         for (_, damaged) in super::super::tests::bit_flips(&ber, 5_000) {
-            let verdict = verify(signed_data(&damaged), None, "ann@customer.example", None);
+            let (verdict, _) = verify(signed_data(&damaged), None, "ann@customer.example", None);
             assert_ne!(verdict.status, SignatureStatus::Valid, "{verdict:?}");
             *seen.entry(format!("{:?}", verdict.status)).or_insert(0) += 1;
         }

@@ -22,7 +22,8 @@
 //! to an RSA key by PKCS#1 v1.5 key transport (what Outlook writes and every client reads), to
 //! an EC key by ephemeral-static ECDH with the X9.63 KDF over SHA-256 and AES-256 key wrap
 //! (RFC 5753). The mail is also encrypted to our own certificate (`smime_certificate_file`), so
-//! that the copy in the Sent folder stays readable, and signed inside with it, as Outlook does.
+//! that the copy in the Sent folder stays readable, when its key usage allows (a signing-only
+//! certificate is left out, and the log says so), and signed inside with it, as Outlook does.
 //!
 //! Bcc: EnvelopedData names each recipient's certificate, so a Bcc recipient would be shown to
 //! the others. A mail with one is not S/MIME-encrypted (code `smime_bcc`).
@@ -100,12 +101,25 @@ impl SmimeEncryptor {
             let pem = pem.as_deref().unwrap_or_default();
             CertificateDer::pem_slice_iter(pem).filter_map(Result::ok).map(|c| c.to_vec()).collect()
         };
-        (config.smime_encrypt != EncryptWhen::Never).then(|| SmimeEncryptor {
+        if config.smime_encrypt == EncryptWhen::Never {
+            return None;
+        }
+        // Ours is encrypted to when it can be: a signing-only certificate (an EC one whose key
+        // usage is digitalSignature alone) leaves the Sent copy unreadable to us, but must not
+        // stop every mail.
+        let own = pem(&config.smime_certificate_pem).into_iter().next().filter(|der| {
+            let usable = Element::parse(der).and_then(smime::certificate).is_some_and(|c| RecipientKey::of(&c).is_some());
+            if !usable {
+                tracing::warn!(channel = %config.id, "smime_certificate_file's certificate cannot be encrypted to (its key or key usage): S/MIME-encrypted mail is not encrypted to us too, and its Sent copy stays unreadable here");
+            }
+            usable
+        });
+        Some(SmimeEncryptor {
             policy: config.smime_encrypt,
             state,
             certificates: pem(&config.smime_recipients_pem),
             ca_pem: config.smime_ca_pem.clone(),
-            own: pem(&config.smime_certificate_pem).into_iter().next(),
+            own,
         })
     }
 
@@ -356,6 +370,23 @@ mod tests {
         assert_eq!(kept(&state, "ann@example.org").await, [later, sooner]);
         // Another channel keeps its own.
         assert!(kept(&ChannelState::new(store, "sales"), "ann@example.org").await.is_empty());
+    }
+
+    /// Our own certificate is encrypted to when its key and key usage allow it; a signing-only
+    /// one (keyUsage digitalSignature alone) is left out rather than failing every mail.
+    #[tokio::test]
+    async fn our_certificate_is_a_recipient_only_when_it_can_be() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = ChannelState::new(crate::store::Store::open(dir.path()).unwrap(), "support");
+        let mut config = crate::channels::email::tests::channel();
+        config.smime_encrypt = EncryptWhen::WhenPossible;
+        let fixture = |name: &str| {
+            std::fs::read(format!("{}/tests/fixtures/smime-decrypt/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        };
+        config.smime_certificate_pem = Some(fixture("support-p384.pem"));
+        assert!(SmimeEncryptor::new(&config, state.clone()).unwrap().own.is_some());
+        config.smime_certificate_pem = Some(fixture("support-signing-only.pem"));
+        assert!(SmimeEncryptor::new(&config, state).unwrap().own.is_none());
     }
 
     #[test]
