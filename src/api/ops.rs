@@ -51,8 +51,17 @@ pub async fn prune(State(state): State<AppState>, headers: axum::http::HeaderMap
     }
 }
 
+/// The process-wide recorder's metrics, then the gauges of the channels configured now
+/// (`Outbound::gauges`).
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let registry = state.registry.load();
+    let channel_gauges = registry.iter().flat_map(|channel| {
+        let gauges = channel.outbound.as_ref().map(|outbound| outbound.gauges()).unwrap_or_default();
+        gauges.into_iter().map(|(name, value)| (name, channel.config.id(), value))
+    });
+    let mut text = state.metrics.render();
+    crate::telemetry::render_gauges(&mut text, "channel", channel_gauges.collect());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub async fn openapi() -> Response {

@@ -172,6 +172,15 @@ pub trait Outbound: Send + Sync + 'static {
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async {})
     }
+
+    /// Gauges that describe the adapter as it is configured now (name, value), such as when
+    /// its signing certificate expires. `/metrics` shows them labelled with the channel while
+    /// the adapter is live, so that a reload which removes the channel, or what the gauge
+    /// describes, removes them too (a gauge set once in the process-wide recorder would stay,
+    /// and alert, until a restart).
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
 }
 
 /// Channel-wide and per-recipient send rates (`[channels.limits]`). Absent means unlimited.

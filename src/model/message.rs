@@ -224,7 +224,8 @@ pub struct MailSignature {
 /// for a mail client that holds the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailEncryption {
-    /// `smime` or `openpgp`.
+    /// `smime` or `openpgp`; for a mail we sent, also `none`: it went out in clear on a channel
+    /// that encrypts when possible, because a recipient had no key or certificate (`detail`).
     pub kind: String,
     /// Whether the gateway read what it encrypts (with the channel's `openpgp_secret_key`, or
     /// its S/MIME `smime_key`).
@@ -390,7 +391,7 @@ pub struct Message {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<MailSignature>,
     /// For an encrypted mail: that it is, and whether it was decrypted; for one we sent, that it
-    /// went out encrypted.
+    /// went out encrypted, or in clear (`none`) on a channel that encrypts when possible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<MailEncryption>,
     pub created_at: String,

@@ -10,7 +10,8 @@ use crate::store::{self, StoreError};
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Transition {
-    /// `encryption`: that the message went out encrypted (a mail, `openpgp_encrypt` or `smime_encrypt`).
+    /// `encryption`: that the message went out encrypted (a mail, `openpgp_encrypt` or `smime_encrypt`),
+    /// or in clear on a channel that encrypts when possible (kind `none`, saying why).
     Sent {
         provider_message_id: Option<String>,
         encryption: Option<MailEncryption>,

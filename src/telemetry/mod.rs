@@ -100,3 +100,39 @@ pub fn metrics() -> PrometheusHandle {
         })
         .clone()
 }
+
+/// Appends `gauges` (name, label value, value) to `text` in the Prometheus text format, each
+/// name once under its `# TYPE` line, labelled `label`: gauges worked out when scraped rather
+/// than kept in the recorder.
+pub fn render_gauges(text: &mut String, label: &str, mut gauges: Vec<(&str, &str, f64)>) {
+    use std::fmt::Write;
+    gauges.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let mut named = None;
+    for (name, labelled, value) in gauges {
+        if named != Some(name) {
+            let _ = writeln!(text, "# TYPE {name} gauge");
+            named = Some(name);
+        }
+        let labelled = labelled.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let _ = writeln!(text, "{name}{{{label}=\"{labelled}\"}} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_gauges;
+
+    #[test]
+    fn scraped_gauges_are_grouped_under_one_type_line_with_their_labels_escaped() {
+        let mut text = String::from("# TYPE other counter\nother 1");
+        let gauges =
+            vec![("b_seconds", "support", 1_800_000_000.0), ("a", "x\"y\\z", 2.5), ("b_seconds", "sales", 7.0)];
+        render_gauges(&mut text, "channel", gauges);
+        let expected = "# TYPE other counter\nother 1\n# TYPE a gauge\na{channel=\"x\\\"y\\\\z\"} 2.5\n\
+                        # TYPE b_seconds gauge\nb_seconds{channel=\"sales\"} 7\nb_seconds{channel=\"support\"} 1800000000\n";
+        assert_eq!(text, expected);
+    }
+}

@@ -2416,7 +2416,9 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     let clear = String::from_utf8_lossy(&clear.2).into_owned();
     assert!(clear.contains("In clear?") && !clear.contains("multipart/encrypted"), "{clear}");
     let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
-    assert_eq!(sent["encryption"], Value::Null, "{sent}");
+    let why =
+        format!("sent in clear (when_possible): no usable OpenPGP key for {} in openpgp_keyring_file", STRANGER.0);
+    assert_eq!(sent["encryption"], json!({"kind": "none", "decrypted": false, "detail": why}), "{sent}");
     let events = server.all_events().await;
     server.validate_contract(events.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;
@@ -2589,7 +2591,9 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
     assert!(clear.contains("In clear?") && clear.contains("multipart/signed"), "{clear}");
     assert!(!clear.contains("enveloped-data"), "{clear}");
     let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
-    assert_eq!(sent["encryption"], Value::Null, "{sent}");
+    assert_eq!(sent["encryption"]["kind"], json!("none"), "{sent}");
+    let why = sent["encryption"]["detail"].as_str().unwrap();
+    assert!(why.starts_with("sent in clear (when_possible): ") && why.contains(STRANGER.0), "{sent}");
     let events = server.all_events().await;
     server.validate_contract(events.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;
@@ -2689,6 +2693,10 @@ async fn our_mail_is_signed_when_the_channel_has_a_certificate() {
     let (_, delivered) = send_to_ann(&server, &mail, json!({"conversation_id": cnv, "text": "10 EUR."})).await;
     let text = String::from_utf8_lossy(&delivered);
     assert!(text.contains("<sales@example.com>") && !text.contains("multipart/signed"), "{text}");
+    // Without the certificate (a reload), its gauge is gone rather than left to alert.
+    server.reload(&mail.channel("support", "")).await;
+    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("switchboard_smime_certificate_expiry"), "{metrics}");
     server.stop().await;
 
     // Validation names a key that is not the certificate's and a certificate for someone else.

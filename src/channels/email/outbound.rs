@@ -51,14 +51,14 @@ pub struct SmtpOutbound {
     channel: String,
 }
 
-/// Tells when the signing certificate expires (at start and at each reload): as the gauge
-/// `switchboard_smime_certificate_expiry_timestamp_seconds{channel}` to alert on, and in the
-/// log once it has expired or expires within 30 days. Recipients' mail clients then show our
-/// signature as not valid.
+/// The gauge that tells when a channel's signing certificate expires, to alert on
+/// (`Outbound::gauges`): recipients' mail clients then show our signature as not valid.
+const CERTIFICATE_EXPIRY_GAUGE: &str = "switchboard_smime_certificate_expiry_timestamp_seconds";
+
+/// Says in the log, at start and at each reload, when the signing certificate has expired or
+/// expires within 30 days (the gauge `CERTIFICATE_EXPIRY_GAUGE` tells it all the time).
 fn report_expiry(channel: &str, expires: Option<u64>) {
     let Some(expires) = expires else { return };
-    metrics::gauge!("switchboard_smime_certificate_expiry_timestamp_seconds", "channel" => channel.to_owned())
-        .set(expires as f64);
     let now = crate::model::time::now_ms() / 1000;
     let when = crate::model::time::rfc3339(expires as i64 * 1000);
     if (expires as i64) < now {
@@ -359,11 +359,15 @@ impl SmtpOutbound {
                 {
                     return Err(permanent(code, format!("{reason}, and the channel always encrypts: not sent")));
                 }
-                for (_, (_, reason)) in refusals.iter().flatten() {
-                    // Said, so that an operator can tell why a reply went in clear.
-                    tracing::info!(channel = %self.channel, message_id = %m.id, "{reason}: the mail goes unencrypted (when_possible)");
-                }
-                (builder.multipart(sign(mixed)?), None)
+                let reasons: Vec<&str> = refusals.iter().flatten().map(|(_, (_, reason))| reason.as_str()).collect();
+                // Said, in the log and on the message, so that an operator and the helpdesk can
+                // tell that a reply went in clear, and why.
+                let clear = (!reasons.is_empty()).then(|| {
+                    let detail = format!("sent in clear (when_possible): {}", reasons.join("; "));
+                    tracing::info!(channel = %self.channel, message_id = %m.id, "{detail}");
+                    crate::model::MailEncryption { kind: "none".into(), decrypted: false, detail }
+                });
+                (builder.multipart(sign(mixed)?), clear)
             }
         };
         Ok((mail.map_err(|e| permanent("build", e.to_string()))?, encryption))
@@ -513,6 +517,11 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
 impl Outbound for SmtpOutbound {
     fn send<'a>(&'a self, message: &'a OutboundMessage) -> BoxFuture<'a, Result<Sent, SendError>> {
         self.deliver(message).boxed()
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, f64)> {
+        let expires = self.signer.as_ref().and_then(|signer| signer.expires);
+        expires.map(|expires| (CERTIFICATE_EXPIRY_GAUGE, expires as f64)).into_iter().collect()
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
