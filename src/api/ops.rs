@@ -51,8 +51,10 @@ pub async fn prune(State(state): State<AppState>, headers: axum::http::HeaderMap
     }
 }
 
-/// The process-wide recorder's metrics, then the gauges of the channels configured now
-/// (`Outbound::gauges`).
+/// The process-wide recorder's metrics, then the gauges of what is configured now: the
+/// channels' (`Outbound::gauges`) and the webhook consumers' backlogs. Worked out here rather
+/// than kept in the recorder, which can forget nothing, so that a reload which removes a
+/// channel or consumer removes its gauges.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let registry = state.registry.load();
     let channel_gauges = registry.iter().flat_map(|channel| {
@@ -61,6 +63,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     });
     let mut text = state.metrics.render();
     crate::telemetry::render_gauges(&mut text, "channel", channel_gauges.collect());
+    let backlogs = state.webhooks.backlogs();
+    let backlogs = backlogs.iter().map(|(id, backlog)| ("switchboard_webhook_backlog", id.as_str(), *backlog as f64));
+    crate::telemetry::render_gauges(&mut text, "consumer", backlogs.collect());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -5,7 +5,11 @@
 //! `switchboard_outbound_total{channel,status}`, `switchboard_webhook_attempts_total{consumer,outcome}`,
 //! `switchboard_webhook_backlog{consumer}`, `switchboard_delivery_latency_seconds` (event
 //! committed → consumer acknowledged), `switchboard_store_commit_seconds` (one group commit),
-//! `switchboard_config_reloads_total{result="applied"|"refused"}`.
+//! `switchboard_config_reloads_total{result="applied"|"refused"}`, and the storage gauges.
+//! Gauges of what a reload may remove — `switchboard_webhook_backlog{consumer}` and
+//! `switchboard_smime_certificate_expiry_timestamp_seconds{channel}` — are not kept in the
+//! recorder, which forgets nothing, but worked out at each scrape from what is configured now
+//! (`render_gauges`).
 
 use std::sync::OnceLock;
 

@@ -5,6 +5,7 @@
 //! schedule and the store never disagree. Outcomes are committed in batches; a crash between an
 //! acknowledged POST and its record only causes a redelivery with the same `webhook-id`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,6 +93,9 @@ pub struct Worker {
     persisted: Option<ConsumerState>,
     /// Bound on `schedule.len()` for fan-out (`MAX_OWED_IN_MEMORY`; lower in tests).
     max_owed: usize,
+    /// The events owed, as `/metrics` shows them (`switchboard_webhook_backlog{consumer}`):
+    /// read there for the consumers configured now, so that a removed one's goes with it.
+    backlog: Arc<AtomicU64>,
 }
 
 impl Worker {
@@ -118,6 +122,7 @@ impl Worker {
             records: Vec::new(),
             dead_letters,
             max_owed: MAX_OWED_IN_MEMORY,
+            backlog: Arc::default(),
         })
     }
 
@@ -347,7 +352,12 @@ impl Worker {
 
     fn publish_backlog(&self, last_seq: u64) {
         let backlog = self.schedule.len() as u64 + last_seq.saturating_sub(self.state.scan_seq);
-        metrics::gauge!("switchboard_webhook_backlog", "consumer" => self.config.id.clone()).set(backlog as f64);
+        self.backlog.store(backlog, Ordering::Relaxed);
+    }
+
+    /// Where the worker publishes its backlog (`Webhooks::backlogs`).
+    pub fn backlog(&self) -> Arc<AtomicU64> {
+        self.backlog.clone()
     }
 
     async fn command(&mut self, command: Command) {

@@ -93,6 +93,8 @@ struct Consumer {
     config: Arc<ConsumerConfig>,
     /// Cancelled when a reload removes the consumer (a child of the process shutdown).
     stop: CancellationToken,
+    /// The worker's backlog, as last published.
+    backlog: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A consumer id that is not configured.
@@ -162,8 +164,9 @@ impl Webhooks {
                     let worker = Worker::start(config.clone(), self.inner.store.clone()).await?;
                     let (commands, rx) = mpsc::channel(16);
                     let stop = self.inner.shutdown.child_token();
+                    let backlog = worker.backlog();
                     self.inner.tasks.spawn(worker.run(rx, stop.clone(), self.inner.grace));
-                    let consumer = Consumer { commands, config, stop };
+                    let consumer = Consumer { commands, config, stop, backlog };
                     self.inner.consumers.write().unwrap_or_else(|e| e.into_inner()).insert(hook.id.clone(), consumer);
                     changes.push(format!("webhook consumer `{}` started", hook.id));
                 }
@@ -188,6 +191,12 @@ impl Webhooks {
         let (tx, rx) = oneshot::channel();
         sender.send(command(tx)).await.map_err(|_| StoreError::Closed)?;
         Ok(rx.await.map_err(|_| StoreError::Closed)?)
+    }
+
+    /// Each configured consumer's backlog (events owed), as its worker last published it.
+    pub fn backlogs(&self) -> Vec<(String, u64)> {
+        let consumers = self.inner.consumers.read().unwrap_or_else(|e| e.into_inner());
+        consumers.iter().map(|(id, c)| (id.clone(), c.backlog.load(std::sync::atomic::Ordering::Relaxed))).collect()
     }
 
     /// Configured consumer ids, sorted.

@@ -2695,7 +2695,7 @@ async fn our_mail_is_signed_when_the_channel_has_a_certificate() {
     assert!(text.contains("<sales@example.com>") && !text.contains("multipart/signed"), "{text}");
     // Without the certificate (a reload), its gauge is gone rather than left to alert.
     server.reload(&mail.channel("support", "")).await;
-    let metrics = server.http.get(format!("{}/metrics", server.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = server.metrics().await;
     assert!(!metrics.contains("switchboard_smime_certificate_expiry"), "{metrics}");
     server.stop().await;
 

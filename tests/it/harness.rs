@@ -544,6 +544,11 @@ impl TestServer {
         self.post(&format!("/v1/channels/{channel}/inbound"), body).await
     }
 
+    /// What `/metrics` shows.
+    pub async fn metrics(&self) -> String {
+        self.http.get(format!("{}/metrics", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
     /// Every event in the log, in seq order.
     pub async fn all_events(&self) -> Vec<Value> {
         all_events_at(&self.http, &self.base).await

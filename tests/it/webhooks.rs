@@ -1,5 +1,5 @@
-//! Webhook consumer semantics: backlog drain in order, same webhook-id on retries, Retry-After,
-//! 410 disables, dead letters, replay.
+//! Webhook consumer semantics: backlog drain in order (and its gauge), same webhook-id on
+//! retries, Retry-After, 410 disables, dead letters, replay.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -24,7 +24,7 @@ async fn consumer_down_builds_a_backlog_that_drains_in_order_per_conversation() 
         api_channel("web", None, ""),
         webhook_for("helpdesk", &helpdesk, PATIENT, "[\"message.received\"]")
     );
-    let server = TestServer::start(&config).await;
+    let mut server = TestServer::start(&config).await;
 
     // 100 messages across 10 conversations, interleaved, while the consumer is down.
     let mut sent: HashMap<String, Vec<String>> = HashMap::new();
@@ -45,6 +45,12 @@ async fn consumer_down_builds_a_backlog_that_drains_in_order_per_conversation() 
     let (_, status) = server.get("/v1/webhooks/helpdesk").await;
     assert!(status["backlog"].as_u64().unwrap() >= 90, "{status}");
     assert!(status["last_error"]["message"].as_str().unwrap().contains("HTTP 503"), "{status}");
+    let backlog_gauge = |metrics: String| {
+        let series = "switchboard_webhook_backlog{consumer=\"helpdesk\"} ";
+        metrics.lines().find_map(|l| l.strip_prefix(series)?.parse::<f64>().ok())
+    };
+    let gauge = backlog_gauge(server.metrics().await);
+    assert!(gauge.is_some_and(|backlog| backlog >= 90.0), "{gauge:?}");
 
     up.store(true, Ordering::SeqCst);
     helpdesk
@@ -88,6 +94,11 @@ async fn consumer_down_builds_a_backlog_that_drains_in_order_per_conversation() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!((status["backlog"].as_u64(), status["in_flight"].as_u64()), (Some(0), Some(0)), "{status}");
+    // A reload that removes the consumer removes its backlog gauge, rather than leave its last
+    // value to alert on.
+    server.reload(&api_channel("web", None, "")).await;
+    let metrics = server.metrics().await;
+    assert_eq!(backlog_gauge(metrics.clone()), None, "{metrics}");
     server.stop().await;
 }
 
