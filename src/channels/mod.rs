@@ -82,6 +82,10 @@ pub struct RawInbound {
     /// signature carried (DER), which the channel keeps to encrypt mail to the sender
     /// (`smime_encrypt`). Not part of the message.
     pub sender_certificates: Vec<Vec<u8>>,
+    /// A mail with an Autocrypt header for its sender: the OpenPGP key it carries (packets, not
+    /// yet checked), which the channel keeps to encrypt mail to the sender (`openpgp_encrypt`,
+    /// `autocrypt::remember`). Not part of the message.
+    pub sender_autocrypt_key: Option<Vec<u8>>,
     /// Why the channel itself would refuse the item (a mail in our own name its receiving server
     /// found forged; one its spam filter marked): the pipeline refuses it, listed with this
     /// reason, unless an operator takes it in (a forgery taken in is then ours, as its From

@@ -155,6 +155,7 @@ mod tests {
             signature: None,
             encryption: None,
             sender_certificates: Vec::new(),
+            sender_autocrypt_key: None,
             refusal: None,
         }
     }

@@ -96,6 +96,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         signature: None,
         encryption: None,
         sender_certificates: Vec::new(),
+        sender_autocrypt_key: None,
         refusal: None,
     })
 }

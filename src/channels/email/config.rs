@@ -103,9 +103,10 @@ pub struct EmailChannelConfig {
     /// Filled by validation: the keys of `openpgp_secret_key`, unlocked.
     #[serde(skip)]
     pub openpgp_secret_keys: super::openpgp_decrypt::SecretKeys,
-    /// Encrypt the mail we send with OpenPGP to its recipients' keys in `openpgp_keyring_file`:
-    /// `never`, `when_possible` (when every recipient has one; in clear otherwise) or `always`
-    /// (a mail to a recipient without one is not sent). See `openpgp_encrypt`.
+    /// Encrypt the mail we send with OpenPGP to its recipients' keys in `openpgp_keyring_file`,
+    /// or else those their mail carried in its Autocrypt header (`autocrypt`): `never`,
+    /// `when_possible` (when every recipient has one; in clear otherwise) or `always` (a mail to
+    /// a recipient without one is not sent). See `openpgp_encrypt`.
     #[serde(default)]
     pub openpgp_encrypt: EncryptWhen,
     /// Hide the subject of the mail we encrypt: it travels inside the encryption (protected
@@ -114,6 +115,11 @@ pub struct EmailChannelConfig {
     /// protected subject (Outlook's GpgOL).
     #[serde(default = "default_openpgp_encrypt_subject")]
     pub openpgp_encrypt_subject: bool,
+    /// With `openpgp_secret_key`, the mail we send carries our public key in an Autocrypt
+    /// header, so that customers' mail clients (Delta Chat, Thunderbird, K-9/FairEmail) can
+    /// encrypt their mail to us. See `autocrypt`.
+    #[serde(default = "default_openpgp_autocrypt")]
+    pub openpgp_autocrypt: bool,
     /// Sign the mail we send with S/MIME (see `smime_sign`): a PEM file with the certificate for
     /// our address first, then its intermediates, and its private key (PKCS#8, or PKCS#1 for
     /// RSA) inline, in `smime_key_file` or in the environment variable `smime_key_env`.
@@ -184,6 +190,10 @@ fn default_keep_source() -> bool {
 }
 
 fn default_openpgp_encrypt_subject() -> bool {
+    true
+}
+
+fn default_openpgp_autocrypt() -> bool {
     true
 }
 

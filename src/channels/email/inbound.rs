@@ -523,6 +523,14 @@ async fn prepare(
             super::smime_encrypt::remember(&cx.state(), address, &raw.sender_certificates).await;
         }
     }
+    // The keys of Autocrypt headers, to encrypt to their senders: not from our own mail, an
+    // automatic one, spam, or one its receiving server found forged.
+    let forged = |raw: &RawInbound| raw.authentication.as_ref().is_some_and(|a| a.failed());
+    for raw in raws.iter().filter(|r| !r.sent_by_us && !r.auto_reply && r.refusal.is_none() && !forged(r)) {
+        if let Some(keydata) = &raw.sender_autocrypt_key {
+            super::autocrypt::remember(&cx.state(), &raw.from.address, keydata, raw.sent_at).await;
+        }
+    }
     Ok(cx.prepare_batch(raws).await?)
 }
 

@@ -377,6 +377,7 @@ fn read(
         .filter(|p| !channel.owns(&p.address))
         .map(|p| identity_for("email", &channel.id, &p.address))
         .collect();
+    let sender_autocrypt_key = openpgp::autocrypt_keydata(message, &from.address);
 
     let mut raw = RawInbound {
         channel_id: channel.id.clone(),
@@ -422,6 +423,7 @@ fn read(
         signature,
         encryption,
         sender_certificates,
+        sender_autocrypt_key,
         refusal: forged.filter(|_| sent_by_us).or_else(|| {
             let spam = channel.refuse_spam.then(|| report::spam_verdict(message)).flatten();
             spam.map(|header| format!("marked as spam by the receiving server ({header})"))
@@ -623,6 +625,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         signature: None,
         encryption: None,
         sender_certificates: Vec::new(),
+        sender_autocrypt_key: None,
         refusal: None,
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod authentication;
 pub mod authorise;
+mod autocrypt;
 mod ber;
 pub mod config;
 pub mod dedup;

@@ -204,13 +204,19 @@ pub fn embedded(
     verdict(signatures, data, from, keys, || carried_key(message, from))
 }
 
-/// The key `message` carries for its sender `from` in its Autocrypt header (Autocrypt Level 1
-/// §2.1: `addr=…; [prefer-encrypt=mutual;] keydata=…`), as Thunderbird, K-9/FairEmail and
-/// Delta Chat send it. None when there is no such header, more than one, one for another
-/// address, one with an attribute the spec does not know (those must be ignored), or a key
-/// that cannot be read. Nothing vouches for it but the mail: a signature it checks is at best
+/// The key `message` carries for its sender `from` in its Autocrypt header (see
+/// `autocrypt_keydata`). Nothing vouches for it but the mail: a signature it checks is at best
 /// `untrusted`, but a mail changed on the way is told `invalid` without a keyring.
 fn carried_key(message: &Message<'_>, from: &str) -> Option<SignedPublicKey> {
+    SignedPublicKey::from_bytes(Cursor::new(autocrypt_keydata(message, from)?)).ok()
+}
+
+/// The key data of `message`'s Autocrypt header for its sender `from` (Autocrypt Level 1
+/// §2.1: `addr=…; [prefer-encrypt=mutual;] keydata=…`), as Thunderbird, K-9/FairEmail and
+/// Delta Chat send it, undecoded as a key. None when there is no such header, more than one,
+/// one for another address, one with an attribute the spec does not know (those must be
+/// ignored), or key data that is not base64.
+pub fn autocrypt_keydata(message: &Message<'_>, from: &str) -> Option<Vec<u8>> {
     let mut headers = message.headers().iter().filter(|h| h.name.as_str().eq_ignore_ascii_case("autocrypt"));
     let (header, None) = (headers.next()?, headers.next()) else { return None };
     let raw = message.raw_message().get(header.offset_start as usize..header.offset_end as usize)?;
@@ -229,8 +235,7 @@ fn carried_key(message: &Message<'_>, from: &str) -> Option<SignedPublicKey> {
         return None;
     }
     let keydata: String = keydata?.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, keydata).ok()?;
-    SignedPublicKey::from_bytes(Cursor::new(bytes)).ok()
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, keydata).ok()
 }
 
 /// The verdict on `signatures` (one, usually) over `data`: the first one a keyring key made
@@ -454,7 +459,7 @@ fn expiry(key: &SigningKey<'_>) -> Option<u64> {
 
 /// The mail addresses `certificate`'s user IDs name (`Ann <ann@example.com>`, or a bare
 /// address).
-fn user_addresses(certificate: &SignedPublicKey) -> Vec<String> {
+pub(super) fn user_addresses(certificate: &SignedPublicKey) -> Vec<String> {
     let mut addresses: Vec<String> = certificate
         .details
         .users

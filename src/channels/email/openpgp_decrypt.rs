@@ -427,7 +427,7 @@ fn text_charset(message: &Message<'_>) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::channels::email::tests::{bit_flips, channel};
 
@@ -476,7 +476,7 @@ Q2RS8rFFiQXB5NMZtiYA+wa7qyIqFgnXyXzG/qhY4/LU+q6FOpuxZXmo195DlOUJ
 
     /// Our key, unlocked once: the passphrase's key derivation (GnuPG's 65 million bytes of
     /// SHA-1) takes seconds in a debug build.
-    fn keys() -> SecretKeys {
+    pub(in crate::channels::email) fn keys() -> SecretKeys {
         static KEYS: std::sync::OnceLock<SecretKeys> = std::sync::OnceLock::new();
         KEYS.get_or_init(|| SecretKeys::load(SUPPORT_SECRET, Some("correct horse")).unwrap()).clone()
     }

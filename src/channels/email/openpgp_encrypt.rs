@@ -3,7 +3,8 @@
 //! A `security@` mailbox that reads encrypted reports (`openpgp_decrypt`) must not answer them
 //! in clear: the answer usually quotes the report. With `openpgp_encrypt = "when_possible"` a
 //! mail goes out encrypted when every recipient (To, Cc and Bcc) has a key in
-//! `openpgp_keyring_file`, and in clear otherwise; with `"always"` a mail with a recipient
+//! `openpgp_keyring_file`, or one their mail carried in its Autocrypt header (`autocrypt`;
+//! the keyring's is preferred), and in clear otherwise; with `"always"` a mail with a recipient
 //! without one is not sent at all (`message.failed`, `openpgp_no_key`, naming the recipient).
 //!
 //! The form is PGP/MIME (RFC 3156 §4), which Thunderbird, K-9/FairEmail, GpgOL and Mailvelope
@@ -31,8 +32,9 @@ use pgp::crypto::sym::SymmetricKeyAlgorithm;
 use pgp::types::Password;
 
 use super::config::{EmailChannelConfig, EncryptWhen};
-use super::openpgp;
+use super::{autocrypt, openpgp};
 use crate::model::MailEncryption;
+use crate::pipeline::ChannelState;
 
 /// Encrypts the mail a channel sends, by its policy.
 pub(super) struct Encryptor {
@@ -42,6 +44,8 @@ pub(super) struct Encryptor {
     own: Option<SignedSecretKey>,
     /// The subject goes inside, and the outside says `HIDDEN_SUBJECT` (`openpgp_encrypt_subject`).
     hides_subject: bool,
+    /// Where the keys of recipients' Autocrypt headers are kept.
+    state: ChannelState,
 }
 
 /// The outer subject of a mail whose subject is encrypted: Thunderbird's, which the mail
@@ -52,23 +56,24 @@ pub(super) const HIDDEN_SUBJECT: &str = "...";
 pub(super) type Refusal = (&'static str, String);
 
 /// The recipients' keys a mail is encrypted to (`Encryptor::keys`).
-pub(super) struct RecipientKeys<'a> {
+pub(super) struct RecipientKeys {
     /// To and Cc: named in the mail.
-    named: Vec<&'a SignedPublicSubKey>,
+    named: Vec<SignedPublicSubKey>,
     /// Bcc: anonymous recipients.
-    anonymous: Vec<&'a SignedPublicSubKey>,
+    anonymous: Vec<SignedPublicSubKey>,
     /// Their addresses, for the message's `encryption`.
     whose: String,
 }
 
 impl Encryptor {
     /// None when the channel does not encrypt.
-    pub fn new(config: &EmailChannelConfig) -> Option<Encryptor> {
+    pub fn new(config: &EmailChannelConfig, state: ChannelState) -> Option<Encryptor> {
         (config.openpgp_encrypt != EncryptWhen::Never).then(|| Encryptor {
             policy: config.openpgp_encrypt,
             keyring: config.openpgp_keys.clone(),
             own: config.openpgp_secret_keys.first().cloned(),
             hides_subject: config.openpgp_encrypt_subject,
+            state,
         })
     }
 
@@ -82,23 +87,38 @@ impl Encryptor {
     }
 
     /// The keys a mail to `recipients` (whose keys are named in the message) and to the
-    /// `hidden` ones (Bcc: whose are not) is encrypted to; why not, when one has none.
-    pub fn keys<'a>(&'a self, recipients: &[&str], hidden: &[&str]) -> Result<RecipientKeys<'a>, Refusal> {
+    /// `hidden` ones (Bcc: whose are not) is encrypted to: each one's in the keyring, else the
+    /// one kept from their Autocrypt header; why not, when one has neither.
+    pub async fn keys(&self, recipients: &[&str], hidden: &[&str]) -> Result<RecipientKeys, Refusal> {
         let mut keys = Vec::new();
+        let mut whose = Vec::new();
         for address in recipients.iter().chain(hidden) {
-            match openpgp::encryption_key(&self.keyring, address) {
-                Some(key) => keys.push(key),
+            if let Some(key) = openpgp::encryption_key(&self.keyring, address) {
+                keys.push(key.clone());
+                whose.push(address.to_string());
+                continue;
+            }
+            let autocrypt = autocrypt::key(&self.state, address).await;
+            match autocrypt
+                .as_ref()
+                .and_then(|certificate| openpgp::encryption_key(std::slice::from_ref(certificate), address))
+            {
+                Some(key) => {
+                    keys.push(key.clone());
+                    whose.push(format!("{address} (Autocrypt)"));
+                }
                 None => {
                     return Err((
                         "openpgp_no_key",
-                        format!("no usable OpenPGP key for {address} in openpgp_keyring_file"),
+                        format!(
+                        "no usable OpenPGP key for {address} in openpgp_keyring_file or from their Autocrypt header"
+                    ),
                     ))
                 }
             }
         }
         let anonymous = keys.split_off(recipients.len());
-        let whose = recipients.iter().chain(hidden).copied().collect::<Vec<_>>().join(", ");
-        Ok(RecipientKeys { named: keys, anonymous, whose })
+        Ok(RecipientKeys { named: keys, anonymous, whose: whose.join(", ") })
     }
 
     /// `body` (a mail's MIME body, under the mail's `header`) encrypted to `keys`, with what
@@ -108,7 +128,7 @@ impl Encryptor {
         &self,
         body: MultiPart,
         header: &Headers,
-        keys: RecipientKeys<'_>,
+        keys: RecipientKeys,
     ) -> Result<(MultiPart, MailEncryption), Refusal> {
         let body = if self.hides_subject { protected(body, header) } else { body };
         let armored =
@@ -131,18 +151,18 @@ impl Encryptor {
     fn encrypted(
         &self,
         plaintext: &[u8],
-        named: &[&SignedPublicSubKey],
-        anonymous: &[&SignedPublicSubKey],
+        named: &[SignedPublicSubKey],
+        anonymous: &[SignedPublicSubKey],
     ) -> Result<String, String> {
         let mut rng = rand::rngs::OsRng;
         let failed = |e: pgp::errors::Error| format!("the mail could not be encrypted: {e}");
         let mut builder =
             MessageBuilder::from_bytes("", plaintext.to_vec()).seipd_v1(&mut rng, SymmetricKeyAlgorithm::AES256);
         for key in named {
-            builder.encrypt_to_key(&mut rng, *key).map_err(failed)?;
+            builder.encrypt_to_key(&mut rng, key).map_err(failed)?;
         }
         for key in anonymous {
-            builder.encrypt_to_key_anonymous(&mut rng, *key).map_err(failed)?;
+            builder.encrypt_to_key_anonymous(&mut rng, key).map_err(failed)?;
         }
         if let Some(own) = &self.own {
             for subkey in own.secret_subkeys.iter().filter(|s| openpgp::may_encrypt(&s.signatures)) {

@@ -48,6 +48,8 @@ pub struct SmtpOutbound {
     encryptor: Option<super::openpgp_encrypt::Encryptor>,
     /// Encrypts the mail to its recipients' S/MIME certificates (`smime_encrypt`).
     smime_encryptor: Option<super::smime_encrypt::SmimeEncryptor>,
+    /// Our Autocrypt header, by the address of ours the mail is from (`autocrypt::ours`).
+    autocrypt: Vec<(String, HeaderValue)>,
     channel: String,
 }
 
@@ -149,8 +151,9 @@ impl SmtpOutbound {
             address: config.address.clone(),
             aliases: config.aliases.clone(),
             signer,
-            encryptor: super::openpgp_encrypt::Encryptor::new(config),
+            encryptor: super::openpgp_encrypt::Encryptor::new(config, state.clone()),
             smime_encryptor: super::smime_encrypt::SmimeEncryptor::new(config, state),
+            autocrypt: super::autocrypt::ours(config),
             channel: config.id.clone(),
         })
     }
@@ -194,6 +197,7 @@ impl SmtpOutbound {
             None => self.from.clone(),
         };
         let signer = self.signer.as_ref().filter(|signer| signer.signs_for(from.email.as_ref()));
+        let from_address = from.email.to_string();
         // Dated now, not when built: an encrypted mail's protected header (built first) has
         // the same date as its outer one.
         let mut builder = lettre::Message::builder()
@@ -211,6 +215,10 @@ impl SmtpOutbound {
             // The recipient's mail client may answer with a read receipt (RFC 8098), to the
             // mailbox we read: our message becomes `read`.
             builder = builder.raw_header(header("Disposition-Notification-To", &format!("<{}>", self.address)));
+        }
+        if let Some((_, autocrypt)) = self.autocrypt.iter().find(|(ours, _)| ours.eq_ignore_ascii_case(&from_address)) {
+            // Our key, for the recipient's mail client to encrypt its answer with.
+            builder = builder.raw_header(autocrypt.clone());
         }
         if m.auto_reply {
             // RFC 3834: the recipient's automatons (vacation notices) must not answer it;
@@ -319,7 +327,10 @@ impl SmtpOutbound {
         let named: Vec<&str> =
             std::iter::once(out.recipient.as_str()).chain(m.cc.iter().map(|p| p.address.as_str())).collect();
         let hidden: Vec<&str> = m.bcc.iter().map(|p| p.address.as_str()).collect();
-        let openpgp = self.encryptor.as_ref().map(|e| (e, e.keys(&named, &hidden)));
+        let openpgp = match &self.encryptor {
+            Some(encryptor) => Some((encryptor, encryptor.keys(&named, &hidden).await)),
+            None => None,
+        };
         // Certificates are looked up only when OpenPGP does not encrypt.
         let smime = match &self.smime_encryptor {
             Some(encryptor) if !matches!(openpgp, Some((_, Ok(_)))) => {
