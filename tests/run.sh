@@ -121,6 +121,8 @@ declare -A wanted=(
   [RTFDE]="RTFDE==0.1.2.2"
   [striprtf]="striprtf==0.0.35"
   [flufl.bounce]="flufl.bounce==6.0.0"
+  [deltachat_rpc_client]="deltachat-rpc-client==2.65.0"
+  [deltachat_rpc_server]="deltachat-rpc-server==2.65.0"
 )
 missing=()
 for module in "${!wanted[@]}"; do

@@ -111,7 +111,6 @@ channels = ["mail", "nope"]
         "channels[2].smime_certificate_file: is required with smime_key",
         "channels[2].openpgp_keyring_file: /etc/hostname: cannot be read as OpenPGP public keys",
         "channels[2].openpgp_secret_key_file: /etc/hostname: holds no ASCII-armored OpenPGP secret key",
-        "channels[3].openpgp_encrypt: needs openpgp_keyring_file",
         "channels[2].smime_recipients_file: /etc/hostname holds no PEM certificate",
         "channels[3].smime_encrypt: needs smime_certificate_file",
         "webhooks[0].url: ",

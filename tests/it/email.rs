@@ -2416,9 +2416,77 @@ async fn our_mail_is_openpgp_encrypted_to_its_recipients_keys_as_gnupg_reads_it(
     let clear = String::from_utf8_lossy(&clear.2).into_owned();
     assert!(clear.contains("In clear?") && !clear.contains("multipart/encrypted"), "{clear}");
     let (_, sent) = server.get(&format!("/v1/messages/{}", queued["id"].as_str().unwrap())).await;
-    let why =
-        format!("sent in clear (when_possible): no usable OpenPGP key for {} in openpgp_keyring_file", STRANGER.0);
+    let why = format!(
+        "sent in clear (when_possible): no usable OpenPGP key for {} in openpgp_keyring_file or from their \
+         Autocrypt header",
+        STRANGER.0
+    );
     assert_eq!(sent["encryption"], json!({"kind": "none", "decrypted": false, "detail": why}), "{sent}");
+    let events = server.all_events().await;
+    server.validate_contract(events.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+}
+
+/// Autocrypt with Delta Chat's core as the customer's mail client: Ann writes to us in clear,
+/// and her Autocrypt header's key is kept; with `openpgp_encrypt = "always"` and no keyring
+/// entry for her, our answer goes out encrypted to that key (the message says so) and carries
+/// ours in our Autocrypt header; Delta Chat decrypts and shows it end-to-end encrypted, and
+/// answers encrypted to our key, which we decrypt. A stranger without a key is not written to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_chat_and_we_exchange_keys_by_autocrypt_and_then_write_encrypted() {
+    let ours = Gnupg::new();
+    ours.run(&["--quick-generate-key", SUPPORT.0, "future-default", "default", "never"]);
+    let secret_file = ours.file("secret.asc", &ours.run(&["--export-secret-keys", "--armor", SUPPORT.0]));
+    let config = format!("openpgp_secret_key_file = {secret_file:?}\nopenpgp_encrypt = \"always\"\n");
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", &config)).await;
+
+    // Delta Chat, as Ann, on her mailbox.
+    let accounts = tempfile::tempdir().unwrap();
+    let python = std::env::var("SB_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    let ports = [mail.imap_port.to_string(), mail.smtp_port.to_string()];
+    let peer = std::process::Command::new(python)
+        .arg(format!("{}/tests/python/deltachat_peer.py", env!("CARGO_MANIFEST_DIR")))
+        .arg(accounts.path())
+        .args([&ports[0], &ports[1], ANN.0, ANN.1, SUPPORT.0])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python (tests/run.sh installs deltachat-rpc-client and its server)");
+    let peer = tokio::task::spawn_blocking(move || peer.wait_with_output());
+
+    // Her first mail, in clear, with her key in its Autocrypt header.
+    let first = first_received(&server).await;
+    assert_eq!(first["data"]["from"]["address"], json!(ANN.0), "{first}");
+    assert_eq!(first["data"]["encryption"], Value::Null, "{first}");
+    let body = json!({"conversation_id": first["data"]["conversation_id"], "text": "We sent a corrected invoice."});
+    let (_, queued) = server.post("/v1/messages", body).await;
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let detail = format!("sent OpenPGP-encrypted to the keys of {} (Autocrypt), and to ours, which signed it", ANN.0);
+    assert_eq!(sent["encryption"]["detail"], json!(detail), "{sent}");
+
+    // Delta Chat decrypted it, and answered encrypted to the key of our Autocrypt header.
+    let out = peer.await.unwrap().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let log = format!("{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "Delta Chat failed:\n{log}");
+    let answer: Value =
+        said.lines().find_map(|l| serde_json::from_str::<Value>(l).ok().filter(|v| v.get("answer").is_some())).unwrap();
+    assert_eq!(answer, json!({"answer": "We sent a corrected invoice.", "encrypted": true}), "{log}");
+    let second = loop_until(|| async {
+        let events = server.all_events().await;
+        events.into_iter().filter(|e| e["type"] == "message.received").nth(1)
+    })
+    .await;
+    let data = &second["data"];
+    assert_eq!(data["encryption"]["decrypted"], json!(true), "{second}");
+    assert!(data["text"].as_str().unwrap().contains("Thanks, the new one is right."), "{second}");
+    assert_eq!(data["conversation_id"], first["data"]["conversation_id"], "{second}");
+
+    // No key for the stranger: with `always`, nothing goes.
+    let (_, queued) = server.post("/v1/messages", json!({"channel": "support", "to": STRANGER.0, "text": "Hi"})).await;
+    let failed = server.wait_status(queued["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["error"]["code"], json!("openpgp_no_key"), "{failed}");
     let events = server.all_events().await;
     server.validate_contract(events.iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
     server.stop().await;

@@ -598,9 +598,6 @@ impl EmailChannelConfig {
                 Err(reason) => add("openpgp_keyring_file", reason),
             }
         }
-        if self.openpgp_encrypt != EncryptWhen::Never && self.openpgp_keyring_file.is_none() {
-            add("openpgp_encrypt", "needs openpgp_keyring_file (the recipients' public keys)".into());
-        }
         if let Err(reason) = config::load_ca_file(self.smime_recipients_file.as_deref(), &mut self.smime_recipients_pem)
         {
             add("smime_recipients_file", reason);
