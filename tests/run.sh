@@ -163,6 +163,19 @@ if [ ! -d "$bounce_samples" ]; then
 fi
 export SB_FLUFL_BOUNCE_SAMPLES="$PWD/$bounce_samples"
 
+# Replies from many mail clients with the reply each should give: the test data of talon
+# (Mailgun's quotation stripper) in its source distribution on PyPI. The email tests cut each
+# as talon does (tests/python/talon_replies.py reads the cases out of talon's tests).
+talon_samples=target/test-data/talon-1.4.4
+if [ ! -d "$talon_samples/tests/fixtures/standard_replies" ]; then
+  echo "downloading reply samples (talon 1.4.4 sdist) from PyPI" >&2
+  mkdir -p target/test-data
+  "$python" -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+    talon==1.4.4 -d target/test-data
+  tar -xzf target/test-data/talon-1.4.4.tar.gz -C target/test-data
+fi
+export SB_TALON_SAMPLES="$PWD/$talon_samples"
+
 # Peers from npm, pinned by tests/node/package-lock.json: oidc-provider, a real OAuth 2.0
 # authorization server (rotating refresh tokens, RFC 7662 introspection, RFC 7009 revocation)
 # the XOAUTH2 tests take their tokens from (tests/node/oauth_provider.mjs).

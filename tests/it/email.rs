@@ -3678,7 +3678,7 @@ fn sisimai(path: &std::path::Path) -> Vec<Value> {
 }
 
 /// The `support` mail channel's configuration, as the gateway reads it.
-fn support_channel_config() -> switchboard::channels::email::config::EmailChannelConfig {
+pub(crate) fn support_channel_config() -> switchboard::channels::email::config::EmailChannelConfig {
     let dir = tempfile::tempdir().unwrap();
     let block = "[[channels]]\nid = \"support\"\ntype = \"email\"\naddress = \"support@example.com\"\n\
                  [channels.smtp]\nhost = \"127.0.0.1\"\ntls = \"none\"\n";

@@ -19,6 +19,7 @@ mod oauth_provider;
 mod outbound;
 mod packaging;
 mod reload;
+mod reply_corpus;
 mod retention;
 mod storage_full;
 mod systemd;

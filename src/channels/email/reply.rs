@@ -1,149 +1,282 @@
 //! `reply_text`: the new part of a mail, without quoted history or signature.
 //!
-//! Cuts at the first reply header (English, German, French, Spanish, Polish, Czech, Slovak,
-//! Italian, Dutch, Portuguese and the Scandinavian languages, as Gmail, Apple Mail and
-//! Thunderbird write them, and Outlook's `From: … Sent: …` block in those languages), a forwarded/original-message separator, or a run of `>` quoted lines; then drops
-//! a `-- ` signature and "Sent from my phone" footers.
-//! When nothing precedes a quote, the answer was written below it or between its lines
-//! (bottom-posting, inline answers): then it is the lines that are not quoted.
+//! The text is scanned, line by line, for the first thing that opens quoted history
+//! (`Marker`):
+//! - a reply header: "On … wrote:" and its forms in English, German, French, Spanish, Polish,
+//!   Czech, Slovak, Italian, Dutch, Portuguese, the Scandinavian languages, Russian and
+//!   Vietnamese, as Gmail, Apple Mail, Thunderbird, Android and the webmails write them; also
+//!   wrapped over up to three lines, after the answer's last words on the same line, and
+//!   without a verb (Yandex's and old Gmail's "date, name <address>:");
+//! - a run of `>` quoted lines;
+//! - a separator line ("-----Original Message-----" in those languages, Outlook's underscores)
+//!   or a block of copied header fields (Outlook's "From: … Sent: …", "Date: … To: …");
+//! - a forward's separator ("---------- Forwarded message ---------", "Begin forwarded
+//!   message:").
+//!
+//! What comes before it is the answer. After a quote (a reply header followed by `>` lines, or
+//! `>` lines alone) the customer may have written on below or between the quoted lines
+//! (bottom-posting, inline answers, a greeting under the quote): those unquoted lines are the
+//! answer too, up to a separator or header block. A forward is all new to us: the whole text
+//! is the answer. Last, a `-- ` signature and "Sent from my phone" footers are dropped.
+//!
 //! An OpenPGP cleartext-signed text (RFC 4880 §7: inline PGP, as mutt or Enigmail write it) is
 //! read as the text it signs: without its armor lines and signature block, its dash-escaped
 //! lines restored.
+//!
+//! Tested against the replies of Mailgun's talon (tests/it/reply_corpus.rs).
 
-/// Lines that open quoted history on their own.
-const SEPARATORS: &[&str] = &[
-    "-----original message-----",
-    "-------- original message --------",
-    "---------- forwarded message ---------",
-    "-------- forwarded message --------",
-    "begin forwarded message:",
-    "-------- ursprüngliche nachricht --------",
-    "-----ursprüngliche nachricht-----",
-    "-------- message d'origine --------",
-    "-----message d'origine-----",
-    "-------- mensaje original --------",
-    "-----mensaje original-----",
-    "-------- oryginalna wiadomość --------",
-    "-----oryginalna wiadomość-----",
-    "-------- původní zpráva --------",
-    "-----původní zpráva-----",
-    "-------- pôvodná správa --------",
-    "-------- messaggio originale --------",
-    "-----messaggio originale-----",
-    "-------- oorspronkelijk bericht --------",
-    "-----oorspronkelijk bericht-----",
-    "-------- mensagem original --------",
-    "-----mensagem original-----",
-    "-------- ursprungligt meddelande --------",
-    "-----ursprungligt meddelande-----",
-    "________________________________",
-];
+mod phrases;
 
-/// (opening, verb) of a one- or two-line reply header ending in a colon, lowercase:
-/// "On … wrote:", "Am … schrieb …:", "Dne … napsal(a) …:".
-const ATTRIBUTIONS: &[(&str, &str)] = &[
-    ("on ", "wrote"),
-    ("am ", "schrieb"),
-    ("le ", "a écrit"),
-    ("el ", "escribió"),
-    ("w dniu ", "pisze"),
-    ("w dniu ", "napisał"),
-    ("dne ", "napsal"),
-    ("dňa ", "napísal"),
-    ("il ", "ha scritto"),
-    ("op ", "schreef"),
-    ("em ", "escreveu"),
-    ("den ", "skrev"),
-];
+use phrases::*;
 
-/// Verbs of reply headers that do not open with a fixed word: Gmail's in Polish, Czech and
-/// Slovak open with the weekday ("pt., 27 lis 2026 o 14:03 Ann <ann@…> napisał(a):"), Apple
-/// Mail's Polish with "Wiadomość napisana przez". Such a line counts when it also names an
-/// address and a clock time and ends with a colon, which a customer's own sentence does not.
-const ATTRIBUTION_VERBS: &[&str] = &[
-    "wrote",
-    "schrieb",
-    "a écrit",
-    "escribió",
-    "napisał",
-    "napisana przez",
-    "pisze",
-    "napsal",
-    "napísal",
-    "ha scritto",
-    "schreef",
-    "escreveu",
-    "skrev",
-];
+/// What opens quoted history at a line.
+#[derive(Debug, PartialEq)]
+enum Marker<'a> {
+    /// A reply header over `lines` lines, with the answer's last words before it on its first
+    /// line ("Thanks! On Mon, … wrote:"), if any. Quoted lines may follow.
+    Attribution { lines: usize, before: &'a str },
+    /// Two or more `>` quoted lines.
+    Quote,
+    /// A separator line or a header block: a copy of the history below the answer.
+    Copy,
+    /// A forward's separator: a mail passed on to us.
+    Forward,
+}
 
-/// Outlook's header block: a "From:" line followed within three lines by a "Sent:"/"Date:" line.
-const OUTLOOK_FROM: &[&str] = &["from:", "von:", "de :", "de:", "od:", "da:", "van:", "från:", "fra:"];
-const OUTLOOK_SENT: &[&str] = &[
-    "sent:",
-    "date:",
-    "gesendet:",
-    "datum:",
-    "envoyé :",
-    "envoyé:",
-    "date :",
-    "enviado:",
-    "fecha:",
-    "wysłano:",
-    "wysłane:",
-    "enviado el:",
-    "data:",
-    "odesláno:",
-    "datum:",
-    "odoslané:",
-    "dátum:",
-    "inviato:",
-    "verzonden:",
-    "enviado em:",
-    "enviada em:",
-    "skickat:",
-    "sendt:",
-];
+/// The new part of `text`: what comes before the quoted history, and the customer's lines
+/// below or between quoted lines.
+pub fn reply_text(text: &str) -> String {
+    let text = text.replace("\r\n", "\n");
+    let text = pgp_signed_text(&text).unwrap_or(text);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut answer: Vec<&str> = Vec::new();
+    let (mut i, mut in_history) = (0, false);
+    while i < lines.len() {
+        // Below a quote, one quoted line is quote too (an answer between the quoted lines).
+        let marker = match in_history && is_quoted(lines[i]) {
+            true => Some(Marker::Quote),
+            false => marker_at(&lines, i),
+        };
+        let Some(marker) = marker else {
+            answer.push(lines[i]);
+            i += 1;
+            continue;
+        };
+        match marker {
+            // A forward in the answer: all of it is new to us. Inside history it is history.
+            Marker::Forward if !in_history => return text.trim().to_owned(),
+            Marker::Forward | Marker::Copy => break,
+            Marker::Attribution { lines: span, before } => {
+                if !before.is_empty() {
+                    answer.push(before);
+                }
+                i += span;
+                // A reply header over unquoted history (Outlook-like): nothing below is ours.
+                let next = lines[i..].iter().find(|l| !l.trim().is_empty());
+                if !next.is_some_and(|l| is_quoted(l)) {
+                    break;
+                }
+                i = after_quote(&lines, i);
+            }
+            Marker::Quote => i = after_quote(&lines, i),
+        }
+        in_history = true;
+    }
+    // A quote removed between two paragraphs leaves one blank line, not several.
+    answer.dedup_by(|a, b| a.trim().is_empty() && b.trim().is_empty());
+    without_signature(answer)
+}
 
-const FOOTERS: &[&str] = &[
-    "sent from my ",
-    "get outlook for ",
-    "gesendet von meinem ",
-    "von meinem iphone gesendet",
-    "envoyé de mon ",
-    "enviado desde mi ",
-    "wysłane z mojego ",
-    "wysłano z ",
-    "odesláno z ",
-    "odoslané z ",
-    "inviato da ",
-    "inviato dal mio ",
-    "verzonden vanaf mijn ",
-    "verstuurd vanaf mijn ",
-    "enviado do meu ",
-    "enviado de meu ",
-    "skickat från min ",
-    "sendt fra min ",
-];
+/// What opens quoted history at `lines[i]`, if anything.
+fn marker_at<'a>(lines: &[&'a str], i: usize) -> Option<Marker<'a>> {
+    let lower = lines[i].trim().to_lowercase();
+    if let Some(title) = dashed_title(&lower) {
+        if FORWARD_TITLES.contains(&title) {
+            return Some(Marker::Forward);
+        }
+        if SEPARATOR_TITLES.contains(&title) {
+            return Some(Marker::Copy);
+        }
+        // Android's and some webmails' reply header between dashes: "---- Ann wrote ----".
+        if ATTRIBUTION_VERBS.iter().any(|verb| title.contains(verb)) {
+            return Some(Marker::Attribution { lines: 1, before: "" });
+        }
+    }
+    if FORWARD_LINES.contains(&lower.as_str()) {
+        return Some(Marker::Forward);
+    }
+    if lower.starts_with("________________________________") || is_header_block(lines, i) {
+        return Some(Marker::Copy);
+    }
+    if is_quoted(lines[i]) && lines[i..].iter().take(2).all(|l| is_quoted(l) || l.trim().is_empty()) {
+        return Some(Marker::Quote);
+    }
+    attribution_at(lines, i)
+}
 
-fn is_attribution(line: &str, next: Option<&str>) -> bool {
+fn is_quoted(line: &str) -> bool {
+    line.trim_start().starts_with('>')
+}
+
+/// The words between the dashes of a line framed by two or more dashes on each side, when
+/// it is one: "-----Original Message-----" → "original message".
+fn dashed_title(lower: &str) -> Option<&str> {
+    if !(lower.starts_with("--") && lower.ends_with("--")) {
+        return None;
+    }
+    let title = lower.trim_matches(|c: char| c == '-' || c.is_whitespace());
+    (!title.is_empty()).then_some(title)
+}
+
+/// The index after the quote that starts at or after `i`: past its `>` lines, the blank lines
+/// between and after them, and the unquoted pieces of links that a client wrapped inside it.
+fn after_quote(lines: &[&str], mut i: usize) -> usize {
+    let mut last_quoted: Option<&str> = None;
+    while i < lines.len() {
+        let line = lines[i];
+        if is_quoted(line) {
+            last_quoted = Some(line);
+        } else if !line.trim().is_empty() && !is_wrapped_link(last_quoted, line, lines.get(i + 1).copied()) {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
+/// Whether `line`, unquoted between quoted lines, is a piece of a link the client wrapped out
+/// of the quote: "(http://…) >" on its own, or the rest of a parenthesised link the quoted line
+/// above opened.
+fn is_wrapped_link(quoted_above: Option<&str>, line: &str, below: Option<&str>) -> bool {
+    let Some(above) = quoted_above else { return false };
+    let l = line.trim().trim_end_matches('>').trim_end();
+    let link_alone = (l.starts_with("(http") && l.ends_with(')')) || (l.starts_with("<http") && l.ends_with('>'));
+    let rest_of_link =
+        above.matches('(').count() > above.matches(')').count() && l.ends_with(')') && !l.contains(char::is_whitespace);
+    (link_alone || rest_of_link) && below.is_none_or(|b| is_quoted(b) || b.trim().is_empty())
+}
+
+/// A block of copied header fields at `lines[i]`: a "From:" or "Sent:"/"Date:" field with
+/// another field within the three lines below it (Outlook's "From: … Sent: … To: …", a
+/// webmail's "Date: … Subject: … From: …"), bold or not, naming an address or a date (a digit):
+/// a customer's "Date: Friday / To: be confirmed" is no header.
+fn is_header_block(lines: &[&str], i: usize) -> bool {
+    let field = |line: &str| -> Option<bool> {
+        let l = line.trim().trim_start_matches('*').to_lowercase();
+        let named = |fields: &[&str]| fields.iter().any(|f| l.starts_with(f));
+        if named(FROM_FIELDS) || named(SENT_FIELDS) {
+            Some(true)
+        } else if named(OTHER_FIELDS) {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    let block = &lines[i..(i + 4).min(lines.len())];
+    field(lines[i]) == Some(true)
+        && block[1..].iter().any(|l| field(l).is_some())
+        && block.iter().any(|l| l.contains(|c: char| c == '@' || c.is_ascii_digit()))
+}
+
+/// The reply header at `lines[i]`, over one line or wrapped onto two or three.
+fn attribution_at<'a>(lines: &[&'a str], i: usize) -> Option<Marker<'a>> {
+    let first = lines[i];
+    if is_quoted(first) || first.trim().is_empty() {
+        return None;
+    }
+    for span in 1..=3.min(lines.len() - i) {
+        // Only a line that already reads as a header's beginning continues on the next; the
+        // continuation is neither blank nor quoted.
+        if span > 1
+            && (!begins_header(first) || lines[i + span - 1].trim().is_empty() || is_quoted(lines[i + span - 1]))
+        {
+            break;
+        }
+        let rest: Vec<&str> = lines[i + 1..i + span].iter().map(|l| l.trim()).collect();
+        // The answer's last words, then the header: "Thanks On Mon, … wrote:".
+        if let Some(at) = embedded_opening(first, &rest) {
+            let before = first[..at].trim_end().trim_end_matches('-').trim_end();
+            return Some(Marker::Attribution { lines: span, before });
+        }
+        let joined = std::iter::once(first.trim()).chain(rest).collect::<Vec<_>>().join(" ").to_lowercase();
+        if is_header(&joined) {
+            return Some(Marker::Attribution { lines: span, before: "" });
+        }
+        // Old Gmail's "2011/4/7 Ann <ann@example.org>", no colon, over a quote.
+        let next = lines[i + span..].iter().find(|l| !l.trim().is_empty());
+        if starts_with_date(&joined)
+            && joined.contains('@')
+            && joined.ends_with('>')
+            && next.is_some_and(|l| is_quoted(l))
+        {
+            return Some(Marker::Attribution { lines: span, before: "" });
+        }
+    }
+    None
+}
+
+/// Whether `lower` (a header, lowercase, its lines joined) reads as a reply header.
+fn is_header(lower: &str) -> bool {
+    let Some(before_colon) = lower.trim_end().strip_suffix(':').or_else(|| lower.trim_end().strip_suffix('：')) else {
+        return false;
+    };
+    let by_opening =
+        ATTRIBUTIONS.iter().any(|(opening, verb)| lower.starts_with(opening) && before_colon.contains(verb));
+    // "On … sent:": "sent" is an everyday word, so the header must name an address.
+    let sent = lower.starts_with("on ") && before_colon.trim_end().ends_with("sent") && lower.contains('@');
+    // A header that does not open with a fixed word names an address, and a clock time or
+    // its verb last ("… <ann@example.org> wrote:"), which a customer's own sentence does not.
+    let verb_last =
+        ATTRIBUTION_VERBS.iter().any(|verb| before_colon.trim_end().trim_end_matches("(a)").trim_end().ends_with(verb));
+    let by_content = lower.contains('@')
+        && ATTRIBUTION_VERBS.iter().any(|verb| before_colon.contains(verb))
+        && (has_clock_time(lower) || verb_last);
+    // Without a verb: "26.06.2014, 14:41, "Ann" <ann@example.org>:" (Yandex, mail.ru, Gmail).
+    let verbless = before_colon.trim_end().ends_with('>') && lower.contains('@') && has_clock_time(lower);
+    by_opening || sent || by_content || verbless
+}
+
+/// Whether `line` reads as the beginning of a reply header that a client wrapped: it opens with
+/// a header's fixed word or a date, or names a clock time or a header's verb.
+fn begins_header(line: &str) -> bool {
     let l = line.trim().to_lowercase();
-    let joined = match next {
-        Some(n) => format!("{l} {}", n.trim().to_lowercase()),
-        None => l.clone(),
-    };
-    let by_opening = ATTRIBUTIONS.iter().any(|(start, verb)| {
-        l.starts_with(start)
-            && ((l.contains(verb) && l.trim_end().ends_with(':'))
-                || (!l.trim_end().ends_with(':') && joined.contains(verb) && joined.trim_end().ends_with(':')))
-    });
-    // The header on one line, or wrapped onto the next (Gmail wraps long ones).
-    let by_content = |header: &str| {
-        header.trim_end().ends_with(':')
-            && header.contains('@')
-            && has_clock_time(header)
-            && ATTRIBUTION_VERBS.iter().any(|verb| header.contains(verb))
-    };
-    by_opening || by_content(&l) || (!l.trim_end().ends_with(':') && by_content(&joined))
+    ATTRIBUTIONS.iter().any(|(opening, _)| l.starts_with(opening))
+        || starts_with_date(&l)
+        || has_clock_time(&l)
+        || ATTRIBUTION_VERBS.iter().any(|verb| l.contains(verb))
+}
+
+/// Where in `first` (a line that does not open with a header's fixed word) a reply header
+/// begins after the answer's last words, the header running on over `rest`.
+fn embedded_opening(first: &str, rest: &[&str]) -> Option<usize> {
+    let lower_first = first.trim().to_lowercase();
+    if ATTRIBUTIONS.iter().any(|(opening, _)| lower_first.starts_with(opening)) {
+        return None;
+    }
+    first.char_indices().skip(1).find_map(|(at, _)| {
+        let preceded = first[..at].ends_with(|c: char| c.is_whitespace() || c == '-');
+        let tail = &first[at..];
+        let opens = ATTRIBUTIONS
+            .iter()
+            .any(|(opening, _)| tail.get(..opening.len()).is_some_and(|t| t.eq_ignore_ascii_case(opening)));
+        // Mail clients write the header's first word capitalised ("On", "Am"); within a
+        // sentence it is lowercase, and no header.
+        if !preceded || !opens || tail.starts_with(char::is_lowercase) {
+            return None;
+        }
+        let header =
+            std::iter::once(tail.trim()).chain(rest.iter().copied()).collect::<Vec<_>>().join(" ").to_lowercase();
+        let by_opening =
+            ATTRIBUTIONS.iter().any(|(opening, verb)| header.starts_with(opening) && header.contains(verb));
+        (by_opening && header.trim_end().ends_with(':') && (header.contains('@') || has_clock_time(&header)))
+            .then_some(at)
+    })
+}
+
+/// Whether `s` opens with a numeric date: "2011/4/7", "26.06.2014", "2014-10-17".
+fn starts_with_date(s: &str) -> bool {
+    let date: String = s.chars().take_while(|c| c.is_ascii_digit() || matches!(c, '.' | '/' | '-')).collect();
+    date.chars().filter(char::is_ascii_digit).count() >= 4 && date.chars().any(|c| matches!(c, '.' | '/' | '-'))
 }
 
 /// Whether `s` has a time of day like "14:03" or "2:03".
@@ -151,59 +284,6 @@ fn has_clock_time(s: &str) -> bool {
     let b = s.as_bytes();
     (1..b.len().saturating_sub(2))
         .any(|i| b[i] == b':' && b[i - 1].is_ascii_digit() && b[i + 1].is_ascii_digit() && b[i + 2].is_ascii_digit())
-}
-
-fn is_outlook_block(lines: &[&str], i: usize) -> bool {
-    let l = lines[i].trim().to_lowercase();
-    let l = l.trim_start_matches('*');
-    if !OUTLOOK_FROM.iter().any(|p| l.starts_with(p)) {
-        return false;
-    }
-    lines[i + 1..].iter().take(3).any(|n| {
-        let n = n.trim().to_lowercase();
-        let n = n.trim_start_matches('*');
-        OUTLOOK_SENT.iter().any(|p| n.starts_with(p))
-    })
-}
-
-/// The new part of `text`: what comes before the quoted history; for a reply written below the
-/// history or between its lines (bottom-posting, inline answers), the lines that are not
-/// quoted.
-pub fn reply_text(text: &str) -> String {
-    let text = text.replace("\r\n", "\n");
-    let text = pgp_signed_text(&text).unwrap_or(text);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut end = lines.len();
-    // Whether the history opens with a quote (`>` lines, or "On … wrote:" above them), which is
-    // how mail clients quote for answers below or between the lines; a separator or Outlook's
-    // header block means the history is a copy below the answer.
-    let mut quoting = false;
-    for i in 0..lines.len() {
-        let lower = lines[i].trim().to_lowercase();
-        let quoted_run = lower.starts_with('>')
-            && lines[i..].iter().take(2).all(|l| l.trim_start().starts_with('>') || l.trim().is_empty());
-        let attribution = is_attribution(lines[i], lines.get(i + 1).copied());
-        if SEPARATORS.iter().any(|s| lower.starts_with(s)) || attribution || is_outlook_block(&lines, i) || quoted_run {
-            end = i;
-            quoting = attribution || quoted_run;
-            break;
-        }
-    }
-    let above = without_signature(lines[..end].to_vec());
-    if !above.is_empty() || !quoting {
-        return above;
-    }
-    // Nothing above a quote: the answer is below it or between its quoted lines.
-    let mut unquoted: Vec<&str> = lines
-        .iter()
-        .enumerate()
-        .filter(|(i, l)| !l.trim_start().starts_with('>') && !is_attribution(l, lines.get(i + 1).copied()))
-        .filter(|(i, _)| *i == 0 || !is_attribution(lines[i - 1], Some(lines[*i])))
-        .map(|(_, l)| *l)
-        .collect();
-    // A quote removed between two paragraphs leaves one blank line, not several.
-    unquoted.dedup_by(|a, b| a.trim().is_empty() && b.trim().is_empty());
-    without_signature(unquoted)
 }
 
 /// The text an OpenPGP cleartext signature framework signs (RFC 4880 §7), when `text` is one:
@@ -274,7 +354,9 @@ mod tests {
             ("Merci\n\nDe : Support <support@example.com>\nEnvoyé : lundi 23 novembre 2026 10:00\nÀ : Ann", "Merci"),
             ("Díky\n\nOd: Support <support@example.com>\nOdesláno: pondělí 23. listopadu 2026 10:00", "Díky"),
             ("See below\n\n-----Original Message-----\nFrom: x", "See below"),
-            ("FYI\n\n---------- Forwarded message ---------\nFrom: x", "FYI"),
+            // A forward is all new to us; inside history it is history.
+            ("FYI\n\n---------- Forwarded message ---------\nFrom: x", "FYI\n\n---------- Forwarded message ---------\nFrom: x"),
+            ("Blah\n\n-----Original Message-----\n\nFYI\n\n---------- Forwarded message ---------\nFrom: x", "Blah"),
             ("New text\n> old\n> older", "New text"),
             ("Answer\n\n-- \nAnn Smith\nACME", "Answer"),
             ("Answer\n\nSent from my iPhone", "Answer"),
@@ -310,6 +392,22 @@ mod tests {
             ("Vedi sotto\n\n-----Messaggio originale-----\nDa: x", "Vedi sotto"),
             // A customer quoting someone in her own words is not history.
             ("My neighbour jan@example.org wrote: the parcel is at his door.\nPlease check.", "My neighbour jan@example.org wrote: the parcel is at his door.\nPlease check."),
+            // Below the quote and between quoted lines: the customer's too.
+            ("Thanks!\n\nOn Mon, 23 Nov 2026 at 10:00, Support <support@example.com> wrote:\n> Hello\n> x\n\nAnn", "Thanks!\n\nAnn"),
+            ("Yes.\n\n> Friday?\n> Or Monday?\nFriday.\n> 10:00?\nBetter 11:00.", "Yes.\n\nFriday.\nBetter 11:00."),
+            // But not history under a reply header that quotes nothing.
+            ("Thanks\n\nOn Mon, 23 Nov 2026 at 10:00, Support <support@example.com> wrote:\n\nHello\n\n> x\nmore", "Thanks"),
+            // The answer's last words on the header's line; a lowercase "on" is the customer's.
+            ("Thanks On Mon, 23 Nov 2026 at 10:00, Support <support@example.com> wrote:\n> x", "Thanks"),
+            ("I wrote on Monday at 10:00 to bob@example.org: no answer.", "I wrote on Monday at 10:00 to bob@example.org: no answer."),
+            // A line above a header is not the header's beginning; a customer's "Date:" is no block.
+            ("Lorem\nDen 14 september, 2015 02:23:18, Ann (ann@example.org) skrev:\n\nVeniam", "Lorem"),
+            ("Date: Friday\nTo: be confirmed\nThanks", "Date: Friday\nTo: be confirmed\nThanks"),
+            // Yandex's and old Gmail's headers have no verb.
+            ("Ok\n\n26.06.2014, 14:41, \"Support\" <support@example.com>:\nHello", "Ok"),
+            ("Ok\n2011/4/7 Support <support@example.com>\n\n> Hello", "Ok"),
+            ("Ok\n\n----- Original Message -----\nFrom: x", "Ok"),
+            ("Ok\n\n---- Support wrote ----\n\n> x", "Ok"),
             // Nothing new (an answer that is only an attachment): not our own text instead.
             ("On Mon, Support wrote:\n> Please send the invoice.", ""),
             ("From: Support <support@example.com>\nSent: Monday, November 23, 2026 10:00 AM\n\nPlease send it.", ""),
