@@ -41,6 +41,9 @@ perl -MMail::AuthenticationResults -e1 2>/dev/null || need_apt+=(libmail-authent
 command -v spamassassin >/dev/null || need_apt+=(spamassassin)
 command -v node >/dev/null || need_apt+=(nodejs)
 command -v npm >/dev/null || need_apt+=(npm)
+# Roundcube, a customer's webmail sending read receipts, under PHP's built-in web server
+# (php8.2-cgi stands in for the web server the php package wants, so no Apache comes along).
+[ -e /usr/share/roundcube/index.php ] || need_apt+=(roundcube-core roundcube-sqlite3 php8.2-cgi)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests need: apt-get install ${need_apt[*]} (run as root, or install them first)" >&2

@@ -1279,6 +1279,53 @@ async fn a_read_receipt_makes_our_message_read() {
     server.stop().await;
 }
 
+/// The read receipt of a real mail client: Roundcube (Debian's roundcube-core, set to send
+/// receipts without asking) logs into Ann's mailbox and opens our mail, which asks for one.
+/// Roundcube sends its RFC 8098 receipt through the SMTP server as Ann and flags the mail
+/// `$MDNSent`; the receipt comes into the support mailbox and makes our message `read`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_receipt_roundcube_sends_makes_our_message_read() {
+    let mail = MailServers::start().await;
+    let server = TestServer::start(&mail.channel("support", "request_read_receipts = true")).await;
+    let (queued, delivered) = send_to_ann(
+        &server,
+        &mail,
+        json!({"channel": "support", "to": ANN.0, "subject": "Your order 7", "text": "It ships today."}),
+    )
+    .await;
+    let delivered = String::from_utf8(delivered).unwrap();
+    let message_id = delivered
+        .lines()
+        .find_map(|l| l.strip_prefix("Message-ID: ").or_else(|| l.strip_prefix("Message-Id: ")))
+        .unwrap()
+        .trim()
+        .to_owned();
+
+    let workdir = tempfile::tempdir().unwrap();
+    let ports = [mail.imap_port.to_string(), mail.smtp_port.to_string()];
+    let workdir_path = workdir.path().to_str().unwrap().to_owned();
+    let said = tokio::task::spawn_blocking(move || {
+        python("roundcube_peer.py", &[&workdir_path, &ports[0], &ports[1], ANN.0, ANN.1, &message_id], &Value::Null)
+    })
+    .await
+    .unwrap();
+    let opened: Value = said.lines().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(|| panic!("{said}"));
+    assert!(opened["flags"].as_array().unwrap().contains(&json!("$MDNSent")), "{said}");
+
+    let id = queued["id"].as_str().unwrap();
+    let read = server.wait_status(id, "read").await;
+    assert!(read["read_at"].is_string(), "{read}");
+    let receipt = first_received(&server).await;
+    let data = &receipt["data"];
+    assert_eq!(
+        (&data["from"]["address"], &data["auto_reply"], &data["stitch"]["reason"], &data["conversation_id"]),
+        (&json!(ANN.0), &json!(true), &json!("receipt"), &queued["conversation_id"]),
+        "{receipt}"
+    );
+    assert_eq!(data["delivery_report"]["action"], json!("displayed"), "{receipt}");
+    server.stop().await;
+}
+
 /// Debian's SpamAssassin, as a receiving server runs it, marks GTUBE (the standard test spam)
 /// — once wrapping the mail in a report (its default), once only adding its headers — and
 /// passes a customer's mail. Both spams are refused and listed with the header that said so,
