@@ -1209,6 +1209,12 @@ async fn a_delivery_receipt_from_postfix_makes_our_message_delivered() {
     server.stop().await;
 }
 
+/// The Message-ID header field of a delivered mail, angle brackets and all.
+fn message_id_header(mail: &str) -> String {
+    let field = mail.lines().find_map(|l| l.strip_prefix("Message-ID: ").or_else(|| l.strip_prefix("Message-Id: ")));
+    field.unwrap_or_else(|| panic!("no Message-ID in {mail}")).trim().to_owned()
+}
+
 /// With `request_read_receipts`, our mail asks for a read receipt (RFC 8098). Sent through the
 /// real SMTP server into Ann's mailbox, it carries `Disposition-Notification-To`; the receipt
 /// her mail client sends back (Thunderbird's form) makes our message `read` with
@@ -1226,12 +1232,7 @@ async fn a_read_receipt_makes_our_message_read() {
     .await;
     let delivered = String::from_utf8(delivered).unwrap();
     assert!(delivered.contains(&format!("Disposition-Notification-To: <{}>", SUPPORT.0)), "{delivered}");
-    let header_id = delivered
-        .lines()
-        .find_map(|l| l.strip_prefix("Message-ID: ").or_else(|| l.strip_prefix("Message-Id: ")))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let header_id = message_id_header(&delivered);
     let receipt = |about: &str, n: u32| {
         format!(
             "Return-Path: <>\r\nFrom: Ann <{ann}>\r\nTo: {support}\r\nSubject: Return Receipt (displayed) - Your order 7\r\n\
@@ -1294,12 +1295,7 @@ async fn a_read_receipt_roundcube_sends_makes_our_message_read() {
     )
     .await;
     let delivered = String::from_utf8(delivered).unwrap();
-    let message_id = delivered
-        .lines()
-        .find_map(|l| l.strip_prefix("Message-ID: ").or_else(|| l.strip_prefix("Message-Id: ")))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let message_id = message_id_header(&delivered);
 
     let workdir = tempfile::tempdir().unwrap();
     let ports = [mail.imap_port.to_string(), mail.smtp_port.to_string()];

@@ -17,71 +17,10 @@
 
 use mail_parser::{Message, MessageParser, PartType};
 
+use super::phrases::{FORWARD_LINES, FORWARD_TITLES, FROM_FIELDS, SENT_FIELDS};
 use super::written_date;
 use crate::model::Party;
 use crate::stitch::email::{is_forward_subject, is_reply_subject};
-
-/// Labels of the From line in forwarded header blocks, lowercase: English, German, French,
-/// Spanish, Portuguese, Polish, Czech, Slovak, Italian, Dutch, Scandinavian, Chinese.
-const FROM_LABELS: &[&str] =
-    &["from:", "von:", "de :", "de:", "od:", "da:", "van:", "från:", "fra:", "发件人:", "寄件者:", "发件人："];
-
-/// Lines that open a forwarded mail in the text: a run of dashes or underscores (with or
-/// without words, "---------- Forwarded message ---------", "-----Original Message-----",
-/// Outlook's "________________________________"), or Apple Mail's sentence.
-const FORWARD_OPENINGS: &[&str] = &[
-    "begin forwarded message:",
-    "anfang der weitergeleiteten nachricht:",
-    "début du message réexpédié :",
-    "début du message réexpédié:",
-    "inicio del mensaje reenviado:",
-    "início da mensagem reencaminhada:",
-    "początek przekazanej wiadomości:",
-    "začátek přeposlané zprávy:",
-    "inizio messaggio inoltrato:",
-    "begin doorgestuurd bericht:",
-];
-
-/// What the dashed opening of a forward says, lowercase: Gmail's ("---------- Forwarded message
-/// ---------") and Thunderbird's ("-------- Forwarded Message --------") in our languages.
-const FORWARD_WORDS: &[&str] = &[
-    "forwarded message",
-    "weitergeleitete nachricht",
-    "message transféré",
-    "mensaje reenviado",
-    "przekazana wiadomość",
-    "přeposlaná zpráva",
-    "preposlaná správa",
-    "messaggio inoltrato",
-    "doorgestuurd bericht",
-    "mensagem encaminhada",
-    "vidarebefordrat meddelande",
-    "videresendt meddelelse",
-    "videresendt melding",
-];
-
-/// Labels of the date line in forwarded header blocks, lowercase, in the same languages.
-const DATE_LABELS: &[&str] = &[
-    "date:",
-    "date :",
-    "datum:",
-    "sent:",
-    "gesendet:",
-    "envoyé :",
-    "envoyé:",
-    "fecha:",
-    "enviado:",
-    "enviada:",
-    "data:",
-    "inviato:",
-    "wysłane:",
-    "wysłano:",
-    "odesláno:",
-    "odoslané:",
-    "verzonden:",
-    "skickat:",
-    "sendt:",
-];
 
 /// How many lines after the opening the forwarded header block may put its From line
 /// (Thunderbird puts Subject and Date first).
@@ -139,8 +78,8 @@ fn inline_original(text: &str, local_offset: Option<i64>) -> Option<(Original, b
         .filter(|line| !line.is_empty())
         .take(HEADER_BLOCK_LINES)
         .collect();
-    let sender = labelled(&block, FROM_LABELS, sender_in)?;
-    let sent_at = labelled(&block, DATE_LABELS, |value| written_date::parse(value.trim(), local_offset));
+    let sender = labelled(&block, FROM_FIELDS, sender_in)?;
+    let sent_at = labelled(&block, SENT_FIELDS, |value| written_date::parse(value.trim(), local_offset));
     Some((Original { sender, sent_at }, says_forwarded))
 }
 
@@ -167,11 +106,11 @@ fn after_label<'a>(line: &'a str, label: &str) -> Option<&'a str> {
 /// Whether `line` opens a forwarded or quoted mail, and if so whether it says "forwarded".
 fn opening(line: &str) -> Option<bool> {
     let line = line.trim().to_lowercase();
-    if FORWARD_OPENINGS.contains(&line.as_str()) {
+    if FORWARD_LINES.contains(&line.as_str()) {
         return Some(true);
     }
     let dashed = line.starts_with("-----") || line.starts_with("_____");
-    dashed.then(|| FORWARD_WORDS.iter().any(|words| line.contains(words)))
+    dashed.then(|| FORWARD_TITLES.iter().any(|words| line.contains(words)))
 }
 
 /// `Ann Smith <ann@example.org>`, `ann@example.org`, or Outlook's `Ann Smith

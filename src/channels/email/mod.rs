@@ -27,6 +27,7 @@ pub mod openpgp;
 pub mod openpgp_decrypt;
 mod openpgp_encrypt;
 pub mod outbound;
+mod phrases;
 mod plain_bounce;
 pub mod probe;
 pub mod reply;

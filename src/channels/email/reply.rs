@@ -25,9 +25,7 @@
 //!
 //! Tested against the replies of Mailgun's talon (tests/it/reply_corpus.rs).
 
-mod phrases;
-
-use phrases::*;
+use super::phrases::*;
 
 /// What opens quoted history at a line.
 #[derive(Debug, PartialEq)]

@@ -1,5 +1,6 @@
-//! The words mail clients write above quoted history, per language, lowercase. Data only: how
-//! they are matched is `reply`'s business.
+//! The words mail clients write above quoted history and forwarded mail, per language,
+//! lowercase. Data only: `reply` (where the answer ends) and `forward` (whose mail a colleague
+//! forwarded) match them, each in its own way.
 
 /// The words between the dashes of a separator line ("-----Original Message-----",
 /// "----- Original Message -----", "-------- Ursprüngliche Nachricht --------"): what follows
@@ -53,11 +54,13 @@ pub(super) const FORWARD_LINES: &[&str] = &[
     "début du message réexpédié :",
     "début du message réexpédié:",
     "inicio del mensaje reenviado:",
+    "início da mensagem reencaminhada:",
+    "początek przekazanej wiadomości:",
     "początek przekazywanej wiadomości:",
+    "začátek přeposlané zprávy:",
     "začátek přeposílané zprávy:",
     "inizio messaggio inoltrato:",
     "begin doorgestuurd bericht:",
-    "início da mensagem reencaminhada:",
     "vidarebefordrat mejl:",
 ];
 
@@ -108,8 +111,11 @@ pub(super) const ATTRIBUTION_VERBS: &[&str] = &[
 ];
 
 /// The fields of Outlook's header block ("From: … Sent: … To: … Subject: …") and of the
-/// header copies other clients write, per language.
-pub(super) const FROM_FIELDS: &[&str] = &["from:", "von:", "de :", "de:", "od:", "da:", "van:", "från:", "fra:", "от:"];
+/// header copies other clients write, and of forwarded header blocks, per language: the From
+/// line's labels.
+pub(super) const FROM_FIELDS: &[&str] =
+    &["from:", "von:", "de :", "de:", "od:", "da:", "van:", "från:", "fra:", "от:", "发件人:", "寄件者:", "发件人："];
+/// The date line's labels ("Sent:", "Date:", "Gesendet:" …); `written_date` reads its value.
 pub(super) const SENT_FIELDS: &[&str] = &[
     "sent:",
     "date:",
@@ -119,6 +125,7 @@ pub(super) const SENT_FIELDS: &[&str] = &[
     "envoyé:",
     "date :",
     "enviado:",
+    "enviada:",
     "fecha:",
     "wysłano:",
     "wysłane:",
@@ -136,6 +143,7 @@ pub(super) const SENT_FIELDS: &[&str] = &[
     "отправлено:",
     "дата:",
 ];
+/// The other fields' labels (To, Cc, Subject).
 pub(super) const OTHER_FIELDS: &[&str] = &[
     "to:",
     "cc:",
