@@ -27,6 +27,9 @@
 
 use super::phrases::*;
 
+/// The longest line a reply header takes (a long name, a long address, Gmail's wrapped date).
+const MAX_HEADER_BYTES: usize = 400;
+
 /// What opens quoted history at a line.
 #[derive(Debug, PartialEq)]
 enum Marker<'a> {
@@ -197,6 +200,9 @@ fn attribution_at<'a>(lines: &[&'a str], i: usize) -> Option<Marker<'a>> {
             return Some(Marker::Attribution { lines: span, before });
         }
         let joined = std::iter::once(first.trim()).chain(rest).collect::<Vec<_>>().join(" ").to_lowercase();
+        if joined.len() > span * MAX_HEADER_BYTES {
+            break;
+        }
         if is_header(&joined) {
             return Some(Marker::Attribution { lines: span, before: "" });
         }
@@ -251,7 +257,10 @@ fn embedded_opening(first: &str, rest: &[&str]) -> Option<usize> {
     if ATTRIBUTIONS.iter().any(|(opening, _)| lower_first.starts_with(opening)) {
         return None;
     }
-    first.char_indices().skip(1).find_map(|(at, _)| {
+    // A header is short: only its last MAX_HEADER_BYTES can begin one, which keeps a long line
+    // (a paragraph, or a hostile megabyte of "On") from costing its length squared.
+    let from = first.len().saturating_sub(MAX_HEADER_BYTES).max(1);
+    first.char_indices().filter(|(at, _)| *at >= from).find_map(|(at, _)| {
         let preceded = first[..at].ends_with(|c: char| c.is_whitespace() || c == '-');
         let tail = &first[at..];
         let opens = ATTRIBUTIONS
