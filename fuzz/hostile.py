@@ -31,6 +31,7 @@ def with_subject(subject):
 write("longline", H + "\r\n" + "a" * N)
 write("quotes", H + "\r\n" + "> quoted line\n" * 100000)
 write("nested_quotes", H + "\r\n" + "\n".join(">" * i + " x" for i in range(3000)))
+write("onwords", H + "\r\n" + "x On Mon 10:00 a@b wrote " * 80000)
 write("onwrote", H + "\r\nhello\n" + "On Mon, 1 Jan 2024, Bob <b@c> wrote:\n> x\n" * 40000)
 write("outlookblocks", H + "\r\nhi\n" + "From: Bob\nSent: Monday\nTo: Ann\nSubject: x\n\n" * 30000)
 write("headers", "".join(f"X-H{i}: v\r\n" for i in range(100000)) + H + "\r\nbody")
