@@ -126,6 +126,7 @@ declare -A wanted=(
   [flufl.bounce]="flufl.bounce==6.0.0"
   [deltachat_rpc_client]="deltachat-rpc-client==2.65.0"
   [deltachat_rpc_server]="deltachat-rpc-server==2.65.0"
+  [regex]="regex>=2023.10"
 )
 missing=()
 for module in "${!wanted[@]}"; do
@@ -166,9 +167,10 @@ if [ ! -d "$bounce_samples" ]; then
 fi
 export SB_FLUFL_BOUNCE_SAMPLES="$PWD/$bounce_samples"
 
-# Replies from many mail clients with the reply each should give: the test data of talon
-# (Mailgun's quotation stripper) in its source distribution on PyPI. The email tests cut each
-# as talon does (tests/python/talon_replies.py reads the cases out of talon's tests).
+# Replies from many mail clients with the reply each should give, and messages with their
+# signatures: the test data of talon (Mailgun's quotation and signature stripper) in its source
+# distribution on PyPI. The email tests cut each as talon does (tests/python/talon_replies.py
+# reads the cases out of talon's tests and runs its signature extractor, which needs `regex`).
 talon_samples=target/test-data/talon-1.4.4
 if [ ! -d "$talon_samples/tests/fixtures/standard_replies" ]; then
   echo "downloading reply samples (talon 1.4.4 sdist) from PyPI" >&2

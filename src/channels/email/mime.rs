@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 use mail_parser::decoders::base64::base64_decode;
 use mail_parser::decoders::charsets::map::charset_decoder;
-use mail_parser::decoders::html::{html_to_text, text_to_html};
+use mail_parser::decoders::html::text_to_html;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
@@ -20,6 +20,7 @@ use super::authentication;
 use super::config::EmailChannelConfig;
 use super::dedup::MailKeys;
 use super::forward;
+use super::html_text::html_to_text;
 use super::openpgp;
 use super::openpgp_decrypt;
 use super::reply::reply_text;
@@ -341,7 +342,7 @@ fn read(
         .or(sent_at);
     let forwarded_from = forwarded.map(|original| original.sender);
     // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
-    let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(reply_text);
+    let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(|text| reply_text(text, Some(&from)));
     let encryption = encryption.or_else(|| openpgp::encryption(message, text.as_deref()));
     // What became of files encrypted one by one, after what became of the text.
     let encryption = match (

@@ -18,9 +18,9 @@ use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, 
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::Address;
-use mail_parser::decoders::html::html_to_text;
 
 use super::config::{EmailChannelConfig, EncryptWhen, ImapConfig, SmtpConfig, TlsMode};
+use super::html_text::html_to_text;
 use super::imap::ImapSession;
 use super::oauth2::TokenSource;
 use super::smtp::{self, Envelope, Pool, Session};

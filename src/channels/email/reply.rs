@@ -17,7 +17,7 @@
 //! `>` lines alone) the customer may have written on below or between the quoted lines
 //! (bottom-posting, inline answers, a greeting under the quote): those unquoted lines are the
 //! answer too, up to a separator or header block. A forward is all new to us: the whole text
-//! is the answer. Last, a `-- ` signature and "Sent from my phone" footers are dropped.
+//! is the answer. Last, its signature is left out (`signature`).
 //!
 //! An OpenPGP cleartext-signed text (RFC 4880 §7: inline PGP, as mutt or Enigmail write it) is
 //! read as the text it signs: without its armor lines and signature block, its dash-escaped
@@ -26,6 +26,8 @@
 //! Tested against the replies of Mailgun's talon (tests/it/reply_corpus.rs).
 
 use super::phrases::*;
+use super::signature::without_signature;
+use crate::model::Party;
 
 /// The longest line a reply header takes (a long name, a long address, Gmail's wrapped date).
 const MAX_HEADER_BYTES: usize = 400;
@@ -46,7 +48,7 @@ enum Marker<'a> {
 
 /// The new part of `text`: what comes before the quoted history, and the customer's lines
 /// below or between quoted lines.
-pub fn reply_text(text: &str) -> String {
+pub fn reply_text(text: &str, sender: Option<&Party>) -> String {
     let text = text.replace("\r\n", "\n");
     let text = pgp_signed_text(&text).unwrap_or(text);
     let lines: Vec<&str> = text.lines().collect();
@@ -85,7 +87,7 @@ pub fn reply_text(text: &str) -> String {
     }
     // A quote removed between two paragraphs leaves one blank line, not several.
     answer.dedup_by(|a, b| a.trim().is_empty() && b.trim().is_empty());
-    without_signature(answer)
+    without_signature(answer, sender)
 }
 
 /// What opens quoted history at `lines[i]`, if anything.
@@ -314,22 +316,6 @@ fn pgp_signed_text(text: &str) -> Option<String> {
     None
 }
 
-/// `body` without a `-- ` signature and trailing "Sent from my phone" footers, trimmed.
-fn without_signature(mut body: Vec<&str>) -> String {
-    if let Some(sig) = body.iter().rposition(|l| *l == "-- " || *l == "--") {
-        body.truncate(sig);
-    }
-    while let Some(last) = body.last() {
-        let l = last.trim().to_lowercase();
-        if l.is_empty() || FOOTERS.iter().any(|f| l.starts_with(f)) {
-            body.pop();
-        } else {
-            break;
-        }
-    }
-    body.join("\n").trim().to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::reply_text;
@@ -372,7 +358,7 @@ mod tests {
             let lines: Vec<&str> =
                 (0..n).map(|_| POOL[(super::super::tests::xorshift(&mut seed) % POOL.len() as u64) as usize]).collect();
             let text = lines.join("\n");
-            let reply = reply_text(&text);
+            let reply = reply_text(&text, None);
             for line in reply.lines() {
                 assert!(
                     lines.iter().any(|l| l.trim_start().starts_with(line.trim_start())),
@@ -387,9 +373,9 @@ mod tests {
     #[test]
     fn a_pgp_signed_text_without_its_signature_is_read_as_it_is() {
         let cut = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi,\n- - order 7\n";
-        assert_eq!(reply_text(cut), "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi,\n- - order 7");
+        assert_eq!(reply_text(cut, None), "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA256\n\nHi,\n- - order 7");
         let whole = format!("\n{cut}-----BEGIN PGP SIGNATURE-----\n\niHUE\n-----END PGP SIGNATURE-----\n");
-        assert_eq!(reply_text(&whole), "Hi,\n- order 7");
+        assert_eq!(reply_text(&whole, None), "Hi,\n- order 7");
     }
 
     #[test]
@@ -457,7 +443,7 @@ mod tests {
             ("I wrote on Monday at 10:00 to bob@example.org: no answer.", "I wrote on Monday at 10:00 to bob@example.org: no answer."),
             // A line above a header is not the header's beginning; a customer's "Date:" is no block.
             ("Lorem\nDen 14 september, 2015 02:23:18, Ann (ann@example.org) skrev:\n\nVeniam", "Lorem"),
-            ("Date: Friday\nTo: be confirmed\nThanks", "Date: Friday\nTo: be confirmed\nThanks"),
+            ("Date: Friday\nTo: be confirmed\nSee you", "Date: Friday\nTo: be confirmed\nSee you"),
             // Yandex's and old Gmail's headers have no verb.
             ("Ok\n\n26.06.2014, 14:41, \"Support\" <support@example.com>:\nHello", "Ok"),
             ("Ok\n2011/4/7 Support <support@example.com>\n\n> Hello", "Ok"),
@@ -468,7 +454,7 @@ mod tests {
             ("From: Support <support@example.com>\nSent: Monday, November 23, 2026 10:00 AM\n\nPlease send it.", ""),
         ];
         for (input, expected) in cases {
-            assert_eq!(reply_text(input), expected, "{input:?}");
+            assert_eq!(reply_text(input, None), expected, "{input:?}");
         }
     }
 }

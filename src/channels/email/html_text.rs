@@ -1,0 +1,126 @@
+//! HTML to plain text, for mail with no text part and for our own HTML-only answers.
+//!
+//! mail-parser's `html_to_text` breaks lines only at `<br>` and `</p>`. Gmail, Outlook on the
+//! web and Windows Mail write each line of a message as a `<div>`, so its text ran the lines
+//! together: "Thanks,</div><div>Alex" read "Thanks,Alex", and neither the reply's signature nor
+//! its quoted history could be found line by line. Here every edge of a block element (`div`,
+//! list items, table rows, headings, quotes, …) ends the line, as a browser shows it: once,
+//! however many edges meet, and not on an empty line (`<div><br></div>` is one blank line).
+
+use mail_parser::decoders::html::html_to_text as inline_text;
+
+/// Stands for a block element's edge between the two passes. Private use: no text has it, and
+/// any that did would only gain a line break.
+const BLOCK_EDGE: char = '\u{E000}';
+
+/// The elements a browser shows on lines of their own (`p` and `br` mail-parser breaks at).
+const BLOCK_ELEMENTS: &[&str] = &[
+    "address",
+    "article",
+    "blockquote",
+    "center",
+    "dd",
+    "div",
+    "dl",
+    "dt",
+    "footer",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "li",
+    "ol",
+    "pre",
+    "section",
+    "table",
+    "tr",
+    "ul",
+];
+
+/// The text of `html`, a line for each line a browser would show.
+pub fn html_to_text(html: &str) -> String {
+    with_line_breaks(&inline_text(&with_block_edges(html)))
+}
+
+/// `html` with `BLOCK_EDGE` before each opening and closing tag of a block element, and a
+/// space before each table cell ("<td>a</td><td>b</td>" is "a b", not "ab").
+fn with_block_edges(html: &str) -> String {
+    let mut marked = String::with_capacity(html.len() + html.len() / 16);
+    let mut copied = 0;
+    for (at, _) in html.match_indices('<') {
+        let closing = html[at + 1..].starts_with('/');
+        let name = &html[at + 1 + usize::from(closing)..];
+        let name = &name[..name.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(name.len())];
+        let edge = match () {
+            _ if BLOCK_ELEMENTS.iter().any(|block| block.eq_ignore_ascii_case(name)) => BLOCK_EDGE,
+            _ if !closing && (name.eq_ignore_ascii_case("td") || name.eq_ignore_ascii_case("th")) => ' ',
+            _ => continue,
+        };
+        marked.push_str(&html[copied..at]);
+        marked.push(edge);
+        copied = at;
+    }
+    marked.push_str(&html[copied..]);
+    marked
+}
+
+/// `text` with each run of `BLOCK_EDGE`s after words made one line break (none at the end),
+/// those on an empty line dropped, and no spaces at either end of a line.
+fn with_line_breaks(text: &str) -> String {
+    let mut lines = String::with_capacity(text.len());
+    let (mut line_has_words, mut line_ends) = (false, false);
+    for c in text.chars() {
+        if line_ends && (c == '\n' || !(c.is_whitespace() || c == BLOCK_EDGE)) {
+            end_line(&mut lines);
+            (line_has_words, line_ends) = (false, false);
+        }
+        match c {
+            BLOCK_EDGE => line_ends |= line_has_words,
+            '\n' => {
+                end_line(&mut lines);
+                line_has_words = false;
+            }
+            c if c.is_whitespace() && !line_has_words => {}
+            c => {
+                lines.push(c);
+                line_has_words |= !c.is_whitespace();
+            }
+        }
+    }
+    lines
+}
+
+fn end_line(lines: &mut String) {
+    lines.truncate(lines.trim_end_matches([' ', '\t']).len());
+    lines.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::html_to_text;
+
+    #[test]
+    fn each_block_is_a_line_and_an_empty_one_a_blank_line() {
+        let cases = [
+            (
+                "<div>Hi. I am fine.</div><div><br></div><div>Thanks,</div><div>Alex</div>",
+                "Hi. I am fine.\n\nThanks,\nAlex",
+            ),
+            ("Hello<div>there</div>", "Hello\nthere"),
+            ("<ul><li>one</li><li>two</li></ul>after", "one\ntwo\nafter"),
+            ("<table><tr><td>a</td><td>b</td></tr><tr><td>c</td></tr></table>", "a b\nc"),
+            ("<p>First</p><p>Second</p>", "First\nSecond\n"),
+            ("a<br>b <DIV class=x>  c  </DIV> d", "a\nb\nc\nd"),
+            ("<style>div { color: red }</style><div>x</div>", "x"),
+            ("no blocks &amp; <b>bold</b>", "no blocks & bold"),
+            ("Zürich</div>", "Zürich"),
+        ];
+        for (html, text) in cases {
+            assert_eq!(html_to_text(html), text, "{html:?}");
+        }
+    }
+}

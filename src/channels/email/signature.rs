@@ -1,0 +1,210 @@
+//! Where a customer's signature begins, so that `reply_text` can leave it out.
+//!
+//! A mail's last lines are read the way Mailgun's talon reads them (its `bruteforce` signature
+//! extractor, which Mailgun's `stripped-text` comes from), with two of its classifier's cues
+//! and guards of our own:
+//! - The signature is among the last eleven lines with text, never the first of them, and made
+//!   of short lines: a long line above ends it, and so does a second line led by a dash (that is
+//!   a list).
+//! - In those lines it begins at the first sign-off ("Thanks", "Best regards", "Mit
+//!   freundlichen Grüßen", "S pozdravem", … in the languages of `phrases::SIGN_OFFS`), the
+//!   first dashes ("--", "---------", "-Lev."), or (talon's classifier's cue) the first line
+//!   that is the sender's name with only business-card lines below it (a title, a company, a
+//!   phone number, an address, a link).
+//! - Before all of that, a "Sent from my phone" footer among the last lines is taken off with
+//!   what follows it, and so is a `-- ` delimiter anywhere but on the first line.
+//!
+//! Our guards: a question or a "P.S." below a would-be signature is the customer's text, so
+//! nothing from there on is a signature; and a reply that would be left with only its greeting
+//! ("Hello,") keeps its last words.
+
+use super::phrases::{FOOTERS, SIGN_OFFS};
+use crate::model::Party;
+
+/// The most lines with text a signature takes (talon's `SIGNATURE_MAX_LINES`).
+const MAX_LINES: usize = 11;
+
+/// A longer line is the customer's text, not a signature's (talon's `TOO_LONG_SIGNATURE_LINE`).
+const MAX_LINE_CHARS: usize = 60;
+
+/// `body` without its signature and trailing footers, trimmed. `sender` is who wrote it.
+pub(super) fn without_signature(mut body: Vec<&str>, sender: Option<&Party>) -> String {
+    drop_footers(&mut body);
+    let first = body.iter().position(|l| !l.trim().is_empty());
+    if let Some(delimiter) = body.iter().rposition(|l| *l == "-- " || *l == "--") {
+        if Some(delimiter) > first {
+            body.truncate(delimiter);
+            drop_footers(&mut body);
+        }
+    }
+    if let Some(start) = signature_start(&body, sender) {
+        body.truncate(start);
+    }
+    body.join("\n").trim().to_owned()
+}
+
+/// Takes a "Sent from my iPhone" footer among the last lines off `body`, with what follows it
+/// (its translation, a carrier's note), and trailing blank lines.
+fn drop_footers(body: &mut Vec<&str>) {
+    let with_text: Vec<usize> = (0..body.len()).filter(|&i| !body[i].trim().is_empty()).collect();
+    let last_lines = &with_text[with_text.len().saturating_sub(MAX_LINES)..];
+    let is_footer = |line: &str| {
+        let lower = line.trim().to_lowercase();
+        FOOTERS.iter().any(|footer| lower.starts_with(footer))
+    };
+    if let Some(&footer) = last_lines.iter().find(|&&i| is_footer(body[i])) {
+        body.truncate(footer);
+    }
+    while body.last().is_some_and(|line| line.trim().is_empty()) {
+        body.pop();
+    }
+}
+
+/// The line at which `body`'s signature begins, if it has one.
+fn signature_start(body: &[&str], sender: Option<&Party>) -> Option<usize> {
+    let with_text: Vec<usize> = (0..body.len()).filter(|&i| !body[i].trim().is_empty()).collect();
+    let candidates = with_text.get(1..).unwrap_or_default();
+    let candidates = &candidates[candidates.len().saturating_sub(MAX_LINES)..];
+    let block = &candidates[candidates.len() - block_length(body, candidates)..];
+    let names = sender.map(name_words).unwrap_or_default();
+    let start = block.iter().copied().find(|&i| {
+        let below = block.iter().filter(|&&j| j > i).map(|&j| body[j].trim());
+        let opens = is_sign_off(body[i]) || is_dashes(body[i]) || is_name_line(body[i], &names, below.clone());
+        opens && !below.clone().any(is_customers_text)
+    })?;
+    // What is left must be more than a greeting ("Hello,\n\nThanks!" keeps its thanks).
+    let left: Vec<&str> = body[..start].iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    (left.len() > 1 || left.first().is_some_and(|l| !l.ends_with(','))).then_some(start)
+}
+
+/// How many of the `candidates` (indexes of lines with text, last first) can be a signature,
+/// counted from the last: short lines, with at most one dash-led line at their top (talon's
+/// `RE_SIGNATURE_CANDIDATE` over the lines marked `c`, `d` and `l`).
+fn block_length(body: &[&str], candidates: &[usize]) -> usize {
+    let mark = |i: usize| {
+        let line = body[i].trim();
+        match () {
+            _ if line.chars().count() > MAX_LINE_CHARS => 'l',
+            _ if line.starts_with('-') && !line.trim_matches('-').is_empty() => 'd',
+            _ => 'c',
+        }
+    };
+    let marks: Vec<char> = candidates.iter().rev().map(|&i| mark(i)).collect();
+    let short = marks.iter().take_while(|&&m| m == 'c').count();
+    // One dash-led line tops the block, unless the line above it is dash-led too.
+    let dash_on_top = marks.get(short) == Some(&'d') && marks.get(short + 1) != Some(&'d');
+    short + usize::from(dash_on_top)
+}
+
+/// A sign-off alone on its line ("Best regards,", "Danke!"). With a name on the same line
+/// ("Regards, Roman") it is the customer's last words, as talon has it.
+fn is_sign_off(line: &str) -> bool {
+    let lower = line.trim().to_lowercase();
+    SIGN_OFFS.contains(&lower.trim_end_matches(|c: char| c.is_whitespace() || ",.!;:".contains(c)))
+}
+
+/// A line of dashes, or dashes before a short name ("--", "---", "-Lev.", "- roman").
+fn is_dashes(line: &str) -> bool {
+    let line = line.trim();
+    let after = line.trim_start_matches('-');
+    after.len() < line.len()
+        && after.split_whitespace().count() <= 2
+        && after.chars().all(|c| c.is_alphabetic() || c == '.' || c == ' ')
+}
+
+/// The sender's name (`names`: its words and its address's) on a short line, with only
+/// business-card lines `below` it.
+fn is_name_line<'a>(line: &str, names: &[String], mut below: impl Iterator<Item = &'a str>) -> bool {
+    line.split_whitespace().count() <= 4
+        && !line.trim_end().ends_with(':')
+        && words(line).any(|word| names.contains(&word))
+        && below.all(is_card_line)
+}
+
+/// A line of a business card: a few words, a title in capitals, a phone number, an address.
+fn is_card_line(line: &str) -> bool {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let capitalised = words.iter().filter(|w| !w.starts_with(char::is_lowercase)).count();
+    let lower = line.to_lowercase();
+    words.len() <= 3
+        || capitalised * 2 >= words.len()
+        || line.contains('@')
+        || lower.contains("http")
+        || lower.contains("www.")
+        || line.chars().filter(char::is_ascii_digit).count() >= 3
+}
+
+/// A line no signature has: a question, or a postscript.
+fn is_customers_text(line: &str) -> bool {
+    let lower = line.to_lowercase();
+    line.ends_with('?') || ["p.s", "ps:", "ps ", "pps"].iter().any(|p| lower.starts_with(p))
+}
+
+/// The words (two letters or more, lowercase) of the sender's name and address's local part.
+fn name_words(sender: &Party) -> Vec<String> {
+    let local = sender.address.split('@').next().unwrap_or_default();
+    let name = sender.name.as_deref().unwrap_or_default();
+    words(name).chain(words(local)).collect()
+}
+
+fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric()).filter(|w| w.chars().count() >= 2).map(str::to_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_signature;
+    use crate::model::Party;
+
+    fn cut(text: &str, sender: Option<&Party>) -> String {
+        without_signature(text.lines().collect(), sender)
+    }
+
+    #[test]
+    fn sign_offs_in_the_languages_we_answer_in_begin_a_signature() {
+        let cases = [
+            ("Works now.\n\nBest regards,\nAnn Smith\nACME Ltd.\n+1 555 0100", "Works now."),
+            ("Funktioniert.\n\nMit freundlichen Grüßen\nAnna Schmidt", "Funktioniert."),
+            ("Ça marche.\n\nCordialement,\nAnne", "Ça marche."),
+            ("Funciona.\n\nUn saludo,\nAna", "Funciona."),
+            ("Działa.\n\nPozdrawiam\nAnna", "Działa."),
+            ("Funguje.\n\nS pozdravem\nAnna Nováková", "Funguje."),
+            ("Funguje.\n\nS pozdravom\nAnna", "Funguje."),
+            ("Works now.\n\nCheers, Bob", "Works now.\n\nCheers, Bob"),
+            ("Works now.\n\nDanke!\n\nVon meinem iPhone gesendet", "Works now."),
+            ("Works now.\nSent wirelessly from my BlackBerry\nEnvoyé sans fil par mon terminal", "Works now."),
+            ("Works now.\n---\nRoman", "Works now."),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(cut(text, None), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_senders_name_begins_a_signature_only_above_business_card_lines() {
+        let gina = Party { address: "gina@example.com".into(), name: Some("Gina Rossi".into()) };
+        let card = "The invoice is attached.\n\nGina Rossi\nHead of Purchasing\ngina@example.com\n(555) 346-9947";
+        assert_eq!(cut(card, Some(&gina)), "The invoice is attached.");
+        let prose = "The invoice is attached.\n\nGina,\nif there are more than\ntwo lines of text it is no card";
+        assert_eq!(cut(prose, Some(&gina)), prose);
+        // Without the sender, a name is just a line.
+        assert_eq!(cut(card, None), card);
+    }
+
+    #[test]
+    fn a_question_a_postscript_or_a_lone_greeting_keeps_the_lines() {
+        let cases = [
+            "Here it is.\n\nThanks,\nAnn\n\nCan you also send the invoice?",
+            "Here it is.\n\nThanks,\nAnn\n\nP.S. The parcel was wet.",
+            "Hello,\n\nThank you!",
+            "--\nRoman",
+        ];
+        for text in cases {
+            assert_eq!(cut(text, None), text, "{text:?}");
+        }
+        // Lines with text long enough to be prose end the signature above them.
+        let long = "Hi\n\nThanks in advance,\nsome long text here which does not seem to be a signature at all\nBob";
+        let bob = Party { address: "bob@example.org".into(), name: None };
+        assert_eq!(cut(long, Some(&bob)), long.strip_suffix("\nBob").unwrap());
+    }
+}
