@@ -52,6 +52,8 @@ write("dsn_many", DAEMON + "Subject: DSN\r\nMIME-Version: 1.0\r\nContent-Type: m
 html = H + "Content-Type: text/html\r\n\r\n"
 write("html_big", html + "<div>" * 200000 + "x" + "</div>" * 200000)
 write("html_blockquote", html + "<blockquote>" * 50000 + "x")
+write("html_div_lines", html + "<div>line</div><div><br></div>" * 100000)
+write("html_tag_names", html + ("<" + "d" * 1000) * 2000)
 write("html_attrs", html + "<p " + "a=b " * 300000 + ">x")
 write("html_comments", html + "<!--" * 200000)
 write("qp", H + "Content-Transfer-Encoding: quoted-printable\r\n\r\n" + "=\r\n" * 500000)
@@ -63,6 +65,7 @@ write("rtf_pars", H + "Content-Type: application/rtf\r\n\r\n{\\rtf1\\ansi " + "\
 write("forward_chain", H.replace("Subject: x", "Subject: Fwd: x") + "\r\n"
       + "---------- Forwarded message ---------\nFrom: A <a@b>\nDate: x\nSubject: y\nTo: c@d\n\n" * 20000)
 write("signature", H + "\r\n" + "-- \nsig\n" * 100000)
+write("signoffs", H + "\r\nhi\n" + "Best regards,\nAnn\n" * 100000 + "Sent from my iPhone\n" * 100000)
 write("cr_only", H + "\r\n" + "line\r" * 500000)
 write("nul", H + "\r\n" + "\0" * N)
 write("utf8_junk", (H + "\r\n").encode() + bytes(random.Random(1).randrange(128, 256) for _ in range(N)))

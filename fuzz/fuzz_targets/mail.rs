@@ -52,6 +52,6 @@ fuzz_target!(|data: &[u8]| {
     let raw = mime::to_raw_inbound(&CHANNEL, data.to_vec());
     std::hint::black_box(raw);
     if let Ok(text) = std::str::from_utf8(data) {
-        std::hint::black_box(reply::reply_text(text));
+        std::hint::black_box(reply::reply_text(text, None));
     }
 });

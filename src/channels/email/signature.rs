@@ -112,11 +112,14 @@ fn is_dashes(line: &str) -> bool {
         && after.chars().all(|c| c.is_alphabetic() || c == '.' || c == ' ')
 }
 
-/// The sender's name (`names`: its words and its address's) on a short line, with only
-/// business-card lines `below` it.
+/// The sender's name (`names`: its words and its address's) on a short line written as a name
+/// is (each word capitalised: "Gina Rossi", "John E. Doe, Ph.D."; no colon: "Info: order 7
+/// shipped" from info@ is text), with only business-card lines `below` it.
 fn is_name_line<'a>(line: &str, names: &[String], mut below: impl Iterator<Item = &'a str>) -> bool {
-    line.split_whitespace().count() <= 4
-        && !line.trim_end().ends_with(':')
+    let words_of_line: Vec<&str> = line.split_whitespace().collect();
+    words_of_line.len() <= 4
+        && !line.contains(':')
+        && !words_of_line.iter().any(|word| word.starts_with(char::is_lowercase))
         && words(line).any(|word| names.contains(&word))
         && below.all(is_card_line)
 }
@@ -187,8 +190,14 @@ mod tests {
         assert_eq!(cut(card, Some(&gina)), "The invoice is attached.");
         let prose = "The invoice is attached.\n\nGina,\nif there are more than\ntwo lines of text it is no card";
         assert_eq!(cut(prose, Some(&gina)), prose);
-        // Without the sender, a name is just a line.
+        // Without the sender, a name is just a line; so is the sender's name in a sentence.
         assert_eq!(cut(card, None), card);
+        let info = Party { address: "info@example.com".into(), name: None };
+        for text in
+            ["Hello,\nthe parcel is here.\nInfo: order 7 shipped", "Hello,\nthe parcel is here.\nInfo sent to you"]
+        {
+            assert_eq!(cut(text, Some(&info)), text);
+        }
     }
 
     #[test]
