@@ -319,11 +319,12 @@ fn pgp_signed_text(text: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::reply_text;
+    use crate::model::Party;
 
     /// `reply_text` only ever leaves out: each line it gives is a line of the text, or the
     /// start of one (the answer before a header on the same line). Over texts made of reply
-    /// headers, quotes, separators, header fields, multibyte words and blank lines in every
-    /// order (the same sequence every run), it neither panics nor invents.
+    /// headers, quotes, separators, header fields, signature lines, multibyte words and blank
+    /// lines in every order (the same sequence every run), it neither panics nor invents.
     #[test]
     fn reply_text_only_leaves_out_whatever_the_lines() {
         const POOL: &[&str] = &[
@@ -351,14 +352,22 @@ mod tests {
             "-- ",
             "Sent from my iPhone",
             "________________________________",
+            "Best regards,",
+            "Ann Smith",
+            "-Lev.",
+            "Head of Purchasing",
+            "+1 555 0100",
+            "Can you check?",
+            "P.S. the parcel was wet",
         ];
+        let ann = Party { address: "ann@example.org".into(), name: Some("Ann Smith".into()) };
         let mut seed = 0x5EED_u64;
         for _ in 0..3000 {
             let n = (super::super::tests::xorshift(&mut seed) % 12) as usize;
             let lines: Vec<&str> =
                 (0..n).map(|_| POOL[(super::super::tests::xorshift(&mut seed) % POOL.len() as u64) as usize]).collect();
             let text = lines.join("\n");
-            let reply = reply_text(&text, None);
+            let reply = reply_text(&text, Some(&ann));
             for line in reply.lines() {
                 assert!(
                     lines.iter().any(|l| l.trim_start().starts_with(line.trim_start())),
