@@ -13,6 +13,9 @@ use mail_parser::decoders::html::html_to_text as inline_text;
 /// any that did would only gain a line break.
 const BLOCK_EDGE: char = '\u{E000}';
 
+/// Stands for `<br>` or `</p>` between the two passes: a line break even on an empty line.
+const LINE_BREAK: char = '\u{E001}';
+
 /// The elements a browser shows on lines of their own (`p` and `br` mail-parser breaks at).
 const BLOCK_ELEMENTS: &[&str] = &[
     "address",
@@ -46,23 +49,42 @@ pub fn html_to_text(html: &str) -> String {
     with_line_breaks(&inline_text(&with_block_edges(html)))
 }
 
-/// `html` with `BLOCK_EDGE` before each opening and closing tag of a block element, and a
-/// space before each table cell ("<td>a</td><td>b</td>" is "a b", not "ab").
+/// `html` with `BLOCK_EDGE` before each opening and closing tag of a block element, a space
+/// before each table cell ("<td>a</td><td>b</td>" is "a b", not "ab"), and `<br>` and `</p>`
+/// replaced by `LINE_BREAK` (after a `<wbr>`, which mail-parser passes over: its `<` ends a
+/// broken tag before it, "</</p>", as the replaced tag's did).
+///
+/// Each mark is followed by a space. mail-parser drops the space after the first word of a
+/// line when a tag follows that word ("<br><b>Sent:</b> Monday" read "Sent:Monday"); a space
+/// that ends a token of its own, the mark, puts it back in step.
 fn with_block_edges(html: &str) -> String {
     let mut marked = String::with_capacity(html.len() + html.len() / 16);
     let mut copied = 0;
     for (at, _) in html.match_indices('<') {
+        if at < copied {
+            continue; // inside a tag already replaced
+        }
         let closing = html[at + 1..].starts_with('/');
         let name = &html[at + 1 + usize::from(closing)..];
         let name = &name[..name.find(|c: char| !c.is_ascii_alphanumeric()).unwrap_or(name.len())];
-        let edge = match () {
-            _ if BLOCK_ELEMENTS.iter().any(|block| block.eq_ignore_ascii_case(name)) => BLOCK_EDGE,
-            _ if !closing && (name.eq_ignore_ascii_case("td") || name.eq_ignore_ascii_case("th")) => ' ',
+        let is = |element: &str| name.eq_ignore_ascii_case(element);
+        // A `<` before the `>` starts another tag (as mail-parser reads it): this one is no tag.
+        let tag_end = || {
+            let end = at + 1 + html[at + 1..].find(['<', '>'])?;
+            html[end..].starts_with('>').then_some(end + 1)
+        };
+        let (mark, resume) = match () {
+            _ if BLOCK_ELEMENTS.iter().any(|block| is(block)) => ("\u{E000} ", at),
+            _ if !closing && (is("td") || is("th")) => (" ", at),
+            _ if is("br") || (closing && is("p")) => match tag_end() {
+                Some(end) => ("<wbr>\u{E001} ", end),
+                None => continue,
+            },
             _ => continue,
         };
         marked.push_str(&html[copied..at]);
-        marked.push(edge);
-        copied = at;
+        marked.push_str(mark);
+        copied = resume;
     }
     marked.push_str(&html[copied..]);
     marked
@@ -74,13 +96,13 @@ fn with_line_breaks(text: &str) -> String {
     let mut lines = String::with_capacity(text.len());
     let (mut line_has_words, mut line_ends) = (false, false);
     for c in text.chars() {
-        if line_ends && (c == '\n' || !(c.is_whitespace() || c == BLOCK_EDGE)) {
+        if line_ends && (c == '\n' || c == LINE_BREAK || !(c.is_whitespace() || c == BLOCK_EDGE)) {
             end_line(&mut lines);
             (line_has_words, line_ends) = (false, false);
         }
         match c {
             BLOCK_EDGE => line_ends |= line_has_words,
-            '\n' => {
+            '\n' | LINE_BREAK => {
                 end_line(&mut lines);
                 line_has_words = false;
             }
@@ -91,6 +113,7 @@ fn with_line_breaks(text: &str) -> String {
             }
         }
     }
+    lines.truncate(lines.trim_end_matches([' ', '\t']).len());
     lines
 }
 
@@ -137,6 +160,10 @@ mod tests {
             "<blockquote type=cite>",
             "<td",
             "<divx>",
+            "<br/>",
+            "</P>",
+            "<br",
+            "</p x=\">\">",
         ];
         let without_whitespace = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
         let mut seed = 0xB10C_u64;
@@ -146,7 +173,7 @@ mod tests {
                 (0..n).map(|_| POOL[(super::super::tests::xorshift(&mut seed) % POOL.len() as u64) as usize]).collect();
             let ours = html_to_text(&html);
             assert_eq!(without_whitespace(&ours), without_whitespace(&inline_text(&html)), "{html:?} → {ours:?}");
-            assert!(!ours.contains(super::BLOCK_EDGE), "{html:?} → {ours:?}");
+            assert!(!ours.contains([super::BLOCK_EDGE, super::LINE_BREAK]), "{html:?} → {ours:?}");
         }
     }
 
@@ -164,6 +191,9 @@ mod tests {
             ("a<br>b <DIV class=x>  c  </DIV> d", "a\nb\nc\nd"),
             ("<style>div { color: red }</style><div>x</div>", "x"),
             ("no blocks &amp; <b>bold</b>", "no blocks & bold"),
+            // mail-parser alone reads "a\nSent:Monday" and "a\nxy".
+            ("a<br>\n<b>Sent:</b> Monday<BR/>x", "a\nSent: Monday\nx"),
+            ("<div>a</div><b>x</b> y", "a\nx y"),
             ("Zürich</div>", "Zürich"),
         ];
         for (html, text) in cases {
