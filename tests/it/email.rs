@@ -2540,9 +2540,10 @@ async fn delta_chat_and_we_exchange_keys_by_autocrypt_and_then_write_encrypted()
 /// each recipient's mail client: Ann (RSA) decrypts it and finds our signature inside, which
 /// `openssl cms -verify` accepts, over the text, the HTML and the file; Carl (EC P-256, in Cc)
 /// decrypts his copy by key agreement; our own key decrypts it too (the Sent copy), and our
-/// reading of it says decrypted and signed. With `always`, a recipient whose certificate is
-/// self-signed (the stranger) or for signing only (Bea), and a mail with a Bcc recipient, fail
-/// (`smime_no_certificate`, `smime_bcc`) and reach no one. Then Bea writes, signed with a new
+/// reading of it says decrypted and signed. A Bcc recipient (Carl) gets a copy of his own,
+/// encrypted to him and us alone: neither can open the other's copy, and Ann's does not name
+/// him. With `always`, a recipient whose certificate is self-signed (the stranger) or for
+/// signing only (Bea) fails (`smime_no_certificate`) and reaches no one. Then Bea writes, signed with a new
 /// certificate: it is kept, and our next mail to her is encrypted to it. With `when_possible`
 /// a mail to the stranger goes in clear, signed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -2629,7 +2630,45 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
     assert!(ours_read.text.as_deref().unwrap().contains("the login bypass is fixed"));
     assert_eq!(ours_read.attachments.len(), 1, "{:?}", ours_read.attachments);
 
-    // A self-signed certificate, a certificate for signing only, and a Bcc recipient.
+    // Carl in Bcc: a copy of his own, sent before Ann's; each encrypted to its reader alone.
+    let bcc = json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Bcc", "text": "Carl unseen."});
+    let (_, queued) = server.post("/v1/messages", bcc).await;
+    let sent = server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    let detail = format!(
+        "sent S/MIME-encrypted to the certificates of {}, and to ours; Bcc {} each in a copy of their own, \
+         encrypted to theirs",
+        ANN.0, CARL.0
+    );
+    assert_eq!(sent["encryption"]["detail"], json!(detail), "{sent}");
+    let copy_of = |who: (&'static str, &'static str)| {
+        let mail = &mail;
+        loop_until(move || async move {
+            mail.inbox(who).await.into_iter().map(|(_, _, raw)| raw).find(|raw| {
+                String::from_utf8_lossy(raw).lines().any(|l| l.starts_with("Subject: ") && l.ends_with("Bcc"))
+            })
+        })
+    };
+    let (anns, carls) = (copy_of(ANN).await, copy_of(CARL).await);
+    for who in [ANN, CARL] {
+        let copies = mail.inbox(who).await.into_iter().filter(|(_, _, raw)| {
+            String::from_utf8_lossy(raw).lines().any(|l| l.starts_with("Subject: ") && l.ends_with("Bcc"))
+        });
+        assert_eq!(copies.count(), 1, "{} got other than one copy", who.0);
+    }
+    assert!(decrypts("ann", &anns).contains("Carl unseen."), "Ann cannot read hers");
+    assert!(decrypts("carl", &carls).contains("Carl unseen."), "Carl cannot read his");
+    assert!(!String::from_utf8_lossy(&anns).contains(CARL.0), "Ann's copy names Carl");
+    for (who, copy) in [("carl", &anns), ("ann", &carls)] {
+        write("received.eml", copy);
+        let (certificate, key) = (format!("{who}.pem"), format!("{who}.key"));
+        let opened = openssl_succeeds(
+            dir.path(),
+            &["cms", "-decrypt", "-recip", &certificate, "-inkey", &key, "-in", "received.eml", "-out", "inner.eml"],
+        );
+        assert!(!opened, "{who} opened a copy not encrypted to them");
+    }
+
+    // A self-signed certificate and a certificate for signing only.
     mail.delete_all_but(ANN, "none").await;
     let to_stranger = json!({"channel": "support", "to": STRANGER.0, "subject": "Hi", "text": "In clear?"});
     let refused = [
@@ -2639,11 +2678,6 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
             "smime_no_certificate",
             BEA.0,
         ),
-        (
-            json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Hi", "text": "In clear?"}),
-            "smime_bcc",
-            CARL.0,
-        ),
     ];
     for (body, code, named) in refused {
         let (_, queued) = server.post("/v1/messages", body).await;
@@ -2652,7 +2686,7 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
         assert_eq!((&error["code"], &error["permanent"]), (&json!(code), &json!(true)), "{failed}");
         assert!(error["message"].as_str().unwrap().contains(named), "{failed}");
     }
-    for who in [STRANGER, BEA, ANN] {
+    for who in [STRANGER, BEA] {
         assert!(mail.inbox(who).await.is_empty(), "{} got a mail", who.0);
     }
     // Bea writes to us, signed with her new certificate (for encryption too), whose

@@ -287,19 +287,26 @@ impl SmtpOutbound {
             }
         };
         let mixed = attached.into_iter().fold(MultiPart::mixed().multipart(body), |mixed, part| mixed.singlepart(part));
-        let (mail, encryption) = self.protect(builder, mixed, signer, out).await?;
+        let (mail, encryption, bcc_copies) = self.protect(builder, mixed, signer, out).await?;
         let mail = mail.formatted();
-        let envelope = Envelope {
+        let envelope = |to| Envelope {
             from: &self.from.email,
-            to: &recipients,
+            to,
             envid: m.id.as_str(),
             notify_success: self.request_delivery_receipts,
         };
-        let mut session = self.session().await?;
-        session.send(&envelope, &mail).await.map_err(|e| match e.refused {
+        let failed = |e: smtp::TransactionError| match e.refused {
             Some(address) => refused_recipient(&e.error, &address),
             None => classify(&e.error),
-        })?;
+        };
+        let mut session = self.session().await?;
+        // Bcc recipients with a copy of their own get it first: a copy that fails fails the
+        // message before the others have it, so a retry sends nobody's twice but the copies'.
+        for (copy, bcc) in bcc_copies.iter().zip(&bcc) {
+            session.send(&envelope(std::slice::from_ref(&bcc.email)), &copy.formatted()).await.map_err(failed)?;
+        }
+        let named = recipients.len() - if bcc_copies.is_empty() { 0 } else { bcc.len() };
+        session.send(&envelope(&recipients[..named]), &mail).await.map_err(failed)?;
         self.sessions.give_back(session);
         if let Some(copy) = self.sent_copy.clone() {
             let mail = with_bcc_header(mail, &bcc);
@@ -314,14 +321,16 @@ impl SmtpOutbound {
     /// OpenPGP when every recipient has a key (our OpenPGP key signs inside, no S/MIME
     /// signature), else with S/MIME when every one has a certificate (our S/MIME signature
     /// inside); else in clear, S/MIME-signed by `signer` when it signs for the sender. With
-    /// what the message says of its encryption.
+    /// what the message says of its encryption, and, when S/MIME encrypts (whose EnvelopedData
+    /// names every certificate it is encrypted to), a copy for each Bcc recipient, in order,
+    /// encrypted to theirs alone: the mail itself is then for To and Cc only.
     async fn protect(
         &self,
         mut builder: lettre::message::MessageBuilder,
         mixed: MultiPart,
         signer: Option<&super::smime_sign::Signer>,
         out: &OutboundMessage,
-    ) -> Result<(lettre::Message, Option<crate::model::MailEncryption>), SendError> {
+    ) -> Result<(lettre::Message, Option<crate::model::MailEncryption>, Vec<lettre::Message>), SendError> {
         let permanent = |code: &str, reason: String| SendError::Permanent { code: code.to_owned(), reason };
         let m = &out.message;
         let named: Vec<&str> =
@@ -334,7 +343,14 @@ impl SmtpOutbound {
         // Certificates are looked up only when OpenPGP does not encrypt.
         let smime = match &self.smime_encryptor {
             Some(encryptor) if !matches!(openpgp, Some((_, Ok(_)))) => {
-                Some((encryptor, encryptor.certificates(&named, &hidden).await))
+                let certificates = async {
+                    let mut each_hidden = Vec::new();
+                    for address in &hidden {
+                        each_hidden.push(encryptor.certificates(&[address]).await?);
+                    }
+                    Ok((encryptor.certificates(&named).await?, each_hidden))
+                };
+                Some((encryptor, certificates.await))
             }
             _ => None,
         };
@@ -342,6 +358,7 @@ impl SmtpOutbound {
             Some(signer) => signer.sign(content, crate::model::time::now_ms()).map_err(|e| permanent("smime_sign", e)),
             None => Ok(content),
         };
+        let mut bcc_copies = Vec::new();
         let (mail, encryption) = match (openpgp, smime) {
             (Some((encryptor, Ok(keys))), _) => {
                 // The header as it would go out, for the encrypted part to carry.
@@ -354,10 +371,20 @@ impl SmtpOutbound {
                 }
                 (builder.multipart(encrypted), Some(encryption))
             }
-            (_, Some((encryptor, Ok(certificates)))) => {
+            (_, Some((encryptor, Ok((certificates, each_hidden))))) => {
                 let entity = sign(mixed)?.formatted();
-                let encrypted = encryptor.encrypt(&entity, certificates);
-                let (encrypted, encryption) = encrypted.map_err(|reason| permanent("smime_encrypt", reason))?;
+                let encrypt = |certificates| {
+                    encryptor.encrypt(&entity, certificates).map_err(|reason| permanent("smime_encrypt", reason))
+                };
+                let (encrypted, mut encryption) = encrypt(certificates)?;
+                for certificates in each_hidden {
+                    let copy = builder.clone().singlepart(encrypt(certificates)?.0);
+                    bcc_copies.push(copy.map_err(|e| permanent("build", e.to_string()))?);
+                }
+                if !hidden.is_empty() {
+                    let each = hidden.join(", ");
+                    encryption.detail += &format!("; Bcc {each} each in a copy of their own, encrypted to theirs");
+                }
                 (builder.singlepart(encrypted), Some(encryption))
             }
             (openpgp, smime) => {
@@ -381,7 +408,7 @@ impl SmtpOutbound {
                 (builder.multipart(sign(mixed)?), clear)
             }
         };
-        Ok((mail.map_err(|e| permanent("build", e.to_string()))?, encryption))
+        Ok((mail.map_err(|e| permanent("build", e.to_string()))?, encryption, bcc_copies))
     }
 
     /// An idle session, or a new one logged in with the password or a current OAuth2 access

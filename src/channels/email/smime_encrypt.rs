@@ -2,7 +2,7 @@
 //!
 //! A customer whose Outlook or Thunderbird encrypts its mail to our certificate
 //! (`smime_decrypt`) expects the answer encrypted too: it usually quotes what they wrote. With
-//! `smime_encrypt = "when_possible"` a mail goes out encrypted when every recipient (To, Cc) has a
+//! `smime_encrypt = "when_possible"` a mail goes out encrypted when every recipient (To, Cc, Bcc) has a
 //! certificate in `smime_recipients_file`, and in clear otherwise; with `"always"` it is not
 //! sent then (`message.failed`, `smime_no_certificate`, naming the recipient). When the channel
 //! also encrypts with OpenPGP, that is tried first.
@@ -25,8 +25,10 @@
 //! that the copy in the Sent folder stays readable, when its key usage allows (a signing-only
 //! certificate is left out, and the log says so), and signed inside with it, as Outlook does.
 //!
-//! Bcc: EnvelopedData names each recipient's certificate, so a Bcc recipient would be shown to
-//! the others. A mail with one is not S/MIME-encrypted (code `smime_bcc`).
+//! Bcc: EnvelopedData names each certificate it is encrypted to, so a Bcc recipient's would
+//! show them to the others. Each Bcc recipient gets a copy of their own, encrypted to their
+//! certificate and ours, sent to them alone; the mail for To and Cc is encrypted to theirs
+//! (`SmtpOutbound::protect`). As for To and Cc, each must have a certificate.
 //! The subject and addresses travel in the clear: Outlook shows no protected header.
 
 use lettre::message::header::{ContentDisposition, ContentTransferEncoding, ContentType};
@@ -127,18 +129,8 @@ impl SmimeEncryptor {
         self.policy
     }
 
-    /// The certificates a mail to `recipients` (To and Cc) is encrypted to; why not, when one
-    /// has none or the mail has `hidden` (Bcc) recipients.
-    pub async fn certificates(&self, recipients: &[&str], hidden: &[&str]) -> Result<RecipientCertificates, Refusal> {
-        if let Some(address) = hidden.first() {
-            return Err((
-                "smime_bcc",
-                format!(
-                    "a mail S/MIME-encrypts to each recipient's named certificate, so Bcc recipient {address} \
-                     would be shown to the others"
-                ),
-            ));
-        }
+    /// The certificates a mail to `recipients` is encrypted to; why not, when one has none.
+    pub async fn certificates(&self, recipients: &[&str]) -> Result<RecipientCertificates, Refusal> {
         let mut known = Vec::new();
         for address in recipients {
             known.extend(kept(&self.state, address).await);
