@@ -112,15 +112,24 @@ fn is_dashes(line: &str) -> bool {
         && after.chars().all(|c| c.is_alphabetic() || c == '.' || c == ' ')
 }
 
-/// The sender's name (`names`: its words and its address's) on a short line written as a name
-/// is (each word capitalised: "Gina Rossi", "John E. Doe, Ph.D."; no colon: "Info: order 7
-/// shipped" from info@ is text), with only business-card lines `below` it.
+/// The sender's name (`names`: its words, its address's, and its address's local part whole)
+/// on a short line written as a name is (each word capitalised: "Gina Rossi", "John E. Doe,
+/// Ph.D."; no colon: "Info: order 7 shipped" from info@ is text), with only business-card lines
+/// `below` it. A company's jsmith@ or johnsmith@ is John Smith's.
 fn is_name_line<'a>(line: &str, names: &[String], mut below: impl Iterator<Item = &'a str>) -> bool {
     let words_of_line: Vec<&str> = line.split_whitespace().collect();
+    let line_words: Vec<String> = words(line).collect();
+    let initial_and_surname = match (line_words.first(), line_words.last()) {
+        (Some(first), Some(last)) if line_words.len() > 1 => {
+            let initial = first.chars().next().map(String::from).unwrap_or_default();
+            names.contains(&format!("{initial}{last}")) || names.contains(&format!("{first}{last}"))
+        }
+        _ => false,
+    };
     words_of_line.len() <= 4
         && !line.contains(':')
         && !words_of_line.iter().any(|word| word.starts_with(char::is_lowercase))
-        && words(line).any(|word| names.contains(&word))
+        && (line_words.iter().any(|word| names.contains(word)) || initial_and_surname)
         && below.all(is_card_line)
 }
 
@@ -143,11 +152,12 @@ fn is_customers_text(line: &str) -> bool {
     line.ends_with('?') || ["p.s", "ps:", "ps ", "pps"].iter().any(|p| lower.starts_with(p))
 }
 
-/// The words (two letters or more, lowercase) of the sender's name and address's local part.
+/// The words (two letters or more, lowercase) of the sender's name and address's local part,
+/// and the local part whole.
 fn name_words(sender: &Party) -> Vec<String> {
     let local = sender.address.split('@').next().unwrap_or_default();
     let name = sender.name.as_deref().unwrap_or_default();
-    words(name).chain(words(local)).collect()
+    words(name).chain(words(local)).chain([local.to_lowercase()]).collect()
 }
 
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
@@ -190,6 +200,11 @@ mod tests {
         assert_eq!(cut(card, Some(&gina)), "The invoice is attached.");
         let prose = "The invoice is attached.\n\nGina,\nif there are more than\ntwo lines of text it is no card";
         assert_eq!(cut(prose, Some(&gina)), prose);
+        // The address of a company's mail system: initial and surname, or both, run together.
+        for address in ["grossi@example.com", "ginarossi@example.com"] {
+            let sender = Party { address: address.into(), name: None };
+            assert_eq!(cut(card, Some(&sender)), "The invoice is attached.", "{address}");
+        }
         // Without the sender, a name is just a line; so is the sender's name in a sentence.
         assert_eq!(cut(card, None), card);
         let info = Party { address: "info@example.com".into(), name: None };
