@@ -44,15 +44,19 @@ pub(super) fn without_signature(mut body: Vec<&str>, sender: Option<&Party>) -> 
 }
 
 /// Takes a "Sent from my iPhone" footer among the last lines off `body`, with what follows it
-/// (its translation, a carrier's note), and trailing blank lines.
+/// (its translation, a carrier's note), and trailing blank lines. A footer is a few words; on
+/// the first line it is one only when nothing follows ("Sent from my phone, the parcel is
+/// broken" opens a customer's text).
 fn drop_footers(body: &mut Vec<&str>) {
     let with_text: Vec<usize> = (0..body.len()).filter(|&i| !body[i].trim().is_empty()).collect();
     let last_lines = &with_text[with_text.len().saturating_sub(MAX_LINES)..];
-    let is_footer = |line: &str| {
-        let lower = line.trim().to_lowercase();
+    let is_footer = |i: usize| {
+        let lower = body[i].trim().to_lowercase();
         FOOTERS.iter().any(|footer| lower.starts_with(footer))
+            && lower.split_whitespace().count() <= 10
+            && (Some(&i) != with_text.first() || with_text.len() == 1)
     };
-    if let Some(&footer) = last_lines.iter().find(|&&i| is_footer(body[i])) {
+    if let Some(&footer) = last_lines.iter().find(|&&i| is_footer(i)) {
         body.truncate(footer);
     }
     while body.last().is_some_and(|line| line.trim().is_empty()) {
@@ -221,6 +225,8 @@ mod tests {
             "Here it is.\n\nThanks,\nAnn\n\nCan you also send the invoice?",
             "Here it is.\n\nThanks,\nAnn\n\nP.S. The parcel was wet.",
             "Hello,\n\nThank you!",
+            "Sent from my phone, the parcel is broken\nand wet.",
+            "Hi,\nsent from my laptop because the phone broke and the app does not open at all",
             "--\nRoman",
         ];
         for text in cases {
