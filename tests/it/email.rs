@@ -2640,20 +2640,16 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
         ANN.0, CARL.0
     );
     assert_eq!(sent["encryption"]["detail"], json!(detail), "{sent}");
+    let is_bcc_mail =
+        |raw: &Vec<u8>| String::from_utf8_lossy(raw).lines().any(|l| l.starts_with("Subject: ") && l.ends_with("Bcc"));
     let copy_of = |who: (&'static str, &'static str)| {
         let mail = &mail;
-        loop_until(move || async move {
-            mail.inbox(who).await.into_iter().map(|(_, _, raw)| raw).find(|raw| {
-                String::from_utf8_lossy(raw).lines().any(|l| l.starts_with("Subject: ") && l.ends_with("Bcc"))
-            })
-        })
+        loop_until(move || async move { mail.inbox(who).await.into_iter().map(|(_, _, raw)| raw).find(is_bcc_mail) })
     };
     let (anns, carls) = (copy_of(ANN).await, copy_of(CARL).await);
     for who in [ANN, CARL] {
-        let copies = mail.inbox(who).await.into_iter().filter(|(_, _, raw)| {
-            String::from_utf8_lossy(raw).lines().any(|l| l.starts_with("Subject: ") && l.ends_with("Bcc"))
-        });
-        assert_eq!(copies.count(), 1, "{} got other than one copy", who.0);
+        let copies = mail.inbox(who).await.into_iter().filter(|(_, _, raw)| is_bcc_mail(raw)).count();
+        assert_eq!(copies, 1, "{} got other than one copy", who.0);
     }
     assert!(decrypts("ann", &anns).contains("Carl unseen."), "Ann cannot read hers");
     assert!(decrypts("carl", &carls).contains("Carl unseen."), "Carl cannot read his");

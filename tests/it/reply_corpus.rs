@@ -4,6 +4,9 @@
 //! tests/run.sh downloads talon's source distribution from PyPI (`SB_TALON_SAMPLES`);
 //! `tests/python/talon_replies.py` reads the cases out of its tests.
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use base64::Engine;
 use serde_json::Value;
 
@@ -68,8 +71,7 @@ fn mail_with_html(html: &str) -> Vec<u8> {
 /// talon's passed through talon's own signature extraction (`bruteforce.extract_signature`).
 #[test]
 fn every_reply_in_talons_corpus_is_cut_as_talon_cuts_it() {
-    let sdist = std::env::var("SB_TALON_SAMPLES").expect("SB_TALON_SAMPLES (tests/run.sh sets it)");
-    let cases: Value = serde_json::from_str(&python("talon_replies.py", &[&sdist], &Value::Null)).unwrap();
+    let cases = talons_cases();
     let channel = support_channel_config();
     let reply_of = |mail: Vec<u8>| -> String {
         switchboard::channels::email::mime::to_raw_inbound(&channel, mail).reply_text.unwrap_or_default()
@@ -79,12 +81,9 @@ fn every_reply_in_talons_corpus_is_cut_as_talon_cuts_it() {
     let mut results: Vec<(String, String, String)> = Vec::new();
     let plain = cases["plain"].as_array().unwrap();
     assert!(plain.len() >= 45, "talon's plain cases: {}", plain.len());
-    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    let mut seen = HashMap::new();
     for case in plain {
-        let test = case["test"].as_str().unwrap();
-        let n = seen.entry(test).or_default();
-        *n += 1;
-        let name = if *n == 1 { test.to_owned() } else { format!("{test}#{n}") };
+        let name = case_name(case, &mut seen);
         let ours = reply_of(mail_with_text(case["text"].as_str().unwrap()));
         results.push((name, ours, case["unsigned"].as_str().unwrap().trim().to_owned()));
     }
@@ -123,19 +122,14 @@ const KNOWN_SIGNATURE_DIFFERENCES: &[(&str, &str)] = &[(
 /// whole mail from that sender through the channel's parser.
 #[test]
 fn every_signature_in_talons_tests_is_left_out_as_talon_leaves_it_out() {
-    let sdist = std::env::var("SB_TALON_SAMPLES").expect("SB_TALON_SAMPLES (tests/run.sh sets it)");
-    let cases: Value = serde_json::from_str(&python("talon_replies.py", &[&sdist], &Value::Null)).unwrap();
     let channel = support_channel_config();
-    let cases = cases["signatures"].as_array().unwrap();
+    let cases = talons_cases()["signatures"].as_array().unwrap();
     assert!(cases.len() >= 30, "talon's signature cases: {}", cases.len());
-    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    let mut seen = HashMap::new();
     let results: Vec<(String, String, String)> = cases
         .iter()
         .map(|case| {
-            let test = case["test"].as_str().unwrap();
-            let n = seen.entry(test).or_default();
-            *n += 1;
-            let name = if *n == 1 { test.to_owned() } else { format!("{test}#{n}") };
+            let name = case_name(case, &mut seen);
             let from = match case["sender"].as_str().unwrap() {
                 "" => "customer@example.org".to_owned(),
                 address if address.contains('@') => address.to_owned(),
@@ -150,8 +144,29 @@ fn every_signature_in_talons_tests_is_left_out_as_talon_leaves_it_out() {
     compare(&results, KNOWN_SIGNATURE_DIFFERENCES);
 }
 
-/// Fails with every case (name, ours, talon's) where we and talon differ, but those `known` (which must still differ, so that the list is only ever as long as
-/// it needs to be).
+/// talon's cases, read once for the tests here (`talon_replies.py` runs talon's own code).
+fn talons_cases() -> &'static Value {
+    static CASES: OnceLock<Value> = OnceLock::new();
+    CASES.get_or_init(|| {
+        let sdist = std::env::var("SB_TALON_SAMPLES").expect("SB_TALON_SAMPLES (tests/run.sh sets it)");
+        serde_json::from_str(&python("talon_replies.py", &[&sdist], &Value::Null)).unwrap()
+    })
+}
+
+/// A case's test name, numbered from its second case on ("test_x", "test_x#2").
+fn case_name<'a>(case: &'a Value, seen: &mut HashMap<&'a str, usize>) -> String {
+    let test = case["test"].as_str().unwrap();
+    let n = seen.entry(test).or_default();
+    *n += 1;
+    if *n == 1 {
+        test.to_owned()
+    } else {
+        format!("{test}#{n}")
+    }
+}
+
+/// Fails with every case (name, ours, talon's) where we and talon differ, but those `known`
+/// (which must still differ, so that the list is only ever as long as it needs to be).
 fn compare(results: &[(String, String, String)], known: &[(&str, &str)]) {
     let (mut differences, mut agreed) = (Vec::new(), 0);
     for (name, ours, talons) in results {

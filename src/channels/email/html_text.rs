@@ -6,6 +6,8 @@
 //! its quoted history could be found line by line. Here every edge of a block element (`div`,
 //! list items, table rows, headings, quotes, …) ends the line, as a browser shows it: once,
 //! however many edges meet, and not on an empty line (`<div><br></div>` is one blank line).
+//! mail-parser also drops the space after a line's first word when a tag follows it ("<br><b>
+//! Gesendet:</b> Montag" read "Gesendet:Montag"); the marks this module puts in keep it.
 
 use mail_parser::decoders::html::html_to_text as inline_text;
 
@@ -16,7 +18,8 @@ const BLOCK_EDGE: char = '\u{E000}';
 /// Stands for `<br>` or `</p>` between the two passes: a line break even on an empty line.
 const LINE_BREAK: char = '\u{E001}';
 
-/// The elements a browser shows on lines of their own (`p` and `br` mail-parser breaks at).
+/// The elements a browser shows on lines of their own (`p` ends its line with `</p>`, which
+/// is a `LINE_BREAK` here, as `br` is).
 const BLOCK_ELEMENTS: &[&str] = &[
     "address",
     "article",
@@ -73,17 +76,22 @@ fn with_block_edges(html: &str) -> String {
             let end = at + 1 + html[at + 1..].find(['<', '>'])?;
             html[end..].starts_with('>').then_some(end + 1)
         };
+        // (the mark, if any, and where the HTML goes on: the tag itself, or after it)
         let (mark, resume) = match () {
-            _ if BLOCK_ELEMENTS.iter().any(|block| is(block)) => ("\u{E000} ", at),
-            _ if !closing && (is("td") || is("th")) => (" ", at),
+            _ if BLOCK_ELEMENTS.iter().any(|block| is(block)) => (Some(BLOCK_EDGE), at),
+            _ if !closing && (is("td") || is("th")) => (None, at),
             _ if is("br") || (closing && is("p")) => match tag_end() {
-                Some(end) => ("<wbr>\u{E001} ", end),
+                Some(end) => (Some(LINE_BREAK), end),
                 None => continue,
             },
             _ => continue,
         };
         marked.push_str(&html[copied..at]);
-        marked.push_str(mark);
+        if mark == Some(LINE_BREAK) {
+            marked.push_str("<wbr>");
+        }
+        marked.extend(mark);
+        marked.push(' ');
         copied = resume;
     }
     marked.push_str(&html[copied..]);
@@ -102,6 +110,7 @@ fn with_line_breaks(text: &str) -> String {
         }
         match c {
             BLOCK_EDGE => line_ends |= line_has_words,
+            // mail-parser's own line breaks, should any be left, are ours too.
             '\n' | LINE_BREAK => {
                 end_line(&mut lines);
                 line_has_words = false;

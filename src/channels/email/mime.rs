@@ -341,7 +341,7 @@ fn read(
         .filter(|at| *at > 0 && sent_at.is_none_or(|forwarded_at| *at <= forwarded_at + LATER_CLOCK_MS))
         .or(sent_at);
     let forwarded_from = forwarded.map(|original| original.sender);
-    // HTML-only mail: the text is mail-parser's conversion of the HTML parts.
+    // HTML-only mail: the text is the HTML parts' text (`html_text`), a line per block.
     let reply = text.as_deref().filter(|_| forwarded_from.is_none()).map(|text| reply_text(text, Some(&from)));
     let encryption = encryption.or_else(|| openpgp::encryption(message, text.as_deref()));
     // What became of files encrypted one by one, after what became of the text.

@@ -305,8 +305,10 @@ impl SmtpOutbound {
         for (copy, bcc) in bcc_copies.iter().zip(&bcc) {
             session.send(&envelope(std::slice::from_ref(&bcc.email)), &copy.formatted()).await.map_err(failed)?;
         }
-        let named = recipients.len() - if bcc_copies.is_empty() { 0 } else { bcc.len() };
-        session.send(&envelope(&recipients[..named]), &mail).await.map_err(failed)?;
+        // Bcc recipients with a copy of their own are not in the mail's envelope.
+        let (to_and_cc, _) = recipients.split_at(recipients.len() - bcc.len());
+        let mail_recipients = if bcc_copies.is_empty() { &recipients[..] } else { to_and_cc };
+        session.send(&envelope(mail_recipients), &mail).await.map_err(failed)?;
         self.sessions.give_back(session);
         if let Some(copy) = self.sent_copy.clone() {
             let mail = with_bcc_header(mail, &bcc);
