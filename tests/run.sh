@@ -127,6 +127,7 @@ declare -A wanted=(
   [deltachat_rpc_client]="deltachat-rpc-client==2.65.0"
   [deltachat_rpc_server]="deltachat-rpc-server==2.65.0"
   [regex]="regex>=2023.10"
+  [icalendar]="icalendar==7.3.2"
 )
 missing=()
 for module in "${!wanted[@]}"; do

@@ -78,6 +78,8 @@ pub struct RawInbound {
     pub signature: Option<crate::model::MailSignature>,
     /// That a mail came encrypted to a key the gateway does not hold.
     pub encryption: Option<crate::model::MailEncryption>,
+    /// A mail's calendar invitation, or answer to one (`email/calendar.rs`).
+    pub calendar: Option<crate::model::MailCalendar>,
     /// A mail whose S/MIME signature is valid: the sender's certificate, then the others its
     /// signature carried (DER), which the channel keeps to encrypt mail to the sender
     /// (`smime_encrypt`). Not part of the message.

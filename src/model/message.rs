@@ -234,6 +234,72 @@ pub struct MailEncryption {
     pub detail: String,
 }
 
+/// A calendar invitation in a mail (iMIP, RFC 6047), or an answer to one or its cancellation:
+/// the event, as its `text/calendar` part or `.ics` file says (`email/calendar.rs`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailCalendar {
+    /// The iTIP method, upper-case: `REQUEST` (an invitation or its update), `REPLY` (an
+    /// attendee's answer), `CANCEL`, `COUNTER` (a new time proposed), `PUBLISH` (a plain event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// The event's UID, the same in the invitation, its updates and the answers to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Which update of the event this is (0 for the first).
+    #[serde(default)]
+    pub sequence: u32,
+    /// `confirmed`, `tentative` or `cancelled`, when the event says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<CalendarTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<CalendarTime>,
+    /// A recurring event's rule, as written (`FREQ=WEEKLY;BYDAY=TU`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recurrence: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organizer: Option<Party>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attendees: Vec<CalendarAttendee>,
+    /// The online meeting's link (Teams, Google Meet, or RFC 7986 `CONFERENCE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conference_url: Option<String>,
+}
+
+/// When an event starts or ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarTime {
+    /// The instant, when the invitation says which: written in UTC, or in a zone its own
+    /// `VTIMEZONE` describes. Absent for a whole day, a floating time, or an undescribed zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc: Option<String>,
+    /// As written, without zone: `2026-11-24T10:00:00`, or `2026-11-24` for a whole day.
+    pub local: String,
+    /// The zone `local` is in, as the invitation names it (`Europe/Warsaw`, or Outlook's
+    /// `Central European Standard Time`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_day: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CalendarAttendee {
+    pub address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Their answer: `needs-action` (none yet), `accepted`, `declined`, `tentative`,
+    /// `delegated`.
+    pub status: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureStatus {
@@ -394,6 +460,10 @@ pub struct Message {
     /// went out encrypted, or in clear (`none`) on a channel that encrypts when possible.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryption: Option<MailEncryption>,
+    /// For a mail with a calendar invitation (a `text/calendar` part or an `.ics` file), or an
+    /// answer to one: the event it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<MailCalendar>,
     pub created_at: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,

@@ -12,6 +12,7 @@ pub use conversation::{Contact, Conversation};
 pub use event::{Envelope, EventType};
 pub use ids::{AttachmentId, ContactId, ConversationId, EventId, MessageId};
 pub use message::{
-    Arrival, Attachment, AttachmentUrls, ChannelRef, DeliveryReport, Direction, ErrorInfo, MailAuthentication,
-    MailEncryption, MailSignature, Message, Party, ProviderRef, SignatureStatus, SkippedAttachment, Status, StitchInfo,
+    Arrival, Attachment, AttachmentUrls, CalendarAttendee, CalendarTime, ChannelRef, DeliveryReport, Direction,
+    ErrorInfo, MailAuthentication, MailCalendar, MailEncryption, MailSignature, Message, Party, ProviderRef,
+    SignatureStatus, SkippedAttachment, Status, StitchInfo,
 };

@@ -99,6 +99,7 @@ mod tests {
             authentication: None,
             signature: None,
             encryption: None,
+            calendar: None,
             created_at: time::rfc3339(0),
             received_at: None,
             sent_at: None,

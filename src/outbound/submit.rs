@@ -363,6 +363,7 @@ fn outbound_message(
         authentication: None,
         signature: None,
         encryption: None,
+        calendar: None,
         created_at: now,
         received_at: None,
         sent_at: None,

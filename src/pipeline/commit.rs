@@ -601,6 +601,7 @@ fn normalize(
         authentication: raw.authentication,
         signature: raw.signature,
         encryption: raw.encryption,
+        calendar: raw.calendar,
         created_at: now.to_owned(),
         received_at: Some(raw.received_at.map_or_else(|| now.to_owned(), time::rfc3339)),
         sent_at: raw.sent_at.map(time::rfc3339),

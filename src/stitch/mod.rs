@@ -154,6 +154,7 @@ mod tests {
             authentication: None,
             signature: None,
             encryption: None,
+            calendar: None,
             sender_certificates: Vec::new(),
             sender_autocrypt_key: None,
             refusal: None,

@@ -2,8 +2,8 @@
 //!
 //! The store keeps everything until told otherwise. With a retention set, a prune (hourly, and
 //! on `POST /v1/storage/prune`) removes what is older than it:
-//! - The **content of messages**: text, HTML, `reply_text`, attachments and kept sources (their
-//!   rows, and each blob no other row refers to). The message row stays, with `pruned_at`, its
+//! - The **content of messages**: text, HTML, `reply_text`, a mail's calendar event, attachments
+//!   and kept sources (their rows, and each blob no other row refers to). The message row stays, with `pruned_at`, its
 //!   ids, parties, subject, status and times: a reply still threads to it (the Message-ID index
 //!   and participants stay), the same item fetched again (a UIDVALIDITY change, a provider
 //!   retry) is still known by its dedup key, and a helpdesk asking for it learns that it was
@@ -192,6 +192,8 @@ fn prune_messages(conn: &Connection, cutoff_ms: i64, pass: &mut MessagesPass) ->
         message.html = None;
         message.reply_text = None;
         message.attachments_skipped.clear();
+        // An invitation's event is its content too: who meets where, about what.
+        message.calendar = None;
         message.pruned_at = Some(now.clone());
         conn.prepare_cached("UPDATE messages SET body = ?2 WHERE rowid = ?1")?
             .execute(params![rowid, serde_json::to_string(&message)?])?;

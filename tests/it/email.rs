@@ -3172,6 +3172,45 @@ fn tnef_with_rtf(rtf: &[u8]) -> Vec<u8> {
     stream
 }
 
+/// Calendar invitations as Google Calendar and Outlook send them, and an attendee's answer, come
+/// through Dovecot into `message.calendar`, as the fixture corpus expects: the event, its times
+/// in UTC, the organizer, who answered what. The stored message says the same, the events keep to
+/// the published schema, and Google's invitation, sent as both the body's `text/calendar` part
+/// and `invite.ics`, lists its file once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendar_invitations_and_answers_reach_the_helpdesk_as_events() {
+    let names = ["google-calendar-invite-en", "outlook-meeting-accepted-de", "outlook-meeting-invite-pl"];
+    let mail = MailServers::start().await;
+    let (helpdesk, server) = with_helpdesk(&mail).await;
+    for name in names {
+        append_fixture(&mail, name).await;
+    }
+    for n in 0..names.len() {
+        nth_received(&helpdesk, n).await;
+    }
+    let received = helpdesk.events_of("message.received");
+    for name in names {
+        let path = format!("{}/tests/fixtures/email/{name}.expected.json", env!("CARGO_MANIFEST_DIR"));
+        let expected: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let message = received
+            .iter()
+            .map(|e| &e["data"])
+            .find(|m| m["subject"] == expected["subject"])
+            .unwrap_or_else(|| panic!("{name} not received"));
+        assert_eq!(message["calendar"], expected["calendar"], "{name}");
+        let files: Vec<&str> =
+            message["attachments"].as_array().unwrap().iter().map(|a| a["filename"].as_str().unwrap()).collect();
+        assert_eq!(files, ["invite.ics"], "{name}");
+        let (status, stored) = server.get(&format!("/v1/messages/{}", message["id"].as_str().unwrap())).await;
+        assert_eq!(status, 200);
+        assert_eq!(stored["calendar"], expected["calendar"], "{name}, as stored");
+    }
+    let answer = received.iter().find(|e| e["data"]["calendar"]["method"] == "REPLY").unwrap();
+    assert_eq!(answer["data"]["calendar"]["attendees"][0]["status"], "accepted");
+    server.validate_contract(received.into_iter().map(|e| json!({"schema": "Event", "instance": e})).collect()).await;
+    server.stop().await;
+}
+
 /// Appends `tests/fixtures/email/{name}.eml` to the support mailbox.
 async fn append_fixture(mail: &MailServers, name: &str) {
     let path = format!("{}/tests/fixtures/email/{name}.eml", env!("CARGO_MANIFEST_DIR"));

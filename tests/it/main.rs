@@ -5,6 +5,7 @@ mod harness;
 
 mod backup;
 mod bad_input;
+mod calendar_corpus;
 mod config_check;
 mod contract;
 mod crash;

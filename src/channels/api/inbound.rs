@@ -95,6 +95,7 @@ pub fn parse(channel_id: &str, body: &[u8], max_attachment_bytes: usize) -> Resu
         authentication: None,
         signature: None,
         encryption: None,
+        calendar: None,
         sender_certificates: Vec::new(),
         sender_autocrypt_key: None,
         refusal: None,

@@ -17,6 +17,7 @@ use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::{Address, HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 use super::authentication;
+use super::calendar;
 use super::config::EmailChannelConfig;
 use super::dedup::MailKeys;
 use super::forward;
@@ -251,6 +252,8 @@ fn read(
     let (mut decrypted_files, mut file_key, mut encrypted_files) = (Vec::new(), None, Vec::new());
     // (Not the encrypted body of a PGP/MIME mail that stayed encrypted.)
     let pgp_mime = openpgp::is_pgp_mime_encrypted(message);
+    // The first calendar part's event (an invitation carries one; the rest would repeat it).
+    let mut calendar = None;
     for part in message.attachments() {
         let filename = part.attachment_name().map(str::to_owned).or_else(|| forwarded_mail_name(part));
         let content_type = part
@@ -258,6 +261,19 @@ fn read(
             .map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("octet-stream")))
             .unwrap_or_else(|| "application/octet-stream".into())
             .to_lowercase();
+        let is_calendar = calendar::is_calendar(&content_type, filename.as_deref());
+        if is_calendar {
+            match (calendar::read(part.contents()), &calendar) {
+                (Some(event), None) => calendar = Some(event),
+                // Google Calendar sends its invitation twice: as the body's `text/calendar`
+                // alternative and as `invite.ics`. One file of it is enough.
+                (Some(event), Some(kept)) if &event == kept => continue,
+                _ => {}
+            }
+        }
+        // Outlook's invitation part has no name; Gmail names its own `invite.ics`, as does a
+        // helpdesk's download now.
+        let filename = filename.or_else(|| is_calendar.then(|| "invite.ics".to_owned()));
         // A signed mail's detached signature (S/MIME `smime.p7s`, OpenPGP `signature.asc`) is
         // no file of the sender's: mail clients show a badge, not an attachment, and a
         // helpdesk would list one on every message of a signing sender (freescout#1033). It
@@ -423,6 +439,7 @@ fn read(
         authentication,
         signature,
         encryption,
+        calendar,
         sender_certificates,
         sender_autocrypt_key,
         refusal: forged.filter(|_| sent_by_us).or_else(|| {
@@ -625,6 +642,7 @@ fn unparseable(channel: &EmailChannelConfig, bytes: &Bytes, keys: MailKeys) -> R
         authentication: None,
         signature: None,
         encryption: None,
+        calendar: None,
         sender_certificates: Vec::new(),
         sender_autocrypt_key: None,
         refusal: None,

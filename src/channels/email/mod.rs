@@ -15,6 +15,7 @@ pub mod authentication;
 pub mod authorise;
 mod autocrypt;
 mod ber;
+mod calendar;
 pub mod config;
 pub mod dedup;
 mod forward;

@@ -274,6 +274,7 @@ fn check(raw: &crate::channels::RawInbound, bytes: &[u8], expected: &serde_json:
             "refusal" => expect(&mut problems, key, json!(raw.refusal), want),
             "signature" => expect(&mut problems, key, serde_json::to_value(&raw.signature).unwrap(), want),
             "encryption" => expect(&mut problems, key, serde_json::to_value(&raw.encryption).unwrap(), want),
+            "calendar" => expect(&mut problems, key, serde_json::to_value(&raw.calendar).unwrap(), want),
             "reply_to" => expect(&mut problems, key, serde_json::to_value(&raw.reply_to).unwrap(), want),
             "subject_key" => expect(&mut problems, key, json!(mail.subject_key), want),
             "mail" => {

@@ -1,0 +1,589 @@
+//! Calendar invitations in mail (iMIP, RFC 6047): the `text/calendar` part Outlook, Google
+//! Calendar, Apple Calendar and Thunderbird put beside an invitation's text, or an `.ics` file,
+//! read into the message's `calendar`: what the event is, when (in UTC when the invitation says
+//! which instant it means), who organises it and who answered what. A helpdesk agent sees "a
+//! meeting on Tuesday at 10:00 about the order" instead of overlooking a file (Znuny#172), and an
+//! attendee's answer ("Accepted: …", `method` REPLY) can be told from a customer's question.
+//!
+//! The reader takes iCalendar (RFC 5545) as mail clients write it: folded lines, quoted
+//! parameters, escaped text, all-day dates, `DURATION` instead of `DTEND`. A time in a named zone
+//! is placed in UTC by the invitation's own `VTIMEZONE` (its observances' `DTSTART`, yearly
+//! `RRULE` and `RDATE` onsets); a zone the invitation does not describe leaves `utc` out rather
+//! than guessing. Nothing here can fail the mail: what does not parse is left out, and the file
+//! stays an attachment either way.
+
+use crate::model::{time, CalendarAttendee, CalendarTime, MailCalendar, Party};
+
+/// Whether a mail part is a calendar object: by its type, or by an `.ics` name on a generic one.
+pub fn is_calendar(content_type: &str, filename: Option<&str>) -> bool {
+    matches!(content_type, "text/calendar" | "application/ics" | "text/x-vcalendar")
+        || filename.is_some_and(|name| name.to_ascii_lowercase().ends_with(".ics"))
+}
+
+/// The event of a calendar object (its first `VEVENT` that is not an exception to a recurring
+/// one), or `None` when it holds none.
+pub fn read(ics: &[u8]) -> Option<MailCalendar> {
+    let text = String::from_utf8_lossy(ics);
+    let calendar = parse(&text)?;
+    let events = || calendar.children.iter().filter(|c| c.name == "VEVENT");
+    let event = events().find(|e| e.property("RECURRENCE-ID").is_none()).or_else(|| events().next())?;
+    let zones: Vec<&Component> = calendar.children.iter().filter(|c| c.name == "VTIMEZONE").collect();
+    let start = event.property("DTSTART").and_then(|p| instant(p, &zones));
+    // A DURATION is added to the wall-clock time, and a zoned end placed in UTC by its zone like
+    // the start: "P1D" across the night clocks change ends at the same time of day.
+    let end = match event.property("DTEND").and_then(|p| instant(p, &zones)) {
+        Some(end) => Some(end),
+        None => {
+            start.as_ref().zip(event.property("DURATION").and_then(|p| duration(&p.value))).map(|(start, seconds)| {
+                let local = start.local + seconds;
+                let zone = start.time_zone.as_deref().and_then(|name| zone(&zones, name));
+                let utc = match zone {
+                    Some(zone) if start.utc.is_some() => in_utc(local, zone),
+                    _ => start.utc.map(|u| u + seconds),
+                };
+                Instant { local, utc, ..start.clone() }
+            })
+        }
+    };
+    let text = |name: &str| event.property(name).map(|p| unescape(&p.value)).filter(|t| !t.trim().is_empty());
+    Some(MailCalendar {
+        method: calendar.property("METHOD").map(|p| p.value.trim().to_ascii_uppercase()),
+        uid: event.property("UID").map(|p| p.value.trim().to_owned()),
+        sequence: event.property("SEQUENCE").and_then(|p| p.value.trim().parse().ok()).unwrap_or(0),
+        status: event.property("STATUS").map(|p| p.value.trim().to_ascii_lowercase()),
+        summary: text("SUMMARY"),
+        location: text("LOCATION"),
+        description: text("DESCRIPTION"),
+        start: start.map(Instant::shown),
+        end: end.map(Instant::shown),
+        recurrence: event.property("RRULE").map(|p| p.value.trim().to_owned()),
+        organizer: event.property("ORGANIZER").and_then(person),
+        attendees: event
+            .properties
+            .iter()
+            .filter(|p| p.name == "ATTENDEE")
+            .filter_map(|p| {
+                let party = person(p)?;
+                let status = p.param("PARTSTAT").unwrap_or("NEEDS-ACTION").to_ascii_lowercase();
+                Some(CalendarAttendee { address: party.address, name: party.name, status })
+            })
+            .collect(),
+        conference_url: ["CONFERENCE", "X-GOOGLE-CONFERENCE", "X-MICROSOFT-SKYPETEAMSMEETINGURL"]
+            .iter()
+            .find_map(|name| event.property(name))
+            .map(|p| p.value.trim().to_owned())
+            .filter(|url| !url.is_empty()),
+    })
+}
+
+/// One content line (RFC 5545 §3.1): `NAME;PARAM=value:value`.
+struct Property {
+    name: String,
+    params: Vec<(String, String)>,
+    value: String,
+}
+
+impl Property {
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// `BEGIN:NAME` … `END:NAME`, with what it holds.
+struct Component {
+    name: String,
+    properties: Vec<Property>,
+    children: Vec<Component>,
+}
+
+impl Component {
+    fn property(&self, name: &str) -> Option<&Property> {
+        self.properties.iter().find(|p| p.name == name)
+    }
+}
+
+/// The outermost component (`VCALENDAR`). Lines folded by a leading space or tab are joined; a
+/// component left open at the end is closed there, and an `END` that closes nothing is passed over.
+fn parse(text: &str) -> Option<Component> {
+    let mut stack: Vec<Component> = Vec::new();
+    let mut done: Option<Component> = None;
+    for line in unfolded(text) {
+        let Some(property) = content_line(&line) else { continue };
+        match property.name.as_str() {
+            "BEGIN" => stack.push(Component {
+                name: property.value.trim().to_ascii_uppercase(),
+                properties: Vec::new(),
+                children: Vec::new(),
+            }),
+            "END" => {
+                if !stack.iter().any(|c| c.name.eq_ignore_ascii_case(property.value.trim())) {
+                    continue;
+                }
+                // Inner components left open end with the one closed.
+                while let Some(component) = stack.pop() {
+                    let closed = component.name.eq_ignore_ascii_case(property.value.trim());
+                    match stack.last_mut() {
+                        Some(parent) => parent.children.push(component),
+                        None => done = done.or(Some(component)),
+                    }
+                    if closed {
+                        break;
+                    }
+                }
+            }
+            _ => {
+                if let Some(component) = stack.last_mut() {
+                    component.properties.push(property);
+                }
+            }
+        }
+    }
+    while let Some(component) = stack.pop() {
+        match stack.last_mut() {
+            Some(parent) => parent.children.push(component),
+            None => done = done.or(Some(component)),
+        }
+    }
+    done.filter(|c| c.name == "VCALENDAR")
+}
+
+/// The logical lines of `text`: a line that begins with a space or a tab continues the one
+/// before, without that first character (RFC 5545 §3.1).
+fn unfolded(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for line in text.split('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        match (line.strip_prefix([' ', '\t']), lines.last_mut()) {
+            (Some(rest), Some(last)) => last.push_str(rest),
+            _ => lines.push(line.to_owned()),
+        }
+    }
+    lines
+}
+
+/// `NAME;P1=a;P2="b:c",d:value`: names upper-cased, a quoted parameter value may hold `;`, `:`
+/// and `,`; the value is everything after the first colon outside quotes.
+fn content_line(line: &str) -> Option<Property> {
+    let (mut params, mut in_quotes, mut split) = (Vec::new(), false, None);
+    let mut field_start = 0;
+    let mut fields: Vec<&str> = Vec::new();
+    for (i, c) in line.char_indices() {
+        match c {
+            '"' => in_quotes = !in_quotes,
+            ';' if !in_quotes => {
+                fields.push(&line[field_start..i]);
+                field_start = i + 1;
+            }
+            ':' if !in_quotes => {
+                fields.push(&line[field_start..i]);
+                split = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let value = line[split? + 1..].to_owned();
+    let mut fields = fields.into_iter();
+    let name = fields.next()?.trim().to_ascii_uppercase();
+    if name.is_empty() {
+        return None;
+    }
+    for field in fields {
+        if let Some((key, value)) = field.split_once('=') {
+            params.push((key.trim().to_ascii_uppercase(), value.trim().trim_matches('"').to_owned()));
+        }
+    }
+    Some(Property { name, params, value })
+}
+
+/// A TEXT value with its escapes undone (RFC 5545 §3.3.11): `\n`, `\,`, `\;`, `\\`.
+fn unescape(value: &str) -> String {
+    let mut text = String::with_capacity(value.len());
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match (c, c == '\\') {
+            (_, true) => match chars.next() {
+                Some('n' | 'N') => text.push('\n'),
+                Some(other) => text.push(other),
+                None => text.push('\\'),
+            },
+            (c, false) => text.push(c),
+        }
+    }
+    text.trim().to_owned()
+}
+
+/// `mailto:ann@example.org` with its `CN`, as a party.
+fn person(property: &Property) -> Option<Party> {
+    let value = property.value.trim();
+    let address = match value.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("mailto:") => &value[7..],
+        _ => value,
+    };
+    (address.contains('@')).then(|| Party {
+        address: address.to_owned(),
+        name: property.param("CN").map(str::to_owned).filter(|n| !n.trim().is_empty()),
+    })
+}
+
+/// A DTSTART or DTEND: its wall-clock time (seconds as if the wall clock were UTC), and the
+/// instant when the value says or its zone's rules tell it.
+#[derive(Clone)]
+struct Instant {
+    local: i64,
+    all_day: bool,
+    time_zone: Option<String>,
+    utc: Option<i64>,
+}
+
+impl Instant {
+    fn shown(self) -> CalendarTime {
+        let (y, m, d) = time::civil_from_days(self.local.div_euclid(86_400));
+        let seconds = self.local.rem_euclid(86_400);
+        let local = match self.all_day {
+            true => format!("{y:04}-{m:02}-{d:02}"),
+            false => {
+                format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}", seconds / 3600, seconds % 3600 / 60, seconds % 60)
+            }
+        };
+        CalendarTime {
+            utc: self.utc.map(|u| time::rfc3339(u * 1000)),
+            local,
+            time_zone: self.time_zone,
+            all_day: self.all_day,
+        }
+    }
+}
+
+fn instant(property: &Property, zones: &[&Component]) -> Option<Instant> {
+    let value = property.value.trim();
+    let (local, all_day, utc) = date_time(value)?;
+    let time_zone = property.param("TZID").map(|z| z.trim_start_matches('/').to_owned()).filter(|_| !utc);
+    let utc = match (utc, all_day, &time_zone) {
+        (true, _, _) => Some(local),
+        (false, false, Some(name)) => zone(zones, name).and_then(|z| in_utc(local, z)),
+        _ => None,
+    };
+    Some(Instant { local, all_day, time_zone, utc })
+}
+
+/// The `VTIMEZONE` of the zone a TZID names (a leading `/`, "globally unique", is no part of it).
+fn zone<'a>(zones: &[&'a Component], name: &str) -> Option<&'a Component> {
+    zones.iter().copied().find(|z| z.property("TZID").is_some_and(|id| id.value.trim().trim_start_matches('/') == name))
+}
+
+/// `20261124` (a day), `20261124T100000` (wall-clock time) or `20261124T090000Z` (UTC), as
+/// seconds since the epoch, whether it is a whole day, and whether it is UTC.
+fn date_time(value: &str) -> Option<(i64, bool, bool)> {
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<i64>().ok()).flatten();
+    let (date, time) = match value.split_once(['T', 't']) {
+        Some((date, time)) => (date, Some(time)),
+        None => (value, None),
+    };
+    if date.len() != 8 {
+        return None;
+    }
+    let (y, m, d) = (digits(&date[..4])?, digits(&date[4..6])?, digits(&date[6..])?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let day = time::days_from_civil(y, m as u32, d as u32) * 86_400;
+    let Some(time) = time else { return Some((day, true, false)) };
+    let (time, utc) = match time.strip_suffix(['Z', 'z']) {
+        Some(time) => (time, true),
+        None => (time, false),
+    };
+    if time.len() != 6 {
+        return None;
+    }
+    let (h, min, s) = (digits(&time[..2])?, digits(&time[2..4])?, digits(&time[4..])?);
+    if h > 23 || min > 59 || s > 60 {
+        return None;
+    }
+    Some((day + h * 3600 + min * 60 + s, false, utc))
+}
+
+/// `P1D`, `PT1H30M`, `P2W`, `-PT15M` in seconds (RFC 5545 §3.3.6).
+fn duration(value: &str) -> Option<i64> {
+    let value = value.trim();
+    let (sign, rest) = match value.as_bytes().first()? {
+        b'-' => (-1, &value[1..]),
+        b'+' => (1, &value[1..]),
+        _ => (1, value),
+    };
+    let rest = rest.strip_prefix(['P', 'p'])?;
+    let (mut seconds, mut number, mut in_time, mut any) = (0i64, String::new(), false, false);
+    for c in rest.chars() {
+        match c.to_ascii_uppercase() {
+            '0'..='9' => number.push(c),
+            'T' if number.is_empty() => in_time = true,
+            unit => {
+                let n: i64 = number.parse().ok()?;
+                number.clear();
+                seconds += n * match (unit, in_time) {
+                    ('W', false) => 7 * 86_400,
+                    ('D', false) => 86_400,
+                    ('H', true) => 3600,
+                    ('M', true) => 60,
+                    ('S', true) => 1,
+                    _ => return None,
+                };
+                any = true;
+            }
+        }
+    }
+    (any && number.is_empty()).then_some(sign * seconds)
+}
+
+/// A change of a zone's offset: when (UTC), from which offset to which (seconds east of UTC).
+struct Transition {
+    onset: i64,
+    from: i64,
+    to: i64,
+}
+
+/// The instant a zone's wall-clock time `local` names, by the zone's observances: the offset
+/// in effect is that of the last onset before it. A time that occurs twice (the hour clocks go
+/// back) is the first of the two; one skipped (the hour clocks go forward) is read with the
+/// offset before the gap — both as RFC 5545 §3.3.5 says.
+fn in_utc(local: i64, zone: &Component) -> Option<i64> {
+    let year = time::civil_from_days(local.div_euclid(86_400)).0;
+    let mut transitions: Vec<Transition> = zone
+        .children
+        .iter()
+        .filter(|c| c.name == "STANDARD" || c.name == "DAYLIGHT")
+        .flat_map(|observance| observance_transitions(observance, year))
+        .collect();
+    transitions.sort_by_key(|t| t.onset);
+    // Before the first onset, the offset it changes from.
+    let mut offset_before = transitions.first()?.from;
+    if local - offset_before < transitions[0].onset {
+        return Some(local - offset_before);
+    }
+    // Each offset holds from its onset to the next; the earlier of two readings is the first.
+    for (i, transition) in transitions.iter().enumerate() {
+        let next = transitions.get(i + 1).map_or(i64::MAX, |t| t.onset);
+        if (transition.onset..next).contains(&(local - transition.to)) {
+            return Some(local - transition.to);
+        }
+        // Skipped by this transition (a gap): read with the offset before it.
+        if local - offset_before >= transition.onset && local - transition.to < transition.onset {
+            return Some(local - offset_before);
+        }
+        offset_before = transition.to;
+    }
+    Some(local - offset_before)
+}
+
+/// The onsets of one STANDARD or DAYLIGHT observance near `year`: its `DTSTART`, its `RDATE`s,
+/// and what a yearly `RRULE` gives in the year before, the year and the year after.
+fn observance_transitions(observance: &Component, year: i64) -> Vec<Transition> {
+    let offset = |name: &str| observance.property(name).and_then(|p| utc_offset(&p.value));
+    let (Some(from), Some(to)) = (offset("TZOFFSETFROM"), offset("TZOFFSETTO")) else { return Vec::new() };
+    let Some((start, _, _)) = observance.property("DTSTART").and_then(|p| date_time(p.value.trim())) else {
+        return Vec::new();
+    };
+    let mut onsets = vec![start];
+    for rdate in observance.properties.iter().filter(|p| p.name == "RDATE") {
+        for value in rdate.value.split(',') {
+            // A PERIOD (`start/end`) starts at its start.
+            let value = value.split('/').next().unwrap_or(value).trim();
+            onsets.extend(
+                date_time(value).map(|(at, all_day, _)| at + if all_day { start.rem_euclid(86_400) } else { 0 }),
+            );
+        }
+    }
+    if let Some(rule) = observance.property("RRULE") {
+        onsets.extend(yearly_onsets(&rule.value, start, year - 1..=year + 1));
+    }
+    onsets.into_iter().map(|onset| Transition { onset: onset - from, from, to }).collect()
+}
+
+/// The onsets a yearly `RRULE` (`FREQ=YEARLY;BYMONTH=10;BYDAY=-1SU`, with `BYMONTHDAY`, `UNTIL`
+/// or `COUNT`) gives in `years`, at `start`'s time of day, none before `start`. Other
+/// frequencies, which no zone uses, give none.
+fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -> Vec<i64> {
+    let part = |name: &str| {
+        rule.split(';')
+            .find_map(|p| p.split_once('=').filter(|(k, _)| k.trim().eq_ignore_ascii_case(name)))
+            .map(|(_, v)| v.trim())
+    };
+    if !part("FREQ").is_some_and(|f| f.eq_ignore_ascii_case("YEARLY")) {
+        return Vec::new();
+    }
+    let (start_year, start_month, start_day) = time::civil_from_days(start.div_euclid(86_400));
+    let time_of_day = start.rem_euclid(86_400);
+    let until = part("UNTIL").and_then(date_time).map(|(at, _, _)| at);
+    let last_year = part("COUNT").and_then(|c| c.parse::<i64>().ok()).map(|count| start_year + count - 1);
+    let list = |name: &str| part(name).map(|v| v.split(',').map(str::trim).collect::<Vec<_>>()).unwrap_or_default();
+    let months: Vec<u32> = match list("BYMONTH").iter().map(|m| m.parse().ok()).collect::<Option<Vec<u32>>>() {
+        Some(months) if !months.is_empty() => months,
+        _ => vec![start_month],
+    };
+    let month_days: Vec<i64> = list("BYMONTHDAY").iter().filter_map(|d| d.parse().ok()).collect();
+    let weekdays: Vec<(i64, usize)> = list("BYDAY").iter().filter_map(|d| by_day(d)).collect();
+    let mut onsets = Vec::new();
+    for year in years.filter(|y| *y >= start_year && last_year.is_none_or(|last| *y <= last)) {
+        for &month in months.iter().filter(|m| (1..=12).contains(*m)) {
+            let first = time::days_from_civil(year, month, 1);
+            let length = time::days_from_civil(year + i64::from(month == 12), month % 12 + 1, 1) - first;
+            let days: Vec<i64> = match (weekdays.is_empty(), month_days.is_empty()) {
+                (true, true) => vec![start_day as i64],
+                (true, false) => month_days.clone(),
+                (false, _) => weekdays
+                    .iter()
+                    .flat_map(|&(nth, weekday)| {
+                        let matching: Vec<i64> = (1..=length)
+                            .filter(|d| weekday_of(first + d - 1) == weekday)
+                            .filter(|d| month_days.is_empty() || month_days.contains(d))
+                            .collect();
+                        match nth {
+                            0 => matching,
+                            n if n > 0 => matching.get(n as usize - 1).copied().into_iter().collect(),
+                            n => matching
+                                .len()
+                                .checked_sub(n.unsigned_abs() as usize)
+                                .map(|i| matching[i])
+                                .into_iter()
+                                .collect(),
+                        }
+                    })
+                    .collect(),
+            };
+            for day in days.into_iter().filter(|d| (1..=length).contains(d)) {
+                let onset = (first + day - 1) * 86_400 + time_of_day;
+                // UNTIL is in UTC, the onset in wall-clock time: within a day is close enough,
+                // as no zone changes its rules twice in one.
+                if onset >= start && until.is_none_or(|until| onset <= until + 86_400) {
+                    onsets.push(onset);
+                }
+            }
+        }
+    }
+    onsets
+}
+
+/// `-1SU` → (-1, Sunday), `SU` → (0, Sunday); weekdays from Monday = 0.
+fn by_day(value: &str) -> Option<(i64, usize)> {
+    const DAYS: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
+    let split = value.len().checked_sub(2)?;
+    let weekday = DAYS.iter().position(|d| value[split..].eq_ignore_ascii_case(d))?;
+    let nth = match &value[..split] {
+        "" => 0,
+        n => n.trim_start_matches('+').parse().ok()?,
+    };
+    Some((nth, weekday))
+}
+
+/// Monday = 0 for a day counted from 1970-01-01 (a Thursday).
+fn weekday_of(day: i64) -> usize {
+    (day + 3).rem_euclid(7) as usize
+}
+
+/// `+0100`, `-0430`, `+013045` in seconds east of UTC.
+fn utc_offset(value: &str) -> Option<i64> {
+    let value = value.trim();
+    let sign = match value.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let digits = &value[1..];
+    if !(digits.len() == 4 || digits.len() == 6) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| digits.get(range).map_or(Some(0), |d| d.parse::<i64>().ok());
+    Some(sign * (number(0..2)? * 3600 + number(2..4)? * 60 + number(4..6)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTLOOK: &str = "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nPRODID:Microsoft Exchange Server 2010\r\n\
+VERSION:2.0\r\nBEGIN:VTIMEZONE\r\nTZID:Central European Standard Time\r\nBEGIN:STANDARD\r\n\
+DTSTART:16010101T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\n\
+RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10\r\nEND:STANDARD\r\nBEGIN:DAYLIGHT\r\n\
+DTSTART:16010101T020000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\n\
+RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3\r\nEND:DAYLIGHT\r\nEND:VTIMEZONE\r\n\
+BEGIN:VEVENT\r\nORGANIZER;CN=\"Kowalski, Jan\":mailto:jan@example.pl\r\n\
+ATTENDEE;ROLE=REQ-PARTICIPANT;PARTSTAT=NEEDS-ACTION;RSVP=TRUE;CN=Support:mailto:support@exa\r\n mple.com\r\n\
+DESCRIPTION;LANGUAGE=pl-PL:Zapraszam na spotkanie.\\nAgenda: zwrot\\, faktura\\; reszta\r\n\
+UID:040000008200E00074C5B7101A82E008\r\nSUMMARY;LANGUAGE=pl-PL:Przegląd zamówienia\r\n\
+DTSTART;TZID=Central European Standard Time:20261124T100000\r\n\
+DTEND;TZID=Central European Standard Time:20261124T110000\r\nSEQUENCE:2\r\nSTATUS:CONFIRMED\r\n\
+LOCATION;LANGUAGE=pl-PL:Sala 2\r\nX-MICROSOFT-SKYPETEAMSMEETINGURL:https://teams.microsoft.com/l/meetup-join/x\r\n\
+END:VEVENT\r\nEND:VCALENDAR\r\n";
+
+    #[test]
+    fn an_outlook_invitation_reads_with_its_zone_placed_in_utc() {
+        let calendar = read(OUTLOOK.as_bytes()).expect("an event");
+        assert_eq!(calendar.method.as_deref(), Some("REQUEST"));
+        assert_eq!(calendar.summary.as_deref(), Some("Przegląd zamówienia"));
+        assert_eq!(calendar.description.as_deref(), Some("Zapraszam na spotkanie.\nAgenda: zwrot, faktura; reszta"));
+        assert_eq!(calendar.sequence, 2);
+        assert_eq!(calendar.status.as_deref(), Some("confirmed"));
+        let start = calendar.start.expect("a start");
+        assert_eq!(start.local, "2026-11-24T10:00:00");
+        assert_eq!(start.time_zone.as_deref(), Some("Central European Standard Time"));
+        assert_eq!(start.utc.as_deref(), Some("2026-11-24T09:00:00.000Z"));
+        assert_eq!(calendar.end.and_then(|e| e.utc).as_deref(), Some("2026-11-24T10:00:00.000Z"));
+        let organizer = calendar.organizer.expect("an organizer");
+        assert_eq!((organizer.address.as_str(), organizer.name.as_deref()), ("jan@example.pl", Some("Kowalski, Jan")));
+        assert_eq!(calendar.attendees.len(), 1);
+        assert_eq!(calendar.attendees[0].address, "support@example.com");
+        assert_eq!(calendar.attendees[0].status, "needs-action");
+        assert_eq!(calendar.conference_url.as_deref(), Some("https://teams.microsoft.com/l/meetup-join/x"));
+    }
+
+    fn utc_of(local: &str) -> Option<String> {
+        let ics = OUTLOOK.replace("20261124T100000", local);
+        read(ics.as_bytes())?.start?.utc
+    }
+
+    #[test]
+    fn summer_time_and_the_hours_the_clocks_change_read_as_rfc_5545_says() {
+        assert_eq!(utc_of("20260701T120000").as_deref(), Some("2026-07-01T10:00:00.000Z"));
+        // 29 March 2026, 02:30 does not exist in Warsaw: the offset before the gap.
+        assert_eq!(utc_of("20260329T023000").as_deref(), Some("2026-03-29T01:30:00.000Z"));
+        assert_eq!(utc_of("20260329T030000").as_deref(), Some("2026-03-29T01:00:00.000Z"));
+        // 25 October 2026, 02:30 happens twice: the first time.
+        assert_eq!(utc_of("20261025T023000").as_deref(), Some("2026-10-25T00:30:00.000Z"));
+        assert_eq!(utc_of("20261025T030000").as_deref(), Some("2026-10-25T02:00:00.000Z"));
+    }
+
+    #[test]
+    fn all_day_floating_utc_and_duration() {
+        let ics = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART;VALUE=DATE:20261224\nDURATION:P2D\nSUMMARY:Closed\nEND:VEVENT\nEND:VCALENDAR\n";
+        let calendar = read(ics.as_bytes()).unwrap();
+        let (start, end) = (calendar.start.unwrap(), calendar.end.unwrap());
+        assert_eq!((start.local.as_str(), start.all_day, start.utc), ("2026-12-24", true, None));
+        assert_eq!(end.local, "2026-12-26");
+        let ics = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20261224T090000Z\nDURATION:PT1H30M\nDTSTAMP:1\nEND:VEVENT\nEND:VCALENDAR";
+        let end = read(ics.as_bytes()).unwrap().end.unwrap();
+        assert_eq!(end.utc.as_deref(), Some("2026-12-24T10:30:00.000Z"));
+        let ics = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20261224T090000\nEND:VEVENT\nEND:VCALENDAR";
+        let start = read(ics.as_bytes()).unwrap().start.unwrap();
+        assert_eq!((start.local.as_str(), start.utc, start.time_zone), ("2026-12-24T09:00:00", None, None));
+    }
+
+    #[test]
+    fn an_answer_says_who_answered_what() {
+        let ics = "BEGIN:VCALENDAR\r\nMETHOD:REPLY\r\nBEGIN:VEVENT\r\nUID:x\r\n\
+ATTENDEE;PARTSTAT=ACCEPTED;CN=Ann:MAILTO:ann@example.org\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let calendar = read(ics.as_bytes()).unwrap();
+        assert_eq!(calendar.method.as_deref(), Some("REPLY"));
+        assert_eq!(calendar.attendees[0].address, "ann@example.org");
+        assert_eq!(calendar.attendees[0].status, "accepted");
+    }
+
+    #[test]
+    fn what_is_no_calendar_gives_none_and_broken_lines_are_passed_over() {
+        assert!(read(b"").is_none());
+        assert!(read(b"BEGIN:VCARD\nFN:Ann\nEND:VCARD\n").is_none());
+        assert!(read(b"BEGIN:VCALENDAR\nBEGIN:VTODO\nEND:VTODO\nEND:VCALENDAR\n").is_none());
+        let ics = "BEGIN:VCALENDAR\nno colon here\nBEGIN:VEVENT\nDTSTART:2026\nSUMMARY:Still\nEND:VALARM\n";
+        let calendar = read(ics.as_bytes()).unwrap();
+        assert_eq!((calendar.summary.as_deref(), calendar.start.is_none()), (Some("Still"), true));
+    }
+}
