@@ -202,6 +202,10 @@ fn sent_outside(conn: &Connection, raw: RawInbound, stored: StoredParts, now_ms:
     if let Some(header) = header {
         store::mail::record_header(conn, &channel_id, &header, conversation.id.as_str(), message.id.as_str(), now_ms)?;
     }
+    // An invitation an agent sent from their mail client: the answers to it come back by its UID.
+    if let Some(uid) = &mail.calendar_uid {
+        store::mail::record_calendar_uid(conn, &channel_id, uid, conversation.id.as_str(), now_ms)?;
+    }
     store::events::append_json(conn, EventType::MessageSent, conversation.id.as_str(), body)?;
     Ok(Outcome::Stored { message_id: message.id, conversation_id: message.conversation_id })
 }
@@ -250,6 +254,7 @@ fn store_message(
     // A report's references are to our own messages.
     let answers = raw.mail.clone().filter(|_| raw.delivery_report.is_none());
     let mail_id = raw.mail.as_ref().and_then(|m| m.message_id.clone());
+    let calendar_uid = raw.mail.as_ref().and_then(|m| m.calendar_uid.clone());
     let channel_id = raw.channel_id.clone();
     let contact_id = plan.contact_id().clone();
     let mut message = normalize(raw, stored, contact_id, conversation.id.clone(), plan.stitch.clone(), &now);
@@ -260,6 +265,9 @@ fn store_message(
     }
     if let Some(header) = mail_id {
         store::mail::record_header(conn, &channel_id, &header, conversation.id.as_str(), message.id.as_str(), now_ms)?;
+    }
+    if let Some(uid) = calendar_uid {
+        store::mail::record_calendar_uid(conn, &channel_id, &uid, conversation.id.as_str(), now_ms)?;
     }
     // The event's data is the message as stored: serialized once for both.
     store::events::append_json(conn, EventType::MessageReceived, message.conversation_id.as_str(), body)?;

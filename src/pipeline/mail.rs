@@ -48,4 +48,8 @@ impl MailLookup for StoreLookup<'_> {
             self.subject_since,
         )
     }
+
+    fn by_calendar_uid(&mut self, uid: &str) -> Result<Vec<String>, StoreError> {
+        store::mail::conversations_by_calendar_uid(self.conn, self.channel_id, uid)
+    }
 }

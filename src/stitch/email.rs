@@ -23,6 +23,9 @@ pub struct MailThreading {
     /// A conversation id found in a `local+cnv_…@domain` recipient.
     pub reply_token: Option<ConversationId>,
     pub subject_key: Option<String>,
+    /// The UID of the calendar event an invitation, its update or cancellation, or an answer to
+    /// one is about (iTIP methods only: a plain event file threads by nothing of it).
+    pub calendar_uid: Option<String>,
     /// Identities of everyone on the mail (From, To, Cc), recorded as participants.
     pub participants: Vec<String>,
     /// How far back a subject match may reach (ms).
@@ -39,6 +42,9 @@ pub trait MailLookup {
     fn sender_allowed(&mut self, conversation_id: &str) -> Result<bool, Self::Error>;
     /// The sender's newest conversation with this subject key within the window.
     fn by_subject(&mut self, subject_key: &str) -> Result<Option<String>, Self::Error>;
+    /// Conversations holding mail about the calendar event with this UID on this channel,
+    /// newest first.
+    fn by_calendar_uid(&mut self, uid: &str) -> Result<Vec<String>, Self::Error>;
 }
 
 /// A conversation a mail joins: which, why (`stitch.reason`), and, when its threading headers
@@ -83,6 +89,16 @@ pub fn find_conversation<L: MailLookup>(mail: &MailThreading, lookup: &mut L) ->
     if let Some(token) = &mail.reply_token {
         if lookup.exists(token.as_str())? && lookup.sender_allowed(token.as_str())? {
             return Ok(Some(Joined { conversation: token.to_string(), reason: "token", header: None }));
+        }
+    }
+    // An invitation's update, its cancellation and the answers to it each say something else in
+    // the subject ("Updated invitation: …", "Canceled: …", "Accepted: …"), and calendars often
+    // leave out In-Reply-To: the event's UID is what they share.
+    if let Some(uid) = mail.calendar_uid.as_deref().filter(|u| !u.is_empty()) {
+        for candidate in lookup.by_calendar_uid(uid)? {
+            if lookup.sender_allowed(&candidate)? {
+                return Ok(Some(Joined { conversation: candidate, reason: "calendar", header: None }));
+            }
         }
     }
     if let Some(key) = mail.subject_key.as_deref().filter(|k| !k.is_empty()) {
@@ -370,6 +386,7 @@ mod tests {
         headers: HashMap<String, Vec<String>>,
         allowed: HashSet<String>,
         subjects: HashMap<String, String>,
+        calendar_uids: HashMap<String, Vec<String>>,
         existing: HashSet<String>,
     }
 
@@ -387,6 +404,9 @@ mod tests {
         }
         fn by_subject(&mut self, k: &str) -> Result<Option<String>, ()> {
             Ok(self.subjects.get(k).cloned())
+        }
+        fn by_calendar_uid(&mut self, uid: &str) -> Result<Vec<String>, ()> {
+            Ok(self.calendar_uids.get(uid).cloned().unwrap_or_default())
         }
     }
 
@@ -418,6 +438,18 @@ mod tests {
         fake.allowed.remove("cnv_A");
         let m = MailThreading { in_reply_to: vec!["a@x".into()], subject_key: None, ..mail() };
         assert_eq!(find_conversation(&m, &mut fake), Ok(None));
+        // A calendar event's UID after the headers and before the subject; the newest
+        // conversation the sender may join.
+        fake.calendar_uids.insert("event-1".into(), vec!["cnv_A".into(), "cnv_C".into(), "cnv_B".into()]);
+        fake.allowed.insert("cnv_C".into());
+        let m = MailThreading { calendar_uid: Some("event-1".into()), ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined("cnv_C", "calendar", None))));
+        let m = MailThreading { in_reply_to: vec!["b@x".into()], calendar_uid: Some("event-1".into()), ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined("cnv_B", "in_reply_to", Some("b@x")))));
+        fake.allowed.remove("cnv_C");
+        fake.allowed.remove("cnv_B");
+        let m = MailThreading { calendar_uid: Some("event-1".into()), ..mail() };
+        assert_eq!(find_conversation(&m, &mut fake), Ok(Some(joined("cnv_S", "subject", None))));
     }
 
     #[test]

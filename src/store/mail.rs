@@ -44,6 +44,36 @@ pub fn header_known(conn: &Connection, channel_id: &str, header_id: &str) -> Res
         .is_some())
 }
 
+/// Conversations that hold mail about the calendar event `uid` on the channel, newest first.
+pub fn conversations_by_calendar_uid(
+    conn: &Connection,
+    channel_id: &str,
+    uid: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT conversation_id FROM calendar_uids WHERE channel_id = ?1 AND uid = ?2 ORDER BY updated_at DESC",
+    )?;
+    let rows = stmt.query_map([channel_id, uid], |r| r.get::<_, String>(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Records that mail about the calendar event `uid` is in `conversation_id` (once per
+/// conversation; the newest mail about it makes it the newest).
+pub fn record_calendar_uid(
+    conn: &Connection,
+    channel_id: &str,
+    uid: &str,
+    conversation_id: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO calendar_uids (channel_id, uid, conversation_id, updated_at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (channel_id, uid, conversation_id) DO UPDATE SET updated_at = excluded.updated_at",
+    )?
+    .execute(params![channel_id, uid, conversation_id, now])?;
+    Ok(())
+}
+
 /// Records that `header_id` belongs to `conversation_id`: the Message-ID of `message_id`, or,
 /// with `message_id` = `ref:<id>`, one that message answered and no mail of the channel had.
 pub fn record_header(

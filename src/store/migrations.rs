@@ -211,6 +211,17 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX IF EXISTS attachments_sha256;
     "#,
+    // 11: calendar events in mail, by UID: an invitation, its updates, its cancellation and the
+    // answers to it thread together whatever their subjects say.
+    r#"
+    CREATE TABLE calendar_uids (
+        channel_id TEXT NOT NULL,
+        uid TEXT NOT NULL,
+        conversation_id TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (channel_id, uid, conversation_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -3211,6 +3211,114 @@ async fn calendar_invitations_and_answers_reach_the_helpdesk_as_events() {
     server.stop().await;
 }
 
+/// An invitation, its update and its cancellation are one conversation, though each subject
+/// says something else ("Invitation: …", "Updated invitation: …", "Canceled event: …") and none
+/// names the one before: the event's UID threads them (`stitch.reason` `calendar`). A stranger's
+/// invitation that reuses the UID starts a conversation of its own, and a plain event file (no
+/// iTIP method: a booking confirmation, say) threads by nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_its_update_and_its_cancellation_stay_one_conversation() {
+    let mail = MailServers::start().await;
+    let helpdesk = Receiver::start().await;
+    let config = format!("{}{}", mail.channel("support", ""), webhook("h", &helpdesk, "[\"1s\"]"));
+    let server = TestServer::start(&config).await;
+    let invitation = |n: usize, from: &str, subject: &str, method: Option<&str>, sequence: u32| {
+        let method_line = method.map(|m| format!("METHOD:{m}\r\n")).unwrap_or_default();
+        format!(
+            "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <invitation-{n}@example.org>\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"A\"\r\n\r\n--A\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\n{subject}\r\n--A\r\n\
+             Content-Type: text/calendar; charset=utf-8{}\r\n\r\nBEGIN:VCALENDAR\r\n{method_line}\
+             BEGIN:VEVENT\r\nUID:call-4711@example.org\r\nSEQUENCE:{sequence}\r\nSUMMARY:Call about order 4711\r\n\
+             DTSTART:20261204T100000Z\r\nORGANIZER:mailto:{from}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n--A--\r\n",
+            SUPPORT.0,
+            method.map(|m| format!("; method={m}")).unwrap_or_default(),
+        )
+    };
+    let steps = [
+        (ANN.0, "Invitation: Call about order 4711 @ Thu Dec 3, 2026 10am", Some("REQUEST"), 0, "new"),
+        (ANN.0, "Updated invitation: Call about order 4711 @ Fri Dec 4, 2026 10am", Some("REQUEST"), 1, "calendar"),
+        (ANN.0, "Canceled event: Call about order 4711 @ Fri Dec 4, 2026 10am", Some("CANCEL"), 2, "calendar"),
+        ("stranger@example.net", "Invitation: Call about order 4711", Some("REQUEST"), 0, "new"),
+        (ANN.0, "Your booking", None, 0, "new"),
+    ];
+    let mut received = Vec::new();
+    for (n, (from, subject, method, sequence, reason)) in steps.into_iter().enumerate() {
+        mail.append(SUPPORT, &invitation(n, from, subject, method, sequence)).await;
+        let message = nth_received(&helpdesk, n).await;
+        assert_eq!(message["stitch"]["reason"], reason, "{subject}: {message}");
+        received.push(message);
+    }
+    let conversation = |n: usize| received[n]["conversation_id"].as_str().unwrap().to_owned();
+    assert_eq!((conversation(1), conversation(2)), (conversation(0), conversation(0)));
+    assert_eq!(received[2]["calendar"]["method"], "CANCEL");
+    assert_ne!(conversation(3), conversation(0), "the stranger's");
+    assert_ne!(conversation(4), conversation(0), "the booking's");
+    // A restart keeps what threads them: a later answer still finds the conversation.
+    let server = TestServer::start_in(server.stop().await, &config).await;
+    mail.append(SUPPORT, &invitation(5, ANN.0, "Invitation: Call about order 4711 @ Mon Dec 7", Some("REQUEST"), 3))
+        .await;
+    let again = nth_received(&helpdesk, 5).await;
+    assert_eq!(
+        (again["conversation_id"].as_str().unwrap(), again["stitch"]["reason"].as_str()),
+        (conversation(0).as_str(), Some("calendar"))
+    );
+    server.stop().await;
+}
+
+/// An agent invites a customer to a call from the mail client (the Sent folder is watched): the
+/// customer's calendar answers "Accepted: …" with no In-Reply-To and a subject the thread never
+/// had, and the answer still lands in the agent's conversation, by the event's UID, with who
+/// accepted in its `calendar`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_to_an_invitation_an_agent_sent_from_the_mail_client_joins_its_conversation() {
+    let mail = MailServers::start().await;
+    create_folders(mail.imap_port, SUPPORT, &["Sent"]).await;
+    let config = mail.channel_with_imap("support", "folders = [\"INBOX\", \"Sent\"]");
+    let server = TestServer::start(&config).await;
+    let calendar = |method: &str, attendee: &str| {
+        format!(
+            "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"A\"\r\n\r\n--A\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nLet us talk it through.\r\n--A\r\n\
+             Content-Type: text/calendar; charset=utf-8; method={method}\r\n\r\nBEGIN:VCALENDAR\r\n\
+             METHOD:{method}\r\nBEGIN:VEVENT\r\nUID:040000008200E00074C5B7101A82E008-lamp\r\n\
+             SUMMARY:Broken lamp\r\nDTSTART:20261204T100000Z\r\n\
+             ORGANIZER;CN=Example Support:mailto:{}\r\nATTENDEE;PARTSTAT={attendee};CN=Ann:mailto:{}\r\n\
+             END:VEVENT\r\nEND:VCALENDAR\r\n--A--\r\n",
+            SUPPORT.0, ANN.0
+        )
+    };
+    let invitation = format!(
+        "From: Example Support <{}>\r\nTo: {}\r\nSubject: Broken lamp\r\nMessage-ID: <invite-lamp@example.com>\r\n{}",
+        SUPPORT.0,
+        ANN.0,
+        calendar("REQUEST", "NEEDS-ACTION")
+    );
+    let mut session = mail.login(SUPPORT).await;
+    session.append("Sent", None, None, invitation).await.unwrap();
+    session.logout().await.unwrap();
+    let sent = loop_until(|| async {
+        server.all_events().await.into_iter().find(|e| e["type"] == "message.sent").map(|e| e["data"].clone())
+    })
+    .await;
+    assert_eq!(sent["calendar"]["method"], "REQUEST");
+    let answer = format!(
+        "From: Ann <{}>\r\nTo: {}\r\nSubject: Accepted: Broken lamp\r\nMessage-ID: <accepted-lamp@example.org>\r\n{}",
+        ANN.0,
+        SUPPORT.0,
+        calendar("REPLY", "ACCEPTED")
+    );
+    mail.append(SUPPORT, &answer).await;
+    let received = first_received(&server).await["data"].clone();
+    assert_eq!(
+        (received["conversation_id"].as_str(), received["stitch"]["reason"].as_str()),
+        (sent["conversation_id"].as_str(), Some("calendar")),
+        "{received}"
+    );
+    assert_eq!(received["calendar"]["attendees"][0]["status"], "accepted");
+    server.stop().await;
+}
+
 /// Appends `tests/fixtures/email/{name}.eml` to the support mailbox.
 async fn append_fixture(mail: &MailServers, name: &str) {
     let path = format!("{}/tests/fixtures/email/{name}.eml", env!("CARGO_MANIFEST_DIR"));
