@@ -65,6 +65,15 @@ write("rtf_pars", H + "Content-Type: application/rtf\r\n\r\n{\\rtf1\\ansi " + "\
 write("forward_chain", H.replace("Subject: x", "Subject: Fwd: x") + "\r\n"
       + "---------- Forwarded message ---------\nFrom: A <a@b>\nDate: x\nSubject: y\nTo: c@d\n\n" * 20000)
 write("signature", H + "\r\n" + "-- \nsig\n" * 100000)
+# A calendar invitation whose zone has thousands of observances, each with rules listing every
+# day of every month, and a long list of onsets (`email/calendar.rs` caps what it considers).
+observance = ("BEGIN:DAYLIGHT\r\nDTSTART:19700101T020000\r\nTZOFFSETFROM:+0100\r\nTZOFFSETTO:+0200\r\n"
+              "RRULE:FREQ=YEARLY;BYMONTH=" + ",".join(str(m) for m in range(1, 13)) * 20
+              + ";BYDAY=" + ",".join(f"{n}{d}" for n in range(-5, 6) for d in ("MO", "TU", "WE", "TH", "FR", "SA", "SU"))
+              + "\r\nRDATE:" + ",".join(f"{1970 + i % 60}0{1 + i % 9}01T020000" for i in range(200)) + "\r\nEND:DAYLIGHT\r\n")
+ics = ("BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VTIMEZONE\r\nTZID:X\r\n" + observance * 240 + "END:VTIMEZONE\r\n"
+       "BEGIN:VEVENT\r\nUID:u\r\nDTSTART;TZID=X:20261124T100000\r\nDTEND;TZID=X:20261124T110000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+write("calendar_rules", H + "MIME-Version: 1.0\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n" + ics)
 write("signoffs", H + "\r\nhi\n" + "Best regards,\nAnn\n" * 100000 + "Sent from my iPhone\n" * 100000)
 write("cr_only", H + "\r\n" + "line\r" * 500000)
 write("nul", H + "\r\n" + "\0" * N)

@@ -20,9 +20,20 @@ pub fn is_calendar(content_type: &str, filename: Option<&str>) -> bool {
         || filename.is_some_and(|name| name.to_ascii_lowercase().ends_with(".ics"))
 }
 
+/// Calendar data larger than this is not read (the file stays): an invitation is a few KB, and
+/// one with a picture in its description a few hundred.
+const MAX_CALENDAR_BYTES: usize = 1 << 20;
+/// A zone's observances considered: real ones have two, or a few dozen written out by year.
+const MAX_OBSERVANCES: usize = 200;
+/// Entries of an RRULE list considered (BYDAY, BYMONTHDAY, BYMONTH): a zone's rule has one.
+const MAX_RULE_ENTRIES: usize = 31;
+
 /// The event of a calendar object (its first `VEVENT` that is not an exception to a recurring
-/// one), or `None` when it holds none.
+/// one), or `None` when it holds none or is larger than `MAX_CALENDAR_BYTES`.
 pub fn read(ics: &[u8]) -> Option<MailCalendar> {
+    if ics.len() > MAX_CALENDAR_BYTES {
+        return None;
+    }
     let text = String::from_utf8_lossy(ics);
     let calendar = parse(&text)?;
     let events = || calendar.children.iter().filter(|c| c.name == "VEVENT");
@@ -352,6 +363,7 @@ fn in_utc(local: i64, zone: &Component) -> Option<i64> {
         .children
         .iter()
         .filter(|c| c.name == "STANDARD" || c.name == "DAYLIGHT")
+        .take(MAX_OBSERVANCES)
         .flat_map(|observance| observance_transitions(observance, year))
         .collect();
     transitions.sort_by_key(|t| t.onset);
@@ -415,7 +427,9 @@ fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -
     let time_of_day = start.rem_euclid(86_400);
     let until = part("UNTIL").and_then(date_time).map(|(at, _, _)| at);
     let last_year = part("COUNT").and_then(|c| c.parse::<i64>().ok()).map(|count| start_year + count - 1);
-    let list = |name: &str| part(name).map(|v| v.split(',').map(str::trim).collect::<Vec<_>>()).unwrap_or_default();
+    let list = |name: &str| {
+        part(name).map(|v| v.split(',').map(str::trim).take(MAX_RULE_ENTRIES).collect::<Vec<_>>()).unwrap_or_default()
+    };
     let months: Vec<u32> = match list("BYMONTH").iter().map(|m| m.parse().ok()).collect::<Option<Vec<u32>>>() {
         Some(months) if !months.is_empty() => months,
         _ => vec![start_month],
@@ -575,6 +589,24 @@ ATTENDEE;PARTSTAT=ACCEPTED;CN=Ann:MAILTO:ann@example.org\r\nEND:VEVENT\r\nEND:VC
         assert_eq!(calendar.method.as_deref(), Some("REPLY"));
         assert_eq!(calendar.attendees[0].address, "ann@example.org");
         assert_eq!(calendar.attendees[0].status, "accepted");
+    }
+
+    /// A zone of thousands of observances, each with rules listing every day: read in bounded
+    /// time (the caps), and the event still read.
+    #[test]
+    fn a_hostile_zone_is_read_within_its_caps() {
+        let observance = "BEGIN:DAYLIGHT\nDTSTART:19700101T020000\nTZOFFSETFROM:+0100\nTZOFFSETTO:+0200\n\
+RRULE:FREQ=YEARLY;BYMONTH=1,2,3,4,5,6,7,8,9,10,11,12;BYDAY=MO,TU,WE,TH,FR,SA,SU,1MO,2MO,3MO,4MO,-1MO,-2MO\n\
+END:DAYLIGHT\n";
+        let ics = format!(
+            "BEGIN:VCALENDAR\nBEGIN:VTIMEZONE\nTZID:X\n{}END:VTIMEZONE\nBEGIN:VEVENT\nDTSTART;TZID=X:20261124T100000\n\
+             SUMMARY:Still\nEND:VEVENT\nEND:VCALENDAR\n",
+            observance.repeat(4000)
+        );
+        assert!(ics.len() < MAX_CALENDAR_BYTES);
+        let calendar = read(ics.as_bytes()).unwrap();
+        assert_eq!(calendar.start.and_then(|s| s.utc).as_deref(), Some("2026-11-24T08:00:00.000Z"));
+        assert!(read(&vec![b' '; MAX_CALENDAR_BYTES + 1]).is_none());
     }
 
     #[test]
