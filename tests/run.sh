@@ -36,6 +36,8 @@ command -v debootstrap >/dev/null || need_apt+=(debootstrap)
 command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v postfix >/dev/null || need_apt+=(postfix)
 command -v tnef >/dev/null || need_apt+=(tnef)
+# The tz database calendar times in a named zone are read from (by the gateway and by Python).
+[ -e /usr/share/zoneinfo/Europe/Warsaw ] || need_apt+=(tzdata)
 perl -MSisimai -e1 2>/dev/null || need_apt+=(libsisimai-perl)
 perl -MMail::AuthenticationResults -e1 2>/dev/null || need_apt+=(libmail-authenticationresults-perl)
 command -v spamassassin >/dev/null || need_apt+=(spamassassin)

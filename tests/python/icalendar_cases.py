@@ -8,9 +8,12 @@ Outlook writes it (a yearly RRULE per observance); end by DTEND or by DURATION; 
 commas, semicolons, backslashes, line breaks and non-ASCII letters, long enough to be folded;
 names that need quoting; answers (REPLY) and cancellations.
 
-A zone is given a TZID icalendar does not know ("Custom/…"), so that icalendar, like the
-gateway, must place its times by the VTIMEZONE the invitation carries, not by its own tz
-database (icalendar reads it with dateutil's `tzical`).
+A zone described in a VTIMEZONE is given a TZID icalendar does not know ("Custom/…"), so that
+icalendar, like the gateway, must place its times by the VTIMEZONE the invitation carries, not
+by its own tz database (icalendar reads it with dateutil's `tzical`). A zone only named
+(`TZID=Europe/Warsaw`, no VTIMEZONE) is read by both from the system's tz database: icalendar
+through Python's `zoneinfo`, the gateway with its own TZif reader; years past 2037, which the
+database gives by rule, included.
 
 In Outlook's zones, times are drawn around the hours clocks change. There the two readings part
 in one place: a time in the hour the clocks skip, which dateutil reads with the offset after the
@@ -125,6 +128,27 @@ def away_from_changes(vtimezone, local):
     return local
 
 
+def near_zoneinfo_change(rng, zone, year):
+    """A wall-clock time within two hours of one of `zone`'s changes in `year` (or the 1st of
+    July when it has none)."""
+    at, changes = dt.datetime(year, 1, 1, tzinfo=UTC), []
+    offset = at.astimezone(zone).utcoffset()
+    while at.year == year:
+        day = at + dt.timedelta(days=1)
+        if day.astimezone(zone).utcoffset() != offset:
+            while (at + dt.timedelta(minutes=15)).astimezone(zone).utcoffset() == offset:
+                at += dt.timedelta(minutes=15)
+            changes.append((at + dt.timedelta(minutes=15), offset))
+            day = at + dt.timedelta(minutes=15)
+            offset = day.astimezone(zone).utcoffset()
+        at = day
+    if not changes:
+        return dt.datetime(year, 7, 1, 12, 0)
+    change, before = rng.choice(changes)
+    wall = (change + before).replace(tzinfo=None)
+    return wall + dt.timedelta(minutes=rng.choice([-120, -61, -60, -30, -1, 0, 1, 15, 30, 45, 59, 60, 61, 90, 120]))
+
+
 def near_transition(rng, vtimezone, local):
     """Half the time, a wall-clock time within two hours of one of the zone's changes in the year
     of `local` (as icalendar places them by the VTIMEZONE): in the hour skipped, the hour
@@ -157,7 +181,7 @@ def case(rng):
         if rng.random() < 0.85:
             event.add(prop, text(rng, rng.randint(1, words)))
 
-    shape = rng.choice(["utc", "floating", "all_day", "outlook", "outlook", "iana", "iana"])
+    shape = rng.choice(["utc", "floating", "all_day", "outlook", "outlook", "iana", "iana", "named", "named"])
     local = near_change(rng)
     if shape == "all_day":
         start = local.date()
@@ -175,6 +199,15 @@ def case(rng):
         cal.add_component(vtimezone)
         local = near_transition(rng, vtimezone, local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
+    elif shape == "named":
+        # Named, not described: icalendar reads it by Python's zoneinfo, the gateway by the same
+        # system tz database, each with its own reader. Years past 2037 are the footer rule's.
+        name = rng.choice(IANA_ZONES)
+        tzid = name
+        local = local.replace(year=rng.choice([local.year, rng.randint(1975, 2007), rng.randint(2038, 2070)]))
+        if rng.random() < 0.5:
+            local = near_zoneinfo_change(rng, zoneinfo.ZoneInfo(name), local.year)
+        start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
     else:
         name = rng.choice(IANA_ZONES)
         zone = zoneinfo.ZoneInfo(name)
@@ -191,7 +224,7 @@ def case(rng):
         local = away_from_changes(vtimezone, local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
     by_duration = rng.random() < 0.3
-    if shape in ("outlook", "iana"):
+    if shape in ("outlook", "iana", "named"):
         event.add("DTSTART", start)
         event["DTSTART"].params["TZID"] = tzid
         if by_duration:

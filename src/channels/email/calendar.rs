@@ -8,10 +8,12 @@
 //! The reader takes iCalendar (RFC 5545) as mail clients write it: folded lines, quoted
 //! parameters, escaped text, all-day dates, `DURATION` instead of `DTEND`. A time in a named zone
 //! is placed in UTC by the invitation's own `VTIMEZONE` (its observances' `DTSTART`, yearly
-//! `RRULE` and `RDATE` onsets); a zone the invitation does not describe leaves `utc` out rather
-//! than guessing. Nothing here can fail the mail: what does not parse is left out, and the file
+//! `RRULE` and `RDATE` onsets); a zone it names without describing (`TZID=Europe/Warsaw` alone,
+//! which RFC 5545 does not allow and some calendars write) by the system's tz database
+//! (`tzif.rs`); a zone neither knows leaves `utc` out rather than guessing. Nothing here can fail the mail: what does not parse is left out, and the file
 //! stays an attachment either way.
 
+use super::tzif;
 use crate::model::{time, CalendarAttendee, CalendarTime, MailCalendar, Party};
 
 /// Whether a mail part is a calendar object: by its type, or by an `.ics` name on a generic one.
@@ -47,10 +49,12 @@ pub fn read(ics: &[u8]) -> Option<MailCalendar> {
         None => {
             start.as_ref().zip(event.property("DURATION").and_then(|p| duration(&p.value))).map(|(start, seconds)| {
                 let local = start.local + seconds;
-                let zone = start.time_zone.as_deref().and_then(|name| zone(&zones, name));
-                let utc = match zone {
-                    Some(zone) if start.utc.is_some() => in_utc(local, zone),
-                    _ => start.utc.map(|u| u + seconds),
+                let utc = match (start.time_zone.as_deref(), start.utc) {
+                    (Some(name), Some(_)) => match zone(&zones, name) {
+                        Some(zone) => in_utc(local, zone),
+                        None => tzif::transitions(name, year_of(local)).and_then(|t| resolve(local, t)),
+                    },
+                    (_, utc) => utc.map(|u| u + seconds),
                 };
                 Instant { local, utc, ..start.clone() }
             })
@@ -272,7 +276,11 @@ fn instant(property: &Property, zones: &[&Component]) -> Option<Instant> {
     let time_zone = property.param("TZID").map(|z| z.trim_start_matches('/').to_owned()).filter(|_| !utc);
     let utc = match (utc, all_day, &time_zone) {
         (true, _, _) => Some(local),
-        (false, false, Some(name)) => zone(zones, name).and_then(|z| in_utc(local, z)),
+        (false, false, Some(name)) => match zone(zones, name) {
+            Some(zone) => in_utc(local, zone),
+            // A zone the invitation names without describing: the system's tz database's.
+            None => resolve(local, tzif::transitions(name, year_of(local))?),
+        },
         _ => None,
     };
     Some(Instant { local, all_day, time_zone, utc })
@@ -347,18 +355,19 @@ fn duration(value: &str) -> Option<i64> {
 }
 
 /// A change of a zone's offset: when (UTC), from which offset to which (seconds east of UTC).
-struct Transition {
-    onset: i64,
-    from: i64,
-    to: i64,
+pub(super) struct Transition {
+    pub onset: i64,
+    pub from: i64,
+    pub to: i64,
 }
 
-/// The instant a zone's wall-clock time `local` names, by the zone's observances: the offset
+/// The instant a zone's wall-clock time `local` names, by the zone's observances (a VTIMEZONE's
+/// STANDARD and DAYLIGHT): the offset
 /// in effect is that of the last onset before it. A time that occurs twice (the hour clocks go
 /// back) is the first of the two; one skipped (the hour clocks go forward) is read with the
 /// offset before the gap — both as RFC 5545 §3.3.5 says.
 fn in_utc(local: i64, zone: &Component) -> Option<i64> {
-    let year = time::civil_from_days(local.div_euclid(86_400)).0;
+    let year = year_of(local);
     let mut transitions: Vec<Transition> = zone
         .children
         .iter()
@@ -367,6 +376,15 @@ fn in_utc(local: i64, zone: &Component) -> Option<i64> {
         .flat_map(|observance| observance_transitions(observance, year))
         .collect();
     transitions.sort_by_key(|t| t.onset);
+    resolve(local, transitions)
+}
+
+fn year_of(local: i64) -> i64 {
+    time::civil_from_days(local.div_euclid(86_400)).0
+}
+
+/// The instant of `local` among a zone's `transitions` (sorted by onset), as `in_utc` says.
+fn resolve(local: i64, transitions: Vec<Transition>) -> Option<i64> {
     // Before the first onset, the offset it changes from.
     let mut offset_before = transitions.first()?.from;
     if local - offset_before < transitions[0].onset {

@@ -45,6 +45,7 @@ mod smtp;
 mod tests;
 mod tls;
 pub mod tnef;
+mod tzif;
 mod written_date;
 
 use std::borrow::Cow;
