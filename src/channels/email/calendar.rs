@@ -50,10 +50,7 @@ pub fn read(ics: &[u8]) -> Option<MailCalendar> {
             start.as_ref().zip(event.property("DURATION").and_then(|p| duration(&p.value))).map(|(start, seconds)| {
                 let local = start.local + seconds;
                 let utc = match (start.time_zone.as_deref(), start.utc) {
-                    (Some(name), Some(_)) => match zone(&zones, name) {
-                        Some(zone) => in_utc(local, zone),
-                        None => tzif::transitions(name, year_of(local)).and_then(|t| resolve(local, t)),
-                    },
+                    (Some(name), Some(_)) => zoned(local, name, &zones),
                     (_, utc) => utc.map(|u| u + seconds),
                 };
                 Instant { local, utc, ..start.clone() }
@@ -276,14 +273,19 @@ fn instant(property: &Property, zones: &[&Component]) -> Option<Instant> {
     let time_zone = property.param("TZID").map(|z| z.trim_start_matches('/').to_owned()).filter(|_| !utc);
     let utc = match (utc, all_day, &time_zone) {
         (true, _, _) => Some(local),
-        (false, false, Some(name)) => match zone(zones, name) {
-            Some(zone) => in_utc(local, zone),
-            // A zone the invitation names without describing: the system's tz database's.
-            None => resolve(local, tzif::transitions(name, year_of(local))?),
-        },
+        (false, false, Some(name)) => zoned(local, name, zones),
         _ => None,
     };
     Some(Instant { local, all_day, time_zone, utc })
+}
+
+/// The instant of the wall-clock time `local` in the zone `name`: by the invitation's VTIMEZONE
+/// for it, or, when it only names the zone, by the system's tz database.
+fn zoned(local: i64, name: &str, zones: &[&Component]) -> Option<i64> {
+    match zone(zones, name) {
+        Some(zone) => in_utc(local, zone),
+        None => resolve(local, tzif::transitions(name, year_of(local))?),
+    }
 }
 
 /// The `VTIMEZONE` of the zone a TZID names (a leading `/`, "globally unique", is no part of it).
