@@ -450,10 +450,13 @@ fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -
     let list = |name: &str| {
         part(name).map(|v| v.split(',').map(str::trim).take(MAX_RULE_ENTRIES).collect::<Vec<_>>()).unwrap_or_default()
     };
-    let months: Vec<u32> = match list("BYMONTH").iter().map(|m| m.parse().ok()).collect::<Option<Vec<u32>>>() {
+    let mut months: Vec<u32> = match list("BYMONTH").iter().map(|m| m.parse().ok()).collect::<Option<Vec<u32>>>() {
         Some(months) if !months.is_empty() => months,
         _ => vec![start_month],
     };
+    // Each month and each day once, however often a rule names them: at most a year's days.
+    months.sort_unstable();
+    months.dedup();
     let month_days: Vec<i64> = list("BYMONTHDAY").iter().filter_map(|d| d.parse().ok()).collect();
     let weekdays: Vec<(i64, usize)> = list("BYDAY").iter().filter_map(|d| by_day(d)).collect();
     let mut onsets = Vec::new();
@@ -484,6 +487,9 @@ fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -
                     })
                     .collect(),
             };
+            let mut days = days;
+            days.sort_unstable();
+            days.dedup();
             for day in days.into_iter().filter(|d| (1..=length).contains(d)) {
                 let onset = (first + day - 1) * 86_400 + time_of_day;
                 // UNTIL is in UTC, the onset in wall-clock time: within a day is close enough,
