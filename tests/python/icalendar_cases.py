@@ -259,20 +259,27 @@ def case(rng):
     return {"ics": ics, "expected": read_back(ics)}
 
 
-def when(prop, value):
-    """How the gateway shows a DTSTART/DTEND icalendar decoded to `value`."""
+def rfc_utc(value):
+    """The instant of an aware wall-clock time, as RFC 5545 §3.3.5 reads it."""
+    utc = value.astimezone(UTC)
+    wall = value.replace(tzinfo=None)
+    if utc.astimezone(value.tzinfo).replace(tzinfo=None) != wall:
+        # Skipped when the clocks went forward. icalendar reads such a time with the offset
+        # after the change; RFC 5545 §3.3.5 says the offset before it, as the gateway does.
+        before = (wall - dt.timedelta(hours=3)).replace(tzinfo=value.tzinfo).utcoffset()
+        utc = (wall - before).replace(tzinfo=UTC)
+        SKIPPED[0] += 1
+    return utc
+
+
+def when(prop, value, utc=None):
+    """How the gateway shows a DTSTART/DTEND icalendar decoded to `value` (at the instant
+    `utc`, when given)."""
     if not isinstance(value, dt.datetime):
         return {"local": value.isoformat(), "all_day": True}
     shown = {"local": value.strftime("%Y-%m-%dT%H:%M:%S")}
     if value.tzinfo is not None:
-        utc = value.astimezone(UTC)
-        wall = value.replace(tzinfo=None)
-        if utc.astimezone(value.tzinfo).replace(tzinfo=None) != wall:
-            # Skipped when the clocks went forward. icalendar reads such a time with the offset
-            # after the change; RFC 5545 §3.3.5 says the offset before it, as the gateway does.
-            before = (wall - dt.timedelta(hours=3)).replace(tzinfo=value.tzinfo).utcoffset()
-            utc = (wall - before).replace(tzinfo=UTC)
-            SKIPPED[0] += 1
+        utc = utc or rfc_utc(value)
         shown["utc"] = utc.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     tzid = prop.params.get("TZID")
     if tzid:
@@ -300,9 +307,15 @@ def read_back(ics):
     if "DTEND" in event:
         out["end"] = when(event["DTEND"], event.decoded("DTEND"))
     elif "DURATION" in event:
-        # Wall-clock arithmetic, then placed in the zone (as Python adds to an aware time).
-        end = start + event.decoded("DURATION")
-        out["end"] = when(event["DTSTART"], end)
+        # Days nominal (Python's arithmetic on an aware time is wall-clock arithmetic), hours,
+        # minutes and seconds exact (RFC 5545 §3.3.6), then shown on the zone's clock.
+        duration = event.decoded("DURATION")
+        days = dt.timedelta(days=duration.days)
+        if isinstance(start, dt.datetime) and start.tzinfo is not None:
+            utc = rfc_utc(start + days) + (duration - days)
+            out["end"] = when(event["DTSTART"], utc.astimezone(start.tzinfo), utc)
+        else:
+            out["end"] = when(event["DTSTART"], start + duration)
     if "RRULE" in event:
         out["recurrence"] = event["RRULE"].to_ical().decode()
     if "ORGANIZER" in event:

@@ -42,20 +42,24 @@ pub fn read(ics: &[u8]) -> Option<MailCalendar> {
     let event = events().find(|e| e.property("RECURRENCE-ID").is_none()).or_else(|| events().next())?;
     let zones: Vec<&Component> = calendar.children.iter().filter(|c| c.name == "VTIMEZONE").collect();
     let start = event.property("DTSTART").and_then(|p| instant(p, &zones));
-    // A DURATION is added to the wall-clock time, and a zoned end placed in UTC by its zone like
-    // the start: "P1D" across the night clocks change ends at the same time of day.
+    // A DURATION's days and weeks are nominal, its hours, minutes and seconds exact (RFC 5545
+    // §3.3.6): "P1D" across the night the clocks change ends at the same time of day, "PT2H" two
+    // hours later, whatever the wall clock says then.
     let end = match event.property("DTEND").and_then(|p| instant(p, &zones)) {
         Some(end) => Some(end),
-        None => {
-            start.as_ref().zip(event.property("DURATION").and_then(|p| duration(&p.value))).map(|(start, seconds)| {
-                let local = start.local + seconds;
-                let utc = match (start.time_zone.as_deref(), start.utc) {
-                    (Some(name), Some(_)) => zoned(local, name, &zones),
-                    (_, utc) => utc.map(|u| u + seconds),
+        None => start.as_ref().zip(event.property("DURATION").and_then(|p| duration(&p.value))).map(
+            |(start, (days, seconds))| {
+                let nominal = start.local + days * 86_400;
+                let (local, utc) = match (start.time_zone.as_deref(), start.utc) {
+                    (Some(name), Some(_)) => match zoned(nominal, name, &zones).map(|u| u + seconds) {
+                        Some(utc) => (wall_clock(utc, name, &zones).unwrap_or(nominal + seconds), Some(utc)),
+                        None => (nominal + seconds, None),
+                    },
+                    (_, utc) => (nominal + seconds, utc.map(|u| u + days * 86_400 + seconds)),
                 };
                 Instant { local, utc, ..start.clone() }
-            })
-        }
+            },
+        ),
     };
     let text = |name: &str| event.property(name).map(|p| unescape(&p.value)).filter(|t| !t.trim().is_empty());
     Some(MailCalendar {
@@ -288,6 +292,21 @@ fn zoned(local: i64, name: &str, zones: &[&Component]) -> Option<i64> {
     }
 }
 
+/// The wall-clock time in the zone `name` at the instant `utc`: `utc` plus the offset of the
+/// zone's last change before it.
+fn wall_clock(utc: i64, name: &str, zones: &[&Component]) -> Option<i64> {
+    let year = year_of(utc);
+    let transitions = match zone(zones, name) {
+        Some(zone) => observances(zone, year),
+        None => tzif::transitions(name, year)?,
+    };
+    let offset = match transitions.iter().rev().find(|t| t.onset <= utc) {
+        Some(last) => last.to,
+        None => transitions.first()?.from,
+    };
+    Some(utc + offset)
+}
+
 /// The `VTIMEZONE` of the zone a TZID names (a leading `/`, "globally unique", is no part of it).
 fn zone<'a>(zones: &[&'a Component], name: &str) -> Option<&'a Component> {
     zones.iter().copied().find(|z| z.property("TZID").is_some_and(|id| id.value.trim().trim_start_matches('/') == name))
@@ -324,8 +343,12 @@ fn date_time(value: &str) -> Option<(i64, bool, bool)> {
     Some((day + h * 3600 + min * 60 + s, false, utc))
 }
 
-/// `P1D`, `PT1H30M`, `P2W`, `-PT15M` in seconds (RFC 5545 §3.3.6).
-fn duration(value: &str) -> Option<i64> {
+/// The longest DURATION read (a hundred years, in seconds): anything longer is no event's.
+const MAX_DURATION: i64 = 100 * 366 * 86_400;
+
+/// `P1D`, `PT1H30M`, `P2W`, `-PT15M` (RFC 5545 §3.3.6) as its days (weeks and days, nominal)
+/// and its seconds (hours, minutes and seconds, exact).
+fn duration(value: &str) -> Option<(i64, i64)> {
     let value = value.trim();
     let (sign, rest) = match value.as_bytes().first()? {
         b'-' => (-1, &value[1..]),
@@ -333,27 +356,30 @@ fn duration(value: &str) -> Option<i64> {
         _ => (1, value),
     };
     let rest = rest.strip_prefix(['P', 'p'])?;
-    let (mut seconds, mut number, mut in_time, mut any) = (0i64, String::new(), false, false);
+    let (mut days, mut seconds, mut number, mut in_time, mut any) = (0i64, 0i64, String::new(), false, false);
     for c in rest.chars() {
         match c.to_ascii_uppercase() {
             '0'..='9' => number.push(c),
             'T' if number.is_empty() => in_time = true,
             unit => {
-                let n: i64 = number.parse().ok()?;
+                let n: i64 = number.parse().ok().filter(|n| *n <= MAX_DURATION)?;
                 number.clear();
-                seconds += n * match (unit, in_time) {
-                    ('W', false) => 7 * 86_400,
-                    ('D', false) => 86_400,
-                    ('H', true) => 3600,
-                    ('M', true) => 60,
-                    ('S', true) => 1,
+                match (unit, in_time) {
+                    ('W', false) => days += n * 7,
+                    ('D', false) => days += n,
+                    ('H', true) => seconds += n * 3600,
+                    ('M', true) => seconds += n * 60,
+                    ('S', true) => seconds += n,
                     _ => return None,
-                };
+                }
+                if days * 86_400 > MAX_DURATION || seconds > MAX_DURATION {
+                    return None;
+                }
                 any = true;
             }
         }
     }
-    (any && number.is_empty()).then_some(sign * seconds)
+    (any && number.is_empty()).then_some((sign * days, sign * seconds))
 }
 
 /// A change of a zone's offset: when (UTC), from which offset to which (seconds east of UTC).
@@ -369,7 +395,11 @@ pub(super) struct Transition {
 /// back) is the first of the two; one skipped (the hour clocks go forward) is read with the
 /// offset before the gap — both as RFC 5545 §3.3.5 says.
 fn in_utc(local: i64, zone: &Component) -> Option<i64> {
-    let year = year_of(local);
+    resolve(local, observances(zone, year_of(local)))
+}
+
+/// A VTIMEZONE's changes near `year`, by onset.
+fn observances(zone: &Component, year: i64) -> Vec<Transition> {
     let mut transitions: Vec<Transition> = zone
         .children
         .iter()
@@ -378,7 +408,7 @@ fn in_utc(local: i64, zone: &Component) -> Option<i64> {
         .flat_map(|observance| observance_transitions(observance, year))
         .collect();
     transitions.sort_by_key(|t| t.onset);
-    resolve(local, transitions)
+    transitions
 }
 
 fn year_of(local: i64) -> i64 {
@@ -590,6 +620,31 @@ END:VEVENT\r\nEND:VCALENDAR\r\n";
         // 25 October 2026, 02:30 happens twice: the first time.
         assert_eq!(utc_of("20261025T023000").as_deref(), Some("2026-10-25T00:30:00.000Z"));
         assert_eq!(utc_of("20261025T030000").as_deref(), Some("2026-10-25T02:00:00.000Z"));
+    }
+
+    #[test]
+    fn a_durations_hours_are_exact_and_its_days_nominal() {
+        let with_duration = |start: &str, duration: &str| {
+            let ics = OUTLOOK
+                .replace("20261124T100000", start)
+                .replace("DTEND;TZID=Central European Standard Time:20261124T110000", &format!("DURATION:{duration}"));
+            let end = read(ics.as_bytes()).unwrap().end.unwrap();
+            (end.local, end.utc.unwrap())
+        };
+        // Two hours from 01:30 on the night summer time starts: 04:30 by the clock.
+        assert_eq!(
+            with_duration("20260329T013000", "PT2H"),
+            ("2026-03-29T04:30:00".into(), "2026-03-29T02:30:00.000Z".into())
+        );
+        // A day from 10:00 the day before: 10:00 again, 23 hours later.
+        assert_eq!(
+            with_duration("20260328T100000", "P1D"),
+            ("2026-03-29T10:00:00".into(), "2026-03-29T08:00:00.000Z".into())
+        );
+        assert_eq!(duration("P1W2DT3H4M5S"), Some((9, 3 * 3600 + 4 * 60 + 5)));
+        assert_eq!(duration("-PT15M"), Some((0, -900)));
+        assert_eq!(duration("P99999999999999999D"), None);
+        assert_eq!(duration("PT1H2D"), None);
     }
 
     #[test]
