@@ -424,10 +424,12 @@ fn read(
                 .filter(|key| !openpgp_decrypt::hides_its_subject(key, encryption.as_ref())),
             participants,
             subject_window_ms: channel.subject_window.0.as_millis() as i64,
+            // (Exchange's UIDs are 112 characters; one of kilobytes would only bloat the index.)
             calendar_uid: calendar
                 .as_ref()
                 .filter(|c| c.method.as_deref().is_some_and(|m| m != "PUBLISH"))
-                .and_then(|c| c.uid.clone()),
+                .and_then(|c| c.uid.clone())
+                .filter(|uid| uid.len() <= 1000),
         }),
         subject,
         text,
