@@ -4861,13 +4861,15 @@ async fn mail_stored_before_the_dedup_key_changed_is_not_imported_again() {
     let server = TestServer::start(&config).await;
     loop_until(|| async { (count(&server).await == 2 && rejected_count(&server).await == 1).then_some(()) }).await;
     let dir = server.stop().await;
-    // The store as version 7 left it: each mail under `sha256:` of its source, no store_meta.
+    // The store as version 7 left it: each mail under `sha256:` of its source, no store_meta,
+    // nor the tables of later migrations (11: calendar_uids).
     let db = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
     db.execute_batch(
         "UPDATE messages SET provider_message_id = 'sha256:' || json_extract(body, '$.source.sha256')
              WHERE direction = 'inbound';
          UPDATE rejected_inbound SET dedup_key = 'sha256:' || json_extract(summary, '$.source.sha256');
          DROP TABLE store_meta;
+         DROP TABLE calendar_uids;
          PRAGMA user_version = 7;",
     )
     .unwrap();
