@@ -10,8 +10,10 @@
 //! is placed in UTC by the invitation's own `VTIMEZONE` (its observances' `DTSTART`, yearly
 //! `RRULE` and `RDATE` onsets); a zone it names without describing (`TZID=Europe/Warsaw` alone,
 //! which RFC 5545 does not allow and some calendars write) by the system's tz database
-//! (`tzif.rs`); a zone neither knows leaves `utc` out rather than guessing. Nothing here can fail the mail: what does not parse is left out, and the file
-//! stays an attachment either way.
+//! (`tzif.rs`); a zone neither knows leaves `utc` out rather than guessing.
+//!
+//! Nothing here can fail the mail: what does not parse is left out, and the file stays an
+//! attachment either way. Hostile data is read in bounded time (the `MAX_` caps below).
 
 use super::tzif;
 use crate::model::{time, CalendarAttendee, CalendarTime, MailCalendar, Party};
