@@ -52,6 +52,21 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// How many days `month` (1–12) of `year` has.
+pub fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// The weekday of a day counted from 1970-01-01 (a Thursday), Monday = 0.
+pub fn weekday(days: i64) -> u32 {
+    (days + 3).rem_euclid(7) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +79,15 @@ mod tests {
         assert_eq!(rfc3339(1_795_461_600_500), "2026-11-23T19:20:00.500Z");
         assert_eq!(imap_date(1_795_461_600_500), "23-Nov-2026");
         assert_eq!(imap_date(951_782_400_000), "29-Feb-2000");
+    }
+
+    #[test]
+    fn weekdays_and_month_lengths() {
+        assert_eq!(weekday(0), 3, "1970-01-01 was a Thursday");
+        assert_eq!(weekday(days_from_civil(2026, 11, 23)), 0, "a Monday");
+        assert_eq!(weekday(days_from_civil(1969, 12, 28)), 6, "a Sunday before the epoch");
+        assert_eq!((days_in_month(2024, 2), days_in_month(1900, 2), days_in_month(2000, 2)), (29, 28, 29));
+        assert_eq!((days_in_month(2026, 4), days_in_month(2026, 12)), (30, 31));
     }
 
     #[test]

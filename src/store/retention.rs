@@ -3,9 +3,9 @@
 //! The store keeps everything until told otherwise. With a retention set, a prune (hourly, and
 //! on `POST /v1/storage/prune`) removes what is older than it:
 //! - The **content of messages**: text, HTML, `reply_text`, a mail's calendar event, attachments
-//!   and kept sources (their rows, and each blob no other row refers to). The message row stays, with `pruned_at`, its
-//!   ids, parties, subject, status and times: a reply still threads to it (the Message-ID index
-//!   and participants stay), the same item fetched again (a UIDVALIDITY change, a provider
+//!   and kept sources (their rows, and each blob no other row refers to). The message row stays,
+//!   with `pruned_at`, its ids, parties, subject, status and times: a reply still threads to it
+//!   (the Message-ID index, calendar UIDs and participants stay), the same item fetched again (a UIDVALIDITY change, a provider
 //!   retry) is still known by its dedup key, and a helpdesk asking for it learns that it was
 //!   pruned rather than that it never existed. A message still waiting to be sent is left whole
 //!   until a prune after it was sent.
@@ -557,6 +557,7 @@ mod tests {
                         "from": {"address": "us"}, "to": [], "subject": null, "text": "hello", "html": null,
                         "reply_text": null, "attachments": [], "in_reply_to": null,
                         "provider": {"message_id": null, "thread_id": null}, "created_at": time::rfc3339(old),
+                        "calendar": {"sequence": 0, "summary": "Call about the order"},
                     });
                     c.execute(
                         "INSERT INTO messages (id, conversation_id, channel_id, direction, status, created_at, body)
@@ -572,13 +573,17 @@ mod tests {
         let now = time::now_ms();
         let pruned = prune(&store, now, Vec::new(), &mut Vec::new()).await.unwrap();
         assert_eq!(pruned.messages, count as u64 - 1);
-        let text = |id: &'static str| {
+        let message = |id: &'static str| {
             store.read(move |c| {
                 let body: String = c.query_row("SELECT body FROM messages WHERE id = ?1", [id], |r| r.get(0))?;
-                Ok(serde_json::from_str::<Message>(&body).unwrap().text)
+                Ok(serde_json::from_str::<Message>(&body).unwrap())
             })
         };
+        let text = |id: &'static str| async move { message(id).await.map(|m| m.text) };
         assert_eq!(text("msg_5").await.unwrap().as_deref(), Some("hello"), "waiting: left whole");
+        assert!(message("msg_5").await.unwrap().calendar.is_some(), "waiting: its invitation too");
+        let pruned_one = message("msg_1").await.unwrap();
+        assert_eq!((pruned_one.text, pruned_one.calendar), (None, None), "the content, the invitation with it");
         assert_eq!(store.read(|c| meta(c, MESSAGES_PRUNED_THROUGH)).await.unwrap(), Some(4));
 
         store.write(|c| Ok(c.execute("DELETE FROM outbound_jobs", [])?)).await.unwrap();

@@ -3223,17 +3223,11 @@ async fn an_invitation_its_update_and_its_cancellation_stay_one_conversation() {
     let config = format!("{}{}", mail.channel("support", ""), webhook("h", &helpdesk, "[\"1s\"]"));
     let server = TestServer::start(&config).await;
     let invitation = |n: usize, from: &str, subject: &str, method: Option<&str>, sequence: u32| {
-        let method_line = method.map(|m| format!("METHOD:{m}\r\n")).unwrap_or_default();
-        format!(
-            "From: {from}\r\nTo: {}\r\nSubject: {subject}\r\nMessage-ID: <invitation-{n}@example.org>\r\n\
-             MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"A\"\r\n\r\n--A\r\n\
-             Content-Type: text/plain; charset=utf-8\r\n\r\n{subject}\r\n--A\r\n\
-             Content-Type: text/calendar; charset=utf-8{}\r\n\r\nBEGIN:VCALENDAR\r\n{method_line}\
-             BEGIN:VEVENT\r\nUID:call-4711@example.org\r\nSEQUENCE:{sequence}\r\nSUMMARY:Call about order 4711\r\n\
-             DTSTART:20261204T100000Z\r\nORGANIZER:mailto:{from}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n--A--\r\n",
-            SUPPORT.0,
-            method.map(|m| format!("; method={m}")).unwrap_or_default(),
-        )
+        let event = format!(
+            "UID:call-4711@example.org\r\nSEQUENCE:{sequence}\r\nSUMMARY:Call about order 4711\r\n\
+             DTSTART:20261204T100000Z\r\nORGANIZER:mailto:{from}\r\n"
+        );
+        calendar_mail(from, SUPPORT.0, subject, &format!("invitation-{n}@example.org"), method, &event)
     };
     let steps = [
         (ANN.0, "Invitation: Call about order 4711 @ Thu Dec 3, 2026 10am", Some("REQUEST"), 0, "new"),
@@ -3276,23 +3270,21 @@ async fn the_answer_to_an_invitation_an_agent_sent_from_the_mail_client_joins_it
     create_folders(mail.imap_port, SUPPORT, &["Sent"]).await;
     let config = mail.channel_with_imap("support", "folders = [\"INBOX\", \"Sent\"]");
     let server = TestServer::start(&config).await;
-    let calendar = |method: &str, attendee: &str| {
+    let event = |answer: &str| {
         format!(
-            "MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"A\"\r\n\r\n--A\r\n\
-             Content-Type: text/plain; charset=utf-8\r\n\r\nLet us talk it through.\r\n--A\r\n\
-             Content-Type: text/calendar; charset=utf-8; method={method}\r\n\r\nBEGIN:VCALENDAR\r\n\
-             METHOD:{method}\r\nBEGIN:VEVENT\r\nUID:040000008200E00074C5B7101A82E008-lamp\r\n\
-             SUMMARY:Broken lamp\r\nDTSTART:20261204T100000Z\r\n\
-             ORGANIZER;CN=Example Support:mailto:{}\r\nATTENDEE;PARTSTAT={attendee};CN=Ann:mailto:{}\r\n\
-             END:VEVENT\r\nEND:VCALENDAR\r\n--A--\r\n",
+            "UID:040000008200E00074C5B7101A82E008-lamp\r\nSUMMARY:Broken lamp\r\nDTSTART:20261204T100000Z\r\n\
+             ORGANIZER;CN=Example Support:mailto:{}\r\nATTENDEE;PARTSTAT={answer};CN=Ann:mailto:{}\r\n",
             SUPPORT.0, ANN.0
         )
     };
-    let invitation = format!(
-        "From: Example Support <{}>\r\nTo: {}\r\nSubject: Broken lamp\r\nMessage-ID: <invite-lamp@example.com>\r\n{}",
-        SUPPORT.0,
+    let from_us = format!("Example Support <{}>", SUPPORT.0);
+    let invitation = calendar_mail(
+        &from_us,
         ANN.0,
-        calendar("REQUEST", "NEEDS-ACTION")
+        "Broken lamp",
+        "invite-lamp@example.com",
+        Some("REQUEST"),
+        &event("NEEDS-ACTION"),
     );
     let mut session = mail.login(SUPPORT).await;
     session.append("Sent", None, None, invitation).await.unwrap();
@@ -3302,11 +3294,13 @@ async fn the_answer_to_an_invitation_an_agent_sent_from_the_mail_client_joins_it
     })
     .await;
     assert_eq!(sent["calendar"]["method"], "REQUEST");
-    let answer = format!(
-        "From: Ann <{}>\r\nTo: {}\r\nSubject: Accepted: Broken lamp\r\nMessage-ID: <accepted-lamp@example.org>\r\n{}",
+    let answer = calendar_mail(
         ANN.0,
         SUPPORT.0,
-        calendar("REPLY", "ACCEPTED")
+        "Accepted: Broken lamp",
+        "accepted-lamp@example.org",
+        Some("REPLY"),
+        &event("ACCEPTED"),
     );
     mail.append(SUPPORT, &answer).await;
     let received = first_received(&server).await["data"].clone();
@@ -3317,6 +3311,22 @@ async fn the_answer_to_an_invitation_an_agent_sent_from_the_mail_client_joins_it
     );
     assert_eq!(received["calendar"]["attendees"][0]["status"], "accepted");
     server.stop().await;
+}
+
+/// A mail as a calendar sends an invitation or an answer: the subject as its text, and a
+/// `text/calendar` part holding one event (`event`: its content lines), with `METHOD` (and the
+/// part's `method=`) when given.
+fn calendar_mail(from: &str, to: &str, subject: &str, message_id: &str, method: Option<&str>, event: &str) -> String {
+    let (method_line, method_parameter) = match method {
+        Some(m) => (format!("METHOD:{m}\r\n"), format!("; method={m}")),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/alternative; boundary=\"A\"\r\n\r\n--A\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         {subject}\r\n--A\r\nContent-Type: text/calendar; charset=utf-8{method_parameter}\r\n\r\n\
+         BEGIN:VCALENDAR\r\n{method_line}BEGIN:VEVENT\r\n{event}END:VEVENT\r\nEND:VCALENDAR\r\n--A--\r\n"
+    )
 }
 
 /// Appends `tests/fixtures/email/{name}.eml` to the support mailbox.

@@ -38,7 +38,7 @@ import zoneinfo
 import icalendar
 
 UTC = dt.timezone.utc
-# How many times read fell in an hour the clocks skipped (reported on stderr).
+# How many of the times read fell in an hour the clocks skipped (`skipped_times` in the output).
 SKIPPED = [0]
 
 # Outlook's VTIMEZONEs (Exchange writes these for Windows zones): yearly rules since 1601.
@@ -99,10 +99,9 @@ def near_change(rng):
     return dt.datetime(year, month, day, hour, rng.choice([0, 15, 30, 45]), rng.choice([0, 0, 30]))
 
 
-def changes_in(vtimezone, year):
-    """When the zone's offset changes in `year` (UTC, to the quarter hour), as icalendar places
-    it by the VTIMEZONE, with the offset before."""
-    tz = vtimezone.to_tz()
+def changes_in(tz, year):
+    """When the zone `tz` (a tzinfo: icalendar's of a VTIMEZONE, or zoneinfo's) changes its
+    offset in `year` (UTC, to the quarter hour), with the offset before."""
     offset_at = lambda t: t.astimezone(tz).utcoffset()
     at = dt.datetime(year, 1, 1, tzinfo=UTC)
     changes = []
@@ -120,42 +119,21 @@ def changes_in(vtimezone, year):
     return changes
 
 
-def away_from_changes(vtimezone, local):
+def away_from_changes(tz, local):
     """`local`, moved a day on while it is within three hours of a change of the zone's offset."""
     while any(abs((change + before).replace(tzinfo=None) - local) < dt.timedelta(hours=3)
-              for change, before in changes_in(vtimezone, local.year)):
+              for change, before in changes_in(tz, local.year)):
         local += dt.timedelta(days=1)
     return local
 
 
-def near_zoneinfo_change(rng, zone, year):
-    """A wall-clock time within two hours of one of `zone`'s changes in `year` (or the 1st of
-    July when it has none)."""
-    at, changes = dt.datetime(year, 1, 1, tzinfo=UTC), []
-    offset = at.astimezone(zone).utcoffset()
-    while at.year == year:
-        day = at + dt.timedelta(days=1)
-        if day.astimezone(zone).utcoffset() != offset:
-            while (at + dt.timedelta(minutes=15)).astimezone(zone).utcoffset() == offset:
-                at += dt.timedelta(minutes=15)
-            changes.append((at + dt.timedelta(minutes=15), offset))
-            day = at + dt.timedelta(minutes=15)
-            offset = day.astimezone(zone).utcoffset()
-        at = day
-    if not changes:
-        return dt.datetime(year, 7, 1, 12, 0)
-    change, before = rng.choice(changes)
-    wall = (change + before).replace(tzinfo=None)
-    return wall + dt.timedelta(minutes=rng.choice([-120, -61, -60, -30, -1, 0, 1, 15, 30, 45, 59, 60, 61, 90, 120]))
-
-
-def near_transition(rng, vtimezone, local):
+def near_transition(rng, tz, local):
     """Half the time, a wall-clock time within two hours of one of the zone's changes in the year
-    of `local` (as icalendar places them by the VTIMEZONE): in the hour skipped, the hour
-    repeated, or just around them. Otherwise `local`."""
+    of `local`: in the hour skipped, the hour repeated, or just around them. Otherwise (or when
+    the zone does not change that year) `local`."""
     if rng.random() < 0.5:
         return local
-    changes = changes_in(vtimezone, local.year)
+    changes = changes_in(tz, local.year)
     if not changes:
         return local
     change, before = rng.choice(changes)
@@ -197,7 +175,7 @@ def case(rng):
         tzid = "Custom/" + name
         vtimezone = outlook_vtimezone(tzid, OUTLOOK_ZONES[name])
         cal.add_component(vtimezone)
-        local = near_transition(rng, vtimezone, local)
+        local = near_transition(rng, vtimezone.to_tz(), local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
     elif shape == "named":
         # Named, not described: icalendar reads it by Python's zoneinfo, the gateway by the same
@@ -205,8 +183,7 @@ def case(rng):
         name = rng.choice(IANA_ZONES)
         tzid = name
         local = local.replace(year=rng.choice([local.year, rng.randint(1975, 2007), rng.randint(2038, 2070)]))
-        if rng.random() < 0.5:
-            local = near_zoneinfo_change(rng, zoneinfo.ZoneInfo(name), local.year)
+        local = near_transition(rng, zoneinfo.ZoneInfo(name), local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
     else:
         name = rng.choice(IANA_ZONES)
@@ -221,23 +198,17 @@ def case(rng):
         vtimezone["TZID"] = tzid
         cal.add_component(vtimezone)
         # Not near a change: see the module's note.
-        local = away_from_changes(vtimezone, local)
+        local = away_from_changes(vtimezone.to_tz(), local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
-    by_duration = rng.random() < 0.3
-    if shape in ("outlook", "iana", "named"):
-        event.add("DTSTART", start)
-        event["DTSTART"].params["TZID"] = tzid
-        if by_duration:
-            event.add("DURATION", end - start)
-        else:
-            event.add("DTEND", end)
-            event["DTEND"].params["TZID"] = tzid
+    event.add("DTSTART", start)
+    if rng.random() < 0.3:
+        event.add("DURATION", end - start)
     else:
-        event.add("DTSTART", start)
-        if by_duration:
-            event.add("DURATION", end - start)
-        else:
-            event.add("DTEND", end)
+        event.add("DTEND", end)
+    # Zoned times are written as wall-clock times with the zone's TZID.
+    for prop in ("DTSTART", "DTEND"):
+        if shape in ("outlook", "iana", "named") and prop in event:
+            event[prop].params["TZID"] = tzid
 
     if rng.random() < 0.2:
         event.add("RRULE", {"FREQ": "WEEKLY", "BYDAY": ["TU", "TH"], "COUNT": rng.randint(2, 9)})
@@ -279,7 +250,7 @@ def when(prop, value, utc=None):
         return {"local": value.isoformat(), "all_day": True}
     shown = {"local": value.strftime("%Y-%m-%dT%H:%M:%S")}
     if value.tzinfo is not None:
-        utc = utc or rfc_utc(value)
+        utc = rfc_utc(value) if utc is None else utc
         shown["utc"] = utc.strftime("%Y-%m-%dT%H:%M:%S.000Z")
     tzid = prop.params.get("TZID")
     if tzid:

@@ -21,7 +21,8 @@ use crate::model::{time, CalendarAttendee, CalendarTime, MailCalendar, Party};
 /// Whether a mail part is a calendar object: by its type, or by an `.ics` name on a generic one.
 pub fn is_calendar(content_type: &str, filename: Option<&str>) -> bool {
     matches!(content_type, "text/calendar" | "application/ics" | "text/x-vcalendar")
-        || filename.is_some_and(|name| name.to_ascii_lowercase().ends_with(".ics"))
+        || filename
+            .is_some_and(|name| name.len() >= 4 && name.as_bytes()[name.len() - 4..].eq_ignore_ascii_case(b".ics"))
 }
 
 /// Calendar data larger than this is not read (the file stays): an invitation is a few KB, and
@@ -125,6 +126,16 @@ impl Component {
 fn parse(text: &str) -> Option<Component> {
     let mut stack: Vec<Component> = Vec::new();
     let mut done: Option<Component> = None;
+    // The innermost open component goes into the one around it, or, outermost, is the result.
+    let close = |stack: &mut Vec<Component>, done: &mut Option<Component>| {
+        let component = stack.pop()?;
+        let name = component.name.clone();
+        match stack.last_mut() {
+            Some(parent) => parent.children.push(component),
+            None => *done = done.take().or(Some(component)),
+        }
+        Some(name)
+    };
     for line in unfolded(text) {
         let Some(property) = content_line(&line) else { continue };
         match property.name.as_str() {
@@ -138,13 +149,8 @@ fn parse(text: &str) -> Option<Component> {
                     continue;
                 }
                 // Inner components left open end with the one closed.
-                while let Some(component) = stack.pop() {
-                    let closed = component.name.eq_ignore_ascii_case(property.value.trim());
-                    match stack.last_mut() {
-                        Some(parent) => parent.children.push(component),
-                        None => done = done.or(Some(component)),
-                    }
-                    if closed {
+                while let Some(closed) = close(&mut stack, &mut done) {
+                    if closed.eq_ignore_ascii_case(property.value.trim()) {
                         break;
                     }
                 }
@@ -156,12 +162,7 @@ fn parse(text: &str) -> Option<Component> {
             }
         }
     }
-    while let Some(component) = stack.pop() {
-        match stack.last_mut() {
-            Some(parent) => parent.children.push(component),
-            None => done = done.or(Some(component)),
-        }
-    }
+    while close(&mut stack, &mut done).is_some() {}
     done.filter(|c| c.name == "VCALENDAR")
 }
 
@@ -219,13 +220,14 @@ fn unescape(value: &str) -> String {
     let mut text = String::with_capacity(value.len());
     let mut chars = value.chars();
     while let Some(c) = chars.next() {
-        match (c, c == '\\') {
-            (_, true) => match chars.next() {
-                Some('n' | 'N') => text.push('\n'),
-                Some(other) => text.push(other),
-                None => text.push('\\'),
-            },
-            (c, false) => text.push(c),
+        if c != '\\' {
+            text.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n' | 'N') => text.push('\n'),
+            Some(escaped) => text.push(escaped),
+            None => text.push('\\'),
         }
     }
     text.trim().to_owned()
@@ -288,20 +290,22 @@ fn instant(property: &Property, zones: &[&Component]) -> Option<Instant> {
 /// The instant of the wall-clock time `local` in the zone `name`: by the invitation's VTIMEZONE
 /// for it, or, when it only names the zone, by the system's tz database.
 fn zoned(local: i64, name: &str, zones: &[&Component]) -> Option<i64> {
+    resolve(local, transitions(name, zones, year_of(local))?)
+}
+
+/// The changes of the zone `name` near `year`, by onset: its VTIMEZONE's observances, or, when
+/// the invitation only names it, the system's tz database's.
+fn transitions(name: &str, zones: &[&Component], year: i64) -> Option<Vec<Transition>> {
     match zone(zones, name) {
-        Some(zone) => in_utc(local, zone),
-        None => resolve(local, tzif::transitions(name, year_of(local))?),
+        Some(zone) => Some(observances(zone, year)),
+        None => tzif::transitions(name, year),
     }
 }
 
 /// The wall-clock time in the zone `name` at the instant `utc`: `utc` plus the offset of the
 /// zone's last change before it.
 fn wall_clock(utc: i64, name: &str, zones: &[&Component]) -> Option<i64> {
-    let year = year_of(utc);
-    let transitions = match zone(zones, name) {
-        Some(zone) => observances(zone, year),
-        None => tzif::transitions(name, year)?,
-    };
+    let transitions = transitions(name, zones, year_of(utc))?;
     let offset = match transitions.iter().rev().find(|t| t.onset <= utc) {
         Some(last) => last.to,
         None => transitions.first()?.from,
@@ -391,16 +395,7 @@ pub(super) struct Transition {
     pub to: i64,
 }
 
-/// The instant a zone's wall-clock time `local` names, by the zone's observances (a VTIMEZONE's
-/// STANDARD and DAYLIGHT): the offset
-/// in effect is that of the last onset before it. A time that occurs twice (the hour clocks go
-/// back) is the first of the two; one skipped (the hour clocks go forward) is read with the
-/// offset before the gap — both as RFC 5545 §3.3.5 says.
-fn in_utc(local: i64, zone: &Component) -> Option<i64> {
-    resolve(local, observances(zone, year_of(local)))
-}
-
-/// A VTIMEZONE's changes near `year`, by onset.
+/// A VTIMEZONE's changes near `year` (its STANDARD and DAYLIGHT observances), by onset.
 fn observances(zone: &Component, year: i64) -> Vec<Transition> {
     let mut transitions: Vec<Transition> = zone
         .children
@@ -417,7 +412,10 @@ fn year_of(local: i64) -> i64 {
     time::civil_from_days(local.div_euclid(86_400)).0
 }
 
-/// The instant of `local` among a zone's `transitions` (sorted by onset), as `in_utc` says.
+/// The instant a zone's wall-clock time `local` names, among the zone's `transitions` (sorted by
+/// onset): the offset in effect is that of the last onset before it. A time that occurs twice
+/// (the hour clocks go back) is the first of the two; one skipped (the hour clocks go forward)
+/// is read with the offset before the gap — both as RFC 5545 §3.3.5 says.
 fn resolve(local: i64, transitions: Vec<Transition>) -> Option<i64> {
     // Before the first onset, the offset it changes from.
     let mut offset_before = transitions.first()?.from;
@@ -490,20 +488,20 @@ fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -
     months.sort_unstable();
     months.dedup();
     let month_days: Vec<i64> = list("BYMONTHDAY").iter().filter_map(|d| d.parse().ok()).collect();
-    let weekdays: Vec<(i64, usize)> = list("BYDAY").iter().filter_map(|d| by_day(d)).collect();
+    let weekdays: Vec<(i64, u32)> = list("BYDAY").iter().filter_map(|d| by_day(d)).collect();
     let mut onsets = Vec::new();
     for year in years.filter(|y| *y >= start_year && last_year.is_none_or(|last| *y <= last)) {
         for &month in months.iter().filter(|m| (1..=12).contains(*m)) {
             let first = time::days_from_civil(year, month, 1);
-            let length = time::days_from_civil(year + i64::from(month == 12), month % 12 + 1, 1) - first;
-            let days: Vec<i64> = match (weekdays.is_empty(), month_days.is_empty()) {
+            let length = i64::from(time::days_in_month(year, month));
+            let mut days: Vec<i64> = match (weekdays.is_empty(), month_days.is_empty()) {
                 (true, true) => vec![start_day as i64],
                 (true, false) => month_days.clone(),
                 (false, _) => weekdays
                     .iter()
                     .flat_map(|&(nth, weekday)| {
                         let matching: Vec<i64> = (1..=length)
-                            .filter(|d| weekday_of(first + d - 1) == weekday)
+                            .filter(|d| time::weekday(first + d - 1) == weekday)
                             .filter(|d| month_days.is_empty() || month_days.contains(d))
                             .collect();
                         match nth {
@@ -519,7 +517,6 @@ fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -
                     })
                     .collect(),
             };
-            let mut days = days;
             days.sort_unstable();
             days.dedup();
             for day in days.into_iter().filter(|d| (1..=length).contains(d)) {
@@ -535,21 +532,16 @@ fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -
     onsets
 }
 
-/// `-1SU` → (-1, Sunday), `SU` → (0, Sunday); weekdays from Monday = 0.
-fn by_day(value: &str) -> Option<(i64, usize)> {
+/// `-1SU` → (-1, Sunday), `SU` → (0, Sunday); weekdays from Monday = 0, as `time::weekday`.
+fn by_day(value: &str) -> Option<(i64, u32)> {
     const DAYS: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
     let split = value.len().checked_sub(2)?;
-    let weekday = DAYS.iter().position(|d| value[split..].eq_ignore_ascii_case(d))?;
+    let weekday = DAYS.iter().position(|d| value[split..].eq_ignore_ascii_case(d))? as u32;
     let nth = match &value[..split] {
         "" => 0,
         n => n.trim_start_matches('+').parse().ok()?,
     };
     Some((nth, weekday))
-}
-
-/// Monday = 0 for a day counted from 1970-01-01 (a Thursday).
-fn weekday_of(day: i64) -> usize {
-    (day + 3).rem_euclid(7) as usize
 }
 
 /// `+0100`, `-0430`, `+013045` in seconds east of UTC.
@@ -662,6 +654,11 @@ END:VEVENT\r\nEND:VCALENDAR\r\n";
         let ics = "BEGIN:VCALENDAR\nBEGIN:VEVENT\nDTSTART:20261224T090000\nEND:VEVENT\nEND:VCALENDAR";
         let start = read(ics.as_bytes()).unwrap().start.unwrap();
         assert_eq!((start.local.as_str(), start.utc, start.time_zone), ("2026-12-24T09:00:00", None, None));
+    }
+
+    #[test]
+    fn text_escapes_are_undone() {
+        assert_eq!(unescape("a\\nb\\Nc\\,d\\;e\\\\f\\"), "a\nb\nc,d;e\\f\\");
     }
 
     #[test]

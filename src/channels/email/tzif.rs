@@ -84,10 +84,6 @@ fn parse(data: &[u8], year: i64) -> Option<Vec<Transition>> {
         for y in year - 1..=year + 1 {
             changes.extend(rule.changes_in(y).into_iter().filter(|t| t.onset > last));
         }
-        // With no change listed or ruled, the zone's one offset.
-        if changes.is_empty() && rule.dst.is_none() {
-            changes.push(Transition { onset: i64::MIN / 2, from: rule.std, to: rule.std });
-        }
     }
     if changes.is_empty() {
         // No change in these years: the offset in force.
@@ -213,9 +209,9 @@ impl RuleDate {
     /// The wall-clock time (seconds as if UTC) this date falls on in `year`.
     fn local_in(&self, year: i64) -> i64 {
         let first = time::days_from_civil(year, self.month, 1);
-        let next_month = time::days_from_civil(year + i64::from(self.month == 12), self.month % 12 + 1, 1);
-        // 1970-01-01 was a Thursday (4, Sunday = 0).
-        let first_weekday = (first + 4).rem_euclid(7);
+        let next_month = first + i64::from(time::days_in_month(year, self.month));
+        // POSIX counts weekdays from Sunday, `time::weekday` from Monday.
+        let first_weekday = (i64::from(time::weekday(first)) + 1) % 7;
         let mut day = first + (self.weekday - first_weekday).rem_euclid(7) + (self.week - 1) * 7;
         while day >= next_month {
             day -= 7;

@@ -118,7 +118,7 @@ pub fn parse(value: &str, local_offset: Option<i64>) -> Option<i64> {
         Some(false) if hour == 12 => hour = 0,
         _ => {}
     }
-    if !(1970..=2200).contains(&year) || !(1..=31).contains(&day) || day > days_in_month(year, month) {
+    if !(1970..=2200).contains(&year) || !(1..=31).contains(&day) || day > time::days_in_month(year, month) {
         return None;
     }
     let offset = zone.or(local_offset)?;
@@ -174,15 +174,6 @@ fn numeric_date(word: &str) -> Option<Option<(i64, u32, u32)>> {
         let y = if (0..100).contains(&y) && parts[2].len() == 2 { 2000 + y } else { y };
         ((1..=12).contains(&m) && (1..=31).contains(&d)).then_some((y, m as u32, d as u32))
     }))
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        4 | 6 | 9 | 11 => 30,
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        _ => 31,
-    }
 }
 
 #[cfg(test)]
