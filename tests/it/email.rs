@@ -2740,6 +2740,74 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
     server.stop().await;
 }
 
+/// An S/MIME-encrypted mail with a Bcc recipient goes out as two transactions: Carl's copy,
+/// then Ann's mail. When Ann's server defers her (greylisting, 450 4.2.0) after Carl's copy
+/// was taken, the retry sends Ann's mail alone: Carl does not get his copy twice. What the
+/// channel kept to know that is gone once the message is sent, and the next message's copy
+/// goes out as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_the_mail_was_deferred_does_not_send_a_bcc_copy_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = SmimePki::new(dir.path(), "/O=Example/CN=Example Root CA");
+    let support = pki.issue("support", RSA_KEY, "ca", &SmimePki::person(SUPPORT.0, "emailProtection"));
+    let ann = pki.issue("ann", RSA_KEY, "ca", &SmimePki::person(ANN.0, "emailProtection"));
+    let carl = pki.issue("carl", RSA_KEY, "ca", &SmimePki::person(CARL.0, "emailProtection"));
+    std::fs::write(dir.path().join("support.pem"), support).unwrap();
+    std::fs::write(dir.path().join("recipients.pem"), format!("{ann}{carl}")).unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let smime = format!(
+        "smime_certificate_file = {:?}\nsmime_key_file = {:?}\nsmime_ca_file = {:?}\n\
+         smime_recipients_file = {:?}\nsmime_encrypt = \"always\"\n",
+        path("support.pem"),
+        path("support.key"),
+        path("ca.pem"),
+        path("recipients.pem")
+    );
+    let mail = MailServers::start_with_greylisting(&[ANN.0]).await;
+    let outbound = "\n[outbound]\nretry_schedule = [\"300ms\", \"300ms\", \"300ms\"]\n";
+    let server = TestServer::start(&(mail.channel("support", &smime) + outbound)).await;
+    let is_copy_of = |subject: &'static str| {
+        // "Re: Next" once the conversation has a mail before it.
+        move |raw: &Vec<u8>| {
+            String::from_utf8_lossy(raw).lines().any(|l| l.starts_with("Subject: ") && l.ends_with(subject))
+        }
+    };
+    let received = |who: (&'static str, &'static str), subject: &'static str| {
+        let mail = &mail;
+        async move { mail.inbox(who).await.into_iter().filter(|(_, _, raw)| is_copy_of(subject)(raw)).count() }
+    };
+
+    let deferred = json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Deferred", "text": "Once."});
+    let (_, queued) = server.post("/v1/messages", deferred).await;
+    let id = queued["id"].as_str().unwrap().to_owned();
+    server.wait_status(&id, "sent").await;
+    assert!(
+        mail.smtp_log().contains(&format!("RCPT {} greylisted", ANN.0)),
+        "Ann's server never deferred her:\n{}",
+        mail.smtp_log()
+    );
+    loop_until(|| async { (received(ANN, "Deferred").await > 0).then_some(()) }).await;
+    loop_until(|| async { (received(CARL, "Deferred").await > 0).then_some(()) }).await;
+    // The retry is done when the message is sent; a second copy would be in Carl's inbox by now,
+    // but LMTP delivery follows the SMTP answer: give it the time one more delivery takes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received(CARL, "Deferred").await, 1, "Carl got his Bcc copy other than once");
+    assert_eq!(received(ANN, "Deferred").await, 1, "Ann got the mail other than once");
+    let db = rusqlite::Connection::open(server.dir.path().join("switchboard.db")).unwrap();
+    let kept: i64 = db
+        .query_row("SELECT count(*) FROM channel_state WHERE key LIKE 'bcc-copies-taken/%'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(kept, 0, "the record of Carl's copy outlived the message");
+
+    // The next message is not deferred: Carl's copy and Ann's mail go out on the first attempt.
+    let next = json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Next", "text": "Twice?"});
+    let (_, queued) = server.post("/v1/messages", next).await;
+    server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
+    loop_until(|| async { (received(CARL, "Next").await == 1 && received(ANN, "Next").await == 1).then_some(()) })
+        .await;
+    server.stop().await;
+}
+
 /// With a certificate and key (`smime_certificate_file`, `smime_key_file`), the mail we send is
 /// S/MIME clear-signed, and Debian's `openssl cms -verify` accepts it as Ann's mail client would:
 /// with only the company's root CA (the intermediate travels in the signature), for S/MIME

@@ -75,13 +75,13 @@ async fn wait_for_port(port: u16, what: &str, log: &std::path::Path) {
 
 impl MailServers {
     pub async fn start() -> MailServers {
-        Self::launch(false, None, "", None).await
+        Self::launch(false, None, "", &[]).await
     }
 
     /// Dovecot without IDLE in its capabilities (as some servers and proxies are), so a client
     /// has to poll.
     pub async fn start_without_idle() -> MailServers {
-        Self::launch(false, None, "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE\n", None).await
+        Self::launch(false, None, "imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE UIDPLUS MOVE\n", &[]).await
     }
 
     /// Dovecot offering neither MOVE nor (with `uidplus = false`) UIDPLUS, as older servers do.
@@ -89,7 +89,7 @@ impl MailServers {
     pub async fn start_without_move(uidplus: bool) -> MailServers {
         let capabilities = if uidplus { "IDLE UIDPLUS" } else { "IDLE" };
         let capabilities = format!("imap_capability = IMAP4rev1 LITERAL+ SASL-IR ID ENABLE {capabilities}\n");
-        Self::launch(false, None, &capabilities, None).await
+        Self::launch(false, None, &capabilities, &[]).await
     }
 
     /// Dovecot running `account`'s Sieve script (Pigeonhole) on every mail LMTP delivers to it,
@@ -107,7 +107,7 @@ impl MailServers {
              plugin {{\n  sieve = file:~/sieve;active=~/.dovecot.sieve\n}}\n\
              sendmail_path = /usr/bin/python3 {injector} {{lmtp_port}}\n"
         );
-        let mail = Self::launch(false, None, &config, None).await;
+        let mail = Self::launch(false, None, &config, &[]).await;
         let home = mail.dir.path().join("mail").join(account.0);
         std::fs::create_dir_all(&home).unwrap();
         std::fs::write(home.join(".dovecot.sieve"), script).unwrap();
@@ -161,26 +161,32 @@ impl MailServers {
     /// Dovecot also accepting XOAUTH2, validating tokens at `introspection_url` (RFC 7662; the
     /// token's `sub` is the mailbox), and so does the SMTP server.
     pub async fn start_oauth2(introspection_url: &str) -> MailServers {
-        Self::launch(false, Some(introspection_url), "", None).await
+        Self::launch(false, Some(introspection_url), "", &[]).await
     }
 
     /// Dovecot with TLS (implicit on `imaps_port`, STARTTLS on `imap_port`) and an SMTP server
     /// requiring STARTTLS on `smtp_port` and speaking implicit TLS on `smtps_port`; certificates
     /// from a test CA in `ca_file`.
     pub async fn start_tls() -> MailServers {
-        Self::launch(true, None, "", None).await
+        Self::launch(true, None, "", &[]).await
     }
 
     /// The servers with an SMTP server that offers only AUTH `mechanism` (e.g. `LOGIN`).
     pub async fn start_with_smtp_auth(mechanism: &str) -> MailServers {
-        Self::launch(false, None, "", Some(mechanism)).await
+        Self::launch(false, None, "", &[("SMTP_AUTH_ONLY", mechanism)]).await
+    }
+
+    /// The servers with an SMTP server that defers the first RCPT TO of each of `addresses`
+    /// (450 4.2.0, as a greylisting server does) and takes the later ones.
+    pub async fn start_with_greylisting(addresses: &[&str]) -> MailServers {
+        Self::launch(false, None, "", &[("SMTP_GREYLIST", &addresses.join(","))]).await
     }
 
     async fn launch(
         tls: bool,
         introspection_url: Option<&str>,
         extra_config: &str,
-        smtp_mechanism: Option<&str>,
+        smtp_env: &[(&str, &str)],
     ) -> MailServers {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
@@ -300,7 +306,7 @@ service stats {{
                 vec![]
             })
             .envs(introspection_url.map(|u| ("INTROSPECTION_URL", u.to_owned())))
-            .envs(smtp_mechanism.map(|m| ("SMTP_AUTH_ONLY", m.to_owned())))
+            .envs(smtp_env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.path().join("smtp.log")).unwrap())

@@ -6,7 +6,8 @@ second listener on SMTPS_PORT speaks TLS from the first byte (implicit TLS, as o
 INTROSPECTION_URL in the environment it also accepts AUTH XOAUTH2, validating the bearer token
 there (RFC 7662; client credentials in the URL go as HTTP Basic) and taking the token's `sub` as
 the mailbox, as Dovecot's oauth2 passdb does. With SMTP_AUTH_ONLY=LOGIN (or PLAIN) it offers
-only that mechanism (no XOAUTH2 either). Every login is logged to stderr as `AUTH <mechanism> ok|refused <user>`.
+only that mechanism (no XOAUTH2 either). With SMTP_GREYLIST=a@x,b@y the first RCPT TO of each of
+those addresses is deferred as Postgrey defers it (450 4.2.0 … Greylisted), and later ones taken. Every login is logged to stderr as `AUTH <mechanism> ok|refused <user>`.
 USERS_FILE holds `user:{PLAIN}password` lines (Dovecot's passwd-file). Prints "ready" once
 listening; runs until stdin closes. Unknown recipients are refused with 550 by Dovecot and
 that answer is passed through, so senders see real permanent failures.
@@ -39,7 +40,18 @@ def authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 
 
+greylisted = {a.strip().lower() for a in os.environ.get("SMTP_GREYLIST", "").split(",") if a.strip()}
+
+
 class Relay:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in greylisted:
+            greylisted.discard(address.lower())
+            print(f"RCPT {address} greylisted", file=sys.stderr, flush=True)
+            return f"450 4.2.0 <{address}>: Recipient address rejected: Greylisted, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def auth_XOAUTH2(self, server, args):
         url = os.environ.get("INTROSPECTION_URL")
         if not url or len(args) < 2:

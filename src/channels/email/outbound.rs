@@ -51,6 +51,8 @@ pub struct SmtpOutbound {
     /// Our Autocrypt header, by the address of ours the mail is from (`autocrypt::ours`).
     autocrypt: Vec<(String, HeaderValue)>,
     channel: String,
+    /// Which Bcc recipients already took their copy of a message (`copies_taken`).
+    state: ChannelState,
 }
 
 /// The gauge that tells when a channel's signing certificate expires, to alert on
@@ -152,9 +154,10 @@ impl SmtpOutbound {
             aliases: config.aliases.clone(),
             signer,
             encryptor: super::openpgp_encrypt::Encryptor::new(config, state.clone()),
-            smime_encryptor: super::smime_encrypt::SmimeEncryptor::new(config, state),
+            smime_encryptor: super::smime_encrypt::SmimeEncryptor::new(config, state.clone()),
             autocrypt: super::autocrypt::ours(config),
             channel: config.id.clone(),
+            state,
         })
     }
 
@@ -301,14 +304,43 @@ impl SmtpOutbound {
         };
         let mut session = self.session().await?;
         // Bcc recipients with a copy of their own get it first: a copy that fails fails the
-        // message before the others have it, so a retry sends nobody's twice but the copies'.
-        for (copy, bcc) in bcc_copies.iter().zip(&bcc) {
-            session.send(&envelope(std::slice::from_ref(&bcc.email)), &copy.formatted()).await.map_err(failed)?;
+        // message before the others have it. Each copy the server takes is recorded at once,
+        // so a retry (a copy or the mail itself refused for now) sends no copy twice.
+        let taken_key = copies_taken_key(m.id.as_str());
+        let mut taken = match bcc_copies.is_empty() {
+            true => Vec::new(),
+            false => copies_taken(&self.state, &taken_key).await,
+        };
+        let sent = async {
+            for (copy, bcc) in bcc_copies.iter().zip(&bcc) {
+                let address = bcc.email.to_string();
+                if taken.iter().any(|t| t.eq_ignore_ascii_case(&address)) {
+                    tracing::info!(channel = %self.channel, message_id = %m.id, bcc = %address,
+                        "the Bcc copy was taken on an earlier attempt; not sent again");
+                    continue;
+                }
+                session.send(&envelope(std::slice::from_ref(&bcc.email)), &copy.formatted()).await.map_err(failed)?;
+                taken.push(address);
+                if let Err(e) = self.state.set(&taken_key, &taken.join("\n")).await {
+                    // A retry would send this copy again: better twice than not at all.
+                    tracing::warn!(channel = %self.channel, message_id = %m.id, error = %e,
+                        "could not record a Bcc copy as sent; a retry would send it again");
+                }
+            }
+            // Bcc recipients with a copy of their own are not in the mail's envelope.
+            let (to_and_cc, _) = recipients.split_at(recipients.len() - bcc.len());
+            let mail_recipients = if bcc_copies.is_empty() { &recipients[..] } else { to_and_cc };
+            session.send(&envelope(mail_recipients), &mail).await.map_err(failed)
         }
-        // Bcc recipients with a copy of their own are not in the mail's envelope.
-        let (to_and_cc, _) = recipients.split_at(recipients.len() - bcc.len());
-        let mail_recipients = if bcc_copies.is_empty() { &recipients[..] } else { to_and_cc };
-        session.send(&envelope(mail_recipients), &mail).await.map_err(failed)?;
+        .await;
+        // Kept only while a retry may come: sent, or refused for good, the message needs it no more.
+        if !taken.is_empty() && !matches!(sent, Err(SendError::Temporary { .. } | SendError::Unavailable { .. })) {
+            if let Err(e) = self.state.remove(&taken_key).await {
+                tracing::warn!(channel = %self.channel, message_id = %m.id, error = %e,
+                    "could not forget which Bcc copies were sent");
+            }
+        }
+        sent?;
         self.sessions.give_back(session);
         if let Some(copy) = self.sent_copy.clone() {
             let mail = with_bcc_header(mail, &bcc);
@@ -440,6 +472,23 @@ impl SmtpOutbound {
         let session = session?;
         tracing::debug!(host = %self.settings.server.host, dsn = session.offers_dsn(), "SMTP session opened");
         Ok(session)
+    }
+}
+
+/// The `channel_state` key of the Bcc recipients (one address a line) whose copy of message
+/// `id` a server took, while the message itself still waits to be sent.
+fn copies_taken_key(id: &str) -> String {
+    format!("bcc-copies-taken/{id}")
+}
+
+async fn copies_taken(state: &ChannelState, key: &str) -> Vec<String> {
+    match state.get(key).await {
+        Ok(value) => value.unwrap_or_default().lines().map(str::to_owned).collect(),
+        Err(e) => {
+            // Not knowing, every copy is sent: twice rather than not at all.
+            tracing::warn!(channel = state.channel_id(), key, error = %e, "cannot read which Bcc copies were sent");
+            Vec::new()
+        }
     }
 }
 
