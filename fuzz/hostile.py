@@ -75,6 +75,10 @@ ics = ("BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VTIMEZONE\r\nTZID:X\r\n" + ob
        "BEGIN:VEVENT\r\nUID:u\r\nDTSTART;TZID=X:20261124T100000\r\nDTEND;TZID=X:20261124T110000\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
 write("calendar_rules", H + "MIME-Version: 1.0\r\nContent-Type: text/calendar; method=REQUEST\r\n\r\n" + ics)
 write("signoffs", H + "\r\nhi\n" + "Best regards,\nAnn\n" * 100000 + "Sent from my iPhone\n" * 100000)
+boilerplate = ("Geschäftsführer: X\nCONFIDENTIALITY NOTICE: " + "this e-mail is confidential " * 40 + "\n"
+               + "Please consider the environment before printing\n")
+write("disclaimers", H + "\r\nhi\nthere\n" + boilerplate * 1000 + "\n" * 200000 + "This e-mail " + "x" * N + "\n"
+      + "Amtsgericht 123:\n" * 30000)
 write("cr_only", H + "\r\n" + "line\r" * 500000)
 write("nul", H + "\r\n" + "\0" * N)
 write("utf8_junk", (H + "\r\n").encode() + bytes(random.Random(1).randrange(128, 256) for _ in range(N)))

@@ -431,7 +431,8 @@ pub struct Message {
     pub subject: Option<String>,
     pub text: Option<String>,
     pub html: Option<String>,
-    /// The new part of the message, without quoted history or signature.
+    /// The new part of the message, without quoted history or signature (for mail, nor the
+    /// company disclaimer or imprint below it).
     pub reply_text: Option<String>,
     pub attachments: Vec<Attachment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -13,12 +13,19 @@
 //!   phone number, an address, a link).
 //! - Before all of that, a "Sent from my phone" footer among the last lines is taken off with
 //!   what follows it, and so is a `-- ` delimiter anywhere but on the first line.
+//! - Then a company's closing boilerplate, which talon keeps (`drop_disclaimer`): a disclaimer
+//!   ("CONFIDENTIALITY NOTICE: This e-mail …", "Diese E-Mail enthält vertrauliche …"), the
+//!   imprint German law puts on every business mail ("Geschäftsführer: …", "Registergericht:
+//!   …"), a request not to print the mail. These are long, so the signature's eleven short
+//!   lines would never reach above them to the sign-off.
 //!
 //! Our guards: a question or a "P.S." below a would-be signature is the customer's text, so
 //! nothing from there on is a signature; and a reply that would be left with only its greeting
 //! ("Hello,") keeps its last words.
 
-use super::phrases::{FOOTERS, SIGN_OFFS};
+use super::phrases::{
+    COMPANY_REGISTRY, DISCLAIMER_OPENINGS, DISCLAIMER_TITLES, DISCLAIMER_WORDS, FOOTERS, PRINT_NOTES, SIGN_OFFS,
+};
 use crate::model::Party;
 
 /// The most lines with text a signature takes (talon's `SIGNATURE_MAX_LINES`).
@@ -26,6 +33,24 @@ const MAX_LINES: usize = 11;
 
 /// A longer line is the customer's text, not a signature's (talon's `TOO_LONG_SIGNATURE_LINE`).
 const MAX_LINE_CHARS: usize = 60;
+
+/// The most lines with text a company's closing boilerplate takes: a disclaimer in two
+/// languages, or an imprint with its board and registry.
+const MAX_BOILERPLATE_LINES: usize = 30;
+
+/// Opening words of a disclaimer count only over this much text: "This message is
+/// confidential, please keep it to yourself." is the customer's.
+const MIN_DISCLAIMER_CHARS: usize = 120;
+
+/// Blocks of closing boilerplate taken off one after the other (a disclaimer, the imprint
+/// above it, a print note below): a bound for hostile mail of a thousand of them.
+const MAX_BOILERPLATE_BLOCKS: usize = 4;
+
+/// How much of each of the last lines the boilerplate phrases are looked for in.
+const MAX_READ_CHARS: usize = 2000;
+
+/// A line of an imprint is short ("Registergericht: Amtsgericht Charlottenburg, HRB 12345").
+const MAX_REGISTRY_LINE_CHARS: usize = 100;
 
 /// `body` without its signature and trailing footers, trimmed. `sender` is who wrote it.
 pub(super) fn without_signature(mut body: Vec<&str>, sender: Option<&Party>) -> String {
@@ -37,6 +62,7 @@ pub(super) fn without_signature(mut body: Vec<&str>, sender: Option<&Party>) -> 
             drop_footers(&mut body);
         }
     }
+    drop_disclaimer(&mut body);
     if let Some(start) = signature_start(&body, sender) {
         body.truncate(start);
     }
@@ -62,6 +88,67 @@ fn drop_footers(body: &mut Vec<&str>) {
     while body.last().is_some_and(|line| line.trim().is_empty()) {
         body.pop();
     }
+}
+
+/// Takes a company's closing boilerplate off `body`: from the first of its last lines that opens
+/// a disclaimer (a title or opening words, with a disclaimer's words below), an imprint (a
+/// registry line, with only short lines below) or a request not to print, to the end, and the
+/// separator line above it. Never the first line with text, nothing below that asks a question
+/// (that is the customer's), and only when more than a greeting is left. Again while there is
+/// one, a few times at most: an imprint above a disclaimer's long lines is one only once the
+/// disclaimer is gone.
+fn drop_disclaimer(body: &mut Vec<&str>) {
+    for _ in 0..MAX_BOILERPLATE_BLOCKS {
+        match without_boilerplate(body) {
+            Some(kept) => *body = kept,
+            None => return,
+        }
+    }
+}
+
+/// `body` without its last block of closing boilerplate (`drop_disclaimer`), if it has one.
+fn without_boilerplate<'a>(body: &[&'a str]) -> Option<Vec<&'a str>> {
+    let with_text: Vec<usize> = (0..body.len()).filter(|&i| !body[i].trim().is_empty()).collect();
+    let candidates = with_text.get(1..).unwrap_or_default();
+    let candidates = &candidates[candidates.len().saturating_sub(MAX_BOILERPLATE_LINES)..];
+    // Each line's start, lowercase: all the phrases need (a hostile line of a megabyte is
+    // read this far only).
+    let lower: Vec<String> = candidates
+        .iter()
+        .map(|&i| body[i].trim().chars().take(MAX_READ_CHARS).collect::<String>().to_lowercase())
+        .collect();
+    let opens_boilerplate = |k: usize| {
+        let below = &lower[k..];
+        if candidates[k..].iter().any(|&i| body[i].trim_end().ends_with('?')) {
+            return false;
+        }
+        let line = lower[k].trim_matches(|c: char| "*_=#[]()!.: ".contains(c));
+        let says_disclaimer = || DISCLAIMER_WORDS.iter().any(|w| below.iter().any(|l| l.contains(w)));
+        let titled = DISCLAIMER_TITLES
+            .iter()
+            .any(|t| line.strip_prefix(t).is_some_and(|rest| rest.is_empty() || rest.trim_start().starts_with(':')));
+        let opened = DISCLAIMER_OPENINGS.iter().any(|o| line.starts_with(o))
+            && below.iter().map(|l| l.chars().count()).sum::<usize>() >= MIN_DISCLAIMER_CHARS;
+        // "Geschäftsführer: …", "Amtsgericht München, HRB 12345"; not "Geschäftsführer Meier
+        // bittet um Rückruf."
+        let registry = COMPANY_REGISTRY.iter().any(|r| line.starts_with(r))
+            && (line.contains(':') || line.chars().filter(char::is_ascii_digit).count() >= 3)
+            && below.iter().all(|l| l.chars().count() <= MAX_REGISTRY_LINE_CHARS);
+        let print_note = PRINT_NOTES.iter().any(|p| line.starts_with(p)) && below.len() <= 2;
+        ((titled || opened) && says_disclaimer()) || registry || print_note
+    };
+    let start = candidates[(0..candidates.len()).find(|&k| opens_boilerplate(k))?];
+    let mut kept = body[..start].to_vec();
+    // The rule or stars a disclaimer is set off with; "--" is the signature's to take.
+    while kept.last().is_some_and(|l| {
+        let l = l.trim();
+        l.is_empty() || l.chars().all(|c| "_*=~#".contains(c)) || (l.chars().all(|c| c == '-') && l.len() > 2)
+    }) {
+        kept.pop();
+    }
+    // What is left must be more than a greeting.
+    let left: Vec<&str> = kept.iter().map(|l| l.trim()).filter(|l| !l.is_empty()).collect();
+    (left.len() > 1 || left.first().is_some_and(|l| !l.ends_with(','))).then_some(kept)
 }
 
 /// The line at which `body`'s signature begins, if it has one.
@@ -216,6 +303,76 @@ mod tests {
             ["Hello,\nthe parcel is here.\nInfo: order 7 shipped", "Hello,\nthe parcel is here.\nInfo sent to you"]
         {
             assert_eq!(cut(text, Some(&info)), text);
+        }
+    }
+
+    #[test]
+    fn a_companys_disclaimer_imprint_or_print_note_goes_with_the_signature() {
+        let cases = [
+            (
+                "Works now.\n\nBest regards,\nAnn Smith\nACME Ltd.\n\nCONFIDENTIALITY NOTICE: This e-mail and any\n\
+                 attachments are confidential and may be privileged. If you are not the\n\
+                 intended recipient, please notify the sender immediately and delete it.",
+                "Works now.",
+            ),
+            (
+                "Works now.\n\nAnn\n\n*** Disclaimer ***\nThe views expressed are the author's own. We accept no\n\
+                 liability for viruses.",
+                "Works now.\n\nAnn",
+            ),
+            (
+                "Das Update hat geholfen.\n\nMit freundlichen Grüßen\nAnna Schmidt\n\n________________________________\n\n\
+                 Diese E-Mail enthält vertrauliche und/oder rechtlich geschützte Informationen. Wenn Sie nicht der \
+                 richtige Adressat sind oder diese E-Mail irrtümlich erhalten haben, informieren Sie bitte sofort \
+                 den Absender und vernichten Sie diese Mail.\n\nThis e-mail may contain confidential and/or \
+                 privileged information. If you are not the intended recipient, please notify the sender.",
+                "Das Update hat geholfen.",
+            ),
+            (
+                "Bitte senden Sie die Rechnung erneut.\n\nMit freundlichen Grüßen\n\nAnna Schmidt\nEinkauf\n\n\
+                 Muster GmbH\nHauptstraße 1\n10115 Berlin\nTel.: +49 30 1234567\nFax: +49 30 1234568\n\
+                 www.muster.de\n\nGeschäftsführer: Max Mustermann, Erika Musterfrau\nSitz der Gesellschaft: Berlin\n\
+                 Registergericht: Amtsgericht Charlottenburg, HRB 123456 B\nUSt-IdNr.: DE123456789",
+                "Bitte senden Sie die Rechnung erneut.",
+            ),
+            (
+                "Proszę o korektę faktury.\n\nPozdrawiam\nJan Kowalski\n\nTa wiadomość zawiera informacje poufne \
+                 przeznaczone wyłącznie dla adresata. Jeżeli nie są Państwo adresatem, prosimy o niezwłoczne \
+                 powiadomienie nadawcy i usunięcie wiadomości.\nSąd Rejonowy dla m.st. Warszawy, KRS 0000123456",
+                "Proszę o korektę faktury.",
+            ),
+            (
+                "Ce n'est pas réglé.\n\nCordialement,\nAnne\n\nCe message et toutes les pièces jointes sont \
+                 confidentiels et établis à l'intention exclusive de ses destinataires. Si vous n'êtes pas le \
+                 destinataire de ce message, merci de le détruire et d'avertir l'expéditeur.",
+                "Ce n'est pas réglé.",
+            ),
+            ("Received, thank you.\n\nPlease consider the environment before printing this email.", "Received, thank you."),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(cut(text, None), expected, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_customers_own_words_about_confidentiality_or_their_company_stay() {
+        let cases = [
+            // Too short for a disclaimer, and no title.
+            "Please find the contract attached.\n\nThis message is confidential, please do not forward it.",
+            // A question below.
+            "Hello,\n\nthis email contains the confidential figures of our contract, which we need you to \
+             review and confirm by Friday, as our intended recipient of the offer. Can you do that?",
+            // The first line is the customer's, whatever it says.
+            "This e-mail is confidential: the intended recipient of our offer is you, and we would like to \
+             know how long the offer is valid for our company.",
+            // Invoice details are not an imprint; nor is a sentence about the managing director.
+            "Proszę o fakturę na:\nACME Sp. z o.o.\nul. Długa 1\n00-001 Warszawa\nNIP: 123-456-78-90",
+            "Hallo,\n\ndie Lieferung fehlt noch.\nGeschäftsführer Meier bittet um Rückruf.",
+            // A greeting alone would be left.
+            "Hello,\n\nDISCLAIMER: this e-mail is confidential and meant for its intended recipient only.",
+        ];
+        for text in cases {
+            assert_eq!(cut(text, None), text, "{text:?}");
         }
     }
 
