@@ -264,6 +264,15 @@ pub struct MailCalendar {
     /// A recurring event's rule, as written (`FREQ=WEEKLY;BYDAY=TU`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recurrence: Option<String>,
+    /// Which meeting of a recurring event the mail is about, when only one (its RECURRENCE-ID:
+    /// the series' original time of that meeting): "Canceled event: Weekly sync" then cancels
+    /// that meeting, not the series.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrence: Option<CalendarTime>,
+    /// `this_and_future` when the change is for that meeting and every one after it
+    /// (RFC 5545 `RANGE=THISANDFUTURE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurrence_range: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub organizer: Option<Party>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -3244,10 +3244,15 @@ fn tnef_with_rtf(rtf: &[u8]) -> Vec<u8> {
 /// through Dovecot into `message.calendar`, as the fixture corpus expects: the event, its times
 /// in UTC, the organizer, who answered what. The stored message says the same, the events keep to
 /// the published schema, and Google's invitation, sent as both the body's `text/calendar` part
-/// and `invite.ics`, lists its file once.
+/// and `invite.ics`, lists its file once. A cancellation of one meeting of a series says which.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calendar_invitations_and_answers_reach_the_helpdesk_as_events() {
-    let names = ["google-calendar-invite-en", "outlook-meeting-accepted-de", "outlook-meeting-invite-pl"];
+    let names = [
+        "google-calendar-invite-en",
+        "outlook-meeting-accepted-de",
+        "outlook-meeting-invite-pl",
+        "google-calendar-occurrence-canceled-en",
+    ];
     let mail = MailServers::start().await;
     let (helpdesk, server) = with_helpdesk(&mail).await;
     for name in names {

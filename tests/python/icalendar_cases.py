@@ -6,7 +6,9 @@ times in UTC, floating, whole days, and in named zones, each zone described by a
 one of two shapes — as icalendar writes it from the tz database (one RDATE per change), and as
 Outlook writes it (a yearly RRULE per observance); end by DTEND or by DURATION; text with
 commas, semicolons, backslashes, line breaks and non-ASCII letters, long enough to be folded;
-names that need quoting; answers (REPLY) and cancellations.
+names that need quoting; answers (REPLY) and cancellations; one meeting of a series changed
+(RECURRENCE-ID, sometimes RANGE=THISANDFUTURE), alone or beside its series, which is then the
+event read.
 
 A zone described in a VTIMEZONE is given a TZID icalendar does not know ("Custom/…"), so that
 icalendar, like the gateway, must place its times by the VTIMEZONE the invitation carries, not
@@ -161,6 +163,8 @@ def case(rng):
 
     shape = rng.choice(["utc", "floating", "all_day", "outlook", "outlook", "iana", "iana", "named", "named"])
     local = near_change(rng)
+    # The zone icalendar wrote, whose times keep away from its changes (see the module's note).
+    written_zone = None
     if shape == "all_day":
         start = local.date()
         end = start + dt.timedelta(days=rng.randint(1, 3))
@@ -198,7 +202,8 @@ def case(rng):
         vtimezone["TZID"] = tzid
         cal.add_component(vtimezone)
         # Not near a change: see the module's note.
-        local = away_from_changes(vtimezone.to_tz(), local)
+        written_zone = vtimezone.to_tz()
+        local = away_from_changes(written_zone, local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
     event.add("DTSTART", start)
     if rng.random() < 0.3:
@@ -225,7 +230,31 @@ def case(rng):
         event.add("ATTENDEE", attendee)
     if rng.random() < 0.3:
         event.add("X-GOOGLE-CONFERENCE", "https://meet.google.com/abc-defg-hij")
-    cal.add_component(event)
+    events = [event]
+    if rng.random() < 0.2:
+        # One meeting of a series, moved: RECURRENCE-ID is its original time, in DTSTART's zone.
+        original = start - (dt.timedelta(days=rng.choice([0, 1, 7])) if shape == "all_day"
+                            else dt.timedelta(hours=rng.choice([0, 1, 2, 24, 168])))
+        if written_zone is not None:
+            original = away_from_changes(written_zone, original)
+        event.add("RECURRENCE-ID", original)
+        if "TZID" in event["DTSTART"].params:
+            event["RECURRENCE-ID"].params["TZID"] = event["DTSTART"].params["TZID"]
+        if rng.random() < 0.3:
+            event["RECURRENCE-ID"].params["RANGE"] = "THISANDFUTURE"
+        if rng.random() < 0.4:
+            # With its series, before or after it: the series is the event read.
+            series = icalendar.Event()
+            series.add("UID", event["UID"])
+            series.add("DTSTAMP", dt.datetime(2026, 11, 23, 10, 0, tzinfo=UTC))
+            series.add("SUMMARY", "The series")
+            series.add("DTSTART", original)
+            if "TZID" in event["DTSTART"].params:
+                series["DTSTART"].params["TZID"] = event["DTSTART"].params["TZID"]
+            series.add("RRULE", {"FREQ": "DAILY", "COUNT": 10})
+            events.insert(rng.randint(0, 1), series)
+    for component in events:
+        cal.add_component(component)
     ics = cal.to_ical().decode()
     return {"ics": ics, "expected": read_back(ics)}
 
@@ -262,7 +291,9 @@ def read_back(ics):
     """The `calendar` field as icalendar reads `ics`: the gateway's JSON shape, keys it leaves
     out when empty left out here too."""
     cal = icalendar.Calendar.from_ical(ics)
-    event = cal.walk("VEVENT")[0]
+    # The series when the calendar has it, else the first meeting changed.
+    events = cal.walk("VEVENT")
+    event = next((e for e in events if "RECURRENCE-ID" not in e), events[0])
     out = {}
     if "METHOD" in cal:
         out["method"] = str(cal["METHOD"]).upper()
@@ -289,6 +320,10 @@ def read_back(ics):
             out["end"] = when(event["DTSTART"], start + duration)
     if "RRULE" in event:
         out["recurrence"] = event["RRULE"].to_ical().decode()
+    if "RECURRENCE-ID" in event:
+        out["occurrence"] = when(event["RECURRENCE-ID"], event.decoded("RECURRENCE-ID"))
+        if event["RECURRENCE-ID"].params.get("RANGE") == "THISANDFUTURE":
+            out["occurrence_range"] = "this_and_future"
     if "ORGANIZER" in event:
         organizer = event["ORGANIZER"]
         out["organizer"] = {"address": str(organizer)[len("mailto:"):]}

@@ -34,7 +34,8 @@ const MAX_OBSERVANCES: usize = 200;
 const MAX_RULE_ENTRIES: usize = 31;
 
 /// The event of a calendar object (its first `VEVENT` that is not an exception to a recurring
-/// one), or `None` when it holds none or is larger than `MAX_CALENDAR_BYTES`.
+/// one; else its first exception, with which meeting it is about), or `None` when it holds none
+/// or is larger than `MAX_CALENDAR_BYTES`.
 pub fn read(ics: &[u8]) -> Option<MailCalendar> {
     if ics.len() > MAX_CALENDAR_BYTES {
         return None;
@@ -65,6 +66,8 @@ pub fn read(ics: &[u8]) -> Option<MailCalendar> {
         ),
     };
     let text = |name: &str| event.property(name).map(|p| unescape(&p.value)).filter(|t| !t.trim().is_empty());
+    // An exception read only when the calendar has no series: the mail is about that meeting.
+    let occurrence = event.property("RECURRENCE-ID");
     Some(MailCalendar {
         method: calendar.property("METHOD").map(|p| p.value.trim().to_ascii_uppercase()),
         uid: event.property("UID").map(|p| p.value.trim().to_owned()),
@@ -76,6 +79,11 @@ pub fn read(ics: &[u8]) -> Option<MailCalendar> {
         start: start.map(Instant::shown),
         end: end.map(Instant::shown),
         recurrence: event.property("RRULE").map(|p| p.value.trim().to_owned()),
+        occurrence: occurrence.and_then(|p| instant(p, &zones)).map(Instant::shown),
+        occurrence_range: occurrence
+            .and_then(|p| p.param("RANGE"))
+            .filter(|range| range.eq_ignore_ascii_case("THISANDFUTURE"))
+            .map(|_| "this_and_future".to_owned()),
         organizer: event.property("ORGANIZER").and_then(person),
         attendees: event
             .properties
