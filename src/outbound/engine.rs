@@ -309,7 +309,7 @@ async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Res
             let id = job.message_id.as_str();
             match result {
                 Ok(sent) => {
-                    store::outbound::finish(c, id)?;
+                    store::outbound::finish(c, &job.channel_id, id)?;
                     let transition =
                         Transition::Sent { provider_message_id: sent.provider_message_id, encryption: sent.encryption };
                     let updated = status::apply(c, id, transition, now)?;
@@ -326,7 +326,7 @@ async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Res
                         Ok("retry")
                     }
                     None => {
-                        store::outbound::finish(c, id)?;
+                        store::outbound::finish(c, &job.channel_id, id)?;
                         let message = format!("gave up after {attempts} attempts: {reason}");
                         tracing::warn!(message_id = id, error = %message, "send failed for good");
                         status::apply(c, id, Transition::Failed(ErrorInfo { code, message, permanent: false }), now)?;
@@ -334,7 +334,7 @@ async fn record(inner: &Inner, job: Job, result: Result<Sent, SendError>) -> Res
                     }
                 },
                 Err(SendError::Permanent { code, reason }) => {
-                    store::outbound::finish(c, id)?;
+                    store::outbound::finish(c, &job.channel_id, id)?;
                     tracing::warn!(message_id = id, error = %reason, "send refused permanently");
                     status::apply(c, id, Transition::Failed(ErrorInfo { code, message: reason, permanent: true }), now)?;
                     Ok("failed")

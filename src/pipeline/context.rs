@@ -149,12 +149,6 @@ impl ChannelState {
         let (channel, key, value) = (self.channel_id.clone(), key.to_owned(), value.to_owned());
         self.store.write(move |c| store::mail::set_checkpoint(c, &channel, &key, &value)).await
     }
-
-    /// Durably forgets a value (returns after the commit); a key never set is no error.
-    pub async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        let (channel, key) = (self.channel_id.clone(), key.to_owned());
-        self.store.write(move |c| store::mail::remove_checkpoint(c, &channel, &key)).await
-    }
 }
 
 /// How often a pull channel waiting for a full store asks whether it takes writes again.

@@ -167,11 +167,6 @@ pub fn set_checkpoint(conn: &Connection, channel_id: &str, key: &str, value: &st
     Ok(())
 }
 
-pub fn remove_checkpoint(conn: &Connection, channel_id: &str, key: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM channel_state WHERE channel_id = ?1 AND key = ?2")?.execute([channel_id, key])?;
-    Ok(())
-}
-
 /// Our outbound message that carried this Message-ID header on the channel, with its
 /// conversation (what a bounce reports on).
 pub fn outbound_by_header(

@@ -71,9 +71,23 @@ pub fn make_due(conn: &Connection, channel_ids: &[String], now: i64) -> Result<(
     Ok(())
 }
 
-/// Returns whether the job still existed (false: someone else finished it).
-pub fn finish(conn: &Connection, message_id: &str) -> Result<bool, StoreError> {
+/// Ends a message's job, with what its channel's adapter kept of how far the sends got
+/// (`send_progress_key`), in the same transaction. Returns whether the job still existed
+/// (false: someone else finished it).
+pub fn finish(conn: &Connection, channel_id: &str, message_id: &str) -> Result<bool, StoreError> {
+    let prefix = send_progress_key(message_id, "");
+    // Every key with the prefix: those below the prefix with its last character ('/') raised.
+    let end = format!("{}0", &prefix[..prefix.len() - 1]);
+    conn.prepare_cached("DELETE FROM channel_state WHERE channel_id = ?1 AND key >= ?2 AND key < ?3")?
+        .execute([channel_id, &prefix, &end])?;
     Ok(conn.prepare_cached("DELETE FROM outbound_jobs WHERE message_id = ?1")?.execute([message_id])? > 0)
+}
+
+/// The `channel_state` key under which an adapter keeps `what` of a message it is sending and
+/// may send again (mail: which Bcc copies a server took): forgotten when the message's job ends,
+/// sent or failed, so nothing is left behind by a message that gave up.
+pub fn send_progress_key(message_id: &str, what: &str) -> String {
+    format!("sending/{message_id}/{what}")
 }
 
 /// A stored response for an `Idempotency-Key`.
@@ -112,4 +126,33 @@ pub fn save_idempotent(
     )?
     .execute(params![token, key, response.request_sha256, response.status, response.body, now])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{finish, send_progress_key};
+    use crate::store::mail::{checkpoint, set_checkpoint};
+
+    #[test]
+    fn finishing_a_job_forgets_its_send_progress_and_only_its_own() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        crate::store::migrations::migrate(&mut conn).unwrap();
+        let keys = [
+            ("support", send_progress_key("msg_1", "bcc-copies-taken")),
+            ("support", send_progress_key("msg_1", "other")),
+            // msg_1's keys are a prefix of these, and sort just after them.
+            ("support", send_progress_key("msg_10", "bcc-copies-taken")),
+            ("support", send_progress_key("msg_1.", "x")),
+            ("other", send_progress_key("msg_1", "bcc-copies-taken")),
+            ("support", "imap/INBOX".to_owned()),
+        ];
+        for (channel, key) in &keys {
+            set_checkpoint(&conn, channel, key, "kept").unwrap();
+        }
+        finish(&conn, "support", "msg_1").unwrap();
+        let left: Vec<bool> = keys.iter().map(|(c, k)| checkpoint(&conn, c, k).unwrap().is_some()).collect();
+        assert_eq!(left, [false, false, true, true, true, true]);
+    }
 }

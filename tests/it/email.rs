@@ -2744,7 +2744,8 @@ async fn our_mail_is_smime_encrypted_to_its_recipients_certificates_as_openssl_r
 /// then Ann's mail. When Ann's server defers her (greylisting, 450 4.2.0) after Carl's copy
 /// was taken, the retry sends Ann's mail alone: Carl does not get his copy twice. What the
 /// channel kept to know that is gone once the message is sent, and the next message's copy
-/// goes out as usual.
+/// goes out as usual. A message whose mail is refused for good after Carl's copy was taken
+/// fails, and leaves nothing kept behind either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_after_the_mail_was_deferred_does_not_send_a_bcc_copy_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -2752,8 +2753,10 @@ async fn a_retry_after_the_mail_was_deferred_does_not_send_a_bcc_copy_again() {
     let support = pki.issue("support", RSA_KEY, "ca", &SmimePki::person(SUPPORT.0, "emailProtection"));
     let ann = pki.issue("ann", RSA_KEY, "ca", &SmimePki::person(ANN.0, "emailProtection"));
     let carl = pki.issue("carl", RSA_KEY, "ca", &SmimePki::person(CARL.0, "emailProtection"));
+    // No mailbox: the server refuses her mail for good (550).
+    let nobody = pki.issue("nobody", RSA_KEY, "ca", &SmimePki::person("nobody@example.org", "emailProtection"));
     std::fs::write(dir.path().join("support.pem"), support).unwrap();
-    std::fs::write(dir.path().join("recipients.pem"), format!("{ann}{carl}")).unwrap();
+    std::fs::write(dir.path().join("recipients.pem"), format!("{ann}{carl}{nobody}")).unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let smime = format!(
         "smime_certificate_file = {:?}\nsmime_key_file = {:?}\nsmime_ca_file = {:?}\n\
@@ -2794,10 +2797,10 @@ async fn a_retry_after_the_mail_was_deferred_does_not_send_a_bcc_copy_again() {
     assert_eq!(received(CARL, "Deferred").await, 1, "Carl got his Bcc copy other than once");
     assert_eq!(received(ANN, "Deferred").await, 1, "Ann got the mail other than once");
     let db = rusqlite::Connection::open(server.dir.path().join("switchboard.db")).unwrap();
-    let kept: i64 = db
-        .query_row("SELECT count(*) FROM channel_state WHERE key LIKE 'bcc-copies-taken/%'", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(kept, 0, "the record of Carl's copy outlived the message");
+    let kept = || -> i64 {
+        db.query_row("SELECT count(*) FROM channel_state WHERE key LIKE 'sending/%'", [], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(kept(), 0, "the record of Carl's copy outlived the message");
 
     // The next message is not deferred: Carl's copy and Ann's mail go out on the first attempt.
     let next = json!({"channel": "support", "to": ANN.0, "bcc": [CARL.0], "subject": "Next", "text": "Twice?"});
@@ -2805,6 +2808,15 @@ async fn a_retry_after_the_mail_was_deferred_does_not_send_a_bcc_copy_again() {
     server.wait_status(queued["id"].as_str().unwrap(), "sent").await;
     loop_until(|| async { (received(CARL, "Next").await == 1 && received(ANN, "Next").await == 1).then_some(()) })
         .await;
+
+    // Refused for good after Carl's copy went: the message fails (Carl keeps his copy).
+    let refused = json!({"channel": "support", "to": "nobody@example.org", "bcc": [CARL.0], "subject": "Nobody",
+                         "text": "Lost?"});
+    let (_, queued) = server.post("/v1/messages", refused).await;
+    let failed = server.wait_status(queued["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["error"]["permanent"], json!(true), "{failed}");
+    loop_until(|| async { (received(CARL, "Nobody").await == 1).then_some(()) }).await;
+    assert_eq!(kept(), 0, "the record of Carl's copy outlived the failed message");
     server.stop().await;
 }
 

@@ -305,8 +305,9 @@ impl SmtpOutbound {
         let mut session = self.session().await?;
         // Bcc recipients with a copy of their own get it first: a copy that fails fails the
         // message before the others have it. Each copy the server takes is recorded at once,
-        // so a retry (a copy or the mail itself refused for now) sends no copy twice.
-        let taken_key = copies_taken_key(m.id.as_str());
+        // so a retry (a copy or the mail itself refused for now) sends no copy twice; the
+        // record goes with the message's job.
+        let taken_key = crate::store::outbound::send_progress_key(m.id.as_str(), "bcc-copies-taken");
         let mut taken = match bcc_copies.is_empty() {
             true => Vec::new(),
             false => copies_taken(&self.state, &taken_key).await,
@@ -333,13 +334,6 @@ impl SmtpOutbound {
             session.send(&envelope(mail_recipients), &mail).await.map_err(failed)
         }
         .await;
-        // Kept only while a retry may come: sent, or refused for good, the message needs it no more.
-        if !taken.is_empty() && !matches!(sent, Err(SendError::Temporary { .. } | SendError::Unavailable { .. })) {
-            if let Err(e) = self.state.remove(&taken_key).await {
-                tracing::warn!(channel = %self.channel, message_id = %m.id, error = %e,
-                    "could not forget which Bcc copies were sent");
-            }
-        }
         sent?;
         self.sessions.give_back(session);
         if let Some(copy) = self.sent_copy.clone() {
@@ -475,12 +469,8 @@ impl SmtpOutbound {
     }
 }
 
-/// The `channel_state` key of the Bcc recipients (one address a line) whose copy of message
-/// `id` a server took, while the message itself still waits to be sent.
-fn copies_taken_key(id: &str) -> String {
-    format!("bcc-copies-taken/{id}")
-}
-
+/// The Bcc recipients (one address a line under `key`) whose copy of a message a server took,
+/// while the message itself still waits to be sent.
 async fn copies_taken(state: &ChannelState, key: &str) -> Vec<String> {
     match state.get(key).await {
         Ok(value) => value.unwrap_or_default().lines().map(str::to_owned).collect(),
