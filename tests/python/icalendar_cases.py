@@ -15,7 +15,8 @@ icalendar, like the gateway, must place its times by the VTIMEZONE the invitatio
 by its own tz database (icalendar reads it with dateutil's `tzical`). A zone only named
 (`TZID=Europe/Warsaw`, no VTIMEZONE) is read by both from the system's tz database: icalendar
 through Python's `zoneinfo`, the gateway with its own TZif reader; years past 2037, which the
-database gives by rule, included.
+database gives by rule, included. So is a zone named the Windows way (`TZID=W. Europe Standard
+Time`, no VTIMEZONE): icalendar and the gateway each map it to its IANA zone by CLDR's table.
 
 In Outlook's zones, times are drawn around the hours clocks change. There the two readings part
 in one place: a time in the hour the clocks skip, which dateutil reads with the offset after the
@@ -38,6 +39,7 @@ import sys
 import zoneinfo
 
 import icalendar
+from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
 
 UTC = dt.timezone.utc
 # How many of the times read fell in an hour the clocks skipped (`skipped_times` in the output).
@@ -161,7 +163,8 @@ def case(rng):
         if rng.random() < 0.85:
             event.add(prop, text(rng, rng.randint(1, words)))
 
-    shape = rng.choice(["utc", "floating", "all_day", "outlook", "outlook", "iana", "iana", "named", "named"])
+    shape = rng.choice(["utc", "floating", "all_day", "outlook", "outlook", "iana", "iana", "named", "named",
+                        "windows"])
     local = near_change(rng)
     # The zone icalendar wrote, whose times keep away from its changes (see the module's note).
     written_zone = None
@@ -181,11 +184,16 @@ def case(rng):
         cal.add_component(vtimezone)
         local = near_transition(rng, vtimezone.to_tz(), local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
-    elif shape == "named":
+    elif shape in ("named", "windows"):
         # Named, not described: icalendar reads it by Python's zoneinfo, the gateway by the same
         # system tz database, each with its own reader. Years past 2037 are the footer rule's.
-        name = rng.choice(IANA_ZONES)
-        tzid = name
+        # A Windows name is read as the IANA zone each side's copy of CLDR's table says.
+        if shape == "windows":
+            tzid = rng.choice(sorted(WINDOWS_TO_OLSON))
+            name = WINDOWS_TO_OLSON[tzid]
+        else:
+            name = rng.choice(IANA_ZONES)
+            tzid = name
         local = local.replace(year=rng.choice([local.year, rng.randint(1975, 2007), rng.randint(2038, 2070)]))
         local = near_transition(rng, zoneinfo.ZoneInfo(name), local)
         start, end = local, local + dt.timedelta(minutes=rng.choice([30, 60, 90, 180]))
@@ -212,7 +220,7 @@ def case(rng):
         event.add("DTEND", end)
     # Zoned times are written as wall-clock times with the zone's TZID.
     for prop in ("DTSTART", "DTEND"):
-        if shape in ("outlook", "iana", "named") and prop in event:
+        if shape in ("outlook", "iana", "named", "windows") and prop in event:
             event[prop].params["TZID"] = tzid
 
     if rng.random() < 0.2:

@@ -46,6 +46,7 @@ mod tests;
 mod tls;
 pub mod tnef;
 mod tzif;
+mod windows_zones;
 mod written_date;
 
 use std::borrow::Cow;

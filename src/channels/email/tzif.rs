@@ -2,8 +2,9 @@
 //! names (`TZID=Europe/Warsaw`) without describing it in a VTIMEZONE, as RFC 5545 asks and not
 //! every calendar does. A zone is a TZif file (RFC 8536) under `$TZDIR` or
 //! `/usr/share/zoneinfo` (Debian's tzdata): its transitions, then, past the last one, the
-//! POSIX TZ rule of its footer (`CET-1CEST,M3.5.0,M10.5.0/3`). A machine without the database,
-//! or a name it does not hold, gives no zone, and the time no `utc`.
+//! POSIX TZ rule of its footer (`CET-1CEST,M3.5.0,M10.5.0/3`). A Windows zone name is read as
+//! the IANA zone CLDR maps it to (`windows_zones.rs`). A machine without the database, or a
+//! name it does not hold, gives no zone, and the time no `utc`.
 
 use super::calendar::Transition;
 use crate::model::time;
@@ -12,8 +13,10 @@ use crate::model::time;
 const MAX_TZIF_BYTES: u64 = 1 << 20;
 
 /// The changes of the zone `name` in and around `year` (the year before to the year after), as
-/// the system's tz database has them; `None` when it has no such zone.
+/// the system's tz database has them; `None` when it has no such zone. A Windows zone name
+/// ("W. Europe Standard Time") is read as the IANA zone it stands for.
 pub fn transitions(name: &str, year: i64) -> Option<Vec<Transition>> {
+    let name = super::windows_zones::iana(name).unwrap_or(name);
     // A name is a relative path of plain parts: "Europe/Warsaw", "America/Argentina/Salta".
     let plain = |part: &str| {
         !part.is_empty()
