@@ -544,7 +544,8 @@ fn yearly_onsets(rule: &str, start: i64, years: std::ops::RangeInclusive<i64>) -
 fn by_day(value: &str) -> Option<(i64, u32)> {
     const DAYS: [&str; 7] = ["MO", "TU", "WE", "TH", "FR", "SA", "SU"];
     let split = value.len().checked_sub(2)?;
-    let weekday = DAYS.iter().position(|d| value[split..].eq_ignore_ascii_case(d))? as u32;
+    // Not `value[split..]`: a non-ASCII letter there would split a character (found by fuzzing).
+    let weekday = DAYS.iter().position(|d| value.as_bytes()[split..].eq_ignore_ascii_case(d.as_bytes()))? as u32;
     let nth = match &value[..split] {
         "" => 0,
         n => n.trim_start_matches('+').parse().ok()?,
@@ -586,6 +587,18 @@ DTSTART;TZID=Central European Standard Time:20261124T100000\r\n\
 DTEND;TZID=Central European Standard Time:20261124T110000\r\nSEQUENCE:2\r\nSTATUS:CONFIRMED\r\n\
 LOCATION;LANGUAGE=pl-PL:Sala 2\r\nX-MICROSOFT-SKYPETEAMSMEETINGURL:https://teams.microsoft.com/l/meetup-join/x\r\n\
 END:VEVENT\r\nEND:VCALENDAR\r\n";
+
+    #[test]
+    fn a_weekday_rule_with_a_non_ascii_letter_is_no_weekday_and_no_panic() {
+        assert_eq!(super::by_day("-1SU"), Some((-1, 6)));
+        assert_eq!(super::by_day("x€"), None);
+        assert_eq!(super::by_day("1S€"), None);
+        // Found by fuzzing: a zone rule's BYDAY ending in a letter of more than one byte.
+        let ics = "BEGIN:VCALENDAR\nBEGIN:VTIMEZONE\nTZID:X\nBEGIN:DAYLIGHT\nDTSTART:19700329T020000\n\
+                   TZOFFSETFROM:+0100\nTZOFFSETTO:+0200\nRRULE:FREQ=YEARLY;BYMONTH=3;BYDAY=SU€\nEND:DAYLIGHT\n\
+                   END:VTIMEZONE\nBEGIN:VEVENT\nDTSTART;TZID=X:20261124T100000\nEND:VEVENT\nEND:VCALENDAR\n";
+        assert_eq!(super::read(ics.as_bytes()).unwrap().start.unwrap().local, "2026-11-24T10:00:00");
+    }
 
     #[test]
     fn an_outlook_invitation_reads_with_its_zone_placed_in_utc() {
