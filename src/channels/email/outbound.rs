@@ -308,33 +308,26 @@ impl SmtpOutbound {
         // so a retry (a copy or the mail itself refused for now) sends no copy twice; the
         // record goes with the message's job.
         let taken_key = crate::store::outbound::send_progress_key(m.id.as_str(), "bcc-copies-taken");
-        let mut taken = match bcc_copies.is_empty() {
-            true => Vec::new(),
-            false => copies_taken(&self.state, &taken_key).await,
-        };
-        let sent = async {
-            for (copy, bcc) in bcc_copies.iter().zip(&bcc) {
-                let address = bcc.email.to_string();
-                if taken.iter().any(|t| t.eq_ignore_ascii_case(&address)) {
-                    tracing::info!(channel = %self.channel, message_id = %m.id, bcc = %address,
-                        "the Bcc copy was taken on an earlier attempt; not sent again");
-                    continue;
-                }
-                session.send(&envelope(std::slice::from_ref(&bcc.email)), &copy.formatted()).await.map_err(failed)?;
-                taken.push(address);
-                if let Err(e) = self.state.set(&taken_key, &taken.join("\n")).await {
-                    // A retry would send this copy again: better twice than not at all.
-                    tracing::warn!(channel = %self.channel, message_id = %m.id, error = %e,
-                        "could not record a Bcc copy as sent; a retry would send it again");
-                }
+        let mut taken = if bcc_copies.is_empty() { Vec::new() } else { copies_taken(&self.state, &taken_key).await };
+        for (copy, bcc) in bcc_copies.iter().zip(&bcc) {
+            let address = bcc.email.to_string();
+            if taken.iter().any(|t| t.eq_ignore_ascii_case(&address)) {
+                tracing::info!(channel = %self.channel, message_id = %m.id, bcc = %address,
+                    "the Bcc copy was taken on an earlier attempt; not sent again");
+                continue;
             }
-            // Bcc recipients with a copy of their own are not in the mail's envelope.
-            let (to_and_cc, _) = recipients.split_at(recipients.len() - bcc.len());
-            let mail_recipients = if bcc_copies.is_empty() { &recipients[..] } else { to_and_cc };
-            session.send(&envelope(mail_recipients), &mail).await.map_err(failed)
+            session.send(&envelope(std::slice::from_ref(&bcc.email)), &copy.formatted()).await.map_err(failed)?;
+            taken.push(address);
+            if let Err(e) = self.state.set(&taken_key, &taken.join("\n")).await {
+                // A retry would send this copy again: better twice than not at all.
+                tracing::warn!(channel = %self.channel, message_id = %m.id, error = %e,
+                    "could not record a Bcc copy as sent; a retry would send it again");
+            }
         }
-        .await;
-        sent?;
+        // Bcc recipients with a copy of their own are not in the mail's envelope.
+        let (to_and_cc, _) = recipients.split_at(recipients.len() - bcc.len());
+        let mail_recipients = if bcc_copies.is_empty() { &recipients[..] } else { to_and_cc };
+        session.send(&envelope(mail_recipients), &mail).await.map_err(failed)?;
         self.sessions.give_back(session);
         if let Some(copy) = self.sent_copy.clone() {
             let mail = with_bcc_header(mail, &bcc);
